@@ -1,0 +1,141 @@
+//! The command line: one file per subcommand, each a clap `Args` struct (its doc
+//! comment is the help text) and one `run` function calling into the library.
+//!
+//! Exit codes are part of the interface (cron reads them) and are decided here, in
+//! one place: see [`ExitStatus`].
+
+mod connection;
+mod demo;
+mod init;
+mod steps;
+mod tracker;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::ConfigError;
+use crate::site::LockError;
+
+/// How a command ended, as cron sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatus {
+    /// 0: everything done.
+    Success = 0,
+    /// 1: the run finished, but some issues failed (they are reported and retried).
+    IssueErrors = 1,
+    /// 2: usage or configuration error; nothing was done.
+    Usage = 2,
+    /// 3: the run stopped on a site-level error (exchange or tracker unreachable,
+    /// disk full); nothing half-written, the next run resumes.
+    Failed = 3,
+    /// 75 (EX_TEMPFAIL): another run of this site holds the lock; try later.
+    Locked = 75,
+}
+
+/// ferry: offline issue sync between trackers, through files and git.
+#[derive(Debug, Parser)]
+#[command(name = "ferry", version, about, long_about = None)]
+pub struct Cli {
+    /// The site folder (holding ferry.yaml); defaults to the current folder.
+    #[arg(long, global = true, value_name = "DIR", env = "FERRY_DIR")]
+    dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    Init(init::InitArgs),
+    #[command(subcommand)]
+    Connection(connection::ConnectionCommand),
+    Tracker(tracker::TrackerArgs),
+    Sync(steps::SyncArgs),
+    Export(steps::ExportArgs),
+    Import(steps::ImportArgs),
+    Push(steps::PushArgs),
+    Pull(steps::PullArgs),
+    Demo(demo::DemoArgs),
+}
+
+/// What every command gets: the site folder and where to write.
+pub struct Ctx<'a> {
+    /// The site folder.
+    pub dir: PathBuf,
+    /// Standard output (tests pass a buffer).
+    pub out: &'a mut dyn Write,
+}
+
+/// Parses the command line, runs the command, prints errors and maps the outcome
+/// to an exit code.
+pub fn run() -> ExitCode {
+    init_tracing();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() {
+                ExitStatus::Usage as u8
+            } else {
+                0
+            });
+        }
+    };
+    let dir = cli.dir.clone().unwrap_or_else(|| PathBuf::from("."));
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let mut ctx = Ctx { dir, out: &mut out };
+    let status = match dispatch(cli.command, &mut ctx) {
+        Ok(status) => status,
+        Err(err) => {
+            let _ = ctx.out.flush();
+            eprintln!("error: {err:#}");
+            classify(&err)
+        }
+    };
+    let _ = ctx.out.flush();
+    ExitCode::from(status as u8)
+}
+
+fn dispatch(command: Command, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
+    match command {
+        Command::Init(args) => init::run(args, ctx),
+        Command::Connection(cmd) => connection::run(cmd, ctx),
+        Command::Tracker(args) => tracker::run(args, ctx),
+        Command::Sync(args) => steps::sync(args, ctx),
+        Command::Export(args) => steps::export(args, ctx),
+        Command::Import(args) => steps::import(args, ctx),
+        Command::Push(args) => steps::push(args, ctx),
+        Command::Pull(args) => steps::pull(args, ctx),
+        Command::Demo(args) => demo::run(args, ctx),
+    }
+}
+
+/// Usage errors are raised with this type so they exit 2 like configuration errors.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+fn classify(err: &anyhow::Error) -> ExitStatus {
+    for cause in err.chain() {
+        if cause.is::<LockError>() {
+            return ExitStatus::Locked;
+        }
+        if cause.is::<ConfigError>() || cause.is::<UsageError>() {
+            return ExitStatus::Usage;
+        }
+    }
+    ExitStatus::Failed
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("FERRY_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}

@@ -1,0 +1,367 @@
+//! Site configuration: `ferry.yaml` and one file per connection.
+//!
+//! Raw YAML is turned into a checked [`Config`] once, before anything touches git,
+//! SQLite or the network (ripgrep's LowArgs → HiArgs): a bad query or a typo in a
+//! key is a configuration error (exit 2) at load time, naming file, line and column,
+//! not a failure at 3 a.m. halfway through a run.
+//!
+//! Connections live in `connections/<peer>.yaml`, one file each, rather than in
+//! `ferry.yaml`: `ferry connection add` then never rewrites a file an admin edited
+//! by hand (serde would drop their comments), and configuration management can
+//! drop in one file per peer.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::query::Query;
+use crate::replica::is_plain_name;
+
+/// Name of the site configuration file.
+pub const CONFIG_FILE: &str = "ferry.yaml";
+/// Folder holding one YAML file per connection.
+pub const CONNECTIONS_DIR: &str = "connections";
+
+/// A configuration problem. Always names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid YAML or has the wrong shape; the message has line and
+    /// column.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Parser message, with line and column.
+        message: String,
+    },
+    /// Parsed, but a value is wrong.
+    #[error("{path}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+    /// Writing a configuration file failed.
+    #[error("cannot write {path}: {source}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+/// The tracker a site talks to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum TrackerConfig {
+    /// The embedded SQLite tracker.
+    Local {
+        /// Database file, relative to the site folder.
+        path: PathBuf,
+    },
+}
+
+/// `ferry.yaml` as written on disk.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteConfig {
+    /// This site's name: it names its branches in the exchange repo.
+    pub site: String,
+    /// The tracker connector.
+    pub tracker: TrackerConfig,
+    /// State folder (ledger, exchange clone, lock), relative to the site folder.
+    #[serde(default = "default_state_dir")]
+    pub state: PathBuf,
+    /// User name ferry acts as in the tracker when the incoming rule names nobody.
+    #[serde(default = "default_sync_user")]
+    pub sync_user: String,
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from(".ferry")
+}
+
+fn default_sync_user() -> String {
+    "ferry".into()
+}
+
+/// Which way issues flow on a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// Export and import.
+    Both,
+    /// Export only.
+    Out,
+    /// Import only.
+    In,
+}
+
+impl Direction {
+    /// Whether this site exports on the connection.
+    pub fn exports(self) -> bool {
+        matches!(self, Direction::Both | Direction::Out)
+    }
+    /// Whether this site imports on the connection.
+    pub fn imports(self) -> bool {
+        matches!(self, Direction::Both | Direction::In)
+    }
+}
+
+/// When a connection takes part in sync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncMethod {
+    /// Part of every `ferry sync`.
+    Auto,
+    /// Only when a command names the connection.
+    Manual,
+    /// Never.
+    Disabled,
+}
+
+/// `connections/<peer>.yaml` as written on disk.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionFile {
+    /// How commits travel: any git URL or path of the intermediate repository.
+    pub channel: String,
+    /// Which way issues flow.
+    #[serde(default = "default_direction")]
+    pub direction: Direction,
+    /// When the connection syncs.
+    #[serde(default = "default_method")]
+    pub method: SyncMethod,
+    /// Local project key → the peer's project key.
+    pub projects: BTreeMap<String, String>,
+    /// Which local issues start being shared (see `ferry help query`); empty means
+    /// every issue of the mapped projects.
+    #[serde(default)]
+    pub query: String,
+    /// Outgoing rule script, relative to the site folder.
+    #[serde(default = "default_outgoing")]
+    pub outgoing: PathBuf,
+    /// Incoming rule script, relative to the site folder.
+    #[serde(default = "default_incoming")]
+    pub incoming: PathBuf,
+}
+
+fn default_direction() -> Direction {
+    Direction::Both
+}
+fn default_method() -> SyncMethod {
+    SyncMethod::Auto
+}
+fn default_outgoing() -> PathBuf {
+    PathBuf::from("rules/outgoing.rhai")
+}
+fn default_incoming() -> PathBuf {
+    PathBuf::from("rules/incoming.rhai")
+}
+
+/// A checked connection.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    /// The peer site's name.
+    pub peer: String,
+    /// The file it was loaded from.
+    pub file: PathBuf,
+    /// The settings as written.
+    pub settings: ConnectionFile,
+    /// The parsed trigger query.
+    pub query: Query,
+}
+
+impl Connection {
+    /// The peer's project for a local one, if the connection maps it.
+    pub fn remote_project(&self, local: &str) -> Option<&str> {
+        self.settings.projects.get(local).map(String::as_str)
+    }
+
+    /// The local project for a peer's one, if the connection maps it.
+    pub fn local_project(&self, remote: &str) -> Option<&str> {
+        self.settings
+            .projects
+            .iter()
+            .find(|(_, r)| r.as_str() == remote)
+            .map(|(l, _)| l.as_str())
+    }
+}
+
+/// A site's whole checked configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The site folder all relative paths are resolved against.
+    pub root: PathBuf,
+    /// `ferry.yaml`.
+    pub site: SiteConfig,
+    /// Connections by peer name.
+    pub connections: BTreeMap<String, Connection>,
+}
+
+impl Config {
+    /// Loads and checks `ferry.yaml` and every connection file under `root`.
+    pub fn load(root: &Path) -> Result<Config, ConfigError> {
+        let root = root.to_path_buf();
+        let site_path = root.join(CONFIG_FILE);
+        let site: SiteConfig = read_yaml(&site_path)?;
+        check_name(&site_path, "site", &site.site)?;
+        let mut connections = BTreeMap::new();
+        let dir = root.join(CONNECTIONS_DIR);
+        if dir.is_dir() {
+            let entries = fs::read_dir(&dir).map_err(|source| ConfigError::Read {
+                path: dir.clone(),
+                source,
+            })?;
+            let mut files: Vec<PathBuf> = entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+                .collect();
+            files.sort();
+            for file in files {
+                let connection = load_connection(&file)?;
+                if connection.peer == site.site {
+                    return Err(ConfigError::Invalid {
+                        path: file,
+                        message: format!("a site cannot connect to itself ({})", site.site),
+                    });
+                }
+                connections.insert(connection.peer.clone(), connection);
+            }
+        }
+        Ok(Config {
+            root,
+            site,
+            connections,
+        })
+    }
+
+    /// The site's name.
+    pub fn site_name(&self) -> &str {
+        &self.site.site
+    }
+
+    /// The state folder.
+    pub fn state_dir(&self) -> PathBuf {
+        self.root.join(&self.site.state)
+    }
+
+    /// A path from the configuration, resolved against the site folder.
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        self.root.join(path)
+    }
+
+    /// One connection by peer name, with a message listing the known ones.
+    pub fn connection(&self, peer: &str) -> Result<&Connection, ConfigError> {
+        self.connections.get(peer).ok_or_else(|| {
+            let known: Vec<&str> = self.connections.keys().map(String::as_str).collect();
+            ConfigError::Invalid {
+                path: self.root.join(CONNECTIONS_DIR),
+                message: if known.is_empty() {
+                    format!("no connection to {peer:?}; add one with `ferry connection add {peer} --channel URL --project LOCAL=REMOTE`")
+                } else {
+                    format!("no connection to {peer:?}; known connections: {}", known.join(", "))
+                },
+            }
+        })
+    }
+}
+
+fn load_connection(file: &Path) -> Result<Connection, ConfigError> {
+    let peer = file
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default()
+        .to_string();
+    check_name(file, "peer (file name)", &peer)?;
+    let settings: ConnectionFile = read_yaml(file)?;
+    validate_connection(file, &settings).map(|query| Connection {
+        peer,
+        file: file.to_path_buf(),
+        settings,
+        query,
+    })
+}
+
+/// Checks a connection's settings and parses its query; shared by loading and by
+/// `ferry connection add`, so a bad query is refused before it is ever written.
+pub fn validate_connection(file: &Path, settings: &ConnectionFile) -> Result<Query, ConfigError> {
+    let invalid = |message: String| ConfigError::Invalid {
+        path: file.to_path_buf(),
+        message,
+    };
+    if settings.channel.trim().is_empty() {
+        return Err(invalid("`channel` is empty".into()));
+    }
+    if settings.projects.is_empty() {
+        return Err(invalid(
+            "`projects` maps no project; add at least one LOCAL: REMOTE pair".into(),
+        ));
+    }
+    let mut remotes = std::collections::BTreeSet::new();
+    for (local, remote) in &settings.projects {
+        for key in [local, remote] {
+            if !is_plain_name(key) {
+                return Err(invalid(format!("{key:?} is not a valid project key")));
+            }
+        }
+        if !remotes.insert(remote) {
+            return Err(invalid(format!(
+                "the peer's project {remote} is mapped twice; each remote project maps to one local project"
+            )));
+        }
+    }
+    Query::parse(&settings.query).map_err(|e| invalid(format!("query: {e}")))
+}
+
+fn check_name(path: &Path, what: &str, name: &str) -> Result<(), ConfigError> {
+    if is_plain_name(name) {
+        Ok(())
+    } else {
+        Err(ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message: format!(
+                "{what} {name:?} is not a valid name: use letters, digits, '-', '_' and '.', not starting with '.'"
+            ),
+        })
+    }
+}
+
+fn read_yaml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
+    let text = fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    serde_yaml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+/// Writes `contents` to `path` atomically (temporary file, then rename), so a crash
+/// or a full disk never leaves a half-written configuration behind.
+pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), ConfigError> {
+    let write = |source| ConfigError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).map_err(write)?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(write)?;
+    std::io::Write::write_all(&mut tmp, contents).map_err(write)?;
+    tmp.as_file().sync_all().map_err(write)?;
+    tmp.persist(path).map_err(|e| write(e.error))?;
+    Ok(())
+}

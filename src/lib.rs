@@ -1,0 +1,21 @@
+//! ferry: file-and-git-based offline sync of issues between trackers that cannot
+//! reach each other.
+//!
+//! The data flow of one `ferry sync` (see DESIGN.md in the repository):
+//! tracker → [`rules`] (outgoing) → [`replica`] → [`exchange`] commit →
+//! [`transport`] → peer → tree diff → [`rules`] (incoming) → [`tracker`], with every
+//! mapping and position kept in the [`ledger`]. The [`engine`] drives it; the
+//! [`cli`] is a thin layer over the engine.
+
+pub mod cli;
+pub mod config;
+pub mod engine;
+pub mod exchange;
+pub mod ledger;
+pub mod model;
+pub mod query;
+pub mod replica;
+pub mod rules;
+pub mod site;
+pub mod tracker;
+pub mod transport;

@@ -1,0 +1,317 @@
+//! Replicas: the YAML documents in the exchange repo (schema version 1).
+//!
+//! A replica is one issue *as its owner chose to share it*, after the outgoing rule.
+//! The format is the contract between two sites that may run different ferry
+//! versions, so it is a struct of its own rather than a serialisation of
+//! [`Issue`]: the internal model may grow, the wire format changes only with
+//! [`SCHEMA_VERSION`]. Serialisation is deterministic (fixed key order, sorted
+//! lists, UTC timestamps in whole seconds), so the same issue gives the same bytes
+//! on every machine and git stores an unchanged issue as the same blob.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Attachment, Comment, FieldValue, Issue, Origin, timestamp};
+
+/// The replica schema this ferry writes and reads.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Replicas larger than this are refused unread: a hostile or broken peer must not
+/// make a site parse gigabytes of YAML.
+pub const MAX_REPLICA_BYTES: usize = 16 * 1024 * 1024;
+
+/// One shared issue, exactly as it is stored at `issues/<project>/<id>.yaml`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Replica {
+    /// Schema version; always [`SCHEMA_VERSION`] when written by this ferry.
+    pub ferry: u32,
+    /// The site that owns and wrote this replica.
+    pub site: String,
+    /// Stable id at the owner.
+    pub id: String,
+    /// Human key at the owner.
+    pub key: String,
+    /// Project key at the owner.
+    pub project: String,
+    /// Issue type.
+    #[serde(rename = "type")]
+    pub issue_type: String,
+    /// Summary.
+    pub summary: String,
+    /// Description.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Status name at the owner.
+    pub status: String,
+    /// Priority name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<String>,
+    /// Assignee.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assignee: Option<String>,
+    /// Reporter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reporter: Option<String>,
+    /// Labels, sorted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<String>,
+    /// Components, sorted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub components: Vec<String>,
+    /// Creation time.
+    #[serde(with = "timestamp")]
+    pub created: DateTime<Utc>,
+    /// Last change time.
+    #[serde(with = "timestamp")]
+    pub updated: DateTime<Utc>,
+    /// Custom fields.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub fields: BTreeMap<String, FieldValue>,
+    /// Shared comments, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub comments: Vec<Comment>,
+    /// Shared attachments.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<Attachment>,
+    /// Arbitrary data an outgoing rule passes to the peer's incoming rule.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub custom_keys: BTreeMap<String, FieldValue>,
+    /// Present when the owner's issue was itself created by sync from a peer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Origin>,
+    /// A tombstone: the owner deleted the issue.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deleted: bool,
+}
+
+/// Why a replica was refused. Every variant names the path it came from, so an
+/// operator can find the file in the exchange repo.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicaError {
+    /// Not parseable YAML, or the wrong shape.
+    #[error("{path}: {message}")]
+    Malformed {
+        /// Path inside the exchange repo.
+        path: String,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// A schema version this ferry does not know.
+    #[error(
+        "{path}: replica schema version {found} is not supported (this ferry reads version {SCHEMA_VERSION}); upgrade ferry on this site"
+    )]
+    UnknownSchema {
+        /// Path inside the exchange repo.
+        path: String,
+        /// The version found.
+        found: u32,
+    },
+    /// Structurally valid but semantically wrong (empty id, path mismatch...).
+    #[error("{path}: {message}")]
+    Invalid {
+        /// Path inside the exchange repo.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// Larger than [`MAX_REPLICA_BYTES`].
+    #[error("{path}: replica is {size} bytes, over the limit of {MAX_REPLICA_BYTES}")]
+    TooLarge {
+        /// Path inside the exchange repo.
+        path: String,
+        /// Its size.
+        size: usize,
+    },
+}
+
+impl Replica {
+    /// Builds the replica of `issue` as written by `site`. Lists are normalised so
+    /// the bytes do not depend on the order a tracker returned things in.
+    pub fn from_issue(site: &str, issue: &Issue) -> Replica {
+        let mut issue = issue.clone();
+        issue.normalize();
+        Replica {
+            ferry: SCHEMA_VERSION,
+            site: site.to_string(),
+            id: issue.id,
+            key: issue.key,
+            project: issue.project,
+            issue_type: issue.issue_type,
+            summary: issue.summary,
+            description: issue.description,
+            status: issue.status,
+            priority: issue.priority,
+            assignee: issue.assignee,
+            reporter: issue.reporter,
+            labels: issue.labels,
+            components: issue.components,
+            created: issue.created,
+            updated: issue.updated,
+            fields: issue.fields,
+            comments: issue.comments,
+            attachments: issue.attachments,
+            custom_keys: BTreeMap::new(),
+            origin: issue.origin,
+            deleted: issue.deleted,
+        }
+    }
+
+    /// The issue this replica describes, as seen by the owner.
+    pub fn to_issue(&self) -> Issue {
+        Issue {
+            id: self.id.clone(),
+            key: self.key.clone(),
+            project: self.project.clone(),
+            issue_type: self.issue_type.clone(),
+            summary: self.summary.clone(),
+            description: self.description.clone(),
+            status: self.status.clone(),
+            priority: self.priority.clone(),
+            assignee: self.assignee.clone(),
+            reporter: self.reporter.clone(),
+            labels: self.labels.clone(),
+            components: self.components.clone(),
+            created: self.created,
+            updated: self.updated,
+            fields: self.fields.clone(),
+            comments: self.comments.clone(),
+            attachments: self.attachments.clone(),
+            origin: self.origin.clone(),
+            deleted: self.deleted,
+        }
+    }
+
+    /// Where this replica lives in the exchange repo.
+    pub fn path(&self) -> String {
+        replica_path(&self.project, &self.id)
+    }
+
+    /// The origin that identifies this issue across all sites: the first site it was
+    /// created on. An issue ferry created from a peer's replica carries that origin;
+    /// an issue born at the owner is identified by the owner's own site and id.
+    pub fn effective_origin(&self) -> Origin {
+        self.origin.clone().unwrap_or_else(|| Origin {
+            site: self.site.clone(),
+            id: self.id.clone(),
+        })
+    }
+
+    /// Puts lists in their canonical order (sorted labels and components, comments
+    /// and attachments by time then id).
+    pub fn normalize(&mut self) {
+        crate::model::normalize_set(&mut self.labels);
+        crate::model::normalize_set(&mut self.components);
+        self.comments
+            .sort_by(|a, b| (a.created, &a.id).cmp(&(b.created, &b.id)));
+        self.attachments
+            .sort_by(|a, b| (a.created, &a.id).cmp(&(b.created, &b.id)));
+    }
+
+    /// The canonical bytes. Normalises a copy first, so two equal replicas always
+    /// give equal bytes.
+    pub fn to_yaml(&self) -> String {
+        let mut canonical = self.clone();
+        canonical.normalize();
+        serde_yaml::to_string(&canonical).expect("a replica always serialises to YAML")
+    }
+
+    /// Parses and validates the replica stored at `path` (a path inside the exchange
+    /// repo, used in errors and checked against the replica's own project and id).
+    pub fn parse(path: &str, bytes: &[u8]) -> Result<Replica, ReplicaError> {
+        if bytes.len() > MAX_REPLICA_BYTES {
+            return Err(ReplicaError::TooLarge {
+                path: path.to_string(),
+                size: bytes.len(),
+            });
+        }
+        let (project, id) = parse_replica_path(path)?;
+        // Look at the version before the full shape, so a newer schema is reported
+        // as such and not as a pile of unknown fields.
+        #[derive(Deserialize)]
+        struct Version {
+            ferry: Option<u32>,
+        }
+        let malformed = |e: serde_yaml::Error| ReplicaError::Malformed {
+            path: path.to_string(),
+            message: e.to_string(),
+        };
+        let version: Version = serde_yaml::from_slice(bytes).map_err(malformed)?;
+        match version.ferry {
+            None => {
+                return Err(ReplicaError::Invalid {
+                    path: path.to_string(),
+                    message: "missing `ferry:` schema version".into(),
+                });
+            }
+            Some(SCHEMA_VERSION) => {}
+            Some(found) => {
+                return Err(ReplicaError::UnknownSchema {
+                    path: path.to_string(),
+                    found,
+                });
+            }
+        }
+        let replica: Replica = serde_yaml::from_slice(bytes).map_err(malformed)?;
+        let invalid = |message: String| ReplicaError::Invalid {
+            path: path.to_string(),
+            message,
+        };
+        for (name, value) in [("site", &replica.site), ("id", &replica.id)] {
+            if value.trim().is_empty() {
+                return Err(invalid(format!("`{name}` is empty")));
+            }
+        }
+        if replica.id != id || replica.project != project {
+            return Err(invalid(format!(
+                "replica says project {:?} id {:?} but is stored at {path}; a replica must live at {}",
+                replica.project,
+                replica.id,
+                replica.path()
+            )));
+        }
+        if let Some(c) = replica.comments.iter().find(|c| c.id.trim().is_empty()) {
+            return Err(invalid(format!(
+                "a comment by {:?} has an empty `id`",
+                c.author
+            )));
+        }
+        Ok(replica)
+    }
+}
+
+/// `issues/<project>/<id>.yaml`.
+pub fn replica_path(project: &str, id: &str) -> String {
+    format!("issues/{project}/{id}.yaml")
+}
+
+/// Splits a replica path into project and id, refusing anything that is not exactly
+/// `issues/<project>/<id>.yaml` with plain names (no `..`, no hidden files).
+pub fn parse_replica_path(path: &str) -> Result<(String, String), ReplicaError> {
+    let invalid = || ReplicaError::Invalid {
+        path: path.to_string(),
+        message: "not a replica path: replicas live at issues/<project>/<id>.yaml".into(),
+    };
+    let mut parts = path.split('/');
+    let (Some("issues"), Some(project), Some(file), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(invalid());
+    };
+    let id = file.strip_suffix(".yaml").ok_or_else(invalid)?;
+    if !is_plain_name(project) || !is_plain_name(id) {
+        return Err(invalid());
+    }
+    Ok((project.to_string(), id.to_string()))
+}
+
+/// A name safe as one path component on every file system ferry runs on.
+pub fn is_plain_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}

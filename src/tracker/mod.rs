@@ -1,0 +1,121 @@
+//! Trackers: one trait, one module per connector.
+//!
+//! The engine never knows which tracker it talks to. Everything it needs (find what
+//! changed, read one issue, create, update, comment, delete, and find an issue or
+//! comment by its origin marker so that a retried create never duplicates) is on
+//! [`Tracker`]. Each connector is exercised by the same contract tests.
+
+pub mod local;
+
+use chrono::{DateTime, Utc};
+use std::collections::BTreeMap;
+
+use crate::model::{Comment, FieldValue, Issue, Origin};
+
+/// What a tracker can fail with. The variants are the engine's error levels: an
+/// issue-level failure fails one issue, the others stop the run.
+#[derive(Debug, thiserror::Error)]
+pub enum TrackerError {
+    /// No issue with that id or key.
+    #[error("no issue {0} in the tracker")]
+    NotFound(String),
+    /// The tracker refused the change for this issue (validation, workflow).
+    #[error("the tracker refused the change to {issue}: {message}")]
+    Rejected {
+        /// Issue id or key.
+        issue: String,
+        /// The tracker's own words.
+        message: String,
+    },
+    /// The tracker cannot be used at all (unreachable, bad credentials, corrupt db).
+    #[error("tracker unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Fields a create or an update sets. `None` leaves a field as it is; for the
+/// optional text fields `Some(None)` clears them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct IssuePatch {
+    /// Issue type.
+    pub issue_type: Option<String>,
+    /// Summary.
+    pub summary: Option<String>,
+    /// Description (`Some(None)` clears it).
+    pub description: Option<Option<String>>,
+    /// Status.
+    pub status: Option<String>,
+    /// Priority (`Some(None)` clears it).
+    pub priority: Option<Option<String>>,
+    /// Assignee (`Some(None)` clears it).
+    pub assignee: Option<Option<String>>,
+    /// Reporter (`Some(None)` clears it).
+    pub reporter: Option<Option<String>>,
+    /// The full new label set.
+    pub labels: Option<Vec<String>>,
+    /// The full new component set.
+    pub components: Option<Vec<String>>,
+    /// Custom fields to set; a JSON `null` removes the field.
+    pub fields: BTreeMap<String, FieldValue>,
+}
+
+impl IssuePatch {
+    /// True when applying it would change nothing.
+    pub fn is_empty(&self) -> bool {
+        *self == IssuePatch::default()
+    }
+}
+
+/// An issue to create.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewIssue {
+    /// Project key; the tracker creates the project if it has to and can.
+    pub project: String,
+    /// Values; unset ones take the tracker's defaults.
+    pub patch: IssuePatch,
+    /// Who creates it.
+    pub author: String,
+    /// The origin marker a retried create looks up with [`Tracker::find_by_origin`].
+    pub origin: Option<Origin>,
+}
+
+/// A comment to add.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewComment {
+    /// Author user name.
+    pub author: String,
+    /// Text.
+    pub body: String,
+    /// Internal comments stay on this site.
+    pub internal: bool,
+    /// The origin marker of a comment sync copies from a peer.
+    pub origin: Option<Origin>,
+}
+
+/// A connector to one issue tracker.
+pub trait Tracker {
+    /// Issues (with comments and attachments, including deleted ones as
+    /// tombstones) whose `updated` is at or after `since`; all of them when `None`.
+    /// At-or-after, not after: a cursor in whole seconds must not miss a change made
+    /// in the same second as the previous run's last one.
+    fn changed_since(&self, since: Option<DateTime<Utc>>) -> Result<Vec<Issue>, TrackerError>;
+
+    /// One issue by stable id, `None` when it does not exist.
+    fn get(&self, id: &str) -> Result<Option<Issue>, TrackerError>;
+
+    /// The issue carrying this origin marker, if sync already created it.
+    fn find_by_origin(&self, origin: &Origin) -> Result<Option<Issue>, TrackerError>;
+
+    /// Creates an issue and returns it as stored.
+    fn create(&mut self, issue: &NewIssue) -> Result<Issue, TrackerError>;
+
+    /// Applies a patch to an existing issue (bumping `updated` only when something
+    /// really changed) and returns the issue as stored.
+    fn update(&mut self, id: &str, patch: &IssuePatch, author: &str)
+    -> Result<Issue, TrackerError>;
+
+    /// Adds a comment and returns it as stored.
+    fn add_comment(&mut self, id: &str, comment: &NewComment) -> Result<Comment, TrackerError>;
+
+    /// Deletes an issue (it then appears to `changed_since` as a tombstone).
+    fn delete(&mut self, id: &str, author: &str) -> Result<(), TrackerError>;
+}
