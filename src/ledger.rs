@@ -1,1 +1,416 @@
-//! PLACEHOLDER (lead replaces).
+//! The ledger: a site's local, transactional state in SQLite (WAL).
+//!
+//! The exchange repo is the queue; the ledger is everything a site must remember
+//! about it: which peer issue maps to which local one, which replica blob was last
+//! applied per path (so a run that dies halfway resumes without redoing or skipping
+//! work), which local issues are shared with which peer, the export cursor per
+//! connection, imports to retry, and errors for operators and notifications.
+
+use std::path::Path;
+
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::model::{format_timestamp, parse_timestamp};
+
+/// The ledger could not be read or written.
+#[derive(Debug, thiserror::Error)]
+#[error("ledger {path}: {source}")]
+pub struct LedgerError {
+    path: String,
+    #[source]
+    source: rusqlite::Error,
+}
+
+/// One recorded error.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ErrorRecord {
+    /// Ledger id, for `ferry retry`/`resolve`.
+    pub id: i64,
+    /// `issue`, `connection`, `site` or `node`.
+    pub level: String,
+    /// The connection (peer) it belongs to, if any.
+    pub connection: Option<String>,
+    /// The replica path or issue key it concerns, if any.
+    pub subject: Option<String>,
+    /// What happened.
+    pub message: String,
+    /// How many runs saw it.
+    pub count: i64,
+    /// Last time seen.
+    pub last_seen: String,
+}
+
+/// A site's ledger.
+pub struct Ledger {
+    conn: Connection,
+    path: String,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS links (
+    peer TEXT NOT NULL,
+    remote_id TEXT NOT NULL,
+    remote_key TEXT NOT NULL,
+    local_id TEXT NOT NULL,
+    PRIMARY KEY (peer, remote_id)
+);
+CREATE INDEX IF NOT EXISTS links_local ON links (peer, local_id);
+CREATE TABLE IF NOT EXISTS shared (
+    peer TEXT NOT NULL,
+    local_id TEXT NOT NULL,
+    PRIMARY KEY (peer, local_id)
+);
+CREATE TABLE IF NOT EXISTS applied (
+    peer TEXT NOT NULL,
+    path TEXT NOT NULL,
+    blob TEXT NOT NULL,
+    PRIMARY KEY (peer, path)
+);
+CREATE TABLE IF NOT EXISTS pending (
+    peer TEXT NOT NULL,
+    path TEXT NOT NULL,
+    PRIMARY KEY (peer, path)
+);
+CREATE TABLE IF NOT EXISTS cursors (
+    peer TEXT PRIMARY KEY,
+    cursor TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS errors (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    level TEXT NOT NULL,
+    connection TEXT,
+    subject TEXT,
+    message TEXT NOT NULL,
+    first_seen TEXT NOT NULL,
+    last_seen TEXT NOT NULL,
+    count INTEGER NOT NULL DEFAULT 1,
+    resolved INTEGER NOT NULL DEFAULT 0
+);
+";
+
+impl Ledger {
+    /// Opens (creating if needed) the ledger database.
+    pub fn open(path: &Path) -> Result<Ledger, LedgerError> {
+        let display = path.display().to_string();
+        let wrap = |source| LedgerError {
+            path: display.clone(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(wrap)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(wrap)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(wrap)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(wrap)?;
+        conn.execute_batch(SCHEMA).map_err(wrap)?;
+        Ok(Ledger {
+            conn,
+            path: display,
+        })
+    }
+
+    fn wrap(&self, source: rusqlite::Error) -> LedgerError {
+        LedgerError {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// The local issue a peer's issue maps to.
+    pub fn local_for(&self, peer: &str, remote_id: &str) -> Result<Option<String>, LedgerError> {
+        self.conn
+            .query_row(
+                "SELECT local_id FROM links WHERE peer = ?1 AND remote_id = ?2",
+                params![peer, remote_id],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.wrap(e))
+    }
+
+    /// The peer's issue (id, key) a local issue maps to.
+    pub fn remote_for(
+        &self,
+        peer: &str,
+        local_id: &str,
+    ) -> Result<Option<(String, String)>, LedgerError> {
+        self.conn
+            .query_row(
+                "SELECT remote_id, remote_key FROM links WHERE peer = ?1 AND local_id = ?2",
+                params![peer, local_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(|e| self.wrap(e))
+    }
+
+    /// Records that a peer's issue maps to a local one.
+    pub fn link(
+        &self,
+        peer: &str,
+        remote_id: &str,
+        remote_key: &str,
+        local_id: &str,
+    ) -> Result<(), LedgerError> {
+        self.conn
+            .execute(
+                "INSERT INTO links (peer, remote_id, remote_key, local_id) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (peer, remote_id) DO UPDATE SET remote_key = ?3, local_id = ?4",
+                params![peer, remote_id, remote_key, local_id],
+            )
+            .map(drop)
+            .map_err(|e| self.wrap(e))
+    }
+
+    /// Whether a local issue is connected with a peer: shared by this site, or
+    /// linked to one of the peer's issues. Connected issues keep syncing even when
+    /// they stop matching the connection's query (a closed issue must still send
+    /// its closing).
+    pub fn is_connected(&self, peer: &str, local_id: &str) -> Result<bool, LedgerError> {
+        self.conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM shared WHERE peer = ?1 AND local_id = ?2)
+                     OR EXISTS (SELECT 1 FROM links WHERE peer = ?1 AND local_id = ?2)",
+                params![peer, local_id],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.wrap(e))
+    }
+
+    /// Records that a local issue is shared with a peer.
+    pub fn mark_shared(&self, peer: &str, local_id: &str) -> Result<(), LedgerError> {
+        self.conn
+            .execute(
+                "INSERT OR IGNORE INTO shared (peer, local_id) VALUES (?1, ?2)",
+                params![peer, local_id],
+            )
+            .map(drop)
+            .map_err(|e| self.wrap(e))
+    }
+
+    /// The blob last applied for a replica path of a peer.
+    pub fn applied_blob(&self, peer: &str, path: &str) -> Result<Option<String>, LedgerError> {
+        self.conn
+            .query_row(
+                "SELECT blob FROM applied WHERE peer = ?1 AND path = ?2",
+                params![peer, path],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.wrap(e))
+    }
+
+    /// Records a replica blob as applied and clears its retry entry, in one
+    /// transaction.
+    pub fn mark_applied(&mut self, peer: &str, path: &str, blob: &str) -> Result<(), LedgerError> {
+        let tx = self.conn.transaction().map_err(|e| LedgerError {
+            path: self.path.clone(),
+            source: e,
+        })?;
+        let result = tx
+            .execute(
+                "INSERT INTO applied (peer, path, blob) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (peer, path) DO UPDATE SET blob = ?3",
+                params![peer, path, blob],
+            )
+            .and_then(|_| {
+                tx.execute(
+                    "DELETE FROM pending WHERE peer = ?1 AND path = ?2",
+                    params![peer, path],
+                )
+            })
+            .and_then(|_| tx.commit());
+        result.map_err(|e| self.wrap(e))
+    }
+
+    /// Replica paths of a peer whose import failed and must be retried.
+    pub fn pending(&self, peer: &str) -> Result<Vec<String>, LedgerError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT path FROM pending WHERE peer = ?1 ORDER BY path")
+            .map_err(|e| self.wrap(e))?;
+        let rows = stmt
+            .query_map(params![peer], |r| r.get(0))
+            .and_then(|rows| rows.collect::<Result<Vec<String>, _>>());
+        rows.map_err(|e| self.wrap(e))
+    }
+
+    /// Queues a replica path for retry on the next import.
+    pub fn add_pending(&self, peer: &str, path: &str) -> Result<(), LedgerError> {
+        self.conn
+            .execute(
+                "INSERT OR IGNORE INTO pending (peer, path) VALUES (?1, ?2)",
+                params![peer, path],
+            )
+            .map(drop)
+            .map_err(|e| self.wrap(e))
+    }
+
+    /// The export cursor of a connection: the newest `updated` already exported.
+    pub fn cursor(&self, peer: &str) -> Result<Option<DateTime<Utc>>, LedgerError> {
+        let text: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT cursor FROM cursors WHERE peer = ?1",
+                params![peer],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.wrap(e))?;
+        Ok(text.and_then(|t| parse_timestamp(&t).ok()))
+    }
+
+    /// Moves the export cursor of a connection (`None` forgets it: full export).
+    pub fn set_cursor(&self, peer: &str, cursor: Option<DateTime<Utc>>) -> Result<(), LedgerError> {
+        let result = match cursor {
+            Some(c) => self.conn.execute(
+                "INSERT INTO cursors (peer, cursor) VALUES (?1, ?2)
+                 ON CONFLICT (peer) DO UPDATE SET cursor = ?2",
+                params![peer, format_timestamp(&c)],
+            ),
+            None => self
+                .conn
+                .execute("DELETE FROM cursors WHERE peer = ?1", params![peer]),
+        };
+        result.map(drop).map_err(|e| self.wrap(e))
+    }
+
+    /// Records an error; the same unresolved error seen again only bumps its count.
+    pub fn record_error(
+        &self,
+        level: &str,
+        connection: Option<&str>,
+        subject: Option<&str>,
+        message: &str,
+    ) -> Result<(), LedgerError> {
+        let now = format_timestamp(&Utc::now());
+        let updated = self
+            .conn
+            .execute(
+                "UPDATE errors SET count = count + 1, last_seen = ?5
+                 WHERE resolved = 0 AND level = ?1 AND connection IS ?2 AND subject IS ?3 AND message = ?4",
+                params![level, connection, subject, message, now],
+            )
+            .map_err(|e| self.wrap(e))?;
+        if updated == 0 {
+            self.conn
+                .execute(
+                    "INSERT INTO errors (level, connection, subject, message, first_seen, last_seen)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+                    params![level, connection, subject, message, now],
+                )
+                .map_err(|e| self.wrap(e))?;
+        }
+        Ok(())
+    }
+
+    /// Marks a subject's errors resolved (it imported fine on a later run).
+    pub fn resolve_subject(&self, connection: &str, subject: &str) -> Result<(), LedgerError> {
+        self.conn
+            .execute(
+                "UPDATE errors SET resolved = 1 WHERE connection = ?1 AND subject = ?2 AND resolved = 0",
+                params![connection, subject],
+            )
+            .map(drop)
+            .map_err(|e| self.wrap(e))
+    }
+
+    /// Unresolved errors, oldest first.
+    pub fn open_errors(&self) -> Result<Vec<ErrorRecord>, LedgerError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT id, level, connection, subject, message, count, last_seen
+                 FROM errors WHERE resolved = 0 ORDER BY id",
+            )
+            .map_err(|e| self.wrap(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(ErrorRecord {
+                    id: r.get(0)?,
+                    level: r.get(1)?,
+                    connection: r.get(2)?,
+                    subject: r.get(3)?,
+                    message: r.get(4)?,
+                    count: r.get(5)?,
+                    last_seen: r.get(6)?,
+                })
+            })
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>());
+        rows.map_err(|e| self.wrap(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ledger() -> (tempfile::TempDir, Ledger) {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(&dir.path().join("ledger.db")).unwrap();
+        (dir, ledger)
+    }
+
+    #[test]
+    fn links_map_both_ways_and_connect() {
+        let (_dir, ledger) = ledger();
+        assert!(!ledger.is_connected("eng", "7").unwrap());
+        ledger.link("eng", "42", "ENG-1", "7").unwrap();
+        assert_eq!(ledger.local_for("eng", "42").unwrap().as_deref(), Some("7"));
+        assert_eq!(
+            ledger.remote_for("eng", "7").unwrap(),
+            Some(("42".into(), "ENG-1".into()))
+        );
+        assert!(ledger.is_connected("eng", "7").unwrap());
+        assert!(!ledger.is_connected("qa", "7").unwrap());
+        ledger.mark_shared("qa", "7").unwrap();
+        assert!(ledger.is_connected("qa", "7").unwrap());
+    }
+
+    #[test]
+    fn applied_clears_pending() {
+        let (_dir, mut ledger) = ledger();
+        ledger.add_pending("eng", "issues/ENG/1.yaml").unwrap();
+        ledger.add_pending("eng", "issues/ENG/1.yaml").unwrap();
+        assert_eq!(ledger.pending("eng").unwrap(), vec!["issues/ENG/1.yaml"]);
+        ledger
+            .mark_applied("eng", "issues/ENG/1.yaml", "abc")
+            .unwrap();
+        assert!(ledger.pending("eng").unwrap().is_empty());
+        assert_eq!(
+            ledger
+                .applied_blob("eng", "issues/ENG/1.yaml")
+                .unwrap()
+                .as_deref(),
+            Some("abc")
+        );
+    }
+
+    #[test]
+    fn cursor_round_trips_and_resets() {
+        let (_dir, ledger) = ledger();
+        assert_eq!(ledger.cursor("eng").unwrap(), None);
+        let t = parse_timestamp("2026-11-20T10:00:00Z").unwrap();
+        ledger.set_cursor("eng", Some(t)).unwrap();
+        assert_eq!(ledger.cursor("eng").unwrap(), Some(t));
+        ledger.set_cursor("eng", None).unwrap();
+        assert_eq!(ledger.cursor("eng").unwrap(), None);
+    }
+
+    #[test]
+    fn same_error_twice_is_counted_not_duplicated() {
+        let (_dir, ledger) = ledger();
+        for _ in 0..2 {
+            ledger
+                .record_error("issue", Some("eng"), Some("issues/ENG/1.yaml"), "bad")
+                .unwrap();
+        }
+        let errors = ledger.open_errors().unwrap();
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].count, 2);
+        ledger.resolve_subject("eng", "issues/ENG/1.yaml").unwrap();
+        assert!(ledger.open_errors().unwrap().is_empty());
+    }
+}

@@ -1,5 +1,130 @@
-//! PLACEHOLDER (lead replaces).
-/// Another run holds the lock.
+//! A site opened for work: configuration, lock, ledger, exchange clone, tracker.
+//!
+//! Opening a site takes its lock first, so two runs of one site (cron firing while
+//! an operator syncs by hand) never interleave; the second one exits 75 at once.
+
+use std::fs::{self, File, TryLockError};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+use crate::config::{CONFIG_FILE, Config, TrackerConfig, write_atomic};
+use crate::exchange::Exchange;
+use crate::ledger::Ledger;
+use crate::tracker::local::LocalTracker;
+use crate::tracker::{Tracker, TrackerError};
+
+/// Another run of this site holds the lock.
 #[derive(Debug, thiserror::Error)]
-#[error("another ferry run holds the lock")]
-pub struct LockError;
+#[error("another ferry run of this site holds the lock {path}; try again when it is done")]
+pub struct LockError {
+    /// The lock file.
+    pub path: PathBuf,
+}
+
+/// Ledger file name inside the state folder.
+pub const LEDGER_FILE: &str = "ledger.db";
+/// Exchange clone folder name inside the state folder.
+pub const EXCHANGE_DIR: &str = "exchange.git";
+/// Lock file name inside the state folder.
+pub const LOCK_FILE: &str = "lock";
+
+/// A site, locked and ready.
+pub struct Site {
+    /// Checked configuration.
+    pub config: Config,
+    /// Local state.
+    pub ledger: Ledger,
+    /// Local exchange clone.
+    pub exchange: Exchange,
+    /// The tracker connector.
+    pub tracker: Box<dyn Tracker>,
+    _lock: File,
+}
+
+impl Site {
+    /// Loads the configuration under `dir`, takes the lock, opens the state.
+    pub fn open(dir: &Path) -> anyhow::Result<Site> {
+        let config = Config::load(dir)?;
+        let state = config.state_dir();
+        fs::create_dir_all(&state)
+            .with_context(|| format!("cannot create state folder {}", state.display()))?;
+        let lock = take_lock(&state.join(LOCK_FILE))?;
+        let ledger = Ledger::open(&state.join(LEDGER_FILE))?;
+        let exchange = Exchange::open_or_init(&state.join(EXCHANGE_DIR))?;
+        let tracker = open_tracker(&config)?;
+        Ok(Site {
+            config,
+            ledger,
+            exchange,
+            tracker,
+            _lock: lock,
+        })
+    }
+
+    /// This site's name.
+    pub fn name(&self) -> &str {
+        self.config.site_name()
+    }
+}
+
+/// The connector the configuration names.
+pub fn open_tracker(config: &Config) -> Result<Box<dyn Tracker>, TrackerError> {
+    match &config.site.tracker {
+        TrackerConfig::Local { path } => Ok(Box::new(LocalTracker::open(&config.resolve(path))?)),
+    }
+}
+
+fn take_lock(path: &Path) -> anyhow::Result<File> {
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .with_context(|| format!("cannot open lock file {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(TryLockError::WouldBlock) => Err(LockError {
+            path: path.to_path_buf(),
+        }
+        .into()),
+        Err(TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("cannot lock {}", path.display()))
+        }
+    }
+}
+
+/// The files a new site gets, relative to the site folder, with their content.
+/// `{{site}}` in a template is replaced by the site name.
+const SCAFFOLD: &[(&str, &str)] = &[
+    (CONFIG_FILE, include_str!("../templates/ferry.yaml")),
+    (
+        "rules/outgoing.rhai",
+        include_str!("../templates/outgoing.rhai"),
+    ),
+    (
+        "rules/incoming.rhai",
+        include_str!("../templates/incoming.rhai"),
+    ),
+    (
+        "rules/tables/users.yaml",
+        include_str!("../templates/tables/users.yaml"),
+    ),
+];
+
+/// Writes the scaffold of a new site into `dir`, keeping every file that already
+/// exists (re-running `ferry init` never overwrites an admin's work). Returns each
+/// path with whether it was created.
+pub fn scaffold(dir: &Path, site: &str) -> anyhow::Result<Vec<(&'static str, bool)>> {
+    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut done = Vec::new();
+    for (path, template) in SCAFFOLD {
+        let target = dir.join(path);
+        let created = !target.exists();
+        if created {
+            write_atomic(&target, template.replace("{{site}}", site).as_bytes())?;
+        }
+        done.push((*path, created));
+    }
+    Ok(done)
+}

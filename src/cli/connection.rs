@@ -1,14 +1,143 @@
-//! PLACEHOLDER (lead replaces).
-use super::{Ctx, ExitStatus};
+//! `ferry connection ...`: the links of this site to its peers.
 
-/// Manage connections.
+use std::collections::BTreeMap;
+
+use super::{Ctx, ExitStatus, UsageError};
+use crate::config::{
+    CONNECTIONS_DIR, Config, ConnectionFile, Direction, SyncMethod, validate_connection,
+};
+use crate::replica::is_plain_name;
+
+/// Manage the connections to peer sites.
 #[derive(Debug, clap::Subcommand)]
 pub enum ConnectionCommand {
-    /// placeholder
+    /// Add a connection to a peer site (writes connections/PEER.yaml).
+    Add(AddArgs),
+    /// List the connections.
     List,
 }
 
-/// placeholder
-pub fn run(_cmd: ConnectionCommand, _ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
+/// Add a connection to a peer site.
+#[derive(Debug, clap::Args)]
+pub struct AddArgs {
+    /// The peer site's name (as it named itself in its ferry.yaml).
+    peer: String,
+    /// The intermediate git repository: a path (relative to the site folder) or any
+    /// git URL (file://, git://, ssh://, https://).
+    #[arg(long)]
+    channel: String,
+    /// Project mapping LOCAL=REMOTE (repeat for several projects).
+    #[arg(long = "project", value_name = "LOCAL=REMOTE", required = true)]
+    projects: Vec<String>,
+    /// Which local issues start being shared, e.g.
+    /// 'labels = escalate AND status != Closed' (see docs/query.md).
+    #[arg(long, default_value = "")]
+    query: String,
+    /// Which way issues flow.
+    #[arg(long, value_enum, default_value = "both")]
+    direction: Direction,
+    /// When the connection syncs.
+    #[arg(long, value_enum, default_value = "auto")]
+    method: SyncMethod,
+    /// Replace an existing connection to this peer.
+    #[arg(long)]
+    force: bool,
+}
+
+/// Runs a connection subcommand.
+pub fn run(cmd: ConnectionCommand, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
+    match cmd {
+        ConnectionCommand::Add(args) => add(args, ctx),
+        ConnectionCommand::List => list(ctx),
+    }
+}
+
+fn add(args: AddArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
+    let config = Config::load(&ctx.dir)?;
+    if !is_plain_name(&args.peer) {
+        return Err(UsageError(format!("{:?} is not a valid peer name", args.peer)).into());
+    }
+    if args.peer == config.site_name() {
+        return Err(UsageError(format!("a site cannot connect to itself ({})", args.peer)).into());
+    }
+    let mut projects = BTreeMap::new();
+    for pair in &args.projects {
+        let Some((local, remote)) = pair.split_once('=') else {
+            return Err(UsageError(format!(
+                "--project {pair:?}: expected LOCAL=REMOTE, e.g. --project SUP=ENG"
+            ))
+            .into());
+        };
+        projects.insert(local.trim().to_string(), remote.trim().to_string());
+    }
+    let file = ctx
+        .dir
+        .join(CONNECTIONS_DIR)
+        .join(format!("{}.yaml", args.peer));
+    if file.exists() && !args.force {
+        return Err(UsageError(format!(
+            "{} exists; edit it, or pass --force to replace it",
+            file.display()
+        ))
+        .into());
+    }
+    let settings = ConnectionFile {
+        channel: args.channel,
+        direction: args.direction,
+        method: args.method,
+        projects,
+        query: args.query,
+        outgoing: "rules/outgoing.rhai".into(),
+        incoming: "rules/incoming.rhai".into(),
+    };
+    // Refuse a bad query now, with its position, rather than at 3 a.m.
+    validate_connection(&file, &settings)?;
+    let text = format!(
+        "# Connection of {} to {}, written by `ferry connection add`; edit freely.\n{}",
+        config.site_name(),
+        args.peer,
+        serde_yaml::to_string(&settings)?
+    );
+    crate::config::write_atomic(&file, text.as_bytes())?;
+    writeln!(
+        ctx.out,
+        "connection {} -> {} added ({})",
+        config.site_name(),
+        args.peer,
+        file.display()
+    )?;
+    Ok(ExitStatus::Success)
+}
+
+fn list(ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
+    let config = Config::load(&ctx.dir)?;
+    if config.connections.is_empty() {
+        writeln!(
+            ctx.out,
+            "no connections; add one with `ferry connection add`"
+        )?;
+    }
+    for c in config.connections.values() {
+        let projects: Vec<String> = c
+            .settings
+            .projects
+            .iter()
+            .map(|(l, r)| format!("{l}={r}"))
+            .collect();
+        writeln!(
+            ctx.out,
+            "{}\t{}\t{:?}/{:?}\t{}\t{}",
+            c.peer,
+            c.settings.channel,
+            c.settings.direction,
+            c.settings.method,
+            projects.join(","),
+            if c.settings.query.is_empty() {
+                "(all issues)"
+            } else {
+                &c.settings.query
+            }
+        )?;
+    }
     Ok(ExitStatus::Success)
 }

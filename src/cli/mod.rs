@@ -7,6 +7,7 @@
 mod connection;
 mod demo;
 mod init;
+mod report;
 mod steps;
 mod tracker;
 

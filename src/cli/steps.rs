@@ -1,37 +1,136 @@
-//! PLACEHOLDER (lead replaces).
-use super::{Ctx, ExitStatus};
-/// placeholder
+//! `ferry sync` and its steps on their own: `pull`, `import`, `export`, `push`.
+
+use super::{Ctx, ExitStatus, report};
+use crate::config::Connection;
+use crate::engine::{self, SyncOptions};
+use crate::site::Site;
+
+/// What cron runs: pull the exchange repo, import what peers changed, export what
+/// this site changed, push.
+///
+/// Exit status: 0 all done, 1 finished with issue-level errors, 2 usage or
+/// configuration error, 3 a connection or the site failed, 75 another run holds
+/// the lock.
 #[derive(Debug, clap::Args)]
-pub struct SyncArgs {}
-/// placeholder
-pub fn sync(_args: SyncArgs, _ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
+pub struct SyncArgs {
+    /// Only this connection (runs it even when its method is `manual`).
+    #[arg(long, value_name = "PEER")]
+    connection: Option<String>,
+}
+
+/// Bring peers' new commits from their channels into the local exchange clone.
+#[derive(Debug, clap::Args)]
+pub struct PullArgs {
+    /// Only this connection.
+    #[arg(long, value_name = "PEER")]
+    connection: Option<String>,
+}
+
+/// Apply what peers changed (already pulled) to the tracker.
+#[derive(Debug, clap::Args)]
+pub struct ImportArgs {
+    /// Only this connection.
+    #[arg(long, value_name = "PEER")]
+    connection: Option<String>,
+}
+
+/// Write what changed in the tracker as one commit per connection.
+#[derive(Debug, clap::Args)]
+pub struct ExportArgs {
+    /// Only this connection.
+    #[arg(long, value_name = "PEER")]
+    connection: Option<String>,
+    /// Re-evaluate every issue, not only those changed since the last export
+    /// (after editing a query or an outgoing rule).
+    #[arg(long)]
+    full: bool,
+}
+
+/// Send this site's commits to the peers' channels.
+#[derive(Debug, clap::Args)]
+pub struct PushArgs {
+    /// Only this connection.
+    #[arg(long, value_name = "PEER")]
+    connection: Option<String>,
+}
+
+fn open(ctx: &Ctx, connection: Option<String>) -> anyhow::Result<(Site, Vec<Connection>)> {
+    let site = Site::open(&ctx.dir)?;
+    let selected = engine::selected(&site, &SyncOptions { connection })?;
+    Ok((site, selected))
+}
+
+/// Runs `ferry sync`.
+pub fn sync(args: SyncArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
+    let mut site = Site::open(&ctx.dir)?;
+    let run = engine::sync(
+        &mut site,
+        &SyncOptions {
+            connection: args.connection,
+        },
+    )?;
+    Ok(report::sync(ctx.out, &run)?)
+}
+
+/// Runs `ferry pull`.
+pub fn pull(args: PullArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
+    let (site, connections) = open(ctx, args.connection)?;
+    for c in connections
+        .iter()
+        .filter(|c| c.settings.direction.imports())
+    {
+        let fetched = engine::pull(&site, c)?;
+        report::fetched(ctx.out, &c.peer, &fetched)?;
+    }
     Ok(ExitStatus::Success)
 }
-/// placeholder
-#[derive(Debug, clap::Args)]
-pub struct ExportArgs {}
-/// placeholder
-pub fn export(_args: ExportArgs, _ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
-    Ok(ExitStatus::Success)
+
+/// Runs `ferry import`.
+pub fn import(args: ImportArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
+    let (mut site, connections) = open(ctx, args.connection)?;
+    let mut status = ExitStatus::Success;
+    for c in connections
+        .iter()
+        .filter(|c| c.settings.direction.imports())
+    {
+        let imported = engine::import(&mut site, c)?;
+        report::imported(ctx.out, &c.peer, &imported)?;
+        if !imported.errors.is_empty() {
+            status = ExitStatus::IssueErrors;
+        }
+    }
+    Ok(status)
 }
-/// placeholder
-#[derive(Debug, clap::Args)]
-pub struct ImportArgs {}
-/// placeholder
-pub fn import(_args: ImportArgs, _ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
-    Ok(ExitStatus::Success)
+
+/// Runs `ferry export`.
+pub fn export(args: ExportArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
+    let (mut site, connections) = open(ctx, args.connection)?;
+    let mut status = ExitStatus::Success;
+    for c in connections
+        .iter()
+        .filter(|c| c.settings.direction.exports())
+    {
+        if args.full {
+            site.ledger.set_cursor(&c.peer, None)?;
+        }
+        let exported = engine::export(&mut site, c)?;
+        report::exported(ctx.out, &c.peer, &exported)?;
+        if !exported.errors.is_empty() {
+            status = ExitStatus::IssueErrors;
+        }
+    }
+    Ok(status)
 }
-/// placeholder
-#[derive(Debug, clap::Args)]
-pub struct PushArgs {}
-/// placeholder
-pub fn push(_args: PushArgs, _ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
-    Ok(ExitStatus::Success)
-}
-/// placeholder
-#[derive(Debug, clap::Args)]
-pub struct PullArgs {}
-/// placeholder
-pub fn pull(_args: PullArgs, _ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
+
+/// Runs `ferry push`.
+pub fn push(args: PushArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
+    let (site, connections) = open(ctx, args.connection)?;
+    for c in connections
+        .iter()
+        .filter(|c| c.settings.direction.exports())
+    {
+        let pushed = engine::push(&site, c)?;
+        report::pushed(ctx.out, &c.peer, &pushed)?;
+    }
     Ok(ExitStatus::Success)
 }

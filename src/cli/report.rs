@@ -1,0 +1,136 @@
+//! Human-readable rendering of run reports, shared by the step commands and the
+//! demo. Everything goes through one writer.
+
+use std::io::{self, Write};
+
+use crate::engine::{ConnectionReport, ExportReport, ImportAction, ImportReport, SyncReport};
+use crate::transport::{FetchOutcome, PushOutcome};
+
+use super::ExitStatus;
+
+fn short(oid: git2::Oid) -> String {
+    oid.to_string()[..10].to_string()
+}
+
+/// Writes what a fetch brought.
+pub fn fetched(out: &mut dyn Write, peer: &str, f: &FetchOutcome) -> io::Result<()> {
+    match (f.before, f.after) {
+        (_, None) => writeln!(out, "pull   {peer}: nothing shared yet"),
+        (before, Some(after)) if before == Some(after) => {
+            writeln!(out, "pull   {peer}: up to date at {}", short(after))
+        }
+        (before, Some(after)) => writeln!(
+            out,
+            "pull   {peer}: {} → {}",
+            before.map_or("(none)".to_string(), short),
+            short(after)
+        ),
+    }
+}
+
+/// Writes what an import did.
+pub fn imported(out: &mut dyn Write, peer: &str, r: &ImportReport) -> io::Result<()> {
+    if r.issues.is_empty() && r.errors.is_empty() {
+        return writeln!(out, "import {peer}: nothing new");
+    }
+    writeln!(
+        out,
+        "import {peer}: {} replica{}, {} error{}",
+        r.issues.len(),
+        if r.issues.len() == 1 { "" } else { "s" },
+        r.errors.len(),
+        if r.errors.len() == 1 { "" } else { "s" }
+    )?;
+    for i in &r.issues {
+        let action = match i.action {
+            ImportAction::Created => "created",
+            ImportAction::Updated => "updated",
+            ImportAction::Unchanged => "unchanged",
+            ImportAction::Skipped => "skipped",
+            ImportAction::Deleted => "deleted",
+        };
+        let comments = match i.comments_added {
+            0 => String::new(),
+            1 => ", 1 comment".to_string(),
+            n => format!(", {n} comments"),
+        };
+        writeln!(
+            out,
+            "  {} → {} {action}{comments}",
+            i.remote_key,
+            i.local_key.as_deref().unwrap_or("-"),
+        )?;
+    }
+    for e in &r.errors {
+        writeln!(out, "  error: {e}")?;
+    }
+    Ok(())
+}
+
+/// Writes what an export did.
+pub fn exported(out: &mut dyn Write, peer: &str, r: &ExportReport) -> io::Result<()> {
+    match r.commit {
+        None => writeln!(out, "export {peer}: no change, no commit")?,
+        Some(commit) => {
+            writeln!(out, "export {peer}: commit {}", short(commit))?;
+            for key in &r.written {
+                writeln!(out, "  wrote   {key}")?;
+            }
+            for key in &r.removed {
+                writeln!(out, "  removed {key}")?;
+            }
+        }
+    }
+    for e in &r.errors {
+        writeln!(out, "  error: {e}")?;
+    }
+    Ok(())
+}
+
+/// Writes what a push did.
+pub fn pushed(out: &mut dyn Write, peer: &str, p: &PushOutcome) -> io::Result<()> {
+    match p {
+        PushOutcome::UpToDate => writeln!(out, "push   {peer}: up to date"),
+        PushOutcome::Pushed(oid) => writeln!(out, "push   {peer}: {}", short(*oid)),
+    }
+}
+
+/// Writes one connection's part of a sync.
+pub fn connection(out: &mut dyn Write, c: &ConnectionReport) -> io::Result<()> {
+    if let Some(f) = &c.fetched {
+        fetched(out, &c.peer, f)?;
+    }
+    if let Some(r) = &c.imported {
+        imported(out, &c.peer, r)?;
+    }
+    if let Some(r) = &c.exported {
+        exported(out, &c.peer, r)?;
+    }
+    if let Some(p) = &c.pushed {
+        pushed(out, &c.peer, p)?;
+    }
+    if let Some(failure) = &c.failure {
+        writeln!(out, "error  {}: {failure}", c.peer)?;
+    }
+    Ok(())
+}
+
+/// Writes a whole sync and returns the exit status it deserves.
+pub fn sync(out: &mut dyn Write, r: &SyncReport) -> io::Result<ExitStatus> {
+    if r.connections.is_empty() {
+        writeln!(
+            out,
+            "no connection to sync; add one with `ferry connection add`"
+        )?;
+    }
+    for c in &r.connections {
+        connection(out, c)?;
+    }
+    Ok(if r.failed_connections() > 0 {
+        ExitStatus::Failed
+    } else if r.issue_errors() > 0 {
+        ExitStatus::IssueErrors
+    } else {
+        ExitStatus::Success
+    })
+}

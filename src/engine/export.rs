@@ -1,0 +1,174 @@
+//! Export: local issues → outgoing rule → replicas → one commit on this site's
+//! branch for the peer.
+//!
+//! Crash safety comes from the order of writes, not from a transaction spanning git
+//! and SQLite: the commit is made first, then the ledger (shared issues, cursor). A
+//! crash in between only means the next run re-evaluates the same issues, finds
+//! byte-identical replicas already committed, and makes no new commit.
+
+use chrono::{DateTime, Utc};
+use git2::Oid;
+
+use super::{IssueError, issue_error, load_rule};
+use crate::config::Connection;
+use crate::exchange::{FileWrite, applied_ref, own_branch};
+use crate::model::Issue;
+use crate::replica::{Replica, SCHEMA_VERSION};
+use crate::rules::OutgoingContext;
+use crate::site::Site;
+
+/// What one export did.
+#[derive(Debug, Clone, Default)]
+pub struct ExportReport {
+    /// The new commit, `None` when nothing changed.
+    pub commit: Option<Oid>,
+    /// Keys of issues whose replica was written (new or changed).
+    pub written: Vec<String>,
+    /// Keys of issues the rule stopped sharing (replica removed).
+    pub removed: Vec<String>,
+    /// Issues that failed.
+    pub errors: Vec<IssueError>,
+}
+
+/// The contents of `site.yaml` at the root of a site's branch.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct SiteFile {
+    /// Schema version of the branch layout.
+    pub ferry: u32,
+    /// The writing site.
+    pub site: String,
+    /// The peer the branch is for.
+    pub peer: String,
+    /// The last commit of the peer's branch this site has applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ack: Option<String>,
+}
+
+/// Exports the issues of `connection` that changed since the last export.
+pub fn export(site: &mut Site, connection: &Connection) -> anyhow::Result<ExportReport> {
+    let me = site.name().to_string();
+    let peer = connection.peer.as_str();
+    let rules = load_rule(site, &connection.settings.outgoing)?;
+    let cursor = site.ledger.cursor(peer)?;
+    let branch = own_branch(&me, peer);
+    let head = site.exchange.resolve(&branch)?;
+    let shared_now = match head {
+        Some(head) => site.exchange.files(head, "issues/")?,
+        None => Default::default(),
+    };
+
+    let mut report = ExportReport::default();
+    let mut writes = Vec::new();
+    let mut exported_ids = Vec::new();
+    let mut newest: Option<DateTime<Utc>> = cursor;
+    let mut oldest_failure: Option<DateTime<Utc>> = None;
+    let (mut comment_count, mut issue_count) = (0, 0);
+
+    for issue in site.tracker.changed_since(cursor)? {
+        newest = newest.max(Some(issue.updated));
+        if connection.remote_project(&issue.project).is_none() {
+            continue;
+        }
+        let connected = site.ledger.is_connected(peer, &issue.id)?;
+        if !connected && (issue.deleted || !connection.query.matches(&issue)) {
+            continue;
+        }
+        let path = crate::replica::replica_path(&issue.project, &issue.id);
+        let replica = if issue.deleted {
+            Ok(Some(tombstone(&me, &issue)))
+        } else {
+            rules.run_outgoing(&issue, &OutgoingContext { site: &me, peer })
+        };
+        match replica {
+            Ok(Some(replica)) => {
+                comment_count += replica.comments.len();
+                issue_count += 1;
+                let bytes = replica.to_yaml().into_bytes();
+                let unchanged = shared_now.get(&path).is_some_and(|oid| {
+                    Oid::hash_object(git2::ObjectType::Blob, &bytes).ok() == Some(*oid)
+                });
+                if !unchanged {
+                    report.written.push(issue.key.clone());
+                }
+                writes.push(FileWrite {
+                    path,
+                    content: Some(bytes),
+                });
+                exported_ids.push(issue.id.clone());
+            }
+            Ok(None) => {
+                if shared_now.contains_key(&path) {
+                    report.removed.push(issue.key.clone());
+                    writes.push(FileWrite {
+                        path,
+                        content: None,
+                    });
+                }
+            }
+            Err(e) => {
+                oldest_failure =
+                    Some(oldest_failure.map_or(issue.updated, |t| t.min(issue.updated)));
+                report
+                    .errors
+                    .push(issue_error(site, connection, &issue.key, e.to_string())?);
+            }
+        }
+    }
+
+    if !report.written.is_empty() || !report.removed.is_empty() {
+        writes.push(site_file(site, &me, peer)?);
+        let message = format!(
+            "{me} → {peer}: {} issue{} written, {} removed\n\n{} issues, {} comments in this run\n",
+            report.written.len(),
+            plural(report.written.len()),
+            report.removed.len(),
+            issue_count,
+            comment_count,
+        );
+        report.commit = site.exchange.commit(&branch, &writes, &message, &me)?;
+    }
+    for id in &exported_ids {
+        site.ledger.mark_shared(peer, id)?;
+    }
+    // A failed issue must be looked at again next run, so the cursor stops at it.
+    let next_cursor = match oldest_failure {
+        Some(failed) => Some(failed),
+        None => newest,
+    };
+    site.ledger.set_cursor(peer, next_cursor)?;
+    Ok(report)
+}
+
+/// What a deleted issue leaves in the exchange: identity and the deletion, nothing
+/// the owner's outgoing rule did not already share.
+fn tombstone(site: &str, issue: &Issue) -> Replica {
+    let mut stripped = issue.clone();
+    stripped.description = None;
+    stripped.comments.clear();
+    stripped.attachments.clear();
+    stripped.fields.clear();
+    stripped.assignee = None;
+    stripped.reporter = None;
+    Replica::from_issue(site, &stripped)
+}
+
+fn site_file(site: &Site, me: &str, peer: &str) -> anyhow::Result<FileWrite> {
+    let ack = site
+        .exchange
+        .resolve(&applied_ref(peer))?
+        .map(|oid| oid.to_string());
+    let file = SiteFile {
+        ferry: SCHEMA_VERSION,
+        site: me.to_string(),
+        peer: peer.to_string(),
+        ack,
+    };
+    Ok(FileWrite {
+        path: "site.yaml".into(),
+        content: Some(serde_yaml::to_string(&file)?.into_bytes()),
+    })
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}

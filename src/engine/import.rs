@@ -1,0 +1,406 @@
+//! Import: the peer's new commits → changed replicas → incoming rule → tracker.
+//!
+//! The git tree diff between the last applied commit and the peer's head names the
+//! replicas to look at; imports that failed before are retried with them. Each
+//! replica blob is recorded as applied once its changes are in the tracker, and the
+//! applied ref only moves after every replica of the range has been handled, so a
+//! run that dies halfway resumes where it stopped: replicas already applied are
+//! skipped by blob id, and a create retried after a crash finds the issue it made
+//! through its origin marker instead of making a second one.
+
+use git2::Oid;
+
+use super::{IssueError, issue_error, load_rule};
+use crate::config::Connection;
+use crate::exchange::{applied_ref, peer_branch};
+use crate::model::{Comment, Issue, Origin};
+use crate::replica::{MAX_REPLICA_BYTES, Replica};
+use crate::rules::{IncomingInput, RuleScript, TargetIssue};
+use crate::site::Site;
+use crate::tracker::{IssuePatch, NewComment, NewIssue, TrackerError};
+
+/// What happened to one replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImportAction {
+    /// A local issue was created.
+    Created,
+    /// The local issue was changed.
+    Updated,
+    /// The replica asked for nothing that was not already so.
+    Unchanged,
+    /// The incoming rule skipped it, or it concerns an issue deleted here.
+    Skipped,
+    /// The local issue was deleted.
+    Deleted,
+}
+
+/// One imported replica.
+#[derive(Debug, Clone)]
+pub struct ImportedIssue {
+    /// The replica path.
+    pub path: String,
+    /// The peer's key.
+    pub remote_key: String,
+    /// The local key, when there is a local issue.
+    pub local_key: Option<String>,
+    /// What was done.
+    pub action: ImportAction,
+    /// Comments added.
+    pub comments_added: usize,
+}
+
+/// What one import did.
+#[derive(Debug, Clone, Default)]
+pub struct ImportReport {
+    /// The peer commit now applied (`None`: the peer has shared nothing yet).
+    pub applied: Option<Oid>,
+    /// The peer commit applied before.
+    pub previous: Option<Oid>,
+    /// Replicas handled.
+    pub issues: Vec<ImportedIssue>,
+    /// Replicas that failed (queued for retry).
+    pub errors: Vec<IssueError>,
+}
+
+/// Imports what the peer changed since the last applied commit.
+pub fn import(site: &mut Site, connection: &Connection) -> anyhow::Result<ImportReport> {
+    let me = site.name().to_string();
+    let peer = connection.peer.clone();
+    let mut report = ImportReport::default();
+    let Some(head) = site.exchange.resolve(&peer_branch(&me, &peer))? else {
+        return Ok(report);
+    };
+    let applied = site.exchange.resolve(&applied_ref(&peer))?;
+    report.previous = applied;
+    report.applied = Some(head);
+    let pending = site.ledger.pending(&peer)?;
+    if applied == Some(head) && pending.is_empty() {
+        return Ok(report);
+    }
+    let rules = load_rule(site, &connection.settings.incoming)?;
+    let short = short_id(head);
+
+    let mut paths = std::collections::BTreeSet::new();
+    for change in site.exchange.diff_paths(applied, head)? {
+        if change.path == "site.yaml" {
+            continue;
+        }
+        if !change.path.starts_with("issues/") {
+            let message = format!(
+                "commit {short} of {peer}'s branch holds {:?}, outside issues/; ignored",
+                change.path
+            );
+            report
+                .errors
+                .push(issue_error(site, connection, &change.path, message)?);
+            continue;
+        }
+        // A removed replica means the peer stopped sharing the issue; only a
+        // tombstone (`deleted: true`) means it was deleted.
+        if change.new.is_some() {
+            paths.insert(change.path);
+        }
+    }
+    paths.extend(pending);
+
+    for path in paths {
+        let Some(blob) = site.exchange.files(head, &path)?.get(&path).copied() else {
+            // Was pending, and the peer has stopped sharing it since.
+            site.ledger.mark_applied(&peer, &path, "")?;
+            continue;
+        };
+        let blob_id = blob.to_string();
+        if site.ledger.applied_blob(&peer, &path)?.as_deref() == Some(blob_id.as_str()) {
+            continue;
+        }
+        match import_one(site, connection, &rules, &path, blob) {
+            Ok(done) => {
+                site.ledger.mark_applied(&peer, &path, &blob_id)?;
+                site.ledger.resolve_subject(&peer, &path)?;
+                report.issues.push(done);
+            }
+            Err(ImportFailure::Issue(message)) => {
+                site.ledger.add_pending(&peer, &path)?;
+                let message = format!("commit {short}: {message}");
+                report
+                    .errors
+                    .push(issue_error(site, connection, &path, message)?);
+            }
+            Err(ImportFailure::Fatal(e)) => return Err(e),
+        }
+    }
+    site.exchange.set_ref(
+        &applied_ref(&peer),
+        head,
+        &format!("ferry import from {peer}"),
+    )?;
+    Ok(report)
+}
+
+/// Why one replica did not import: its own problem, or one that stops the run.
+enum ImportFailure {
+    Issue(String),
+    Fatal(anyhow::Error),
+}
+
+impl From<TrackerError> for ImportFailure {
+    fn from(e: TrackerError) -> Self {
+        match e {
+            TrackerError::Unavailable(_) => ImportFailure::Fatal(e.into()),
+            other => ImportFailure::Issue(other.to_string()),
+        }
+    }
+}
+
+fn fatal<E: Into<anyhow::Error>>(e: E) -> ImportFailure {
+    ImportFailure::Fatal(e.into())
+}
+
+fn import_one(
+    site: &mut Site,
+    connection: &Connection,
+    rules: &RuleScript,
+    path: &str,
+    blob: Oid,
+) -> Result<ImportedIssue, ImportFailure> {
+    let me = site.name().to_string();
+    let peer = connection.peer.as_str();
+    let size = site.exchange.blob_size(blob).map_err(fatal)?;
+    if size > MAX_REPLICA_BYTES {
+        return Err(ImportFailure::Issue(format!(
+            "{path}: replica is {size} bytes, over the limit of {MAX_REPLICA_BYTES}"
+        )));
+    }
+    let bytes = site.exchange.read_blob(blob).map_err(fatal)?;
+    let replica = Replica::parse(path, &bytes).map_err(|e| ImportFailure::Issue(e.to_string()))?;
+    if replica.site != peer {
+        return Err(ImportFailure::Issue(format!(
+            "{path}: replica says it was written by {:?}, but it is on {peer}'s branch",
+            replica.site
+        )));
+    }
+    let previous = previous_replica(site, peer, path).map_err(fatal)?;
+    let Some(local_project) = connection.local_project(&replica.project) else {
+        return Err(ImportFailure::Issue(format!(
+            "{path}: {peer}'s project {} is not mapped by this connection; add it with --project LOCAL={}",
+            replica.project, replica.project
+        )));
+    };
+
+    let origin = replica.effective_origin();
+    let local = find_local(site, peer, &me, &replica, &origin)?;
+    let mut done = ImportedIssue {
+        path: path.to_string(),
+        remote_key: replica.key.clone(),
+        local_key: local.as_ref().map(|i| i.key.clone()),
+        action: ImportAction::Unchanged,
+        comments_added: 0,
+    };
+    if let Some(local) = &local {
+        site.ledger
+            .link(peer, &replica.id, &replica.key, &local.id)
+            .map_err(fatal)?;
+        if local.deleted {
+            done.action = ImportAction::Skipped;
+            return Ok(done);
+        }
+    } else if replica.deleted {
+        done.action = ImportAction::Skipped;
+        return Ok(done);
+    }
+
+    let added_comments = new_comments(&me, &replica, local.as_ref());
+    let changed_fields = changed_fields(previous.as_ref(), &replica);
+    let input = IncomingInput {
+        site: &me,
+        peer,
+        replica: &replica,
+        previous: previous.as_ref(),
+        local: local.as_ref(),
+        local_project,
+        added_comments: &added_comments,
+        changed_fields: &changed_fields,
+    };
+    let result = match rules.run_incoming(&input) {
+        Ok(Some(result)) => result,
+        Ok(None) => {
+            done.action = ImportAction::Skipped;
+            return Ok(done);
+        }
+        Err(e) => return Err(ImportFailure::Issue(format!("{}: {e}", replica.key))),
+    };
+
+    let author = site.config.site.sync_user.clone();
+    let local = match local {
+        Some(local) => {
+            let patch = patch_for(&result.issue, Some(&local));
+            if patch.is_empty() {
+                local
+            } else {
+                done.action = ImportAction::Updated;
+                site.tracker.update(&local.id, &patch, &author)?
+            }
+        }
+        None => {
+            let created = site.tracker.create(&NewIssue {
+                project: result.issue.project.clone(),
+                patch: patch_for(&result.issue, None),
+                author: author.clone(),
+                origin: Some(origin.clone()),
+            })?;
+            site.ledger
+                .link(peer, &replica.id, &replica.key, &created.id)
+                .map_err(fatal)?;
+            done.action = ImportAction::Created;
+            created
+        }
+    };
+    done.local_key = Some(local.key.clone());
+
+    for comment in &result.new_comments {
+        let Some(source) = added_comments.iter().find(|c| c.id == comment.source) else {
+            return Err(ImportFailure::Issue(format!(
+                "{}: the incoming rule added a comment from {:?}, which is not one of the new comments",
+                replica.key, comment.source
+            )));
+        };
+        site.tracker.add_comment(
+            &local.id,
+            &NewComment {
+                author: comment.author.clone(),
+                body: comment.body.clone(),
+                internal: comment.internal,
+                origin: Some(comment_origin(&replica, source)),
+            },
+        )?;
+        done.comments_added += 1;
+        if done.action == ImportAction::Unchanged {
+            done.action = ImportAction::Updated;
+        }
+    }
+    if result.delete_issue {
+        site.tracker.delete(&local.id, &author)?;
+        done.action = ImportAction::Deleted;
+    }
+    Ok(done)
+}
+
+/// The local issue a replica is about: our own issue coming back, one we already
+/// linked, or one a previous (perhaps interrupted) run created with this origin.
+fn find_local(
+    site: &Site,
+    peer: &str,
+    me: &str,
+    replica: &Replica,
+    origin: &Origin,
+) -> Result<Option<Issue>, ImportFailure> {
+    if origin.site == me {
+        return Ok(site.tracker.get(&origin.id)?);
+    }
+    if let Some(id) = site.ledger.local_for(peer, &replica.id).map_err(fatal)? {
+        if let Some(issue) = site.tracker.get(&id)? {
+            return Ok(Some(issue));
+        }
+    }
+    Ok(site.tracker.find_by_origin(origin)?)
+}
+
+fn previous_replica(site: &Site, peer: &str, path: &str) -> anyhow::Result<Option<Replica>> {
+    let Some(blob) = site.ledger.applied_blob(peer, path)? else {
+        return Ok(None);
+    };
+    let Ok(oid) = Oid::from_str(&blob) else {
+        return Ok(None);
+    };
+    let bytes = site.exchange.read_blob(oid)?;
+    Ok(Replica::parse(path, &bytes).ok())
+}
+
+/// Where a replica comment was first written: its own origin marker, or the peer
+/// that owns the replica.
+fn comment_origin(replica: &Replica, comment: &Comment) -> Origin {
+    comment.origin.clone().unwrap_or_else(|| Origin {
+        site: replica.site.clone(),
+        id: comment.id.clone(),
+    })
+}
+
+/// The replica's comments this site does not have: never an echo of a comment that
+/// originated here, never one already copied (by this peer or through another).
+fn new_comments(me: &str, replica: &Replica, local: Option<&Issue>) -> Vec<Comment> {
+    replica
+        .comments
+        .iter()
+        .filter(|c| {
+            let origin = comment_origin(replica, c);
+            origin.site != me
+                && !local.is_some_and(|l| {
+                    l.comments
+                        .iter()
+                        .any(|lc| lc.origin.as_ref() == Some(&origin))
+                })
+        })
+        .cloned()
+        .collect()
+}
+
+/// Names of the replica fields that differ from the previously applied replica.
+fn changed_fields(previous: Option<&Replica>, replica: &Replica) -> Vec<String> {
+    let (Ok(serde_json::Value::Object(new)), prev) = (
+        serde_json::to_value(replica),
+        previous.map(serde_json::to_value),
+    ) else {
+        return Vec::new();
+    };
+    let old = match prev {
+        Some(Ok(serde_json::Value::Object(old))) => old,
+        _ => Default::default(),
+    };
+    let mut keys: Vec<&String> = new.keys().chain(old.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter()
+        .filter(|k| new.get(*k) != old.get(*k))
+        .cloned()
+        .collect()
+}
+
+/// The changes that turn `local` into what the rule wants; everything for a create.
+fn patch_for(target: &TargetIssue, local: Option<&Issue>) -> IssuePatch {
+    fn differs<T: PartialEq + Clone>(want: &T, have: Option<&T>) -> Option<T> {
+        (have != Some(want)).then(|| want.clone())
+    }
+    let mut labels = target.labels.clone();
+    crate::model::normalize_set(&mut labels);
+    let mut components = target.components.clone();
+    crate::model::normalize_set(&mut components);
+    let mut patch = IssuePatch {
+        issue_type: differs(&target.issue_type, local.map(|l| &l.issue_type)),
+        summary: differs(&target.summary, local.map(|l| &l.summary)),
+        description: differs(&target.description, local.map(|l| &l.description)),
+        status: differs(&target.status, local.map(|l| &l.status)),
+        priority: differs(&target.priority, local.map(|l| &l.priority)),
+        assignee: differs(&target.assignee, local.map(|l| &l.assignee)),
+        reporter: differs(&target.reporter, local.map(|l| &l.reporter)),
+        labels: differs(&labels, local.map(|l| &l.labels)),
+        components: differs(&components, local.map(|l| &l.components)),
+        fields: Default::default(),
+    };
+    for (name, value) in &target.fields {
+        if local.and_then(|l| l.fields.get(name)) != Some(value) {
+            patch.fields.insert(name.clone(), value.clone());
+        }
+    }
+    if let Some(local) = local {
+        for name in local.fields.keys() {
+            if !target.fields.contains_key(name) {
+                patch.fields.insert(name.clone(), serde_json::Value::Null);
+            }
+        }
+    }
+    patch
+}
+
+fn short_id(oid: Oid) -> String {
+    oid.to_string()[..10].to_string()
+}

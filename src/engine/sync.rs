@@ -1,0 +1,174 @@
+//! `ferry sync`: pull, import, export, push for every connection that takes part.
+//!
+//! Phases run across all connections in order (all pulls, then all imports, then
+//! all exports, then all pushes), so one run of a relay site forwards what it just
+//! received from one peer to the others.
+
+use anyhow::Context;
+
+use super::{ExportReport, ImportReport, export, import, level};
+use crate::config::{Connection, SyncMethod};
+use crate::site::Site;
+use crate::transport::{FetchOutcome, PushOutcome, open_channel};
+
+/// Which connections a run covers.
+#[derive(Debug, Clone, Default)]
+pub struct SyncOptions {
+    /// Only this connection (also runs it when its method is `manual`).
+    pub connection: Option<String>,
+}
+
+/// Everything one connection did in a run.
+#[derive(Debug, Default)]
+pub struct ConnectionReport {
+    /// The peer.
+    pub peer: String,
+    /// What the pull brought, if it ran.
+    pub fetched: Option<FetchOutcome>,
+    /// What the import did, if it ran.
+    pub imported: Option<ImportReport>,
+    /// What the export did, if it ran.
+    pub exported: Option<ExportReport>,
+    /// What the push did, if it ran.
+    pub pushed: Option<PushOutcome>,
+    /// A connection-level failure that stopped this connection.
+    pub failure: Option<String>,
+}
+
+impl ConnectionReport {
+    /// Issue-level errors of the import and export.
+    pub fn issue_errors(&self) -> usize {
+        self.imported.as_ref().map_or(0, |r| r.errors.len())
+            + self.exported.as_ref().map_or(0, |r| r.errors.len())
+    }
+}
+
+/// A whole run.
+#[derive(Debug, Default)]
+pub struct SyncReport {
+    /// Per connection, in name order.
+    pub connections: Vec<ConnectionReport>,
+}
+
+impl SyncReport {
+    /// Issue-level errors in the run.
+    pub fn issue_errors(&self) -> usize {
+        self.connections
+            .iter()
+            .map(ConnectionReport::issue_errors)
+            .sum()
+    }
+    /// Connections that failed.
+    pub fn failed_connections(&self) -> usize {
+        self.connections
+            .iter()
+            .filter(|c| c.failure.is_some())
+            .count()
+    }
+}
+
+/// The connections a run covers, checked against the options.
+pub fn selected(site: &Site, options: &SyncOptions) -> anyhow::Result<Vec<Connection>> {
+    match &options.connection {
+        Some(peer) => Ok(vec![site.config.connection(peer)?.clone()]),
+        None => Ok(site
+            .config
+            .connections
+            .values()
+            .filter(|c| c.settings.method == SyncMethod::Auto)
+            .cloned()
+            .collect()),
+    }
+}
+
+/// Fetches the peer's branch from the connection's channel.
+pub fn pull(site: &Site, connection: &Connection) -> anyhow::Result<FetchOutcome> {
+    let channel = open_channel(&connection.settings.channel, &site.config.root);
+    Ok(channel.fetch(&site.exchange, site.name(), &connection.peer)?)
+}
+
+/// Pushes this site's branch for the peer to the connection's channel.
+pub fn push(site: &Site, connection: &Connection) -> anyhow::Result<PushOutcome> {
+    let channel = open_channel(&connection.settings.channel, &site.config.root);
+    Ok(channel.push(&site.exchange, site.name(), &connection.peer)?)
+}
+
+/// One full run: pull, import, export, push.
+pub fn sync(site: &mut Site, options: &SyncOptions) -> anyhow::Result<SyncReport> {
+    let connections = selected(site, options)?;
+    let mut reports: Vec<ConnectionReport> = connections
+        .iter()
+        .map(|c| ConnectionReport {
+            peer: c.peer.clone(),
+            ..Default::default()
+        })
+        .collect();
+
+    for (connection, report) in connections.iter().zip(&mut reports) {
+        if connection.settings.direction.imports() {
+            run_step(site, connection, report, |site, report| {
+                report.fetched = Some(pull(site, connection).context("pull")?);
+                Ok(())
+            })?;
+        }
+    }
+    for (connection, report) in connections.iter().zip(&mut reports) {
+        if connection.settings.direction.imports() && report.failure.is_none() {
+            run_step(site, connection, report, |site, report| {
+                report.imported = Some(import(site, connection).context("import")?);
+                Ok(())
+            })?;
+        }
+    }
+    for (connection, report) in connections.iter().zip(&mut reports) {
+        if connection.settings.direction.exports() && report.failure.is_none() {
+            run_step(site, connection, report, |site, report| {
+                report.exported = Some(export(site, connection).context("export")?);
+                Ok(())
+            })?;
+        }
+    }
+    for (connection, report) in connections.iter().zip(&mut reports) {
+        if connection.settings.direction.exports() && report.failure.is_none() {
+            run_step(site, connection, report, |site, report| {
+                report.pushed = Some(push(site, connection).context("push")?);
+                Ok(())
+            })?;
+        }
+    }
+    Ok(SyncReport {
+        connections: reports,
+    })
+}
+
+/// Runs one step of one connection. A failure that belongs to the connection
+/// (channel, rules, replicas) is recorded and stops that connection only; a failure
+/// of the site itself (ledger, tracker down) stops the run.
+fn run_step(
+    site: &mut Site,
+    connection: &Connection,
+    report: &mut ConnectionReport,
+    step: impl FnOnce(&mut Site, &mut ConnectionReport) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    match step(site, report) {
+        Ok(()) => Ok(()),
+        Err(e) if is_site_level(&e) => Err(e),
+        Err(e) => {
+            let message = format!("{e:#}");
+            site.ledger
+                .record_error(level::CONNECTION, Some(&connection.peer), None, &message)?;
+            report.failure = Some(message);
+            Ok(())
+        }
+    }
+}
+
+fn is_site_level(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause.is::<crate::ledger::LedgerError>()
+            || matches!(
+                cause.downcast_ref::<crate::tracker::TrackerError>(),
+                Some(crate::tracker::TrackerError::Unavailable(_))
+            )
+    })
+}
