@@ -315,3 +315,203 @@ pub fn is_plain_name(name: &str) -> bool {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::parse_timestamp;
+    use proptest::prelude::*;
+
+    fn time(secs: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(secs, 0).unwrap()
+    }
+
+    fn text() -> impl Strategy<Value = String> {
+        // Printable text including YAML's troublemakers: quotes, colons, '#',
+        // leading spaces, newlines, "yes"/"null"-like words, unicode.
+        prop_oneof![
+            "[ -~]{0,40}",
+            "[a-zA-Z0-9 :#'\"\\n-]{0,60}",
+            Just("null".to_string()),
+            Just("yes".to_string()),
+            Just("0x1F".to_string()),
+            "\\PC{0,20}",
+        ]
+    }
+
+    fn name() -> impl Strategy<Value = String> {
+        "[A-Za-z0-9_-]{1,12}"
+    }
+
+    fn comment() -> impl Strategy<Value = Comment> {
+        (
+            name(),
+            name(),
+            0i64..4_000_000_000,
+            text(),
+            proptest::option::of((name(), name())),
+        )
+            .prop_map(|(id, author, t, body, origin)| Comment {
+                id,
+                author,
+                created: time(t),
+                body,
+                internal: false,
+                origin: origin.map(|(site, id)| Origin { site, id }),
+            })
+    }
+
+    fn field_value() -> impl Strategy<Value = FieldValue> {
+        prop_oneof![
+            text().prop_map(FieldValue::from),
+            any::<i64>().prop_map(FieldValue::from),
+            any::<bool>().prop_map(FieldValue::from),
+            proptest::collection::vec(name(), 0..4).prop_map(FieldValue::from),
+        ]
+    }
+
+    prop_compose! {
+        fn issue()(
+            id in "[0-9]{1,6}", project in "[A-Z]{2,5}", issue_type in name(),
+            summary in text(), description in proptest::option::of(text()),
+            status in text(), priority in proptest::option::of(name()),
+            assignee in proptest::option::of(name()),
+            labels in proptest::collection::vec(name(), 0..5),
+            components in proptest::collection::vec(name(), 0..3),
+            created in 0i64..4_000_000_000, updated in 0i64..4_000_000_000,
+            fields in proptest::collection::btree_map(text(), field_value(), 0..4),
+            comments in proptest::collection::vec(comment(), 0..4),
+            deleted in any::<bool>(),
+        ) -> Issue {
+            Issue {
+                key: format!("{project}-{id}"), id, project, issue_type, summary, description,
+                status, priority, assignee, reporter: None, labels, components,
+                created: time(created), updated: time(updated), fields,
+                // Comment ids are unique within an issue at every tracker.
+                comments: comments.into_iter().enumerate().map(|(i, mut c)| { c.id = i.to_string(); c }).collect(),
+                attachments: Vec::new(), origin: None, deleted,
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn any_issue_survives_yaml_and_gives_the_same_bytes(issue in issue()) {
+            let replica = Replica::from_issue("support", &issue);
+            let yaml = replica.to_yaml();
+            let parsed = Replica::parse(&replica.path(), yaml.as_bytes()).unwrap();
+            prop_assert_eq!(&parsed, &replica);
+            prop_assert_eq!(parsed.to_yaml(), yaml.clone());
+            // Same issue with its lists shuffled: same bytes.
+            let mut shuffled = issue.clone();
+            shuffled.labels.reverse();
+            shuffled.comments.reverse();
+            prop_assert_eq!(Replica::from_issue("support", &shuffled).to_yaml(), yaml);
+        }
+
+        #[test]
+        fn the_parser_never_panics_on_garbage(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = Replica::parse("issues/SUP/1.yaml", &bytes);
+        }
+    }
+
+    fn sample() -> Replica {
+        Replica::from_issue(
+            "support",
+            &Issue {
+                id: "10042".into(),
+                key: "SUP-42".into(),
+                project: "SUP".into(),
+                issue_type: "Bug".into(),
+                summary: "Printer on fire".into(),
+                description: Some("Smoke seen.\nTwice.".into()),
+                status: "Open".into(),
+                priority: Some("High".into()),
+                assignee: None,
+                reporter: Some("ann".into()),
+                labels: vec!["escalate".into(), "customer".into()],
+                components: vec![],
+                created: parse_timestamp("2026-11-20T10:00:00Z").unwrap(),
+                updated: parse_timestamp("2026-11-22T09:30:00+01:00").unwrap(),
+                fields: [("Customer".to_string(), FieldValue::from("ACME"))].into(),
+                comments: vec![],
+                attachments: vec![],
+                origin: None,
+                deleted: false,
+            },
+        )
+    }
+
+    #[test]
+    fn layout_matches_the_documented_schema() {
+        insta::assert_snapshot!(sample().to_yaml(), @r"
+        ferry: 1
+        site: support
+        id: '10042'
+        key: SUP-42
+        project: SUP
+        type: Bug
+        summary: Printer on fire
+        description: |-
+          Smoke seen.
+          Twice.
+        status: Open
+        priority: High
+        reporter: ann
+        labels:
+        - customer
+        - escalate
+        created: 2026-11-20T10:00:00Z
+        updated: 2026-11-22T08:30:00Z
+        fields:
+          Customer: ACME
+        ");
+    }
+
+    #[test]
+    fn refusals_name_the_path_and_the_problem() {
+        let good = sample().to_yaml();
+        let cases = [
+            (
+                "issues/SUP/10042.yaml",
+                good.replace("ferry: 1", "ferry: 2"),
+                "schema version 2",
+            ),
+            (
+                "issues/SUP/10042.yaml",
+                good.replace("ferry: 1\n", ""),
+                "missing `ferry:`",
+            ),
+            (
+                "issues/SUP/10042.yaml",
+                good.replace("id: '10042'\n", ""),
+                "missing field `id`",
+            ),
+            (
+                "issues/SUP/10042.yaml",
+                good.replace("summary:", "summry:"),
+                "unknown field `summry`",
+            ),
+            (
+                "issues/SUP/10042.yaml",
+                "ferry: 1\nsite: [\n".to_string(),
+                "line",
+            ),
+            (
+                "issues/SUP/99.yaml",
+                good.clone(),
+                "stored at issues/SUP/99.yaml",
+            ),
+            ("issues/../10042.yaml", good.clone(), "not a replica path"),
+            ("notes/SUP/10042.yaml", good.clone(), "not a replica path"),
+            ("issues/SUP/10042.yml", good.clone(), "not a replica path"),
+        ];
+        for (path, text, expected) in cases {
+            let err = Replica::parse(path, text.as_bytes())
+                .unwrap_err()
+                .to_string();
+            assert!(err.starts_with(path), "{err}");
+            assert!(err.contains(expected), "{path}: {err:?} lacks {expected:?}");
+        }
+    }
+}

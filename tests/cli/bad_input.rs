@@ -1,0 +1,187 @@
+//! Bad input gets a clear error, the right exit code, and nothing half-written.
+
+use super::{World, git};
+
+#[test]
+fn init_twice_keeps_the_admins_files() {
+    let w = World::new();
+    std::fs::create_dir_all(w.path("support")).unwrap();
+    let first = w.ok("support", &["init", "--site", "support"]);
+    assert!(first.contains("created ferry.yaml"), "{first}");
+    std::fs::write(w.path("support/rules/outgoing.rhai"), "// mine\n").unwrap();
+    let second = w.ok("support", &["init", "--site", "support"]);
+    assert!(second.contains("kept    ferry.yaml"), "{second}");
+    assert_eq!(
+        std::fs::read_to_string(w.path("support/rules/outgoing.rhai")).unwrap(),
+        "// mine\n"
+    );
+}
+
+#[test]
+fn a_bad_query_is_refused_at_connection_add_with_its_column() {
+    let w = World::new();
+    w.site("support", &[]);
+    let run = w.ferry(
+        "support",
+        &[
+            "connection",
+            "add",
+            "engineering",
+            "--channel",
+            "../exchange.git",
+            "--project",
+            "SUP=ENG",
+            "--query",
+            "labels = escalate AND",
+        ],
+    );
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("column"), "{}", run.stderr);
+    assert!(!w.path("support/connections/engineering.yaml").exists());
+}
+
+#[test]
+fn a_corrupt_config_names_file_line_and_column() {
+    let w = World::new();
+    w.site("support", &[]);
+    std::fs::write(
+        w.path("support/ferry.yaml"),
+        "site: support\ntracker: [oops\n",
+    )
+    .unwrap();
+    let run = w.ferry("support", &["sync"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("ferry.yaml"), "{}", run.stderr);
+    assert!(run.stderr.contains("line 2"), "{}", run.stderr);
+}
+
+#[test]
+fn a_second_run_waits_for_the_lock_with_exit_75() {
+    let w = World::new();
+    w.site("support", &[]);
+    let lock = std::fs::File::options()
+        .write(true)
+        .open(w.path("support/.ferry/lock"))
+        .unwrap();
+    lock.try_lock().unwrap();
+    let run = w.ferry("support", &["sync"]);
+    assert_eq!(run.code, 75, "{}", run.stderr);
+    assert!(run.stderr.contains("lock"), "{}", run.stderr);
+}
+
+/// Writes files onto engineering's branch for support with the real git, as a
+/// broken or hostile peer would.
+fn peer_commit(w: &World, files: &[(&str, &str)]) -> String {
+    let work = w.path("hostile");
+    if !work.exists() {
+        git(w.root.path(), &["clone", "-q", "exchange.git", "hostile"]);
+        git(&work, &["checkout", "-q", "-b", "engineering/support"]);
+    }
+    for (path, content) in files {
+        let file = work.join(path);
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(file, content).unwrap();
+    }
+    git(&work, &["add", "-A"]);
+    git(&work, &["commit", "-q", "-m", "peer"]);
+    git(&work, &["push", "-q", "origin", "engineering/support"]);
+    git(&work, &["rev-parse", "--short=10", "HEAD"])
+        .trim()
+        .to_string()
+}
+
+const GOOD: &str = "ferry: 1\nsite: engineering\nid: '7'\nkey: ENG-7\nproject: ENG\ntype: Bug\nsummary: Good one\nstatus: Open\ncreated: 2026-11-20T10:00:00Z\nupdated: 2026-11-20T10:00:00Z\n";
+
+#[test]
+fn malformed_replicas_are_refused_by_name_and_the_others_import() {
+    let w = World::new();
+    w.site(
+        "support",
+        &[("engineering", "SUP=ENG", "labels = escalate")],
+    );
+    let commit = peer_commit(
+        &w,
+        &[
+            ("issues/ENG/7.yaml", GOOD),
+            (
+                "issues/ENG/8.yaml",
+                "ferry: 1\nsite: engineering\nid: [unclosed\n",
+            ),
+            (
+                "issues/ENG/9.yaml",
+                &GOOD.replace("ferry: 1", "ferry: 9").replace("'7'", "'9'"),
+            ),
+            ("issues/ENG/10.yaml", &GOOD.replace("id: '7'\n", "")),
+            ("issues/ENG/11.yaml", &GOOD.replace("'7'", "'12'")),
+            ("notes/escape.yaml", GOOD),
+        ],
+    );
+    let run = w.ferry("support", &["sync"]);
+    assert_eq!(
+        run.code, 1,
+        "issue-level errors exit 1:\n{}\n{}",
+        run.stdout, run.stderr
+    );
+    let out = run.stdout;
+    for path in [
+        "issues/ENG/8.yaml",
+        "issues/ENG/9.yaml",
+        "issues/ENG/10.yaml",
+        "issues/ENG/11.yaml",
+        "notes/escape.yaml",
+    ] {
+        assert!(out.contains(path), "{path} not named in:\n{out}");
+    }
+    assert!(
+        out.contains(&commit),
+        "commit {commit} not named in:\n{out}"
+    );
+    assert!(out.contains("schema version 9"), "{out}");
+    let issues = w.list("support");
+    assert_eq!(issues.len(), 1, "{issues:?}");
+    assert_eq!(issues[0]["summary"], "Good one");
+
+    // The peer fixes one; it imports on the next run, the others stay refused.
+    peer_commit(
+        &w,
+        &[(
+            "issues/ENG/8.yaml",
+            &GOOD.replace("'7'", "'8'").replace("Good one", "Fixed"),
+        )],
+    );
+    let run = w.ferry("support", &["sync"]);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    let summaries: Vec<String> = w
+        .list("support")
+        .iter()
+        .map(|i| i["summary"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(summaries, vec!["Good one", "Fixed"]);
+}
+
+#[test]
+fn a_broken_rule_fails_the_issue_not_the_run() {
+    let w = World::new();
+    w.site("support", &[("engineering", "SUP=ENG", "")]);
+    std::fs::write(
+        w.path("support/rules/outgoing.rhai"),
+        "if issue.summary == \"boom\" {\n    let x = 1 / 0;\n}\n",
+    )
+    .unwrap();
+    w.new_issue("support", &["--project", "SUP", "--summary", "boom"]);
+    w.new_issue("support", &["--project", "SUP", "--summary", "fine"]);
+    let run = w.ferry("support", &["sync"]);
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("SUP-1"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("outgoing.rhai:2"),
+        "script and line named:\n{}",
+        run.stdout
+    );
+    let files = git(
+        &w.path("exchange.git"),
+        &["ls-tree", "-r", "--name-only", "support/engineering"],
+    );
+    assert!(files.contains("issues/SUP/2.yaml"), "{files}");
+    assert!(!files.contains("issues/SUP/1.yaml"), "{files}");
+}
