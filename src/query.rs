@@ -91,6 +91,7 @@ const KEYWORDS: [&str; 6] = ["AND", "OR", "NOT", "IN", "IS", "EMPTY"];
 /// Prefix that forces a bare word to name a custom field (`fields.status`).
 const CUSTOM_PREFIX: &str = "fields.";
 
+/// The parsed form of a non-empty query.
 #[derive(Debug, Clone, PartialEq)]
 enum Expr {
     /// Two or more alternatives; never directly holds another `Or`.
@@ -120,6 +121,8 @@ enum Field {
     Custom(String),
 }
 
+/// What a condition tests on a field's values; the strings are the values as
+/// written (comparisons ignore case when matching, not when parsing).
 #[derive(Debug, Clone, PartialEq)]
 enum Op {
     Eq(String),
@@ -130,6 +133,9 @@ enum Op {
     IsEmpty,
     IsNotEmpty,
 }
+
+/// Builds the operator of a comparison (`=`, `!=`, `~`) from its value.
+type MakeOp = fn(String) -> Op;
 
 impl Query {
     /// Parses a query; the empty (or whitespace-only) query matches everything.
@@ -201,7 +207,8 @@ impl Field {
     /// fields: `=` is "some value equals", which on a list means "contains".
     fn values<'a>(&self, issue: &'a Issue) -> Vec<Cow<'a, str>> {
         let one = |s: &'a String| vec![Cow::Borrowed(s.as_str())];
-        let optional = |s: &'a Option<String>| s.iter().map(|s| Cow::Borrowed(s.as_str())).collect();
+        let optional =
+            |s: &'a Option<String>| s.iter().map(|s| Cow::Borrowed(s.as_str())).collect();
         let list = |l: &'a Vec<String>| l.iter().map(|s| Cow::Borrowed(s.as_str())).collect();
         match self {
             Field::Project => one(&issue.project),
@@ -543,7 +550,7 @@ impl Parser {
 
     /// Reads the operator (and its operand) after a field name.
     fn op(&mut self) -> Result<Op, QueryError> {
-        let comparison: Option<(&str, fn(String) -> Op)> = match self.peek().tok {
+        let comparison: Option<(&str, MakeOp)> = match self.peek().tok {
             Tok::Eq => Some(("'='", Op::Eq)),
             Tok::Ne => Some(("'!='", Op::Ne)),
             Tok::Tilde => Some(("'~'", Op::Contains)),
@@ -824,4 +831,458 @@ fn write_quoted(f: &mut fmt::Formatter<'_>, s: &str) -> fmt::Result {
         write!(f, "{c}")?;
     }
     f.write_str("\"")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use chrono::DateTime;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::*;
+
+    fn issue() -> Issue {
+        let t = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        Issue {
+            id: "10042".into(),
+            key: "SUP-42".into(),
+            project: "SUP".into(),
+            issue_type: "Bug".into(),
+            summary: "Printer on fire".into(),
+            description: Some(r#"Smoke "everywhere" \ help"#.into()),
+            status: "In Progress".into(),
+            priority: Some("High".into()),
+            assignee: None,
+            reporter: Some("kevin".into()),
+            labels: vec!["escalate".into(), "vip".into()],
+            components: vec![],
+            created: t,
+            updated: t,
+            fields: BTreeMap::from([
+                ("Customer Name".to_string(), json!("ACME Corp")),
+                ("tier".to_string(), json!(3)),
+                ("urgent".to_string(), json!(true)),
+                ("regions".to_string(), json!(["EU", "US", null])),
+                ("none_yet".to_string(), json!([])),
+                ("nothing".to_string(), json!(null)),
+                ("blank".to_string(), json!("")),
+                ("status".to_string(), json!("custom status")),
+            ]),
+            comments: vec![],
+            attachments: vec![],
+            origin: None,
+            deleted: false,
+        }
+    }
+
+    #[test]
+    fn matches_table() {
+        let issue = issue();
+        let cases: &[(&str, bool)] = &[
+            // The empty query shares everything.
+            ("", true),
+            (" \t\n ", true),
+            // Built-in scalar fields, case-insensitive keywords, names and values.
+            ("project = SUP", true),
+            ("project = sup", true),
+            ("PROJECT = SUP", true),
+            ("project = OPS", false),
+            ("project != OPS", true),
+            ("project != sup", false),
+            ("key = sup-42", true),
+            ("id = 10042", true),
+            ("type = bug", true),
+            ("summary = printer", false),
+            ("summary ~ FIRE", true),
+            ("summary ~ water", false),
+            (r#"description ~ "\"EVERYWHERE\" \\""#, true),
+            (r#"status = "in progress""#, true),
+            (r#"status IN (Open, "In Progress")"#, true),
+            ("status in (Open, Closed)", false),
+            ("status NOT IN (Open, Closed)", true),
+            (r#"status not in ("IN PROGRESS")"#, false),
+            ("status IS NOT EMPTY", true),
+            ("priority = High", true),
+            (r#"reporter = "KEVIN""#, true),
+            // A missing optional value equals nothing and is empty.
+            ("assignee = kevin", false),
+            (r#"assignee = """#, false),
+            ("assignee != kevin", true),
+            ("assignee ~ k", false),
+            ("assignee IN (kevin, bob)", false),
+            ("assignee NOT IN (kevin, bob)", true),
+            ("assignee IS EMPTY", true),
+            ("assignee is not empty", false),
+            // List fields: = contains, != does not contain, IN intersects.
+            ("labels = escalate", true),
+            ("label = VIP", true),
+            ("labels = other", false),
+            ("labels != escalate", false),
+            ("labels != other", true),
+            ("labels IN (other, vip)", true),
+            ("labels NOT IN (other, vip)", false),
+            ("labels NOT IN (other, more)", true),
+            ("labels ~ esc", true),
+            ("labels IS NOT EMPTY", true),
+            ("labels IS EMPTY", false),
+            ("components IS EMPTY", true),
+            ("component = x", false),
+            ("components != x", true),
+            // Custom fields: bare unknown names, quoted names, the fields. prefix.
+            (r#""Customer Name" = "acme corp""#, true),
+            (r#""Customer Name" ~ acme"#, true),
+            (r#""customer name" = "ACME CORP""#, true),
+            ("tier = 3", true),
+            ("TIER = 3", true),
+            ("fields.tier = 3", true),
+            ("FIELDS.tier IN (1, 2)", false),
+            ("urgent = TRUE", true),
+            ("regions = eu", true),
+            ("regions != US", false),
+            ("regions IN (APAC, us)", true),
+            ("regions IS NOT EMPTY", true),
+            ("none_yet IS EMPTY", true),
+            ("none_yet != x", true),
+            ("nothing IS EMPTY", true),
+            ("nothing = null", false),
+            ("blank IS EMPTY", true),
+            ("missing = x", false),
+            ("missing != x", true),
+            ("missing IS EMPTY", true),
+            ("missing NOT IN (a)", true),
+            // A quoted or prefixed built-in name is the custom field of that name.
+            (r#""status" = "custom status""#, true),
+            ("fields.status ~ custom", true),
+            ("status ~ custom", false),
+            // Precedence: NOT > AND > OR, and parentheses override it.
+            ("project = OPS AND status = Open OR labels = vip", true),
+            ("labels = vip OR project = OPS AND status = Open", true),
+            ("project = OPS AND (status = Open OR labels = vip)", false),
+            ("(labels = vip OR project = OPS) AND status = Open", false),
+            ("NOT project = SUP AND labels = other", false),
+            ("NOT (project = SUP AND labels = other)", true),
+            ("NOT project = OPS OR labels = other", true),
+            ("NOT NOT project = SUP", true),
+            (
+                "not (project = OPS or (labels = vip and not tier = 3))",
+                true,
+            ),
+            // The examples from DESIGN.md.
+            (
+                "project = SUP AND labels = escalate AND status != Closed",
+                true,
+            ),
+            (r#"assignee = "kevin""#, false),
+        ];
+        for (text, expected) in cases {
+            let query = Query::parse(text).unwrap_or_else(|e| panic!("{text:?}: {e}"));
+            assert_eq!(query.matches(&issue), *expected, "{text:?}");
+            let again = Query::parse(&query.to_string()).unwrap();
+            assert_eq!(again, query, "{text:?} printed as {query}");
+        }
+    }
+
+    #[test]
+    fn canonical_text() {
+        let cases = [
+            ("", ""),
+            (
+                r#"project = sup and label in (a,"b c" , OR2)"#,
+                r#"project = sup AND labels IN (a, "b c", OR2)"#,
+            ),
+            (
+                "not (a = 1 or b = 2) and c is not empty",
+                "NOT (a = 1 OR b = 2) AND c IS NOT EMPTY",
+            ),
+            ("((a = 1 OR b = 2)) OR (c = 3)", "a = 1 OR b = 2 OR c = 3"),
+            ("a = 1 AND (b = 2 AND c = 3)", "a = 1 AND b = 2 AND c = 3"),
+            ("(a = 1 AND b = 2) OR c = 3", "a = 1 AND b = 2 OR c = 3"),
+            ("a = 1 AND (b = 2 OR c = 3)", "a = 1 AND (b = 2 OR c = 3)"),
+            ("NOT NOT a ~ x", "NOT NOT a ~ x"),
+            (r#""status" = "and""#, r#""status" = "and""#),
+            (r#""Customer Name" != """#, r#""Customer Name" != """#),
+            (r#""fields.x" = 1"#, r#""fields.x" = 1"#),
+            (r#"fields.x = 1"#, "x = 1"),
+            (r#""x" = "1""#, "x = 1"),
+            (
+                r#"COMPONENT not in ("a\"b\\c")"#,
+                r#"components NOT IN ("a\"b\\c")"#,
+            ),
+            ("assignee is empty", "assignee IS EMPTY"),
+        ];
+        for (text, canonical) in cases {
+            let query: Query = text.parse().unwrap();
+            assert_eq!(query.to_string(), canonical, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn equivalent_spellings_are_equal() {
+        let q = |t: &str| Query::parse(t).unwrap();
+        assert_eq!(q("label = x"), q("LABELS = \"x\""));
+        assert_eq!(q("tier = 3"), q("fields.tier = 3"));
+        assert_eq!(q("tier = 3"), q("\"tier\" = 3"));
+        assert_eq!(
+            q("(a = 1 OR b = 2) OR c = 3"),
+            q("a = 1 OR (b = 2 OR c = 3)")
+        );
+        assert_ne!(q("status = x"), q("\"status\" = x"));
+        assert!(q("  ").is_match_all());
+        assert!(!q("a = 1").is_match_all());
+    }
+
+    #[test]
+    fn errors_point_at_the_mistake() {
+        let operators = "operators are =, !=, ~, IN, NOT IN, IS EMPTY and IS NOT EMPTY; \
+                         quote values that contain other characters";
+        let deep = format!("{}a = b{}", "(".repeat(100), ")".repeat(100));
+        let cases: Vec<(&str, usize, String)> = vec![
+            ("project = SUP AND status !=", 28, "expected a value after '!=' but the query ends".into()),
+            ("status = Open AND", 18, "expected a field name after 'AND' but the query ends".into()),
+            ("NOT", 4, "expected a field name after 'NOT' but the query ends".into()),
+            ("= Open", 1, "expected a field name but found '='".into()),
+            ("AND status = x", 1, "expected a field name but found keyword 'AND'".into()),
+            ("a = 1 OR OR b = 2", 10, "expected a field name after 'OR' but found keyword 'OR'".into()),
+            (r#"summary ~ "fire"#, 11, r#"this string never ends: add the closing '"'"#.into()),
+            (r#"summary = "a\"#, 11, r#"this string never ends: add the closing '"'"#.into()),
+            (r#"summary = "a\n""#, 13, r#"unknown escape '\n' in a string: only \" and \\ are allowed"#.into()),
+            (
+                "(status = Open OR labels = x",
+                29,
+                "expected AND, OR or ')' to close the '(' at column 1 but the query ends".into(),
+            ),
+            (
+                "(status = Open labels = x)",
+                16,
+                "expected AND, OR or ')' to close the '(' at column 1 but found 'labels'".into(),
+            ),
+            ("status = Open)", 14, "this ')' closes nothing: there is no '(' before it".into()),
+            (
+                "status = Waiting for customer",
+                18,
+                "expected AND or OR after the condition but found 'for'; \
+                 quote values that contain spaces, like \"In Progress\""
+                    .into(),
+            ),
+            (
+                r#"status = "a" "b""#,
+                14,
+                "expected AND or OR after the condition but found \"b\"; \
+                 quote values that contain spaces, like \"In Progress\""
+                    .into(),
+            ),
+            (
+                "status IN Open",
+                11,
+                "expected '(' after IN to start a list like (Open, \"In Progress\") but found 'Open'"
+                    .into(),
+            ),
+            (
+                "status NOT IN",
+                14,
+                "expected '(' after NOT IN to start a list like (Open, \"In Progress\") \
+                 but the query ends"
+                    .into(),
+            ),
+            (
+                "status IN (Open, Closed",
+                24,
+                "expected ',' or ')' in the list opened at column 11 but the query ends".into(),
+            ),
+            (
+                "status IN (Open Closed)",
+                17,
+                "expected ',' or ')' in the list opened at column 11 but found 'Closed'".into(),
+            ),
+            ("status IN ()", 12, "expected a value after '(' but found ')'".into()),
+            ("status IN (a,)", 14, "expected a value after ',' but found ')'".into()),
+            (
+                "status = AND labels = x",
+                10,
+                "expected a value after '=' but found keyword 'AND'; \
+                 quote it (\"AND\") to use it as a value"
+                    .into(),
+            ),
+            (
+                "status In Progress",
+                11,
+                "expected '(' after IN to start a list like (Open, \"In Progress\") \
+                 but found 'Progress'"
+                    .into(),
+            ),
+            (
+                "status Open",
+                8,
+                "expected an operator (=, !=, ~, IN, NOT IN, IS EMPTY or IS NOT EMPTY) \
+                 after 'status' but found 'Open'"
+                    .into(),
+            ),
+            (
+                r#""Customer Name""#,
+                16,
+                "expected an operator (=, !=, ~, IN, NOT IN, IS EMPTY or IS NOT EMPTY) \
+                 after \"Customer Name\" but the query ends"
+                    .into(),
+            ),
+            ("status NOT Open", 12, "expected IN after NOT, as in NOT IN (a, b), but found 'Open'".into()),
+            ("assignee IS NULL", 13, "expected EMPTY or NOT EMPTY after IS but found 'NULL'".into()),
+            ("assignee IS NOT", 16, "expected EMPTY after IS NOT but the query ends".into()),
+            ("status < 3", 8, format!("unexpected character '<': {operators}")),
+            ("status = Open & x", 15, format!("unexpected character '&': {operators}")),
+            (
+                "status ! Open",
+                8,
+                "unexpected '!': write '!=' for \"not equal\", or NOT before a condition".into(),
+            ),
+            ("status = 'Open'", 10, "strings are written in double quotes, like \"In Progress\"".into()),
+            (
+                "fields. = x",
+                1,
+                "expected a custom field name after 'fields.'; \
+                 quote names that contain spaces instead: \"Customer Name\" = ACME"
+                    .into(),
+            ),
+            (r#""" = x"#, 1, "a field name cannot be empty".into()),
+            // Columns count characters, not bytes.
+            ("résumé = é é", 12, "expected AND or OR after the condition but found 'é'; \
+                 quote values that contain spaces, like \"In Progress\""
+                .into()),
+            (&deep, 65, "the query nests parentheses and NOTs more than 64 deep".into()),
+        ];
+        for (text, column, message) in cases {
+            let error = Query::parse(text).unwrap_err();
+            assert_eq!(error, QueryError { column, message }, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn error_display_and_render() {
+        let text = "status = Open AND";
+        let error = Query::parse(text).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "at column 18: expected a field name after 'AND' but the query ends"
+        );
+        assert_eq!(
+            error.render(text),
+            "status = Open AND\n                 \
+             ^ at column 18: expected a field name after 'AND' but the query ends"
+        );
+        // Line breaks in a multi-line query do not shift the caret.
+        let text = "a = 1\nAND b ! 2";
+        let error = Query::parse(text).unwrap_err();
+        assert_eq!(error.column, 13);
+        assert!(
+            error
+                .render(text)
+                .starts_with("a = 1 AND b ! 2\n            ^ at column 13:")
+        );
+    }
+
+    /// Text of a value: a bare word, or any string quoted with escapes.
+    fn value_text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[A-Za-z0-9_./@-]{1,8}".prop_filter("keywords must be quoted", |w| !is_keyword(w)),
+            any::<String>().prop_map(|s| Value(&s).to_string()),
+            any::<String>()
+                .prop_map(|s| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))),
+        ]
+    }
+
+    fn field_text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            prop::sample::select(vec![
+                "project",
+                "KEY",
+                "Id",
+                "type",
+                "summary",
+                "description",
+                "Status",
+                "priority",
+                "assignee",
+                "reporter",
+                "labels",
+                "label",
+                "Components",
+                "component",
+            ])
+            .prop_map(String::from),
+            "[a-z][a-z0-9_]{0,6}".prop_filter("keywords are not fields", |w| !is_keyword(w)),
+            "fields\\.[A-Za-z]{1,6}",
+            ".+".prop_map(|s| Field::Custom(s).to_string()),
+        ]
+    }
+
+    fn condition_text() -> impl Strategy<Value = String> {
+        let list = || prop::collection::vec(value_text(), 1..4).prop_map(|v| v.join(" , "));
+        let op = prop_oneof![
+            value_text().prop_map(|v| format!("= {v}")),
+            value_text().prop_map(|v| format!("!={v}")),
+            value_text().prop_map(|v| format!("~ {v}")),
+            list().prop_map(|l| format!("in ({l})")),
+            list().prop_map(|l| format!("NOT IN({l})")),
+            Just("IS EMPTY".to_string()),
+            Just("is NOT empty".to_string()),
+        ];
+        (field_text(), op).prop_map(|(f, o)| format!("{f} {o}"))
+    }
+
+    fn query_text() -> impl Strategy<Value = String> {
+        condition_text().prop_recursive(4, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 2..4).prop_map(|v| v.join(" AND ")),
+                prop::collection::vec(inner.clone(), 2..4).prop_map(|v| v.join(" or ")),
+                inner.clone().prop_map(|e| format!("NOT {e}")),
+                inner.prop_map(|e| format!("( {e})")),
+            ]
+        })
+    }
+
+    /// Fragments that make the parser go deep more often than random text does.
+    fn token_soup() -> impl Strategy<Value = String> {
+        let fragment = prop::sample::select(vec![
+            "status", "labels", "\"x y\"", "fields.", "fields.a", "=", "!=", "!", "~", "IN", "not",
+            "IS", "EMPTY", "AND", "or", "(", ")", ",", "Open", "\"", "\\", "'", "é", "\n",
+        ]);
+        prop::collection::vec(fragment, 0..16).prop_map(|v| v.join(" "))
+    }
+
+    /// Parse errors must point inside the text (or just past its end).
+    fn check_any(text: &str) -> Result<(), TestCaseError> {
+        match Query::parse(text) {
+            Ok(query) => {
+                let printed = query.to_string();
+                prop_assert_eq!(Query::parse(&printed), Ok(query));
+            }
+            Err(error) => {
+                prop_assert!((1..=text.chars().count() + 1).contains(&error.column));
+                prop_assert!(!error.render(text).is_empty());
+            }
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #[test]
+        fn display_reparses_to_an_equal_query(text in query_text()) {
+            let query = Query::parse(&text).map_err(|e| TestCaseError::fail(format!("{text:?}: {e}")))?;
+            let printed = query.to_string();
+            let again = Query::parse(&printed).map_err(|e| TestCaseError::fail(format!("{printed:?}: {e}")))?;
+            prop_assert_eq!(&again, &query);
+            prop_assert_eq!(again.to_string(), printed);
+        }
+
+        #[test]
+        fn never_panics_on_arbitrary_text(text in any::<String>()) {
+            check_any(&text)?;
+        }
+
+        #[test]
+        fn never_panics_on_query_like_text(text in token_soup()) {
+            check_any(&text)?;
+        }
+    }
 }
