@@ -323,7 +323,10 @@ pub fn validate_connection(file: &Path, settings: &ConnectionFile) -> Result<Que
             )));
         }
     }
-    Query::parse(&settings.query).map_err(|e| invalid(format!("query: {e}")))
+    Query::parse(&settings.query).map_err(|e| {
+        let rendered = e.render(&settings.query);
+        invalid(format!("bad query\n  {}", rendered.replace('\n', "\n  ")))
+    })
 }
 
 fn check_name(path: &Path, what: &str, name: &str) -> Result<(), ConfigError> {

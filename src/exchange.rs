@@ -92,6 +92,10 @@ impl Exchange {
     ) -> Result<Option<(Oid, Vec<u8>)>, ExchangeError> {
         Ok(None)
     }
+    /// A blob's size.
+    pub fn blob_size(&self, _oid: Oid) -> Result<usize, ExchangeError> {
+        Ok(0)
+    }
     /// A blob's content.
     pub fn read_blob(&self, _oid: Oid) -> Result<Vec<u8>, ExchangeError> {
         Ok(Vec::new())
