@@ -1,54 +1,1411 @@
-//! PLACEHOLDER API (helper replaces): the embedded SQLite tracker.
-use std::path::Path;
+//! The embedded default tracker: a real little issue tracker in one SQLite file.
+//!
+//! A site that has no Redmine or Jira (the demo, tests, benchmarks, or a small team
+//! that just wants ferry's exchange) keeps its issues here. It has what sync needs
+//! from any tracker: projects with `PROJECT-N` keys, types, statuses, priorities,
+//! users as plain names, labels, components, custom fields holding any JSON value,
+//! comments with an internal flag, attachment metadata, soft deletion and `updated`
+//! timestamps that move only on a real change.
+//!
+//! Design choices, and why:
+//! - Timestamps are stored as Unix seconds (`INTEGER`): ferry works in whole seconds
+//!   everywhere, and integers compare and index cheaply for `changed_since`.
+//! - Deletion is soft (`deleted = 1`): a deleted issue must still reach peers as a
+//!   tombstone, and ids are never reused.
+//! - Every write is one `IMMEDIATE` transaction, so a crash never leaves half an
+//!   issue and two processes never deadlock upgrading a read lock; the database is
+//!   in WAL mode with a busy timeout so readers and a writer can overlap.
+//! - Reads load a whole set of issues with one query per table inside one read
+//!   transaction, so `changed_since` over 100k issues is a handful of queries and a
+//!   consistent snapshot.
+//!
+//! The clock: timestamps come from the system clock (UTC, whole seconds), unless the
+//! environment variable `FERRY_NOW` holds an RFC 3339 timestamp, which then is the
+//! fixed time of every change. Tests and documentation use it for reproducible
+//! output; [`LocalTracker::set_clock`] does the same from code.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::{IssuePatch, NewComment, NewIssue, Tracker, TrackerError};
-use crate::model::{Comment, Issue, Origin};
+use crate::model::{
+    Attachment, Comment, FieldValue, Issue, Origin, normalize_set, parse_timestamp,
+    truncate_to_seconds,
+};
 
-/// The embedded tracker.
+/// The environment variable holding a fixed clock (RFC 3339) for reproducible runs.
+pub const NOW_ENV: &str = "FERRY_NOW";
+
+/// The schema version kept in `PRAGMA user_version`; a database written by a newer
+/// ferry is refused rather than misread.
+const SCHEMA_VERSION: i64 = 1;
+
+/// How long a writer waits for another process's transaction before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Default issue type when a create leaves it unset.
+pub const DEFAULT_TYPE: &str = "Task";
+/// Default status when a create leaves it unset.
+pub const DEFAULT_STATUS: &str = "Open";
+/// Default priority when a create leaves it unset.
+pub const DEFAULT_PRIORITY: &str = "Medium";
+
+const SCHEMA: &str = r#"
+CREATE TABLE projects (
+    key         TEXT PRIMARY KEY,
+    next_number INTEGER NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE issues (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    project     TEXT NOT NULL REFERENCES projects(key),
+    number      INTEGER NOT NULL,
+    type        TEXT NOT NULL,
+    summary     TEXT NOT NULL,
+    description TEXT,
+    status      TEXT NOT NULL,
+    priority    TEXT,
+    assignee    TEXT,
+    reporter    TEXT,
+    created     INTEGER NOT NULL,
+    updated     INTEGER NOT NULL,
+    deleted     INTEGER NOT NULL DEFAULT 0,
+    origin_site TEXT,
+    origin_id   TEXT,
+    UNIQUE (project, number)
+);
+CREATE INDEX issues_updated ON issues(updated);
+CREATE INDEX issues_origin ON issues(origin_site, origin_id) WHERE origin_site IS NOT NULL;
+
+CREATE TABLE labels (
+    issue INTEGER NOT NULL REFERENCES issues(id),
+    name  TEXT NOT NULL,
+    PRIMARY KEY (issue, name)
+) WITHOUT ROWID;
+
+CREATE TABLE components (
+    issue INTEGER NOT NULL REFERENCES issues(id),
+    name  TEXT NOT NULL,
+    PRIMARY KEY (issue, name)
+) WITHOUT ROWID;
+
+CREATE TABLE fields (
+    issue INTEGER NOT NULL REFERENCES issues(id),
+    name  TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (issue, name)
+) WITHOUT ROWID;
+
+CREATE TABLE comments (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    issue       INTEGER NOT NULL REFERENCES issues(id),
+    author      TEXT NOT NULL,
+    body        TEXT NOT NULL,
+    internal    INTEGER NOT NULL DEFAULT 0,
+    created     INTEGER NOT NULL,
+    origin_site TEXT,
+    origin_id   TEXT
+);
+CREATE INDEX comments_issue ON comments(issue, id);
+CREATE UNIQUE INDEX comments_origin ON comments(issue, origin_site, origin_id)
+    WHERE origin_site IS NOT NULL;
+
+CREATE TABLE attachments (
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    issue   INTEGER NOT NULL REFERENCES issues(id),
+    name    TEXT NOT NULL,
+    size    INTEGER NOT NULL,
+    sha256  TEXT NOT NULL,
+    author  TEXT,
+    created INTEGER NOT NULL
+);
+CREATE INDEX attachments_issue ON attachments(issue, id);
+"#;
+
+/// Columns of `issues` in the order [`read_issue_row`] expects.
+const ISSUE_COLUMNS: &str = "id, project, number, type, summary, description, status, priority, \
+     assignee, reporter, created, updated, deleted, origin_site, origin_id";
+
+/// The embedded tracker: one SQLite database file.
 pub struct LocalTracker {
-    conn: rusqlite::Connection,
+    conn: Connection,
+    path: PathBuf,
+    /// A fixed time for every change, or `None` for the system clock.
+    clock: Option<DateTime<Utc>>,
+}
+
+/// Internal failure: SQLite errors get the database path only at the public
+/// boundary, where [`LocalTracker`] knows it.
+enum Fail {
+    Sql(rusqlite::Error),
+    Corrupt(String),
+    Tracker(TrackerError),
+}
+
+impl From<rusqlite::Error> for Fail {
+    fn from(e: rusqlite::Error) -> Fail {
+        Fail::Sql(e)
+    }
+}
+
+impl From<TrackerError> for Fail {
+    fn from(e: TrackerError) -> Fail {
+        Fail::Tracker(e)
+    }
+}
+
+/// Which issues a read loads. Each maps to a `WHERE` clause on `issues`, used both
+/// for the issues and (as a sub-select) for their labels, comments and so on.
+enum Filter<'a> {
+    Id(i64),
+    Key(&'a str, i64),
+    Origin(&'a Origin),
+    Live,
+    Since(Option<i64>),
+}
+
+impl Filter<'_> {
+    fn clause(&self) -> (&'static str, Vec<rusqlite::types::Value>) {
+        use rusqlite::types::Value;
+        match self {
+            Filter::Id(id) => ("id = ?1", vec![Value::Integer(*id)]),
+            Filter::Key(project, number) => (
+                "project = ?1 AND number = ?2",
+                vec![Value::Text((*project).into()), Value::Integer(*number)],
+            ),
+            Filter::Origin(origin) => (
+                // The lowest id: should two issues ever carry one origin, the first
+                // created is the one sync made.
+                "id = (SELECT min(id) FROM issues WHERE origin_site = ?1 AND origin_id = ?2)",
+                vec![
+                    Value::Text(origin.site.clone()),
+                    Value::Text(origin.id.clone()),
+                ],
+            ),
+            Filter::Live => ("deleted = 0", Vec::new()),
+            Filter::Since(Some(since)) => ("updated >= ?1", vec![Value::Integer(*since)]),
+            Filter::Since(None) => ("1", Vec::new()),
+        }
+    }
 }
 
 impl LocalTracker {
-    /// Opens (creating if needed) the tracker database.
+    /// Opens the tracker database, creating the file (and its folder) and the
+    /// schema when new. The clock is fixed when `FERRY_NOW` is set.
     pub fn open(path: &Path) -> Result<LocalTracker, TrackerError> {
-        let conn = rusqlite::Connection::open(path)
-            .map_err(|e| TrackerError::Unavailable(e.to_string()))?;
-        Ok(LocalTracker { conn })
+        let clock = match std::env::var(NOW_ENV) {
+            Ok(text) => Some(parse_clock(&text)?),
+            Err(_) => None,
+        };
+        let unavailable = |e: &dyn std::fmt::Display| {
+            TrackerError::Unavailable(format!("{}: {e}", path.display()))
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| unavailable(&e))?;
+        }
+        let conn = Connection::open(path).map_err(|e| unavailable(&e))?;
+        let mut tracker = LocalTracker {
+            conn,
+            path: path.to_path_buf(),
+            clock,
+        };
+        tracker.init().map_err(|f| tracker.error(f))?;
+        Ok(tracker)
     }
-    /// One issue by key (`SUP-1`).
-    pub fn get_by_key(&self, _key: &str) -> Result<Option<Issue>, TrackerError> {
-        let _ = &self.conn;
-        Ok(None)
+
+    /// Fixes the clock to `now` (truncated to whole seconds), or returns to the
+    /// system clock with `None`; what `FERRY_NOW` does, for code and tests.
+    pub fn set_clock(&mut self, now: Option<DateTime<Utc>>) {
+        self.clock = now.map(truncate_to_seconds);
     }
-    /// Every issue, deleted ones excluded, ordered by project and number.
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// One issue by key (`SUP-1`), deleted ones included (with `deleted: true`) so
+    /// that a caller can say the issue was deleted rather than never existed.
+    pub fn get_by_key(&self, key: &str) -> Result<Option<Issue>, TrackerError> {
+        let Some((project, number)) = split_key(key) else {
+            return Ok(None);
+        };
+        self.read(|conn| load_one(conn, &Filter::Key(project, number)))
+    }
+
+    /// Every issue that is not deleted, ordered by project and number.
     pub fn list(&self) -> Result<Vec<Issue>, TrackerError> {
-        Ok(Vec::new())
+        self.read(|conn| load(conn, &Filter::Live))
+    }
+
+    /// Creates `count` synthetic but realistic issues in `project`, deterministically
+    /// from `seed` (the same seed and clock give the same issues), in one transaction
+    /// so that even 100k issues take seconds. Returns their keys in creation order.
+    ///
+    /// Issues are created over the past year; their `updated` is the time of the
+    /// generation, so that a sync cursor taken before it sees them all.
+    pub fn generate(
+        &mut self,
+        count: usize,
+        project: &str,
+        seed: u64,
+    ) -> Result<Vec<String>, TrackerError> {
+        check_project(project)?;
+        let now = self.now();
+        self.write(|tx| {
+            let mut rng = XorShift::new(seed);
+            let mut keys = Vec::with_capacity(count);
+            for _ in 0..count {
+                let issue = synthetic_issue(&mut rng, now);
+                let (id, key) = insert_issue(tx, project, &issue.values, issue.created, now, None)?;
+                for (comment, created) in &issue.comments {
+                    insert_comment(tx, id, comment, *created)?;
+                }
+                keys.push(key);
+            }
+            Ok(keys)
+        })
+    }
+
+    /// The current time as this tracker records it.
+    fn now(&self) -> DateTime<Utc> {
+        self.clock
+            .unwrap_or_else(|| truncate_to_seconds(Utc::now()))
+    }
+
+    /// Sets the connection up and creates or checks the schema.
+    fn init(&mut self) -> Result<(), Fail> {
+        self.conn.busy_timeout(BUSY_TIMEOUT)?;
+        let mode: String =
+            self.conn
+                .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(Fail::Corrupt(format!(
+                "cannot switch the database to WAL mode (it stays in {mode} mode)"
+            )));
+        }
+        self.conn.pragma_update(None, "synchronous", "NORMAL")?;
+        self.conn.pragma_update(None, "foreign_keys", true)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let version: i64 = tx.pragma_query_value(None, "user_version", |row| row.get(0))?;
+        match version {
+            0 => {
+                tx.execute_batch(SCHEMA)?;
+                tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+            }
+            SCHEMA_VERSION => {}
+            other => {
+                return Err(Fail::Corrupt(format!(
+                    "schema version {other} is newer than this ferry knows ({SCHEMA_VERSION}); upgrade ferry"
+                )));
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Turns an internal failure into the public error, naming the database.
+    fn error(&self, fail: Fail) -> TrackerError {
+        match fail {
+            Fail::Sql(e) => TrackerError::Unavailable(format!("{}: {e}", self.path.display())),
+            Fail::Corrupt(message) => {
+                TrackerError::Unavailable(format!("{}: {message}", self.path.display()))
+            }
+            Fail::Tracker(e) => e,
+        }
+    }
+
+    /// Runs `f` in a read transaction: one consistent snapshot for all its queries.
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T, Fail>) -> Result<T, TrackerError> {
+        let run = || {
+            let tx = self.conn.unchecked_transaction()?;
+            let value = f(&tx)?;
+            tx.finish()?;
+            Ok(value)
+        };
+        run().map_err(|fail| self.error(fail))
+    }
+
+    /// Runs `f` in one immediate write transaction, committed only if `f` succeeds.
+    fn write<T>(
+        &mut self,
+        f: impl FnOnce(&Connection) -> Result<T, Fail>,
+    ) -> Result<T, TrackerError> {
+        let result = (|| {
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let value = f(&tx)?;
+            tx.commit()?;
+            Ok(value)
+        })();
+        result.map_err(|fail| self.error(fail))
     }
 }
 
 impl Tracker for LocalTracker {
-    fn changed_since(&self, _since: Option<DateTime<Utc>>) -> Result<Vec<Issue>, TrackerError> {
-        Ok(Vec::new())
+    fn changed_since(&self, since: Option<DateTime<Utc>>) -> Result<Vec<Issue>, TrackerError> {
+        self.read(|conn| load(conn, &Filter::Since(since.map(|t| t.timestamp()))))
     }
-    fn get(&self, _id: &str) -> Result<Option<Issue>, TrackerError> {
-        Ok(None)
+
+    fn get(&self, id: &str) -> Result<Option<Issue>, TrackerError> {
+        let Some(id) = parse_id(id) else {
+            return Ok(None);
+        };
+        self.read(|conn| load_one(conn, &Filter::Id(id)))
     }
-    fn find_by_origin(&self, _origin: &Origin) -> Result<Option<Issue>, TrackerError> {
-        Ok(None)
+
+    fn find_by_origin(&self, origin: &Origin) -> Result<Option<Issue>, TrackerError> {
+        self.read(|conn| load_one(conn, &Filter::Origin(origin)))
     }
-    fn create(&mut self, _issue: &NewIssue) -> Result<Issue, TrackerError> {
-        Err(TrackerError::Unavailable("placeholder".into()))
+
+    fn create(&mut self, issue: &NewIssue) -> Result<Issue, TrackerError> {
+        check_project(&issue.project)?;
+        let values = Values::for_create(&issue.patch, &issue.author)?;
+        let now = self.now();
+        self.write(|tx| {
+            let (id, _) =
+                insert_issue(tx, &issue.project, &values, now, now, issue.origin.as_ref())?;
+            load_existing(tx, id)
+        })
     }
-    fn update(&mut self, id: &str, _p: &IssuePatch, _a: &str) -> Result<Issue, TrackerError> {
-        Err(TrackerError::NotFound(id.into()))
+
+    fn update(
+        &mut self,
+        id: &str,
+        patch: &IssuePatch,
+        _author: &str,
+    ) -> Result<Issue, TrackerError> {
+        // The local tracker keeps no change history, so the author is not recorded;
+        // trackers with an audit trail attribute the change to it.
+        let row = parse_id(id).ok_or_else(|| TrackerError::NotFound(id.into()))?;
+        let now = self.now();
+        self.write(|tx| {
+            let current = load_existing(tx, row)?;
+            if current.deleted {
+                return Err(rejected(&current.key, "the issue is deleted").into());
+            }
+            let mut next = Values::from_issue(&current);
+            next.apply(patch, &current.key)?;
+            if next == Values::from_issue(&current) {
+                return Ok(current);
+            }
+            write_values(tx, row, &next, now.max(current.updated))?;
+            load_existing(tx, row)
+        })
     }
-    fn add_comment(&mut self, id: &str, _c: &NewComment) -> Result<Comment, TrackerError> {
-        Err(TrackerError::NotFound(id.into()))
+
+    fn add_comment(&mut self, id: &str, comment: &NewComment) -> Result<Comment, TrackerError> {
+        let row = parse_id(id).ok_or_else(|| TrackerError::NotFound(id.into()))?;
+        let now = self.now();
+        self.write(|tx| {
+            let (key, deleted, updated) = issue_state(tx, row)?;
+            if deleted {
+                return Err(rejected(&key, "the issue is deleted").into());
+            }
+            if comment.body.trim().is_empty() {
+                return Err(rejected(&key, "a comment needs text").into());
+            }
+            if let Some(origin) = &comment.origin {
+                let existing = tx
+                    .query_row(
+                        "SELECT id FROM comments WHERE issue = ?1 AND origin_site = ?2 AND origin_id = ?3",
+                        params![row, origin.site, origin.id],
+                        |r| r.get::<_, i64>(0),
+                    )
+                    .optional()?;
+                if let Some(existing) = existing {
+                    return load_comment(tx, existing);
+                }
+            }
+            let comment_id = insert_comment(tx, row, comment, now)?;
+            tx.execute(
+                "UPDATE issues SET updated = ?2 WHERE id = ?1",
+                params![row, now.max(updated).timestamp()],
+            )?;
+            load_comment(tx, comment_id)
+        })
     }
-    fn delete(&mut self, id: &str, _a: &str) -> Result<(), TrackerError> {
-        Err(TrackerError::NotFound(id.into()))
+
+    fn delete(&mut self, id: &str, _author: &str) -> Result<(), TrackerError> {
+        // As for `update`: no history, so the author is not recorded.
+        let row = parse_id(id).ok_or_else(|| TrackerError::NotFound(id.into()))?;
+        let now = self.now();
+        self.write(|tx| {
+            let (_, deleted, updated) = issue_state(tx, row)?;
+            if !deleted {
+                tx.execute(
+                    "UPDATE issues SET deleted = 1, updated = ?2 WHERE id = ?1",
+                    params![row, now.max(updated).timestamp()],
+                )?;
+            }
+            Ok(())
+        })
+    }
+}
+
+/// The plain values of an issue as the `issues` table and its side tables hold
+/// them; comparing two of them is how an update finds out whether anything changed.
+#[derive(Debug, Clone, PartialEq)]
+struct Values {
+    issue_type: String,
+    summary: String,
+    description: Option<String>,
+    status: String,
+    priority: Option<String>,
+    assignee: Option<String>,
+    reporter: Option<String>,
+    labels: Vec<String>,
+    components: Vec<String>,
+    fields: BTreeMap<String, FieldValue>,
+}
+
+impl Values {
+    /// The values of a new issue: the patch over the defaults, the author as the
+    /// reporter unless the patch names one.
+    fn for_create(patch: &IssuePatch, author: &str) -> Result<Values, TrackerError> {
+        let mut values = Values {
+            issue_type: DEFAULT_TYPE.into(),
+            summary: String::new(),
+            description: None,
+            status: DEFAULT_STATUS.into(),
+            priority: Some(DEFAULT_PRIORITY.into()),
+            assignee: None,
+            reporter: Some(author.to_string()).filter(|a| !a.is_empty()),
+            labels: Vec::new(),
+            components: Vec::new(),
+            fields: BTreeMap::new(),
+        };
+        values.apply(patch, "the new issue")?;
+        Ok(values)
+    }
+
+    fn from_issue(issue: &Issue) -> Values {
+        Values {
+            issue_type: issue.issue_type.clone(),
+            summary: issue.summary.clone(),
+            description: issue.description.clone(),
+            status: issue.status.clone(),
+            priority: issue.priority.clone(),
+            assignee: issue.assignee.clone(),
+            reporter: issue.reporter.clone(),
+            labels: issue.labels.clone(),
+            components: issue.components.clone(),
+            fields: issue.fields.clone(),
+        }
+    }
+
+    /// Applies a patch, then checks what every issue must have. Empty optional
+    /// texts become `None`, so that "" and absent never differ.
+    fn apply(&mut self, patch: &IssuePatch, issue: &str) -> Result<(), TrackerError> {
+        let set = |target: &mut String, value: &Option<String>| {
+            if let Some(v) = value {
+                target.clone_from(v);
+            }
+        };
+        let set_opt = |target: &mut Option<String>, value: &Option<Option<String>>| {
+            if let Some(v) = value {
+                *target = v.clone().filter(|s| !s.is_empty());
+            }
+        };
+        set(&mut self.issue_type, &patch.issue_type);
+        set(&mut self.summary, &patch.summary);
+        set(&mut self.status, &patch.status);
+        set_opt(&mut self.description, &patch.description);
+        set_opt(&mut self.priority, &patch.priority);
+        set_opt(&mut self.assignee, &patch.assignee);
+        set_opt(&mut self.reporter, &patch.reporter);
+        if let Some(labels) = &patch.labels {
+            self.labels.clone_from(labels);
+        }
+        if let Some(components) = &patch.components {
+            self.components.clone_from(components);
+        }
+        normalize_set(&mut self.labels);
+        normalize_set(&mut self.components);
+        for (name, value) in &patch.fields {
+            if value.is_null() {
+                self.fields.remove(name);
+            } else {
+                self.fields.insert(name.clone(), value.clone());
+            }
+        }
+        for (what, value) in [
+            ("summary", &self.summary),
+            ("type", &self.issue_type),
+            ("status", &self.status),
+        ] {
+            if value.trim().is_empty() {
+                return Err(rejected(issue, &format!("the {what} must not be empty")));
+            }
+        }
+        if let Some(name) = self.fields.keys().find(|n| n.trim().is_empty()) {
+            return Err(rejected(
+                issue,
+                &format!("invalid custom field name {name:?}"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn rejected(issue: &str, message: &str) -> TrackerError {
+    TrackerError::Rejected {
+        issue: issue.into(),
+        message: message.into(),
+    }
+}
+
+/// Project keys are letters, digits and `_`, starting with a letter, so that
+/// `PROJECT-N` always splits back unambiguously.
+fn check_project(project: &str) -> Result<(), TrackerError> {
+    let mut chars = project.chars();
+    let valid = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if valid {
+        Ok(())
+    } else {
+        Err(rejected(
+            project,
+            "a project key is letters, digits and '_', starting with a letter",
+        ))
+    }
+}
+
+fn parse_clock(text: &str) -> Result<DateTime<Utc>, TrackerError> {
+    parse_timestamp(text).map(truncate_to_seconds).map_err(|e| {
+        TrackerError::Unavailable(format!(
+            "{NOW_ENV}={text:?} is not an RFC 3339 timestamp: {e}"
+        ))
+    })
+}
+
+/// Issue ids are the table's integer ids; anything else names no issue.
+fn parse_id(id: &str) -> Option<i64> {
+    id.parse().ok().filter(|n: &i64| *n > 0)
+}
+
+/// `SUP-42` → (`SUP`, 42).
+fn split_key(key: &str) -> Option<(&str, i64)> {
+    let (project, number) = key.rsplit_once('-')?;
+    Some((project, number.parse().ok().filter(|n: &i64| *n > 0)?))
+}
+
+fn timestamp(secs: i64) -> Result<DateTime<Utc>, Fail> {
+    DateTime::from_timestamp(secs, 0)
+        .ok_or_else(|| Fail::Corrupt(format!("timestamp {secs} is out of range")))
+}
+
+/// Creates an issue row with its labels, components and fields, numbering it in
+/// its project (created on first use). Returns the id and the key.
+fn insert_issue(
+    conn: &Connection,
+    project: &str,
+    values: &Values,
+    created: DateTime<Utc>,
+    updated: DateTime<Utc>,
+    origin: Option<&Origin>,
+) -> Result<(i64, String), Fail> {
+    conn.prepare_cached(
+        "INSERT INTO projects (key, next_number) VALUES (?1, 1) ON CONFLICT DO NOTHING",
+    )?
+    .execute([project])?;
+    let number: i64 = conn
+        .prepare_cached(
+            "UPDATE projects SET next_number = next_number + 1 WHERE key = ?1 RETURNING next_number - 1",
+        )?
+        .query_row([project], |r| r.get(0))?;
+    conn.prepare_cached(
+        "INSERT INTO issues (project, number, type, summary, description, status, priority, \
+         assignee, reporter, created, updated, origin_site, origin_id) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+    )?
+    .execute(params![
+        project,
+        number,
+        values.issue_type,
+        values.summary,
+        values.description,
+        values.status,
+        values.priority,
+        values.assignee,
+        values.reporter,
+        created.timestamp(),
+        updated.timestamp(),
+        origin.map(|o| &o.site),
+        origin.map(|o| &o.id),
+    ])?;
+    let id = conn.last_insert_rowid();
+    write_sets(conn, id, values, false)?;
+    Ok((id, format!("{project}-{number}")))
+}
+
+/// Rewrites an existing issue's values and sets its `updated`.
+fn write_values(
+    conn: &Connection,
+    id: i64,
+    values: &Values,
+    updated: DateTime<Utc>,
+) -> Result<(), Fail> {
+    conn.prepare_cached(
+        "UPDATE issues SET type = ?2, summary = ?3, description = ?4, status = ?5, priority = ?6, \
+         assignee = ?7, reporter = ?8, updated = ?9 WHERE id = ?1",
+    )?
+    .execute(params![
+        id,
+        values.issue_type,
+        values.summary,
+        values.description,
+        values.status,
+        values.priority,
+        values.assignee,
+        values.reporter,
+        updated.timestamp(),
+    ])?;
+    write_sets(conn, id, values, true)
+}
+
+/// Writes labels, components and custom fields, replacing the old ones if asked.
+fn write_sets(conn: &Connection, id: i64, values: &Values, replace: bool) -> Result<(), Fail> {
+    for (table, names) in [
+        ("labels", &values.labels),
+        ("components", &values.components),
+    ] {
+        if replace {
+            conn.prepare_cached(&format!("DELETE FROM {table} WHERE issue = ?1"))?
+                .execute([id])?;
+        }
+        let mut insert = conn.prepare_cached(&format!(
+            "INSERT INTO {table} (issue, name) VALUES (?1, ?2)"
+        ))?;
+        for name in names {
+            insert.execute(params![id, name])?;
+        }
+    }
+    if replace {
+        conn.prepare_cached("DELETE FROM fields WHERE issue = ?1")?
+            .execute([id])?;
+    }
+    let mut insert =
+        conn.prepare_cached("INSERT INTO fields (issue, name, value) VALUES (?1, ?2, ?3)")?;
+    for (name, value) in &values.fields {
+        insert.execute(params![id, name, value.to_string()])?;
+    }
+    Ok(())
+}
+
+fn insert_comment(
+    conn: &Connection,
+    issue: i64,
+    comment: &NewComment,
+    created: DateTime<Utc>,
+) -> Result<i64, Fail> {
+    conn.prepare_cached(
+        "INSERT INTO comments (issue, author, body, internal, created, origin_site, origin_id) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![
+        issue,
+        comment.author,
+        comment.body,
+        comment.internal,
+        created.timestamp(),
+        comment.origin.as_ref().map(|o| &o.site),
+        comment.origin.as_ref().map(|o| &o.id),
+    ])?;
+    Ok(conn.last_insert_rowid())
+}
+
+/// Key, deleted flag and `updated` of an issue; `NotFound` when there is none.
+fn issue_state(conn: &Connection, id: i64) -> Result<(String, bool, DateTime<Utc>), Fail> {
+    let row = conn
+        .prepare_cached(
+            "SELECT project || '-' || number, deleted, updated FROM issues WHERE id = ?1",
+        )?
+        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()?;
+    let (key, deleted, updated) = row.ok_or_else(|| TrackerError::NotFound(id.to_string()))?;
+    Ok((key, deleted, timestamp(updated)?))
+}
+
+fn load_existing(conn: &Connection, id: i64) -> Result<Issue, Fail> {
+    load_one(conn, &Filter::Id(id))?
+        .ok_or_else(|| Fail::Tracker(TrackerError::NotFound(id.to_string())))
+}
+
+fn load_one(conn: &Connection, filter: &Filter) -> Result<Option<Issue>, Fail> {
+    Ok(load(conn, filter)?.into_iter().next())
+}
+
+fn load_comment(conn: &Connection, id: i64) -> Result<Comment, Fail> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT issue, id, author, body, internal, created, origin_site, origin_id \
+         FROM comments WHERE id = ?1",
+    )?;
+    let (_, comment) = stmt.query_row([id], read_comment_row)?;
+    comment
+}
+
+/// Loads the issues a filter selects, fully (labels, components, fields, comments
+/// oldest first, attachments), normalised, ordered by project and number: one query
+/// per table whatever the number of issues.
+fn load(conn: &Connection, filter: &Filter) -> Result<Vec<Issue>, Fail> {
+    let (clause, args) = filter.clause();
+    let args = rusqlite::params_from_iter(args);
+    let mut issues = Vec::new();
+    let mut index = HashMap::new();
+    {
+        let sql =
+            format!("SELECT {ISSUE_COLUMNS} FROM issues WHERE {clause} ORDER BY project, number");
+        let mut stmt = conn.prepare_cached(&sql)?;
+        let mut rows = stmt.query(args.clone())?;
+        while let Some(row) = rows.next()? {
+            let (id, issue) = read_issue_row(row)?;
+            index.insert(id, issues.len());
+            issues.push(issue);
+        }
+    }
+    if issues.is_empty() {
+        return Ok(issues);
+    }
+    let children = |columns: &str, table: &str| {
+        format!(
+            "SELECT {columns} FROM {table} WHERE issue IN (SELECT id FROM issues WHERE {clause}) \
+             ORDER BY issue, {}",
+            if table == "comments" || table == "attachments" {
+                "id"
+            } else {
+                "name"
+            }
+        )
+    };
+    let mut each = |sql: String,
+                    f: &mut dyn FnMut(&mut Issue, &rusqlite::Row) -> Result<(), Fail>|
+     -> Result<(), Fail> {
+        let mut stmt = conn.prepare_cached(&sql)?;
+        let mut rows = stmt.query(args.clone())?;
+        while let Some(row) = rows.next()? {
+            let issue: i64 = row.get(0)?;
+            if let Some(&at) = index.get(&issue) {
+                f(&mut issues[at], row)?;
+            }
+        }
+        Ok(())
+    };
+    each(children("issue, name", "labels"), &mut |issue, row| {
+        issue.labels.push(row.get(1)?);
+        Ok(())
+    })?;
+    each(children("issue, name", "components"), &mut |issue, row| {
+        issue.components.push(row.get(1)?);
+        Ok(())
+    })?;
+    each(
+        children("issue, name, value", "fields"),
+        &mut |issue, row| {
+            let name: String = row.get(1)?;
+            let text: String = row.get(2)?;
+            let value = serde_json::from_str(&text).map_err(|e| {
+                Fail::Corrupt(format!(
+                    "custom field {name:?} of {} holds invalid JSON: {e}",
+                    issue.key
+                ))
+            })?;
+            issue.fields.insert(name, value);
+            Ok(())
+        },
+    )?;
+    each(
+        children(
+            "issue, id, author, body, internal, created, origin_site, origin_id",
+            "comments",
+        ),
+        &mut |issue, row| {
+            issue.comments.push(read_comment_row(row)?.1?);
+            Ok(())
+        },
+    )?;
+    each(
+        children(
+            "issue, id, name, size, sha256, author, created",
+            "attachments",
+        ),
+        &mut |issue, row| {
+            issue.attachments.push(Attachment {
+                id: row.get::<_, i64>(1)?.to_string(),
+                name: row.get(2)?,
+                size: row.get(3)?,
+                sha256: row.get(4)?,
+                author: row.get(5)?,
+                created: timestamp(row.get(6)?)?,
+            });
+            Ok(())
+        },
+    )?;
+    for issue in &mut issues {
+        issue.normalize();
+    }
+    Ok(issues)
+}
+
+fn read_issue_row(row: &rusqlite::Row) -> Result<(i64, Issue), Fail> {
+    let id: i64 = row.get(0)?;
+    let project: String = row.get(1)?;
+    let number: i64 = row.get(2)?;
+    let origin = origin(row.get(13)?, row.get(14)?);
+    let issue = Issue {
+        id: id.to_string(),
+        key: format!("{project}-{number}"),
+        project,
+        issue_type: row.get(3)?,
+        summary: row.get(4)?,
+        description: row.get(5)?,
+        status: row.get(6)?,
+        priority: row.get(7)?,
+        assignee: row.get(8)?,
+        reporter: row.get(9)?,
+        labels: Vec::new(),
+        components: Vec::new(),
+        created: timestamp(row.get(10)?)?,
+        updated: timestamp(row.get(11)?)?,
+        fields: BTreeMap::new(),
+        comments: Vec::new(),
+        attachments: Vec::new(),
+        origin,
+        deleted: row.get(12)?,
+    };
+    Ok((id, issue))
+}
+
+/// Reads `issue, id, author, body, internal, created, origin_site, origin_id`. The
+/// outer result is SQLite's (so it fits `query_row`), the inner one the timestamp's.
+fn read_comment_row(row: &rusqlite::Row) -> rusqlite::Result<(i64, Result<Comment, Fail>)> {
+    let issue: i64 = row.get(0)?;
+    let id: i64 = row.get(1)?;
+    let author: String = row.get(2)?;
+    let body: String = row.get(3)?;
+    let internal: bool = row.get(4)?;
+    let created: i64 = row.get(5)?;
+    let origin = origin(row.get(6)?, row.get(7)?);
+    let comment = timestamp(created).map(|created| Comment {
+        id: id.to_string(),
+        author,
+        created,
+        body,
+        internal,
+        origin,
+    });
+    Ok((issue, comment))
+}
+
+fn origin(site: Option<String>, id: Option<String>) -> Option<Origin> {
+    Some(Origin {
+        site: site?,
+        id: id?,
+    })
+}
+
+/// xorshift64*: a tiny, fast, well-mixed PRNG, plenty for synthetic data and
+/// reproducible from a seed without another crate.
+struct XorShift(u64);
+
+impl XorShift {
+    fn new(seed: u64) -> XorShift {
+        // Zero is xorshift's one fixed point; mix the seed so nearby seeds diverge.
+        XorShift(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// A number in `0..n` (`n > 0`).
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    /// True with probability `percent`/100.
+    fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+
+    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+        items[self.below(items.len() as u64) as usize]
+    }
+}
+
+/// One generated issue before it is written.
+struct Synthetic {
+    values: Values,
+    created: DateTime<Utc>,
+    /// Comments with their creation times, oldest first.
+    comments: Vec<(NewComment, DateTime<Utc>)>,
+}
+
+const USERS: &[&str] = &[
+    "ann", "kevin", "maria", "li", "omar", "sofia", "jon", "priya",
+];
+const TYPES: &[&str] = &[
+    "Bug",
+    "Bug",
+    "Task",
+    "Task",
+    "Story",
+    "Improvement",
+    "Question",
+];
+const STATUSES: &[&str] = &[
+    "Open",
+    "Open",
+    "Open",
+    "In Progress",
+    "In Progress",
+    "Waiting",
+    "Resolved",
+    "Closed",
+];
+const PRIORITIES: &[&str] = &["Low", "Medium", "Medium", "Medium", "High", "Critical"];
+const LABELS: &[&str] = &[
+    "customer",
+    "regression",
+    "security",
+    "ux",
+    "performance",
+    "docs",
+    "backport",
+];
+const COMPONENTS: &[&str] = &[
+    "printing", "billing", "login", "sync", "reports", "mobile", "api",
+];
+const SUBJECTS: &[&str] = &[
+    "Printer",
+    "Invoice export",
+    "Login page",
+    "Nightly sync",
+    "Report builder",
+    "Mobile app",
+    "REST API",
+    "Password reset",
+    "Search index",
+    "Dashboard",
+];
+const PROBLEMS: &[&str] = &[
+    "fails after the last update",
+    "is slow for large accounts",
+    "shows a blank screen",
+    "times out behind the proxy",
+    "loses the user's settings",
+    "needs a CSV option",
+    "reports the wrong totals",
+    "crashes on start",
+];
+const CUSTOMERS: &[&str] = &["ACME", "Globex", "Initech", "Umbrella", "Hooli", "Stark"];
+const REMARKS: &[&str] = &[
+    "Customer sent logs.",
+    "Reproduced on staging.",
+    "Could not reproduce yet; asked for the exact version.",
+    "Workaround: restart the service.",
+    "Fix is in review.",
+    "Escalating, the customer is blocked.",
+    "Same as last month's ticket?",
+];
+
+/// One realistic issue: mostly ordinary, some escalated, some with custom fields
+/// and a few comments, created within the past year.
+fn synthetic_issue(rng: &mut XorShift, now: DateTime<Utc>) -> Synthetic {
+    const YEAR: u64 = 365 * 24 * 3600;
+    let age = rng.below(YEAR) as i64;
+    let created = now - chrono::Duration::seconds(age);
+    let subject = rng.pick(SUBJECTS);
+    let problem = rng.pick(PROBLEMS);
+    let reporter = rng.pick(USERS);
+    let mut labels: Vec<String> = (0..rng.below(3)).map(|_| rng.pick(LABELS).into()).collect();
+    if rng.chance(15) {
+        labels.push("escalate".into());
+    }
+    let mut fields = BTreeMap::new();
+    if rng.chance(60) {
+        fields.insert("Customer".into(), rng.pick(CUSTOMERS).into());
+    }
+    if rng.chance(40) {
+        fields.insert("Severity".into(), (1 + rng.below(4)).into());
+    }
+    let mut values = Values {
+        issue_type: rng.pick(TYPES).into(),
+        summary: format!("{subject} {problem}"),
+        description: rng.chance(80).then(|| {
+            format!(
+                "{subject} {problem}.\n\nSeen by {} users; first reported by {reporter}.",
+                1 + rng.below(200)
+            )
+        }),
+        status: rng.pick(STATUSES).into(),
+        priority: Some(rng.pick(PRIORITIES).into()),
+        assignee: rng.chance(70).then(|| rng.pick(USERS).into()),
+        reporter: Some(reporter.into()),
+        labels,
+        components: (0..rng.below(3))
+            .map(|_| rng.pick(COMPONENTS).into())
+            .collect(),
+        fields,
+    };
+    normalize_set(&mut values.labels);
+    normalize_set(&mut values.components);
+    let count = rng.below(6) as usize;
+    let mut offsets: Vec<i64> = (0..count)
+        .map(|_| rng.below(age as u64 + 1) as i64)
+        .collect();
+    offsets.sort_unstable();
+    let comments = offsets
+        .into_iter()
+        .map(|offset| {
+            let comment = NewComment {
+                author: rng.pick(USERS).into(),
+                body: rng.pick(REMARKS).into(),
+                internal: rng.chance(25),
+                origin: None,
+            };
+            (comment, created + chrono::Duration::seconds(offset))
+        })
+        .collect();
+    Synthetic {
+        values,
+        created,
+        comments,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tracker::contract;
+
+    fn at(text: &str) -> DateTime<Utc> {
+        parse_timestamp(text).unwrap()
+    }
+
+    fn fresh() -> (tempfile::TempDir, LocalTracker) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut tracker = LocalTracker::open(&dir.path().join("tracker.db")).unwrap();
+        tracker.set_clock(Some(at("2026-11-20T10:00:00Z")));
+        (dir, tracker)
+    }
+
+    fn new_issue(summary: &str) -> NewIssue {
+        NewIssue {
+            project: "SUP".into(),
+            patch: IssuePatch {
+                summary: Some(summary.into()),
+                ..IssuePatch::default()
+            },
+            author: "ann".into(),
+            origin: None,
+        }
+    }
+
+    fn comment(body: &str, internal: bool, origin: Option<Origin>) -> NewComment {
+        NewComment {
+            author: "kevin".into(),
+            body: body.into(),
+            internal,
+            origin,
+        }
+    }
+
+    #[test]
+    fn contract() {
+        let setup = contract::Setup {
+            project: "SUP",
+            user: "ann",
+        };
+        contract::run_all(&setup, &mut |check| {
+            let dir = tempfile::tempdir().unwrap();
+            let mut tracker = LocalTracker::open(&dir.path().join("tracker.db")).unwrap();
+            check(&mut tracker);
+        });
+    }
+
+    #[test]
+    fn create_applies_defaults_and_numbers_per_project() {
+        let (_dir, mut t) = fresh();
+        let a = t.create(&new_issue("First")).unwrap();
+        assert_eq!(
+            (a.key.as_str(), a.issue_type.as_str(), a.status.as_str()),
+            ("SUP-1", "Task", "Open")
+        );
+        assert_eq!(a.priority.as_deref(), Some("Medium"));
+        assert_eq!(a.reporter.as_deref(), Some("ann"));
+        assert_eq!(a.created, at("2026-11-20T10:00:00Z"));
+        assert_eq!(a.updated, a.created);
+        let b = t.create(&new_issue("Second")).unwrap();
+        assert_eq!(b.key, "SUP-2");
+        let other = t
+            .create(&NewIssue {
+                project: "ENG".into(),
+                ..new_issue("Elsewhere")
+            })
+            .unwrap();
+        assert_eq!(other.key, "ENG-1");
+        assert_eq!(t.get_by_key("SUP-2").unwrap(), Some(b));
+        assert_eq!(t.get_by_key("SUP-9").unwrap(), None);
+        assert_eq!(t.get_by_key("nonsense").unwrap(), None);
+        let keys: Vec<String> = t.list().unwrap().into_iter().map(|i| i.key).collect();
+        assert_eq!(keys, ["ENG-1", "SUP-1", "SUP-2"]);
+    }
+
+    #[test]
+    fn create_rejects_bad_input() {
+        let (_dir, mut t) = fresh();
+        assert!(matches!(
+            t.create(&new_issue("  ")),
+            Err(TrackerError::Rejected { .. })
+        ));
+        for project in ["", "S-UP", "1SUP"] {
+            let issue = NewIssue {
+                project: project.into(),
+                ..new_issue("x")
+            };
+            assert!(
+                matches!(t.create(&issue), Err(TrackerError::Rejected { .. })),
+                "{project}"
+            );
+        }
+    }
+
+    #[test]
+    fn noop_update_keeps_updated_and_real_change_bumps_it() {
+        let (_dir, mut t) = fresh();
+        let mut issue = new_issue("Printer on fire");
+        issue.patch.labels = Some(vec!["b".into(), "a".into()]);
+        issue.patch.fields.insert("Severity".into(), 2.into());
+        let created = t.create(&issue).unwrap();
+        t.set_clock(Some(at("2026-11-21T10:00:00Z")));
+        let same = IssuePatch {
+            summary: Some("Printer on fire".into()),
+            labels: Some(vec!["a".into(), "b".into(), "a".into()]),
+            priority: Some(Some("Medium".into())),
+            fields: [("Severity".to_string(), FieldValue::from(2))].into(),
+            ..IssuePatch::default()
+        };
+        assert_eq!(t.update(&created.id, &same, "kevin").unwrap(), created);
+        assert_eq!(t.get(&created.id).unwrap().unwrap(), created);
+        let change = IssuePatch {
+            status: Some("In Progress".into()),
+            ..IssuePatch::default()
+        };
+        let changed = t.update(&created.id, &change, "kevin").unwrap();
+        assert_eq!(changed.status, "In Progress");
+        assert_eq!(changed.updated, at("2026-11-21T10:00:00Z"));
+        assert_eq!(changed.created, created.created);
+    }
+
+    #[test]
+    fn labels_components_and_fields_are_replaced_as_sets() {
+        let (_dir, mut t) = fresh();
+        let mut issue = new_issue("Sets");
+        issue.patch.labels = Some(vec!["x".into(), "".into(), "a".into(), "x".into()]);
+        issue.patch.components = Some(vec!["printing".into()]);
+        issue.patch.fields = [
+            ("Customer".to_string(), FieldValue::from("ACME")),
+            ("Severity".to_string(), FieldValue::from(2)),
+            ("Ignored".to_string(), FieldValue::Null),
+        ]
+        .into();
+        let created = t.create(&issue).unwrap();
+        assert_eq!(created.labels, ["a", "x"]);
+        assert_eq!(created.components, ["printing"]);
+        assert_eq!(
+            serde_json::to_value(&created.fields).unwrap(),
+            serde_json::json!({"Customer": "ACME", "Severity": 2})
+        );
+        let patch = IssuePatch {
+            labels: Some(vec!["escalate".into()]),
+            components: Some(Vec::new()),
+            description: Some(Some("Now with text".into())),
+            fields: [
+                ("Customer".to_string(), FieldValue::Null),
+                ("Tags".to_string(), serde_json::json!(["a", {"b": 1.5}])),
+            ]
+            .into(),
+            ..IssuePatch::default()
+        };
+        let updated = t.update(&created.id, &patch, "ann").unwrap();
+        assert_eq!(updated.labels, ["escalate"]);
+        assert!(updated.components.is_empty());
+        assert_eq!(updated.description.as_deref(), Some("Now with text"));
+        assert_eq!(
+            serde_json::to_value(&updated.fields).unwrap(),
+            serde_json::json!({"Severity": 2, "Tags": ["a", {"b": 1.5}]})
+        );
+        let clear = IssuePatch {
+            description: Some(None),
+            priority: Some(Some(String::new())),
+            ..IssuePatch::default()
+        };
+        let cleared = t.update(&created.id, &clear, "ann").unwrap();
+        assert_eq!((cleared.description, cleared.priority), (None, None));
+    }
+
+    #[test]
+    fn comments_keep_internal_flag_order_and_bump_updated() {
+        let (_dir, mut t) = fresh();
+        let issue = t.create(&new_issue("Talk")).unwrap();
+        t.set_clock(Some(at("2026-11-20T11:00:00Z")));
+        let public = t
+            .add_comment(&issue.id, &comment("Public", false, None))
+            .unwrap();
+        t.set_clock(Some(at("2026-11-20T12:00:00Z")));
+        let internal = t
+            .add_comment(&issue.id, &comment("Internal", true, None))
+            .unwrap();
+        assert!(internal.internal && !public.internal);
+        let stored = t.get(&issue.id).unwrap().unwrap();
+        assert_eq!(stored.comments, [public, internal]);
+        assert_eq!(stored.updated, at("2026-11-20T12:00:00Z"));
+        assert!(matches!(
+            t.add_comment(&issue.id, &comment(" ", false, None)),
+            Err(TrackerError::Rejected { .. })
+        ));
+        assert!(matches!(
+            t.add_comment("999", &comment("x", false, None)),
+            Err(TrackerError::NotFound(_))
+        ));
+    }
+
+    #[test]
+    fn origins_find_issues_and_make_comments_idempotent() {
+        let (_dir, mut t) = fresh();
+        let origin = Origin {
+            site: "engineering".into(),
+            id: "5521".into(),
+        };
+        let mut issue = new_issue("From a peer");
+        issue.origin = Some(origin.clone());
+        let created = t.create(&issue).unwrap();
+        assert_eq!(created.origin.as_ref(), Some(&origin));
+        assert_eq!(t.find_by_origin(&origin).unwrap(), Some(created.clone()));
+        let other = Origin {
+            site: "engineering".into(),
+            id: "1".into(),
+        };
+        assert_eq!(t.find_by_origin(&other).unwrap(), None);
+
+        let first = t
+            .add_comment(&created.id, &comment("Hi", false, Some(other.clone())))
+            .unwrap();
+        t.set_clock(Some(at("2026-11-25T00:00:00Z")));
+        let again = t
+            .add_comment(&created.id, &comment("Hi", false, Some(other)))
+            .unwrap();
+        assert_eq!(first, again);
+        let stored = t.get(&created.id).unwrap().unwrap();
+        assert_eq!(stored.comments.len(), 1);
+        assert_eq!(stored.updated, created.updated, "a retry changes nothing");
+    }
+
+    #[test]
+    fn delete_is_soft_and_shows_as_tombstone() {
+        let (_dir, mut t) = fresh();
+        let keep = t.create(&new_issue("Keep")).unwrap();
+        let gone = t.create(&new_issue("Gone")).unwrap();
+        t.set_clock(Some(at("2026-11-21T00:00:00Z")));
+        t.delete(&gone.id, "ann").unwrap();
+        t.delete(&gone.id, "ann").unwrap();
+        let tomb = t.get(&gone.id).unwrap().unwrap();
+        assert!(tomb.deleted);
+        assert_eq!(
+            (tomb.key.as_str(), tomb.summary.as_str()),
+            ("SUP-2", "Gone")
+        );
+        assert_eq!(tomb.updated, at("2026-11-21T00:00:00Z"));
+        assert!(t.get_by_key("SUP-2").unwrap().unwrap().deleted);
+        assert_eq!(t.list().unwrap(), std::slice::from_ref(&keep));
+        assert_eq!(t.changed_since(None).unwrap(), [keep, tomb.clone()]);
+        assert_eq!(t.changed_since(Some(tomb.updated)).unwrap(), [tomb]);
+        assert!(matches!(
+            t.update(&gone.id, &IssuePatch::default(), "ann"),
+            Err(TrackerError::Rejected { .. })
+        ));
+        assert!(matches!(
+            t.delete("77", "ann"),
+            Err(TrackerError::NotFound(_))
+        ));
+        assert!(matches!(
+            t.delete("x", "ann"),
+            Err(TrackerError::NotFound(_))
+        ));
+    }
+
+    #[test]
+    fn reopening_keeps_data_and_schema_version() {
+        let (dir, mut t) = fresh();
+        let issue = t.create(&new_issue("Persist")).unwrap();
+        drop(t);
+        let t = LocalTracker::open(&dir.path().join("tracker.db")).unwrap();
+        assert_eq!(t.get(&issue.id).unwrap(), Some(issue));
+        let version: i64 = t
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn newer_schema_is_refused() {
+        let (dir, t) = fresh();
+        t.conn.pragma_update(None, "user_version", 99).unwrap();
+        drop(t);
+        let err = LocalTracker::open(&dir.path().join("tracker.db"))
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("schema version 99"), "{err}");
+    }
+
+    #[test]
+    fn clock_text_must_be_rfc3339() {
+        assert_eq!(
+            parse_clock("2026-11-20T11:00:00.7+01:00").unwrap(),
+            at("2026-11-20T10:00:00Z")
+        );
+        assert!(parse_clock("yesterday").is_err());
+    }
+
+    #[test]
+    fn generate_is_deterministic_and_realistic() {
+        let run = |seed| {
+            let (_dir, mut t) = fresh();
+            let keys = t.generate(300, "GEN", seed).unwrap();
+            (keys, t.changed_since(None).unwrap())
+        };
+        let (keys, issues) = run(7);
+        assert_eq!(keys.len(), 300);
+        assert_eq!((keys[0].as_str(), keys[299].as_str()), ("GEN-1", "GEN-300"));
+        assert_eq!(run(7).1, issues);
+        assert_ne!(run(8).1, issues);
+        let count = |f: &dyn Fn(&Issue) -> bool| issues.iter().filter(|i| f(i)).count();
+        assert!(count(&|i| i.labels.iter().any(|l| l == "escalate")) > 10);
+        assert!(count(&|i| i.comments.iter().any(|c| c.internal)) > 10);
+        assert!(count(&|i| i.comments.is_empty()) > 10);
+        assert!(count(&|i| i.fields.contains_key("Severity")) > 10);
+        assert!(count(&|i| i.issue_type == "Bug") > 10);
+        assert!(count(&|i| i.status == "Closed") > 10);
+        assert!(issues.iter().all(|i| {
+            i.comments.len() <= 5
+                && i.updated == at("2026-11-20T10:00:00Z")
+                && i.comments
+                    .iter()
+                    .all(|c| c.created >= i.created && c.created <= i.updated)
+        }));
     }
 }

@@ -5,6 +5,8 @@
 //! comment by its origin marker so that a retried create never duplicates) is on
 //! [`Tracker`]. Each connector is exercised by the same contract tests.
 
+#[cfg(test)]
+mod contract;
 pub mod local;
 
 use chrono::{DateTime, Utc};
