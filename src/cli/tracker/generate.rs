@@ -1,0 +1,37 @@
+//! `ferry tracker generate`: fill the tracker with synthetic issues.
+
+use crate::cli::{Ctx, ExitStatus};
+
+use super::open;
+
+/// Create N synthetic issues, for demos and benchmarks.
+///
+/// Realistic mixes of types, statuses, priorities, labels (some "escalate"),
+/// components, custom fields and comments (some internal). The same seed gives the
+/// same issues; set FERRY_NOW to fix the timestamps too.
+#[derive(Debug, clap::Args)]
+pub struct GenerateArgs {
+    /// How many issues.
+    count: usize,
+    /// Project key.
+    #[arg(long, value_name = "KEY", default_value = "GEN")]
+    project: String,
+    /// Seed of the pseudo-random generator.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+/// Generates the issues in one transaction and prints how many and which keys.
+pub fn run(args: GenerateArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
+    let mut tracker = open(ctx)?;
+    let keys = tracker.generate(args.count, &args.project, args.seed)?;
+    match (keys.first(), keys.last()) {
+        (Some(first), Some(last)) => writeln!(
+            ctx.out,
+            "generated {} issues: {first} .. {last}",
+            keys.len()
+        )?,
+        _ => writeln!(ctx.out, "generated no issues")?,
+    }
+    Ok(ExitStatus::Success)
+}
