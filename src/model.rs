@@ -133,11 +133,36 @@ impl Issue {
     pub fn normalize(&mut self) {
         normalize_set(&mut self.labels);
         normalize_set(&mut self.components);
-        self.comments
-            .sort_by(|a, b| (a.created, &a.id).cmp(&(b.created, &b.id)));
-        self.attachments
-            .sort_by(|a, b| (a.created, &a.id).cmp(&(b.created, &b.id)));
+        sort_comments(&mut self.comments);
+        sort_attachments(&mut self.attachments);
     }
+}
+
+/// Orders ids the way trackers hand them out: numerically when both are numbers
+/// ("9" before "10"), as text otherwise.
+pub fn compare_ids(a: &str, b: &str) -> std::cmp::Ordering {
+    match (a.parse::<u64>(), b.parse::<u64>()) {
+        (Ok(x), Ok(y)) => x.cmp(&y),
+        _ => a.cmp(b),
+    }
+}
+
+/// Puts comments in their canonical order: by time, then by id.
+pub fn sort_comments(comments: &mut [Comment]) {
+    comments.sort_by(|a, b| {
+        a.created
+            .cmp(&b.created)
+            .then_with(|| compare_ids(&a.id, &b.id))
+    });
+}
+
+/// Puts attachments in their canonical order: by time, then by id.
+pub fn sort_attachments(attachments: &mut [Attachment]) {
+    attachments.sort_by(|a, b| {
+        a.created
+            .cmp(&b.created)
+            .then_with(|| compare_ids(&a.id, &b.id))
+    });
 }
 
 /// Sorts and removes duplicates and empty strings.

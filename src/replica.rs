@@ -204,10 +204,8 @@ impl Replica {
     pub fn normalize(&mut self) {
         crate::model::normalize_set(&mut self.labels);
         crate::model::normalize_set(&mut self.components);
-        self.comments
-            .sort_by(|a, b| (a.created, &a.id).cmp(&(b.created, &b.id)));
-        self.attachments
-            .sort_by(|a, b| (a.created, &a.id).cmp(&(b.created, &b.id)));
+        crate::model::sort_comments(&mut self.comments);
+        crate::model::sort_attachments(&mut self.attachments);
     }
 
     /// The canonical bytes. Normalises a copy first, so two equal replicas always
