@@ -1,11 +1,105 @@
-//! PLACEHOLDER API (helper replaces): rhai rule scripts.
-use std::collections::BTreeMap;
+//! Rule scripts: the per-connection rhai programs that decide what a site shares
+//! (`outgoing.rhai`) and how it applies what it receives (`incoming.rhai`).
+//!
+//! Each site's admin owns these scripts, and a replica comes from another
+//! organisation, so a script is treated as untrusted code working on untrusted data:
+//! it runs in a sandboxed [`rhai::Engine`] of its own, compiled once when loaded and
+//! run once per issue in a fresh scope, so nothing leaks from one issue to the next.
+//!
+//! # Sandbox
+//!
+//! - no file, network, process or clock access (rhai has none by default, and
+//!   nothing of the kind is registered);
+//! - no `import` (modules resolve to nothing) and no `eval`;
+//! - limits: [`MAX_OPERATIONS`] operations per run, [`MAX_CALL_LEVELS`] nested
+//!   function calls, [`MAX_EXPR_DEPTH`] nested expressions, strings up to
+//!   [`MAX_STRING_SIZE`] bytes, arrays up to [`MAX_ARRAY_SIZE`] items and maps up to
+//!   [`MAX_MAP_SIZE`] entries;
+//! - strict variables: a misspelt variable name is a load error, not a silent `()`;
+//! - `print` and `debug` go to the log (`tracing`, level info) with the script path.
+//!
+//! Every failure is a [`RuleError`] naming the script, line and column; the engine
+//! turns it into an issue-level error for that one issue.
+//!
+//! # Outgoing scripts
+//!
+//! | variable | |
+//! | --- | --- |
+//! | `issue` | the local issue (read-only): `id`, `key`, `project`, `type`, `summary`, `description`, `status`, `priority`, `assignee`, `reporter`, `labels`, `components`, `created`, `updated` (RFC 3339 strings), `fields`, `comments` (each `id`, `author`, `created`, `body`, `internal`, `origin`), `attachments`, `origin`, `deleted` |
+//! | `replica` | what will be shared, pre-filled with the whole issue; the script edits it, or sets it to `()` to not share the issue |
+//! | `site`, `peer` | this site's name and the peer's (read-only) |
+//! | `tables` | the mapping tables, `tables.users` for `tables/users.yaml` (read-only) |
+//!
+//! After the run ferry enforces two guarantees whatever the script did:
+//!
+//! - identity: `ferry`, `site`, `id`, `key`, `project`, `created`, `updated`,
+//!   `origin` and `deleted` are taken from the issue, so a rule cannot make a
+//!   replica pass for another issue or another site's;
+//! - **internal comments never leave the site**: every comment flagged `internal`,
+//!   and every comment whose id is that of an internal comment of the issue, is
+//!   removed. (A rule that copies an internal comment's *text* into a new comment
+//!   has chosen to publish that text; ferry cannot tell.)
+//!
+//! # Incoming scripts
+//!
+//! | variable | |
+//! | --- | --- |
+//! | `replica` | the replica as received (read-only), same keys as `issue` above plus `site`, `custom_keys` |
+//! | `previous` | the replica last applied for this issue, or `()` (read-only) |
+//! | `is_new` | `true` when no local issue exists yet (read-only) |
+//! | `added_comments` | the replica's comments not yet present here (read-only) |
+//! | `changed_fields` | names of the replica keys that differ from `previous` (read-only) |
+//! | `deleted` | the peer deleted the issue (read-only) |
+//! | `site`, `peer`, `tables` | as for outgoing scripts |
+//! | `issue` | the local issue to create or update: `project`, `type`, `summary`, `description`, `status`, `priority`, `assignee`, `reporter`, `labels`, `components`, `fields`; pre-filled from the local issue, or for a new one from the replica (in the connection's local project). Set it to `()` to skip this replica. |
+//! | `new_comments` | comments to add, empty at first; each `#{author, body, source}` plus optional `internal`, where `source` is the `id` of one of `added_comments` |
+//! | `delete_issue` | `false`; set it to `true` to delete the local issue |
+//!
+//! # Helpers
+//!
+//! - `map_value(value, map, default)`: `map[value]`, or `default` when `value` is
+//!   `()` or not a key of `map`; for small mappings written in the script.
+//! - `lookup(table, key)`: the value for `key` in the table file `tables/<table>.yaml`,
+//!   or `()` when the key is absent; `lookup(table, key, default)` returns `default`
+//!   instead. An unknown table name is an error (most likely a typo).
+//! - `comment_from(c)`: `#{author: c.author, body: c.body, source: c.id}`, a new
+//!   comment copying the replica comment `c`.
+//! - `attributed(c, site)`: the same with the body prefixed by
+//!   `[<author>@<site>] `, so readers see who wrote it where
+//!   (`[ann@support] Customer sent logs.`).
+//!
+//! A script can stop with its own message through `throw "..."`: the message
+//! becomes the issue's error.
+
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use serde::Deserialize;
+use rhai::module_resolvers::DummyModuleResolver;
+use rhai::serde::{from_dynamic, to_dynamic};
+use rhai::{AST, Array, Dynamic, Engine, EvalAltResult, ImmutableString, Map, Position, Scope};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
-use crate::model::{Comment, FieldValue, Issue};
+use crate::model::{Comment, FieldValue, Issue, normalize_set};
 use crate::replica::Replica;
+
+/// Operations one run may perform: generous for any real rule (a rule touching a
+/// few hundred comments uses tens of thousands), small enough that an endless loop
+/// fails in well under a second.
+pub const MAX_OPERATIONS: u64 = 1_000_000;
+/// Nested function calls: rules rarely define functions at all, so deep nesting
+/// means runaway recursion.
+pub const MAX_CALL_LEVELS: usize = 32;
+/// Nesting depth of expressions at the top level (functions get half of it).
+pub const MAX_EXPR_DEPTH: usize = 64;
+/// Largest string a script may build, in bytes.
+pub const MAX_STRING_SIZE: usize = 1024 * 1024;
+/// Largest array a script may build.
+pub const MAX_ARRAY_SIZE: usize = 100_000;
+/// Largest map a script may build.
+pub const MAX_MAP_SIZE: usize = 100_000;
 
 /// Mapping tables loaded from `rules/tables/*.yaml`, by file stem.
 pub type Tables = BTreeMap<String, serde_json::Value>;
@@ -32,9 +126,36 @@ fn position(line: Option<usize>, column: Option<usize>) -> String {
     }
 }
 
-/// A compiled, sandboxed rule script.
+impl RuleError {
+    /// An error about the file as a whole (no position).
+    fn in_file(script: &Path, message: impl Into<String>) -> RuleError {
+        RuleError {
+            script: script.to_path_buf(),
+            line: None,
+            column: None,
+            message: message.into(),
+        }
+    }
+
+    /// An error at a rhai source position.
+    fn at(script: &Path, pos: Position, message: impl Into<String>) -> RuleError {
+        RuleError {
+            script: script.to_path_buf(),
+            line: pos.line(),
+            column: pos.position(),
+            message: message.into(),
+        }
+    }
+}
+
+/// A compiled, sandboxed rule script. Compiled once, run for every issue; `Send`
+/// and `Sync`, so one script can serve several threads.
 pub struct RuleScript {
     path: PathBuf,
+    engine: Engine,
+    ast: AST,
+    /// The tables as a rhai map, copied into each run's scope as `tables`.
+    tables: Arc<Map>,
 }
 
 /// What an outgoing rule knows besides the issue.
@@ -65,8 +186,10 @@ pub struct IncomingInput<'a> {
     pub changed_fields: &'a [String],
 }
 
-/// The local issue as an incoming rule wants it.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+/// The local issue as an incoming rule wants it. Unknown keys are refused, so a
+/// misspelt `issue.asignee` is an error rather than silently ignored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TargetIssue {
     /// Project key.
     pub project: String,
@@ -100,8 +223,27 @@ pub struct TargetIssue {
     pub fields: BTreeMap<String, FieldValue>,
 }
 
-/// A comment an incoming rule wants added.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+impl From<&Issue> for TargetIssue {
+    fn from(issue: &Issue) -> TargetIssue {
+        TargetIssue {
+            project: issue.project.clone(),
+            issue_type: issue.issue_type.clone(),
+            summary: issue.summary.clone(),
+            description: issue.description.clone(),
+            status: issue.status.clone(),
+            priority: issue.priority.clone(),
+            assignee: issue.assignee.clone(),
+            reporter: issue.reporter.clone(),
+            labels: issue.labels.clone(),
+            components: issue.components.clone(),
+            fields: issue.fields.clone(),
+        }
+    }
+}
+
+/// A comment an incoming rule wants added. Unknown keys are refused.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TargetComment {
     /// Author.
     pub author: String,
@@ -125,32 +267,1258 @@ pub struct IncomingResult {
     pub delete_issue: bool,
 }
 
-/// Loads `rules/tables/*.yaml`.
-pub fn load_tables(_dir: &Path) -> Result<Tables, RuleError> {
-    Ok(Tables::new())
+/// Loads `rules/tables/*.yaml`: each file is one table named after its stem, and
+/// must hold a YAML mapping (an empty file is an empty table). A missing directory
+/// means no tables. Files are read in name order, so errors are reproducible.
+pub fn load_tables(dir: &Path) -> Result<Tables, RuleError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Tables::new()),
+        Err(e) => return Err(RuleError::in_file(dir, format!("cannot list tables: {e}"))),
+    };
+    let mut files = Vec::new();
+    for entry in entries {
+        let path = entry
+            .map_err(|e| RuleError::in_file(dir, format!("cannot list tables: {e}")))?
+            .path();
+        if path.extension().is_some_and(|ext| ext == "yaml") && path.is_file() {
+            files.push(path);
+        }
+    }
+    files.sort();
+    let mut tables = Tables::new();
+    for path in files {
+        let Some(name) = path.file_stem().and_then(|s| s.to_str()) else {
+            return Err(RuleError::in_file(&path, "table file name is not UTF-8"));
+        };
+        let name = name.to_string();
+        tables.insert(name, load_table(&path)?);
+    }
+    Ok(tables)
 }
 
+/// Reads one table file; see [`load_tables`].
+fn load_table(path: &Path) -> Result<Value, RuleError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| RuleError::in_file(path, format!("cannot read table: {e}")))?;
+    let value: Value = serde_yaml::from_str(&text).map_err(|e| {
+        let message = e.to_string();
+        match e.location() {
+            Some(at) => {
+                // serde_yaml appends the location to its message; it is already in
+                // the `path:line:column` prefix.
+                let suffix = format!(" at line {} column {}", at.line(), at.column());
+                RuleError {
+                    script: path.to_path_buf(),
+                    line: Some(at.line()),
+                    column: Some(at.column()),
+                    message: message
+                        .strip_suffix(&suffix)
+                        .unwrap_or(&message)
+                        .to_string(),
+                }
+            }
+            None => RuleError::in_file(path, message),
+        }
+    })?;
+    match value {
+        Value::Object(_) => Ok(value),
+        Value::Null => Ok(Value::Object(serde_json::Map::new())),
+        _ => Err(RuleError::in_file(
+            path,
+            "a table must be a YAML mapping, one `key: value` per line",
+        )),
+    }
+}
+
+/// Names of the scope variables, shared by compilation (strict variables) and runs.
+mod var {
+    pub const ISSUE: &str = "issue";
+    pub const REPLICA: &str = "replica";
+    pub const SITE: &str = "site";
+    pub const PEER: &str = "peer";
+    pub const TABLES: &str = "tables";
+    pub const PREVIOUS: &str = "previous";
+    pub const IS_NEW: &str = "is_new";
+    pub const ADDED_COMMENTS: &str = "added_comments";
+    pub const CHANGED_FIELDS: &str = "changed_fields";
+    pub const DELETED: &str = "deleted";
+    pub const NEW_COMMENTS: &str = "new_comments";
+    pub const DELETE_ISSUE: &str = "delete_issue";
+
+    /// Every variable either kind of script may see. A script is compiled without
+    /// knowing its direction, so it is checked against all of them; using an
+    /// incoming-only variable in an outgoing script fails when it runs.
+    pub const ALL: &[&str] = &[
+        ISSUE,
+        REPLICA,
+        SITE,
+        PEER,
+        TABLES,
+        PREVIOUS,
+        IS_NEW,
+        ADDED_COMMENTS,
+        CHANGED_FIELDS,
+        DELETED,
+        NEW_COMMENTS,
+        DELETE_ISSUE,
+    ];
+}
+
+/// Replica keys an outgoing rule cannot change: they say which issue of which site
+/// a replica is, and are restored from the issue after the rule ran.
+const IDENTITY_KEYS: &[&str] = &[
+    "ferry", "site", "id", "key", "project", "created", "updated", "origin", "deleted",
+];
+
 impl RuleScript {
-    /// Reads and compiles a script.
-    pub fn load(path: &Path, _tables: Tables) -> Result<RuleScript, RuleError> {
+    /// Reads and compiles a script. `tables` are what `lookup` and `tables` see.
+    pub fn load(path: &Path, tables: Tables) -> Result<RuleScript, RuleError> {
+        let source = std::fs::read_to_string(path)
+            .map_err(|e| RuleError::in_file(path, format!("cannot read rule script: {e}")))?;
+        RuleScript::from_source(path, &source, tables)
+    }
+
+    /// Compiles `source`; `path` names the script in errors and log lines.
+    pub fn from_source(path: &Path, source: &str, tables: Tables) -> Result<RuleScript, RuleError> {
+        let mut table_map = Map::new();
+        for (name, table) in &tables {
+            let table = to_dynamic(table)
+                .map_err(|e| RuleError::in_file(path, format!("table {name:?}: {e}")))?;
+            table_map.insert(name.into(), table);
+        }
+        let tables = Arc::new(table_map);
+        let engine = sandboxed_engine(path, Arc::clone(&tables));
+        let mut declared = Scope::new();
+        for name in var::ALL {
+            // Plain variables, not constants: the optimiser would fold constant
+            // placeholder values into the compiled script.
+            declared.push_dynamic(*name, Dynamic::UNIT);
+        }
+        let ast = engine
+            .compile_with_scope(&declared, source)
+            .map_err(|e| RuleError::at(path, e.position(), e.err_type().to_string()))?;
         Ok(RuleScript {
             path: path.to_path_buf(),
+            engine,
+            ast,
+            tables,
         })
     }
+
     /// Runs an outgoing rule; `None` when the rule does not share the issue.
+    ///
+    /// The replica's identity keys come from the issue whatever the rule did, and
+    /// internal comments are always removed (see the module documentation).
     pub fn run_outgoing(
         &self,
         issue: &Issue,
         ctx: &OutgoingContext,
     ) -> Result<Option<Replica>, RuleError> {
-        let _ = &self.path;
-        Ok(Some(Replica::from_issue(ctx.site, issue)))
+        let base = to_json(&Replica::from_issue(ctx.site, issue));
+        let mut scope = self.scope(ctx.site, ctx.peer);
+        scope.push_constant_dynamic(var::ISSUE, self.script_value(issue_value(to_json(issue)))?);
+        scope.push_dynamic(
+            var::REPLICA,
+            self.script_value(replica_value(base.clone()))?,
+        );
+        self.run(&mut scope, "outgoing")?;
+
+        let shared = take(&mut scope, var::REPLICA);
+        if shared.is_unit() {
+            return Ok(None);
+        }
+        let mut shared = self.read_back(var::REPLICA, shared)?;
+        if let (Value::Object(shared), Value::Object(base)) = (&mut shared, &base) {
+            for key in IDENTITY_KEYS {
+                match base.get(*key) {
+                    Some(value) => shared.insert((*key).to_string(), value.clone()),
+                    None => shared.remove(*key),
+                };
+            }
+        }
+        let mut replica: Replica = self.decode(var::REPLICA, shared)?;
+        let internal: BTreeSet<&str> = issue
+            .comments
+            .iter()
+            .filter(|c| c.internal)
+            .map(|c| c.id.as_str())
+            .collect();
+        replica
+            .comments
+            .retain(|c| !c.internal && !internal.contains(c.id.as_str()));
+        replica.normalize();
+        Ok(Some(replica))
     }
+
     /// Runs an incoming rule; `None` when the rule skips the replica.
-    pub fn run_incoming(
-        &self,
-        _input: &IncomingInput,
-    ) -> Result<Option<IncomingResult>, RuleError> {
-        Ok(None)
+    pub fn run_incoming(&self, input: &IncomingInput) -> Result<Option<IncomingResult>, RuleError> {
+        let mut scope = self.scope(input.site, input.peer);
+        let replica = self.script_value(replica_value(to_json(input.replica)))?;
+        scope.push_constant_dynamic(var::REPLICA, replica);
+        let previous = match input.previous {
+            Some(previous) => self.script_value(replica_value(to_json(previous)))?,
+            None => Dynamic::UNIT,
+        };
+        scope.push_constant_dynamic(var::PREVIOUS, previous);
+        scope.push_constant(var::IS_NEW, input.local.is_none());
+        let added = Value::Array(
+            input
+                .added_comments
+                .iter()
+                .map(|c| comment_value(to_json(c)))
+                .collect(),
+        );
+        scope.push_constant_dynamic(var::ADDED_COMMENTS, self.script_value(added)?);
+        let changed: Array = input
+            .changed_fields
+            .iter()
+            .map(|f| Dynamic::from(f.clone()))
+            .collect();
+        scope.push_constant(var::CHANGED_FIELDS, changed);
+        scope.push_constant(var::DELETED, input.replica.deleted);
+        let target = match input.local {
+            Some(local) => TargetIssue::from(local),
+            None => TargetIssue {
+                project: input.local_project.to_string(),
+                ..TargetIssue::from(&input.replica.to_issue())
+            },
+        };
+        scope.push_dynamic(var::ISSUE, self.script_value(to_json(&target))?);
+        scope.push(var::NEW_COMMENTS, Array::new());
+        scope.push(var::DELETE_ISSUE, false);
+        self.run(&mut scope, "incoming")?;
+
+        let wanted = take(&mut scope, var::ISSUE);
+        if wanted.is_unit() {
+            return Ok(None);
+        }
+        let mut issue: TargetIssue =
+            self.decode(var::ISSUE, self.read_back(var::ISSUE, wanted)?)?;
+        normalize_set(&mut issue.labels);
+        normalize_set(&mut issue.components);
+
+        let comments = take(&mut scope, var::NEW_COMMENTS)
+            .into_array()
+            .map_err(|found| {
+                self.after_run(format!("`new_comments` must be an array, not {found}"))
+            })?;
+        let mut sources = BTreeSet::new();
+        let mut new_comments = Vec::with_capacity(comments.len());
+        for (i, comment) in comments.into_iter().enumerate() {
+            let name = format!("{}[{i}]", var::NEW_COMMENTS);
+            let comment: TargetComment = self.decode(&name, self.read_back(&name, comment)?)?;
+            if !input.added_comments.iter().any(|c| c.id == comment.source) {
+                let ids: Vec<&str> = input.added_comments.iter().map(|c| c.id.as_str()).collect();
+                return Err(self.after_run(format!(
+                    "`{name}.source` is {:?}, which is not the id of one of `added_comments` ({}): a new comment must come from a comment the peer added",
+                    comment.source,
+                    if ids.is_empty() { "there are none".to_string() } else { ids.join(", ") },
+                )));
+            }
+            if !sources.insert(comment.source.clone()) {
+                return Err(self.after_run(format!(
+                    "`{name}.source` is {:?}, like an earlier new comment: each added comment can be imported once",
+                    comment.source
+                )));
+            }
+            new_comments.push(comment);
+        }
+
+        let delete_issue = take(&mut scope, var::DELETE_ISSUE)
+            .as_bool()
+            .map_err(|found| {
+                self.after_run(format!("`delete_issue` must be true or false, not {found}"))
+            })?;
+        Ok(Some(IncomingResult {
+            issue,
+            new_comments,
+            delete_issue,
+        }))
+    }
+
+    /// A fresh scope with the variables both kinds of script see.
+    fn scope(&self, site: &str, peer: &str) -> Scope<'static> {
+        let mut scope = Scope::new();
+        scope.push_constant(var::SITE, ImmutableString::from(site));
+        scope.push_constant(var::PEER, ImmutableString::from(peer));
+        scope.push_constant(var::TABLES, Map::clone(&self.tables));
+        scope
+    }
+
+    /// Runs the script in `scope`; `kind` ("outgoing", "incoming") explains a
+    /// variable the script uses but this kind of script does not have.
+    fn run(&self, scope: &mut Scope, kind: &str) -> Result<(), RuleError> {
+        let Err(err) = self.engine.run_ast_with_scope(scope, &self.ast) else {
+            return Ok(());
+        };
+        // Compilation accepted every variable of either kind of script.
+        if let EvalAltResult::ErrorVariableNotFound(name, pos) = &*err
+            && var::ALL.contains(&name.as_str())
+        {
+            let known: Vec<&str> = var::ALL
+                .iter()
+                .copied()
+                .filter(|name| scope.contains(name))
+                .collect();
+            return Err(RuleError::at(
+                &self.path,
+                *pos,
+                format!(
+                    "`{name}` does not exist in {kind} scripts, which see: {}",
+                    known.join(", ")
+                ),
+            ));
+        }
+        Err(runtime_error(&self.path, err))
+    }
+
+    /// Converts ferry data into a script value.
+    fn script_value(&self, value: Value) -> Result<Dynamic, RuleError> {
+        to_dynamic(value).map_err(|e| RuleError::in_file(&self.path, e.to_string()))
+    }
+
+    /// Converts a variable the script left into JSON, the common form for checking
+    /// it against a Rust type.
+    fn read_back(&self, name: &str, value: Dynamic) -> Result<Value, RuleError> {
+        from_dynamic(&value.flatten())
+            .map_err(|e| self.after_run(format!("`{name}` cannot be read back: {e}")))
+    }
+
+    /// Deserialises what the script left in `name`, naming the offending key when
+    /// it does not fit.
+    fn decode<T: DeserializeOwned>(&self, name: &str, value: Value) -> Result<T, RuleError> {
+        T::deserialize(&value).map_err(|e| {
+            let message = e.to_string();
+            let path = error_path::<T>(&value, &message);
+            self.after_run(format!("`{name}{path}`: {message}"))
+        })
+    }
+
+    /// An error found in what the script left behind.
+    fn after_run(&self, message: String) -> RuleError {
+        RuleError::in_file(&self.path, format!("after the script ran: {message}"))
+    }
+}
+
+/// One step into a JSON value.
+enum Step {
+    Key(String),
+    Index(usize),
+}
+
+/// Finds where inside `root` deserialising `T` fails with `message`, as a suffix
+/// like `.comments[2].body`. serde's errors on a `Value` carry no location, so this
+/// descends into the child whose removal changes the error, as long as there is
+/// one. Runs only on the error path.
+fn error_path<T: DeserializeOwned>(root: &Value, message: &str) -> String {
+    let mut path: Vec<Step> = Vec::new();
+    'descend: loop {
+        let children: Vec<Step> = match node(root, &path) {
+            Some(Value::Object(map)) => map.keys().cloned().map(Step::Key).collect(),
+            Some(Value::Array(items)) => (0..items.len()).map(Step::Index).collect(),
+            _ => break,
+        };
+        for child in children {
+            let mut pruned = root.clone();
+            match node_mut(&mut pruned, &path) {
+                Some(Value::Object(map)) => {
+                    if let Step::Key(key) = &child {
+                        map.remove(key);
+                    }
+                }
+                Some(Value::Array(items)) => {
+                    if let Step::Index(i) = child {
+                        items.remove(i);
+                    }
+                }
+                _ => break 'descend,
+            }
+            let same =
+                matches!(serde_json::from_value::<T>(pruned), Err(e) if e.to_string() == message);
+            if !same {
+                path.push(child);
+                continue 'descend;
+            }
+        }
+        break;
+    }
+    path.iter()
+        .map(|step| match step {
+            Step::Key(key) => format!(".{key}"),
+            Step::Index(i) => format!("[{i}]"),
+        })
+        .collect()
+}
+
+fn node<'a>(root: &'a Value, path: &[Step]) -> Option<&'a Value> {
+    path.iter().try_fold(root, |value, step| match step {
+        Step::Key(key) => value.get(key),
+        Step::Index(i) => value.get(i),
+    })
+}
+
+fn node_mut<'a>(root: &'a mut Value, path: &[Step]) -> Option<&'a mut Value> {
+    path.iter().try_fold(root, |value, step| match step {
+        Step::Key(key) => value.get_mut(key),
+        Step::Index(i) => value.get_mut(i),
+    })
+}
+
+/// Takes a variable out of the scope after a run. A script may have shadowed it
+/// with `let`; the latest binding wins, as it would inside the script.
+fn take(scope: &mut Scope, name: &str) -> Dynamic {
+    scope
+        .remove::<Dynamic>(name)
+        .map(Dynamic::flatten)
+        .unwrap_or(Dynamic::UNIT)
+}
+
+fn to_json<T: Serialize>(value: &T) -> Value {
+    serde_json::to_value(value).expect("ferry's model types always serialise to JSON")
+}
+
+/// The empty value of a key serde omits when empty.
+#[derive(Clone, Copy)]
+enum Empty {
+    Unit,
+    False,
+    List,
+    Map,
+}
+
+/// Keys of an issue (and a replica) that serialisation leaves out when empty; a
+/// script must find them all, so `issue.labels.push(..)` and `c.internal` work on
+/// every issue.
+const ISSUE_KEYS: &[(&str, Empty)] = &[
+    ("description", Empty::Unit),
+    ("priority", Empty::Unit),
+    ("assignee", Empty::Unit),
+    ("reporter", Empty::Unit),
+    ("labels", Empty::List),
+    ("components", Empty::List),
+    ("fields", Empty::Map),
+    ("comments", Empty::List),
+    ("attachments", Empty::List),
+    ("origin", Empty::Unit),
+    ("deleted", Empty::False),
+];
+const COMMENT_KEYS: &[(&str, Empty)] = &[("internal", Empty::False), ("origin", Empty::Unit)];
+const ATTACHMENT_KEYS: &[(&str, Empty)] = &[("author", Empty::Unit)];
+
+fn complete(value: &mut Value, keys: &[(&str, Empty)]) {
+    if let Value::Object(map) = value {
+        for (key, empty) in keys {
+            map.entry(*key).or_insert_with(|| match empty {
+                Empty::Unit => Value::Null,
+                Empty::False => Value::Bool(false),
+                Empty::List => Value::Array(Vec::new()),
+                Empty::Map => Value::Object(serde_json::Map::new()),
+            });
+        }
+    }
+}
+
+fn complete_each(value: &mut Value, list: &str, keys: &[(&str, Empty)]) {
+    if let Some(Value::Array(items)) = value.get_mut(list) {
+        items.iter_mut().for_each(|item| complete(item, keys));
+    }
+}
+
+/// An issue as scripts see it, every key present.
+fn issue_value(mut value: Value) -> Value {
+    complete(&mut value, ISSUE_KEYS);
+    complete_each(&mut value, "comments", COMMENT_KEYS);
+    complete_each(&mut value, "attachments", ATTACHMENT_KEYS);
+    value
+}
+
+/// A replica as scripts see it, every key present.
+fn replica_value(value: Value) -> Value {
+    let mut value = issue_value(value);
+    complete(&mut value, &[("custom_keys", Empty::Map)]);
+    value
+}
+
+/// A comment as scripts see it, every key present.
+fn comment_value(mut value: Value) -> Value {
+    complete(&mut value, COMMENT_KEYS);
+    value
+}
+
+/// Builds the sandboxed engine of one script; see the module documentation.
+fn sandboxed_engine(path: &Path, tables: Arc<Map>) -> Engine {
+    let mut engine = Engine::new();
+    engine
+        .set_module_resolver(DummyModuleResolver::new())
+        .disable_symbol("eval")
+        .set_strict_variables(true)
+        .set_max_operations(MAX_OPERATIONS)
+        .set_max_call_levels(MAX_CALL_LEVELS)
+        .set_max_expr_depths(MAX_EXPR_DEPTH, MAX_EXPR_DEPTH / 2)
+        .set_max_string_size(MAX_STRING_SIZE)
+        .set_max_array_size(MAX_ARRAY_SIZE)
+        .set_max_map_size(MAX_MAP_SIZE);
+
+    let script = path.display().to_string();
+    let name = script.clone();
+    engine.on_print(move |text| tracing::info!(script = %name, "{text}"));
+    engine.on_debug(move |text, _source, pos| {
+        tracing::info!(script = %script, line = pos.line(), "{text}");
+    });
+
+    engine.register_fn("map_value", map_value);
+    let table_of = Arc::clone(&tables);
+    engine.register_fn(
+        "lookup",
+        move |table: &str, key: Dynamic| -> Result<Dynamic, Box<EvalAltResult>> {
+            lookup(&table_of, table, &key, Dynamic::UNIT)
+        },
+    );
+    engine.register_fn(
+        "lookup",
+        move |table: &str, key: Dynamic, default: Dynamic| -> Result<Dynamic, Box<EvalAltResult>> {
+            lookup(&tables, table, &key, default)
+        },
+    );
+    engine.register_fn(
+        "comment_from",
+        |c: Map| -> Result<Map, Box<EvalAltResult>> {
+            let (author, body, source) = comment_parts("comment_from", &c)?;
+            Ok(new_comment(author, body, source))
+        },
+    );
+    engine.register_fn(
+        "attributed",
+        |c: Map, site: &str| -> Result<Map, Box<EvalAltResult>> {
+            let (author, body, source) = comment_parts("attributed", &c)?;
+            let body = format!("[{author}@{site}] {body}");
+            Ok(new_comment(author, body.into(), source))
+        },
+    );
+    engine
+}
+
+/// The text of a key used to look something up; `None` for `()`.
+fn key_text(key: &Dynamic) -> Option<String> {
+    if key.is_unit() {
+        None
+    } else if key.is_string() {
+        key.clone().into_string().ok()
+    } else {
+        Some(key.to_string())
+    }
+}
+
+/// `map_value(value, map, default)`.
+fn map_value(value: Dynamic, map: Map, default: Dynamic) -> Dynamic {
+    key_text(&value)
+        .and_then(|key| map.get(key.as_str()).cloned())
+        .unwrap_or(default)
+}
+
+/// `lookup(table, key[, default])`.
+fn lookup(
+    tables: &Map,
+    table: &str,
+    key: &Dynamic,
+    default: Dynamic,
+) -> Result<Dynamic, Box<EvalAltResult>> {
+    let Some(entries) = tables.get(table).and_then(|t| t.read_lock::<Map>()) else {
+        let known: Vec<&str> = tables.keys().map(|k| k.as_str()).collect();
+        return Err(format!(
+            "lookup: there is no table {table:?} (a file tables/{table}.yaml); tables: {}",
+            if known.is_empty() {
+                "none".to_string()
+            } else {
+                known.join(", ")
+            }
+        )
+        .into());
+    };
+    Ok(key_text(key)
+        .and_then(|key| entries.get(key.as_str()).cloned())
+        .unwrap_or(default))
+}
+
+/// Author, body and id of a comment map passed to a helper.
+fn comment_parts(
+    helper: &str,
+    c: &Map,
+) -> Result<(ImmutableString, ImmutableString, ImmutableString), Box<EvalAltResult>> {
+    let text = |key: &str| -> Result<ImmutableString, Box<EvalAltResult>> {
+        c.get(key)
+            .and_then(|v| v.clone().into_immutable_string().ok())
+            .ok_or_else(|| {
+                format!("{helper}: the comment has no `{key}` text; pass one of `added_comments`")
+                    .into()
+            })
+    };
+    Ok((text("author")?, text("body")?, text("id")?))
+}
+
+fn new_comment(author: ImmutableString, body: ImmutableString, source: ImmutableString) -> Map {
+    let mut comment = Map::new();
+    comment.insert("author".into(), author.into());
+    comment.insert("body".into(), body.into());
+    comment.insert("source".into(), source.into());
+    comment
+}
+
+/// Turns a rhai runtime error into a [`RuleError`] at the innermost position: for
+/// an error inside a script function, the line in that function.
+fn runtime_error(path: &Path, err: Box<EvalAltResult>) -> RuleError {
+    let mut function = None;
+    let mut pos = err.position();
+    let mut inner = err;
+    while let EvalAltResult::ErrorInFunctionCall(name, _, next, _)
+    | EvalAltResult::ErrorInModule(name, next, _) = *inner
+    {
+        if !name.starts_with("anon$") {
+            function = Some(name);
+        }
+        if !next.position().is_none() {
+            pos = next.position();
+        }
+        inner = next;
+    }
+    let mut message = describe(*inner);
+    if let Some(function) = function {
+        message.push_str(&format!(" (in function `{function}`)"));
+    }
+    RuleError::at(path, pos, message)
+}
+
+/// A message for one rhai error, with advice where the cause is usually the same.
+fn describe(err: EvalAltResult) -> String {
+    match err {
+        EvalAltResult::ErrorTooManyOperations(_) => {
+            format!("too many operations (limit {MAX_OPERATIONS}): does the script loop forever?")
+        }
+        EvalAltResult::ErrorStackOverflow(_) => format!(
+            "functions nested too deeply (limit {MAX_CALL_LEVELS} calls): does a function call itself forever?"
+        ),
+        EvalAltResult::ErrorDataTooLarge(what, _) => {
+            let limit = if what.contains("string") {
+                format!("{MAX_STRING_SIZE} bytes")
+            } else if what.contains("array") {
+                format!("{MAX_ARRAY_SIZE} items")
+            } else {
+                format!("{MAX_MAP_SIZE} entries")
+            };
+            format!("{} over the limit of {limit}", what.to_lowercase())
+        }
+        EvalAltResult::ErrorModuleNotFound(name, _) => {
+            format!("cannot import {name:?}: rule scripts cannot import modules")
+        }
+        EvalAltResult::ErrorRuntime(value, _) => value.to_string(),
+        mut other => {
+            other.clear_position();
+            other.to_string()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::parse_timestamp;
+
+    fn ts(s: &str) -> chrono::DateTime<chrono::Utc> {
+        parse_timestamp(s).unwrap()
+    }
+
+    fn comment(id: &str, author: &str, body: &str, internal: bool) -> Comment {
+        Comment {
+            id: id.into(),
+            author: author.into(),
+            created: ts(&format!("2026-11-20T10:0{}:00Z", id.len() % 10)),
+            body: body.into(),
+            internal,
+            origin: None,
+        }
+    }
+
+    fn sample_issue() -> Issue {
+        Issue {
+            id: "10042".into(),
+            key: "SUP-42".into(),
+            project: "SUP".into(),
+            issue_type: "Bug".into(),
+            summary: "Printer on fire".into(),
+            description: Some("Smoke seen after the last firmware update.".into()),
+            status: "Open".into(),
+            priority: Some("High".into()),
+            assignee: Some("kevin".into()),
+            reporter: Some("ann".into()),
+            labels: vec!["customer".into(), "escalate".into()],
+            components: vec!["printing".into()],
+            created: ts("2026-11-20T10:00:00Z"),
+            updated: ts("2026-11-22T09:30:00Z"),
+            fields: BTreeMap::from([
+                ("Customer".to_string(), Value::from("ACME")),
+                ("Severity".to_string(), Value::from(2)),
+                ("Cost".to_string(), Value::from(1200)),
+            ]),
+            comments: vec![
+                comment("881", "ann", "Customer sent logs.", false),
+                comment("882", "kevin", "ACME is behind on payments.", true),
+            ],
+            attachments: vec![],
+            origin: None,
+            deleted: false,
+        }
+    }
+
+    /// The engineering side's replica of the sample issue, as support receives it.
+    fn peer_replica() -> Replica {
+        let mut issue = sample_issue();
+        issue.id = "5521".into();
+        issue.key = "ENG-7".into();
+        issue.project = "ENG".into();
+        issue.status = "In Progress".into();
+        issue.assignee = Some("zoe".into());
+        issue.comments = vec![
+            comment("901", "zoe", "Reproduced on firmware 2.1.", false),
+            comment("902", "raj", "Fix is in review.", false),
+        ];
+        Replica::from_issue("engineering", &issue)
+    }
+
+    fn script(source: &str) -> RuleScript {
+        RuleScript::from_source(Path::new("test.rhai"), source, Tables::new()).unwrap()
+    }
+
+    fn template(name: &str) -> RuleScript {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("templates")
+            .join(name);
+        RuleScript::load(&path, Tables::new()).unwrap()
+    }
+
+    const CTX: OutgoingContext<'static> = OutgoingContext {
+        site: "support",
+        peer: "engineering",
+    };
+
+    fn incoming<'a>(
+        replica: &'a Replica,
+        previous: Option<&'a Replica>,
+        local: Option<&'a Issue>,
+        changed: &'a [String],
+    ) -> IncomingInput<'a> {
+        IncomingInput {
+            site: "support",
+            peer: "engineering",
+            replica,
+            previous,
+            local,
+            local_project: "SUP",
+            added_comments: &replica.comments,
+            changed_fields: changed,
+        }
+    }
+
+    fn outgoing_error(source: &str) -> RuleError {
+        script(source)
+            .run_outgoing(&sample_issue(), &CTX)
+            .expect_err("the script must fail")
+    }
+
+    fn compile_error(source: &str) -> RuleError {
+        match RuleScript::from_source(Path::new("test.rhai"), source, Tables::new()) {
+            Ok(_) => panic!("the script must not compile"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn scripts_are_send_and_sync() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<RuleScript>();
+    }
+
+    #[test]
+    fn default_outgoing_shares_everything_but_internal_comments() {
+        let issue = sample_issue();
+        let replica = template("outgoing.rhai")
+            .run_outgoing(&issue, &CTX)
+            .unwrap()
+            .unwrap();
+        let mut expected = Replica::from_issue("support", &issue);
+        expected.comments.retain(|c| c.id == "881");
+        assert_eq!(replica, expected);
+        assert_eq!(replica.fields["Customer"], Value::from("ACME"));
+    }
+
+    #[test]
+    fn internal_comments_never_leave_whatever_the_rule_does() {
+        let replica = script(
+            "replica.comments = issue.comments;
+             for i in 0..replica.comments.len() { replica.comments[i].internal = false; }
+             replica.comments.push(#{id: \"999\", author: \"eve\", created: \"2026-11-21T00:00:00Z\",
+                                    body: \"leak\", internal: true});",
+        )
+        .run_outgoing(&sample_issue(), &CTX)
+        .unwrap()
+        .unwrap();
+        let ids: Vec<&str> = replica.comments.iter().map(|c| c.id.as_str()).collect();
+        assert_eq!(ids, ["881"]);
+    }
+
+    #[test]
+    fn outgoing_identity_cannot_be_forged() {
+        let issue = sample_issue();
+        let replica = script(
+            "replica.id = \"1\"; replica.site = \"engineering\"; replica.key = \"X-1\";
+             replica.project = \"X\"; replica.created = \"not a date\"; replica.ferry = 99;
+             replica.origin = #{site: \"x\", id: \"y\"}; replica.deleted = true;
+             replica.summary = \"Shared summary\";",
+        )
+        .run_outgoing(&issue, &CTX)
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            (replica.ferry, replica.site.as_str(), replica.id.as_str()),
+            (1, "support", "10042")
+        );
+        assert_eq!(
+            (replica.key.as_str(), replica.project.as_str()),
+            ("SUP-42", "SUP")
+        );
+        assert_eq!(
+            (replica.created, replica.updated),
+            (issue.created, issue.updated)
+        );
+        assert_eq!((replica.origin, replica.deleted), (None, false));
+        assert_eq!(replica.summary, "Shared summary");
+    }
+
+    #[test]
+    fn unit_replica_means_not_shared() {
+        let shared = script("if issue.status == \"Open\" { replica = (); }")
+            .run_outgoing(&sample_issue(), &CTX)
+            .unwrap();
+        assert_eq!(shared, None);
+    }
+
+    #[test]
+    fn outgoing_scope_has_site_peer_and_normalises() {
+        let replica = script(
+            "replica.labels = [\"zeta\", site, peer, \"zeta\"]; replica.custom_keys.from = site;",
+        )
+        .run_outgoing(&sample_issue(), &CTX)
+        .unwrap()
+        .unwrap();
+        assert_eq!(replica.labels, ["engineering", "support", "zeta"]);
+        assert_eq!(replica.custom_keys["from"], Value::from("support"));
+    }
+
+    #[test]
+    fn a_wrong_type_names_the_variable_and_field() {
+        let err = outgoing_error("replica.comments[0].body = 5;");
+        assert_eq!(err.line, None);
+        assert!(
+            err.message.contains("`replica.comments[0].body`"),
+            "{}",
+            err.message
+        );
+        let err = outgoing_error("replica.summary = [1];");
+        assert!(err.message.contains("`replica.summary`"), "{}", err.message);
+        let err = outgoing_error("replica.colour = \"red\";");
+        assert!(err.message.contains("`replica.colour`"), "{}", err.message);
+    }
+
+    #[test]
+    fn default_incoming_creates_a_new_issue() {
+        let replica = peer_replica();
+        let result = template("incoming.rhai")
+            .run_incoming(&incoming(&replica, None, None, &[]))
+            .unwrap()
+            .unwrap();
+        let issue = result.issue;
+        assert_eq!(issue.project, "SUP");
+        assert_eq!(issue.issue_type, "Bug");
+        assert_eq!(issue.summary, "Printer on fire");
+        assert_eq!(issue.status, "In Progress");
+        assert_eq!(issue.priority.as_deref(), Some("High"));
+        assert_eq!(issue.reporter.as_deref(), Some("ann"));
+        assert_eq!(issue.assignee, None);
+        assert!(issue.fields.is_empty());
+        assert_eq!(issue.labels, ["customer", "escalate"]);
+        assert_eq!(
+            result.new_comments,
+            [
+                TargetComment {
+                    author: "zoe".into(),
+                    body: "[zoe@engineering] Reproduced on firmware 2.1.".into(),
+                    internal: false,
+                    source: "901".into(),
+                },
+                TargetComment {
+                    author: "raj".into(),
+                    body: "[raj@engineering] Fix is in review.".into(),
+                    internal: false,
+                    source: "902".into(),
+                },
+            ]
+        );
+        assert!(!result.delete_issue);
+    }
+
+    #[test]
+    fn default_incoming_updates_an_existing_issue() {
+        let local = sample_issue();
+        let previous = peer_replica();
+        let mut replica = peer_replica();
+        replica.summary = "Printer on fire again".into();
+        replica.status = "Resolved".into();
+        replica.labels = vec!["fixed".into()];
+        replica.priority = Some("Low".into());
+        replica.comments = vec![comment("903", "raj", "Released in 2.2.", false)];
+        let changed = ["summary".to_string(), "status".to_string()];
+        let result = template("incoming.rhai")
+            .run_incoming(&incoming(&replica, Some(&previous), Some(&local), &changed))
+            .unwrap()
+            .unwrap();
+        let issue = result.issue;
+        assert_eq!(issue.summary, "Printer on fire again");
+        assert_eq!(issue.status, "Resolved");
+        assert_eq!(issue.labels, ["fixed"]);
+        // Not taken on updates: the local values stay.
+        assert_eq!(issue.priority.as_deref(), Some("High"));
+        assert_eq!(issue.assignee.as_deref(), Some("kevin"));
+        assert_eq!(issue.fields, local.fields);
+        assert_eq!(result.new_comments.len(), 1);
+        assert_eq!(result.new_comments[0].source, "903");
+    }
+
+    #[test]
+    fn default_incoming_keeps_local_status_when_unknown_and_marks_deletion() {
+        let local = sample_issue();
+        let mut replica = peer_replica();
+        replica.status = "Needs Triage".into();
+        replica.deleted = true;
+        let result = template("incoming.rhai")
+            .run_incoming(&incoming(&replica, None, Some(&local), &[]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(result.issue.status, "Open");
+        assert!(result.issue.labels.contains(&"peer-deleted".to_string()));
+        assert!(!result.delete_issue);
+    }
+
+    #[test]
+    fn incoming_sees_the_change_set() {
+        let previous = peer_replica();
+        let replica = peer_replica();
+        let changed = ["status".to_string()];
+        let result = script(
+            "if changed_fields.contains(\"status\") && previous.status == replica.status
+                 && !is_new && !deleted && site == \"support\" && peer == \"engineering\" {
+                 issue.summary = \"seen\";
+             }
+             new_comments.push(comment_from(added_comments[1]));
+             delete_issue = true;",
+        )
+        .run_incoming(&incoming(
+            &replica,
+            Some(&previous),
+            Some(&sample_issue()),
+            &changed,
+        ))
+        .unwrap()
+        .unwrap();
+        assert_eq!(result.issue.summary, "seen");
+        assert_eq!(result.new_comments[0].body, "Fix is in review.");
+        assert_eq!(result.new_comments[0].source, "902");
+        assert!(result.delete_issue);
+    }
+
+    #[test]
+    fn unit_issue_skips_the_replica() {
+        let replica = peer_replica();
+        let result = script("if is_new { issue = (); }")
+            .run_incoming(&incoming(&replica, None, None, &[]))
+            .unwrap();
+        assert_eq!(result, None);
+    }
+
+    #[test]
+    fn new_comments_must_come_from_added_comments() {
+        let replica = peer_replica();
+        let run = |source: &str| {
+            script(source)
+                .run_incoming(&incoming(&replica, None, None, &[]))
+                .expect_err("the script must fail")
+                .message
+        };
+        let message = run("new_comments.push(#{author: \"x\", body: \"y\", source: \"42\"});");
+        assert!(
+            message.contains("`new_comments[0].source` is \"42\"") && message.contains("901, 902"),
+            "{message}"
+        );
+        let message = run("new_comments.push(comment_from(added_comments[0]));
+                           new_comments.push(comment_from(added_comments[0]));");
+        assert!(message.contains("`new_comments[1].source`"), "{message}");
+        let message = run("new_comments.push(#{author: \"x\", body: \"y\"});");
+        assert!(message.contains("missing field `source`"), "{message}");
+        let message = run("issue.asignee = \"x\";");
+        assert!(message.contains("`issue.asignee`"), "{message}");
+    }
+
+    #[test]
+    fn inputs_are_read_only() {
+        let replica = peer_replica();
+        let err = script("\nreplica.summary = \"x\";")
+            .run_incoming(&incoming(&replica, None, None, &[]))
+            .unwrap_err();
+        assert_eq!(err.line, Some(2), "{err}");
+    }
+
+    #[test]
+    fn helpers_map_and_look_up() {
+        let tables = Tables::from([(
+            "users".to_string(),
+            serde_json::json!({"zoe": "z.kowalski", "raj": "r.patel"}),
+        )]);
+        let replica = peer_replica();
+        let result = RuleScript::from_source(
+            Path::new("test.rhai"),
+            "issue.assignee = lookup(\"users\", replica.assignee);
+             issue.reporter = lookup(\"users\", replica.reporter, \"nobody\");
+             issue.status = map_value(replica.status, #{\"In Progress\": \"Escalated\"}, \"?\");
+             issue.priority = map_value((), #{}, \"Normal\");
+             issue.description = tables.users.raj;",
+            tables,
+        )
+        .unwrap()
+        .run_incoming(&incoming(&replica, None, None, &[]))
+        .unwrap()
+        .unwrap();
+        assert_eq!(result.issue.assignee.as_deref(), Some("z.kowalski"));
+        assert_eq!(result.issue.reporter.as_deref(), Some("nobody"));
+        assert_eq!(result.issue.status, "Escalated");
+        assert_eq!(result.issue.priority.as_deref(), Some("Normal"));
+        assert_eq!(result.issue.description.as_deref(), Some("r.patel"));
+    }
+
+    #[test]
+    fn an_unknown_table_is_an_error() {
+        let err = outgoing_error("\n  let x = lookup(\"usres\", \"ann\");");
+        assert_eq!((err.line, err.column), (Some(2), Some(11)), "{err}");
+        assert!(err.message.contains("no table \"usres\""), "{err}");
+    }
+
+    #[test]
+    fn throw_gives_the_script_message() {
+        let err = outgoing_error("throw \"no customer set\";");
+        assert_eq!(err.to_string(), "test.rhai:1:1: no customer set");
+    }
+
+    #[test]
+    fn an_endless_loop_hits_the_operations_limit() {
+        let err = outgoing_error("let x = 0;\nloop {\n    x += 1;\n}");
+        assert!(
+            err.message.contains("too many operations (limit 1000000)"),
+            "{err}"
+        );
+        assert!(err.line.is_some() && err.column.is_some(), "{err}");
+    }
+
+    #[test]
+    fn endless_recursion_hits_the_call_limit() {
+        // rhai reports the overflow at the outermost call.
+        let err = outgoing_error("fn down(n) {\n    down(n + 1)\n}\ndown(0);");
+        assert!(err.message.contains("nested too deeply (limit 32"), "{err}");
+        assert_eq!((err.line, err.column), (Some(4), Some(1)), "{err}");
+    }
+
+    #[test]
+    fn an_error_in_a_function_names_the_function_and_its_line() {
+        let err = outgoing_error("fn half(x) {\n    x / 0\n}\nlet y = half(4);");
+        assert!(err.message.contains("(in function `half`)"), "{err}");
+        assert_eq!(err.line, Some(2), "{err}");
+    }
+
+    #[test]
+    fn a_huge_string_hits_the_size_limit() {
+        let err = outgoing_error("let s = \"x\";\nwhile true {\n    s += s;\n}");
+        assert!(
+            err.message
+                .contains("string over the limit of 1048576 bytes"),
+            "{err}"
+        );
+        assert_eq!(err.line, Some(3), "{err}");
+    }
+
+    #[test]
+    fn a_huge_array_hits_the_size_limit() {
+        let err = outgoing_error("let a = [];\na.pad(200000, 0);");
+        assert!(
+            err.message.contains("over the limit of 100000 items"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn modules_cannot_be_imported() {
+        let err = outgoing_error("import \"x\" as x;");
+        assert!(err.message.contains("cannot import"), "{err}");
+        assert_eq!(err.line, Some(1), "{err}");
+    }
+
+    #[test]
+    fn eval_is_disabled() {
+        let err = compile_error("let x = eval(\"40 + 2\");");
+        assert_eq!(err.line, Some(1), "{err}");
+    }
+
+    #[test]
+    fn a_syntax_error_names_path_line_and_column() {
+        let err = compile_error("let x = 1;\nlet y = ;\n");
+        assert_eq!(err.script, Path::new("test.rhai"));
+        assert_eq!((err.line, err.column), (Some(2), Some(9)), "{err}");
+        assert!(err.to_string().starts_with("test.rhai:2:9: "), "{err}");
+    }
+
+    #[test]
+    fn a_variable_of_the_other_direction_is_explained() {
+        let err = outgoing_error("\nlet x = added_comments;");
+        assert_eq!(err.line, Some(2), "{err}");
+        assert!(
+            err.message.contains(
+                "`added_comments` does not exist in outgoing scripts, which see: issue, replica, site, peer, tables"
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_misspelt_variable_is_a_compile_error() {
+        let err = compile_error("\nreplica.summary = isue.summary;");
+        assert_eq!(err.line, Some(2), "{err}");
+        assert!(err.message.contains("isue"), "{err}");
+    }
+
+    #[test]
+    fn a_runtime_type_error_names_line_and_column() {
+        let err = outgoing_error("let n = 1;\nlet s = \"a\" - n;");
+        assert_eq!((err.line, err.column), (Some(2), Some(13)), "{err}");
+    }
+
+    #[test]
+    fn a_missing_script_names_its_path() {
+        let err = RuleScript::load(Path::new("/nonexistent/outgoing.rhai"), Tables::new())
+            .err()
+            .unwrap();
+        assert!(
+            err.to_string()
+                .starts_with("/nonexistent/outgoing.rhai: cannot read"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn tables_load_from_yaml_files() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(load_tables(&dir.path().join("missing")).unwrap().is_empty());
+        std::fs::write(
+            dir.path().join("users.yaml"),
+            "ann: anna\n\"Jane Doe\": jdoe\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("empty.yaml"), "# nothing yet\n").unwrap();
+        std::fs::write(dir.path().join("notes.txt"), "not a table").unwrap();
+        let tables = load_tables(dir.path()).unwrap();
+        assert_eq!(tables.keys().collect::<Vec<_>>(), ["empty", "users"]);
+        assert_eq!(tables["users"]["Jane Doe"], Value::from("jdoe"));
+
+        std::fs::write(dir.path().join("bad.yaml"), "ann: anna\n  bob: [\n").unwrap();
+        let err = load_tables(dir.path()).unwrap_err();
+        assert!(err.script.ends_with("bad.yaml"), "{err}");
+        assert!(err.line.is_some() && err.column.is_some(), "{err}");
+        assert!(!err.message.contains(" at line "), "{err}");
+
+        std::fs::write(dir.path().join("bad.yaml"), "- a\n- b\n").unwrap();
+        let err = load_tables(dir.path()).unwrap_err();
+        assert!(err.message.contains("must be a YAML mapping"), "{err}");
+    }
+
+    #[test]
+    fn template_tables_load() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("templates/tables");
+        assert_eq!(load_tables(&dir).unwrap()["users"], serde_json::json!({}));
+    }
+
+    #[test]
+    fn every_sample_compiles_and_runs() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/rules");
+        let tables = load_tables(&dir.join("tables")).unwrap();
+        assert!(tables.contains_key("users"));
+        let mut names: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "rhai"))
+            .collect();
+        names.sort();
+        assert_eq!(names.len(), 4);
+
+        let issue = sample_issue();
+        let mut other = sample_issue();
+        other.components = vec!["scanning".into()];
+        let replica = peer_replica();
+        for path in names {
+            let script = RuleScript::load(&path, tables.clone()).unwrap();
+            let name = path.file_name().unwrap().to_str().unwrap();
+            if name.ends_with("-outgoing.rhai") {
+                let shared = script.run_outgoing(&issue, &CTX).unwrap();
+                assert!(shared.is_some(), "{name}");
+                script.run_outgoing(&other, &CTX).unwrap();
+            } else {
+                script
+                    .run_incoming(&incoming(&replica, None, None, &[]))
+                    .unwrap();
+                script
+                    .run_incoming(&incoming(&replica, Some(&replica), Some(&issue), &[]))
+                    .unwrap()
+                    .unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn samples_do_what_they_say() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/rules");
+        let tables = load_tables(&dir.join("tables")).unwrap();
+        let load = |name: &str| RuleScript::load(&dir.join(name), tables.clone()).unwrap();
+        let issue = sample_issue();
+
+        let replica = load("drop-custom-field-outgoing.rhai")
+            .run_outgoing(&issue, &CTX)
+            .unwrap()
+            .unwrap();
+        assert!(!replica.fields.contains_key("Customer") && !replica.fields.contains_key("Cost"));
+        assert!(replica.fields.contains_key("Severity"));
+
+        let one = load("one-component-outgoing.rhai");
+        assert!(one.run_outgoing(&issue, &CTX).unwrap().is_some());
+        let mut other = sample_issue();
+        other.components = vec!["scanning".into()];
+        assert_eq!(one.run_outgoing(&other, &CTX).unwrap(), None);
+
+        let peer = peer_replica();
+        let result = load("status-mapping-incoming.rhai")
+            .run_incoming(&incoming(&peer, None, Some(&issue), &[]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(result.issue.status, "Escalated");
+
+        let result = load("rewrite-users-incoming.rhai")
+            .run_incoming(&incoming(&peer, None, None, &[]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(result.issue.assignee.as_deref(), Some("z.kowalski"));
+        assert_eq!(result.new_comments[0].author, "z.kowalski");
     }
 }
