@@ -1,8 +1,29 @@
-//! PLACEHOLDER API (helper replaces): the local exchange repository.
+//! The local exchange repository: a site's bare git clone of the exchange data.
+//!
+//! Every replica a site shares and every replica it receives lives in this repo as
+//! git objects (see "Exchange repo layout" in DESIGN.md): the site writes only its
+//! own branches (`refs/heads/<site>/<peer>`), receives the peers' branches through a
+//! [`crate::transport::Channel`], and remembers what it imported under
+//! `refs/ferry/…`. Everything here is plain git, so the real `git` CLI can inspect,
+//! verify and repair it.
+//!
+//! Design choices worth knowing:
+//! - Commits are made without a work tree or index: the new tree is computed from
+//!   the parent's tree with [`git2::build::TreeUpdateBuilder`], so one export run
+//!   touching ten replicas out of a hundred thousand only rewrites the trees on
+//!   those ten paths.
+//! - No empty commits, ever: a commit whose tree equals its parent's is not made,
+//!   so a commit always means "something changed" to the peer.
+//! - Refs move with compare-and-swap against the value read before the work
+//!   started, so two writers (two runs, or a run and an admin) are detected instead
+//!   of one silently discarding the other's commit.
+//! - The author identity is derived from the site name, never from the user's git
+//!   configuration: what a commit claims must not depend on who ran cron.
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use git2::{Oid, Repository};
+use git2::build::TreeUpdateBuilder;
+use git2::{ErrorCode, FileMode, ObjectType, Oid, Repository, Signature, Sort, Tree};
 
 /// An exchange repo operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -14,6 +35,61 @@ pub enum ExchangeError {
         context: String,
         /// The git error.
         source: git2::Error,
+    },
+    /// Another writer moved a ref between the moment ferry read it and the moment
+    /// ferry tried to move it; nothing was overwritten.
+    #[error(
+        "{refname} was moved by another writer while ferry was updating it \
+         (expected {expected}); nothing was overwritten, run again"
+    )]
+    Concurrent {
+        /// The ref that moved.
+        refname: String,
+        /// The value ferry had read (`none` when it did not exist).
+        expected: String,
+    },
+    /// A path to write is not a safe, normalised path inside the tree.
+    #[error("invalid exchange path {path:?}: {reason}")]
+    InvalidPath {
+        /// The offending path.
+        path: String,
+        /// Why it is refused.
+        reason: &'static str,
+    },
+    /// An object expected to be a blob is something else.
+    #[error("object {oid} is a {kind}, not a blob")]
+    NotABlob {
+        /// The object id.
+        oid: Oid,
+        /// Its actual kind.
+        kind: String,
+    },
+    /// A tree holds a path that is not UTF-8; ferry only writes UTF-8 paths, so
+    /// such a tree was not made by ferry.
+    #[error("tree {tree} holds a non-UTF-8 path {path:?}")]
+    NonUtf8Path {
+        /// The tree containing the entry.
+        tree: Oid,
+        /// The path, lossily decoded.
+        path: String,
+    },
+    /// `FERRY_NOW` is set but is not an RFC 3339 timestamp.
+    #[error("FERRY_NOW={value:?} is not an RFC 3339 timestamp: {source}")]
+    InvalidNow {
+        /// The variable's value.
+        value: String,
+        /// The parse error.
+        source: chrono::ParseError,
+    },
+    /// The folder exists, holds files, and is not a git repository: ferry refuses
+    /// to turn an arbitrary folder into one.
+    #[error(
+        "{path} exists and is not a bare git repository; ferry will not initialise \
+         one over existing files"
+    )]
+    NotARepository {
+        /// The folder.
+        path: String,
     },
 }
 
@@ -38,6 +114,9 @@ pub struct FileWrite {
 }
 
 /// A site's bare clone of the exchange data.
+///
+/// `Exchange` is `Send` (git2's `Repository` is), so a run may hand it to a worker
+/// thread; it is not `Sync`, like the repository it wraps.
 pub struct Exchange {
     repo: Repository,
 }
@@ -55,75 +134,928 @@ pub fn applied_ref(peer: &str) -> String {
     format!("refs/ferry/applied/{peer}")
 }
 
-impl Exchange {
-    /// Opens the bare repository at `path`, creating it if needed.
-    pub fn open_or_init(path: &Path) -> Result<Exchange, ExchangeError> {
-        let repo = Repository::init_bare(path).map_err(|source| ExchangeError::Git {
-            context: "init".into(),
+/// Wraps a git2 error with what ferry was doing; `context` is only built on error.
+fn git<T>(
+    result: Result<T, git2::Error>,
+    context: impl FnOnce() -> String,
+) -> Result<T, ExchangeError> {
+    result.map_err(|source| ExchangeError::Git {
+        context: context(),
+        source,
+    })
+}
+
+/// A short commit id for messages, like `git log --oneline` prints.
+fn short(oid: Oid) -> String {
+    let mut s = oid.to_string();
+    s.truncate(7);
+    s
+}
+
+/// The commit time: `FERRY_NOW` (RFC 3339) when set, so tests and demos produce
+/// byte-identical commits; the clock otherwise.
+fn now() -> Result<git2::Time, ExchangeError> {
+    match std::env::var("FERRY_NOW") {
+        Ok(value) => parse_now(&value),
+        Err(_) => {
+            let now = chrono::Utc::now();
+            Ok(git2::Time::new(now.timestamp(), 0))
+        }
+    }
+}
+
+/// Parses a `FERRY_NOW` value, keeping its UTC offset in the commit.
+fn parse_now(value: &str) -> Result<git2::Time, ExchangeError> {
+    let at = chrono::DateTime::parse_from_rfc3339(value).map_err(|source| {
+        ExchangeError::InvalidNow {
+            value: value.to_string(),
             source,
-        })?;
+        }
+    })?;
+    Ok(git2::Time::new(
+        at.timestamp(),
+        at.offset().local_minus_utc() / 60,
+    ))
+}
+
+/// The identity of a site's commits: `<site> (ferry) <<site>@ferry.invalid>`.
+///
+/// `.invalid` is reserved (RFC 2606), so the address can never reach anyone; the
+/// site name is what a reviewer needs to see.
+fn site_signature(site: &str) -> Result<Signature<'static>, ExchangeError> {
+    let time = now()?;
+    git(
+        Signature::new(
+            &format!("{site} (ferry)"),
+            &format!("{site}@ferry.invalid"),
+            &time,
+        ),
+        || format!("building the commit identity for site {site:?}"),
+    )
+}
+
+/// Refuses paths that are not plain relative paths: git2 panics on NUL bytes,
+/// libgit2 would create odd entries for empty components, and `..` or `.git`
+/// components are what a malicious tree uses to escape a checkout.
+fn check_path(path: &str) -> Result<(), ExchangeError> {
+    let invalid = |reason| {
+        Err(ExchangeError::InvalidPath {
+            path: path.to_string(),
+            reason,
+        })
+    };
+    if path.is_empty() {
+        return invalid("empty path");
+    }
+    if path.contains('\0') {
+        return invalid("contains a NUL byte");
+    }
+    if path.contains('\\') {
+        return invalid("contains a backslash");
+    }
+    for component in path.split('/') {
+        match component {
+            "" => return invalid("empty component (leading, trailing or double '/')"),
+            "." | ".." => return invalid("'.' or '..' component"),
+            c if c.eq_ignore_ascii_case(".git") => return invalid("'.git' component"),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Whether a tree entry mode is a blob (file, executable or symlink), the only
+/// entries the exchange data consists of; gitlinks and trees are not files.
+fn is_blob_mode(mode: i32) -> bool {
+    mode == i32::from(FileMode::Blob)
+        || mode == i32::from(FileMode::BlobExecutable)
+        || mode == i32::from(FileMode::Link)
+}
+
+impl Exchange {
+    /// Opens the bare repository at `path`, creating it if it does not exist (or is
+    /// an empty folder).
+    ///
+    /// A new repository gets `core.logAllRefUpdates=always` in its own config, so
+    /// every move of a ferry ref (`refs/ferry/applied/…` included) is kept in the
+    /// reflog for audit. Nothing outside the repository is configured.
+    pub fn open_or_init(path: &Path) -> Result<Exchange, ExchangeError> {
+        let has_files = path
+            .read_dir()
+            .map(|mut entries| entries.next().is_some())
+            .unwrap_or(false);
+        if has_files {
+            return match Repository::open_bare(path) {
+                Ok(repo) if repo.is_bare() => Ok(Exchange { repo }),
+                Ok(_) => Err(ExchangeError::NotARepository {
+                    path: path.display().to_string(),
+                }),
+                Err(e) if e.code() == ErrorCode::NotFound => Err(ExchangeError::NotARepository {
+                    path: path.display().to_string(),
+                }),
+                Err(source) => Err(ExchangeError::Git {
+                    context: format!("opening the exchange repository {}", path.display()),
+                    source,
+                }),
+            };
+        }
+        let context = || format!("creating the exchange repository {}", path.display());
+        let repo = git(Repository::init_bare(path), context)?;
+        let mut config = git(repo.config(), context)?;
+        git(config.set_str("core.logAllRefUpdates", "always"), context)?;
         Ok(Exchange { repo })
     }
+
     /// The underlying repository.
     pub fn repo(&self) -> &Repository {
         &self.repo
     }
-    /// The commit a reference points at.
-    pub fn resolve(&self, _refname: &str) -> Result<Option<Oid>, ExchangeError> {
-        Ok(None)
+
+    /// The commit a reference points at, `None` when the reference does not exist.
+    pub fn resolve(&self, refname: &str) -> Result<Option<Oid>, ExchangeError> {
+        match self.repo.refname_to_id(refname) {
+            Ok(oid) => Ok(Some(oid)),
+            Err(e) if e.code() == ErrorCode::NotFound => Ok(None),
+            Err(source) => Err(ExchangeError::Git {
+                context: format!("resolving {refname}"),
+                source,
+            }),
+        }
     }
-    /// Points a reference at a commit.
-    pub fn set_ref(&self, _refname: &str, _oid: Oid, _reason: &str) -> Result<(), ExchangeError> {
+
+    /// Points a reference at a commit unconditionally, with `reason` in the reflog.
+    ///
+    /// For moves that must not lose a concurrent update, use [`Exchange::update_ref`].
+    pub fn set_ref(&self, refname: &str, oid: Oid, reason: &str) -> Result<(), ExchangeError> {
+        git(self.repo.reference(refname, oid, true, reason), || {
+            format!("setting {refname} to {}", short(oid))
+        })?;
         Ok(())
     }
-    /// Blob paths (recursive) under `prefix` in a commit's tree.
-    pub fn files(
+
+    /// Moves `refname` from `expected` (`None`: it must not exist) to `new`, failing
+    /// with [`ExchangeError::Concurrent`] if someone else moved it meanwhile.
+    pub fn update_ref(
         &self,
-        _commit: Oid,
-        _prefix: &str,
-    ) -> Result<BTreeMap<String, Oid>, ExchangeError> {
-        Ok(BTreeMap::new())
+        refname: &str,
+        expected: Option<Oid>,
+        new: Oid,
+        reason: &str,
+    ) -> Result<(), ExchangeError> {
+        let result = match expected {
+            Some(current) => self
+                .repo
+                .reference_matching(refname, new, true, current, reason),
+            None => self.repo.reference(refname, new, false, reason),
+        };
+        match result {
+            Ok(_) => Ok(()),
+            // Modified: the ref holds another value; Exists: it was created
+            // meanwhile; NotFound: it was deleted meanwhile (libgit2 reports a
+            // vanished ref this way for the matching variant).
+            Err(e)
+                if matches!(
+                    e.code(),
+                    ErrorCode::Modified | ErrorCode::Exists | ErrorCode::NotFound
+                ) =>
+            {
+                Err(ExchangeError::Concurrent {
+                    refname: refname.to_string(),
+                    expected: expected.map_or_else(|| "none".to_string(), short),
+                })
+            }
+            Err(source) => Err(ExchangeError::Git {
+                context: format!("moving {refname} to {}", short(new)),
+                source,
+            }),
+        }
     }
-    /// A file of a commit, with its blob id.
+
+    /// The root tree of a commit.
+    fn tree_of(&self, commit: Oid) -> Result<Tree<'_>, ExchangeError> {
+        let context = || format!("reading the tree of commit {}", short(commit));
+        let commit = git(self.repo.find_commit(commit), context)?;
+        git(commit.tree(), context)
+    }
+
+    /// Blob paths (recursive) under `prefix` in a commit's tree, with their blob
+    /// ids; `""` lists everything. Paths are full paths from the root.
+    pub fn files(&self, commit: Oid, prefix: &str) -> Result<BTreeMap<String, Oid>, ExchangeError> {
+        let root = self.tree_of(commit)?;
+        let prefix = prefix.trim_matches('/');
+        let mut out = BTreeMap::new();
+        if prefix.is_empty() {
+            self.collect_blobs(&root, "", &mut out)?;
+            return Ok(out);
+        }
+        let entry = match root.get_path(Path::new(prefix)) {
+            Ok(entry) => entry,
+            Err(e) if e.code() == ErrorCode::NotFound => return Ok(out),
+            Err(source) => {
+                return Err(ExchangeError::Git {
+                    context: format!("looking up {prefix} at {}", short(commit)),
+                    source,
+                });
+            }
+        };
+        match entry.kind() {
+            Some(ObjectType::Tree) => {
+                let tree = git(self.repo.find_tree(entry.id()), || {
+                    format!("reading tree {prefix} at {}", short(commit))
+                })?;
+                self.collect_blobs(&tree, &format!("{prefix}/"), &mut out)?;
+            }
+            Some(ObjectType::Blob) if is_blob_mode(entry.filemode()) => {
+                out.insert(prefix.to_string(), entry.id());
+            }
+            _ => {}
+        }
+        Ok(out)
+    }
+
+    /// Adds every blob below `tree` to `out`, each path prefixed with `base`.
+    fn collect_blobs(
+        &self,
+        tree: &Tree<'_>,
+        base: &str,
+        out: &mut BTreeMap<String, Oid>,
+    ) -> Result<(), ExchangeError> {
+        for entry in tree.iter() {
+            let Ok(name) = entry.name() else {
+                return Err(ExchangeError::NonUtf8Path {
+                    tree: tree.id(),
+                    path: format!("{base}{}", String::from_utf8_lossy(entry.name_bytes())),
+                });
+            };
+            let path = format!("{base}{name}");
+            match entry.kind() {
+                Some(ObjectType::Tree) => {
+                    let sub = git(self.repo.find_tree(entry.id()), || {
+                        format!("reading tree {path} ({})", short(entry.id()))
+                    })?;
+                    self.collect_blobs(&sub, &format!("{path}/"), out)?;
+                }
+                Some(ObjectType::Blob) if is_blob_mode(entry.filemode()) => {
+                    out.insert(path, entry.id());
+                }
+                // Gitlinks (submodules) point at commits that are not here: not files.
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// A file of a commit, with its blob id; `None` when there is no file at `path`
+    /// (nothing there, or a directory).
     pub fn read_file(
         &self,
-        _commit: Oid,
-        _path: &str,
+        commit: Oid,
+        path: &str,
     ) -> Result<Option<(Oid, Vec<u8>)>, ExchangeError> {
-        Ok(None)
+        let tree = self.tree_of(commit)?;
+        let entry = match tree.get_path(Path::new(path)) {
+            Ok(entry) => entry,
+            Err(e) if e.code() == ErrorCode::NotFound => return Ok(None),
+            Err(source) => {
+                return Err(ExchangeError::Git {
+                    context: format!("looking up {path} at {}", short(commit)),
+                    source,
+                });
+            }
+        };
+        if entry.kind() != Some(ObjectType::Blob) {
+            return Ok(None);
+        }
+        let blob = git(self.repo.find_blob(entry.id()), || {
+            format!("reading {path} at {}", short(commit))
+        })?;
+        Ok(Some((entry.id(), blob.content().to_vec())))
     }
-    /// A blob's size.
-    pub fn blob_size(&self, _oid: Oid) -> Result<usize, ExchangeError> {
-        Ok(0)
-    }
+
     /// A blob's content.
-    pub fn read_blob(&self, _oid: Oid) -> Result<Vec<u8>, ExchangeError> {
-        Ok(Vec::new())
+    pub fn read_blob(&self, oid: Oid) -> Result<Vec<u8>, ExchangeError> {
+        let blob = git(self.repo.find_blob(oid), || {
+            format!("reading blob {}", short(oid))
+        })?;
+        Ok(blob.content().to_vec())
     }
-    /// Paths that differ between two commits (`from = None`: everything in `to`).
-    pub fn diff_paths(
-        &self,
-        _from: Option<Oid>,
-        _to: Oid,
-    ) -> Result<Vec<PathChange>, ExchangeError> {
-        Ok(Vec::new())
+
+    /// A blob's size in bytes, read from the object header only, so callers can
+    /// refuse an oversized blob from a peer before it is loaded into memory.
+    pub fn blob_size(&self, oid: Oid) -> Result<usize, ExchangeError> {
+        let context = || format!("reading the header of blob {}", short(oid));
+        let odb = git(self.repo.odb(), context)?;
+        let (size, kind) = git(odb.read_header(oid), context)?;
+        if kind != ObjectType::Blob {
+            return Err(ExchangeError::NotABlob {
+                oid,
+                kind: kind.str().to_string(),
+            });
+        }
+        Ok(size)
     }
+
+    /// The first line of a commit's message, for narration and logs.
+    pub fn commit_summary(&self, oid: Oid) -> Result<String, ExchangeError> {
+        let commit = git(self.repo.find_commit(oid), || {
+            format!("reading commit {}", short(oid))
+        })?;
+        Ok(commit
+            .summary_bytes()
+            .map(|s| String::from_utf8_lossy(s).into_owned())
+            .unwrap_or_default())
+    }
+
+    /// Paths that differ between two commits (`from = None`: everything in `to`),
+    /// sorted by path, at blob level.
+    ///
+    /// Renames are deliberately not detected: a replica's path is its identity, so a
+    /// move is a removal of one replica and the addition of another.
+    pub fn diff_paths(&self, from: Option<Oid>, to: Oid) -> Result<Vec<PathChange>, ExchangeError> {
+        let old_tree = from.map(|c| self.tree_of(c)).transpose()?;
+        let new_tree = self.tree_of(to)?;
+        let diff = git(
+            self.repo
+                .diff_tree_to_tree(old_tree.as_ref(), Some(&new_tree), None),
+            || {
+                format!(
+                    "diffing {} against {}",
+                    from.map_or_else(|| "the empty tree".to_string(), short),
+                    short(to)
+                )
+            },
+        )?;
+        let side = |file: git2::DiffFile<'_>| {
+            (!file.id().is_zero() && is_blob_mode(i32::from(file.mode()))).then(|| file.id())
+        };
+        let mut changes = Vec::with_capacity(diff.deltas().len());
+        for delta in diff.deltas() {
+            let (old, new) = (side(delta.old_file()), side(delta.new_file()));
+            if old.is_none() && new.is_none() {
+                continue;
+            }
+            let file = if new.is_some() {
+                delta.new_file()
+            } else {
+                delta.old_file()
+            };
+            let Some(path) = file.path_bytes() else {
+                continue;
+            };
+            let Ok(path) = std::str::from_utf8(path) else {
+                return Err(ExchangeError::NonUtf8Path {
+                    tree: new_tree.id(),
+                    path: String::from_utf8_lossy(path).into_owned(),
+                });
+            };
+            changes.push(PathChange {
+                path: path.to_string(),
+                old,
+                new,
+            });
+        }
+        changes.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(changes)
+    }
+
     /// Commits `writes` on top of `refname`; `None` when the tree would not change.
+    ///
+    /// Writes apply in order, so for one path the last write wins; removing a path
+    /// that does not exist is a no-op, removing a directory removes its contents,
+    /// and directories left empty disappear. A missing `refname` gets a root commit.
+    /// The ref moves by compare-and-swap against the commit read at the start, so a
+    /// concurrent writer yields [`ExchangeError::Concurrent`], never a lost commit.
     pub fn commit(
         &self,
-        _refname: &str,
-        _writes: &[FileWrite],
-        _message: &str,
-        _site: &str,
+        refname: &str,
+        writes: &[FileWrite],
+        message: &str,
+        site: &str,
     ) -> Result<Option<Oid>, ExchangeError> {
-        Ok(None)
+        let parent = self.resolve(refname)?;
+        let parent_commit = parent
+            .map(|oid| {
+                git(self.repo.find_commit(oid), || {
+                    format!("reading {refname} at {}", short(oid))
+                })
+            })
+            .transpose()?;
+        let base_tree = match &parent_commit {
+            Some(commit) => git(commit.tree(), || {
+                format!("reading the tree of {refname} at {}", short(commit.id()))
+            })?,
+            None => self.empty_tree()?,
+        };
+
+        let mut last: BTreeMap<&str, Option<&[u8]>> = BTreeMap::new();
+        for write in writes {
+            check_path(&write.path)?;
+            last.insert(&write.path, write.content.as_deref());
+        }
+        let mut update = TreeUpdateBuilder::new();
+        for (path, content) in last {
+            match content {
+                Some(bytes) => {
+                    let blob = git(self.repo.blob(bytes), || format!("writing blob {path}"))?;
+                    update.upsert(path, blob, FileMode::Blob);
+                }
+                // libgit2 fails on removing an absent entry; absent is what we want.
+                None => match base_tree.get_path(Path::new(path)) {
+                    Ok(_) => {
+                        update.remove(path);
+                    }
+                    Err(e) if e.code() == ErrorCode::NotFound => {}
+                    Err(source) => {
+                        return Err(ExchangeError::Git {
+                            context: format!("looking up {path} in {refname}"),
+                            source,
+                        });
+                    }
+                },
+            }
+        }
+        let tree_id = git(update.create_updated(&self.repo, &base_tree), || {
+            format!("building the new tree of {refname}")
+        })?;
+        // A root commit is compared with the empty tree: no empty commits, ever.
+        if tree_id == base_tree.id() {
+            return Ok(None);
+        }
+        let tree = git(self.repo.find_tree(tree_id), || {
+            format!("reading new tree {}", short(tree_id))
+        })?;
+        let signature = site_signature(site)?;
+        let parents: Vec<&git2::Commit<'_>> = parent_commit.iter().collect();
+        let oid = git(
+            self.repo
+                .commit(None, &signature, &signature, message, &tree, &parents),
+            || format!("creating a commit on {refname}"),
+        )?;
+        self.update_ref(
+            refname,
+            parent,
+            oid,
+            &format!("ferry: {}", first_line(message)),
+        )?;
+        Ok(Some(oid))
     }
+
+    /// Records that `refname` (ours) supersedes `theirs`: a merge commit with our
+    /// tree unchanged and parents `[our tip, theirs]`, moved in by compare-and-swap.
+    ///
+    /// Used when a channel's copy of our own branch moved behind our back; the
+    /// branch is a snapshot of this site's tracker, so our tree is the truth and the
+    /// other history is kept only so the push is a fast-forward.
+    pub fn merge_keep_ours(
+        &self,
+        refname: &str,
+        theirs: Oid,
+        message: &str,
+        site: &str,
+    ) -> Result<Oid, ExchangeError> {
+        let ours = self.resolve(refname)?.ok_or_else(|| ExchangeError::Git {
+            context: format!("merging {} into {refname}", short(theirs)),
+            source: git2::Error::from_str("the branch does not exist"),
+        })?;
+        let context = || format!("merging {} into {refname}", short(theirs));
+        let our_commit = git(self.repo.find_commit(ours), context)?;
+        let their_commit = git(self.repo.find_commit(theirs), context)?;
+        let tree = git(our_commit.tree(), context)?;
+        let signature = site_signature(site)?;
+        let oid = git(
+            self.repo.commit(
+                None,
+                &signature,
+                &signature,
+                message,
+                &tree,
+                &[&our_commit, &their_commit],
+            ),
+            context,
+        )?;
+        self.update_ref(
+            refname,
+            Some(ours),
+            oid,
+            &format!("ferry: {}", first_line(message)),
+        )?;
+        Ok(oid)
+    }
+
+    /// The empty tree, written so it can serve as the baseline of a root commit.
+    fn empty_tree(&self) -> Result<Tree<'_>, ExchangeError> {
+        let context = || "writing the empty tree".to_string();
+        let builder = git(self.repo.treebuilder(None), context)?;
+        let oid = git(builder.write(), context)?;
+        git(self.repo.find_tree(oid), context)
+    }
+
     /// Whether `ancestor` is `descendant` or one of its ancestors.
-    pub fn is_ancestor(&self, _ancestor: Oid, _descendant: Oid) -> Result<bool, ExchangeError> {
-        Ok(false)
+    pub fn is_ancestor(&self, ancestor: Oid, descendant: Oid) -> Result<bool, ExchangeError> {
+        if ancestor == descendant {
+            return Ok(true);
+        }
+        git(self.repo.graph_descendant_of(descendant, ancestor), || {
+            format!(
+                "checking whether {} descends from {}",
+                short(descendant),
+                short(ancestor)
+            )
+        })
     }
-    /// Commits reachable from `to` and not from `from`, oldest first.
-    pub fn commits_between(&self, _from: Option<Oid>, _to: Oid) -> Result<Vec<Oid>, ExchangeError> {
-        Ok(Vec::new())
+
+    /// Commits reachable from `to` and not from `from`, oldest first (`from = None`:
+    /// all ancestors of `to`, `to` included).
+    pub fn commits_between(&self, from: Option<Oid>, to: Oid) -> Result<Vec<Oid>, ExchangeError> {
+        let context = || {
+            format!(
+                "listing commits from {} to {}",
+                from.map_or_else(|| "the root".to_string(), short),
+                short(to)
+            )
+        };
+        let mut walk = git(self.repo.revwalk(), context)?;
+        git(walk.set_sorting(Sort::TOPOLOGICAL | Sort::REVERSE), context)?;
+        git(walk.push(to), context)?;
+        if let Some(from) = from {
+            git(walk.hide(from), context)?;
+        }
+        walk.map(|oid| git(oid, context)).collect()
+    }
+}
+
+/// The first line of a message, for reflog entries.
+fn first_line(message: &str) -> &str {
+    message.lines().next().unwrap_or("")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+
+    /// Runs the real git CLI, hermetically, and returns its stdout.
+    fn git_cli(repo: &Path, args: &[&str]) -> String {
+        let out = Command::new("git")
+            .arg("-C")
+            .arg(repo)
+            .args(args)
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .output()
+            .expect("git runs");
+        assert!(
+            out.status.success(),
+            "git {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn write(path: &str, content: &str) -> FileWrite {
+        FileWrite {
+            path: path.into(),
+            content: Some(content.as_bytes().to_vec()),
+        }
+    }
+
+    fn remove(path: &str) -> FileWrite {
+        FileWrite {
+            path: path.into(),
+            content: None,
+        }
+    }
+
+    fn exchange() -> (tempfile::TempDir, Exchange) {
+        let dir = tempfile::tempdir().unwrap();
+        let ex = Exchange::open_or_init(&dir.path().join("exchange.git")).unwrap();
+        (dir, ex)
+    }
+
+    const BRANCH: &str = "refs/heads/support/engineering";
+
+    #[test]
+    fn commit_creates_nested_paths_that_git_agrees_with() {
+        let (_dir, ex) = exchange();
+        let c = ex
+            .commit(
+                BRANCH,
+                &[
+                    write("site.yaml", "site: support\n"),
+                    write("issues/SUP/1.yaml", "id: 1\n"),
+                    write("issues/SUP/2.yaml", "id: 2\n"),
+                    write("attachments/9f/9f86", "bytes"),
+                ],
+                "export: 2 issues\n\nmore detail",
+                "support",
+            )
+            .unwrap()
+            .expect("a commit");
+        assert_eq!(ex.resolve(BRANCH).unwrap(), Some(c));
+
+        let files = ex.files(c, "").unwrap();
+        let listed = git_cli(ex.repo().path(), &["ls-tree", "-r", &c.to_string()]);
+        let from_git: BTreeMap<String, Oid> = listed
+            .lines()
+            .map(|line| {
+                let (meta, path) = line.split_once('\t').unwrap();
+                let oid = meta.split_whitespace().nth(2).unwrap();
+                assert!(meta.starts_with("100644 blob "), "{line}");
+                (path.to_string(), Oid::from_str(oid).unwrap())
+            })
+            .collect();
+        assert_eq!(files, from_git);
+        assert_eq!(files.len(), 4);
+
+        let issues = ex.files(c, "issues/").unwrap();
+        assert_eq!(
+            issues.keys().collect::<Vec<_>>(),
+            ["issues/SUP/1.yaml", "issues/SUP/2.yaml"]
+        );
+        assert!(ex.files(c, "nothing/here").unwrap().is_empty());
+
+        let (oid, bytes) = ex.read_file(c, "issues/SUP/2.yaml").unwrap().unwrap();
+        assert_eq!(bytes, b"id: 2\n");
+        assert_eq!(ex.read_blob(oid).unwrap(), b"id: 2\n");
+        assert_eq!(ex.blob_size(oid).unwrap(), 6);
+        assert!(ex.read_file(c, "issues/SUP").unwrap().is_none());
+        assert!(ex.read_file(c, "issues/SUP/3.yaml").unwrap().is_none());
+        assert!(matches!(
+            ex.blob_size(c),
+            Err(ExchangeError::NotABlob { .. })
+        ));
+        assert_eq!(ex.commit_summary(c).unwrap(), "export: 2 issues");
+
+        git_cli(ex.repo().path(), &["fsck", "--strict", "--no-dangling"]);
+        let authors = git_cli(ex.repo().path(), &["log", "--format=%an <%ae>", BRANCH]);
+        assert_eq!(authors, "support (ferry) <support@ferry.invalid>\n");
+    }
+
+    #[test]
+    fn identical_commit_is_not_made() {
+        let (_dir, ex) = exchange();
+        let writes = [write("issues/SUP/1.yaml", "id: 1\n")];
+        let first = ex.commit(BRANCH, &writes, "one", "support").unwrap();
+        assert!(first.is_some());
+        assert_eq!(
+            ex.commit(BRANCH, &writes, "again", "support").unwrap(),
+            None
+        );
+        assert_eq!(
+            ex.commit(BRANCH, &[remove("issues/SUP/404.yaml")], "noop", "support")
+                .unwrap(),
+            None
+        );
+        assert_eq!(ex.resolve(BRANCH).unwrap(), first);
+    }
+
+    #[test]
+    fn empty_root_commit_is_not_made() {
+        let (_dir, ex) = exchange();
+        assert_eq!(ex.commit(BRANCH, &[], "hello", "support").unwrap(), None);
+        assert_eq!(
+            ex.commit(BRANCH, &[remove("a")], "hello", "support")
+                .unwrap(),
+            None
+        );
+        assert_eq!(ex.resolve(BRANCH).unwrap(), None);
+    }
+
+    #[test]
+    fn remove_prunes_empty_directories() {
+        let (_dir, ex) = exchange();
+        ex.commit(
+            BRANCH,
+            &[write("site.yaml", "s"), write("issues/SUP/1.yaml", "1")],
+            "add",
+            "support",
+        )
+        .unwrap();
+        let c = ex
+            .commit(BRANCH, &[remove("issues/SUP/1.yaml")], "rm", "support")
+            .unwrap()
+            .unwrap();
+        let listed = git_cli(ex.repo().path(), &["ls-tree", "-r", "-t", &c.to_string()]);
+        assert_eq!(listed.lines().count(), 1, "{listed}");
+        assert!(listed.ends_with("\tsite.yaml\n"));
+        git_cli(ex.repo().path(), &["fsck", "--strict", "--no-dangling"]);
+    }
+
+    #[test]
+    fn last_write_to_a_path_wins() {
+        let (_dir, ex) = exchange();
+        let c = ex
+            .commit(
+                BRANCH,
+                &[write("a.yaml", "1"), remove("a.yaml"), write("b.yaml", "x")],
+                "m",
+                "support",
+            )
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            ex.files(c, "").unwrap().keys().collect::<Vec<_>>(),
+            ["b.yaml"]
+        );
+    }
+
+    #[test]
+    fn unsafe_paths_are_refused() {
+        let (_dir, ex) = exchange();
+        for bad in [
+            "",
+            "/abs",
+            "a//b",
+            "a/",
+            "../x",
+            "a/./b",
+            ".git/config",
+            "a\0b",
+        ] {
+            let err = ex
+                .commit(BRANCH, &[write(bad, "x")], "m", "support")
+                .unwrap_err();
+            assert!(
+                matches!(err, ExchangeError::InvalidPath { .. }),
+                "{bad:?}: {err}"
+            );
+        }
+        assert_eq!(ex.resolve(BRANCH).unwrap(), None);
+    }
+
+    #[test]
+    fn diff_paths_reports_add_modify_remove_without_renames() {
+        let (_dir, ex) = exchange();
+        let a = ex
+            .commit(
+                BRANCH,
+                &[
+                    write("issues/SUP/1.yaml", "one"),
+                    write("issues/SUP/2.yaml", "two"),
+                    write(
+                        "issues/SUP/3.yaml",
+                        "three, long enough to look like a rename",
+                    ),
+                ],
+                "a",
+                "support",
+            )
+            .unwrap()
+            .unwrap();
+        let b = ex
+            .commit(
+                BRANCH,
+                &[
+                    write("issues/SUP/1.yaml", "ONE"),
+                    remove("issues/SUP/2.yaml"),
+                    remove("issues/SUP/3.yaml"),
+                    write(
+                        "issues/ENG/3.yaml",
+                        "three, long enough to look like a rename",
+                    ),
+                    write("issues/SUP/4.yaml", "four"),
+                ],
+                "b",
+                "support",
+            )
+            .unwrap()
+            .unwrap();
+        let files_a = ex.files(a, "").unwrap();
+        let files_b = ex.files(b, "").unwrap();
+        let changes = ex.diff_paths(Some(a), b).unwrap();
+        let expected: Vec<PathChange> = [
+            "issues/ENG/3.yaml",
+            "issues/SUP/1.yaml",
+            "issues/SUP/2.yaml",
+            "issues/SUP/3.yaml",
+            "issues/SUP/4.yaml",
+        ]
+        .iter()
+        .map(|p| PathChange {
+            path: p.to_string(),
+            old: files_a.get(*p).copied(),
+            new: files_b.get(*p).copied(),
+        })
+        .collect();
+        assert_eq!(changes, expected);
+
+        let everything = ex.diff_paths(None, a).unwrap();
+        assert_eq!(everything.len(), 3);
+        assert!(
+            everything
+                .iter()
+                .all(|c| c.old.is_none() && c.new.is_some())
+        );
+        assert!(ex.diff_paths(Some(b), b).unwrap().is_empty());
+    }
+
+    #[test]
+    fn concurrent_ref_move_is_detected() {
+        let (_dir, ex) = exchange();
+        let first = ex
+            .commit(BRANCH, &[write("a", "1")], "a", "support")
+            .unwrap()
+            .unwrap();
+        let second = ex
+            .commit(BRANCH, &[write("a", "2")], "b", "support")
+            .unwrap()
+            .unwrap();
+        // Someone else read `first` and now tries to move the ref on from there.
+        let err = ex
+            .update_ref(BRANCH, Some(first), first, "stale")
+            .unwrap_err();
+        assert!(matches!(err, ExchangeError::Concurrent { .. }), "{err}");
+        assert_eq!(ex.resolve(BRANCH).unwrap(), Some(second));
+        // Creating a ref that appeared meanwhile is detected too.
+        let err = ex.update_ref(BRANCH, None, first, "stale").unwrap_err();
+        assert!(matches!(err, ExchangeError::Concurrent { .. }), "{err}");
+        // A genuine compare-and-swap succeeds.
+        ex.update_ref(BRANCH, Some(second), first, "rewind")
+            .unwrap();
+        assert_eq!(ex.resolve(BRANCH).unwrap(), Some(first));
+    }
+
+    #[test]
+    fn ancestry_and_history() {
+        let (_dir, ex) = exchange();
+        let ids: Vec<Oid> = (0..3)
+            .map(|i| {
+                ex.commit(BRANCH, &[write("n", &i.to_string())], "n", "support")
+                    .unwrap()
+                    .unwrap()
+            })
+            .collect();
+        assert!(ex.is_ancestor(ids[0], ids[2]).unwrap());
+        assert!(ex.is_ancestor(ids[2], ids[2]).unwrap());
+        assert!(!ex.is_ancestor(ids[2], ids[0]).unwrap());
+        assert_eq!(ex.commits_between(None, ids[2]).unwrap(), ids);
+        assert_eq!(ex.commits_between(Some(ids[0]), ids[2]).unwrap(), &ids[1..]);
+        assert!(ex.commits_between(Some(ids[2]), ids[2]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn merge_keep_ours_keeps_our_tree_and_both_parents() {
+        let (_dir, ex) = exchange();
+        let base = ex
+            .commit(BRANCH, &[write("a", "1")], "a", "support")
+            .unwrap()
+            .unwrap();
+        let theirs = ex
+            .commit(BRANCH, &[write("a", "theirs")], "t", "support")
+            .unwrap()
+            .unwrap();
+        ex.set_ref(BRANCH, base, "back").unwrap();
+        let ours = ex
+            .commit(BRANCH, &[write("a", "ours")], "o", "support")
+            .unwrap()
+            .unwrap();
+        let merge = ex
+            .merge_keep_ours(BRANCH, theirs, "merge", "support")
+            .unwrap();
+        let commit = ex.repo().find_commit(merge).unwrap();
+        assert_eq!(commit.parent_ids().collect::<Vec<_>>(), [ours, theirs]);
+        assert_eq!(ex.read_file(merge, "a").unwrap().unwrap().1, b"ours");
+        assert_eq!(ex.resolve(BRANCH).unwrap(), Some(merge));
+    }
+
+    #[test]
+    fn reopen_and_refuse_foreign_folders() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.git");
+        let c = {
+            let ex = Exchange::open_or_init(&path).unwrap();
+            ex.commit(BRANCH, &[write("a", "1")], "a", "support")
+                .unwrap()
+                .unwrap()
+        };
+        let ex = Exchange::open_or_init(&path).unwrap();
+        assert_eq!(ex.resolve(BRANCH).unwrap(), Some(c));
+        // The reflog is on, so the audit trail of ref moves exists.
+        assert_eq!(ex.repo().reflog(BRANCH).unwrap().len(), 1);
+
+        let foreign = dir.path().join("docs");
+        std::fs::create_dir(&foreign).unwrap();
+        std::fs::write(foreign.join("notes.txt"), "hi").unwrap();
+        assert!(matches!(
+            Exchange::open_or_init(&foreign),
+            Err(ExchangeError::NotARepository { .. })
+        ));
+    }
+
+    #[test]
+    fn ferry_now_fixes_the_commit_time() {
+        let t = parse_now("2026-11-22T09:30:00+02:00").unwrap();
+        assert_eq!(t.seconds(), 1_795_332_600);
+        assert_eq!(t.offset_minutes(), 120);
+        assert!(matches!(
+            parse_now("yesterday"),
+            Err(ExchangeError::InvalidNow { .. })
+        ));
+    }
+
+    #[test]
+    fn exchange_is_send() {
+        fn assert_send<T: Send>() {}
+        assert_send::<Exchange>();
     }
 }

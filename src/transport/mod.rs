@@ -1,11 +1,19 @@
-//! PLACEHOLDER API (helper replaces): how commits travel between sites.
+//! How commits travel between sites.
+//!
+//! A [`Channel`] moves exactly two branches of the exchange data for one
+//! connection: it sends this site's own branch (`refs/heads/<site>/<peer>`) and
+//! brings in the peer's branch for us (`refs/heads/<peer>/<site>`). Both
+//! directions only ever fast-forward: a peer's branch whose history was rewritten
+//! is refused before anything is imported, and our own branch is never
+//! force-pushed. The only implementation today is [`remote::GitRemote`], an
+//! intermediate git repository both sites reach out to (DESIGN.md, Transport).
 pub mod remote;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use git2::Oid;
 
-use crate::exchange::Exchange;
+use crate::exchange::{Exchange, ExchangeError};
 
 /// A transfer failed.
 #[derive(Debug, thiserror::Error)]
@@ -18,6 +26,73 @@ pub enum TransportError {
         /// What happened.
         message: String,
     },
+    /// The channel is a local path that does not exist.
+    #[error(
+        "exchange repository {} not found; create it with `git init --bare {}`",
+        .path.display(), .path.display()
+    )]
+    NotFound {
+        /// The resolved path.
+        path: PathBuf,
+    },
+    /// git failed while talking to the channel.
+    #[error("{channel}: {action}: {source}{}", hint_suffix(*.hint))]
+    Git {
+        /// The channel (URL).
+        channel: String,
+        /// What ferry was attempting.
+        action: String,
+        /// The git error.
+        source: git2::Error,
+        /// What the user can check, for network and authentication failures.
+        hint: Option<&'static str>,
+    },
+    /// The peer's branch on the channel is not a descendant of what this site
+    /// already has: its history was rewritten (by the peer or by someone with
+    /// write access to the channel). Nothing was imported.
+    #[error(
+        "{channel}: refusing {peer}'s branch {refname}: the channel has {fetched}, which \
+         does not descend from {local} that this site already received (history was \
+         rewritten); the local branch is unchanged, the fetched commit is kept in \
+         refs/ferry/fetched/{peer} for inspection"
+    )]
+    Rewritten {
+        /// The channel (URL).
+        channel: String,
+        /// The peer whose branch was rewritten.
+        peer: String,
+        /// The branch.
+        refname: String,
+        /// What this site had.
+        local: Oid,
+        /// What the channel offered.
+        fetched: Oid,
+    },
+    /// The channel kept refusing our branch even after reconciling with it.
+    #[error("{channel}: push of {refname} was rejected {attempts} times; last reason: {reason}")]
+    Rejected {
+        /// The channel (URL).
+        channel: String,
+        /// Our branch.
+        refname: String,
+        /// How many pushes were tried.
+        attempts: u32,
+        /// The last rejection message.
+        reason: String,
+    },
+    /// The local exchange repository failed during a transfer.
+    #[error("{channel}: {source}")]
+    Exchange {
+        /// The channel (URL).
+        channel: String,
+        /// The local error.
+        source: ExchangeError,
+    },
+}
+
+/// Renders an optional hint after an error message.
+fn hint_suffix(hint: Option<&'static str>) -> String {
+    hint.map(|h| format!(" (hint: {h})")).unwrap_or_default()
 }
 
 /// What a fetch brought.
@@ -40,21 +115,22 @@ pub enum PushOutcome {
 
 /// How commits travel between this site and one peer.
 pub trait Channel {
-    /// Brings the peer's branch for this site into the local exchange repo.
+    /// Brings the peer's branch for this site into the local exchange repo,
+    /// fast-forward only.
     fn fetch(
         &self,
         exchange: &Exchange,
         site: &str,
         peer: &str,
     ) -> Result<FetchOutcome, TransportError>;
-    /// Sends this site's branch for the peer.
+    /// Sends this site's branch for the peer, never forced.
     fn push(
         &self,
         exchange: &Exchange,
         site: &str,
         peer: &str,
     ) -> Result<PushOutcome, TransportError>;
-    /// A human description (the URL).
+    /// A human description (the URL as configured).
     fn describe(&self) -> String;
 }
 

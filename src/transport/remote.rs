@@ -1,35 +1,964 @@
-//! PLACEHOLDER API (helper replaces).
-use std::path::Path;
+//! [`GitRemote`]: an intermediate git repository both sites reach out to.
+//!
+//! Any URL git2 understands works: a local path (relative to the site folder),
+//! `file://`, `git://`, `ssh://` (or `user@host:path`) and `https://`. Each call
+//! uses an anonymous remote with explicit refspecs and no tags, so nothing about
+//! the channel is stored in the exchange repo's config and only the two branches
+//! of this connection ever move.
+//!
+//! Safety rules, both directions:
+//! - fetch only fast-forwards the local copy of the peer's branch; a rewritten
+//!   history is refused before anything can be imported from it;
+//! - push is never forced. If the channel's copy of our branch moved (restored
+//!   from a backup, or pushed by another machine of this site), we record a merge
+//!   whose tree is ours and push that as a fast-forward. Ours wins because the
+//!   branch is a snapshot of this site's own tracker, which is authoritative for
+//!   it: whatever the channel holds is at best an older snapshot of the same data.
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
+
+use git2::{
+    AutotagOption, Cred, CredentialType, Direction, ErrorClass, ErrorCode, FetchOptions, Oid,
+    PushOptions, RemoteCallbacks, Repository,
+};
 
 use super::{Channel, FetchOutcome, PushOutcome, TransportError};
-use crate::exchange::Exchange;
+use crate::exchange::{Exchange, ExchangeError, own_branch, peer_branch};
+
+/// How many times a push is tried (each rejection reconciles first) before giving up.
+const MAX_PUSH_ATTEMPTS: u32 = 3;
 
 /// An intermediate git repository reached by URL or path.
 pub struct GitRemote {
+    /// The URL as configured, for messages.
     url: String,
+    /// What git2 is given: the URL, or the local path resolved against the site.
+    target: String,
+    /// The directory to check before talking to a local channel.
+    local_dir: Option<PathBuf>,
+}
+
+/// A transport libgit2 only has when git2 was built with the matching feature.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Optional {
+    /// `ssh://`, `git+ssh://`, `user@host:path`: git2's `ssh` feature.
+    Ssh,
+    /// `https://`: git2's `https` feature.
+    Https,
+}
+
+impl Optional {
+    /// The transport `url` needs beyond what libgit2 always has, if any.
+    fn of(url: &str) -> Option<Optional> {
+        let scheme = url
+            .split_once("://")
+            .map(|(scheme, _)| scheme.to_ascii_lowercase());
+        match scheme.as_deref() {
+            Some("ssh" | "git+ssh" | "ssh+git") => Some(Optional::Ssh),
+            Some("https") => Some(Optional::Https),
+            Some(_) => None,
+            None => is_scp_like(url).then_some(Optional::Ssh),
+        }
+    }
+
+    /// The protocol's name and the git2 feature that provides it.
+    fn names(self) -> (&'static str, &'static str) {
+        match self {
+            Optional::Ssh => ("SSH", "ssh"),
+            Optional::Https => ("HTTPS", "https"),
+        }
+    }
+
+    /// Whether the linked libgit2 has it.
+    fn available(self) -> bool {
+        let version = git2::Version::get();
+        match self {
+            Optional::Ssh => version.ssh(),
+            Optional::Https => version.https(),
+        }
+    }
+}
+
+/// What one push attempt did.
+enum Attempt {
+    /// The channel already had our tip.
+    UpToDate,
+    /// The channel accepted our tip.
+    Accepted,
+    /// The channel refused our tip, with the reason.
+    Rejected(String),
 }
 
 impl GitRemote {
     /// A remote for `url`; relative paths are resolved against `site_root`.
     pub fn new(url: &str, site_root: &Path) -> GitRemote {
-        let _ = site_root;
+        let (target, local_dir) = if let Some(path) = url.strip_prefix("file://") {
+            (url.to_string(), Some(PathBuf::from(path)))
+        } else if url.contains("://") || is_scp_like(url) {
+            (url.to_string(), None)
+        } else {
+            let path = site_root.join(url);
+            (path.to_string_lossy().into_owned(), Some(path))
+        };
         GitRemote {
             url: url.to_string(),
+            target,
+            local_dir,
         }
+    }
+
+    /// The URL for messages, with any password in it masked.
+    fn channel(&self) -> String {
+        redact(&self.url)
+    }
+
+    /// Refuses early what cannot work, with a message that says what to do: a
+    /// local channel that does not exist (instead of git2's generic "failed to
+    /// resolve path"), or a protocol this build of libgit2 lacks (instead of
+    /// "unsupported URL protocol").
+    fn check_usable(&self) -> Result<(), TransportError> {
+        if let Some(dir) = &self.local_dir
+            && !dir.exists()
+        {
+            return Err(TransportError::NotFound { path: dir.clone() });
+        }
+        match Optional::of(&self.url) {
+            Some(needed) if !needed.available() => {
+                let (protocol, feature) = needed.names();
+                Err(TransportError::Failed {
+                    channel: self.channel(),
+                    message: format!(
+                        "this ferry was built without {protocol} support in libgit2 (git2's \
+                         `{feature}` feature); use a path, file:// or git:// channel, or \
+                         rebuild with the feature"
+                    ),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Wraps a git2 error with the channel, what was attempted, and a hint.
+    fn git_err(&self, action: impl Into<String>, source: git2::Error) -> TransportError {
+        TransportError::Git {
+            channel: self.channel(),
+            action: action.into(),
+            hint: hint_for(&source),
+            source,
+        }
+    }
+
+    /// Wraps a local exchange error with the channel.
+    fn ex_err(&self, source: ExchangeError) -> TransportError {
+        TransportError::Exchange {
+            channel: self.channel(),
+            source,
+        }
+    }
+
+    /// Fetches the channel's `src` into the local ref `dst` (forced: `dst` is a
+    /// scratch ref) and returns what it points at, `None` when the channel has no
+    /// `src`.
+    fn fetch_into(
+        &self,
+        repo: &Repository,
+        src: &str,
+        dst: &str,
+    ) -> Result<Option<Oid>, TransportError> {
+        let action = || format!("fetching {src}");
+        // A refspec whose source is missing is silently skipped by libgit2, so a
+        // stale scratch ref would look like a fresh fetch: clear it first.
+        match repo.find_reference(dst) {
+            Ok(mut stale) => stale.delete().map_err(|e| self.git_err(action(), e))?,
+            Err(e) if e.code() == ErrorCode::NotFound => {}
+            Err(e) => return Err(self.git_err(action(), e)),
+        }
+        let mut remote = repo
+            .remote_anonymous(&self.target)
+            .map_err(|e| self.git_err(action(), e))?;
+        let mut options = FetchOptions::new();
+        options
+            .remote_callbacks(callbacks())
+            .download_tags(AutotagOption::None)
+            .update_fetchhead(false);
+        remote
+            .fetch(
+                &[format!("+{src}:{dst}")],
+                Some(&mut options),
+                Some(&format!("ferry: fetch {src} from {}", self.channel())),
+            )
+            .map_err(|e| self.git_err(action(), e))?;
+        match repo.refname_to_id(dst) {
+            Ok(oid) => Ok(Some(oid)),
+            Err(e) if e.code() == ErrorCode::NotFound => Ok(None),
+            Err(e) => Err(self.git_err(action(), e)),
+        }
+    }
+
+    /// One push of `branch` (at `tip`) over a single connection: list the
+    /// channel's refs, stop if it already has `tip`, push otherwise.
+    fn push_once(
+        &self,
+        repo: &Repository,
+        branch: &str,
+        tip: Oid,
+    ) -> Result<Attempt, TransportError> {
+        let action = || format!("pushing {branch}");
+        let mut remote = repo
+            .remote_anonymous(&self.target)
+            .map_err(|e| self.git_err(action(), e))?;
+        let mut connection = remote
+            .connect_auth(Direction::Push, Some(callbacks()), None)
+            .map_err(|e| self.git_err(action(), e))?;
+        let theirs = connection
+            .list()
+            .map_err(|e| self.git_err(action(), e))?
+            .iter()
+            .find(|head| head.name() == branch)
+            .map(|head| head.oid());
+        if theirs == Some(tip) {
+            return Ok(Attempt::UpToDate);
+        }
+
+        // A server reports a refused ref through this callback while the push
+        // itself returns Ok; only a client-side refusal comes back as an Err.
+        let refused = RefCell::new(None);
+        let mut callbacks = callbacks();
+        callbacks.push_update_reference(|name, status| {
+            if let Some(reason) = status {
+                *refused.borrow_mut() = Some(format!("{name}: {reason}"));
+            }
+            Ok(())
+        });
+        let mut options = PushOptions::new();
+        options.remote_callbacks(callbacks);
+        // No leading '+': never forced.
+        let result = connection
+            .remote()
+            .push(&[format!("{branch}:{branch}")], Some(&mut options));
+        drop(options);
+        match result {
+            Ok(()) => Ok(match refused.into_inner() {
+                Some(reason) => Attempt::Rejected(reason),
+                None => Attempt::Accepted,
+            }),
+            // libgit2 checks fast-forward itself before sending, and also refuses
+            // when the channel's tip is a commit we do not have.
+            Err(e) if e.code() == ErrorCode::NotFastForward => {
+                Ok(Attempt::Rejected(e.message().to_string()))
+            }
+            Err(e) => Err(self.git_err(action(), e)),
+        }
+    }
+
+    /// After a rejection: fetch the channel's copy of our branch and, unless it is
+    /// already part of our history, merge it in keeping our tree, so that the next
+    /// push is a fast-forward.
+    fn reconcile(
+        &self,
+        exchange: &Exchange,
+        site: &str,
+        peer: &str,
+        branch: &str,
+        tip: Oid,
+    ) -> Result<(), TransportError> {
+        let scratch = format!("refs/ferry/remote-own/{peer}");
+        let Some(theirs) = self.fetch_into(exchange.repo(), branch, &scratch)? else {
+            // The branch vanished from the channel meanwhile: a plain retry creates it.
+            return Ok(());
+        };
+        if exchange
+            .is_ancestor(theirs, tip)
+            .map_err(|e| self.ex_err(e))?
+        {
+            // The channel is behind us (we lacked its objects, or it raced): retry.
+            return Ok(());
+        }
+        let message = format!(
+            "Merge {branch} as found on the channel ({theirs:.7}) \
+             (remote moved; this site's snapshot wins)\n\n\
+             The channel's copy of this branch was not an ancestor of ours (restored \
+             from a backup, or pushed from another machine). This branch is a snapshot \
+             of {site}'s own tracker, which is authoritative for it, so the tree is \
+             ours unchanged; the other history is kept as second parent so the push is \
+             a fast-forward and nothing is overwritten."
+        );
+        tracing::warn!(
+            channel = %self.channel(),
+            branch,
+            ours = %tip,
+            theirs = %theirs,
+            "the channel's copy of our branch moved; merging it, our snapshot wins"
+        );
+        exchange
+            .merge_keep_ours(branch, theirs, &message, site)
+            .map_err(|e| self.ex_err(e))?;
+        Ok(())
     }
 }
 
 impl Channel for GitRemote {
-    fn fetch(&self, _e: &Exchange, _s: &str, _p: &str) -> Result<FetchOutcome, TransportError> {
+    fn fetch(
+        &self,
+        exchange: &Exchange,
+        site: &str,
+        peer: &str,
+    ) -> Result<FetchOutcome, TransportError> {
+        self.check_usable()?;
+        let branch = peer_branch(site, peer);
+        let scratch = format!("refs/ferry/fetched/{peer}");
+        let before = exchange.resolve(&branch).map_err(|e| self.ex_err(e))?;
+        let Some(fetched) = self.fetch_into(exchange.repo(), &branch, &scratch)? else {
+            // The peer has not shared anything with us yet.
+            return Ok(FetchOutcome {
+                before,
+                after: before,
+            });
+        };
+        // A branch pointing at a tag, tree or blob is not something a peer's ferry
+        // writes; refuse it before it becomes the peer branch.
+        if let Err(source) = exchange.repo().find_commit(fetched) {
+            return Err(self.git_err(
+                format!("checking that {branch} on the channel is a commit ({fetched})"),
+                source,
+            ));
+        }
+        if let Some(local) = before {
+            if !exchange
+                .is_ancestor(local, fetched)
+                .map_err(|e| self.ex_err(e))?
+            {
+                return Err(TransportError::Rewritten {
+                    channel: self.channel(),
+                    peer: peer.to_string(),
+                    refname: branch,
+                    local,
+                    fetched,
+                });
+            }
+            if local == fetched {
+                return Ok(FetchOutcome {
+                    before,
+                    after: before,
+                });
+            }
+        }
+        exchange
+            .update_ref(
+                &branch,
+                before,
+                fetched,
+                &format!("ferry: fast-forward from {}", self.channel()),
+            )
+            .map_err(|e| self.ex_err(e))?;
         Ok(FetchOutcome {
-            before: None,
-            after: None,
+            before,
+            after: Some(fetched),
         })
     }
-    fn push(&self, _e: &Exchange, _s: &str, _p: &str) -> Result<PushOutcome, TransportError> {
-        Ok(PushOutcome::UpToDate)
+
+    fn push(
+        &self,
+        exchange: &Exchange,
+        site: &str,
+        peer: &str,
+    ) -> Result<PushOutcome, TransportError> {
+        self.check_usable()?;
+        let branch = own_branch(site, peer);
+        let mut reason = String::new();
+        for _ in 0..MAX_PUSH_ATTEMPTS {
+            let Some(tip) = exchange.resolve(&branch).map_err(|e| self.ex_err(e))? else {
+                return Ok(PushOutcome::UpToDate);
+            };
+            match self.push_once(exchange.repo(), &branch, tip)? {
+                Attempt::UpToDate => return Ok(PushOutcome::UpToDate),
+                Attempt::Accepted => return Ok(PushOutcome::Pushed(tip)),
+                Attempt::Rejected(why) => {
+                    tracing::info!(channel = %self.channel(), branch, reason = %why, "push rejected; reconciling");
+                    reason = why;
+                    self.reconcile(exchange, site, peer, &branch, tip)?;
+                }
+            }
+        }
+        Err(TransportError::Rejected {
+            channel: self.channel(),
+            refname: branch,
+            attempts: MAX_PUSH_ATTEMPTS,
+            reason,
+        })
     }
+
     fn describe(&self) -> String {
         self.url.clone()
+    }
+}
+
+/// Whether `url` is git's scp-like ssh syntax (`user@host:path`, `host:path`): a
+/// colon before any slash. One-letter hosts are taken as Windows drive letters.
+fn is_scp_like(url: &str) -> bool {
+    match (url.find(':'), url.find('/')) {
+        (Some(colon), slash) => colon > 1 && slash.is_none_or(|slash| colon < slash),
+        (None, _) => false,
+    }
+}
+
+/// Masks the password of `scheme://user:password@host/…` so it never reaches a
+/// log, an error e-mail or a commit.
+fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => match rest[..at].split_once(':') {
+            Some((user, _password)) => format!("{scheme}://{user}:***{}", &rest[at..]),
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
+}
+
+/// A hint for failures the user can fix outside ferry (network, credentials).
+fn hint_for(error: &git2::Error) -> Option<&'static str> {
+    match (error.code(), error.class()) {
+        (ErrorCode::Auth, _) => Some(
+            "the channel refused the credentials: ssh:// uses the keys in ssh-agent, \
+             https:// uses git's credential helpers",
+        ),
+        (ErrorCode::Certificate, _) | (_, ErrorClass::Ssl) => Some(
+            "the server's TLS certificate or SSH host key was not accepted; check it is \
+             the expected server and that its key is known",
+        ),
+        (_, ErrorClass::Net | ErrorClass::Ssh | ErrorClass::Http | ErrorClass::Os) => Some(
+            "check that this machine can reach the channel (network, proxy, firewall) \
+             and that the URL is right",
+        ),
+        _ => None,
+    }
+}
+
+/// Callbacks shared by every connection: credentials from the URL's user name and
+/// ssh-agent, with a bounded number of tries because libgit2 asks again after
+/// every refused credential and would otherwise loop forever. (A password in an
+/// `https://user:password@…` URL is used by libgit2 before this is asked.)
+fn callbacks<'a>() -> RemoteCallbacks<'a> {
+    let mut callbacks = RemoteCallbacks::new();
+    let mut tries = 0;
+    callbacks.credentials(move |_url, username, allowed| {
+        tries += 1;
+        if tries > 3 {
+            return Err(git2::Error::new(
+                ErrorCode::Auth,
+                ErrorClass::Net,
+                "no credentials were accepted (tried the URL's user and ssh-agent)",
+            ));
+        }
+        let user = username.unwrap_or("git");
+        if allowed.contains(CredentialType::USERNAME) {
+            Cred::username(user)
+        } else if allowed.contains(CredentialType::SSH_KEY) {
+            Cred::ssh_key_from_agent(user)
+        } else if allowed.contains(CredentialType::DEFAULT) {
+            Cred::default()
+        } else {
+            Err(git2::Error::new(
+                ErrorCode::Auth,
+                ErrorClass::Net,
+                "the channel asks for credentials ferry cannot supply \
+                 (put user:password in the https URL, or use ssh-agent)",
+            ))
+        }
+    });
+    callbacks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exchange::FileWrite;
+    use std::net::{TcpListener, TcpStream};
+    use std::process::{Child, Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    const SUPPORT: &str = "support";
+    const ENGINEERING: &str = "engineering";
+
+    /// A hermetic `git` CLI command: no user or system config, fixed identity.
+    fn git_command(dir: &Path) -> Command {
+        let mut command = Command::new("git");
+        command
+            .arg("-C")
+            .arg(dir)
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_AUTHOR_NAME", "Mallory")
+            .env("GIT_AUTHOR_EMAIL", "mallory@example.invalid")
+            .env("GIT_AUTHOR_DATE", "2026-01-01T00:00:00Z")
+            .env("GIT_COMMITTER_NAME", "Mallory")
+            .env("GIT_COMMITTER_EMAIL", "mallory@example.invalid")
+            .env("GIT_COMMITTER_DATE", "2026-01-01T00:00:00Z");
+        command
+    }
+
+    /// Runs the git CLI in `dir` and returns its trimmed stdout.
+    fn git_cli(dir: &Path, args: &[&str]) -> String {
+        let out = git_command(dir).args(args).output().expect("git runs");
+        assert!(
+            out.status.success(),
+            "git {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
+    /// Two sites, each with its exchange repo, and a bare channel made by `git`.
+    struct World {
+        root: tempfile::TempDir,
+        support: Exchange,
+        engineering: Exchange,
+    }
+
+    impl World {
+        fn new() -> World {
+            let root = tempfile::tempdir().unwrap();
+            git_cli(root.path(), &["init", "--bare", "-q", "exchange.git"]);
+            let support =
+                Exchange::open_or_init(&root.path().join("support/exchange.git")).unwrap();
+            let engineering =
+                Exchange::open_or_init(&root.path().join("engineering/exchange.git")).unwrap();
+            World {
+                root,
+                support,
+                engineering,
+            }
+        }
+
+        fn bare(&self) -> PathBuf {
+            self.root.path().join("exchange.git")
+        }
+
+        /// The channel as a site configures it: relative to its own folder.
+        fn channel(&self, site: &str) -> GitRemote {
+            GitRemote::new("../exchange.git", &self.root.path().join(site))
+        }
+    }
+
+    /// Support exports one issue revision to engineering.
+    fn export(exchange: &Exchange, body: &str) -> Oid {
+        exchange
+            .commit(
+                &own_branch(SUPPORT, ENGINEERING),
+                &[FileWrite {
+                    path: "issues/SUP/1.yaml".into(),
+                    content: Some(body.as_bytes().to_vec()),
+                }],
+                &format!("export: {body}"),
+                SUPPORT,
+            )
+            .unwrap()
+            .expect("a new commit")
+    }
+
+    #[test]
+    fn push_then_fetch_carries_history() {
+        let w = World::new();
+        let branch = own_branch(SUPPORT, ENGINEERING);
+        let c1 = export(&w.support, "v1");
+        let c2 = export(&w.support, "v2");
+        let to_channel = w.channel(SUPPORT);
+        assert_eq!(to_channel.describe(), "../exchange.git");
+        assert_eq!(
+            to_channel.push(&w.support, SUPPORT, ENGINEERING).unwrap(),
+            PushOutcome::Pushed(c2)
+        );
+        assert_eq!(git_cli(&w.bare(), &["rev-parse", &branch]), c2.to_string());
+        assert_eq!(
+            to_channel.push(&w.support, SUPPORT, ENGINEERING).unwrap(),
+            PushOutcome::UpToDate
+        );
+
+        let from_channel = w.channel(ENGINEERING);
+        let got = from_channel
+            .fetch(&w.engineering, ENGINEERING, SUPPORT)
+            .unwrap();
+        assert_eq!(
+            got,
+            FetchOutcome {
+                before: None,
+                after: Some(c2)
+            }
+        );
+        assert_eq!(w.engineering.commits_between(None, c2).unwrap(), [c1, c2]);
+        let (_, bytes) = w
+            .engineering
+            .read_file(c2, "issues/SUP/1.yaml")
+            .unwrap()
+            .unwrap();
+        assert_eq!(bytes, b"v2");
+        // Nothing new: before = after.
+        let again = from_channel
+            .fetch(&w.engineering, ENGINEERING, SUPPORT)
+            .unwrap();
+        assert_eq!(
+            again,
+            FetchOutcome {
+                before: Some(c2),
+                after: Some(c2)
+            }
+        );
+
+        // A later export fast-forwards.
+        let c3 = export(&w.support, "v3");
+        to_channel.push(&w.support, SUPPORT, ENGINEERING).unwrap();
+        let next = from_channel
+            .fetch(&w.engineering, ENGINEERING, SUPPORT)
+            .unwrap();
+        assert_eq!(
+            next,
+            FetchOutcome {
+                before: Some(c2),
+                after: Some(c3)
+            }
+        );
+        assert_eq!(w.engineering.resolve(&branch).unwrap(), Some(c3));
+    }
+
+    #[test]
+    fn nothing_to_send_or_receive_yet() {
+        let w = World::new();
+        let channel = w.channel(SUPPORT);
+        assert_eq!(
+            channel.push(&w.support, SUPPORT, ENGINEERING).unwrap(),
+            PushOutcome::UpToDate
+        );
+        assert_eq!(
+            channel.fetch(&w.support, SUPPORT, ENGINEERING).unwrap(),
+            FetchOutcome {
+                before: None,
+                after: None
+            }
+        );
+    }
+
+    #[test]
+    fn missing_local_channel_says_how_to_create_it() {
+        let w = World::new();
+        let channel = GitRemote::new("nowhere.git", w.root.path());
+        let err = channel.fetch(&w.support, SUPPORT, ENGINEERING).unwrap_err();
+        let expected = w.root.path().join("nowhere.git");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "exchange repository {} not found; create it with `git init --bare {}`",
+                expected.display(),
+                expected.display()
+            )
+        );
+        assert!(matches!(
+            channel.push(&w.support, SUPPORT, ENGINEERING),
+            Err(TransportError::NotFound { .. })
+        ));
+    }
+
+    #[test]
+    fn file_url_works_too() {
+        let w = World::new();
+        let url = format!("file://{}", w.bare().display());
+        let channel = GitRemote::new(&url, Path::new("/unused"));
+        let c1 = export(&w.support, "v1");
+        assert_eq!(
+            channel.push(&w.support, SUPPORT, ENGINEERING).unwrap(),
+            PushOutcome::Pushed(c1)
+        );
+        let got = channel.fetch(&w.engineering, ENGINEERING, SUPPORT).unwrap();
+        assert_eq!(got.after, Some(c1));
+    }
+
+    #[test]
+    fn rewritten_peer_history_is_refused() {
+        let w = World::new();
+        let branch = own_branch(SUPPORT, ENGINEERING);
+        let c1 = export(&w.support, "v1");
+        w.channel(SUPPORT)
+            .push(&w.support, SUPPORT, ENGINEERING)
+            .unwrap();
+        let from_channel = w.channel(ENGINEERING);
+        from_channel
+            .fetch(&w.engineering, ENGINEERING, SUPPORT)
+            .unwrap();
+
+        // Someone rewrites the branch: a parentless commit with other content,
+        // force-pushed with the real git CLI.
+        let support_repo = w.support.repo().path().to_path_buf();
+        let blob = {
+            let mut child = git_command(&support_repo)
+                .args(["hash-object", "-w", "--stdin"])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(b"forged").unwrap();
+            let out = child.wait_with_output().unwrap();
+            String::from_utf8(out.stdout).unwrap().trim().to_string()
+        };
+        let tree = {
+            let mut child = git_command(&support_repo)
+                .args(["mktree"])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(format!("100644 blob {blob}\tforged.yaml\n").as_bytes())
+                .unwrap();
+            let out = child.wait_with_output().unwrap();
+            String::from_utf8(out.stdout).unwrap().trim().to_string()
+        };
+        let forged = git_cli(&support_repo, &["commit-tree", &tree, "-m", "rewritten"]);
+        git_cli(
+            &support_repo,
+            &[
+                "push",
+                "-q",
+                "--force",
+                &w.bare().display().to_string(),
+                &format!("{forged}:{branch}"),
+            ],
+        );
+
+        let err = from_channel
+            .fetch(&w.engineering, ENGINEERING, SUPPORT)
+            .unwrap_err();
+        let message = err.to_string();
+        assert!(matches!(err, TransportError::Rewritten { .. }), "{message}");
+        assert!(message.contains(SUPPORT), "{message}");
+        assert!(
+            message.contains(&forged) && message.contains(&c1.to_string()),
+            "{message}"
+        );
+        assert_eq!(w.engineering.resolve(&branch).unwrap(), Some(c1));
+    }
+
+    #[test]
+    fn moved_remote_is_merged_with_our_snapshot_winning() {
+        let w = World::new();
+        let branch = own_branch(SUPPORT, ENGINEERING);
+        let c1 = export(&w.support, "v1");
+        let channel = w.channel(SUPPORT);
+        channel.push(&w.support, SUPPORT, ENGINEERING).unwrap();
+
+        // The channel moves behind our back (e.g. another machine pushed): a commit
+        // on top of c1 that this site does not have, made in the bare repo by git.
+        let bare = w.bare();
+        let tree = git_cli(&bare, &["rev-parse", &format!("{c1}^{{tree}}")]);
+        let theirs = git_cli(
+            &bare,
+            &[
+                "commit-tree",
+                &tree,
+                "-p",
+                &c1.to_string(),
+                "-m",
+                "elsewhere",
+            ],
+        );
+        git_cli(&bare, &["update-ref", &branch, &theirs]);
+
+        let c2 = export(&w.support, "v2");
+        let PushOutcome::Pushed(merge) = channel.push(&w.support, SUPPORT, ENGINEERING).unwrap()
+        else {
+            panic!("expected a push");
+        };
+        assert_ne!(merge, c2);
+        assert_eq!(w.support.resolve(&branch).unwrap(), Some(merge));
+
+        let parents = git_cli(&bare, &["log", "-1", "--format=%P", &branch]);
+        assert_eq!(parents, format!("{c2} {theirs}"));
+        let history = git_cli(&bare, &["log", "--format=%H", &branch]);
+        assert!(
+            history.contains(&c2.to_string()) && history.contains(&theirs),
+            "{history}"
+        );
+        assert_eq!(
+            git_cli(&bare, &["rev-parse", &format!("{branch}^{{tree}}")]),
+            git_cli(&bare, &["rev-parse", &format!("{c2}^{{tree}}")])
+        );
+        let subject = git_cli(&bare, &["log", "-1", "--format=%s", &branch]);
+        assert!(subject.contains("this site's snapshot wins"), "{subject}");
+        git_cli(&bare, &["fsck", "--strict", "--no-dangling"]);
+    }
+
+    /// A `git daemon` serving a folder, killed when dropped.
+    struct Daemon {
+        child: Child,
+        port: u16,
+    }
+
+    impl Daemon {
+        fn start(base: &Path) -> Daemon {
+            let port = TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let child = git_command(base)
+                .args([
+                    "daemon",
+                    "--reuseaddr",
+                    &format!("--base-path={}", base.display()),
+                    "--export-all",
+                    "--enable=receive-pack",
+                    "--informative-errors",
+                    "--listen=127.0.0.1",
+                    &format!("--port={port}"),
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("git daemon starts");
+            let daemon = Daemon { child, port };
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while TcpStream::connect(("127.0.0.1", port)).is_err() {
+                assert!(
+                    Instant::now() < deadline,
+                    "git daemon did not listen on {port}"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            daemon
+        }
+    }
+
+    impl Drop for Daemon {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    #[test]
+    fn through_a_real_git_server() {
+        let w = World::new();
+        let daemon = Daemon::start(w.root.path());
+        let url = format!("git://127.0.0.1:{}/exchange.git", daemon.port);
+        let channel = GitRemote::new(&url, Path::new("/unused"));
+        assert_eq!(channel.describe(), url);
+
+        let c1 = export(&w.support, "v1");
+        assert_eq!(
+            channel.push(&w.support, SUPPORT, ENGINEERING).unwrap(),
+            PushOutcome::Pushed(c1)
+        );
+        assert_eq!(
+            channel.push(&w.support, SUPPORT, ENGINEERING).unwrap(),
+            PushOutcome::UpToDate
+        );
+        let got = channel.fetch(&w.engineering, ENGINEERING, SUPPORT).unwrap();
+        assert_eq!(
+            got,
+            FetchOutcome {
+                before: None,
+                after: Some(c1)
+            }
+        );
+
+        // A server-side refusal arrives through push_update_reference, not as an
+        // Err from push(): it must still be reported, after bounded retries.
+        let hook = w.bare().join("hooks/pre-receive");
+        std::fs::write(&hook, "#!/bin/sh\necho 'frozen by policy' >&2\nexit 1\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+        export(&w.support, "v2");
+        let err = channel.push(&w.support, SUPPORT, ENGINEERING).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                TransportError::Rejected {
+                    attempts: MAX_PUSH_ATTEMPTS,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(
+            git_cli(&w.bare(), &["rev-parse", &own_branch(SUPPORT, ENGINEERING)]),
+            c1.to_string()
+        );
+    }
+
+    #[test]
+    fn unreachable_server_names_the_channel_and_hints() {
+        let w = World::new();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = format!("git://127.0.0.1:{port}/exchange.git");
+        let err = GitRemote::new(&url, Path::new("/unused"))
+            .fetch(&w.engineering, ENGINEERING, SUPPORT)
+            .unwrap_err();
+        let message = err.to_string();
+        assert!(message.starts_with(&url), "{message}");
+        assert!(
+            message.contains("fetching refs/heads/support/engineering"),
+            "{message}"
+        );
+        assert!(message.contains("hint:"), "{message}");
+    }
+
+    #[test]
+    fn url_classification_and_redaction() {
+        let site = Path::new("/sites/support");
+        let local = GitRemote::new("../exchange.git", site);
+        assert_eq!(local.target, "/sites/support/../exchange.git");
+        assert_eq!(
+            local.local_dir,
+            Some(PathBuf::from("/sites/support/../exchange.git"))
+        );
+        assert_eq!(GitRemote::new("/srv/x.git", site).target, "/srv/x.git");
+        for remote in [
+            "ssh://git@host/x.git",
+            "git@host:x.git",
+            "https://host/x.git",
+        ] {
+            let channel = GitRemote::new(remote, site);
+            assert_eq!(channel.target, remote);
+            assert_eq!(channel.local_dir, None);
+        }
+        assert_eq!(
+            redact("https://ann:s3cret@host/x.git"),
+            "https://ann:***@host/x.git"
+        );
+        assert_eq!(redact("ssh://git@host/x.git"), "ssh://git@host/x.git");
+        assert_eq!(Optional::of("ssh://git@host/x.git"), Some(Optional::Ssh));
+        assert_eq!(Optional::of("git@host:x.git"), Some(Optional::Ssh));
+        assert_eq!(Optional::of("HTTPS://host/x.git"), Some(Optional::Https));
+        assert_eq!(Optional::of("git://host/x.git"), None);
+        assert_eq!(Optional::of("../exchange.git"), None);
+    }
+
+    #[test]
+    fn missing_protocol_support_is_explained() {
+        let w = World::new();
+        for (url, needed) in [
+            ("ssh://git@127.0.0.1:1/x.git", Optional::Ssh),
+            ("https://127.0.0.1:1/x.git", Optional::Https),
+        ] {
+            if needed.available() {
+                continue;
+            }
+            let err = GitRemote::new(url, Path::new("/unused"))
+                .fetch(&w.support, SUPPORT, ENGINEERING)
+                .unwrap_err();
+            let message = err.to_string();
+            assert!(message.starts_with(url), "{message}");
+            assert!(message.contains("built without"), "{message}");
+        }
     }
 }
