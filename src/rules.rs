@@ -66,7 +66,8 @@
 //!   comment copying the replica comment `c`.
 //! - `attributed(c, site)`: the same with the body prefixed by
 //!   `[<author>@<site>] `, so readers see who wrote it where
-//!   (`[ann@support] Customer sent logs.`).
+//!   (`[ann@support] Customer sent logs.`); a comment relayed from a third site
+//!   names the site in its origin marker instead of `site`.
 //!
 //! A script can stop with its own message through `throw "..."`: the message
 //! becomes the error.
@@ -792,7 +793,13 @@ fn sandboxed_engine(path: &Path, tables: Arc<Map>) -> Engine {
         "attributed",
         |c: Map, site: &str| -> Result<Map, Box<EvalAltResult>> {
             let (author, body, source) = comment_parts("attributed", &c)?;
-            let body = format!("[{author}@{site}] {body}");
+            // A comment relayed through several sites names where it was written.
+            let written_at = c
+                .get("origin")
+                .and_then(|o| o.read_lock::<Map>().and_then(|o| o.get("site").cloned()))
+                .and_then(|s| s.into_string().ok())
+                .unwrap_or_else(|| site.to_string());
+            let body = format!("[{author}@{written_at}] {body}");
             Ok(new_comment(author, body.into(), source))
         },
     );
@@ -1151,13 +1158,13 @@ mod tests {
             [
                 TargetComment {
                     author: "zoe".into(),
-                    body: "[zoe@engineering] Reproduced on firmware 2.1.".into(),
+                    body: "Reproduced on firmware 2.1.".into(),
                     internal: false,
                     source: "901".into(),
                 },
                 TargetComment {
                     author: "raj".into(),
-                    body: "[raj@engineering] Fix is in review.".into(),
+                    body: "Fix is in review.".into(),
                     internal: false,
                     source: "902".into(),
                 },

@@ -297,10 +297,10 @@ fn find_local(
     if origin.site == me {
         return Ok(site.tracker.get(&origin.id)?);
     }
-    if let Some(id) = site.ledger.local_for(peer, &replica.id).map_err(fatal)? {
-        if let Some(issue) = site.tracker.get(&id)? {
-            return Ok(Some(issue));
-        }
+    if let Some(id) = site.ledger.local_for(peer, &replica.id).map_err(fatal)?
+        && let Some(issue) = site.tracker.get(&id)?
+    {
+        return Ok(Some(issue));
     }
     Ok(site.tracker.find_by_origin(origin)?)
 }
