@@ -2,6 +2,8 @@
 //! helpers to build sites and read what they did.
 
 mod bad_input;
+mod git_server;
+mod samples;
 mod story;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,157 @@
+//! The channel is any git URL: here a real `git daemon` on loopback, the way two
+//! sites reach an intermediate server. And deletion travels as a tombstone.
+
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::World;
+
+/// `git daemon` serving the world's root on a free loopback port; killed on drop.
+struct Daemon {
+    child: Child,
+    port: u16,
+}
+
+impl Daemon {
+    fn start(w: &World) -> Daemon {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("git")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .args([
+                "daemon",
+                "--reuseaddr",
+                "--export-all",
+                "--enable=receive-pack",
+                "--listen=127.0.0.1",
+            ])
+            .arg(format!("--base-path={}", w.root.path().display()))
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("git daemon starts");
+        let daemon = Daemon { child, port };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "git daemon did not listen on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        daemon
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn two_sites_sync_through_a_git_daemon() {
+    let w = World::new();
+    let daemon = Daemon::start(&w);
+    let url = format!("git://127.0.0.1:{}/exchange.git", daemon.port);
+    for (site, peer, projects, query) in [
+        ("support", "engineering", "SUP=ENG", "labels = escalate"),
+        (
+            "engineering",
+            "support",
+            "ENG=SUP",
+            "labels = customer-facing",
+        ),
+    ] {
+        std::fs::create_dir_all(w.path(site)).unwrap();
+        w.ok(site, &["init", "--site", site]);
+        w.ok(
+            site,
+            &[
+                "connection",
+                "add",
+                peer,
+                "--channel",
+                &url,
+                "--project",
+                projects,
+                "--query",
+                query,
+            ],
+        );
+    }
+    w.new_issue(
+        "support",
+        &[
+            "--project",
+            "SUP",
+            "--summary",
+            "Over the wire",
+            "--label",
+            "escalate",
+        ],
+    );
+    w.ok("support", &["sync"]);
+    w.ok("engineering", &["sync"]);
+    w.ok(
+        "engineering",
+        &["tracker", "comment", "ENG-1", "Seen on the server side."],
+    );
+    w.ok("engineering", &["sync"]);
+    w.ok("support", &["sync"]);
+    let sup = w.show("support", "SUP-1");
+    assert_eq!(sup["comments"][0]["body"], "Seen on the server side.");
+    assert_eq!(w.commits("support/engineering"), 2);
+    assert_eq!(w.commits("engineering/support"), 2);
+}
+
+#[test]
+fn a_deleted_issue_travels_as_a_tombstone_and_the_incoming_rule_decides() {
+    let w = World::new();
+    w.site(
+        "support",
+        &[("engineering", "SUP=ENG", "labels = escalate")],
+    );
+    w.site(
+        "engineering",
+        &[("support", "ENG=SUP", "labels = customer-facing")],
+    );
+    w.new_issue(
+        "support",
+        &[
+            "--project",
+            "SUP",
+            "--summary",
+            "Short-lived",
+            "--label",
+            "escalate",
+        ],
+    );
+    w.ok("support", &["sync"]);
+    w.ok("engineering", &["sync"]);
+    w.ok("support", &["tracker", "delete", "SUP-1"]);
+    w.ok("support", &["sync"]);
+    let replica = super::git(
+        &w.path("exchange.git"),
+        &["show", "support/engineering:issues/SUP/1.yaml"],
+    );
+    assert!(replica.contains("deleted: true"), "{replica}");
+    w.ok("engineering", &["sync"]);
+    // The default incoming rule keeps engineering's issue and marks it.
+    let eng = w.show("engineering", "ENG-1");
+    assert!(eng.get("deleted").is_none(), "{eng}");
+    let labels: Vec<&str> = eng["labels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap())
+        .collect();
+    assert!(labels.contains(&"peer-deleted"), "{labels:?}");
+}
