@@ -90,6 +90,9 @@ pub fn run() -> ExitCode {
     let mut ctx = Ctx { dir, out: &mut out };
     let status = match dispatch(cli.command, &mut ctx) {
         Ok(status) => status,
+        // A reader that went away (`ferry list | head`) is not a failure of the run,
+        // whose work is done and recorded by then; stop quietly like ripgrep does.
+        Err(err) if is_broken_pipe(&err) => ExitStatus::Success,
         Err(err) => {
             let _ = ctx.out.flush();
             eprintln!("error: {err:#}");
@@ -129,6 +132,14 @@ fn classify(err: &anyhow::Error) -> ExitStatus {
         }
     }
     ExitStatus::Failed
+}
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 fn init_tracing() {

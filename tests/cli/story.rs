@@ -277,3 +277,23 @@ fn three_sites_relay_without_duplicates() {
     assert_eq!(w.list("engineering").len(), 1);
     assert_eq!(w.list("support").len(), 1);
 }
+
+#[test]
+fn the_demo_tells_the_whole_story() {
+    let w = World::new();
+    let out = w.ok(".", &["demo", "--keep", "demo"]);
+    for line in [
+        "SUP-1 → ENG-1 created, 1 comment",
+        "+status: In Progress",
+        "status: Escalated",
+        "kevin (via engineering)",
+        "export support: no change, no commit",
+        "objects containing an internal comment's text: 0",
+    ] {
+        assert!(out.contains(line), "missing {line:?} in:\n{out}");
+    }
+    // What the demo left behind is a working pair of sites.
+    let support = w.list("demo/support");
+    assert_eq!(support.len(), 2);
+    assert_eq!(w.list("demo/engineering").len(), 1);
+}
