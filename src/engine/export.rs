@@ -118,12 +118,14 @@ pub fn export(site: &mut Site, connection: &Connection) -> anyhow::Result<Export
     if !report.written.is_empty() || !report.removed.is_empty() {
         writes.push(site_file(site, &me, peer)?);
         let message = format!(
-            "{me} → {peer}: {} issue{} written, {} removed\n\n{} issues, {} comments in this run\n",
+            "{me} → {peer}: {} issue{} written, {} removed\n\nShared in this run: {} issue{}, {} comment{}\n",
             report.written.len(),
             plural(report.written.len()),
             report.removed.len(),
             issue_count,
+            plural(issue_count),
             comment_count,
+            plural(comment_count),
         );
         report.commit = site.exchange.commit(&branch, &writes, &message, &me)?;
     }
