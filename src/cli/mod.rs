@@ -6,6 +6,7 @@
 
 mod connection;
 mod demo;
+mod errors;
 mod init;
 mod report;
 mod steps;
@@ -58,6 +59,7 @@ enum Command {
     Import(steps::ImportArgs),
     Push(steps::PushArgs),
     Pull(steps::PullArgs),
+    Errors(errors::ErrorsArgs),
     Demo(demo::DemoArgs),
 }
 
@@ -113,6 +115,7 @@ fn dispatch(command: Command, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
         Command::Import(args) => steps::import(args, ctx),
         Command::Push(args) => steps::push(args, ctx),
         Command::Pull(args) => steps::pull(args, ctx),
+        Command::Errors(args) => errors::run(args, ctx),
         Command::Demo(args) => demo::run(args, ctx),
     }
 }

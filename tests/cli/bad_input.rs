@@ -140,6 +140,8 @@ fn malformed_replicas_are_refused_by_name_and_the_others_import() {
     let issues = w.list("support");
     assert_eq!(issues.len(), 1, "{issues:?}");
     assert_eq!(issues[0]["summary"], "Good one");
+    let errors = w.ok("support", &["errors"]);
+    assert!(errors.contains("issues/ENG/8.yaml"), "{errors}");
 
     // The peer fixes one; it imports on the next run, the others stay refused.
     peer_commit(
@@ -157,6 +159,15 @@ fn malformed_replicas_are_refused_by_name_and_the_others_import() {
         .map(|i| i["summary"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(summaries, vec!["Good one", "Fixed"]);
+    // Fixed replicas leave the error list; the others stay, counted, not repeated.
+    let errors: Vec<serde_json::Value> =
+        serde_json::from_str(&w.ok("support", &["errors", "--json"])).unwrap();
+    let subjects: Vec<&str> = errors
+        .iter()
+        .map(|e| e["subject"].as_str().unwrap())
+        .collect();
+    assert!(!subjects.contains(&"issues/ENG/8.yaml"), "{subjects:?}");
+    assert!(subjects.contains(&"issues/ENG/9.yaml"), "{subjects:?}");
 }
 
 #[test]
