@@ -455,17 +455,6 @@ impl Exchange {
         Ok(size)
     }
 
-    /// The first line of a commit's message, for narration and logs.
-    pub fn commit_summary(&self, oid: Oid) -> Result<String, ExchangeError> {
-        let commit = git(self.repo.find_commit(oid), || {
-            format!("reading commit {}", short(oid))
-        })?;
-        Ok(commit
-            .summary_bytes()
-            .map(|s| String::from_utf8_lossy(s).into_owned())
-            .unwrap_or_default())
-    }
-
     /// Paths that differ between two commits (`from = None`: everything in `to`),
     /// sorted by path, at blob level.
     ///
@@ -784,7 +773,6 @@ mod tests {
             ex.blob_size(c),
             Err(ExchangeError::NotABlob { .. })
         ));
-        assert_eq!(ex.commit_summary(c).unwrap(), "export: 2 issues");
 
         git_cli(ex.repo().path(), &["fsck", "--strict", "--no-dangling"]);
         let authors = git_cli(ex.repo().path(), &["log", "--format=%an <%ae>", BRANCH]);
