@@ -73,46 +73,29 @@ pub fn import(site: &mut Site, connection: &Connection) -> anyhow::Result<Import
     let applied = site.exchange.resolve(&applied_ref(&peer))?;
     report.previous = applied;
     report.applied = Some(head);
-    let pending = site.ledger.pending(&peer)?;
-    if applied == Some(head) && pending.is_empty() {
+    if applied == Some(head) && site.ledger.pending(&peer)?.is_empty() {
         return Ok(report);
     }
     let rules = load_rule(site, &connection.settings.incoming)?;
     let short = short_id(head);
 
-    let mut paths = std::collections::BTreeSet::new();
-    for change in site.exchange.diff_paths(applied, head)? {
-        if change.path == "site.yaml" {
-            continue;
-        }
-        if !change.path.starts_with("issues/") {
-            let message = format!(
-                "commit {short} of {peer}'s branch holds {:?}, outside issues/; ignored",
-                change.path
-            );
-            report
-                .errors
-                .push(issue_error(site, connection, &change.path, message)?);
-            continue;
-        }
-        // A removed replica means the peer stopped sharing the issue; only a
-        // tombstone (`deleted: true`) means it was deleted.
-        if change.new.is_some() {
-            paths.insert(change.path);
-        }
+    let range = pending_range(site, &peer, applied, head)?;
+    for path in &range.outside {
+        let message = format!(
+            "commit {short} of {peer}'s branch holds {path:?}, outside issues/; ignored"
+        );
+        report
+            .errors
+            .push(issue_error(site, connection, path, message)?);
     }
-    paths.extend(pending);
 
-    for path in paths {
-        let Some(blob) = site.exchange.files(head, &path)?.get(&path).copied() else {
+    for (path, blob) in range.replicas {
+        let Some(blob) = blob else {
             // Was pending, and the peer has stopped sharing it since.
             site.ledger.mark_applied(&peer, &path, "")?;
             continue;
         };
         let blob_id = blob.to_string();
-        if site.ledger.applied_blob(&peer, &path)?.as_deref() == Some(blob_id.as_str()) {
-            continue;
-        }
         match import_one(site, connection, &rules, &path, blob) {
             Ok(done) => {
                 site.ledger.mark_applied(&peer, &path, &blob_id)?;
@@ -137,8 +120,53 @@ pub fn import(site: &mut Site, connection: &Connection) -> anyhow::Result<Import
     Ok(report)
 }
 
+/// What a peer's new commits ask of this site.
+pub(super) struct PendingRange {
+    /// Replica paths to apply, with their blob at the head (`None`: a retry whose
+    /// replica the peer has removed since); already-applied blobs are left out.
+    pub replicas: Vec<(String, Option<Oid>)>,
+    /// Paths outside `issues/` and `site.yaml`, which no replica may use.
+    pub outside: Vec<String>,
+}
+
+/// The replicas between the applied commit and the peer's head, plus the retries.
+pub(super) fn pending_range(
+    site: &Site,
+    peer: &str,
+    applied: Option<Oid>,
+    head: Oid,
+) -> anyhow::Result<PendingRange> {
+    let mut paths = std::collections::BTreeSet::new();
+    let mut outside = Vec::new();
+    for change in site.exchange.diff_paths(applied, head)? {
+        if change.path == "site.yaml" {
+            continue;
+        }
+        if !change.path.starts_with("issues/") {
+            outside.push(change.path);
+            continue;
+        }
+        // A removed replica means the peer stopped sharing the issue; only a
+        // tombstone (`deleted: true`) means it was deleted.
+        if change.new.is_some() {
+            paths.insert(change.path);
+        }
+    }
+    paths.extend(site.ledger.pending(peer)?);
+    let mut replicas = Vec::new();
+    for path in paths {
+        let blob = site.exchange.files(head, &path)?.get(&path).copied();
+        let applied_blob = site.ledger.applied_blob(peer, &path)?;
+        if blob.is_some() && applied_blob == blob.map(|b| b.to_string()) {
+            continue;
+        }
+        replicas.push((path, blob));
+    }
+    Ok(PendingRange { replicas, outside })
+}
+
 /// Why one replica did not import: its own problem, or one that stops the run.
-enum ImportFailure {
+pub(super) enum ImportFailure {
     Issue(String),
     Fatal(anyhow::Error),
 }
@@ -148,6 +176,15 @@ impl From<TrackerError> for ImportFailure {
         match e {
             TrackerError::Unavailable(_) => ImportFailure::Fatal(e.into()),
             other => ImportFailure::Issue(other.to_string()),
+        }
+    }
+}
+
+impl From<ImportFailure> for anyhow::Error {
+    fn from(failure: ImportFailure) -> Self {
+        match failure {
+            ImportFailure::Issue(message) => anyhow::anyhow!(message),
+            ImportFailure::Fatal(e) => e,
         }
     }
 }
@@ -287,7 +324,7 @@ fn import_one(
 
 /// The local issue a replica is about: our own issue coming back, one we already
 /// linked, or one a previous (perhaps interrupted) run created with this origin.
-fn find_local(
+pub(super) fn find_local(
     site: &Site,
     peer: &str,
     me: &str,
@@ -305,7 +342,7 @@ fn find_local(
     Ok(site.tracker.find_by_origin(origin)?)
 }
 
-fn previous_replica(site: &Site, peer: &str, path: &str) -> anyhow::Result<Option<Replica>> {
+pub(super) fn previous_replica(site: &Site, peer: &str, path: &str) -> anyhow::Result<Option<Replica>> {
     let Some(blob) = site.ledger.applied_blob(peer, path)? else {
         return Ok(None);
     };
@@ -327,7 +364,7 @@ fn comment_origin(replica: &Replica, comment: &Comment) -> Origin {
 
 /// The replica's comments this site does not have: never an echo of a comment that
 /// originated here, never one already copied (by this peer or through another).
-fn new_comments(me: &str, replica: &Replica, local: Option<&Issue>) -> Vec<Comment> {
+pub(super) fn new_comments(me: &str, replica: &Replica, local: Option<&Issue>) -> Vec<Comment> {
     replica
         .comments
         .iter()
@@ -345,7 +382,7 @@ fn new_comments(me: &str, replica: &Replica, local: Option<&Issue>) -> Vec<Comme
 }
 
 /// Names of the replica fields that differ from the previously applied replica.
-fn changed_fields(previous: Option<&Replica>, replica: &Replica) -> Vec<String> {
+pub(super) fn changed_fields(previous: Option<&Replica>, replica: &Replica) -> Vec<String> {
     let (Ok(serde_json::Value::Object(new)), prev) = (
         serde_json::to_value(replica),
         previous.map(serde_json::to_value),
@@ -366,7 +403,7 @@ fn changed_fields(previous: Option<&Replica>, replica: &Replica) -> Vec<String> 
 }
 
 /// The changes that turn `local` into what the rule wants; everything for a create.
-fn patch_for(target: &TargetIssue, local: Option<&Issue>) -> IssuePatch {
+pub(super) fn patch_for(target: &TargetIssue, local: Option<&Issue>) -> IssuePatch {
     fn differs<T: PartialEq + Clone>(want: &T, have: Option<&T>) -> Option<T> {
         (have != Some(want)).then(|| want.clone())
     }
