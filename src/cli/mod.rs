@@ -9,6 +9,7 @@ mod demo;
 mod errors;
 mod init;
 mod report;
+mod review;
 mod steps;
 mod tracker;
 
@@ -59,6 +60,7 @@ enum Command {
     Import(steps::ImportArgs),
     Push(steps::PushArgs),
     Pull(steps::PullArgs),
+    Review(review::ReviewArgs),
     Errors(errors::ErrorsArgs),
     Demo(demo::DemoArgs),
 }
@@ -115,6 +117,7 @@ fn dispatch(command: Command, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
         Command::Import(args) => steps::import(args, ctx),
         Command::Push(args) => steps::push(args, ctx),
         Command::Pull(args) => steps::pull(args, ctx),
+        Command::Review(args) => review::run(args, ctx),
         Command::Errors(args) => errors::run(args, ctx),
         Command::Demo(args) => demo::run(args, ctx),
     }

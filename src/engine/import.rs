@@ -81,9 +81,8 @@ pub fn import(site: &mut Site, connection: &Connection) -> anyhow::Result<Import
 
     let range = pending_range(site, &peer, applied, head)?;
     for path in &range.outside {
-        let message = format!(
-            "commit {short} of {peer}'s branch holds {path:?}, outside issues/; ignored"
-        );
+        let message =
+            format!("commit {short} of {peer}'s branch holds {path:?}, outside issues/; ignored");
         report
             .errors
             .push(issue_error(site, connection, path, message)?);
@@ -342,7 +341,11 @@ pub(super) fn find_local(
     Ok(site.tracker.find_by_origin(origin)?)
 }
 
-pub(super) fn previous_replica(site: &Site, peer: &str, path: &str) -> anyhow::Result<Option<Replica>> {
+pub(super) fn previous_replica(
+    site: &Site,
+    peer: &str,
+    path: &str,
+) -> anyhow::Result<Option<Replica>> {
     let Some(blob) = site.ledger.applied_blob(peer, path)? else {
         return Ok(None);
     };

@@ -8,10 +8,12 @@
 
 mod export;
 mod import;
+mod review;
 mod sync;
 
 pub use export::{ExportReport, export};
 pub use import::{ImportAction, ImportReport, ImportedIssue, import};
+pub use review::{FieldChange, PendingIssue, Review, Verdict, review};
 pub use sync::{ConnectionReport, SyncOptions, SyncReport, pull, push, selected, sync};
 
 use std::path::Path;

@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod git_server;
+mod review;
 mod samples;
 mod story;
 
@@ -14,6 +15,8 @@ use assert_cmd::cargo::CommandCargoExt;
 /// A temporary world: an exchange repo and any number of sites beside it.
 pub struct World {
     pub root: tempfile::TempDir,
+    /// When set, every run sees this fixed clock (`FERRY_NOW`), for snapshots.
+    pub now: Option<&'static str>,
 }
 
 /// What a command printed and how it ended.
@@ -27,6 +30,7 @@ impl World {
     pub fn new() -> World {
         let world = World {
             root: tempfile::tempdir().unwrap(),
+            now: None,
         };
         git(world.root.path(), &["init", "-q", "--bare", "exchange.git"]);
         world
@@ -46,6 +50,10 @@ impl World {
             .env("FERRY_USER", "tester")
             .env_remove("FERRY_DIR")
             .env_remove("FERRY_LOG");
+        match self.now {
+            Some(now) => cmd.env("FERRY_NOW", now),
+            None => cmd.env_remove("FERRY_NOW"),
+        };
         let out = cmd.output().unwrap();
         Run {
             code: out.status.code().unwrap_or(-1),

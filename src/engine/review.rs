@@ -1,0 +1,288 @@
+//! Review: what the peer's fetched, not yet applied commits would do here.
+//!
+//! A dry run of the import: the same pending range, the same lookups, the same
+//! incoming rule, and nothing written (no tracker change, no ledger change, no
+//! ref moved). Reviewers read it before anything enters their tracker.
+
+use git2::Oid;
+use serde::Serialize;
+
+use super::import::{
+    changed_fields, find_local, new_comments, patch_for, pending_range, previous_replica,
+};
+use super::load_rule;
+use crate::config::Connection;
+use crate::exchange::{applied_ref, peer_branch};
+use crate::model::{Comment, FieldValue};
+use crate::replica::Replica;
+use crate::rules::IncomingInput;
+use crate::site::Site;
+
+/// One field that differs between the previously applied replica and the new one.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FieldChange {
+    /// Replica field name (`status`, `labels`, `fields.Customer`...).
+    pub field: String,
+    /// Value in the previously applied replica (absent for a new issue).
+    pub old: Option<FieldValue>,
+    /// Value in the new replica (absent when removed).
+    pub new: Option<FieldValue>,
+}
+
+/// What the incoming rule would do with one replica.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "action", rename_all = "lowercase")]
+pub enum Verdict {
+    /// Create a local issue in this project.
+    Create {
+        /// Local project.
+        project: String,
+    },
+    /// Change these local fields (local names; old → new in `changes`).
+    Update {
+        /// Local field changes.
+        changes: Vec<FieldChange>,
+        /// Comments that would be added.
+        comments: usize,
+        /// The local issue would be deleted.
+        delete: bool,
+    },
+    /// Nothing would change locally.
+    Nothing,
+    /// The rule skips this replica.
+    Skip,
+    /// The replica or the rule fails; the import would report this error.
+    Error {
+        /// The error.
+        message: String,
+    },
+}
+
+/// One pending replica.
+#[derive(Debug, Clone, Serialize)]
+pub struct PendingIssue {
+    /// Replica path.
+    pub path: String,
+    /// The peer's key (when the replica parses).
+    pub remote_key: Option<String>,
+    /// The local issue it maps to, if any.
+    pub local_key: Option<String>,
+    /// The peer deleted the issue.
+    pub deleted: bool,
+    /// The replica as received, for a new issue (shown in full).
+    pub new_issue: Option<Replica>,
+    /// Replica fields that changed since the last applied version.
+    pub changes: Vec<FieldChange>,
+    /// Description before and after, when it changed (for a word diff).
+    pub description: Option<(String, String)>,
+    /// Comments this site does not have yet.
+    pub added_comments: Vec<Comment>,
+    /// What the incoming rule would do.
+    pub verdict: Verdict,
+}
+
+/// The pending changes of one connection.
+#[derive(Debug, Clone, Serialize)]
+pub struct Review {
+    /// The peer.
+    pub peer: String,
+    /// Last applied commit of the peer's branch.
+    pub applied: Option<String>,
+    /// Fetched head of the peer's branch.
+    pub head: Option<String>,
+    /// Commits between them (oldest first).
+    pub commits: Vec<String>,
+    /// Pending replicas.
+    pub issues: Vec<PendingIssue>,
+    /// Paths the peer wrote outside `issues/` (refused on import).
+    pub refused_paths: Vec<String>,
+}
+
+/// Computes what importing the connection's fetched commits would do.
+pub fn review(site: &Site, connection: &Connection) -> anyhow::Result<Review> {
+    let me = site.name();
+    let peer = connection.peer.as_str();
+    let head = site.exchange.resolve(&peer_branch(me, peer))?;
+    let applied = site.exchange.resolve(&applied_ref(peer))?;
+    let mut review = Review {
+        peer: peer.to_string(),
+        applied: applied.map(|o| o.to_string()),
+        head: head.map(|o| o.to_string()),
+        commits: Vec::new(),
+        issues: Vec::new(),
+        refused_paths: Vec::new(),
+    };
+    let Some(head) = head else {
+        return Ok(review);
+    };
+    review.commits = site
+        .exchange
+        .commits_between(applied, head)?
+        .iter()
+        .map(Oid::to_string)
+        .collect();
+    let range = pending_range(site, peer, applied, head)?;
+    review.refused_paths = range.outside;
+    let rules = load_rule(site, &connection.settings.incoming)?;
+    for (path, blob) in range.replicas {
+        let Some(blob) = blob else { continue };
+        review
+            .issues
+            .push(review_one(site, connection, &rules, &path, blob)?);
+    }
+    Ok(review)
+}
+
+fn review_one(
+    site: &Site,
+    connection: &Connection,
+    rules: &crate::rules::RuleScript,
+    path: &str,
+    blob: Oid,
+) -> anyhow::Result<PendingIssue> {
+    let me = site.name();
+    let peer = connection.peer.as_str();
+    let mut pending = PendingIssue {
+        path: path.to_string(),
+        remote_key: None,
+        local_key: None,
+        deleted: false,
+        new_issue: None,
+        changes: Vec::new(),
+        description: None,
+        added_comments: Vec::new(),
+        verdict: Verdict::Nothing,
+    };
+    let bytes = site.exchange.read_blob(blob)?;
+    let replica = match Replica::parse(path, &bytes) {
+        Ok(r) => r,
+        Err(e) => {
+            pending.verdict = Verdict::Error {
+                message: e.to_string(),
+            };
+            return Ok(pending);
+        }
+    };
+    let previous = previous_replica(site, peer, path)?;
+    let local = find_local(site, peer, me, &replica, &replica.effective_origin())?;
+    pending.remote_key = Some(replica.key.clone());
+    pending.local_key = local.as_ref().map(|l| l.key.clone());
+    pending.deleted = replica.deleted;
+    pending.changes = field_changes(previous.as_ref(), &replica);
+    let old_description = previous
+        .as_ref()
+        .and_then(|p| p.description.clone())
+        .unwrap_or_default();
+    let new_description = replica.description.clone().unwrap_or_default();
+    if old_description != new_description {
+        pending.description = Some((old_description, new_description));
+    }
+    if local.is_none() {
+        pending.new_issue = Some(replica.clone());
+    }
+    pending.added_comments = new_comments(me, &replica, local.as_ref());
+    let Some(local_project) = connection.local_project(&replica.project) else {
+        pending.verdict = Verdict::Error {
+            message: format!(
+                "{peer}'s project {} is not mapped by this connection",
+                replica.project
+            ),
+        };
+        return Ok(pending);
+    };
+    let changed = changed_fields(previous.as_ref(), &replica);
+    let input = IncomingInput {
+        site: me,
+        peer,
+        replica: &replica,
+        previous: previous.as_ref(),
+        local: local.as_ref(),
+        local_project,
+        added_comments: &pending.added_comments,
+        changed_fields: &changed,
+    };
+    pending.verdict = match rules.run_incoming(&input) {
+        Err(e) => Verdict::Error {
+            message: e.to_string(),
+        },
+        Ok(None) => Verdict::Skip,
+        Ok(Some(result)) => match &local {
+            None => Verdict::Create {
+                project: result.issue.project.clone(),
+            },
+            Some(local) => {
+                let patch = patch_for(&result.issue, Some(local));
+                let local_now = serde_json::to_value(crate::rules::TargetIssue::from(local))?;
+                let wanted = serde_json::to_value(&result.issue)?;
+                let changes = if patch.is_empty() {
+                    Vec::new()
+                } else {
+                    object_changes(&local_now, &wanted)
+                };
+                if changes.is_empty() && result.new_comments.is_empty() && !result.delete_issue {
+                    Verdict::Nothing
+                } else {
+                    Verdict::Update {
+                        changes,
+                        comments: result.new_comments.len(),
+                        delete: result.delete_issue,
+                    }
+                }
+            }
+        },
+    };
+    Ok(pending)
+}
+
+/// Field-level differences between two replicas, comments and bookkeeping left out
+/// (comments are listed on their own, `updated` changes with everything).
+fn field_changes(previous: Option<&Replica>, replica: &Replica) -> Vec<FieldChange> {
+    let old = previous
+        .map(serde_json::to_value)
+        .transpose()
+        .ok()
+        .flatten()
+        .unwrap_or(serde_json::Value::Object(Default::default()));
+    let new = serde_json::to_value(replica).unwrap_or_default();
+    object_changes(&old, &new)
+        .into_iter()
+        .filter(|c| !matches!(c.field.as_str(), "comments" | "updated" | "ferry"))
+        .collect()
+}
+
+/// Top-level differences of two JSON objects; custom `fields` are compared one by
+/// one so a reviewer sees `fields.Customer`, not the whole map.
+fn object_changes(old: &serde_json::Value, new: &serde_json::Value) -> Vec<FieldChange> {
+    let empty = serde_json::Map::new();
+    let old = old.as_object().unwrap_or(&empty);
+    let new = new.as_object().unwrap_or(&empty);
+    let mut keys: Vec<&String> = old.keys().chain(new.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    let mut changes = Vec::new();
+    for key in keys {
+        let (o, n) = (old.get(key), new.get(key));
+        if o == n {
+            continue;
+        }
+        if key == "fields" {
+            for mut inner in object_changes(
+                o.unwrap_or(&serde_json::Value::Null),
+                n.unwrap_or(&serde_json::Value::Null),
+            ) {
+                inner.field = format!("fields.{}", inner.field);
+                changes.push(inner);
+            }
+            continue;
+        }
+        let present = |v: Option<&serde_json::Value>| v.filter(|v| !v.is_null()).cloned();
+        if present(o) != present(n) {
+            changes.push(FieldChange {
+                field: key.clone(),
+                old: present(o),
+                new: present(n),
+            });
+        }
+    }
+    changes
+}

@@ -1,0 +1,135 @@
+//! `ferry review`: the pending diff, per issue and field, and nothing applied.
+
+use super::World;
+
+fn world() -> World {
+    let mut w = World::new();
+    w.now = Some("2026-11-20T10:00:00Z");
+    w.site(
+        "support",
+        &[("engineering", "SUP=ENG", "labels = escalate")],
+    );
+    w.site(
+        "engineering",
+        &[("support", "ENG=SUP", "labels = customer-facing")],
+    );
+    w
+}
+
+#[test]
+fn a_new_escalation_is_shown_in_full_before_import() {
+    let w = world();
+    w.new_issue(
+        "support",
+        &[
+            "--project",
+            "SUP",
+            "--type",
+            "Bug",
+            "--summary",
+            "Printer on fire",
+            "--label",
+            "escalate",
+            "--as",
+            "ann",
+        ],
+    );
+    w.ok(
+        "support",
+        &[
+            "tracker",
+            "comment",
+            "SUP-1",
+            "--as",
+            "ann",
+            "Customer sent logs.",
+        ],
+    );
+    w.ok("support", &["sync"]);
+    w.ok("engineering", &["pull"]);
+    let review = w.ok("engineering", &["review"]);
+    insta::assert_snapshot!(review, @r"
+    support: 1 commit pending, 1 issue
+
+      SUP-1 (new here)
+        summary: Printer on fire
+        type: Bug   status: Open
+        + comment by ann at 2026-11-20T10:00:00Z:
+          Customer sent logs.
+        => create an issue in ENG
+    ");
+    assert!(w.list("engineering").is_empty(), "review applies nothing");
+    w.ok("engineering", &["import"]);
+    assert_eq!(w.list("engineering").len(), 1);
+    assert_eq!(
+        w.ok("engineering", &["review"]),
+        "support: nothing pending\n"
+    );
+}
+
+#[test]
+fn changes_are_shown_field_by_field_with_the_rules_verdict() {
+    let w = world();
+    w.new_issue(
+        "support",
+        &[
+            "--project",
+            "SUP",
+            "--summary",
+            "Printer on fire",
+            "--description",
+            "Smoke after update.",
+            "--label",
+            "escalate",
+        ],
+    );
+    w.ok("support", &["sync"]);
+    w.ok("engineering", &["sync"]);
+    w.ok("support", &["sync"]);
+    w.ok(
+        "engineering",
+        &[
+            "tracker",
+            "comment",
+            "ENG-1",
+            "--as",
+            "kevin",
+            "Reproduced.",
+        ],
+    );
+    w.ok(
+        "engineering",
+        &[
+            "tracker",
+            "edit",
+            "ENG-1",
+            "--status",
+            "In Progress",
+            "--description",
+            "Smoke after the firmware update.",
+        ],
+    );
+    w.ok("engineering", &["sync"]);
+    w.ok("support", &["pull"]);
+    let review = w.ok("support", &["review"]);
+    insta::assert_snapshot!(review, @r"
+    engineering: 1 commit pending, 1 issue
+
+      ENG-1 → SUP-1
+        status: Open → In Progress
+        description: Smoke after {+the firmware +}update.
+        + comment by kevin at 2026-11-20T10:00:00Z:
+          Reproduced.
+        => update: description: Smoke after update. → Smoke after the firmware update.; status: Open → In Progress; add 1 comment
+    ");
+    let json: serde_json::Value =
+        serde_json::from_str(&w.ok("support", &["review", "--json"])).unwrap();
+    assert_eq!(json[0]["issues"][0]["verdict"]["action"], "update");
+    assert_eq!(
+        w.show("support", "SUP-1")["status"],
+        "Open",
+        "review applies nothing"
+    );
+    w.ok("support", &["import"]);
+    assert_eq!(w.show("support", "SUP-1")["status"], "In Progress");
+}
