@@ -8,6 +8,7 @@ mod connection;
 mod demo;
 mod errors;
 mod init;
+mod notify;
 mod report;
 mod steps;
 mod tracker;
@@ -60,6 +61,8 @@ enum Command {
     Push(steps::PushArgs),
     Pull(steps::PullArgs),
     Errors(errors::ErrorsArgs),
+    #[command(subcommand)]
+    Notify(notify::NotifyCommand),
     Demo(demo::DemoArgs),
 }
 
@@ -116,6 +119,7 @@ fn dispatch(command: Command, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
         Command::Push(args) => steps::push(args, ctx),
         Command::Pull(args) => steps::pull(args, ctx),
         Command::Errors(args) => errors::run(args, ctx),
+        Command::Notify(cmd) => notify::run(cmd, ctx),
         Command::Demo(args) => demo::run(args, ctx),
     }
 }

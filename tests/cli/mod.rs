@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod git_server;
+mod notify;
 mod samples;
 mod story;
 
