@@ -8,7 +8,8 @@
 //! Connections live in `connections/<peer>.yaml`, one file each, rather than in
 //! `ferry.yaml`: `ferry connection add` then never rewrites a file an admin edited
 //! by hand (serde would drop their comments), and configuration management can
-//! drop in one file per peer.
+//! drop in one file per peer. E-mail notifications live in an optional
+//! `notify.yaml` for the same reason (see [`crate::notify`]).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -16,6 +17,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::notify::{NotifyConfig, NotifySettings};
 use crate::query::Query;
 use crate::replica::is_plain_name;
 
@@ -23,6 +25,8 @@ use crate::replica::is_plain_name;
 pub const CONFIG_FILE: &str = "ferry.yaml";
 /// Folder holding one YAML file per connection.
 pub const CONNECTIONS_DIR: &str = "connections";
+/// Optional file of e-mail notification settings, beside `ferry.yaml`.
+pub const NOTIFY_FILE: &str = "notify.yaml";
 
 /// A configuration problem. Always names the file.
 #[derive(Debug, thiserror::Error)]
@@ -209,6 +213,8 @@ pub struct Config {
     pub site: SiteConfig,
     /// Connections by peer name.
     pub connections: BTreeMap<String, Connection>,
+    /// E-mail notifications, when `notify.yaml` exists.
+    pub notify: Option<NotifyConfig>,
 }
 
 impl Config {
@@ -241,10 +247,18 @@ impl Config {
                 connections.insert(connection.peer.clone(), connection);
             }
         }
+        let notify_path = root.join(NOTIFY_FILE);
+        let notify = if notify_path.exists() {
+            let settings: NotifySettings = read_yaml(&notify_path)?;
+            Some(NotifyConfig::check(&notify_path, &settings)?)
+        } else {
+            None
+        };
         Ok(Config {
             root,
             site,
             connections,
+            notify,
         })
     }
 

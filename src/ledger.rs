@@ -4,7 +4,8 @@
 //! about it: which peer issue maps to which local one, which replica blob was last
 //! applied per path (so a run that dies halfway resumes without redoing or skipping
 //! work), which local issues are shared with which peer, the export cursor per
-//! connection, imports to retry, and errors for operators and notifications.
+//! connection, imports to retry, and errors for operators and notifications
+//! (`errors.notified_at` says which ones were already e-mailed, see [`crate::notify`]).
 
 use std::path::Path;
 
@@ -105,6 +106,7 @@ impl Ledger {
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(wrap)?;
         conn.execute_batch(SCHEMA).map_err(wrap)?;
+        migrate(&conn).map_err(wrap)?;
         Ok(Ledger {
             conn,
             path: display,
@@ -319,12 +321,44 @@ impl Ledger {
 
     /// Unresolved errors, oldest first.
     pub fn open_errors(&self) -> Result<Vec<ErrorRecord>, LedgerError> {
+        self.errors_where("resolved = 0")
+    }
+
+    /// Unresolved errors no notification has mentioned yet, oldest first. An error
+    /// seen again only bumps its count, so it is never notified twice; one that
+    /// was resolved and comes back is a new row, so it is notified again.
+    pub fn unnotified_errors(&self) -> Result<Vec<ErrorRecord>, LedgerError> {
+        self.errors_where("resolved = 0 AND notified_at IS NULL")
+    }
+
+    /// Records that a notification listing these errors was accepted by the mail
+    /// server at `at`, in one transaction.
+    pub fn mark_notified(&mut self, ids: &[i64], at: DateTime<Utc>) -> Result<(), LedgerError> {
+        let at = format_timestamp(&at);
+        let tx = self.conn.transaction().map_err(|e| LedgerError {
+            path: self.path.clone(),
+            source: e,
+        })?;
+        let result = ids
+            .iter()
+            .try_for_each(|id| {
+                tx.execute(
+                    "UPDATE errors SET notified_at = ?2 WHERE id = ?1",
+                    params![id, at],
+                )
+                .map(drop)
+            })
+            .and_then(|()| tx.commit());
+        result.map_err(|e| self.wrap(e))
+    }
+
+    fn errors_where(&self, condition: &str) -> Result<Vec<ErrorRecord>, LedgerError> {
         let mut stmt = self
             .conn
-            .prepare(
+            .prepare(&format!(
                 "SELECT id, level, connection, subject, message, count, last_seen
-                 FROM errors WHERE resolved = 0 ORDER BY id",
-            )
+                 FROM errors WHERE {condition} ORDER BY id"
+            ))
             .map_err(|e| self.wrap(e))?;
         let rows = stmt
             .query_map([], |r| {
@@ -341,6 +375,19 @@ impl Ledger {
             .and_then(|rows| rows.collect::<Result<Vec<_>, _>>());
         rows.map_err(|e| self.wrap(e))
     }
+}
+
+/// Brings a ledger written by an older ferry up to the current schema.
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    let has_notified_at: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM pragma_table_info('errors') WHERE name = 'notified_at')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has_notified_at {
+        conn.execute("ALTER TABLE errors ADD COLUMN notified_at TEXT", [])?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -412,5 +459,47 @@ mod tests {
         assert_eq!(errors[0].count, 2);
         ledger.resolve_subject("eng", "issues/ENG/1.yaml").unwrap();
         assert!(ledger.open_errors().unwrap().is_empty());
+    }
+
+    #[test]
+    fn notified_errors_are_not_listed_again_until_they_come_back() {
+        let (_dir, mut ledger) = ledger();
+        ledger
+            .record_error("issue", Some("eng"), Some("issues/ENG/1.yaml"), "bad")
+            .unwrap();
+        let pending = ledger.unnotified_errors().unwrap();
+        assert_eq!(pending.len(), 1);
+        ledger.mark_notified(&[pending[0].id], Utc::now()).unwrap();
+        assert!(ledger.unnotified_errors().unwrap().is_empty());
+        // Seen again: counted, not notified again.
+        ledger
+            .record_error("issue", Some("eng"), Some("issues/ENG/1.yaml"), "bad")
+            .unwrap();
+        assert!(ledger.unnotified_errors().unwrap().is_empty());
+        // Resolved and back: a new error, notified again.
+        ledger.resolve_subject("eng", "issues/ENG/1.yaml").unwrap();
+        ledger
+            .record_error("issue", Some("eng"), Some("issues/ENG/1.yaml"), "bad")
+            .unwrap();
+        assert_eq!(ledger.unnotified_errors().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn an_old_ledger_gains_notified_at() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.db");
+        let old = Connection::open(&path).unwrap();
+        old.execute_batch(SCHEMA).unwrap();
+        old.execute(
+            "INSERT INTO errors (level, message, first_seen, last_seen) VALUES ('issue', 'old', 'x', 'x')",
+            [],
+        )
+        .unwrap();
+        drop(old);
+        let ledger = Ledger::open(&path).unwrap();
+        assert_eq!(ledger.unnotified_errors().unwrap().len(), 1);
+        drop(ledger);
+        // Opening again does not try to add the column twice.
+        Ledger::open(&path).unwrap();
     }
 }

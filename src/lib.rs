@@ -13,6 +13,7 @@ pub mod engine;
 pub mod exchange;
 pub mod ledger;
 pub mod model;
+pub mod notify;
 pub mod query;
 pub mod replica;
 pub mod rules;

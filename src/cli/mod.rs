@@ -8,6 +8,7 @@ mod connection;
 mod demo;
 mod errors;
 mod init;
+mod notify;
 mod report;
 mod review;
 mod steps;
@@ -62,6 +63,8 @@ enum Command {
     Pull(steps::PullArgs),
     Review(review::ReviewArgs),
     Errors(errors::ErrorsArgs),
+    #[command(subcommand)]
+    Notify(notify::NotifyCommand),
     Demo(demo::DemoArgs),
 }
 
@@ -119,6 +122,7 @@ fn dispatch(command: Command, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
         Command::Pull(args) => steps::pull(args, ctx),
         Command::Review(args) => review::run(args, ctx),
         Command::Errors(args) => errors::run(args, ctx),
+        Command::Notify(cmd) => notify::run(cmd, ctx),
         Command::Demo(args) => demo::run(args, ctx),
     }
 }

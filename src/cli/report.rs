@@ -4,6 +4,7 @@
 use std::io::{self, Write};
 
 use crate::engine::{ConnectionReport, ExportReport, ImportAction, ImportReport, SyncReport};
+use crate::notify::{NotifyError, NotifyOutcome};
 use crate::transport::{FetchOutcome, PushOutcome};
 
 use super::ExitStatus;
@@ -133,4 +134,28 @@ pub fn sync(out: &mut dyn Write, r: &SyncReport) -> io::Result<ExitStatus> {
     } else {
         ExitStatus::Success
     })
+}
+
+/// Writes what the notification after a sync did. A failure is a warning line,
+/// not an error of the run: the errors stay pending and go out on a later run.
+pub fn notified(out: &mut dyn Write, r: &Result<NotifyOutcome, NotifyError>) -> io::Result<()> {
+    match r {
+        Ok(NotifyOutcome::NothingNew) => Ok(()),
+        Ok(NotifyOutcome::NoRecipient { errors }) => writeln!(
+            out,
+            "notify {errors} new error{} for levels nobody in notify.yaml subscribes to",
+            if *errors == 1 { "" } else { "s" }
+        ),
+        Ok(NotifyOutcome::Sent {
+            errors,
+            recipients,
+            answer,
+        }) => writeln!(
+            out,
+            "notify sent {errors} new error{} to {} ({answer})",
+            if *errors == 1 { "" } else { "s" },
+            recipients.join(", ")
+        ),
+        Err(e) => writeln!(out, "notify: {e}"),
+    }
 }

@@ -3,10 +3,15 @@
 use super::{Ctx, ExitStatus, report};
 use crate::config::Connection;
 use crate::engine::{self, SyncOptions};
+use crate::notify;
 use crate::site::Site;
 
 /// What cron runs: pull the exchange repo, import what peers changed, export what
 /// this site changed, push.
+///
+/// With notify.yaml, new errors then go out in one e-mail; a mail server that is
+/// down only prints a `notify:` warning (the errors wait for the next run) and
+/// does not change the exit status.
 ///
 /// Exit status: 0 all done, 1 finished with issue-level errors, 2 usage or
 /// configuration error, 3 a connection or the site failed, 75 another run holds
@@ -69,7 +74,12 @@ pub fn sync(args: SyncArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
             connection: args.connection,
         },
     )?;
-    Ok(report::sync(ctx.out, &run)?)
+    let status = report::sync(ctx.out, &run)?;
+    if let Some(config) = &site.config.notify {
+        let outcome = notify::send_pending(config, site.config.site_name(), &mut site.ledger);
+        report::notified(ctx.out, &outcome)?;
+    }
+    Ok(status)
 }
 
 /// Runs `ferry pull`.

@@ -71,7 +71,7 @@ fn a_second_run_waits_for_the_lock_with_exit_75() {
 
 /// Writes files onto engineering's branch for support with the real git, as a
 /// broken or hostile peer would.
-fn peer_commit(w: &World, files: &[(&str, &str)]) -> String {
+pub fn peer_commit(w: &World, files: &[(&str, &str)]) -> String {
     let work = w.path("hostile");
     if !work.exists() {
         git(w.root.path(), &["clone", "-q", "exchange.git", "hostile"]);

@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod git_server;
+mod notify;
 mod review;
 mod samples;
 mod story;

@@ -1,0 +1,275 @@
+//! E-mail notifications against a real SMTP server: aiosmtpd (Python), writing
+//! what it receives to a Maildir that Python's own `mailbox` and `email` modules
+//! read back, so the messages are checked by an independent MIME parser.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{World, bad_input::peer_commit};
+
+/// A free TCP port on the loopback interface (free when this returns; the test
+/// binds it right after).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// aiosmtpd listening on 127.0.0.1:port, storing mail in a Maildir; killed on
+/// drop.
+struct MailServer {
+    child: Child,
+    maildir: PathBuf,
+}
+
+impl MailServer {
+    fn start(port: u16, maildir: PathBuf) -> MailServer {
+        let probe = Command::new("python3")
+            .args(["-c", "import aiosmtpd"])
+            .output()
+            .expect("python3 is needed for the SMTP tests");
+        assert!(
+            probe.status.success(),
+            "the SMTP tests need aiosmtpd: pip install aiosmtpd\n{}",
+            String::from_utf8_lossy(&probe.stderr)
+        );
+        let child = Command::new("python3")
+            .args(["-m", "aiosmtpd", "-n", "-l"])
+            .arg(format!("127.0.0.1:{port}"))
+            .args(["-c", "aiosmtpd.handlers.Mailbox"])
+            .arg(&maildir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let server = MailServer { child, maildir };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "aiosmtpd did not start on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server
+    }
+
+    /// Every message received, as "To: ...\nSubject: ...\n" plus the decoded
+    /// text and HTML parts.
+    fn messages(&self) -> Vec<String> {
+        const READ: &str = r#"
+import json, mailbox, sys
+out = []
+for m in sorted(mailbox.Maildir(sys.argv[1], create=False), key=lambda m: m["Date"] or ""):
+    text = "To: %s\nSubject: %s\nContent-Type: %s\n" % (m["To"], m["Subject"], m.get_content_type())
+    for part in m.walk():
+        if part.get_content_type() in ("text/plain", "text/html"):
+            text += "--- %s\n%s" % (part.get_content_type(), part.get_payload(decode=True).decode())
+    out.append(text)
+print(json.dumps(out))
+"#;
+        if !self.maildir.join("new").exists() {
+            return Vec::new();
+        }
+        let out = Command::new("python3")
+            .args(["-c", READ])
+            .arg(&self.maildir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+}
+
+impl Drop for MailServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const BROKEN: &str = "ferry: 1\nsite: engineering\nid: [unclosed\n";
+
+/// A site `support` whose peer shares one malformed replica, notifying through
+/// the mail server on `port`.
+fn site_with_broken_replica(port: u16) -> World {
+    let w = World::new();
+    w.site(
+        "support",
+        &[("engineering", "SUP=ENG", "labels = escalate")],
+    );
+    peer_commit(&w, &[("issues/ENG/8.yaml", BROKEN)]);
+    let out = w.ok(
+        "support",
+        &[
+            "notify",
+            "setup",
+            "--url",
+            &format!("smtp://127.0.0.1:{port}"),
+            "--from",
+            "ferry <ferry@support.example>",
+            "--to",
+            "dev@support.example",
+            "--level",
+            "issue",
+        ],
+    );
+    assert!(out.contains("notify.yaml"), "{out}");
+    w
+}
+
+#[test]
+fn new_errors_are_mailed_once() {
+    let port = free_port();
+    let w = site_with_broken_replica(port);
+    let server = MailServer::start(port, w.path("maildir"));
+
+    let run = w.ferry("support", &["sync"]);
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout
+            .contains("notify sent 1 new error to dev@support.example"),
+        "{}",
+        run.stdout
+    );
+    let messages = server.messages();
+    assert_eq!(messages.len(), 1, "{messages:#?}");
+    let mail = &messages[0];
+    assert!(mail.contains("To: dev@support.example"), "{mail}");
+    assert!(
+        mail.contains("Subject: ferry support: 1 new error"),
+        "{mail}"
+    );
+    assert!(
+        mail.contains("Content-Type: multipart/alternative"),
+        "{mail}"
+    );
+    for part in ["--- text/plain", "--- text/html"] {
+        let body = &mail[mail.find(part).unwrap()..];
+        assert!(
+            body.contains("issues/ENG/8.yaml"),
+            "{part} lacks the path:\n{mail}"
+        );
+        assert!(body.contains("ferry errors"), "{mail}");
+    }
+
+    // The same error on the next run: counted in the ledger, not mailed again.
+    let run = w.ferry("support", &["sync"]);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert!(!run.stdout.contains("notify"), "{}", run.stdout);
+    assert_eq!(server.messages().len(), 1);
+}
+
+#[test]
+fn a_mail_server_that_is_down_delays_the_notice_and_not_the_run() {
+    let port = free_port();
+    let w = site_with_broken_replica(port);
+
+    let run = w.ferry("support", &["sync"]);
+    assert_eq!(
+        run.code, 1,
+        "exit status unchanged:\n{}\n{}",
+        run.stdout, run.stderr
+    );
+    assert!(
+        run.stdout
+            .contains(&format!("notify: smtp://127.0.0.1:{port}: ")),
+        "{}",
+        run.stdout
+    );
+
+    let server = MailServer::start(port, w.path("maildir"));
+    let run = w.ferry("support", &["sync"]);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert!(
+        run.stdout.contains("notify sent 1 new error"),
+        "{}",
+        run.stdout
+    );
+    let messages = server.messages();
+    assert_eq!(messages.len(), 1, "{messages:#?}");
+    assert!(messages[0].contains("issues/ENG/8.yaml"), "{}", messages[0]);
+}
+
+#[test]
+fn notify_test_prints_the_servers_answer() {
+    let port = free_port();
+    let w = World::new();
+    w.site("support", &[]);
+    let run = w.ferry("support", &["notify", "test"]);
+    assert_eq!(
+        run.code, 2,
+        "no notify.yaml is a usage error: {}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("ferry notify setup"), "{}", run.stderr);
+
+    w.ok(
+        "support",
+        &[
+            "notify",
+            "setup",
+            "--url",
+            &format!("smtp://127.0.0.1:{port}"),
+            "--from",
+            "ferry@support.example",
+            "--to",
+            "ops@support.example",
+            "--to",
+            "dev@support.example",
+        ],
+    );
+    let server = MailServer::start(port, w.path("maildir"));
+    let out = w.ok("support", &["notify", "test"]);
+    assert!(
+        out.starts_with(&format!("smtp://127.0.0.1:{port}: 250 ")),
+        "{out}"
+    );
+    let messages = server.messages();
+    assert_eq!(messages.len(), 1, "{messages:#?}");
+    assert!(
+        messages[0].contains("To: ops@support.example, dev@support.example"),
+        "{}",
+        messages[0]
+    );
+}
+
+#[test]
+fn bad_notify_settings_are_refused_naming_the_file() {
+    let w = World::new();
+    w.site("support", &[]);
+    let run = w.ferry(
+        "support",
+        &[
+            "notify",
+            "setup",
+            "--url",
+            "http://mail",
+            "--from",
+            "f@x.example",
+            "--to",
+            "t@x.example",
+        ],
+    );
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("notify.yaml"), "{}", run.stderr);
+    assert!(!w.path("support/notify.yaml").exists());
+
+    std::fs::write(
+        w.path("support/notify.yaml"),
+        "url: smtp://mail\nfrom: nobody\nto:\n- address: t@x.example\n",
+    )
+    .unwrap();
+    let run = w.ferry("support", &["sync"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("notify.yaml"), "{}", run.stderr);
+    assert!(run.stderr.contains("nobody"), "{}", run.stderr);
+}
