@@ -250,6 +250,20 @@ impl Ledger {
             .map_err(|e| self.wrap(e))
     }
 
+    /// How many issues are tied to a peer: (shared by this site, linked to one of
+    /// the peer's issues, imports waiting for a retry).
+    pub fn counts(&self, peer: &str) -> Result<(i64, i64, i64), LedgerError> {
+        self.conn
+            .query_row(
+                "SELECT (SELECT COUNT(*) FROM shared WHERE peer = ?1),
+                        (SELECT COUNT(*) FROM links WHERE peer = ?1),
+                        (SELECT COUNT(*) FROM pending WHERE peer = ?1)",
+                params![peer],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .map_err(|e| self.wrap(e))
+    }
+
     /// The export cursor of a connection: the newest `updated` already exported.
     pub fn cursor(&self, peer: &str) -> Result<Option<DateTime<Utc>>, LedgerError> {
         let text: Option<String> = self

@@ -11,6 +11,7 @@ mod init;
 mod notify;
 mod report;
 mod review;
+mod status;
 mod steps;
 mod tracker;
 
@@ -62,6 +63,7 @@ enum Command {
     Push(steps::PushArgs),
     Pull(steps::PullArgs),
     Review(review::ReviewArgs),
+    Status(status::StatusArgs),
     Errors(errors::ErrorsArgs),
     #[command(subcommand)]
     Notify(notify::NotifyCommand),
@@ -121,6 +123,7 @@ fn dispatch(command: Command, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
         Command::Push(args) => steps::push(args, ctx),
         Command::Pull(args) => steps::pull(args, ctx),
         Command::Review(args) => review::run(args, ctx),
+        Command::Status(args) => status::run(args, ctx),
         Command::Errors(args) => errors::run(args, ctx),
         Command::Notify(cmd) => notify::run(cmd, ctx),
         Command::Demo(args) => demo::run(args, ctx),

@@ -133,3 +133,43 @@ fn changes_are_shown_field_by_field_with_the_rules_verdict() {
     w.ok("support", &["import"]);
     assert_eq!(w.show("support", "SUP-1")["status"], "In Progress");
 }
+
+#[test]
+fn status_shows_each_connection_at_a_glance() {
+    let w = world();
+    w.new_issue(
+        "support",
+        &[
+            "--project",
+            "SUP",
+            "--summary",
+            "Printer on fire",
+            "--label",
+            "escalate",
+        ],
+    );
+    w.ok("support", &["sync"]);
+    w.ok("engineering", &["pull"]);
+    let status = |site: &str| -> serde_json::Value {
+        serde_json::from_str(&w.ok(site, &["status", "--json"])).unwrap()
+    };
+    let eng = status("engineering");
+    assert_eq!(eng[0]["peer"], "support");
+    assert_eq!(eng[0]["pending_commits"], 1);
+    assert!(eng[0]["applied"].is_null());
+    w.ok("engineering", &["import"]);
+    let eng = status("engineering");
+    assert_eq!(eng[0]["pending_commits"], 0);
+    assert_eq!(eng[0]["linked_issues"], 1);
+    assert_eq!(eng[0]["applied"], eng[0]["fetched"]);
+    let sup = status("support");
+    assert_eq!(sup[0]["shared_issues"], 1);
+    assert_eq!(sup[0]["export_cursor"], "2026-11-20T10:00:00Z");
+    let text = w.ok("support", &["status"]);
+    assert!(
+        text.starts_with("site support\n\nengineering (both, auto) via ../exchange.git\n"),
+        "{text}"
+    );
+    assert!(text.contains("issues    1 shared, 0 linked"), "{text}");
+    assert!(text.contains("errors    none"), "{text}");
+}

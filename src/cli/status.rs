@@ -1,0 +1,143 @@
+//! `ferry status`: every connection at a glance.
+//!
+//! Reads the configuration, the ledger and the exchange clone without taking the
+//! site's lock, so it answers while cron is syncing.
+
+use serde::Serialize;
+
+use super::{Ctx, ExitStatus};
+use crate::config::Config;
+use crate::exchange::{Exchange, applied_ref, own_branch, peer_branch};
+use crate::ledger::Ledger;
+use crate::site::{EXCHANGE_DIR, LEDGER_FILE};
+
+/// Show each connection: channel, direction and method, what was last exported
+/// and imported, what is pending, and unresolved errors by level.
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// Print a JSON array, one object per connection.
+    #[arg(long)]
+    json: bool,
+}
+
+/// One connection's state.
+#[derive(Debug, Serialize)]
+struct ConnectionStatus {
+    peer: String,
+    channel: String,
+    direction: String,
+    method: String,
+    /// Head of this site's branch for the peer (last export).
+    exported: Option<String>,
+    /// Newest `updated` already exported.
+    export_cursor: Option<String>,
+    /// Head of the peer's branch as last fetched.
+    fetched: Option<String>,
+    /// Last commit of the peer's branch applied here.
+    applied: Option<String>,
+    /// Fetched commits not yet applied.
+    pending_commits: usize,
+    /// Imports waiting for a retry.
+    retries: i64,
+    /// Local issues this site shares with the peer.
+    shared_issues: i64,
+    /// Peer issues linked to local ones.
+    linked_issues: i64,
+    /// Unresolved errors: (level, count).
+    errors: Vec<(String, usize)>,
+}
+
+/// Runs `ferry status`.
+pub fn run(args: StatusArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
+    let config = Config::load(&ctx.dir)?;
+    let state = config.state_dir();
+    let ledger = Ledger::open(&state.join(LEDGER_FILE))?;
+    let exchange = Exchange::open_or_init(&state.join(EXCHANGE_DIR))?;
+    let errors = ledger.open_errors()?;
+    let me = config.site_name();
+    let mut rows = Vec::new();
+    for c in config.connections.values() {
+        let peer = c.peer.as_str();
+        let fetched = exchange.resolve(&peer_branch(me, peer))?;
+        let applied = exchange.resolve(&applied_ref(peer))?;
+        let pending_commits = match fetched {
+            Some(head) if Some(head) != applied => exchange.commits_between(applied, head)?.len(),
+            _ => 0,
+        };
+        let (shared_issues, linked_issues, retries) = ledger.counts(peer)?;
+        let mut by_level: Vec<(String, usize)> = Vec::new();
+        for e in errors
+            .iter()
+            .filter(|e| e.connection.as_deref() == Some(peer))
+        {
+            match by_level.iter_mut().find(|(l, _)| *l == e.level) {
+                Some((_, n)) => *n += 1,
+                None => by_level.push((e.level.clone(), 1)),
+            }
+        }
+        rows.push(ConnectionStatus {
+            peer: peer.to_string(),
+            channel: c.settings.channel.clone(),
+            direction: format!("{:?}", c.settings.direction).to_lowercase(),
+            method: format!("{:?}", c.settings.method).to_lowercase(),
+            exported: exchange
+                .resolve(&own_branch(me, peer))?
+                .map(|o| o.to_string()),
+            export_cursor: ledger
+                .cursor(peer)?
+                .map(|t| crate::model::format_timestamp(&t)),
+            fetched: fetched.map(|o| o.to_string()),
+            applied: applied.map(|o| o.to_string()),
+            pending_commits,
+            retries,
+            shared_issues,
+            linked_issues,
+            errors: by_level,
+        });
+    }
+    if args.json {
+        writeln!(ctx.out, "{}", serde_json::to_string_pretty(&rows)?)?;
+        return Ok(ExitStatus::Success);
+    }
+    writeln!(ctx.out, "site {me}")?;
+    if rows.is_empty() {
+        writeln!(
+            ctx.out,
+            "no connections; add one with `ferry connection add`"
+        )?;
+    }
+    let short = |o: &Option<String>| {
+        o.as_deref()
+            .map_or("-".to_string(), |s| s[..10].to_string())
+    };
+    for r in &rows {
+        let errors = if r.errors.is_empty() {
+            "none".to_string()
+        } else {
+            r.errors
+                .iter()
+                .map(|(l, n)| format!("{n} {l}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        writeln!(
+            ctx.out,
+            "\n{} ({}, {}) via {}\n  exported  {}  (cursor {})\n  fetched   {}  applied {}  pending {} commit(s), {} retr{}\n  issues    {} shared, {} linked\n  errors    {}",
+            r.peer,
+            r.direction,
+            r.method,
+            r.channel,
+            short(&r.exported),
+            r.export_cursor.as_deref().unwrap_or("-"),
+            short(&r.fetched),
+            short(&r.applied),
+            r.pending_commits,
+            r.retries,
+            if r.retries == 1 { "y" } else { "ies" },
+            r.shared_issues,
+            r.linked_issues,
+            errors,
+        )?;
+    }
+    Ok(ExitStatus::Success)
+}
