@@ -20,3 +20,4 @@ pub mod rules;
 pub mod site;
 pub mod tracker;
 pub mod transport;
+pub mod words;

@@ -343,7 +343,7 @@ pub fn send_pending(
     let subject = format!(
         "ferry {site}: {} new error{}",
         pending.len(),
-        if pending.len() == 1 { "" } else { "s" }
+        crate::words::plural(pending.len())
     );
     let (text, html) = render(site, &pending);
     let message = build(config, &recipients, &subject, text, html)?;

@@ -8,23 +8,20 @@ use crate::notify::{NotifyError, NotifyOutcome};
 use crate::transport::{FetchOutcome, PushOutcome};
 
 use super::ExitStatus;
-
-fn short(oid: git2::Oid) -> String {
-    oid.to_string()[..10].to_string()
-}
+use crate::words::{plural, short_id};
 
 /// Writes what a fetch brought.
 pub fn fetched(out: &mut dyn Write, peer: &str, f: &FetchOutcome) -> io::Result<()> {
     match (f.before, f.after) {
         (_, None) => writeln!(out, "pull   {peer}: nothing shared yet"),
         (before, Some(after)) if before == Some(after) => {
-            writeln!(out, "pull   {peer}: up to date at {}", short(after))
+            writeln!(out, "pull   {peer}: up to date at {}", short_id(after))
         }
         (before, Some(after)) => writeln!(
             out,
             "pull   {peer}: {} → {}",
-            before.map_or("(none)".to_string(), short),
-            short(after)
+            before.map_or("(none)".to_string(), short_id),
+            short_id(after)
         ),
     }
 }
@@ -38,9 +35,9 @@ pub fn imported(out: &mut dyn Write, peer: &str, r: &ImportReport) -> io::Result
         out,
         "import {peer}: {} replica{}, {} error{}",
         r.issues.len(),
-        if r.issues.len() == 1 { "" } else { "s" },
+        plural(r.issues.len()),
         r.errors.len(),
-        if r.errors.len() == 1 { "" } else { "s" }
+        plural(r.errors.len())
     )?;
     for i in &r.issues {
         let action = match i.action {
@@ -73,7 +70,7 @@ pub fn exported(out: &mut dyn Write, peer: &str, r: &ExportReport) -> io::Result
     match r.commit {
         None => writeln!(out, "export {peer}: no change, no commit")?,
         Some(commit) => {
-            writeln!(out, "export {peer}: commit {}", short(commit))?;
+            writeln!(out, "export {peer}: commit {}", short_id(commit))?;
             for key in &r.written {
                 writeln!(out, "  wrote   {key}")?;
             }
@@ -92,7 +89,7 @@ pub fn exported(out: &mut dyn Write, peer: &str, r: &ExportReport) -> io::Result
 pub fn pushed(out: &mut dyn Write, peer: &str, p: &PushOutcome) -> io::Result<()> {
     match p {
         PushOutcome::UpToDate => writeln!(out, "push   {peer}: up to date"),
-        PushOutcome::Pushed(oid) => writeln!(out, "push   {peer}: {}", short(*oid)),
+        PushOutcome::Pushed(oid) => writeln!(out, "push   {peer}: {}", short_id(*oid)),
     }
 }
 
@@ -144,7 +141,7 @@ pub fn notified(out: &mut dyn Write, r: &Result<NotifyOutcome, NotifyError>) -> 
         Ok(NotifyOutcome::NoRecipient { errors }) => writeln!(
             out,
             "notify {errors} new error{} for levels nobody in notify.yaml subscribes to",
-            if *errors == 1 { "" } else { "s" }
+            plural(*errors)
         ),
         Ok(NotifyOutcome::Sent {
             errors,
@@ -153,7 +150,7 @@ pub fn notified(out: &mut dyn Write, r: &Result<NotifyOutcome, NotifyError>) -> 
         }) => writeln!(
             out,
             "notify sent {errors} new error{} to {} ({answer})",
-            if *errors == 1 { "" } else { "s" },
+            plural(*errors),
             recipients.join(", ")
         ),
         Err(e) => writeln!(out, "notify: {e}"),

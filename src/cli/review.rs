@@ -7,6 +7,7 @@ use super::{Ctx, ExitStatus};
 use crate::engine::{self, FieldChange, PendingIssue, Review, SyncOptions, Verdict};
 use crate::model::FieldValue;
 use crate::site::Site;
+use crate::words::plural;
 
 /// Show the pending changes from each peer (fetched, not yet imported), per issue
 /// and per field, and what the incoming rule would do with them. Nothing is applied.
@@ -174,10 +175,6 @@ fn word_diff(old: &str, new: &str) -> String {
     }
     flush(&mut text, tag, &mut run);
     text
-}
-
-fn plural(n: usize) -> &'static str {
-    if n == 1 { "" } else { "s" }
 }
 
 #[cfg(test)]

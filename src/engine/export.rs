@@ -16,6 +16,7 @@ use crate::model::Issue;
 use crate::replica::{Replica, SCHEMA_VERSION};
 use crate::rules::OutgoingContext;
 use crate::site::Site;
+use crate::words::plural;
 
 /// What one export did.
 #[derive(Debug, Clone, Default)]
@@ -169,8 +170,4 @@ fn site_file(site: &Site, me: &str, peer: &str) -> anyhow::Result<FileWrite> {
         path: "site.yaml".into(),
         content: Some(serde_yaml::to_string(&file)?.into_bytes()),
     })
-}
-
-fn plural(n: usize) -> &'static str {
-    if n == 1 { "" } else { "s" }
 }

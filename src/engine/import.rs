@@ -18,6 +18,7 @@ use crate::replica::{MAX_REPLICA_BYTES, Replica};
 use crate::rules::{IncomingInput, RuleScript, TargetIssue};
 use crate::site::Site;
 use crate::tracker::{IssuePatch, NewComment, NewIssue, TrackerError};
+use crate::words::short_id;
 
 /// What happened to one replica.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -439,8 +440,4 @@ pub(super) fn patch_for(target: &TargetIssue, local: Option<&Issue>) -> IssuePat
         }
     }
     patch
-}
-
-fn short_id(oid: Oid) -> String {
-    oid.to_string()[..10].to_string()
 }
