@@ -42,6 +42,15 @@ pub struct ErrorRecord {
     pub last_seen: String,
 }
 
+/// A paused connection: who paused it and when.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Pause {
+    /// When it was paused (RFC 3339).
+    pub since: String,
+    /// Who paused it.
+    pub by: String,
+}
+
 /// A site's ledger.
 pub struct Ledger {
     conn: Connection,
@@ -76,6 +85,11 @@ CREATE TABLE IF NOT EXISTS pending (
 CREATE TABLE IF NOT EXISTS cursors (
     peer TEXT PRIMARY KEY,
     cursor TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS paused (
+    peer TEXT PRIMARY KEY,
+    since TEXT NOT NULL,
+    by TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS errors (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -291,6 +305,50 @@ impl Ledger {
                 .execute("DELETE FROM cursors WHERE peer = ?1", params![peer]),
         };
         result.map(drop).map_err(|e| self.wrap(e))
+    }
+
+    /// Pauses a connection; returns the existing pause when it already was.
+    ///
+    /// A pause is state, not configuration: it lives here rather than in the
+    /// connection file, so pausing never rewrites what an admin wrote, and a
+    /// configuration deployment cannot resume a connection an operator paused.
+    pub fn pause(&self, peer: &str, by: &str) -> Result<Option<Pause>, LedgerError> {
+        if let Some(existing) = self.paused(peer)? {
+            return Ok(Some(existing));
+        }
+        self.conn
+            .execute(
+                "INSERT INTO paused (peer, since, by) VALUES (?1, ?2, ?3)",
+                params![peer, format_timestamp(&Utc::now()), by],
+            )
+            .map_err(|e| self.wrap(e))?;
+        Ok(None)
+    }
+
+    /// Resumes a connection; returns the pause it ended, if it was paused.
+    pub fn resume(&self, peer: &str) -> Result<Option<Pause>, LedgerError> {
+        let pause = self.paused(peer)?;
+        self.conn
+            .execute("DELETE FROM paused WHERE peer = ?1", params![peer])
+            .map_err(|e| self.wrap(e))?;
+        Ok(pause)
+    }
+
+    /// The pause of a connection, if it is paused.
+    pub fn paused(&self, peer: &str) -> Result<Option<Pause>, LedgerError> {
+        self.conn
+            .query_row(
+                "SELECT since, by FROM paused WHERE peer = ?1",
+                params![peer],
+                |r| {
+                    Ok(Pause {
+                        since: r.get(0)?,
+                        by: r.get(1)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(|e| self.wrap(e))
     }
 
     /// Records an error; the same unresolved error seen again only bumps its count.

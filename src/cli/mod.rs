@@ -130,6 +130,15 @@ fn dispatch(command: Command, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
     }
 }
 
+/// Who is acting at the terminal, for the record: `$FERRY_USER`, else `$USER`,
+/// else `admin`.
+fn operator() -> String {
+    ["FERRY_USER", "USER"]
+        .iter()
+        .find_map(|var| std::env::var(var).ok().filter(|u| !u.is_empty()))
+        .unwrap_or_else(|| "admin".into())
+}
+
 /// Usage errors are raised with this type so they exit 2 like configuration errors.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]

@@ -59,10 +59,18 @@ pub struct PushArgs {
     connection: Option<String>,
 }
 
-fn open(ctx: &Ctx, connection: Option<String>) -> anyhow::Result<(Site, Vec<Connection>)> {
+/// Opens the site and the connections a step covers, leaving out (and saying so)
+/// the paused ones.
+fn open(ctx: &mut Ctx, connection: Option<String>) -> anyhow::Result<(Site, Vec<Connection>)> {
     let site = Site::open(&ctx.dir)?;
-    let selected = engine::selected(&site, &SyncOptions { connection })?;
-    Ok((site, selected))
+    let mut active = Vec::new();
+    for c in engine::selected(&site, &SyncOptions { connection })? {
+        match site.ledger.paused(&c.peer)? {
+            Some(pause) => report::paused(ctx.out, &c.peer, &pause)?,
+            None => active.push(c),
+        }
+    }
+    Ok((site, active))
 }
 
 /// Runs `ferry sync`.

@@ -12,6 +12,7 @@ use git2::Oid;
 use super::{IssueError, issue_error, load_rule};
 use crate::config::Connection;
 use crate::exchange::{FileWrite, applied_ref, own_branch};
+use crate::failpoint;
 use crate::model::Issue;
 use crate::replica::{Replica, SCHEMA_VERSION};
 use crate::rules::OutgoingContext;
@@ -129,6 +130,7 @@ pub fn export(site: &mut Site, connection: &Connection) -> anyhow::Result<Export
             plural(comment_count),
         );
         report.commit = site.exchange.commit(&branch, &writes, &message, &me)?;
+        failpoint::hit("after-commit");
     }
     for id in &exported_ids {
         site.ledger.mark_shared(peer, id)?;
@@ -139,6 +141,7 @@ pub fn export(site: &mut Site, connection: &Connection) -> anyhow::Result<Export
         None => newest,
     };
     site.ledger.set_cursor(peer, next_cursor)?;
+    failpoint::hit("after-cursor");
     Ok(report)
 }
 

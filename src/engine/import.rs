@@ -13,6 +13,7 @@ use git2::Oid;
 use super::{IssueError, issue_error, load_rule};
 use crate::config::Connection;
 use crate::exchange::{applied_ref, peer_branch};
+use crate::failpoint;
 use crate::model::{Comment, Issue, Origin};
 use crate::replica::{MAX_REPLICA_BYTES, Replica};
 use crate::rules::{IncomingInput, RuleScript, TargetIssue};
@@ -99,6 +100,7 @@ pub fn import(site: &mut Site, connection: &Connection) -> anyhow::Result<Import
         match import_one(site, connection, &rules, &path, blob) {
             Ok(done) => {
                 site.ledger.mark_applied(&peer, &path, &blob_id)?;
+                failpoint::hit("after-mark-applied");
                 site.ledger.resolve_subject(&peer, &path)?;
                 report.issues.push(done);
             }
@@ -112,6 +114,7 @@ pub fn import(site: &mut Site, connection: &Connection) -> anyhow::Result<Import
             Err(ImportFailure::Fatal(e)) => return Err(e),
         }
     }
+    failpoint::hit("before-applied-ref");
     site.exchange.set_ref(
         &applied_ref(&peer),
         head,
@@ -275,16 +278,20 @@ fn import_one(
                 local
             } else {
                 done.action = ImportAction::Updated;
-                site.tracker.update(&local.id, &patch, &author)?
+                let updated = site.tracker.update(&local.id, &patch, &author)?;
+                failpoint::hit("after-update");
+                updated
             }
         }
         None => {
+            failpoint::hit("before-create");
             let created = site.tracker.create(&NewIssue {
                 project: result.issue.project.clone(),
                 patch: patch_for(&result.issue, None),
                 author: author.clone(),
                 origin: Some(origin.clone()),
             })?;
+            failpoint::hit("after-create");
             site.ledger
                 .link(peer, &replica.id, &replica.key, &created.id)
                 .map_err(fatal)?;
@@ -310,6 +317,7 @@ fn import_one(
                 origin: Some(comment_origin(&replica, source)),
             },
         )?;
+        failpoint::hit("after-comment");
         done.comments_added += 1;
         if done.action == ImportAction::Unchanged {
             done.action = ImportAction::Updated;
@@ -317,6 +325,7 @@ fn import_one(
     }
     if result.delete_issue {
         site.tracker.delete(&local.id, &author)?;
+        failpoint::hit("after-delete");
         done.action = ImportAction::Deleted;
     }
     Ok(done)

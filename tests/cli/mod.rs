@@ -4,9 +4,11 @@
 mod bad_input;
 mod git_server;
 mod notify;
+mod operators;
 mod review;
 mod samples;
 mod story;
+mod torture;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
