@@ -64,13 +64,27 @@ impl Site {
             .with_context(|| format!("cannot create state folder {}", state.display()))?;
         let lock = take_lock(&state.join(LOCK_FILE))?;
         let ledger = Ledger::open(&state.join(LEDGER_FILE))?;
-        let exchange = Exchange::open_or_init(&state.join(EXCHANGE_DIR))?;
+        // From here on the ledger can keep what goes wrong, for `ferry errors` and
+        // the notification.
+        let recorded = |e: anyhow::Error| {
+            crate::engine::record_run_failure(&ledger, &e);
+            e
+        };
+        let exchange = Exchange::open_or_init(&state.join(EXCHANGE_DIR))
+            .map_err(anyhow::Error::from)
+            .map_err(recorded)?;
         // We hold the site lock, so nobody else writes the private clone: any lock
         // file in it was left by a run that was killed.
-        for stale in exchange.remove_stale_locks()? {
+        for stale in exchange
+            .remove_stale_locks()
+            .map_err(anyhow::Error::from)
+            .map_err(recorded)?
+        {
             tracing::warn!("removed {}, left by an interrupted run", stale.display());
         }
-        let tracker = open_tracker(&config)?;
+        let tracker = open_tracker(&config)
+            .map_err(anyhow::Error::from)
+            .map_err(recorded)?;
         Ok(Site {
             config,
             ledger,

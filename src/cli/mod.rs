@@ -65,6 +65,8 @@ enum Command {
     Review(review::ReviewArgs),
     Status(status::StatusArgs),
     Errors(errors::ErrorsArgs),
+    Retry(errors::RetryArgs),
+    Resolve(errors::ResolveArgs),
     #[command(subcommand)]
     Notify(notify::NotifyCommand),
     Demo(demo::DemoArgs),
@@ -125,6 +127,8 @@ fn dispatch(command: Command, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
         Command::Review(args) => review::run(args, ctx),
         Command::Status(args) => status::run(args, ctx),
         Command::Errors(args) => errors::run(args, ctx),
+        Command::Retry(args) => errors::retry(args, ctx),
+        Command::Resolve(args) => errors::resolve(args, ctx),
         Command::Notify(cmd) => notify::run(cmd, ctx),
         Command::Demo(args) => demo::run(args, ctx),
     }

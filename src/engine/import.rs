@@ -75,7 +75,7 @@ pub fn import(site: &mut Site, connection: &Connection) -> anyhow::Result<Import
     let applied = site.exchange.resolve(&applied_ref(&peer))?;
     report.previous = applied;
     report.applied = Some(head);
-    if applied == Some(head) && site.ledger.pending(&peer)?.is_empty() {
+    if applied == Some(head) && site.ledger.due_retries(&peer)?.is_empty() {
         return Ok(report);
     }
     let rules = load_rule(site, &connection.settings.incoming)?;
@@ -105,11 +105,20 @@ pub fn import(site: &mut Site, connection: &Connection) -> anyhow::Result<Import
                 report.issues.push(done);
             }
             Err(ImportFailure::Issue(message)) => {
-                site.ledger.add_pending(&peer, &path)?;
+                let retry = site
+                    .ledger
+                    .retry_later(&peer, &path, &site.config.site.retry)?;
                 let message = format!("commit {short}: {message}");
-                report
-                    .errors
-                    .push(issue_error(site, connection, &path, message)?);
+                let mut error = issue_error(site, connection, &path, message)?;
+                error.message += &if retry.parked {
+                    format!(
+                        " (parked after {} tries; `ferry retry` queues it again)",
+                        retry.tries
+                    )
+                } else {
+                    format!(" (try {}; retried on a later run)", retry.tries)
+                };
+                report.errors.push(error);
             }
             Err(ImportFailure::Fatal(e)) => return Err(e),
         }
@@ -155,7 +164,7 @@ pub(super) fn pending_range(
             paths.insert(change.path);
         }
     }
-    paths.extend(site.ledger.pending(peer)?);
+    paths.extend(site.ledger.due_retries(peer)?);
     let mut replicas = Vec::new();
     for path in paths {
         let blob = site.exchange.files(head, &path)?.get(&path).copied();

@@ -155,6 +155,16 @@ pub fn sync(site: &mut Site, options: &SyncOptions) -> anyhow::Result<SyncReport
             })?;
         }
     }
+    // What got through is no longer broken: a connection that ran without a
+    // failure, and the site and node, since the run reached its end.
+    for report in &reports {
+        if report.failure.is_none() && report.paused.is_none() {
+            site.ledger
+                .resolve_level(level::CONNECTION, Some(&report.peer))?;
+        }
+    }
+    site.ledger.resolve_level(level::SITE, None)?;
+    site.ledger.resolve_level(level::NODE, None)?;
     Ok(SyncReport {
         connections: reports,
     })
