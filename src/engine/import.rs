@@ -310,12 +310,27 @@ fn import_one(
     };
     done.local_key = Some(local.key.clone());
 
+    let mut notes = 0;
     for comment in &result.new_comments {
-        let Some(source) = added_comments.iter().find(|c| c.id == comment.source) else {
-            return Err(ImportFailure::Issue(format!(
-                "{}: the incoming rule added a comment from {:?}, which is not one of the new comments",
-                replica.key, comment.source
-            )));
+        let origin = match &comment.source {
+            Some(id) => {
+                let Some(source) = added_comments.iter().find(|c| &c.id == id) else {
+                    return Err(ImportFailure::Issue(format!(
+                        "{}: the incoming rule added a comment from {id:?}, which is not one of the new comments",
+                        replica.key
+                    )));
+                };
+                comment_origin(&replica, source)
+            }
+            // A note of the rule's own is tied to this version of the replica, so
+            // a retried import finds it instead of writing it twice.
+            None => {
+                notes += 1;
+                Origin {
+                    site: peer.to_string(),
+                    id: format!("note-{}-{notes}", &blob.to_string()[..12]),
+                }
+            }
         };
         site.tracker.add_comment(
             &local.id,
@@ -323,7 +338,7 @@ fn import_one(
                 author: comment.author.clone(),
                 body: comment.body.clone(),
                 internal: comment.internal,
-                origin: Some(comment_origin(&replica, source)),
+                origin: Some(origin),
             },
         )?;
         failpoint::hit("after-comment");
