@@ -91,6 +91,23 @@ pub struct Retry {
     pub next_at: DateTime<Utc>,
 }
 
+/// One write to the tracker on behalf of an import, as the journal keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Step {
+    /// Journal id.
+    pub id: i64,
+    /// The replica path it applies.
+    pub path: String,
+    /// The replica blob it applies.
+    pub blob: String,
+    /// `create`, `update`, `comment`, `delete`.
+    pub kind: String,
+    /// The local issue it writes, when known before the write.
+    pub target: Option<String>,
+    /// When it started.
+    pub started_at: String,
+}
+
 /// A paused connection: who paused it and when.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Pause {
@@ -140,6 +157,17 @@ CREATE TABLE IF NOT EXISTS cursors (
     peer TEXT PRIMARY KEY,
     cursor TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS steps (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    peer TEXT NOT NULL,
+    path TEXT NOT NULL,
+    blob TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    target TEXT,
+    started_at TEXT NOT NULL,
+    finished_at TEXT
+);
+CREATE INDEX IF NOT EXISTS steps_path ON steps (peer, path);
 CREATE TABLE IF NOT EXISTS paused (
     peer TEXT PRIMARY KEY,
     since TEXT NOT NULL,
@@ -282,8 +310,8 @@ impl Ledger {
             .map_err(|e| self.wrap(e))
     }
 
-    /// Records a replica blob as applied and clears its retry entry, in one
-    /// transaction.
+    /// Records a replica blob as applied and clears its retry entry and its step
+    /// journal, in one transaction.
     pub fn mark_applied(&mut self, peer: &str, path: &str, blob: &str) -> Result<(), LedgerError> {
         let tx = self.conn.transaction().map_err(|e| LedgerError {
             path: self.path.clone(),
@@ -301,8 +329,85 @@ impl Ledger {
                     params![peer, path],
                 )
             })
+            // The replica is in the tracker: its journal has served its purpose.
+            .and_then(|_| {
+                tx.execute(
+                    "DELETE FROM steps WHERE peer = ?1 AND path = ?2",
+                    params![peer, path],
+                )
+            })
             .and_then(|_| tx.commit());
         result.map_err(|e| self.wrap(e))
+    }
+
+    /// Journals a tracker write before it runs. Together with [`Ledger::finish_step`]
+    /// after it, a run killed in between leaves an unfinished step: the next run
+    /// says what it is resuming, and the write itself is made safe to repeat by
+    /// the origin markers (a create or comment is looked up before it is redone).
+    pub fn begin_step(
+        &self,
+        peer: &str,
+        path: &str,
+        blob: &str,
+        kind: &str,
+        target: Option<&str>,
+    ) -> Result<i64, LedgerError> {
+        self.conn
+            .execute(
+                "INSERT INTO steps (peer, path, blob, kind, target, started_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    peer,
+                    path,
+                    blob,
+                    kind,
+                    target,
+                    format_timestamp(&self.now())
+                ],
+            )
+            .map_err(|e| self.wrap(e))?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// Journals that a tracker write is done.
+    pub fn finish_step(&self, id: i64) -> Result<(), LedgerError> {
+        self.conn
+            .execute(
+                "UPDATE steps SET finished_at = ?2 WHERE id = ?1",
+                params![id, format_timestamp(&self.now())],
+            )
+            .map(drop)
+            .map_err(|e| self.wrap(e))
+    }
+
+    /// Steps of a peer that started and never finished (the run died), oldest
+    /// first; `path` narrows to one replica.
+    pub fn interrupted_steps(
+        &self,
+        peer: &str,
+        path: Option<&str>,
+    ) -> Result<Vec<Step>, LedgerError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT id, path, blob, kind, target, started_at FROM steps
+                 WHERE peer = ?1 AND finished_at IS NULL AND (?2 IS NULL OR path = ?2)
+                 ORDER BY id",
+            )
+            .map_err(|e| self.wrap(e))?;
+        let rows = stmt
+            .query_map(params![peer, path], |r| {
+                Ok(Step {
+                    id: r.get(0)?,
+                    path: r.get(1)?,
+                    blob: r.get(2)?,
+                    kind: r.get(3)?,
+                    target: r.get(4)?,
+                    started_at: r.get(5)?,
+                })
+            })
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>());
+        rows.map_err(|e| self.wrap(e))
     }
 
     /// Replica paths of a peer whose import failed and waits for a retry, parked
