@@ -41,6 +41,8 @@ pub const POINTS: &[&str] = &[
     // Push.
     "before-push",
     "after-push",
+    // Notify: the server accepted the message; the ledger does not know yet.
+    "after-notice-sent",
 ];
 
 /// Armed points: name → how many more hits before the kill.

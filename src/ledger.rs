@@ -671,29 +671,60 @@ impl Ledger {
     /// Unresolved errors no notification has mentioned yet, oldest first. An error
     /// seen again only bumps its count, so it is never notified twice; one that
     /// was resolved and comes back is a new row, so it is notified again.
-    pub fn unnotified_errors(&self) -> Result<Vec<ErrorRecord>, LedgerError> {
-        self.errors_where("e.resolved = 0 AND e.notified_at IS NULL")
+    ///
+    /// Left out: errors a notice was being sent for within `window` of now, by a
+    /// run that died before it could record the server's answer. The message
+    /// may have gone out; it is sent again only once the window has passed.
+    pub fn unnotified_errors(
+        &self,
+        window: chrono::Duration,
+    ) -> Result<Vec<ErrorRecord>, LedgerError> {
+        let since = format_timestamp(&(self.now() - window));
+        self.errors_where(&format!(
+            "e.resolved = 0 AND e.notified_at IS NULL
+             AND (e.notice_attempt_at IS NULL OR e.notice_attempt_at <= '{since}')"
+        ))
     }
 
-    /// Records that a notification listing these errors was accepted by the mail
-    /// server at `at`, in one transaction.
-    pub fn mark_notified(&mut self, ids: &[i64], at: DateTime<Utc>) -> Result<(), LedgerError> {
-        let at = format_timestamp(&at);
+    /// Records that a notice listing these errors is about to be sent (see
+    /// [`Ledger::unnotified_errors`]), in one transaction.
+    pub fn mark_notice_attempt(&mut self, ids: &[i64]) -> Result<(), LedgerError> {
+        let now = format_timestamp(&self.now());
+        self.update_errors(ids, "notice_attempt_at = ?2", Some(&now))
+    }
+
+    /// Forgets a notice attempt that certainly failed (the server refused or was
+    /// unreachable), so the next run sends at once.
+    pub fn clear_notice_attempt(&mut self, ids: &[i64]) -> Result<(), LedgerError> {
+        self.update_errors(ids, "notice_attempt_at = NULL", None)
+    }
+
+    fn update_errors(
+        &mut self,
+        ids: &[i64],
+        assignment: &str,
+        value: Option<&str>,
+    ) -> Result<(), LedgerError> {
+        let sql = format!("UPDATE errors SET {assignment} WHERE id = ?1");
         let tx = self.conn.transaction().map_err(|e| LedgerError {
             path: self.path.clone(),
             source: e,
         })?;
         let result = ids
             .iter()
-            .try_for_each(|id| {
-                tx.execute(
-                    "UPDATE errors SET notified_at = ?2 WHERE id = ?1",
-                    params![id, at],
-                )
-                .map(drop)
+            .try_for_each(|id| match value {
+                Some(value) => tx.execute(&sql, params![id, value]).map(drop),
+                None => tx.execute(&sql, params![id]).map(drop),
             })
             .and_then(|()| tx.commit());
         result.map_err(|e| self.wrap(e))
+    }
+
+    /// Records that a notification listing these errors was accepted by the mail
+    /// server (now), in one transaction.
+    pub fn mark_notified(&mut self, ids: &[i64]) -> Result<(), LedgerError> {
+        let now = format_timestamp(&self.now());
+        self.update_errors(ids, "notified_at = ?2", Some(&now))
     }
 
     fn errors_where(&self, condition: &str) -> Result<Vec<ErrorRecord>, LedgerError> {
@@ -743,6 +774,14 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
         [],
         |r| r.get(0),
     )?;
+    let has_attempt: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM pragma_table_info('errors') WHERE name = 'notice_attempt_at')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has_attempt {
+        conn.execute("ALTER TABLE errors ADD COLUMN notice_attempt_at TEXT", [])?;
+    }
     if !has_tries {
         conn.execute_batch(
             "ALTER TABLE pending ADD COLUMN tries INTEGER NOT NULL DEFAULT 0;
@@ -756,6 +795,8 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const HOUR: chrono::Duration = chrono::Duration::hours(1);
 
     fn ledger() -> (tempfile::TempDir, Ledger) {
         let dir = tempfile::tempdir().unwrap();
@@ -869,21 +910,45 @@ mod tests {
         ledger
             .record_error("issue", Some("eng"), Some("issues/ENG/1.yaml"), "bad")
             .unwrap();
-        let pending = ledger.unnotified_errors().unwrap();
+        let pending = ledger.unnotified_errors(HOUR).unwrap();
         assert_eq!(pending.len(), 1);
-        ledger.mark_notified(&[pending[0].id], Utc::now()).unwrap();
-        assert!(ledger.unnotified_errors().unwrap().is_empty());
+        ledger.mark_notified(&[pending[0].id]).unwrap();
+        assert!(ledger.unnotified_errors(HOUR).unwrap().is_empty());
         // Seen again: counted, not notified again.
         ledger
             .record_error("issue", Some("eng"), Some("issues/ENG/1.yaml"), "bad")
             .unwrap();
-        assert!(ledger.unnotified_errors().unwrap().is_empty());
+        assert!(ledger.unnotified_errors(HOUR).unwrap().is_empty());
         // Resolved and back: a new error, notified again.
         ledger.resolve_subject("eng", "issues/ENG/1.yaml").unwrap();
         ledger
             .record_error("issue", Some("eng"), Some("issues/ENG/1.yaml"), "bad")
             .unwrap();
-        assert_eq!(ledger.unnotified_errors().unwrap().len(), 1);
+        assert_eq!(ledger.unnotified_errors(HOUR).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_notice_that_may_have_gone_out_waits_for_the_window() {
+        let (_dir, mut ledger) = ledger();
+        let start = parse_timestamp("2026-11-20T10:00:00Z").unwrap();
+        ledger.clock = Some(start);
+        ledger.record_error("site", None, None, "down").unwrap();
+        let ids: Vec<i64> = ledger
+            .unnotified_errors(HOUR)
+            .unwrap()
+            .iter()
+            .map(|e| e.id)
+            .collect();
+        // The run died after sending, before hearing the answer.
+        ledger.mark_notice_attempt(&ids).unwrap();
+        ledger.clock = Some(start + chrono::Duration::minutes(59));
+        assert!(ledger.unnotified_errors(HOUR).unwrap().is_empty());
+        ledger.clock = Some(start + HOUR);
+        assert_eq!(ledger.unnotified_errors(HOUR).unwrap().len(), 1);
+        // A send that certainly failed is retried at once.
+        ledger.mark_notice_attempt(&ids).unwrap();
+        ledger.clear_notice_attempt(&ids).unwrap();
+        assert_eq!(ledger.unnotified_errors(HOUR).unwrap().len(), 1);
     }
 
     #[test]
@@ -899,7 +964,7 @@ mod tests {
         .unwrap();
         drop(old);
         let ledger = Ledger::open(&path).unwrap();
-        assert_eq!(ledger.unnotified_errors().unwrap().len(), 1);
+        assert_eq!(ledger.unnotified_errors(HOUR).unwrap().len(), 1);
         drop(ledger);
         // Opening again does not try to add the column twice.
         Ledger::open(&path).unwrap();
