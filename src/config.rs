@@ -168,6 +168,10 @@ pub struct ConnectionFile {
     /// Incoming rule script, relative to the site folder.
     #[serde(default = "default_incoming")]
     pub incoming: PathBuf,
+    /// Raise a connection error when nothing new has arrived from the peer for
+    /// this many hours: silence is how a broken air-gapped link looks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stale_after_hours: Option<u32>,
 }
 
 fn default_direction() -> Direction {

@@ -168,6 +168,10 @@ CREATE TABLE IF NOT EXISTS steps (
     finished_at TEXT
 );
 CREATE INDEX IF NOT EXISTS steps_path ON steps (peer, path);
+CREATE TABLE IF NOT EXISTS arrivals (
+    peer TEXT PRIMARY KEY,
+    at TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS paused (
     peer TEXT PRIMARY KEY,
     since TEXT NOT NULL,
@@ -548,6 +552,37 @@ impl Ledger {
                 .execute("DELETE FROM cursors WHERE peer = ?1", params![peer]),
         };
         result.map(drop).map_err(|e| self.wrap(e))
+    }
+
+    /// Records that something new arrived from a peer (now).
+    pub fn mark_arrival(&self, peer: &str) -> Result<(), LedgerError> {
+        self.conn
+            .execute(
+                "INSERT INTO arrivals (peer, at) VALUES (?1, ?2)
+                 ON CONFLICT (peer) DO UPDATE SET at = ?2",
+                params![peer, format_timestamp(&self.now())],
+            )
+            .map(drop)
+            .map_err(|e| self.wrap(e))
+    }
+
+    /// When something last arrived from a peer, and how long ago that is.
+    pub fn last_arrival(
+        &self,
+        peer: &str,
+    ) -> Result<Option<(DateTime<Utc>, chrono::Duration)>, LedgerError> {
+        let text: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT at FROM arrivals WHERE peer = ?1",
+                params![peer],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.wrap(e))?;
+        Ok(text
+            .and_then(|t| parse_timestamp(&t).ok())
+            .map(|at| (at, self.now() - at)))
     }
 
     /// Pauses a connection; returns the existing pause when it already was.
