@@ -252,6 +252,7 @@ impl<'a> Story<'a> {
             query: query.into(),
             outgoing: "rules/outgoing.rhai".into(),
             incoming: "rules/incoming.rhai".into(),
+            conflicts: Default::default(),
         };
         let file = dir.join(CONNECTIONS_DIR).join(format!("{peer}.yaml"));
         crate::config::write_atomic(&file, serde_yaml::to_string(&connection)?.as_bytes())?;

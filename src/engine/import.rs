@@ -10,6 +10,7 @@
 
 use git2::Oid;
 
+use super::conflict::{self, Settled, Sides};
 use super::{IssueError, issue_error, load_rule};
 use crate::config::Connection;
 use crate::exchange::{applied_ref, peer_branch};
@@ -49,6 +50,8 @@ pub struct ImportedIssue {
     pub action: ImportAction,
     /// Comments added.
     pub comments_added: usize,
+    /// Fields both sites had changed, and how each was settled.
+    pub conflicts: Vec<Settled>,
 }
 
 /// What one import did.
@@ -261,6 +264,7 @@ fn import_one(
         local_key: local.as_ref().map(|i| i.key.clone()),
         action: ImportAction::Unchanged,
         comments_added: 0,
+        conflicts: Vec::new(),
     };
     if let Some(local) = &local {
         site.ledger
@@ -286,8 +290,9 @@ fn import_one(
         local_project,
         added_comments: &added_comments,
         changed_fields: &changed_fields,
+        conflicts: &[],
     };
-    let result = match rules.run_incoming(&input) {
+    let mut result = match rules.run_incoming(&input) {
         Ok(Some(result)) => result,
         Ok(None) => {
             done.action = ImportAction::Skipped;
@@ -295,6 +300,63 @@ fn import_one(
         }
         Err(e) => return Err(ImportFailure::Issue(format!("{}: {e}", replica.key))),
     };
+
+    // Three-way against what both sites last shared (see `conflict`): fields only
+    // this site changed stay, conflicts go to the connection's policy.
+    let remote_target = result.issue.clone();
+    let baseline = match &local {
+        Some(local) => conflict::baseline(site, peer, &local.id).map_err(fatal)?,
+        None => conflict::Baseline::default(),
+    };
+    if let Some(local) = &local {
+        let sides = Sides {
+            me: &me,
+            peer,
+            local,
+            remote_updated: replica.updated,
+            settings: &connection.settings.conflicts,
+        };
+        let mut resolution = conflict::resolve(&sides, &baseline, &result.issue);
+        if !resolution.errors.is_empty() {
+            return Err(ImportFailure::Issue(conflict::error_message(
+                &local.key,
+                peer,
+                &connection.file,
+                &resolution.errors,
+            )));
+        }
+        if !resolution.for_rule.is_empty() {
+            let again = IncomingInput {
+                conflicts: &resolution.for_rule,
+                ..input
+            };
+            let ruled = match rules.run_incoming(&again) {
+                Ok(Some(ruled)) => ruled,
+                Ok(None) => {
+                    done.action = ImportAction::Skipped;
+                    return Ok(done);
+                }
+                Err(e) => return Err(ImportFailure::Issue(format!("{}: {e}", replica.key))),
+            };
+            resolution = conflict::settle_by_rule(resolution, &ruled.issue);
+        }
+        if let Some(target) = resolution.target {
+            result.issue = target;
+        }
+        for settled in &resolution.settled {
+            tracing::info!(
+                connection = peer,
+                issue = %local.key,
+                field = %settled.conflict.field,
+                policy = ?settled.policy,
+                "conflict settled: {} (here {}, {peer}'s {})",
+                settled.value,
+                settled.conflict.local,
+                settled.conflict.remote,
+            );
+        }
+        done.conflicts = resolution.settled;
+    }
 
     let author = site.config.site.sync_user.clone();
     let local = match local {
@@ -369,6 +431,9 @@ fn import_one(
             t.delete(&local.id, &author)
         })?;
         done.action = ImportAction::Deleted;
+    } else {
+        conflict::record_import(&mut site.ledger, peer, &local, &remote_target, &baseline)
+            .map_err(fatal)?;
     }
     Ok(done)
 }

@@ -200,6 +200,7 @@ fn review_one(
         local_project,
         added_comments: &pending.added_comments,
         changed_fields: &changed,
+        conflicts: &[],
     };
     pending.verdict = match rules.run_incoming(&input) {
         Err(e) => Verdict::Error {
