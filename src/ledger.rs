@@ -764,6 +764,12 @@ CREATE TABLE IF NOT EXISTS identity (
 );
 ";
 
+/// How many exports of one issue the ledger keeps for conflict baselines. A peer
+/// acknowledges within a sync or two; an acknowledgement older than the kept ones
+/// falls back to the import baseline, which can only make a conflict more likely
+/// to be seen, never hide one.
+pub const KEPT_EXPORTS: i64 = 16;
+
 /// One export of one issue, as [`Ledger::exports`] returns it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ExportRecord {
@@ -837,7 +843,10 @@ impl Ledger {
         result.map_err(|e| self.wrap(e))
     }
 
-    /// Records that an export carried these local field values of an issue.
+    /// Records that an export carried these local field values of an issue,
+    /// keeping the newest [`KEPT_EXPORTS`] of them: older ones only matter until the
+    /// peer acknowledges a newer one, and a peer that stays silent must not make the
+    /// table grow without end.
     pub fn record_export(
         &self,
         peer: &str,
@@ -852,6 +861,14 @@ impl Ledger {
                 "INSERT INTO exported (peer, local_id, commit_id, updated, fields) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![peer, local_id, commit, format_timestamp(&updated), fields.to_string()],
             )
+            .and_then(|_| {
+                self.conn.execute(
+                    "DELETE FROM exported WHERE peer = ?1 AND local_id = ?2 AND seq NOT IN
+                     (SELECT seq FROM exported WHERE peer = ?1 AND local_id = ?2
+                      ORDER BY seq DESC LIMIT ?3)",
+                    params![peer, local_id, KEPT_EXPORTS],
+                )
+            })
             .map(drop)
             .map_err(|e| self.wrap(e))
     }
@@ -1099,6 +1116,62 @@ mod tests {
             .record_error("issue", Some("eng"), Some("issues/ENG/1.yaml"), "bad")
             .unwrap();
         assert_eq!(ledger.unnotified_errors().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_baseline_value_is_replaced_only_by_a_newer_one() {
+        let (_dir, mut ledger) = ledger();
+        let values = |v: &str| BTreeMap::from([("status".to_string(), serde_json::json!(v))]);
+        let at = Utc::now();
+        ledger
+            .record_export("eng", "7", "c1", at, &values("Open"))
+            .unwrap();
+        ledger
+            .record_export("eng", "7", "c2", at, &values("Closed"))
+            .unwrap();
+        let exports = ledger.exports("eng", "7").unwrap();
+        assert_eq!(exports.len(), 2);
+        // An import after both exports: newer than either.
+        ledger
+            .merge_baseline("eng", "7", &values("Resolved"), None)
+            .unwrap();
+        // Folding in the acknowledged first export does not undo it.
+        ledger
+            .merge_baseline("eng", "7", &values("Open"), Some(exports[0].seq))
+            .unwrap();
+        assert_eq!(ledger.baseline("eng", "7").unwrap()["status"].0, "Resolved");
+        // An export made after the import, once acknowledged, replaces it.
+        ledger
+            .record_export("eng", "7", "c3", at, &values("Closed"))
+            .unwrap();
+        let third = ledger.exports("eng", "7").unwrap()[2].seq;
+        ledger
+            .merge_baseline("eng", "7", &values("Closed"), Some(third))
+            .unwrap();
+        assert_eq!(ledger.baseline("eng", "7").unwrap()["status"].0, "Closed");
+        ledger.forget_exports_before("eng", "7", third).unwrap();
+        assert_eq!(ledger.exports("eng", "7").unwrap().len(), 1);
+    }
+
+    #[test]
+    fn only_the_newest_exports_of_an_issue_are_kept() {
+        let (_dir, ledger) = ledger();
+        let values = BTreeMap::new();
+        for i in 0..KEPT_EXPORTS + 5 {
+            ledger
+                .record_export("eng", "7", &format!("c{i}"), Utc::now(), &values)
+                .unwrap();
+        }
+        ledger
+            .record_export("eng", "8", "other", Utc::now(), &values)
+            .unwrap();
+        let kept = ledger.exports("eng", "7").unwrap();
+        assert_eq!(kept.len() as i64, KEPT_EXPORTS);
+        assert_eq!(
+            kept.last().unwrap().commit,
+            format!("c{}", KEPT_EXPORTS + 4)
+        );
+        assert_eq!(ledger.exports("eng", "8").unwrap().len(), 1);
     }
 
     #[test]

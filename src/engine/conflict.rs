@@ -61,11 +61,11 @@ use git2::Oid;
 use serde_json::Value;
 
 use super::export::SiteFile;
-use crate::config::{ConflictPolicy, ConflictSettings};
+use crate::config::{ConflictPolicy, ConflictSettings, Connection};
 use crate::exchange::peer_branch;
 use crate::ledger::{ExportRecord, Ledger, LedgerError};
 use crate::model::Issue;
-use crate::rules::{FieldConflict, TargetIssue};
+use crate::rules::{FieldConflict, IncomingInput, RuleError, RuleScript, TargetIssue};
 use crate::site::Site;
 
 /// Field values of an issue by field name (`status`, `fields.Customer`); an unset
@@ -350,6 +350,67 @@ fn local_time(
         Some(export) if export.fields.get(field).unwrap_or(&Value::Null) == value => export.updated,
         _ => local.updated,
     }
+}
+
+/// What the import of one replica may do after the three-way comparison.
+#[derive(Debug, Clone)]
+pub enum Settlement {
+    /// Apply this target; the conflicts settled on the way.
+    Apply {
+        /// The rule's target with every field this site keeps set back (boxed: an
+        /// issue is large next to the other variants).
+        target: Box<TargetIssue>,
+        /// Conflicts settled by a policy.
+        settled: Vec<Settled>,
+    },
+    /// A conflict with policy `error`: apply nothing; the message says why.
+    Parked(String),
+    /// The rule, asked to settle a conflict, skipped the replica.
+    Skip,
+}
+
+/// Runs the three-way comparison of a replica against an existing local issue and
+/// settles what the policies can: `target` is the incoming rule's first result for
+/// `input`; a `rule` conflict runs the rule again with `conflicts`. Import applies
+/// the outcome; review shows it.
+pub fn settle(
+    connection: &Connection,
+    rules: &RuleScript,
+    input: &IncomingInput,
+    local: &Issue,
+    baseline: &Baseline,
+    target: &TargetIssue,
+) -> Result<Settlement, RuleError> {
+    let sides = Sides {
+        me: input.site,
+        peer: input.peer,
+        local,
+        remote_updated: input.replica.updated,
+        settings: &connection.settings.conflicts,
+    };
+    let mut resolution = resolve(&sides, baseline, target);
+    if !resolution.errors.is_empty() {
+        return Ok(Settlement::Parked(error_message(
+            &local.key,
+            input.peer,
+            &connection.file,
+            &resolution.errors,
+        )));
+    }
+    if !resolution.for_rule.is_empty() {
+        let again = IncomingInput {
+            conflicts: &resolution.for_rule,
+            ..*input
+        };
+        let Some(ruled) = rules.run_incoming(&again)? else {
+            return Ok(Settlement::Skip);
+        };
+        resolution = settle_by_rule(resolution, &ruled.issue);
+    }
+    Ok(Settlement::Apply {
+        target: Box::new(resolution.target.unwrap_or_else(|| target.clone())),
+        settled: resolution.settled,
+    })
 }
 
 /// The message of a replica parked by `error` conflicts: each field with its three

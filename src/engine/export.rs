@@ -146,7 +146,11 @@ pub fn export(site: &mut Site, connection: &Connection) -> anyhow::Result<Export
         );
         report.commit = site.exchange.commit(&branch, &writes, &message, &me)?;
         failpoint::hit("after-commit");
-        if let Some(commit) = report.commit {
+        // Baselines only serve imports; a connection that never imports keeps none.
+        if let Some(commit) = report
+            .commit
+            .filter(|_| connection.settings.direction.imports())
+        {
             for issue in &carried {
                 super::conflict::record_export(&site.ledger, peer, commit, issue)?;
             }

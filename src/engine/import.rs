@@ -10,7 +10,7 @@
 
 use git2::Oid;
 
-use super::conflict::{self, Settled, Sides};
+use super::conflict::{self, Settled, Settlement};
 use super::{IssueError, issue_error, load_rule};
 use crate::config::Connection;
 use crate::exchange::{applied_ref, peer_branch};
@@ -309,53 +309,20 @@ fn import_one(
         None => conflict::Baseline::default(),
     };
     if let Some(local) = &local {
-        let sides = Sides {
-            me: &me,
-            peer,
-            local,
-            remote_updated: replica.updated,
-            settings: &connection.settings.conflicts,
-        };
-        let mut resolution = conflict::resolve(&sides, &baseline, &result.issue);
-        if !resolution.errors.is_empty() {
-            return Err(ImportFailure::Issue(conflict::error_message(
-                &local.key,
-                peer,
-                &connection.file,
-                &resolution.errors,
-            )));
+        let settlement =
+            conflict::settle(connection, rules, &input, local, &baseline, &result.issue)
+                .map_err(|e| ImportFailure::Issue(format!("{}: {e}", replica.key)))?;
+        match settlement {
+            Settlement::Apply { target, settled } => {
+                result.issue = *target;
+                done.conflicts = settled;
+            }
+            Settlement::Parked(message) => return Err(ImportFailure::Issue(message)),
+            Settlement::Skip => {
+                done.action = ImportAction::Skipped;
+                return Ok(done);
+            }
         }
-        if !resolution.for_rule.is_empty() {
-            let again = IncomingInput {
-                conflicts: &resolution.for_rule,
-                ..input
-            };
-            let ruled = match rules.run_incoming(&again) {
-                Ok(Some(ruled)) => ruled,
-                Ok(None) => {
-                    done.action = ImportAction::Skipped;
-                    return Ok(done);
-                }
-                Err(e) => return Err(ImportFailure::Issue(format!("{}: {e}", replica.key))),
-            };
-            resolution = conflict::settle_by_rule(resolution, &ruled.issue);
-        }
-        if let Some(target) = resolution.target {
-            result.issue = target;
-        }
-        for settled in &resolution.settled {
-            tracing::info!(
-                connection = peer,
-                issue = %local.key,
-                field = %settled.conflict.field,
-                policy = ?settled.policy,
-                "conflict settled: {} (here {}, {peer}'s {})",
-                settled.value,
-                settled.conflict.local,
-                settled.conflict.remote,
-            );
-        }
-        done.conflicts = resolution.settled;
     }
 
     let author = site.config.site.sync_user.clone();

@@ -143,6 +143,13 @@ fn a_stale_replica_does_not_revert_an_edit_of_another_field() {
         &["tracker", "edit", "ENG-1", "--status", "In Progress"],
     );
     cross(&w);
+    // The review (a dry run of the import) already shows the settled outcome.
+    w.ok("support", &["pull"]);
+    let review = w.ok("support", &["review"]);
+    assert!(
+        review.contains("=> update: status: Open → In Progress\n"),
+        "{review}"
+    );
     settle(&mut w, 3);
     for (site, key) in [("support", "SUP-1"), ("engineering", "ENG-1")] {
         assert_eq!(field(&w, site, key, "summary"), "Printer on fire again");
@@ -175,6 +182,12 @@ fn the_error_policy_parks_the_issue_until_the_sites_agree() {
         &["tracker", "edit", "ENG-1", "--status", "Resolved"],
     );
     cross(&w);
+    w.ok("engineering", &["pull"]);
+    let review = w.ok("engineering", &["review"]);
+    assert!(
+        review.contains("ENG-1: conflict: both sites changed status"),
+        "{review}"
+    );
 
     let run = w.ferry("engineering", &["sync"]);
     assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
