@@ -22,7 +22,9 @@
 //! The export cursor is left unset: the next export re-reads every issue, writes
 //! byte-identical replicas and so commits only what really changed. Nothing is
 //! fetched: the peer's commits after the applied position stay pending for the
-//! next import, as they would have without the loss.
+//! next import, as they would have without the loss. (When the exchange clone is
+//! lost too, `ferry pull` first; with no applied position known, the next import
+//! applies every replica again, onto the issues found here.)
 
 use git2::Oid;
 

@@ -595,3 +595,54 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
         }
     }
 }
+
+#[test]
+fn relink_after_losing_the_whole_state_folder_pulls_first() {
+    let mut w = linked();
+    w.now = Some(at(2));
+    w.new_issue(
+        "engineering",
+        &[
+            "--project",
+            "ENG",
+            "--summary",
+            "Driver crash",
+            "--label",
+            "customer-facing",
+        ],
+    );
+    settle(&mut w, 3);
+    fs::remove_dir_all(w.path("support/.ferry")).unwrap();
+    w.now = Some(at(4));
+    w.ok("support", &["pull"]);
+    // The clone is new: it knows no applied position, so the peer's replicas are
+    // imported again, each onto the issue its origin marker names.
+    let run = w.ok("support", &["relink"]);
+    assert!(
+        run.starts_with("relink engineering: 2 links, 0 shared, applied at (nothing)"),
+        "{run}"
+    );
+    settle(&mut w, 5);
+    assert_eq!(w.list("support").len(), 2, "no duplicates at support");
+    assert_eq!(
+        w.list("engineering").len(),
+        2,
+        "no duplicates at engineering"
+    );
+    w.now = Some(at(6));
+    w.ok(
+        "support",
+        &["tracker", "edit", "SUP-1", "--summary", "Printer fixed?"],
+    );
+    w.ok(
+        "engineering",
+        &["tracker", "edit", "ENG-2", "--status", "In Progress"],
+    );
+    settle(&mut w, 7);
+    assert_eq!(
+        field(&w, "engineering", "ENG-1", "summary"),
+        "Printer fixed?"
+    );
+    assert_eq!(field(&w, "support", "SUP-2", "status"), "In Progress");
+    assert_quiet(&mut w, 8);
+}
