@@ -160,7 +160,10 @@ pub fn baseline(site: &Site, peer: &str, local_id: &str) -> anyhow::Result<Basel
                 let Ok(commit) = Oid::from_str(&export.commit) else {
                     continue;
                 };
-                if commit == ack || site.exchange.is_ancestor(commit, ack)? {
+                // An ack naming a commit this clone does not hold (a peer's
+                // mistake, or worse) acknowledges nothing; it must not stop the
+                // import.
+                if site.exchange.is_ancestor(commit, ack).unwrap_or(false) {
                     found = Some(export.clone());
                     break;
                 }

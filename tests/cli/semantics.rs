@@ -646,3 +646,34 @@ fn relink_after_losing_the_whole_state_folder_pulls_first() {
     assert_eq!(field(&w, "support", "SUP-2", "status"), "In Progress");
     assert_quiet(&mut w, 8);
 }
+
+#[test]
+fn an_ack_naming_an_unknown_commit_acknowledges_nothing_and_stops_nothing() {
+    let mut w = linked();
+    let work = w.path("peer-work");
+    git(w.root.path(), &["clone", "-q", "exchange.git", "peer-work"]);
+    git(&work, &["checkout", "-q", "engineering/support"]);
+    let site_yaml = work.join("site.yaml");
+    let text = fs::read_to_string(&site_yaml).unwrap();
+    let ack = text.lines().find(|l| l.starts_with("ack: ")).unwrap();
+    fs::write(
+        &site_yaml,
+        text.replace(ack, &format!("ack: {}", "d".repeat(40))),
+    )
+    .unwrap();
+    let replica = work.join("issues/ENG/1.yaml");
+    let text = fs::read_to_string(&replica).unwrap();
+    fs::write(
+        &replica,
+        text.replace("summary: Printer on fire", "summary: Printer still on fire"),
+    )
+    .unwrap();
+    git(&work, &["commit", "-q", "-am", "a peer with a bad ack"]);
+    git(&work, &["push", "-q", "origin", "engineering/support"]);
+    w.now = Some(at(2));
+    w.ok("support", &["sync"]);
+    assert_eq!(
+        field(&w, "support", "SUP-1", "summary"),
+        "Printer still on fire"
+    );
+}
