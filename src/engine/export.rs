@@ -146,18 +146,18 @@ pub fn export(site: &mut Site, connection: &Connection) -> anyhow::Result<Export
         );
         report.commit = site.exchange.commit(&branch, &writes, &message, &me)?;
         failpoint::hit("after-commit");
-        // Baselines only serve imports; a connection that never imports keeps none.
-        if let Some(commit) = report
-            .commit
-            .filter(|_| connection.settings.direction.imports())
-        {
-            for issue in &carried {
-                super::conflict::record_export(&site.ledger, peer, commit, issue)?;
-            }
-        }
     }
     for id in &exported_ids {
         site.ledger.mark_shared(peer, id)?;
+    }
+    // Baselines only serve imports; a connection that never imports keeps none.
+    if let Some(commit) = report
+        .commit
+        .filter(|_| connection.settings.direction.imports())
+    {
+        for issue in &carried {
+            super::conflict::record_export(&site.ledger, peer, commit, issue)?;
+        }
     }
     // A failed issue must be looked at again next run, so the cursor stops at it.
     let next_cursor = match oldest_failure {

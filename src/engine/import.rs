@@ -393,14 +393,15 @@ fn import_one(
             done.action = ImportAction::Updated;
         }
     }
+    if !result.delete_issue {
+        conflict::record_import(&mut site.ledger, peer, &local, &remote_target, &baseline)
+            .map_err(fatal)?;
+    }
     if result.delete_issue {
         journal.run(site, StepKind::Delete, Some(&local.id), |t| {
             t.delete(&local.id, &author)
         })?;
         done.action = ImportAction::Deleted;
-    } else {
-        conflict::record_import(&mut site.ledger, peer, &local, &remote_target, &baseline)
-            .map_err(fatal)?;
     }
     Ok(done)
 }
