@@ -783,6 +783,17 @@ pub struct ExportRecord {
     pub fields: BTreeMap<String, serde_json::Value>,
 }
 
+/// What one export carried of one issue, for [`Ledger::record_exports`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewExport {
+    /// The local issue.
+    pub local_id: String,
+    /// Its `updated` (the replica's).
+    pub updated: DateTime<Utc>,
+    /// Its local field values, by field name.
+    pub fields: BTreeMap<String, serde_json::Value>,
+}
+
 /// Field values of one issue by field name, with the sequence number they date
 /// from.
 pub type BaselineFields = BTreeMap<String, (serde_json::Value, i64)>;
@@ -843,34 +854,45 @@ impl Ledger {
         result.map_err(|e| self.wrap(e))
     }
 
-    /// Records that an export carried these local field values of an issue,
-    /// keeping the newest [`KEPT_EXPORTS`] of them: older ones only matter until the
-    /// peer acknowledges a newer one, and a peer that stays silent must not make the
-    /// table grow without end.
-    pub fn record_export(
-        &self,
+    /// Records what one export commit carried, in one transaction, keeping the
+    /// newest [`KEPT_EXPORTS`] records of each issue: older ones only matter until
+    /// the peer acknowledges a newer one, and a peer that stays silent must not
+    /// make the table grow without end.
+    pub fn record_exports(
+        &mut self,
         peer: &str,
-        local_id: &str,
         commit: &str,
-        updated: DateTime<Utc>,
-        fields: &BTreeMap<String, serde_json::Value>,
+        exports: &[NewExport],
     ) -> Result<(), LedgerError> {
-        let fields = serde_json::Value::Object(fields.clone().into_iter().collect());
-        self.conn
-            .execute(
-                "INSERT INTO exported (peer, local_id, commit_id, updated, fields) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![peer, local_id, commit, format_timestamp(&updated), fields.to_string()],
-            )
-            .and_then(|_| {
-                self.conn.execute(
+        let path = self.path.clone();
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(|source| LedgerError { path, source })?;
+        let result = (|| {
+            for export in exports {
+                let fields = serde_json::Value::Object(export.fields.clone().into_iter().collect());
+                tx.prepare_cached(
+                    "INSERT INTO exported (peer, local_id, commit_id, updated, fields)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                )?
+                .execute(params![
+                    peer,
+                    export.local_id,
+                    commit,
+                    format_timestamp(&export.updated),
+                    fields.to_string()
+                ])?;
+                tx.prepare_cached(
                     "DELETE FROM exported WHERE peer = ?1 AND local_id = ?2 AND seq NOT IN
                      (SELECT seq FROM exported WHERE peer = ?1 AND local_id = ?2
                       ORDER BY seq DESC LIMIT ?3)",
-                    params![peer, local_id, KEPT_EXPORTS],
-                )
-            })
-            .map(drop)
-            .map_err(|e| self.wrap(e))
+                )?
+                .execute(params![peer, export.local_id, KEPT_EXPORTS])?;
+            }
+            tx.commit()
+        })();
+        result.map_err(|e| self.wrap(e))
     }
 
     /// The recorded exports of an issue, oldest first.
@@ -1118,16 +1140,23 @@ mod tests {
         assert_eq!(ledger.unnotified_errors().unwrap().len(), 1);
     }
 
+    fn export(id: &str, status: &str) -> NewExport {
+        NewExport {
+            local_id: id.into(),
+            updated: Utc::now(),
+            fields: BTreeMap::from([("status".to_string(), serde_json::json!(status))]),
+        }
+    }
+
     #[test]
     fn a_baseline_value_is_replaced_only_by_a_newer_one() {
         let (_dir, mut ledger) = ledger();
-        let values = |v: &str| BTreeMap::from([("status".to_string(), serde_json::json!(v))]);
-        let at = Utc::now();
+        let values = |v: &str| export("7", v).fields;
         ledger
-            .record_export("eng", "7", "c1", at, &values("Open"))
+            .record_exports("eng", "c1", &[export("7", "Open")])
             .unwrap();
         ledger
-            .record_export("eng", "7", "c2", at, &values("Closed"))
+            .record_exports("eng", "c2", &[export("7", "Closed")])
             .unwrap();
         let exports = ledger.exports("eng", "7").unwrap();
         assert_eq!(exports.len(), 2);
@@ -1142,7 +1171,7 @@ mod tests {
         assert_eq!(ledger.baseline("eng", "7").unwrap()["status"].0, "Resolved");
         // An export made after the import, once acknowledged, replaces it.
         ledger
-            .record_export("eng", "7", "c3", at, &values("Closed"))
+            .record_exports("eng", "c3", &[export("7", "Closed")])
             .unwrap();
         let third = ledger.exports("eng", "7").unwrap()[2].seq;
         ledger
@@ -1155,15 +1184,14 @@ mod tests {
 
     #[test]
     fn only_the_newest_exports_of_an_issue_are_kept() {
-        let (_dir, ledger) = ledger();
-        let values = BTreeMap::new();
+        let (_dir, mut ledger) = ledger();
         for i in 0..KEPT_EXPORTS + 5 {
             ledger
-                .record_export("eng", "7", &format!("c{i}"), Utc::now(), &values)
+                .record_exports("eng", &format!("c{i}"), &[export("7", "Open")])
                 .unwrap();
         }
         ledger
-            .record_export("eng", "8", "other", Utc::now(), &values)
+            .record_exports("eng", "other", &[export("8", "Open")])
             .unwrap();
         let kept = ledger.exports("eng", "7").unwrap();
         assert_eq!(kept.len() as i64, KEPT_EXPORTS);

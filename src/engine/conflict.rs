@@ -63,7 +63,7 @@ use serde_json::Value;
 use super::export::SiteFile;
 use crate::config::{ConflictPolicy, ConflictSettings, Connection};
 use crate::exchange::peer_branch;
-use crate::ledger::{ExportRecord, Ledger, LedgerError};
+use crate::ledger::{ExportRecord, Ledger, LedgerError, NewExport};
 use crate::model::Issue;
 use crate::rules::{FieldConflict, IncomingInput, RuleError, RuleScript, TargetIssue};
 use crate::site::Site;
@@ -483,20 +483,13 @@ pub fn record_import(
     ledger.merge_baseline(peer, &local.id, &shared, None)
 }
 
-/// Records the local values an export carried, with the commit that carried them.
-pub fn record_export(
-    ledger: &Ledger,
-    peer: &str,
-    commit: Oid,
-    issue: &Issue,
-) -> Result<(), LedgerError> {
-    ledger.record_export(
-        peer,
-        &issue.id,
-        &commit.to_string(),
-        issue.updated,
-        &field_values(&TargetIssue::from(issue)),
-    )
+/// What an export carries of one issue, for the baselines: its local values now.
+pub fn carried(issue: &Issue) -> NewExport {
+    NewExport {
+        local_id: issue.id.clone(),
+        updated: issue.updated,
+        fields: field_values(&TargetIssue::from(issue)),
+    }
 }
 
 #[cfg(test)]

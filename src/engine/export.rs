@@ -104,7 +104,7 @@ pub fn export(site: &mut Site, connection: &Connection) -> anyhow::Result<Export
                 if !unchanged {
                     report.written.push(issue.key.clone());
                     if !issue.deleted {
-                        carried.push(issue.clone());
+                        carried.push(super::conflict::carried(&issue));
                     }
                 }
                 writes.push(FileWrite {
@@ -155,9 +155,8 @@ pub fn export(site: &mut Site, connection: &Connection) -> anyhow::Result<Export
         .commit
         .filter(|_| connection.settings.direction.imports())
     {
-        for issue in &carried {
-            super::conflict::record_export(&site.ledger, peer, commit, issue)?;
-        }
+        site.ledger
+            .record_exports(peer, &commit.to_string(), &carried)?;
     }
     // A failed issue must be looked at again next run, so the cursor stops at it.
     let next_cursor = match oldest_failure {
