@@ -109,7 +109,10 @@ pub fn verify(
         None => record(ledger, now),
         Some(recorded) if recorded == *now => Ok(()),
         Some(recorded) => Err(IdentityError::Mismatch {
-            ledger: ledger_path.display().to_string(),
+            ledger: std::fs::canonicalize(ledger_path)
+                .unwrap_or_else(|_| ledger_path.to_path_buf())
+                .display()
+                .to_string(),
             differences: recorded.differences(now),
             command: confirm_command(dir),
         }),
