@@ -439,8 +439,8 @@ pub fn error_message(
     format!(
         "{local_key}: conflict: both sites changed {} since the last exchange, and the policy \
          is `error`; nothing of this change is applied. Make both sites agree (set it here to \
-         {peer}'s value, or have {peer} set it to this site's), or choose another policy under \
-         `conflicts:` in {}; the next run retries.",
+         {peer}'s value, or have {peer} set it to this site's) and `ferry retry`, or choose \
+         another policy under `conflicts:` in {}.",
         fields.join("; "),
         connection_file.display()
     )

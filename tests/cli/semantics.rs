@@ -199,7 +199,7 @@ fn the_error_policy_parks_the_issue_until_the_sites_agree() {
         .collect();
     insta::assert_snapshot!(without_commit_ids(&import.join("\n")), @r#"
     import support: 0 replicas, 1 error
-      error: issues/SUP/1.yaml: commit [id]: ENG-1: conflict: both sites changed status (last shared "Open", here "Resolved", support's "Closed") since the last exchange, and the policy is `error`; nothing of this change is applied. Make both sites agree (set it here to support's value, or have support set it to this site's), or choose another policy under `conflicts:` in ./connections/support.yaml; the next run retries.
+      error: issues/SUP/1.yaml: commit [id]: ENG-1: conflict: both sites changed status (last shared "Open", here "Resolved", support's "Closed") since the last exchange, and the policy is `error`; nothing of this change is applied. Make both sites agree (set it here to support's value, or have support set it to this site's) and `ferry retry`, or choose another policy under `conflicts:` in ./connections/support.yaml. (try 1; retried on a later run)
     "#);
     let errors = w.ok("engineering", &["errors"]);
     assert!(errors.contains("conflict"), "{errors}");
@@ -210,12 +210,14 @@ fn the_error_policy_parks_the_issue_until_the_sites_agree() {
     // Still parked on the next run.
     assert_eq!(w.ferry("engineering", &["sync"]).code, 1);
 
-    // The operator makes the sites agree; the next run imports and clears it.
+    // The operator makes the sites agree and asks for the retry now rather than
+    // after the backoff; the run imports it and clears the error.
     w.now = Some(at(4));
     w.ok(
         "engineering",
         &["tracker", "edit", "ENG-1", "--status", "Closed"],
     );
+    w.ok("engineering", &["retry", "--all"]);
     w.ok("engineering", &["sync"]);
     assert_eq!(
         w.ok("engineering", &["errors"]).trim(),
