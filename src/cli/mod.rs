@@ -9,8 +9,10 @@ mod demo;
 mod errors;
 mod init;
 mod notify;
+mod relink;
 mod report;
 mod review;
+mod site;
 mod status;
 mod steps;
 mod tracker;
@@ -63,10 +65,13 @@ enum Command {
     Push(steps::PushArgs),
     Pull(steps::PullArgs),
     Review(review::ReviewArgs),
+    Relink(relink::RelinkArgs),
     Status(status::StatusArgs),
     Errors(errors::ErrorsArgs),
     Retry(errors::RetryArgs),
     Resolve(errors::ResolveArgs),
+    #[command(subcommand)]
+    Site(site::SiteCommand),
     #[command(subcommand)]
     Notify(notify::NotifyCommand),
     Demo(demo::DemoArgs),
@@ -125,10 +130,12 @@ fn dispatch(command: Command, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
         Command::Push(args) => steps::push(args, ctx),
         Command::Pull(args) => steps::pull(args, ctx),
         Command::Review(args) => review::run(args, ctx),
+        Command::Relink(args) => relink::run(args, ctx),
         Command::Status(args) => status::run(args, ctx),
         Command::Errors(args) => errors::run(args, ctx),
         Command::Retry(args) => errors::retry(args, ctx),
         Command::Resolve(args) => errors::resolve(args, ctx),
+        Command::Site(cmd) => site::run(cmd, ctx),
         Command::Notify(cmd) => notify::run(cmd, ctx),
         Command::Demo(args) => demo::run(args, ctx),
     }
@@ -155,6 +162,14 @@ fn classify(err: &anyhow::Error) -> ExitStatus {
         }
         if cause.is::<ConfigError>() || cause.is::<UsageError>() {
             return ExitStatus::Usage;
+        }
+        // Not a failure that goes away by itself like exit 3: like issue errors,
+        // it waits for an operator (`ferry site confirm`).
+        if matches!(
+            cause.downcast_ref::<crate::identity::IdentityError>(),
+            Some(crate::identity::IdentityError::Mismatch { .. })
+        ) {
+            return ExitStatus::IssueErrors;
         }
     }
     ExitStatus::Failed

@@ -8,6 +8,7 @@ mod notify;
 mod operators;
 mod review;
 mod samples;
+mod semantics;
 mod story;
 mod torture;
 
