@@ -11,6 +11,7 @@ use anyhow::Context;
 use crate::config::{CONFIG_FILE, Config, TrackerConfig, write_atomic};
 use crate::exchange::Exchange;
 use crate::ledger::Ledger;
+use crate::signing::{KeyError, SiteKey};
 use crate::tracker::local::LocalTracker;
 use crate::tracker::{Tracker, TrackerError};
 
@@ -51,7 +52,8 @@ impl Site {
             .with_context(|| format!("cannot create state folder {}", state.display()))?;
         let lock = take_lock(&state.join(LOCK_FILE))?;
         let ledger = Ledger::open(&state.join(LEDGER_FILE))?;
-        let exchange = Exchange::open_or_init(&state.join(EXCHANGE_DIR))?;
+        let mut exchange = Exchange::open_or_init(&state.join(EXCHANGE_DIR))?;
+        exchange.sign_with(SiteKey::load(&config.signing_key_path())?);
         let tracker = open_tracker(&config)?;
         Ok(Site {
             config,
@@ -91,6 +93,21 @@ fn take_lock(path: &Path) -> anyhow::Result<File> {
         Err(TryLockError::Error(e)) => {
             Err(e).with_context(|| format!("cannot lock {}", path.display()))
         }
+    }
+}
+
+/// This site's signing key, created (with its `.pub`) when the configuration
+/// names none and the state folder has none yet: a key `ferry.yaml` names must
+/// already exist, since ferry never writes where an admin pointed it. Returns the
+/// key with whether it was created.
+pub fn ensure_signing_key(config: &Config) -> Result<(SiteKey, bool), KeyError> {
+    let path = config.signing_key_path();
+    match SiteKey::load(&path) {
+        Err(KeyError::Missing { .. }) if config.site.signing_key.is_none() => {
+            let comment = format!("ferry@{}", config.site_name());
+            Ok((SiteKey::generate(&path, &comment)?, true))
+        }
+        other => other.map(|key| (key, false)),
     }
 }
 

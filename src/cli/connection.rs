@@ -7,6 +7,8 @@ use crate::config::{
     CONNECTIONS_DIR, Config, ConnectionFile, Direction, SyncMethod, validate_connection,
 };
 use crate::replica::is_plain_name;
+use crate::signing::{SignaturePolicy, add_trusted_key, parse_public_key};
+use crate::words::plural;
 
 /// Manage the connections to peer sites.
 #[derive(Debug, clap::Subcommand)]
@@ -15,6 +17,8 @@ pub enum ConnectionCommand {
     Add(AddArgs),
     /// List the connections.
     List,
+    /// Trust a peer's signing key (appends to connections/PEER.allowed_signers).
+    Trust(TrustArgs),
 }
 
 /// Add a connection to a peer site.
@@ -39,9 +43,24 @@ pub struct AddArgs {
     /// When the connection syncs.
     #[arg(long, value_enum, default_value = "auto")]
     method: SyncMethod,
+    /// Whether incoming commits must be signed by a key trusted with
+    /// `ferry connection trust`; `off` is for labs only.
+    #[arg(long, value_enum, default_value = "required")]
+    signatures: SignaturePolicy,
     /// Replace an existing connection to this peer.
     #[arg(long)]
     force: bool,
+}
+
+/// Trust a peer's signing key: commits from PEER are imported only when signed by
+/// a trusted key. Appends to connections/PEER.allowed_signers.
+#[derive(Debug, clap::Args)]
+pub struct TrustArgs {
+    /// The peer site's name.
+    peer: String,
+    /// The peer's public key: the line `ferry key show` prints at the peer
+    /// (`ssh-ed25519 AAAA… ferry@peer`), or the path of a .pub file.
+    key: String,
 }
 
 /// Runs a connection subcommand.
@@ -49,7 +68,38 @@ pub fn run(cmd: ConnectionCommand, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> 
     match cmd {
         ConnectionCommand::Add(args) => add(args, ctx),
         ConnectionCommand::List => list(ctx),
+        ConnectionCommand::Trust(args) => trust(args, ctx),
     }
+}
+
+fn trust(args: TrustArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
+    let config = Config::load(&ctx.dir)?;
+    let connection = config.connection(&args.peer)?;
+    let key = parse_public_key(&args.key).map_err(UsageError)?;
+    let fingerprint = key.fingerprint(ssh_key::HashAlg::Sha256);
+    let file = connection.trust.file.display();
+    if add_trusted_key(&connection.trust, &key)? {
+        writeln!(
+            ctx.out,
+            "{} now trusts {fingerprint} for commits from {} ({file})",
+            config.site_name(),
+            args.peer
+        )?;
+    } else {
+        writeln!(
+            ctx.out,
+            "{fingerprint} is already trusted for commits from {} ({file})",
+            args.peer
+        )?;
+    }
+    if connection.settings.signatures == SignaturePolicy::Off {
+        writeln!(
+            ctx.out,
+            "note: {} has `signatures: off`, so nothing is checked until it is `required`",
+            connection.file.display()
+        )?;
+    }
+    Ok(ExitStatus::Success)
 }
 
 fn add(args: AddArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
@@ -89,6 +139,7 @@ fn add(args: AddArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
         query: args.query,
         outgoing: "rules/outgoing.rhai".into(),
         incoming: "rules/incoming.rhai".into(),
+        signatures: args.signatures,
     };
     // Refuse a bad query now, with its position, rather than at 3 a.m.
     validate_connection(&file, &settings)?;
@@ -124,9 +175,14 @@ fn list(ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
             .iter()
             .map(|(l, r)| format!("{l}={r}"))
             .collect();
+        let trust = match (c.settings.signatures, c.trust.keys.len()) {
+            (SignaturePolicy::Off, _) => "signatures off".to_string(),
+            (SignaturePolicy::Required, 0) => "trusts no key".to_string(),
+            (SignaturePolicy::Required, n) => format!("trusts {n} key{}", plural(n)),
+        };
         writeln!(
             ctx.out,
-            "{}\t{}\t{:?}/{:?}\t{}\t{}",
+            "{}\t{}\t{:?}/{:?}\t{}\t{}\t{trust}",
             c.peer,
             c.settings.channel,
             c.settings.direction,

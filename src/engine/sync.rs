@@ -84,7 +84,12 @@ pub fn selected(site: &Site, options: &SyncOptions) -> anyhow::Result<Vec<Connec
 /// Fetches the peer's branch from the connection's channel.
 pub fn pull(site: &Site, connection: &Connection) -> anyhow::Result<FetchOutcome> {
     let channel = open_channel(&connection.settings.channel, &site.config.root);
-    Ok(channel.fetch(&site.exchange, site.name(), &connection.peer)?)
+    Ok(channel.fetch(
+        &site.exchange,
+        site.name(),
+        &connection.peer,
+        &connection.trust,
+    )?)
 }
 
 /// Pushes this site's branch for the peer to the connection's channel.
