@@ -404,3 +404,32 @@ fn signatures_off_is_an_explicit_opt_out_for_labs() {
     w.ok("support", &["sync"]);
     assert_eq!(w.list("support").len(), 1);
 }
+
+#[test]
+fn a_key_named_in_ferry_yaml_is_used_and_never_created() {
+    let w = World::new();
+    w.site("support", &[]);
+    let key = ssh_key(&w, "own.key");
+    let config = std::fs::read_to_string(w.path("support/ferry.yaml")).unwrap();
+    std::fs::write(
+        w.path("support/ferry.yaml"),
+        format!("{config}\nsigning_key: ../own.key\n"),
+    )
+    .unwrap();
+    assert_eq!(
+        w.ok("support", &["key", "show"]),
+        std::fs::read_to_string(format!("{key}.pub")).unwrap()
+    );
+
+    // A named key that does not exist is the admin's to provide: init refuses
+    // instead of creating a key where it was pointed.
+    std::fs::write(
+        w.path("support/ferry.yaml"),
+        format!("{config}\nsigning_key: ../absent.key\n"),
+    )
+    .unwrap();
+    let run = w.ferry("support", &["init", "--site", "support"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("absent.key"), "{}", run.stderr);
+    assert!(!w.path("absent.key").exists());
+}
