@@ -92,8 +92,8 @@ pub enum ExchangeError {
     Sign {
         /// The branch.
         refname: String,
-        /// The key error.
-        source: KeyError,
+        /// The key error (boxed: it is much larger than the other variants).
+        source: Box<KeyError>,
     },
     /// `FERRY_NOW` is set but is not an RFC 3339 timestamp.
     #[error("FERRY_NOW={value:?} is not an RFC 3339 timestamp: {source}")]
@@ -329,7 +329,7 @@ impl Exchange {
             .sign(content.as_bytes())
             .map_err(|source| ExchangeError::Sign {
                 refname: refname.to_string(),
-                source,
+                source: Box::new(source),
             })?;
         git(self.repo.commit_signed(content, &signature, None), context)
     }

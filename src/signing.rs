@@ -25,6 +25,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use git2::{ErrorCode, Oid, Repository, Sort};
+use ssh_key::public::KeyData;
 use ssh_key::{Algorithm, HashAlg, LineEnding, PrivateKey, PublicKey, SshSig};
 
 use crate::config::{ConfigError, write_atomic};
@@ -93,6 +94,40 @@ pub enum KeyError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The key file is a public key, which means "sign through ssh-agent", but
+    /// no agent is reachable.
+    #[error(
+        "{} is a public key, so ferry signs through ssh-agent, but SSH_AUTH_SOCK is not \
+         set; start an agent and `ssh-add` the private key, or name the private key",
+        .path.display()
+    )]
+    NoAgent {
+        /// The public key file.
+        path: PathBuf,
+    },
+    /// Talking to ssh-agent failed.
+    #[error("ssh-agent at {} (for {}): {message}", .socket.display(), .path.display())]
+    Agent {
+        /// The public key file.
+        path: PathBuf,
+        /// The agent's socket.
+        socket: PathBuf,
+        /// What failed.
+        message: String,
+    },
+    /// The agent does not hold the key the configuration names.
+    #[error(
+        "ssh-agent at {} does not hold the key {fingerprint} of {}; `ssh-add` its private key",
+        .socket.display(), .path.display()
+    )]
+    NotInAgent {
+        /// The public key file.
+        path: PathBuf,
+        /// The key's fingerprint.
+        fingerprint: String,
+        /// The agent's socket.
+        socket: PathBuf,
+    },
     /// The cryptography failed (random source, encoding).
     #[error("signing key {}: {source}", .path.display())]
     Crypto {
@@ -103,11 +138,23 @@ pub enum KeyError {
     },
 }
 
-/// A site's private signing key, loaded from its OpenSSH key file.
+/// A site's signing key: an OpenSSH private key file, or a public key file whose
+/// private half ssh-agent holds (as git's `user.signingkey` allows), so the
+/// private key need not be readable by ferry at all.
 #[derive(Clone)]
 pub struct SiteKey {
-    key: PrivateKey,
+    source: KeySource,
+    public: PublicKey,
     path: PathBuf,
+}
+
+/// Where the private half of a [`SiteKey`] is.
+#[derive(Clone)]
+enum KeySource {
+    /// In the key file, loaded (boxed: it is far larger than a socket path).
+    File(Box<PrivateKey>),
+    /// In the ssh-agent listening on this socket.
+    Agent(PathBuf),
 }
 
 impl fmt::Debug for SiteKey {
@@ -121,8 +168,19 @@ impl fmt::Debug for SiteKey {
 }
 
 impl SiteKey {
-    /// Loads an unencrypted ed25519 OpenSSH private key.
+    /// Loads the key `path` names, with the ssh-agent of `SSH_AUTH_SOCK` when it is
+    /// a public key (see [`SiteKey::load_with_agent`]).
     pub fn load(path: &Path) -> Result<SiteKey, KeyError> {
+        let agent = std::env::var_os("SSH_AUTH_SOCK")
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from);
+        SiteKey::load_with_agent(path, agent.as_deref())
+    }
+
+    /// Loads an unencrypted ed25519 OpenSSH private key; or, when `path` holds a
+    /// public key, checks that the agent at `agent` holds its private half and
+    /// signs through it.
+    pub fn load_with_agent(path: &Path, agent: Option<&Path>) -> Result<SiteKey, KeyError> {
         let text = match std::fs::read_to_string(path) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -137,6 +195,9 @@ impl SiteKey {
                 });
             }
         };
+        if !text.trim_start().starts_with("-----BEGIN") {
+            return SiteKey::in_agent(path, &text, agent);
+        }
         let key = PrivateKey::from_openssh(text.trim()).map_err(|e| KeyError::Parse {
             path: path.to_path_buf(),
             message: e.to_string(),
@@ -153,7 +214,45 @@ impl SiteKey {
             });
         }
         Ok(SiteKey {
-            key,
+            public: key.public_key().clone(),
+            source: KeySource::File(Box::new(key)),
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// A key whose private half the agent at `agent` holds; `text` is the
+    /// content of the public key file `path`.
+    fn in_agent(path: &Path, text: &str, agent: Option<&Path>) -> Result<SiteKey, KeyError> {
+        let public = parse_public_key(text.trim()).map_err(|message| KeyError::Parse {
+            path: path.to_path_buf(),
+            message: format!(
+                "neither an OpenSSH private key nor an ed25519 public key for ssh-agent: {message}"
+            ),
+        })?;
+        let socket = agent.ok_or_else(|| KeyError::NoAgent {
+            path: path.to_path_buf(),
+        })?;
+        let agent_error = |message: String| KeyError::Agent {
+            path: path.to_path_buf(),
+            socket: socket.to_path_buf(),
+            message,
+        };
+        let held = ssh_agent_client_rs::Client::connect(socket)
+            .and_then(|mut client| client.list_all_identities())
+            .map_err(|e| agent_error(e.to_string()))?;
+        let holds = held
+            .iter()
+            .any(|identity| <&KeyData>::from(identity) == public.key_data());
+        if !holds {
+            return Err(KeyError::NotInAgent {
+                path: path.to_path_buf(),
+                fingerprint: public.fingerprint(HashAlg::Sha256).to_string(),
+                socket: socket.to_path_buf(),
+            });
+        }
+        Ok(SiteKey {
+            public,
+            source: KeySource::Agent(socket.to_path_buf()),
             path: path.to_path_buf(),
         })
     }
@@ -172,7 +271,8 @@ impl SiteKey {
         let pem = key.to_openssh(LineEnding::LF).map_err(crypto)?;
         write_file(path, pem.as_bytes(), Replace::No)?;
         let site_key = SiteKey {
-            key,
+            public: key.public_key().clone(),
+            source: KeySource::File(Box::new(key)),
             path: path.to_path_buf(),
         };
         // The public half is derived from the private one, so a stale `.pub` (its
@@ -189,13 +289,13 @@ impl SiteKey {
 
     /// The public half.
     pub fn public_key(&self) -> PublicKey {
-        self.key.public_key().clone()
+        self.public.clone()
     }
 
     /// The public key as one OpenSSH line (`ssh-ed25519 AAAA… comment`), what a
     /// peer passes to `ferry connection trust`.
     pub fn public_line(&self) -> String {
-        openssh_line(self.key.public_key())
+        openssh_line(&self.public)
     }
 
     /// Signs `payload` for git: an armored SSHSIG (namespace `git`, SHA-512, what
@@ -205,10 +305,31 @@ impl SiteKey {
             path: self.path.clone(),
             source,
         };
-        let signature = self
-            .key
-            .sign(NAMESPACE, HashAlg::Sha512, payload)
-            .map_err(crypto)?;
+        let signature = match &self.source {
+            KeySource::File(key) => key
+                .sign(NAMESPACE, HashAlg::Sha512, payload)
+                .map_err(crypto)?,
+            KeySource::Agent(socket) => {
+                // The agent signs the SSHSIG envelope, exactly what ssh-keygen -Y
+                // sign hands it; the public key and namespace are ours to add.
+                let data =
+                    SshSig::signed_data(NAMESPACE, HashAlg::Sha512, payload).map_err(crypto)?;
+                let raw = ssh_agent_client_rs::Client::connect(socket)
+                    .and_then(|mut client| client.sign(&self.public, &data))
+                    .map_err(|e| KeyError::Agent {
+                        path: self.path.clone(),
+                        socket: socket.clone(),
+                        message: e.to_string(),
+                    })?;
+                SshSig::new(
+                    self.public.key_data().clone(),
+                    NAMESPACE,
+                    HashAlg::Sha512,
+                    raw,
+                )
+                .map_err(crypto)?
+            }
+        };
         let pem = signature.to_pem(LineEnding::LF).map_err(crypto)?;
         // libgit2 indents every newline of the header, so a trailing one would
         // become a stray " " line that git's own writer never emits.
@@ -333,7 +454,7 @@ impl Trust {
     }
 
     /// Whether `key` is one of the trusted keys (comments do not matter).
-    pub fn trusts(&self, key: &ssh_key::public::KeyData) -> bool {
+    pub fn trusts(&self, key: &KeyData) -> bool {
         self.keys.iter().any(|k| k.key_data() == key)
     }
 
@@ -740,6 +861,115 @@ mod tests {
             SiteKey::load(&path).unwrap().public_line(),
             key.public_line()
         );
+    }
+
+    /// An `ssh-agent` on a socket in `dir`, killed when dropped.
+    struct Agent {
+        child: std::process::Child,
+        socket: PathBuf,
+    }
+
+    impl Agent {
+        fn start(dir: &Path) -> Agent {
+            let socket = dir.join("agent.sock");
+            let child = Command::new("ssh-agent")
+                .arg("-D")
+                .arg("-a")
+                .arg(&socket)
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .expect("ssh-agent runs");
+            // The agent creates its socket once it listens; wait for it, bounded.
+            for _ in 0..500 {
+                if socket.exists() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            assert!(socket.exists(), "ssh-agent did not create its socket");
+            Agent { child, socket }
+        }
+
+        fn add(&self, key: &Path) {
+            let out = Command::new("ssh-add")
+                .arg(key)
+                .env("SSH_AUTH_SOCK", &self.socket)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "ssh-add: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+
+    impl Drop for Agent {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    #[test]
+    fn a_public_key_file_signs_through_ssh_agent() {
+        let dir = tempfile::tempdir().unwrap();
+        let private = dir.path().join("agent_key");
+        ssh_keygen(&[
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-C",
+            "in-agent",
+            "-f",
+            private.to_str().unwrap(),
+        ]);
+        let public = public_path(&private);
+
+        let err = SiteKey::load_with_agent(&public, None).unwrap_err();
+        assert!(matches!(err, KeyError::NoAgent { .. }), "{err}");
+        assert!(err.to_string().contains("SSH_AUTH_SOCK"), "{err}");
+
+        let agent = Agent::start(dir.path());
+        let err = SiteKey::load_with_agent(&public, Some(&agent.socket)).unwrap_err();
+        assert!(matches!(err, KeyError::NotInAgent { .. }), "{err}");
+        assert!(err.to_string().contains("ssh-add"), "{err}");
+
+        agent.add(&private);
+        let key = SiteKey::load_with_agent(&public, Some(&agent.socket)).unwrap();
+        assert!(key.public_line().ends_with(" in-agent"));
+        let payload = b"tree 4b825dc642cb6eb9a060e54bf8d69288fbee4904\n\nsigned by the agent\n";
+        let armored = key.sign(payload).unwrap();
+        let sshsig = SshSig::from_pem(&armored).unwrap();
+        key.public_key()
+            .verify(NAMESPACE, payload, &sshsig)
+            .unwrap();
+
+        // ssh-keygen agrees, as git's verify-commit would.
+        let sig_file = dir.path().join("payload.sig");
+        std::fs::write(&sig_file, &armored).unwrap();
+        let mut check = Command::new("ssh-keygen")
+            .args(["-Y", "check-novalidate", "-n", "git", "-s"])
+            .arg(&sig_file)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(&mut check.stdin.take().unwrap(), payload).unwrap();
+        let out = check.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+
+        // The agent going away is an error naming it, not a panic.
+        drop(agent);
+        let err = key.sign(payload).unwrap_err();
+        assert!(matches!(err, KeyError::Agent { .. }), "{err}");
     }
 
     #[test]

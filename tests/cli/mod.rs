@@ -51,7 +51,8 @@ impl World {
             .env("GIT_CONFIG_NOSYSTEM", "1")
             .env("FERRY_USER", "tester")
             .env_remove("FERRY_DIR")
-            .env_remove("FERRY_LOG");
+            .env_remove("FERRY_LOG")
+            .env_remove("SSH_AUTH_SOCK");
         match self.now {
             Some(now) => cmd.env("FERRY_NOW", now),
             None => cmd.env_remove("FERRY_NOW"),
