@@ -17,6 +17,7 @@ pub mod notify;
 pub mod query;
 pub mod replica;
 pub mod rules;
+pub mod seal;
 pub mod signing;
 pub mod site;
 pub mod tracker;

@@ -282,6 +282,15 @@ impl SiteKey {
         Ok(site_key)
     }
 
+    /// The private key, when it was loaded from a file (not for a key in
+    /// ssh-agent); decrypting files sealed to this site needs it.
+    pub fn private_key(&self) -> Option<&PrivateKey> {
+        match &self.source {
+            KeySource::File(key) => Some(key),
+            KeySource::Agent(_) => None,
+        }
+    }
+
     /// The key file.
     pub fn path(&self) -> &Path {
         &self.path
@@ -803,7 +812,7 @@ pub enum AdmitError {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
     use std::process::Command;
@@ -864,13 +873,13 @@ mod tests {
     }
 
     /// An `ssh-agent` on a socket in `dir`, killed when dropped.
-    struct Agent {
+    pub(crate) struct Agent {
         child: std::process::Child,
-        socket: PathBuf,
+        pub(crate) socket: PathBuf,
     }
 
     impl Agent {
-        fn start(dir: &Path) -> Agent {
+        pub(crate) fn start(dir: &Path) -> Agent {
             let socket = dir.join("agent.sock");
             let child = Command::new("ssh-agent")
                 .arg("-D")
@@ -890,7 +899,7 @@ mod tests {
             Agent { child, socket }
         }
 
-        fn add(&self, key: &Path) {
+        pub(crate) fn add(&self, key: &Path) {
             let out = Command::new("ssh-add")
                 .arg(key)
                 .env("SSH_AUTH_SOCK", &self.socket)
