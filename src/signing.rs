@@ -16,6 +16,10 @@
 //! commit therefore names its branch in a [`BRANCH_TRAILER`] line of its message,
 //! which the signature covers, and a commit naming another branch is refused.
 //!
+//! The key is an OpenSSH private key file (made by `ferry init`, or named in
+//! `ferry.yaml`), or a public key file whose private half ssh-agent holds, as
+//! git's `user.signingkey` allows.
+//!
 //! Trust lives in `connections/<peer>.allowed_signers`, a file in the format of
 //! ssh-keygen's allowed signers (`principal [namespaces="git"] ssh-ed25519 AAAA…`),
 //! beside the connection's YAML rather than inside it: `ferry connection trust`
