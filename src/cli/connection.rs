@@ -8,7 +8,9 @@ use crate::config::{
 };
 use crate::ledger::Ledger;
 use crate::replica::is_plain_name;
+use crate::signing::{SignaturePolicy, add_trusted_key, parse_public_key};
 use crate::site::LEDGER_FILE;
+use crate::words::plural;
 
 /// Manage the connections to peer sites.
 #[derive(Debug, clap::Subcommand)]
@@ -17,6 +19,8 @@ pub enum ConnectionCommand {
     Add(AddArgs),
     /// List the connections.
     List,
+    /// Trust a peer's signing key (appends to connections/PEER.allowed_signers).
+    Trust(TrustArgs),
     /// Stop a connection: `ferry sync` and the steps skip it (nothing pulled,
     /// imported, exported or pushed) until it is resumed.
     ///
@@ -57,9 +61,24 @@ pub struct AddArgs {
     /// When the connection syncs.
     #[arg(long, value_enum, default_value = "auto")]
     method: SyncMethod,
+    /// Whether incoming commits must be signed by a key trusted with
+    /// `ferry connection trust`; `off` is for labs only.
+    #[arg(long, value_enum, default_value = "required")]
+    signatures: SignaturePolicy,
     /// Replace an existing connection to this peer.
     #[arg(long)]
     force: bool,
+}
+
+/// Trust a peer's signing key: commits from PEER are imported only when signed by
+/// a trusted key. Appends to connections/PEER.allowed_signers.
+#[derive(Debug, clap::Args)]
+pub struct TrustArgs {
+    /// The peer site's name.
+    peer: String,
+    /// The peer's public key: the line `ferry key show` prints at the peer
+    /// (`ssh-ed25519 AAAA… ferry@peer`), or the path of a .pub file.
+    key: String,
 }
 
 /// Runs a connection subcommand.
@@ -69,6 +88,7 @@ pub fn run(cmd: ConnectionCommand, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> 
         ConnectionCommand::List => list(ctx),
         ConnectionCommand::Pause(args) => pause(args, ctx),
         ConnectionCommand::Resume(args) => resume(args, ctx),
+        ConnectionCommand::Trust(args) => trust(args, ctx),
     }
 }
 
@@ -113,6 +133,36 @@ fn resume(args: PeerArg, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
     Ok(ExitStatus::Success)
 }
 
+fn trust(args: TrustArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
+    let config = Config::load(&ctx.dir)?;
+    let connection = config.connection(&args.peer)?;
+    let key = parse_public_key(&args.key).map_err(UsageError)?;
+    let fingerprint = key.fingerprint(ssh_key::HashAlg::Sha256);
+    let file = connection.trust.file.display();
+    if add_trusted_key(&connection.trust, &key)? {
+        writeln!(
+            ctx.out,
+            "{} now trusts {fingerprint} for commits from {} ({file})",
+            config.site_name(),
+            args.peer
+        )?;
+    } else {
+        writeln!(
+            ctx.out,
+            "{fingerprint} is already trusted for commits from {} ({file})",
+            args.peer
+        )?;
+    }
+    if connection.settings.signatures == SignaturePolicy::Off {
+        writeln!(
+            ctx.out,
+            "note: {} has `signatures: off`, so nothing is checked until it is `required`",
+            connection.file.display()
+        )?;
+    }
+    Ok(ExitStatus::Success)
+}
+
 fn add(args: AddArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
     let config = Config::load(&ctx.dir)?;
     if !is_plain_name(&args.peer) {
@@ -152,6 +202,7 @@ fn add(args: AddArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
         incoming: "rules/incoming.rhai".into(),
         stale_after_hours: None,
         conflicts: Default::default(),
+        signatures: args.signatures,
     };
     // Refuse a bad query now, with its position, rather than at 3 a.m.
     validate_connection(&file, &settings)?;
@@ -187,9 +238,14 @@ fn list(ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
             .iter()
             .map(|(l, r)| format!("{l}={r}"))
             .collect();
+        let trust = match (c.settings.signatures, c.trust.keys.len()) {
+            (SignaturePolicy::Off, _) => "signatures off".to_string(),
+            (SignaturePolicy::Required, 0) => "trusts no key".to_string(),
+            (SignaturePolicy::Required, n) => format!("trusts {n} key{}", plural(n)),
+        };
         writeln!(
             ctx.out,
-            "{}\t{}\t{:?}/{:?}\t{}\t{}",
+            "{}\t{}\t{:?}/{:?}\t{}\t{}\t{trust}",
             c.peer,
             c.settings.channel,
             c.settings.direction,

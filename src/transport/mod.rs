@@ -5,7 +5,8 @@
 //! brings in the peer's branch for us (`refs/heads/<peer>/<site>`). Both
 //! directions only ever fast-forward: a peer's branch whose history was rewritten
 //! is refused before anything is imported, and our own branch is never
-//! force-pushed. The only implementation today is [`remote::GitRemote`], an
+//! force-pushed. Every new commit of the peer's branch must carry a signature the
+//! connection trusts ([`crate::signing`]) before the branch moves. The only implementation today is [`remote::GitRemote`], an
 //! intermediate git repository both sites reach out to (DESIGN.md, Transport).
 pub mod remote;
 
@@ -14,6 +15,7 @@ use std::path::{Path, PathBuf};
 use git2::Oid;
 
 use crate::exchange::{Exchange, ExchangeError};
+use crate::signing::{AdmitError, Trust};
 
 /// A transfer failed.
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +82,15 @@ pub enum TransportError {
         /// The last rejection message.
         reason: String,
     },
+    /// The peer's new commits failed the signature check; the peer branch did not
+    /// move. The fetched tip stays in `refs/ferry/fetched/<peer>` for inspection.
+    #[error("{channel}: {source}")]
+    Refused {
+        /// The channel (URL).
+        channel: String,
+        /// Which commit, and why (boxed: it is much larger than the others).
+        source: Box<AdmitError>,
+    },
     /// The local exchange repository failed during a transfer.
     #[error("{channel}: {source}")]
     Exchange {
@@ -116,12 +127,13 @@ pub enum PushOutcome {
 /// How commits travel between this site and one peer.
 pub trait Channel {
     /// Brings the peer's branch for this site into the local exchange repo,
-    /// fast-forward only.
+    /// fast-forward only, and only once `trust` admits every new commit.
     fn fetch(
         &self,
         exchange: &Exchange,
         site: &str,
         peer: &str,
+        trust: &Trust,
     ) -> Result<FetchOutcome, TransportError>;
     /// Sends this site's branch for the peer, never forced.
     fn push(

@@ -172,4 +172,7 @@ fn status_shows_each_connection_at_a_glance() {
     );
     assert!(text.contains("issues    1 shared, 0 linked"), "{text}");
     assert!(text.contains("errors    none"), "{text}");
+    assert!(text.contains("trusts    1 key of engineering"), "{text}");
+    assert_eq!(sup[0]["signatures"], "required");
+    assert_eq!(sup[0]["trusted_keys"], 1);
 }
