@@ -144,6 +144,35 @@ impl World {
         }
     }
 
+    /// support ↔ engineering, each sharing what is labelled `escalate`.
+    pub fn escalating_pair() -> World {
+        let w = World::new();
+        w.site(
+            "support",
+            &[("engineering", "SUP=ENG", "labels = escalate")],
+        );
+        w.site(
+            "engineering",
+            &[("support", "ENG=SUP", "labels = escalate")],
+        );
+        w
+    }
+
+    /// An escalated issue at support; returns its key.
+    pub fn escalate(&self, summary: &str) -> String {
+        self.new_issue(
+            "support",
+            &[
+                "--project",
+                "SUP",
+                "--summary",
+                summary,
+                "--label",
+                "escalate",
+            ],
+        )
+    }
+
     /// `ferry tracker new` at a site; returns the new key.
     pub fn new_issue(&self, site: &str, args: &[&str]) -> String {
         let mut all = vec!["tracker", "new"];
