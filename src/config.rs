@@ -184,6 +184,29 @@ pub struct ConnectionFile {
     /// What to do when both sites changed the same field since the last exchange.
     #[serde(default, skip_serializing_if = "ConflictSettings::is_default")]
     pub conflicts: ConflictSettings,
+    /// Whether a person must approve the peer's commits before they are imported.
+    #[serde(default, skip_serializing_if = "ReviewSettings::is_default")]
+    pub review: ReviewSettings,
+}
+
+/// `review:` of a connection file.
+///
+/// ```yaml
+/// review:
+///   required: true
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReviewSettings {
+    /// Import stops at the last commit approved with `ferry review approve`.
+    #[serde(default)]
+    pub required: bool,
+}
+
+impl ReviewSettings {
+    fn is_default(&self) -> bool {
+        *self == ReviewSettings::default()
+    }
 }
 
 /// How a conflict on one field is settled: both sites changed it since the last

@@ -166,6 +166,12 @@ pub fn applied_ref(peer: &str) -> String {
     format!("refs/ferry/applied/{peer}")
 }
 
+/// The last commit of the peer's branch a reviewer approved for import (with
+/// `review.required` on the connection).
+pub fn approved_ref(peer: &str) -> String {
+    format!("refs/ferry/approved/{peer}")
+}
+
 /// Wraps a git2 error with what ferry was doing; `context` is only built on error.
 fn git<T>(
     result: Result<T, git2::Error>,

@@ -4,7 +4,8 @@ use std::collections::BTreeMap;
 
 use super::{Ctx, ExitStatus, UsageError, operator};
 use crate::config::{
-    CONNECTIONS_DIR, Config, ConnectionFile, Direction, SyncMethod, validate_connection,
+    CONNECTIONS_DIR, Config, ConnectionFile, Direction, ReviewSettings, SyncMethod,
+    validate_connection,
 };
 use crate::ledger::Ledger;
 use crate::replica::is_plain_name;
@@ -65,6 +66,9 @@ pub struct AddArgs {
     /// `ferry connection trust`; `off` is for labs only.
     #[arg(long, value_enum, default_value = "required")]
     signatures: SignaturePolicy,
+    /// Import only what a reviewer approved (`ferry review approve`).
+    #[arg(long)]
+    review_required: bool,
     /// Replace an existing connection to this peer.
     #[arg(long)]
     force: bool,
@@ -202,6 +206,9 @@ fn add(args: AddArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
         incoming: "rules/incoming.rhai".into(),
         stale_after_hours: None,
         conflicts: Default::default(),
+        review: ReviewSettings {
+            required: args.review_required,
+        },
         signatures: args.signatures,
     };
     // Refuse a bad query now, with its position, rather than at 3 a.m.

@@ -261,6 +261,7 @@ impl<'a> Story<'a> {
             incoming: "rules/incoming.rhai".into(),
             stale_after_hours: None,
             conflicts: Default::default(),
+            review: Default::default(),
             signatures: SignaturePolicy::Required,
         };
         let file = dir.join(CONNECTIONS_DIR).join(format!("{peer}.yaml"));
