@@ -329,6 +329,24 @@ impl Ledger {
             .map_err(|e| self.wrap(e))
     }
 
+    /// The peer's replica path and applied blob of one of its issues, by the
+    /// issue's id (the project part of the path is the peer's, unknown here).
+    pub fn applied_for(
+        &self,
+        peer: &str,
+        remote_id: &str,
+    ) -> Result<Option<(String, String)>, LedgerError> {
+        self.conn
+            .query_row(
+                "SELECT path, blob FROM applied
+                 WHERE peer = ?1 AND path LIKE 'issues/%/' || ?2 || '.yaml' AND blob != ''",
+                params![peer, remote_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(|e| self.wrap(e))
+    }
+
     /// The blob last applied for a replica path of a peer.
     pub fn applied_blob(&self, peer: &str, path: &str) -> Result<Option<String>, LedgerError> {
         self.conn

@@ -283,3 +283,60 @@ fn with_review_required_only_approved_commits_are_imported_once() {
     let unknown = w.ferry("engineering", &["review", "approve", "0123456789"]);
     assert_eq!(unknown.code, 2, "{}", unknown.stderr);
 }
+
+#[test]
+fn status_of_one_issue_shows_its_sync_panel() {
+    let mut w = World::escalating_pair();
+    w.now = Some("2026-11-23T10:00:00Z");
+    w.escalate("Printer on fire");
+    w.ok("support", &["sync"]);
+    w.ok("engineering", &["sync"]);
+    w.ok(
+        "engineering",
+        &[
+            "tracker",
+            "comment",
+            "ENG-1",
+            "Reproduced.",
+            "--as",
+            "kevin",
+        ],
+    );
+    w.ok("engineering", &["sync"]);
+    w.ok("support", &["sync"]);
+
+    let panel = w.ok("support", &["status", "SUP-1"]);
+    assert!(
+        panel.starts_with("SUP-1 \"Printer on fire\" (Open, updated 2026-11-23T10:00:00Z)"),
+        "{panel}"
+    );
+    for line in [
+        "\nengineering\n",
+        "  linked    ENG-1 (their id 1)",
+        "  sent      issues/SUP/1.yaml, updated 2026-11-23T10:00:00Z, in ",
+        "  received  issues/ENG/1.yaml, updated 2026-11-23T10:00:00Z, applied",
+    ] {
+        assert!(panel.contains(line), "missing {line:?} in\n{panel}");
+    }
+    let copy = w.ok("engineering", &["status", "ENG-1"]);
+    assert!(copy.contains("copied from support's issue 1"), "{copy}");
+    assert!(copy.contains("  received  issues/SUP/1.yaml"), "{copy}");
+
+    let json: serde_json::Value =
+        serde_json::from_str(&w.ok("support", &["status", "SUP-1", "--json"])).unwrap();
+    assert_eq!(json["key"], "SUP-1");
+    let c = &json["connections"][0];
+    assert_eq!(c["peer"], "engineering");
+    assert_eq!(c["shared"], true);
+    assert_eq!(c["linked"], serde_json::json!(["1", "ENG-1"]));
+    assert_eq!(c["received"]["path"], "issues/ENG/1.yaml");
+    assert!(c["errors"].as_array().unwrap().is_empty());
+
+    let missing = w.ferry("support", &["status", "SUP-99"]);
+    assert_eq!(missing.code, 2, "{}", missing.stderr);
+    assert!(
+        missing.stderr.contains("no issue SUP-99"),
+        "{}",
+        missing.stderr
+    );
+}

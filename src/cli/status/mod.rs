@@ -1,7 +1,10 @@
-//! `ferry status`: every connection at a glance.
+//! `ferry status`: every connection at a glance; `ferry status ISSUE`: one
+//! issue's sync panel ([`issue`]).
 //!
 //! Reads the configuration, the ledger and the exchange clone without taking the
 //! site's lock, so it answers while cron is syncing.
+
+mod issue;
 
 use serde::Serialize;
 
@@ -15,9 +18,13 @@ use crate::words::plural;
 
 /// Show each connection: channel, direction and method, what was last exported
 /// and imported, what is pending, which of the peer's signing keys are trusted,
-/// and unresolved errors by level.
+/// and unresolved errors by level. With an issue key: that issue's sync panel.
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {
+    /// An issue key (SUP-1): show, per connection, whether it is shared, the
+    /// peer's issue it is linked to, the versions last sent and received, queued
+    /// work and errors.
+    issue: Option<String>,
     /// Print a JSON array, one object per connection.
     #[arg(long)]
     json: bool,
@@ -62,6 +69,9 @@ struct ConnectionStatus {
 
 /// Runs `ferry status`.
 pub fn run(args: StatusArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
+    if let Some(key) = &args.issue {
+        return issue::run(key, args.json, ctx);
+    }
     let config = Config::load(&ctx.dir)?;
     let state = config.state_dir();
     let ledger = Ledger::open(&state.join(LEDGER_FILE))?;
