@@ -7,6 +7,7 @@
 mod connection;
 mod demo;
 mod errors;
+mod generate;
 mod init;
 mod key;
 mod notify;
@@ -51,6 +52,13 @@ pub struct Cli {
     /// The site folder (holding ferry.yaml); defaults to the current folder.
     #[arg(long, global = true, value_name = "DIR", env = "FERRY_DIR")]
     dir: Option<PathBuf>,
+    /// Print nothing but errors (for cron: a run that prints is a run to read).
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+    /// Log what ferry does on stderr: -v steps, -vv details (FERRY_LOG, a
+    /// tracing filter such as `ferry=debug`, takes precedence).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
     #[command(subcommand)]
     command: Command,
 }
@@ -79,6 +87,8 @@ enum Command {
     #[command(subcommand)]
     Notify(notify::NotifyCommand),
     Demo(demo::DemoArgs),
+    Completions(generate::CompletionsArgs),
+    Man(generate::ManArgs),
 }
 
 /// What every command gets: the site folder and where to write.
@@ -92,7 +102,6 @@ pub struct Ctx<'a> {
 /// Parses the command line, runs the command, prints errors and maps the outcome
 /// to an exit code.
 pub fn run() -> ExitCode {
-    init_tracing();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -104,10 +113,18 @@ pub fn run() -> ExitCode {
             });
         }
     };
+    init_tracing(cli.quiet, cli.verbose);
     let dir = cli.dir.clone().unwrap_or_else(|| PathBuf::from("."));
     let stdout = std::io::stdout();
-    let mut out = stdout.lock();
-    let mut ctx = Ctx { dir, out: &mut out };
+    let mut out: Box<dyn Write> = if cli.quiet {
+        Box::new(std::io::sink())
+    } else {
+        Box::new(stdout.lock())
+    };
+    let mut ctx = Ctx {
+        dir,
+        out: &mut *out,
+    };
     let status = match dispatch(cli.command, &mut ctx) {
         Ok(status) => status,
         // A reader that went away (`ferry list | head`) is not a failure of the run,
@@ -143,6 +160,8 @@ fn dispatch(command: Command, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
         Command::Site(cmd) => site::run(cmd, ctx),
         Command::Notify(cmd) => notify::run(cmd, ctx),
         Command::Demo(args) => demo::run(args, ctx),
+        Command::Completions(args) => generate::completions(args, ctx),
+        Command::Man(args) => generate::man(args, ctx),
     }
 }
 
@@ -188,9 +207,15 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
     })
 }
 
-fn init_tracing() {
+fn init_tracing(quiet: bool, verbose: u8) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("FERRY_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
+    let level = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        (false, _) => "debug",
+    };
+    let filter = EnvFilter::try_from_env("FERRY_LOG").unwrap_or_else(|_| EnvFilter::new(level));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

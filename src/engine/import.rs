@@ -107,6 +107,13 @@ pub fn import(site: &mut Site, connection: &Connection) -> anyhow::Result<Import
     let short = short_id(head);
 
     let range = pending_range(site, &peer, applied, head)?;
+    tracing::info!(
+        %peer,
+        from = ?applied.map(short_id),
+        to = %short_id(head),
+        replicas = range.replicas.len(),
+        "import"
+    );
     for path in &range.outside {
         let message =
             format!("commit {short} of {peer}'s branch holds {path:?}, outside issues/; ignored");
@@ -122,6 +129,7 @@ pub fn import(site: &mut Site, connection: &Connection) -> anyhow::Result<Import
             continue;
         };
         let blob_id = blob.to_string();
+        tracing::debug!(%peer, %path, blob = %short_id(blob), "import replica");
         match import_one(site, connection, &rules, &path, blob) {
             Ok(done) => {
                 site.ledger.mark_applied(&peer, &path, &blob_id)?;

@@ -4,6 +4,7 @@
 mod bad_input;
 mod errors;
 mod git_server;
+mod interface;
 mod notify;
 mod operators;
 mod review;
