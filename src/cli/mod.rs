@@ -14,6 +14,7 @@ mod notify;
 mod relink;
 mod report;
 mod review;
+mod rules;
 mod site;
 mod status;
 mod steps;
@@ -77,6 +78,8 @@ enum Command {
     Push(steps::PushArgs),
     Pull(steps::PullArgs),
     Review(review::ReviewArgs),
+    #[command(subcommand)]
+    Rules(rules::RulesCommand),
     Relink(relink::RelinkArgs),
     Status(status::StatusArgs),
     Errors(errors::ErrorsArgs),
@@ -152,6 +155,7 @@ fn dispatch(command: Command, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
         Command::Push(args) => steps::push(args, ctx),
         Command::Pull(args) => steps::pull(args, ctx),
         Command::Review(args) => review::run(args, ctx),
+        Command::Rules(cmd) => rules::run(cmd, ctx),
         Command::Relink(args) => relink::run(args, ctx),
         Command::Status(args) => status::run(args, ctx),
         Command::Errors(args) => errors::run(args, ctx),

@@ -373,7 +373,7 @@ fn render_issue(out: &mut dyn Write, issue: &PendingIssue) -> std::io::Result<()
     writeln!(out, "    => {verdict}")
 }
 
-fn describe(change: &FieldChange) -> String {
+pub(super) fn describe(change: &FieldChange) -> String {
     format!(
         "{}: {} → {}",
         change.field,

@@ -144,7 +144,7 @@ pub fn review(site: &Site, connection: &Connection) -> anyhow::Result<Review> {
     Ok(review)
 }
 
-fn review_one(
+pub(super) fn review_one(
     site: &Site,
     connection: &Connection,
     rules: &crate::rules::RuleScript,

@@ -8,6 +8,7 @@ mod interface;
 mod notify;
 mod operators;
 mod review;
+mod rules;
 mod samples;
 mod semantics;
 mod signing;
