@@ -117,6 +117,9 @@ pub fn run() -> ExitCode {
         }
     };
     init_tracing(cli.quiet, cli.verbose);
+    if cli.quiet {
+        crate::progress::hide();
+    }
     let dir = cli.dir.clone().unwrap_or_else(|| PathBuf::from("."));
     let stdout = std::io::stdout();
     let mut out: Box<dyn Write> = if cli.quiet {

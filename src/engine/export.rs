@@ -71,7 +71,9 @@ pub fn export(site: &mut Site, connection: &Connection) -> anyhow::Result<Export
 
     let changed = site.tracker.changed_since(cursor)?;
     tracing::info!(%peer, since = ?cursor.map(|c| crate::model::format_timestamp(&c)), issues = changed.len(), "export");
+    let progress = crate::progress::bar(changed.len(), format!("export {peer}"));
     for issue in changed {
+        progress.inc(1);
         newest = newest.max(Some(issue.updated));
         if connection.remote_project(&issue.project).is_none() {
             continue;

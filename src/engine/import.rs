@@ -122,7 +122,9 @@ pub fn import(site: &mut Site, connection: &Connection) -> anyhow::Result<Import
             .push(issue_error(site, connection, path, message)?);
     }
 
+    let progress = crate::progress::bar(range.replicas.len(), format!("import {peer}"));
     for (path, blob) in range.replicas {
+        progress.inc(1);
         let Some(blob) = blob else {
             // Was pending, and the peer has stopped sharing it since.
             site.ledger.mark_applied(&peer, &path, "")?;
