@@ -350,6 +350,9 @@ fn render_issue(out: &mut dyn Write, issue: &PendingIssue) -> std::io::Result<()
             writeln!(out, "      {line}")?;
         }
     }
+    for miss in &issue.unmapped {
+        writeln!(out, "    ! not mapped: {miss}")?;
+    }
     let verdict = match &issue.verdict {
         Verdict::Create { project } => format!("create an issue in {project}"),
         Verdict::Update {
