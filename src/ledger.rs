@@ -243,6 +243,22 @@ impl Ledger {
         })
     }
 
+    /// SQLite's own consistency check of the database (`PRAGMA quick_check`).
+    pub fn quick_check(&self) -> Result<(), LedgerError> {
+        let verdict: String = self
+            .conn
+            .query_row("PRAGMA quick_check", [], |r| r.get(0))
+            .map_err(|e| self.wrap(e))?;
+        if verdict == "ok" {
+            Ok(())
+        } else {
+            Err(self.wrap(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
+                Some(verdict),
+            )))
+        }
+    }
+
     /// The time ledger records carry: `FERRY_NOW` when set (an invalid value is
     /// reported by the tracker and the exchange, which need it too), else the
     /// system clock.

@@ -471,6 +471,27 @@ fn build(
 }
 
 fn send(config: &NotifyConfig, message: &Message) -> Result<Response, NotifyError> {
+    transport(config)?
+        .send(message)
+        .map_err(|error| NotifyError::Smtp {
+            server: config.server.to_string(),
+            error,
+        })
+}
+
+/// Connects to the mail server (TLS and login included) and says goodbye,
+/// sending nothing: what `ferry doctor` checks. `false`: something answered, but
+/// not as a working SMTP server.
+pub fn check_server(config: &NotifyConfig) -> Result<bool, NotifyError> {
+    transport(config)?
+        .test_connection()
+        .map_err(|error| NotifyError::Smtp {
+            server: config.server.to_string(),
+            error,
+        })
+}
+
+fn transport(config: &NotifyConfig) -> Result<SmtpTransport, NotifyError> {
     let server = &config.server;
     let smtp = |error| NotifyError::Smtp {
         server: server.to_string(),
@@ -492,7 +513,7 @@ fn send(config: &NotifyConfig, message: &Message) -> Result<Response, NotifyErro
     if let Some(credentials) = credentials()? {
         builder = builder.credentials(credentials);
     }
-    builder.build().send(message).map_err(smtp)
+    Ok(builder.build())
 }
 
 /// Credentials from the environment: both variables, or neither.

@@ -6,6 +6,7 @@
 
 mod connection;
 mod demo;
+mod doctor;
 mod errors;
 mod generate;
 mod init;
@@ -89,6 +90,7 @@ enum Command {
     Site(site::SiteCommand),
     #[command(subcommand)]
     Notify(notify::NotifyCommand),
+    Doctor(doctor::DoctorArgs),
     Demo(demo::DemoArgs),
     Completions(generate::CompletionsArgs),
     Man(generate::ManArgs),
@@ -166,6 +168,7 @@ fn dispatch(command: Command, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
         Command::Resolve(args) => errors::resolve(args, ctx),
         Command::Site(cmd) => site::run(cmd, ctx),
         Command::Notify(cmd) => notify::run(cmd, ctx),
+        Command::Doctor(args) => doctor::run(args, ctx),
         Command::Demo(args) => demo::run(args, ctx),
         Command::Completions(args) => generate::completions(args, ctx),
         Command::Man(args) => generate::man(args, ctx),

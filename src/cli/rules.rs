@@ -59,8 +59,8 @@ fn test(args: TestArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
     for c in &connections {
         let incoming_path = args.incoming.clone().unwrap_or(c.settings.incoming.clone());
         let outgoing_path = args.outgoing.clone().unwrap_or(c.settings.outgoing.clone());
-        let incoming = engine::load_rule(&site, &incoming_path)?;
-        let outgoing = engine::load_rule(&site, &outgoing_path)?;
+        let incoming = engine::load_rule(&site.config, &incoming_path)?;
+        let outgoing = engine::load_rule(&site.config, &outgoing_path)?;
         let test = engine::rules_test(&site, c, &incoming, &outgoing, args.last)?;
         tests.push((test, incoming_path, outgoing_path));
     }

@@ -50,7 +50,7 @@ pub struct SiteFile {
 pub fn export(site: &mut Site, connection: &Connection) -> anyhow::Result<ExportReport> {
     let me = site.name().to_string();
     let peer = connection.peer.as_str();
-    let rules = load_rule(site, &connection.settings.outgoing)?;
+    let rules = load_rule(&site.config, &connection.settings.outgoing)?;
     let cursor = site.ledger.cursor(peer)?;
     let branch = own_branch(&me, peer);
     let head = site.exchange.resolve(&branch)?;

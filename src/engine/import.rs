@@ -103,7 +103,7 @@ pub fn import(site: &mut Site, connection: &Connection) -> anyhow::Result<Import
     if applied == Some(head) && site.ledger.due_retries(&peer)?.is_empty() {
         return Ok(report);
     }
-    let rules = load_rule(site, &connection.settings.incoming)?;
+    let rules = load_rule(&site.config, &connection.settings.incoming)?;
     let short = short_id(head);
 
     let range = pending_range(site, &peer, applied, head)?;

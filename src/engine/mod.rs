@@ -31,7 +31,7 @@ pub use sync::{ConnectionReport, SyncOptions, SyncReport, pull, push, selected, 
 
 use std::path::Path;
 
-use crate::config::Connection;
+use crate::config::{Config, Connection};
 use crate::rules::{RuleError, RuleScript, load_tables};
 use crate::site::Site;
 
@@ -87,12 +87,12 @@ impl std::fmt::Display for IssueError {
 
 /// Loads a connection's rule script (incoming or outgoing) with the site's tables
 /// (`rules/tables/*.yaml` beside the script).
-pub fn load_rule(site: &Site, script: &Path) -> Result<RuleScript, RuleError> {
-    let path = site.config.resolve(script);
+pub fn load_rule(config: &Config, script: &Path) -> Result<RuleScript, RuleError> {
+    let path = config.resolve(script);
     let tables_dir = path
         .parent()
         .map(|p| p.join("tables"))
-        .unwrap_or_else(|| site.config.root.join("rules/tables"));
+        .unwrap_or_else(|| config.root.join("rules/tables"));
     let tables = load_tables(&tables_dir)?;
     RuleScript::load(&path, tables)
 }

@@ -137,7 +137,7 @@ pub fn review(site: &Site, connection: &Connection) -> anyhow::Result<Review> {
         .collect();
     let range = pending_range(site, peer, applied, head)?;
     review.refused_paths = range.outside;
-    let rules = load_rule(site, &connection.settings.incoming)?;
+    let rules = load_rule(&site.config, &connection.settings.incoming)?;
     for (path, blob) in range.replicas {
         let Some(blob) = blob else { continue };
         review

@@ -142,6 +142,10 @@ pub trait Channel {
         site: &str,
         peer: &str,
     ) -> Result<PushOutcome, TransportError>;
+    /// Checks that the channel can be used for a sync without moving anything:
+    /// reachable, the peer's branch readable, this site's branch writable. Says
+    /// what it verified (for `ferry doctor`).
+    fn check(&self, exchange: &Exchange, site: &str, peer: &str) -> Result<String, TransportError>;
     /// A human description (the URL as configured).
     fn describe(&self) -> String;
 }

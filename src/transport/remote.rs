@@ -426,6 +426,56 @@ impl Channel for GitRemote {
         })
     }
 
+    fn check(&self, exchange: &Exchange, site: &str, peer: &str) -> Result<String, TransportError> {
+        self.check_usable()?;
+        let branch = own_branch(site, peer);
+        if let Some(dir) = &self.local_dir {
+            // A folder channel is written by this process: a bare repository whose
+            // refs folder we may write is all a push needs.
+            Repository::open_bare(dir).map_err(|e| {
+                self.git_err(format!("opening {} as a bare repository", dir.display()), e)
+            })?;
+            let probe = dir
+                .join("refs/heads")
+                .join(format!(".ferry-doctor-{}", std::process::id()));
+            std::fs::write(&probe, b"")
+                .and_then(|()| std::fs::remove_file(&probe))
+                .map_err(|e| TransportError::Failed {
+                    channel: self.channel(),
+                    message: format!(
+                        "cannot write under {}: {e}",
+                        dir.join("refs/heads").display()
+                    ),
+                })?;
+            return Ok(format!(
+                "{} is a bare repository this site can write",
+                dir.display()
+            ));
+        }
+        let mut remote = exchange
+            .repo()
+            .remote_anonymous(&self.target)
+            .map_err(|e| self.git_err("connecting", e))?;
+        let refs = {
+            let connection = remote
+                .connect_auth(Direction::Fetch, Some(callbacks()), None)
+                .map_err(|e| self.git_err("connecting to fetch", e))?;
+            connection
+                .list()
+                .map_err(|e| self.git_err("listing refs", e))?
+                .len()
+        };
+        // The server advertises receive-pack only to a client allowed to push;
+        // whether this very branch is allowed is the server's rule, seen at push.
+        remote
+            .connect_auth(Direction::Push, Some(callbacks()), None)
+            .map_err(|e| self.git_err(format!("connecting to push {branch}"), e))?;
+        Ok(format!(
+            "reachable; fetch lists {refs} ref{}, push connects",
+            if refs == 1 { "" } else { "s" }
+        ))
+    }
+
     fn describe(&self) -> String {
         self.url.clone()
     }

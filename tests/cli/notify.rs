@@ -402,3 +402,27 @@ fn starttls_and_smtps_to_a_server_with_a_private_ca() {
     assert!(answer.contains("250"), "{answer}");
     assert_eq!(smtps.messages().len(), 1);
 }
+
+#[test]
+fn doctor_checks_the_mail_server_without_sending() {
+    let port = free_port();
+    let w = site_with_broken_replica(port);
+    let down = w.ferry("support", &["doctor"]);
+    assert_eq!(down.code, 1, "{}", down.stdout);
+    assert!(
+        down.stdout
+            .contains(&format!("FAIL mail server: smtp://127.0.0.1:{port}")),
+        "{}",
+        down.stdout
+    );
+    let server = MailServer::start(port, w.path("maildir"));
+    let up = w.ferry("support", &["doctor"]);
+    assert!(
+        up.stdout.contains(&format!(
+            "ok   mail server: smtp://127.0.0.1:{port} accepts connections"
+        )),
+        "{}",
+        up.stdout
+    );
+    assert!(server.messages().is_empty(), "doctor sends nothing");
+}

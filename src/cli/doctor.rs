@@ -1,0 +1,286 @@
+//! `ferry doctor`: everything a run needs, checked one by one, each failure with
+//! what to do about it. For a new site, a moved site, and the morning after cron
+//! mailed an error.
+//!
+//! Nothing is changed: no lock taken, no ref moved, nothing pushed or sent (the
+//! mail server and the channels are connected to and left).
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use super::{Ctx, ExitStatus};
+use crate::config::Config;
+use crate::engine::load_rule;
+use crate::exchange::Exchange;
+use crate::ledger::Ledger;
+use crate::signing::{SignaturePolicy, SiteKey};
+use crate::site::{EXCHANGE_DIR, LEDGER_FILE, open_tracker};
+use crate::transport::open_channel;
+
+/// Check everything a sync needs, one line per check with what to do when it
+/// fails: configuration, rule scripts, signing key, trusted peer keys, tracker,
+/// channels (fetch, and push permission), mail server, ledger, disk space.
+///
+/// Exit status 1 when a check fails. Nothing is changed or sent.
+#[derive(Debug, clap::Args)]
+pub struct DoctorArgs {
+    /// Print a JSON array of checks: name, ok, detail, fix.
+    #[arg(long)]
+    json: bool,
+    /// Free space the state folder's disk must have, in MiB.
+    #[arg(long, default_value_t = 100, value_name = "MIB")]
+    min_free_mib: u64,
+}
+
+/// One check's outcome.
+#[derive(Debug, Serialize)]
+struct Check {
+    name: String,
+    ok: bool,
+    detail: String,
+    /// What to do, when it failed.
+    fix: Option<String>,
+}
+
+struct Checks(Vec<Check>);
+
+impl Checks {
+    fn pass(&mut self, name: impl Into<String>, detail: impl Into<String>) {
+        self.0.push(Check {
+            name: name.into(),
+            ok: true,
+            detail: detail.into(),
+            fix: None,
+        });
+    }
+
+    fn fail(&mut self, name: impl Into<String>, detail: impl ToString, fix: impl Into<String>) {
+        self.0.push(Check {
+            name: name.into(),
+            ok: false,
+            detail: detail.to_string(),
+            fix: Some(fix.into()),
+        });
+    }
+}
+
+/// Runs `ferry doctor`.
+pub fn run(args: DoctorArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
+    let mut checks = Checks(Vec::new());
+    diagnose(&ctx.dir, args.min_free_mib, &mut checks);
+    let failed = checks.0.iter().any(|c| !c.ok);
+    if args.json {
+        writeln!(ctx.out, "{}", serde_json::to_string_pretty(&checks.0)?)?;
+    } else {
+        for c in &checks.0 {
+            writeln!(
+                ctx.out,
+                "{} {}: {}",
+                if c.ok { "ok  " } else { "FAIL" },
+                c.name,
+                c.detail
+            )?;
+            if let Some(fix) = &c.fix {
+                writeln!(ctx.out, "     → {fix}")?;
+            }
+        }
+    }
+    Ok(if failed {
+        ExitStatus::IssueErrors
+    } else {
+        ExitStatus::Success
+    })
+}
+
+fn diagnose(dir: &Path, min_free_mib: u64, checks: &mut Checks) {
+    let config = match Config::load(dir) {
+        Ok(config) => {
+            checks.pass(
+                "config",
+                format!(
+                    "ferry.yaml and {} connection file{} are valid",
+                    config.connections.len(),
+                    if config.connections.len() == 1 {
+                        ""
+                    } else {
+                        "s"
+                    }
+                ),
+            );
+            config
+        }
+        Err(e) => {
+            // Nothing else can be checked without a configuration.
+            checks.fail(
+                "config",
+                e,
+                "fix the file named above (`ferry init` scaffolds a site)",
+            );
+            return;
+        }
+    };
+    let state = config.state_dir();
+
+    let ledger = match Ledger::open(&state.join(LEDGER_FILE)) {
+        Ok(ledger) => match ledger.quick_check() {
+            Ok(()) => {
+                checks.pass(
+                    "ledger",
+                    format!("{} is healthy", state.join(LEDGER_FILE).display()),
+                );
+                Some(ledger)
+            }
+            Err(e) => {
+                checks.fail(
+                    "ledger",
+                    e,
+                    "restore the ledger from a backup, or move it aside and run `ferry relink`",
+                );
+                None
+            }
+        },
+        Err(e) => {
+            checks.fail(
+                "ledger",
+                e,
+                "restore the ledger from a backup, or move it aside and run `ferry relink`",
+            );
+            None
+        }
+    };
+    drop(ledger);
+
+    match SiteKey::load(&config.signing_key_path()) {
+        Ok(key) => checks.pass(
+            "signing key",
+            format!("{} ({})", key.path().display(), key.public_key().fingerprint(Default::default())),
+        ),
+        Err(e) => checks.fail(
+            "signing key",
+            e,
+            "run `ferry init` in the site folder to create one, or name a key with `signing_key:` in ferry.yaml",
+        ),
+    }
+
+    match open_tracker(&config).and_then(|t| t.instance().map(|i| (t, i))) {
+        Ok((_, instance)) => checks.pass(
+            "tracker",
+            format!("{} tracker at {} answers", instance.kind, instance.location),
+        ),
+        Err(e) => checks.fail(
+            "tracker",
+            e,
+            "check the tracker settings in ferry.yaml and that the tracker is up",
+        ),
+    }
+
+    let exchange = Exchange::open_or_init(&state.join(EXCHANGE_DIR));
+    if let Err(e) = &exchange {
+        checks.fail(
+            "exchange clone",
+            e,
+            "move the folder aside; the next `ferry pull` makes a new clone",
+        );
+    }
+    for c in config.connections.values() {
+        let peer = &c.peer;
+        for (direction, script) in [
+            ("incoming", &c.settings.incoming),
+            ("outgoing", &c.settings.outgoing),
+        ] {
+            let name = format!("rules {peer} {direction}");
+            match load_rule(&config, script) {
+                Ok(_) => checks.pass(name, format!("{} compiles", script.display())),
+                Err(e) => checks.fail(
+                    name,
+                    e,
+                    "fix the script; `ferry rules test` tries it on past exchanges",
+                ),
+            }
+        }
+        let name = format!("trust {peer}");
+        match (c.settings.signatures, c.trust.keys.len()) {
+            (SignaturePolicy::Off, _) => {
+                checks.pass(name, "signatures off: nothing is checked (labs only)")
+            }
+            (_, 0) => checks.fail(
+                name,
+                format!("no key of {peer} is trusted, so nothing from {peer} can be imported"),
+                format!(
+                    "ask {peer} for `ferry key show` and run `ferry connection trust {peer} KEY`"
+                ),
+            ),
+            (_, n) => checks.pass(
+                name,
+                format!("{n} key{} of {peer} trusted", if n == 1 { "" } else { "s" }),
+            ),
+        }
+        if let Ok(exchange) = &exchange {
+            let name = format!("channel {peer}");
+            let channel = open_channel(&c.settings.channel, &config.root);
+            match channel.check(exchange, config.site_name(), peer) {
+                Ok(detail) => checks.pass(name, format!("{}: {detail}", channel.describe())),
+                Err(e) => checks.fail(
+                    name,
+                    e,
+                    "check the channel URL in the connection file, the network path and the credentials",
+                ),
+            }
+        }
+    }
+
+    if let Some(notify) = &config.notify {
+        match crate::notify::check_server(notify) {
+            Ok(true) => checks.pass("mail server", format!("{} accepts connections", notify.server)),
+            Ok(false) => checks.fail(
+                "mail server",
+                format!("{} answered, but not as a working SMTP server", notify.server),
+                "check the url in notify.yaml",
+            ),
+            Err(e) => checks.fail(
+                "mail server",
+                e,
+                "check the url in notify.yaml, the network path, FERRY_SMTP_USER/FERRY_SMTP_PASSWORD and ca_file",
+            ),
+        }
+    }
+
+    match free_mib(&state) {
+        Ok(free) if free >= min_free_mib => {
+            checks.pass("disk", format!("{free} MiB free for {}", state.display()))
+        }
+        Ok(free) => checks.fail(
+            "disk",
+            format!(
+                "only {free} MiB free for {} (wanted {min_free_mib})",
+                state.display()
+            ),
+            "free some space: a full disk stops every run (node-level error)",
+        ),
+        Err(e) => checks.fail(
+            "disk",
+            format!("cannot measure free space: {e}"),
+            "check the state folder exists",
+        ),
+    }
+}
+
+/// Free space, in MiB, on the file system holding `dir`.
+fn free_mib(dir: &Path) -> std::io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes())?;
+    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `path` is a valid NUL-terminated string and `stat` is writable
+    // memory of the right type; statvfs(3) initialises it on success.
+    let rc = unsafe { libc::statvfs(path.as_ptr(), stat.as_mut_ptr()) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: statvfs returned 0, so `stat` is initialised.
+    let stat = unsafe { stat.assume_init() };
+    // The field types differ between platforms (u32 on some 32-bit ones).
+    #[allow(clippy::useless_conversion)]
+    let (blocks, size) = (u64::from(stat.f_bavail), u64::from(stat.f_frsize));
+    Ok(blocks.saturating_mul(size) / (1024 * 1024))
+}
