@@ -64,9 +64,10 @@ pub fn run(args: ErrorsArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
         Err(e) if e.chain().any(|c| c.is::<crate::ledger::LedgerError>()) => {
             writeln!(
                 ctx.out,
-                "#- {} (ledger unusable)\n    {e:#}\n    restore the ledger from a backup, or \
+                "#- {} (ledger unusable)\n    {}\n    restore the ledger from a backup, or \
                  move it aside and rebuild it with `ferry relink`",
-                level::NODE
+                level::NODE,
+                crate::words::error_chain(&e)
             )?;
             return Ok(ExitStatus::Failed);
         }

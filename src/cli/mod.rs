@@ -61,6 +61,13 @@ pub struct Cli {
     /// tracing filter such as `ferry=debug`, takes precedence).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
+    /// Also append the log to FILE (at least each step, like -v), for log
+    /// shippers; one JSON object per line with --log-json.
+    #[arg(long, global = true, value_name = "FILE", env = "FERRY_LOG_FILE")]
+    log_file: Option<PathBuf>,
+    /// Write --log-file as JSON lines.
+    #[arg(long, global = true, requires = "log_file")]
+    log_json: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -118,7 +125,10 @@ pub fn run() -> ExitCode {
             });
         }
     };
-    init_tracing(cli.quiet, cli.verbose);
+    if let Err(e) = init_tracing(&cli) {
+        eprintln!("error: {}", crate::words::error_chain(&e));
+        return ExitCode::from(ExitStatus::Usage as u8);
+    }
     if cli.quiet {
         crate::progress::hide();
     }
@@ -134,19 +144,33 @@ pub fn run() -> ExitCode {
         out: &mut *out,
     };
     let status = match dispatch(cli.command, &mut ctx) {
-        Ok(status) => status,
+        Ok(status) => {
+            tracing::info!(target: RUN_OUTCOME, exit = status as u8, "done");
+            status
+        }
         // A reader that went away (`ferry list | head`) is not a failure of the run,
         // whose work is done and recorded by then; stop quietly like ripgrep does.
         Err(err) if is_broken_pipe(&err) => ExitStatus::Success,
         Err(err) => {
             let _ = ctx.out.flush();
-            eprintln!("error: {err:#}");
-            classify(&err)
+            eprintln!("error: {}", crate::words::error_chain(&err));
+            let status = classify(&err);
+            // For --log-file only: stderr already has it, worded for people.
+            tracing::error!(
+                target: RUN_OUTCOME,
+                exit = status as u8,
+                "{}",
+                crate::words::error_chain(&err)
+            );
+            status
         }
     };
     let _ = ctx.out.flush();
     ExitCode::from(status as u8)
 }
+
+/// The tracing target of a run's outcome, logged to `--log-file` only.
+const RUN_OUTCOME: &str = "ferry_run";
 
 fn dispatch(command: Command, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
     match command {
@@ -217,18 +241,52 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
     })
 }
 
-fn init_tracing(quiet: bool, verbose: u8) {
-    use tracing_subscriber::EnvFilter;
-    let level = match (quiet, verbose) {
+/// Logs to stderr at the level `-q`/`-v` ask for (or `FERRY_LOG`), and with
+/// `--log-file` also to that file, appending, at least at info level.
+fn init_tracing(cli: &Cli) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{EnvFilter, Layer};
+
+    let level = match (cli.quiet, cli.verbose) {
         (true, _) => "error",
         (false, 0) => "warn",
         (false, 1) => "info",
         (false, _) => "debug",
     };
-    let filter = EnvFilter::try_from_env("FERRY_LOG").unwrap_or_else(|_| EnvFilter::new(level));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let stderr_filter = EnvFilter::try_from_env("FERRY_LOG")
+        .unwrap_or_else(|_| EnvFilter::new(level))
+        .add_directive(format!("{RUN_OUTCOME}=off").parse()?);
+    let stderr = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_target(false)
+        .with_filter(stderr_filter);
+    let file = match &cli.log_file {
+        Some(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("cannot open the log file {}", path.display()))?;
+            let file_level = if cli.verbose >= 2 { "debug" } else { "info" };
+            let file_filter =
+                EnvFilter::try_from_env("FERRY_LOG").unwrap_or_else(|_| EnvFilter::new(file_level));
+            let layer = tracing_subscriber::fmt::layer()
+                .with_writer(std::sync::Mutex::new(file))
+                .with_ansi(false)
+                .with_target(false);
+            Some(if cli.log_json {
+                layer.json().with_filter(file_filter).boxed()
+            } else {
+                layer.with_filter(file_filter).boxed()
+            })
+        }
+        None => None,
+    };
+    let _ = tracing_subscriber::registry()
+        .with(stderr)
+        .with(file)
         .try_init();
+    Ok(())
 }

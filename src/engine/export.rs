@@ -70,7 +70,12 @@ pub fn export(site: &mut Site, connection: &Connection) -> anyhow::Result<Export
     let (mut comment_count, mut issue_count) = (0, 0);
 
     let changed = site.tracker.changed_since(cursor)?;
-    tracing::info!(%peer, since = ?cursor.map(|c| crate::model::format_timestamp(&c)), issues = changed.len(), "export");
+    tracing::info!(
+        %peer,
+        since = %cursor.map_or_else(|| "-".into(), |c| crate::model::format_timestamp(&c)),
+        issues = changed.len(),
+        "export"
+    );
     let progress = crate::progress::bar(changed.len(), format!("export {peer}"));
     for issue in changed {
         progress.inc(1);

@@ -64,7 +64,7 @@ pub fn run_failure_level(e: &anyhow::Error) -> &'static str {
 /// its level.
 pub fn record_run_failure(ledger: &crate::ledger::Ledger, e: &anyhow::Error) -> &'static str {
     let level = run_failure_level(e);
-    if let Err(unrecorded) = ledger.record_error(level, None, None, &format!("{e:#}")) {
+    if let Err(unrecorded) = ledger.record_error(level, None, None, &crate::words::error_chain(e)) {
         tracing::error!("{level}-level error not recorded: {unrecorded}");
     }
     level

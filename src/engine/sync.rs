@@ -231,7 +231,7 @@ fn run_step(
         Ok(()) => Ok(()),
         Err(e) if is_site_level(&e) => Err(e),
         Err(e) => {
-            let message = format!("{e:#}");
+            let message = crate::words::error_chain(&e);
             site.ledger
                 .record_error(level::CONNECTION, Some(&connection.peer), None, &message)?;
             report.failure = Some(message);

@@ -74,3 +74,46 @@ fn quiet_prints_nothing_but_errors_and_verbose_logs_steps() {
         verbose.stderr
     );
 }
+
+#[test]
+fn log_file_gets_json_lines_for_log_shippers() {
+    let w = World::escalating_pair();
+    w.escalate("Printer on fire");
+    let log = w.path("ferry.log");
+    let log_arg = log.to_str().unwrap();
+    w.ok(
+        "support",
+        &["-q", "sync", "--log-file", log_arg, "--log-json"],
+    );
+    std::fs::create_dir_all(w.path("empty")).unwrap();
+    let failed = w.ferry("empty", &["sync", "--log-file", log_arg, "--log-json"]);
+    assert_eq!(failed.code, 2);
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let messages: Vec<&str> = lines
+        .iter()
+        .map(|l| l["fields"]["message"].as_str().unwrap())
+        .collect();
+    assert!(
+        messages.contains(&"export") && messages.contains(&"push"),
+        "{messages:?}"
+    );
+    let done = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "done")
+        .unwrap();
+    assert_eq!(done["fields"]["exit"], 0);
+    let last = lines.last().unwrap();
+    assert_eq!(last["level"], "ERROR");
+    assert_eq!(last["fields"]["exit"], 2);
+    assert!(
+        last["fields"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("ferry.yaml"),
+        "{last}"
+    );
+}
