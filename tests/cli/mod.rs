@@ -6,6 +6,7 @@ mod doctor;
 mod errors;
 mod git_server;
 mod interface;
+mod many;
 mod notify;
 mod operators;
 mod review;
