@@ -266,6 +266,31 @@ impl Exchange {
         Ok(Exchange { repo })
     }
 
+    /// The same repository, seeing also the objects below `objects` (a folder laid
+    /// out like `objects/`, e.g. a quarantine holding a pack not yet accepted).
+    /// Refs and config are shared; the extra objects are visible only through the
+    /// returned handle.
+    pub fn with_alternate(&self, objects: &Path) -> Result<Exchange, ExchangeError> {
+        let context = || {
+            format!(
+                "opening {} with the objects of {}",
+                self.repo.path().display(),
+                objects.display()
+            )
+        };
+        let repo = git(Repository::open_bare(self.repo.path()), context)?;
+        let odb = git(repo.odb(), context)?;
+        let Some(dir) = objects.to_str() else {
+            return Err(ExchangeError::Git {
+                context: context(),
+                source: git2::Error::from_str("the folder's path is not UTF-8"),
+            });
+        };
+        git(odb.add_disk_alternate(dir), context)?;
+        drop(odb);
+        Ok(Exchange { repo })
+    }
+
     /// The underlying repository.
     pub fn repo(&self) -> &Repository {
         &self.repo

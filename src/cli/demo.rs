@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 
 use super::{Ctx, ExitStatus, report};
-use crate::config::{CONNECTIONS_DIR, ConnectionFile, Direction, SyncMethod};
+use crate::config::{CONNECTIONS_DIR, ChannelSetting, ConnectionFile, Direction, SyncMethod};
 use crate::engine::{self, SyncOptions};
 use crate::exchange::own_branch;
 use crate::model::Issue;
@@ -245,7 +245,7 @@ impl<'a> Story<'a> {
             "support"
         };
         let connection = ConnectionFile {
-            channel: "../exchange.git".into(),
+            channel: ChannelSetting::Git("../exchange.git".into()),
             direction: Direction::Both,
             method: SyncMethod::Auto,
             projects: [(project.to_string(), remote.to_string())].into(),

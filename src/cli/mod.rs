@@ -4,6 +4,7 @@
 //! Exit codes are part of the interface (cron reads them) and are decided here, in
 //! one place: see [`ExitStatus`].
 
+mod bundle;
 mod connection;
 mod demo;
 mod errors;
@@ -62,6 +63,8 @@ enum Command {
     Import(steps::ImportArgs),
     Push(steps::PushArgs),
     Pull(steps::PullArgs),
+    #[command(subcommand)]
+    Bundle(bundle::BundleCommand),
     Review(review::ReviewArgs),
     Status(status::StatusArgs),
     Errors(errors::ErrorsArgs),
@@ -122,6 +125,7 @@ fn dispatch(command: Command, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
         Command::Import(args) => steps::import(args, ctx),
         Command::Push(args) => steps::push(args, ctx),
         Command::Pull(args) => steps::pull(args, ctx),
+        Command::Bundle(cmd) => bundle::run(cmd, ctx),
         Command::Review(args) => review::run(args, ctx),
         Command::Status(args) => status::run(args, ctx),
         Command::Errors(args) => errors::run(args, ctx),

@@ -22,7 +22,7 @@ use git2::{
     PushOptions, RemoteCallbacks, Repository,
 };
 
-use super::{Channel, FetchOutcome, PushOutcome, TransportError};
+use super::{Channel, FetchOutcome, Limits, PushOutcome, TransportError, admit};
 use crate::exchange::{Exchange, ExchangeError, own_branch, peer_branch};
 
 /// How many times a push is tried (each rejection reconciles first) before giving up.
@@ -313,6 +313,7 @@ impl Channel for GitRemote {
             return Ok(FetchOutcome {
                 before,
                 after: before,
+                notes: Vec::new(),
             });
         };
         // A branch pointing at a tag, tree or blob is not something a peer's ferry
@@ -340,9 +341,16 @@ impl Channel for GitRemote {
                 return Ok(FetchOutcome {
                     before,
                     after: before,
+                    notes: Vec::new(),
                 });
             }
         }
+        admit(exchange, site, peer, before, fetched, &Limits::default()).map_err(|source| {
+            TransportError::Refused {
+                channel: self.channel(),
+                source: Box::new(source),
+            }
+        })?;
         exchange
             .update_ref(
                 &branch,
@@ -354,6 +362,7 @@ impl Channel for GitRemote {
         Ok(FetchOutcome {
             before,
             after: Some(fetched),
+            notes: Vec::new(),
         })
     }
 
@@ -585,7 +594,8 @@ mod tests {
             got,
             FetchOutcome {
                 before: None,
-                after: Some(c2)
+                after: Some(c2),
+                notes: Vec::new(),
             }
         );
         assert_eq!(w.engineering.commits_between(None, c2).unwrap(), [c1, c2]);
@@ -603,7 +613,8 @@ mod tests {
             again,
             FetchOutcome {
                 before: Some(c2),
-                after: Some(c2)
+                after: Some(c2),
+                notes: Vec::new(),
             }
         );
 
@@ -617,7 +628,8 @@ mod tests {
             next,
             FetchOutcome {
                 before: Some(c2),
-                after: Some(c3)
+                after: Some(c3),
+                notes: Vec::new(),
             }
         );
         assert_eq!(w.engineering.resolve(&branch).unwrap(), Some(c3));
@@ -635,7 +647,8 @@ mod tests {
             channel.fetch(&w.support, SUPPORT, ENGINEERING).unwrap(),
             FetchOutcome {
                 before: None,
-                after: None
+                after: None,
+                notes: Vec::new(),
             }
         );
     }
@@ -863,7 +876,8 @@ mod tests {
             got,
             FetchOutcome {
                 before: None,
-                after: Some(c1)
+                after: Some(c1),
+                notes: Vec::new(),
             }
         );
 

@@ -1,0 +1,840 @@
+//! Git bundles: the air-gapped channel.
+//!
+//! A bundle is one file a person can carry (USB stick, data diode, e-mail): git's
+//! own bundle format v2 (git's `gitformat-bundle`), a header naming the commits
+//! the reader must already have (*prerequisites*) and the refs it brings, then a
+//! packfile. ferry writes exactly one ref, this site's branch for the peer
+//! (`refs/heads/<site>/<peer>`), and takes as prerequisite the last commit of that
+//! branch the peer acknowledged (the `ack` in the peer's `site.yaml`), so a bundle
+//! holds only what the peer has not confirmed yet. Because the prerequisite is an
+//! acknowledgement and not "the previous bundle", a lost bundle heals itself: the
+//! next one carries its commits too.
+//!
+//! git2 has no bundle support, so the header is written and parsed here; the pack
+//! comes from libgit2's `PackBuilder` (self-contained) and is read by its
+//! `Indexer`, which also completes the thin packs `git bundle create` writes.
+//!
+//! Reading is defensive, since a bundle is whatever someone put in an inbox:
+//! the size is checked before anything is read, the header before the pack, the
+//! pack is indexed into a quarantine folder the repository only sees through an
+//! alternate while [`super::admit`] checks the commits, and only then do the
+//! objects join the repository and the peer's branch move (compare-and-swap). A
+//! refused bundle leaves the refs and the odb as they were.
+//!
+//! [`BundleChannel`] makes an outbox and an inbox folder a [`Channel`]: `push`
+//! writes a bundle into the outbox, `fetch` imports every bundle of the inbox in
+//! order and moves each to `archive/`, or to `rejected/` with a `.reason` file.
+use std::fs;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+
+use git2::{Indexer, Oid};
+
+use super::{AdmitError, Channel, FetchOutcome, Limits, PushOutcome, TransportError, admit};
+use crate::config::BundleSettings;
+use crate::exchange::{Exchange, ExchangeError, own_branch, peer_branch};
+use crate::replica::{SITE_FILE, SiteFile};
+use crate::words::short_id;
+
+/// The first line of a bundle ferry writes.
+const SIGNATURE_V2: &str = "# v2 git bundle";
+/// The first line of a v3 bundle, accepted on read when its object format is SHA-1.
+const SIGNATURE_V3: &str = "# v3 git bundle";
+/// A header longer than this is refused: ferry's have one or two lines.
+const MAX_HEADER_BYTES: u64 = 64 * 1024;
+/// File name extension of bundles in an inbox or outbox.
+pub const EXTENSION: &str = "bundle";
+/// Below an inbox: bundles processed.
+pub const ARCHIVE_DIR: &str = "archive";
+/// Below an inbox: bundles refused, each with a `.reason` file.
+pub const REJECTED_DIR: &str = "rejected";
+/// Below an inbox: the bundle whose ref is being moved; a run that dies there
+/// finds it on the next run and finishes the move.
+pub const APPLYING_DIR: &str = "applying";
+
+/// A bundle could not be written, read, or was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    /// A file could not be read or written.
+    #[error("{action} {}: {source}", .path.display())]
+    Io {
+        /// What ferry was doing.
+        action: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: io::Error,
+    },
+    /// Larger than the configured limit; not read at all.
+    #[error(
+        "the bundle is {size} bytes, over the limit of {limit} bytes (raise `max_bytes` in \
+         the connection's channel if it is genuine)"
+    )]
+    TooLarge {
+        /// Its size.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// The header is not a git bundle header ferry can read.
+    #[error("not a git bundle ferry can read: {0}")]
+    Format(String),
+    /// The bundle carries another ref than the peer's branch for this site.
+    #[error("the bundle carries {found}; only {expected} may come from {peer}")]
+    ForeignRef {
+        /// The peer.
+        peer: String,
+        /// What the bundle holds.
+        found: String,
+        /// The only ref allowed.
+        expected: String,
+    },
+    /// A prerequisite is not in this site's repository: an earlier bundle is missing.
+    #[error(
+        "the bundle needs commit {oid}, which this site does not have: import the earlier \
+         bundle first, or ask {peer} for a full one (`ferry bundle create --full`)"
+    )]
+    MissingPrerequisite {
+        /// The peer.
+        peer: String,
+        /// The missing commit.
+        oid: Oid,
+    },
+    /// A prerequisite exists but is not part of the peer's branch here.
+    #[error(
+        "prerequisite {oid} is not part of {peer}'s branch as this site has it; the \
+         bundle was made for another history"
+    )]
+    WrongPrerequisite {
+        /// The peer.
+        peer: String,
+        /// The prerequisite.
+        oid: Oid,
+    },
+    /// The bundle brings nothing new: its commit is already part of the peer's branch.
+    #[error(
+        "replay: the bundle's commit {tip} is already part of {peer}'s branch here (at \
+         {head}); it was imported before, or it is older than what was imported"
+    )]
+    Replay {
+        /// The peer.
+        peer: String,
+        /// The bundle's commit.
+        tip: Oid,
+        /// The peer's branch here.
+        head: Oid,
+    },
+    /// The bundle's commit does not descend from what this site already has.
+    #[error(
+        "the bundle's commit {tip} does not descend from {head}, which this site already \
+         received from {peer} (history was rewritten)"
+    )]
+    Rewritten {
+        /// The peer.
+        peer: String,
+        /// The bundle's commit.
+        tip: Oid,
+        /// The peer's branch here.
+        head: Oid,
+    },
+    /// The pack is truncated or corrupt, or lacks objects it refers to.
+    #[error("the pack is truncated or corrupt: {0}")]
+    Pack(git2::Error),
+    /// The commits failed [`admit`].
+    #[error(transparent)]
+    Refused(#[from] AdmitError),
+    /// This site has nothing to put in a bundle for the peer.
+    #[error("nothing exported for {peer} yet: run `ferry export --connection {peer}` first")]
+    NothingExported {
+        /// The peer.
+        peer: String,
+    },
+    /// The local exchange repository failed.
+    #[error(transparent)]
+    Exchange(#[from] ExchangeError),
+}
+
+impl BundleError {
+    /// Whether the bundle itself is at fault (refuse it and move on), rather than
+    /// this site (stop and let the next run retry).
+    pub fn is_refusal(&self) -> bool {
+        !matches!(
+            self,
+            BundleError::Io { .. } | BundleError::Exchange(_) | BundleError::NothingExported { .. }
+        )
+    }
+}
+
+fn git_error(context: impl Into<String>) -> impl FnOnce(git2::Error) -> BundleError {
+    let context = context.into();
+    move |source| BundleError::Exchange(ExchangeError::Git { context, source })
+}
+
+/// What a bundle's header says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BundleHeader {
+    /// Commits the reader must have.
+    pub prerequisites: Vec<Oid>,
+    /// The refs it brings, with their commits.
+    pub refs: Vec<(String, Oid)>,
+}
+
+/// Parses a bundle header up to and including its blank line, leaving `reader`
+/// at the first byte of the pack.
+fn parse_header(reader: &mut impl BufRead) -> Result<BundleHeader, BundleError> {
+    let mut limited = reader.take(MAX_HEADER_BYTES);
+    let mut next_line = || -> Result<String, BundleError> {
+        let mut line = Vec::new();
+        limited
+            .read_until(b'\n', &mut line)
+            .map_err(|e| BundleError::Format(format!("cannot read the header: {e}")))?;
+        if line.last() != Some(&b'\n') {
+            return Err(BundleError::Format(
+                "the header ends early or is too long (no blank line before the pack)".into(),
+            ));
+        }
+        line.pop();
+        String::from_utf8(line).map_err(|_| BundleError::Format("the header is not UTF-8".into()))
+    };
+    let signature = next_line()?;
+    let v3 = match signature.as_str() {
+        SIGNATURE_V2 => false,
+        SIGNATURE_V3 => true,
+        other => {
+            return Err(BundleError::Format(format!(
+                "first line {other:?} is not {SIGNATURE_V2:?}"
+            )));
+        }
+    };
+    let oid = |text: &str, line: &str| {
+        if text.len() != 40 {
+            return Err(BundleError::Format(format!(
+                "{line:?}: {text:?} is not a SHA-1 object id"
+            )));
+        }
+        Oid::from_str(text)
+            .map_err(|_| BundleError::Format(format!("{line:?}: {text:?} is not an object id")))
+    };
+    let mut header = BundleHeader {
+        prerequisites: Vec::new(),
+        refs: Vec::new(),
+    };
+    loop {
+        let line = next_line()?;
+        if line.is_empty() {
+            break;
+        }
+        if let Some(capability) = line.strip_prefix('@') {
+            // git aborts on capabilities it does not know; so does ferry.
+            if !v3 || capability != "object-format=sha1" {
+                return Err(BundleError::Format(format!(
+                    "capability @{capability} is not supported (only v3's \
+                     @object-format=sha1)"
+                )));
+            }
+        } else if let Some(rest) = line.strip_prefix('-') {
+            let id = rest.split_once(' ').map_or(rest, |(id, _comment)| id);
+            header.prerequisites.push(oid(id, &line)?);
+        } else {
+            let Some((id, refname)) = line.split_once(' ') else {
+                return Err(BundleError::Format(format!(
+                    "{line:?} is neither a prerequisite nor a ref"
+                )));
+            };
+            header.refs.push((refname.to_string(), oid(id, &line)?));
+        }
+    }
+    if header.refs.is_empty() {
+        return Err(BundleError::Format("the bundle holds no ref".into()));
+    }
+    Ok(header)
+}
+
+/// Opens a bundle file for reading.
+fn open(path: &Path) -> Result<BufReader<fs::File>, BundleError> {
+    let file = fs::File::open(path).map_err(|source| BundleError::Io {
+        action: "cannot open bundle",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(BufReader::new(file))
+}
+
+/// Reads only the header of the bundle at `path`.
+pub fn read_header(path: &Path) -> Result<BundleHeader, BundleError> {
+    parse_header(&mut open(path)?)
+}
+
+/// What a new bundle for the peer should hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// This site's branch for the peer.
+    pub refname: String,
+    /// Its commit.
+    pub tip: Oid,
+    /// What the peer acknowledged and need not be sent again (empty: a full bundle).
+    pub prerequisites: Vec<Oid>,
+}
+
+/// The last commit of this site's branch that `peer` acknowledged, as its
+/// `site.yaml` says on the branch this site received; `None` when it has not, or
+/// when the ack is not part of the branch (then only a full bundle is safe).
+pub fn acknowledged(
+    exchange: &Exchange,
+    site: &str,
+    peer: &str,
+) -> Result<Option<Oid>, BundleError> {
+    let Some(theirs) = exchange.resolve(&peer_branch(site, peer))? else {
+        return Ok(None);
+    };
+    let Some(ours) = exchange.resolve(&own_branch(site, peer))? else {
+        return Ok(None);
+    };
+    let Some((_, bytes)) = exchange.read_file(theirs, SITE_FILE)? else {
+        return Ok(None);
+    };
+    let ack = serde_yaml::from_slice::<SiteFile>(&bytes)
+        .ok()
+        .and_then(|file| file.ack)
+        .and_then(|ack| Oid::from_str(&ack).ok());
+    match ack {
+        Some(ack)
+            if exchange.repo().find_commit(ack).is_ok() && exchange.is_ancestor(ack, ours)? =>
+        {
+            Ok(Some(ack))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// What a bundle for `peer` should hold: everything (`full`, or nothing
+/// acknowledged yet) or only what the peer has not acknowledged. `None`: the
+/// peer acknowledged this site's whole branch, nothing to send.
+pub fn plan(
+    exchange: &Exchange,
+    site: &str,
+    peer: &str,
+    full: bool,
+) -> Result<Option<Plan>, BundleError> {
+    let refname = own_branch(site, peer);
+    let tip = exchange
+        .resolve(&refname)?
+        .ok_or_else(|| BundleError::NothingExported {
+            peer: peer.to_string(),
+        })?;
+    let ack = if full {
+        None
+    } else {
+        acknowledged(exchange, site, peer)?
+    };
+    if ack == Some(tip) {
+        return Ok(None);
+    }
+    Ok(Some(Plan {
+        refname,
+        tip,
+        prerequisites: ack.into_iter().collect(),
+    }))
+}
+
+/// Writes the bundle of `plan` to `out` atomically (a temporary file beside it,
+/// renamed once complete, so a reader of the folder never sees half a bundle)
+/// and returns its size in bytes.
+pub fn write(exchange: &Exchange, plan: &Plan, out: &Path) -> Result<u64, BundleError> {
+    let repo = exchange.repo();
+    let context = || format!("packing {} for a bundle", plan.refname);
+    let mut walk = repo.revwalk().map_err(git_error(context()))?;
+    walk.push(plan.tip).map_err(git_error(context()))?;
+    for p in &plan.prerequisites {
+        walk.hide(*p).map_err(git_error(context()))?;
+    }
+    let mut builder = repo.packbuilder().map_err(git_error(context()))?;
+    builder
+        .insert_walk(&mut walk)
+        .map_err(git_error(context()))?;
+    let mut pack = git2::Buf::new();
+    builder.write_buf(&mut pack).map_err(git_error(context()))?;
+
+    let mut header = format!("{SIGNATURE_V2}\n");
+    for p in &plan.prerequisites {
+        let subject = repo
+            .find_commit(*p)
+            .ok()
+            .and_then(|c| c.summary().ok().flatten().map(str::to_string))
+            .unwrap_or_default();
+        header.push_str(&format!("-{p} {subject}\n"));
+    }
+    header.push_str(&format!("{} {}\n\n", plan.tip, plan.refname));
+
+    let io_error = |source| BundleError::Io {
+        action: "cannot write bundle",
+        path: out.to_path_buf(),
+        source,
+    };
+    let dir = match out.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".ferry-bundle-")
+        .tempfile_in(dir)
+        .map_err(io_error)?;
+    tmp.write_all(header.as_bytes()).map_err(io_error)?;
+    tmp.write_all(&pack).map_err(io_error)?;
+    tmp.as_file().sync_all().map_err(io_error)?;
+    tmp.persist(out).map_err(|e| io_error(e.error))?;
+    Ok((header.len() + pack.len()) as u64)
+}
+
+/// A bundle that passed every check, its objects still in quarantine.
+pub struct Verified<'a> {
+    exchange: &'a Exchange,
+    quarantine: tempfile::TempDir,
+    refname: String,
+    before: Option<Oid>,
+    tip: Oid,
+}
+
+impl Verified<'_> {
+    /// The commit the peer's branch will move to.
+    pub fn tip(&self) -> Oid {
+        self.tip
+    }
+
+    /// Moves the objects into the repository, then the peer's branch to the
+    /// bundle's commit (compare-and-swap against what was checked).
+    pub fn apply(self) -> Result<FetchOutcome, BundleError> {
+        let pack_dir = self.quarantine.path().join("pack");
+        let target = self.exchange.repo().path().join("objects").join("pack");
+        fs::create_dir_all(&target).map_err(|source| BundleError::Io {
+            action: "cannot create",
+            path: target.clone(),
+            source,
+        })?;
+        let mut files: Vec<PathBuf> = fs::read_dir(&pack_dir)
+            .and_then(|entries| entries.map(|e| e.map(|e| e.path())).collect())
+            .map_err(|source| BundleError::Io {
+                action: "cannot list the quarantine",
+                path: pack_dir.clone(),
+                source,
+            })?;
+        // The index last: git and libgit2 find a pack through its index.
+        files.sort_by_key(|p| p.extension().is_some_and(|e| e == "idx"));
+        for file in files {
+            let to = target.join(file.file_name().unwrap_or_default());
+            fs::rename(&file, &to).map_err(|source| BundleError::Io {
+                action: "cannot move the pack into",
+                path: to.clone(),
+                source,
+            })?;
+        }
+        let odb = self
+            .exchange
+            .repo()
+            .odb()
+            .map_err(git_error("opening the object database"))?;
+        odb.refresh()
+            .map_err(git_error("refreshing the object database"))?;
+        self.exchange.update_ref(
+            &self.refname,
+            self.before,
+            self.tip,
+            "ferry: fast-forward from a bundle",
+        )?;
+        Ok(FetchOutcome {
+            before: self.before,
+            after: Some(self.tip),
+            notes: Vec::new(),
+        })
+    }
+}
+
+/// Checks the bundle at `path` as `peer`'s branch for `site`, in the order that
+/// reads the least of a hostile file: size, header, ref, replay, prerequisites,
+/// then the pack (into a quarantine), fast-forward, and [`admit`]. Nothing moves
+/// until [`Verified::apply`].
+pub fn verify<'a>(
+    exchange: &'a Exchange,
+    site: &str,
+    peer: &str,
+    path: &Path,
+    max_bytes: u64,
+    limits: &Limits,
+) -> Result<Verified<'a>, BundleError> {
+    let size = fs::metadata(path)
+        .map_err(|source| BundleError::Io {
+            action: "cannot read",
+            path: path.to_path_buf(),
+            source,
+        })?
+        .len();
+    if size > max_bytes {
+        return Err(BundleError::TooLarge {
+            size,
+            limit: max_bytes,
+        });
+    }
+    let mut reader = open(path)?;
+    let header = parse_header(&mut reader)?;
+    let expected = peer_branch(site, peer);
+    let tip = match header.refs.as_slice() {
+        [(refname, tip)] if *refname == expected => *tip,
+        refs => {
+            let found: Vec<&str> = refs.iter().map(|(r, _)| r.as_str()).collect();
+            return Err(BundleError::ForeignRef {
+                peer: peer.to_string(),
+                found: found.join(", "),
+                expected,
+            });
+        }
+    };
+    let before = exchange.resolve(&expected)?;
+    if let Some(head) = before
+        && (tip == head
+            || (exchange.repo().find_commit(tip).is_ok() && exchange.is_ancestor(tip, head)?))
+    {
+        return Err(BundleError::Replay {
+            peer: peer.to_string(),
+            tip,
+            head,
+        });
+    }
+    for &oid in &header.prerequisites {
+        if exchange.repo().find_commit(oid).is_err() {
+            return Err(BundleError::MissingPrerequisite {
+                peer: peer.to_string(),
+                oid,
+            });
+        }
+        let on_branch = match before {
+            Some(head) => exchange.is_ancestor(oid, head)?,
+            None => false,
+        };
+        if !on_branch {
+            return Err(BundleError::WrongPrerequisite {
+                peer: peer.to_string(),
+                oid,
+            });
+        }
+    }
+
+    let repo_dir = exchange.repo().path();
+    let quarantine = tempfile::Builder::new()
+        .prefix("ferry-quarantine-")
+        .tempdir_in(repo_dir)
+        .map_err(|source| BundleError::Io {
+            action: "cannot create a quarantine in",
+            path: repo_dir.to_path_buf(),
+            source,
+        })?;
+    let pack_dir = quarantine.path().join("pack");
+    fs::create_dir(&pack_dir).map_err(|source| BundleError::Io {
+        action: "cannot create",
+        path: pack_dir.clone(),
+        source,
+    })?;
+    let odb = exchange
+        .repo()
+        .odb()
+        .map_err(git_error("opening the object database"))?;
+    // verify = true: checksums and object connectivity; thin packs are completed
+    // from the repository's own objects (the prerequisites checked above).
+    let mut indexer =
+        Indexer::new(Some(&odb), &pack_dir, 0o444, true).map_err(BundleError::Pack)?;
+    io::copy(&mut reader, &mut indexer)
+        .map_err(|e| BundleError::Pack(git2::Error::from_str(&format!("reading the pack: {e}"))))?;
+    indexer.commit().map_err(BundleError::Pack)?;
+
+    let seen = exchange.with_alternate(quarantine.path())?;
+    if seen.repo().find_commit(tip).is_err() {
+        return Err(BundleError::Pack(git2::Error::from_str(&format!(
+            "the pack lacks the commit {tip} its header names"
+        ))));
+    }
+    if let Some(head) = before
+        && !seen.is_ancestor(head, tip)?
+    {
+        return Err(BundleError::Rewritten {
+            peer: peer.to_string(),
+            tip,
+            head,
+        });
+    }
+    admit(&seen, site, peer, before, tip, limits)?;
+    Ok(Verified {
+        exchange,
+        quarantine,
+        refname: expected,
+        before,
+        tip,
+    })
+}
+
+/// `ref/ferry/bundled/<peer>`: this site's commit last written to the outbox, so
+/// `ferry sync` writes a bundle only when the branch moved since.
+pub fn bundled_ref(peer: &str) -> String {
+    format!("refs/ferry/bundled/{peer}")
+}
+
+/// An outbox and an inbox folder (see the module documentation).
+pub struct BundleChannel {
+    outbox: PathBuf,
+    inbox: PathBuf,
+    max_bytes: u64,
+    description: String,
+}
+
+impl BundleChannel {
+    /// The channel of `settings`; relative folders are resolved against `site_root`.
+    pub fn new(settings: &BundleSettings, site_root: &Path) -> BundleChannel {
+        BundleChannel {
+            outbox: site_root.join(&settings.outbox),
+            inbox: site_root.join(&settings.inbox),
+            max_bytes: settings.max_bytes,
+            description: crate::config::ChannelSetting::Bundles(settings.clone()).to_string(),
+        }
+    }
+
+    fn failed(&self, message: String) -> TransportError {
+        TransportError::Failed {
+            channel: self.description.clone(),
+            message,
+        }
+    }
+
+    fn bundle_err(&self, source: BundleError) -> TransportError {
+        TransportError::Bundle {
+            channel: self.description.clone(),
+            source: Box::new(source),
+        }
+    }
+
+    /// Refuses a folder that is not there, rather than creating it: an unmounted
+    /// medium must not turn into a folder on the local disk.
+    fn check_dir(&self, what: &str, dir: &Path) -> Result<(), TransportError> {
+        if dir.is_dir() {
+            Ok(())
+        } else {
+            Err(self.failed(format!(
+                "{what} folder {} does not exist; mount the medium that carries the bundles, \
+                 or create it with `mkdir -p {}`",
+                dir.display(),
+                dir.display()
+            )))
+        }
+    }
+
+    /// Moves `from` to `to`, creating `to`'s folder.
+    fn move_file(&self, from: &Path, to: &Path) -> Result<(), TransportError> {
+        if let Some(dir) = to.parent() {
+            fs::create_dir_all(dir)
+                .map_err(|e| self.failed(format!("cannot create {}: {e}", dir.display())))?;
+        }
+        fs::rename(from, to).map_err(|e| {
+            self.failed(format!(
+                "cannot move {} to {}: {e}",
+                from.display(),
+                to.display()
+            ))
+        })
+    }
+
+    /// Bundle files in `dir`, by name (ferry's names sort in branch order).
+    fn bundles_in(&self, dir: &Path) -> Result<Vec<PathBuf>, TransportError> {
+        if !dir.is_dir() {
+            return Ok(Vec::new());
+        }
+        let entries = fs::read_dir(dir)
+            .map_err(|e| self.failed(format!("cannot list {}: {e}", dir.display())))?;
+        let mut files = Vec::new();
+        for entry in entries {
+            let path = entry
+                .map_err(|e| self.failed(format!("cannot list {}: {e}", dir.display())))?
+                .path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            // Dot files are bundles still being written (see `write`).
+            if path.is_file()
+                && !name.starts_with('.')
+                && path.extension().is_some_and(|e| e == EXTENSION)
+            {
+                files.push(path);
+            }
+        }
+        files.sort();
+        Ok(files)
+    }
+
+    /// Moves a refused bundle to `rejected/` with a `.reason` file beside it.
+    fn reject(&self, file: &Path, reason: &str) -> Result<PathBuf, TransportError> {
+        let name = file.file_name().unwrap_or_default();
+        let to = self.inbox.join(REJECTED_DIR).join(name);
+        self.move_file(file, &to)?;
+        let mut reason_file = to.clone().into_os_string();
+        reason_file.push(".reason");
+        fs::write(&reason_file, format!("{reason}\n")).map_err(|e| {
+            self.failed(format!(
+                "cannot write {}: {e}",
+                PathBuf::from(&reason_file).display()
+            ))
+        })?;
+        Ok(to)
+    }
+}
+
+/// What happened to one inbox file.
+enum Step {
+    /// Applied and archived.
+    Applied(Oid),
+    /// Waiting for its predecessor; left in the inbox.
+    Waiting(String),
+    /// Refused and moved aside.
+    Refused(String),
+}
+
+impl BundleChannel {
+    /// Processes one bundle: verify, mark it applying, move the ref, archive it.
+    /// A bundle found in `applying/` that is already part of the branch is the
+    /// one a dead run had applied: it is only archived.
+    fn process(
+        &self,
+        exchange: &Exchange,
+        site: &str,
+        peer: &str,
+        file: &Path,
+    ) -> Result<Step, TransportError> {
+        let name = file.file_name().unwrap_or_default().to_owned();
+        let display = name.to_string_lossy().into_owned();
+        let applying = self.inbox.join(APPLYING_DIR).join(&name);
+        let archived = self.inbox.join(ARCHIVE_DIR).join(&name);
+        let recovering = file == applying;
+        match verify(
+            exchange,
+            site,
+            peer,
+            file,
+            self.max_bytes,
+            &Limits::default(),
+        ) {
+            Ok(verified) => {
+                if !recovering {
+                    self.move_file(file, &applying)?;
+                }
+                let tip = verified.tip();
+                verified.apply().map_err(|e| self.bundle_err(e))?;
+                self.move_file(&applying, &archived)?;
+                Ok(Step::Applied(tip))
+            }
+            Err(BundleError::Replay { head, .. }) if recovering => {
+                self.move_file(&applying, &archived)?;
+                Ok(Step::Applied(head))
+            }
+            Err(BundleError::MissingPrerequisite { oid, .. }) => {
+                if recovering {
+                    self.move_file(file, &self.inbox.join(&name))?;
+                }
+                Ok(Step::Waiting(format!(
+                    "{display} waits in the inbox for the bundle that brings {} \
+                     (its predecessor has not arrived)",
+                    short_id(oid)
+                )))
+            }
+            Err(e) if e.is_refusal() => {
+                let reason = e.to_string();
+                self.reject(file, &reason)?;
+                Ok(Step::Refused(format!("{display}: {reason}")))
+            }
+            Err(e) => Err(self.bundle_err(e)),
+        }
+    }
+}
+
+impl Channel for BundleChannel {
+    fn fetch(
+        &self,
+        exchange: &Exchange,
+        site: &str,
+        peer: &str,
+    ) -> Result<FetchOutcome, TransportError> {
+        self.check_dir("inbox", &self.inbox)?;
+        let before = exchange
+            .resolve(&peer_branch(site, peer))
+            .map_err(|source| TransportError::Exchange {
+                channel: self.description.clone(),
+                source,
+            })?;
+        let mut after = before;
+        let mut refused = Vec::new();
+        let mut notes = Vec::new();
+        for file in self.bundles_in(&self.inbox.join(APPLYING_DIR))? {
+            match self.process(exchange, site, peer, &file)? {
+                Step::Applied(tip) => after = Some(tip),
+                Step::Waiting(_) => {}
+                Step::Refused(reason) => refused.push(reason),
+            }
+        }
+        // Passes until nothing moves, so a bundle whose name sorts before its
+        // predecessor's still goes in once the predecessor did.
+        loop {
+            let mut progress = false;
+            notes.clear();
+            for file in self.bundles_in(&self.inbox)? {
+                match self.process(exchange, site, peer, &file)? {
+                    Step::Applied(tip) => {
+                        after = Some(tip);
+                        progress = true;
+                    }
+                    Step::Waiting(note) => notes.push(note),
+                    Step::Refused(reason) => refused.push(reason),
+                }
+            }
+            if !progress || notes.is_empty() {
+                break;
+            }
+        }
+        if !refused.is_empty() {
+            return Err(TransportError::BundlesRefused {
+                channel: self.description.clone(),
+                rejected_dir: self.inbox.join(REJECTED_DIR),
+                refused,
+            });
+        }
+        Ok(FetchOutcome {
+            before,
+            after,
+            notes,
+        })
+    }
+
+    fn push(
+        &self,
+        exchange: &Exchange,
+        site: &str,
+        peer: &str,
+    ) -> Result<PushOutcome, TransportError> {
+        self.check_dir("outbox", &self.outbox)?;
+        let ex_err = |source| TransportError::Exchange {
+            channel: self.description.clone(),
+            source,
+        };
+        let Some(tip) = exchange.resolve(&own_branch(site, peer)).map_err(ex_err)? else {
+            return Ok(PushOutcome::UpToDate);
+        };
+        let marker = bundled_ref(peer);
+        if exchange.resolve(&marker).map_err(ex_err)? == Some(tip) {
+            return Ok(PushOutcome::UpToDate);
+        }
+        if let Some(plan) = plan(exchange, site, peer, false).map_err(|e| self.bundle_err(e))? {
+            let count = exchange.commits_between(None, tip).map_err(ex_err)?.len();
+            let name = format!("{site}-{peer}-{count:08}-{}.{EXTENSION}", short_id(tip));
+            write(exchange, &plan, &self.outbox.join(name)).map_err(|e| self.bundle_err(e))?;
+        }
+        exchange
+            .set_ref(&marker, tip, "ferry: bundle written to the outbox")
+            .map_err(ex_err)?;
+        Ok(PushOutcome::Pushed(tip))
+    }
+
+    fn describe(&self) -> String {
+        self.description.clone()
+    }
+}
