@@ -838,3 +838,256 @@ impl Channel for BundleChannel {
         self.description.clone()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exchange::FileWrite;
+    use crate::transport::testing::replica_yaml;
+    use std::process::Command;
+
+    const SUPPORT: &str = "support";
+    const ENGINEERING: &str = "engineering";
+
+    /// Runs the real git CLI, hermetically, in `dir`; returns stdout, or panics.
+    fn git_cli(dir: &Path, args: &[&str]) -> String {
+        let out = git_run(dir, args);
+        assert!(
+            out.status.success(),
+            "git {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
+    fn git_run(dir: &Path, args: &[&str]) -> std::process::Output {
+        Command::new("git")
+            .current_dir(dir)
+            .args(args)
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .output()
+            .expect("git runs")
+    }
+
+    /// Support's and engineering's exchange repos in one temporary folder.
+    struct World {
+        root: tempfile::TempDir,
+        support: Exchange,
+        engineering: Exchange,
+    }
+
+    impl World {
+        fn new() -> World {
+            let root = tempfile::tempdir().unwrap();
+            let support = Exchange::open_or_init(&root.path().join("support.git")).unwrap();
+            let engineering = Exchange::open_or_init(&root.path().join("engineering.git")).unwrap();
+            World {
+                root,
+                support,
+                engineering,
+            }
+        }
+
+        fn path(&self, name: &str) -> PathBuf {
+            self.root.path().join(name)
+        }
+
+        /// Support exports issue `id` with `summary`.
+        fn export(&self, id: &str, summary: &str) -> Oid {
+            self.support
+                .commit(
+                    &own_branch(SUPPORT, ENGINEERING),
+                    &[FileWrite {
+                        path: format!("issues/SUP/{id}.yaml"),
+                        content: Some(replica_yaml(SUPPORT, "SUP", id, summary)),
+                    }],
+                    summary,
+                    SUPPORT,
+                )
+                .unwrap()
+                .unwrap()
+        }
+
+        /// Engineering takes the bundle at `path`.
+        fn receive(&self, path: &Path) -> Result<FetchOutcome, BundleError> {
+            verify(
+                &self.engineering,
+                ENGINEERING,
+                SUPPORT,
+                path,
+                DEFAULT_MAX,
+                &Limits::default(),
+            )
+            .and_then(Verified::apply)
+        }
+
+        fn peer_head(&self) -> Option<Oid> {
+            self.engineering
+                .resolve(&peer_branch(ENGINEERING, SUPPORT))
+                .unwrap()
+        }
+    }
+
+    const DEFAULT_MAX: u64 = crate::config::DEFAULT_MAX_BUNDLE_BYTES;
+
+    fn plan_of(w: &World, tip: Oid, prerequisites: &[Oid]) -> Plan {
+        Plan {
+            refname: own_branch(SUPPORT, ENGINEERING),
+            tip,
+            prerequisites: prerequisites.to_vec(),
+        }
+    }
+
+    #[test]
+    fn git_verifies_clones_and_fetches_ferry_bundles() {
+        let w = World::new();
+        let c1 = w.export("1", "first");
+        let c2 = w.export("2", "second");
+        let full = w.path("full.bundle");
+        write(&w.support, &plan_of(&w, c1, &[]), &full).unwrap();
+        let text = std::fs::read(&full).unwrap();
+        assert!(text.starts_with(
+            format!("# v2 git bundle\n{c1} refs/heads/support/engineering\n\nPACK").as_bytes()
+        ));
+
+        // git agrees: a full bundle verifies anywhere, and clones.
+        git_cli(w.root.path(), &["init", "-q", "--bare", "oracle.git"]);
+        let oracle = w.path("oracle.git");
+        let verified = git_run(&oracle, &["bundle", "verify", full.to_str().unwrap()]);
+        assert!(verified.status.success(), "{verified:?}");
+        git_cli(
+            w.root.path(),
+            &["clone", "-q", "--bare", full.to_str().unwrap(), "clone.git"],
+        );
+        assert_eq!(
+            git_cli(&w.path("clone.git"), &["rev-parse", "support/engineering"]),
+            c1.to_string()
+        );
+
+        // An incremental one names its prerequisite; git accepts it where the
+        // prerequisite is present, and refuses it where it is not.
+        let incremental = w.path("incremental.bundle");
+        write(&w.support, &plan_of(&w, c2, &[c1]), &incremental).unwrap();
+        let header = read_header(&incremental).unwrap();
+        assert_eq!(header.prerequisites, [c1]);
+        assert_eq!(
+            header.refs,
+            [("refs/heads/support/engineering".to_string(), c2)]
+        );
+        let lacking = git_run(
+            &oracle,
+            &["bundle", "verify", incremental.to_str().unwrap()],
+        );
+        assert!(!lacking.status.success());
+        git_cli(
+            &w.path("clone.git"),
+            &["bundle", "verify", incremental.to_str().unwrap()],
+        );
+        git_cli(
+            &w.path("clone.git"),
+            &[
+                "fetch",
+                "-q",
+                incremental.to_str().unwrap(),
+                "support/engineering:support/engineering",
+            ],
+        );
+        assert_eq!(
+            git_cli(&w.path("clone.git"), &["rev-parse", "support/engineering"]),
+            c2.to_string()
+        );
+        git_cli(&w.path("clone.git"), &["fsck", "--strict"]);
+        // The incremental pack holds only the new commit's objects.
+        assert!(std::fs::metadata(&incremental).unwrap().len() < text.len() as u64 + 400);
+    }
+
+    #[test]
+    fn ferry_reads_what_it_writes_incrementally() {
+        let w = World::new();
+        let c1 = w.export("1", "first");
+        let full = w.path("1.bundle");
+        write(&w.support, &plan_of(&w, c1, &[]), &full).unwrap();
+        let got = w.receive(&full).unwrap();
+        assert_eq!((got.before, got.after), (None, Some(c1)));
+        let c2 = w.export("2", "second");
+        let next = w.path("2.bundle");
+        write(&w.support, &plan_of(&w, c2, &[c1]), &next).unwrap();
+        let got = w.receive(&next).unwrap();
+        assert_eq!((got.before, got.after), (Some(c1), Some(c2)));
+        assert_eq!(w.peer_head(), Some(c2));
+        let quarantines: Vec<_> = std::fs::read_dir(w.engineering.repo().path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with("ferry-quarantine")
+            })
+            .collect();
+        assert!(quarantines.is_empty(), "quarantine left behind");
+        git_cli(w.engineering.repo().path(), &["fsck", "--strict"]);
+
+        // Once more is a replay, and so is the older one.
+        for old in [&next, &full] {
+            let err = w.receive(old).unwrap_err();
+            assert!(matches!(err, BundleError::Replay { .. }), "{err}");
+        }
+        assert_eq!(w.peer_head(), Some(c2));
+    }
+
+    #[test]
+    fn ferry_reads_what_git_writes_thin_and_v3() {
+        let w = World::new();
+        let c1 = w.export("1", "first");
+        let big = "x".repeat(3000);
+        w.export("2", &big);
+        let c3 = w.export("2", &format!("{big}y"));
+        let repo = w.support.repo().path();
+        // A v3 bundle of the first commit (git writes v3 when asked).
+        let tip = w
+            .support
+            .resolve(&own_branch(SUPPORT, ENGINEERING))
+            .unwrap();
+        w.support
+            .set_ref(&own_branch(SUPPORT, ENGINEERING), c1, "test")
+            .unwrap();
+        let v3 = w.path("v3.bundle");
+        git_cli(
+            repo,
+            &[
+                "bundle",
+                "create",
+                "-q",
+                "--version=3",
+                v3.to_str().unwrap(),
+                "refs/heads/support/engineering",
+            ],
+        );
+        assert!(
+            std::fs::read(&v3)
+                .unwrap()
+                .starts_with(b"# v3 git bundle\n@object-format=sha1\n")
+        );
+        assert_eq!(w.receive(&v3).unwrap().after, Some(c1));
+
+        // A thin incremental bundle (deltas against the prerequisite's objects).
+        w.support
+            .set_ref(&own_branch(SUPPORT, ENGINEERING), tip.unwrap(), "test")
+            .unwrap();
+        let thin = w.path("thin.bundle");
+        git_cli(
+            repo,
+            &[
+                "bundle",
+                "create",
+                "-q",
+                thin.to_str().unwrap(),
+                &format!("{c1}..refs/heads/support/engineering"),
+            ],
+        );
+        assert_eq!(read_header(&thin).unwrap().prerequisites, [c1]);
+        assert_eq!(w.receive(&thin).unwrap().after, Some(c3));
+        git_cli(w.engineering.repo().path(), &["fsck", "--strict"]);
+    }
+}

@@ -416,3 +416,17 @@ fn check_entry(
     }
     Ok(())
 }
+
+/// Helpers for the transport tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    /// The bytes of a valid replica of `site` at `issues/<project>/<id>.yaml`.
+    pub fn replica_yaml(site: &str, project: &str, id: &str, summary: &str) -> Vec<u8> {
+        format!(
+            "ferry: 1\nsite: {site}\nid: '{id}'\nkey: {project}-{id}\nproject: {project}\n\
+             type: Bug\nsummary: {summary}\nstatus: Open\ncreated: 2026-11-20T10:00:00Z\n\
+             updated: 2026-11-20T10:00:00Z\n"
+        )
+        .into_bytes()
+    }
+}

@@ -485,6 +485,7 @@ fn callbacks<'a>() -> RemoteCallbacks<'a> {
 mod tests {
     use super::*;
     use crate::exchange::FileWrite;
+    use crate::transport::testing::replica_yaml;
     use std::net::{TcpListener, TcpStream};
     use std::process::{Child, Command, Stdio};
     use std::time::{Duration, Instant};
@@ -553,15 +554,15 @@ mod tests {
     }
 
     /// Support exports one issue revision to engineering.
-    fn export(exchange: &Exchange, body: &str) -> Oid {
+    fn export(exchange: &Exchange, summary: &str) -> Oid {
         exchange
             .commit(
                 &own_branch(SUPPORT, ENGINEERING),
                 &[FileWrite {
                     path: "issues/SUP/1.yaml".into(),
-                    content: Some(body.as_bytes().to_vec()),
+                    content: Some(replica_yaml(SUPPORT, "SUP", "1", summary)),
                 }],
-                &format!("export: {body}"),
+                &format!("export: {summary}"),
                 SUPPORT,
             )
             .unwrap()
@@ -604,7 +605,7 @@ mod tests {
             .read_file(c2, "issues/SUP/1.yaml")
             .unwrap()
             .unwrap();
-        assert_eq!(bytes, b"v2");
+        assert_eq!(bytes, replica_yaml(SUPPORT, "SUP", "1", "v2"));
         // Nothing new: before = after.
         let again = from_channel
             .fetch(&w.engineering, ENGINEERING, SUPPORT)
