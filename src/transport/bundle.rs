@@ -931,7 +931,7 @@ mod tests {
 
     const DEFAULT_MAX: u64 = crate::config::DEFAULT_MAX_BUNDLE_BYTES;
 
-    fn plan_of(w: &World, tip: Oid, prerequisites: &[Oid]) -> Plan {
+    fn plan_of(tip: Oid, prerequisites: &[Oid]) -> Plan {
         Plan {
             refname: own_branch(SUPPORT, ENGINEERING),
             tip,
@@ -945,7 +945,7 @@ mod tests {
         let c1 = w.export("1", "first");
         let c2 = w.export("2", "second");
         let full = w.path("full.bundle");
-        write(&w.support, &plan_of(&w, c1, &[]), &full).unwrap();
+        write(&w.support, &plan_of(c1, &[]), &full).unwrap();
         let text = std::fs::read(&full).unwrap();
         assert!(text.starts_with(
             format!("# v2 git bundle\n{c1} refs/heads/support/engineering\n\nPACK").as_bytes()
@@ -968,7 +968,7 @@ mod tests {
         // An incremental one names its prerequisite; git accepts it where the
         // prerequisite is present, and refuses it where it is not.
         let incremental = w.path("incremental.bundle");
-        write(&w.support, &plan_of(&w, c2, &[c1]), &incremental).unwrap();
+        write(&w.support, &plan_of(c2, &[c1]), &incremental).unwrap();
         let header = read_header(&incremental).unwrap();
         assert_eq!(header.prerequisites, [c1]);
         assert_eq!(
@@ -1007,12 +1007,12 @@ mod tests {
         let w = World::new();
         let c1 = w.export("1", "first");
         let full = w.path("1.bundle");
-        write(&w.support, &plan_of(&w, c1, &[]), &full).unwrap();
+        write(&w.support, &plan_of(c1, &[]), &full).unwrap();
         let got = w.receive(&full).unwrap();
         assert_eq!((got.before, got.after), (None, Some(c1)));
         let c2 = w.export("2", "second");
         let next = w.path("2.bundle");
-        write(&w.support, &plan_of(&w, c2, &[c1]), &next).unwrap();
+        write(&w.support, &plan_of(c2, &[c1]), &next).unwrap();
         let got = w.receive(&next).unwrap();
         assert_eq!((got.before, got.after), (Some(c1), Some(c2)));
         assert_eq!(w.peer_head(), Some(c2));
