@@ -343,17 +343,24 @@ pub fn plan(
 pub fn write(exchange: &Exchange, plan: &Plan, out: &Path) -> Result<u64, BundleError> {
     let repo = exchange.repo();
     let context = || format!("packing {} for a bundle", plan.refname);
-    let mut walk = repo.revwalk().map_err(git_error(context()))?;
-    walk.push(plan.tip).map_err(git_error(context()))?;
-    for p in &plan.prerequisites {
-        walk.hide(*p).map_err(git_error(context()))?;
-    }
-    let mut builder = repo.packbuilder().map_err(git_error(context()))?;
-    builder
-        .insert_walk(&mut walk)
-        .map_err(git_error(context()))?;
-    let mut pack = git2::Buf::new();
-    builder.write_buf(&mut pack).map_err(git_error(context()))?;
+    let pack: Vec<u8> = match plan.prerequisites.as_slice() {
+        // Incremental: thin, so the size follows the change (see `pack`).
+        [base] => super::pack::write_thin(repo, *base, plan.tip).map_err(git_error(context()))?,
+        prerequisites => {
+            let mut walk = repo.revwalk().map_err(git_error(context()))?;
+            walk.push(plan.tip).map_err(git_error(context()))?;
+            for p in prerequisites {
+                walk.hide(*p).map_err(git_error(context()))?;
+            }
+            let mut builder = repo.packbuilder().map_err(git_error(context()))?;
+            builder
+                .insert_walk(&mut walk)
+                .map_err(git_error(context()))?;
+            let mut buf = git2::Buf::new();
+            builder.write_buf(&mut buf).map_err(git_error(context()))?;
+            buf.to_vec()
+        }
+    };
 
     let mut header = format!("{SIGNATURE_V2}\n");
     for p in &plan.prerequisites {

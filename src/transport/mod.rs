@@ -12,6 +12,7 @@
 //! Whatever the channel, the peer's commits pass [`admit`] before the peer's
 //! branch moves: one function, so every channel refuses the same hostile trees.
 pub mod bundle;
+mod pack;
 pub mod remote;
 
 use std::path::{Path, PathBuf};
