@@ -845,3 +845,25 @@ fn hostile_replay_of_an_old_bundle() {
     assert_eq!(w.list("engineering").len(), 1);
     refused(&w, &good, "replay");
 }
+
+#[test]
+fn the_demo_tells_the_story_over_bundles() {
+    let w = World::new();
+    let out = w.ok(".", &["demo", "--bundles", "--keep", "demo"]);
+    for line in [
+        "SUP-1 → ENG-1 created, 1 comment",
+        "on the USB stick:",
+        "usb/support-to-engineering/archive/support-engineering-00000001-",
+        "kevin (via engineering)",
+        "export support: no change, no commit",
+        "objects containing an internal comment's text: 0",
+    ] {
+        assert!(out.contains(line), "missing {line:?} in:\n{out}");
+    }
+    assert!(!w.path("demo/exchange.git").exists(), "no shared repo");
+    for bundle in bundles(&w.path("demo/usb/support-to-engineering/archive")) {
+        git_verifies(&w.path("demo/engineering/.ferry/exchange.git"), &bundle);
+    }
+    assert_eq!(w.list("demo/support").len(), 2);
+    assert_eq!(w.list("demo/engineering").len(), 1);
+}
