@@ -487,3 +487,55 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), ConfigError> {
     tmp.persist(path).map_err(|e| write(e.error))?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(yaml: &str) -> Result<ConnectionFile, String> {
+        serde_yaml::from_str(yaml).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_channel_is_a_url_or_bundle_folders() {
+        let git = parse("channel: ../exchange.git\nprojects: {SUP: ENG}\n").unwrap();
+        assert_eq!(git.channel, ChannelSetting::Git("../exchange.git".into()));
+        let bundles =
+            parse("channel:\n  outbox: usb/out\n  inbox: usb/in\nprojects: {SUP: ENG}\n").unwrap();
+        assert_eq!(
+            bundles.channel,
+            ChannelSetting::Bundles(BundleSettings {
+                outbox: "usb/out".into(),
+                inbox: "usb/in".into(),
+                max_bytes: DEFAULT_MAX_BUNDLE_BYTES,
+            })
+        );
+        assert_eq!(
+            bundles.channel.to_string(),
+            "bundles (outbox usb/out, inbox usb/in)"
+        );
+        // What `connection add` writes reads back the same.
+        let written = serde_yaml::to_string(&bundles).unwrap();
+        assert_eq!(parse(&written).unwrap(), bundles);
+    }
+
+    #[test]
+    fn a_bad_channel_says_what_is_wrong_and_where() {
+        let typo = parse("channel:\n  outbox: a\n  inbx: b\nprojects: {SUP: ENG}\n").unwrap_err();
+        assert!(typo.contains("unknown field `inbx`"), "{typo}");
+        assert!(typo.contains("line 3"), "{typo}");
+        let missing = parse("channel:\n  outbox: a\nprojects: {SUP: ENG}\n").unwrap_err();
+        assert!(missing.contains("missing field `inbox`"), "{missing}");
+        let list = parse("channel: [a, b]\nprojects: {SUP: ENG}\n").unwrap_err();
+        assert!(
+            list.contains("a git URL or path, or a mapping with `outbox` and `inbox`"),
+            "{list}"
+        );
+        let same = parse("channel: {outbox: usb, inbox: usb}\nprojects: {SUP: ENG}\n").unwrap();
+        let err = validate_connection(Path::new("c.yaml"), &same).unwrap_err();
+        assert!(
+            err.to_string().contains("would read its own bundles"),
+            "{err}"
+        );
+    }
+}

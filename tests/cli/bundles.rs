@@ -867,3 +867,74 @@ fn the_demo_tells_the_story_over_bundles() {
     assert_eq!(w.list("demo/support").len(), 2);
     assert_eq!(w.list("demo/engineering").len(), 1);
 }
+
+/// A run that dies between taking a bundle and archiving it leaves the bundle in
+/// `applying/`; the next run finishes the job, whichever side of the ref move it
+/// died on, and never calls the bundle a replay.
+#[test]
+fn a_run_that_died_halfway_is_finished_by_the_next() {
+    let (w, forge) = receiving();
+    let applying = w.path(TO_ENG).join("applying");
+    std::fs::create_dir_all(&applying).unwrap();
+
+    // Died before the ref moved: the bundle is applied now.
+    let good = good_bundle(&w, &forge);
+    std::fs::copy(&good, applying.join("1.bundle")).unwrap();
+    let out = w.ok("engineering", &["sync"]);
+    assert!(out.contains("SUP-1 → ENG-1 created"), "{out}");
+    assert!(!applying.join("1.bundle").exists());
+    assert!(w.path(TO_ENG).join("archive/1.bundle").exists());
+
+    // Died after the ref moved: the bundle is only archived.
+    forge.commit(&[(
+        "issues/SUP/2.yaml",
+        REPLICA
+            .replace("'1'", "'2'")
+            .replace("SUP-1", "SUP-2")
+            .as_bytes(),
+    )]);
+    let second = forge.bundle(&w.path("2.bundle"), &["refs/heads/support/engineering"]);
+    w.ok(
+        "engineering",
+        &["bundle", "import", second.to_str().unwrap()],
+    );
+    std::fs::copy(&second, applying.join("2.bundle")).unwrap();
+    let before = refs(&w, "engineering");
+    w.ok("engineering", &["sync"]);
+    assert!(w.path(TO_ENG).join("archive/2.bundle").exists());
+    assert!(!w.path(TO_ENG).join("rejected/2.bundle").exists());
+    assert_eq!(w.list("engineering").len(), 2);
+    let after = refs(&w, "engineering");
+    let peer_branch = |refs: &str| {
+        refs.lines()
+            .find(|l| l.ends_with(" refs/heads/support/engineering"))
+            .map(str::to_string)
+    };
+    assert_eq!(peer_branch(&after), peer_branch(&before));
+}
+
+/// The shared-repo channel refuses the same hostile trees as bundles, through the
+/// same check.
+#[test]
+fn a_symlink_through_the_shared_repo_is_refused_like_one_in_a_bundle() {
+    let w = World::new();
+    w.site("support", &[("engineering", "SUP=ENG", "")]);
+    let work = w.path("hostile");
+    git(w.root.path(), &["clone", "-q", "exchange.git", "hostile"]);
+    git(&work, &["checkout", "-q", "-b", "engineering/support"]);
+    std::fs::create_dir_all(work.join("issues/ENG")).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", work.join("issues/ENG/1.yaml")).unwrap();
+    git(&work, &["add", "-A"]);
+    git(&work, &["commit", "-q", "-m", "link"]);
+    git(&work, &["push", "-q", "origin", "engineering/support"]);
+    let run = w.ferry("support", &["sync"]);
+    assert_eq!(run.code, 3, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout
+            .contains("issues/ENG/1.yaml: a symbolic link (mode 120000)"),
+        "{}",
+        run.stdout
+    );
+    let refs = refs(&w, "support");
+    assert!(!refs.contains("refs/heads/engineering/support"), "{refs}");
+}
