@@ -583,6 +583,16 @@ pub fn bundled_ref(peer: &str) -> String {
     format!("refs/ferry/bundled/{peer}")
 }
 
+/// What happened to one inbox file.
+enum Step {
+    /// Applied and archived.
+    Applied(Oid),
+    /// Waiting for its predecessor; left in the inbox.
+    Waiting(String),
+    /// Refused and moved aside.
+    Refused(String),
+}
+
 /// An outbox and an inbox folder (see the module documentation).
 pub struct BundleChannel {
     outbox: PathBuf,
@@ -686,19 +696,7 @@ impl BundleChannel {
         })?;
         Ok(to)
     }
-}
 
-/// What happened to one inbox file.
-enum Step {
-    /// Applied and archived.
-    Applied(Oid),
-    /// Waiting for its predecessor; left in the inbox.
-    Waiting(String),
-    /// Refused and moved aside.
-    Refused(String),
-}
-
-impl BundleChannel {
     /// Processes one bundle: verify, mark it applying, move the ref, archive it.
     /// A bundle found in `applying/` that is already part of the branch is the
     /// one a dead run had applied: it is only archived.
@@ -830,15 +828,20 @@ impl Channel for BundleChannel {
         if exchange.resolve(&marker).map_err(ex_err)? == Some(tip) {
             return Ok(PushOutcome::UpToDate);
         }
-        if let Some(plan) = plan(exchange, site, peer, false).map_err(|e| self.bundle_err(e))? {
-            let count = exchange.commits_between(None, tip).map_err(ex_err)?.len();
-            let name = format!("{site}-{peer}-{count:08}-{}.{EXTENSION}", short_id(tip));
-            write(exchange, &plan, &self.outbox.join(name)).map_err(|e| self.bundle_err(e))?;
-        }
+        let outcome = match plan(exchange, site, peer, false).map_err(|e| self.bundle_err(e))? {
+            Some(plan) => {
+                let count = exchange.commits_between(None, tip).map_err(ex_err)?.len();
+                let name = format!("{site}-{peer}-{count:08}-{}.{EXTENSION}", short_id(tip));
+                write(exchange, &plan, &self.outbox.join(name)).map_err(|e| self.bundle_err(e))?;
+                PushOutcome::Pushed(tip)
+            }
+            // The peer acknowledged this very commit (it came by `ferry bundle`).
+            None => PushOutcome::UpToDate,
+        };
         exchange
             .set_ref(&marker, tip, "ferry: bundle written to the outbox")
             .map_err(ex_err)?;
-        Ok(PushOutcome::Pushed(tip))
+        Ok(outcome)
     }
 
     fn describe(&self) -> String {
@@ -1095,6 +1098,107 @@ mod tests {
         );
         assert_eq!(read_header(&thin).unwrap().prerequisites, [c1]);
         assert_eq!(w.receive(&thin).unwrap().after, Some(c3));
+        git_cli(w.engineering.repo().path(), &["fsck", "--strict"]);
+    }
+
+    #[test]
+    fn headers_ferry_cannot_read_are_refused_by_what_is_wrong() {
+        let id = "0123456789abcdef0123456789abcdef01234567";
+        let cases: &[(&str, &str)] = &[
+            ("", "ends early"),
+            ("# v4 git bundle\n\nPACK", "is not \"# v2 git bundle\""),
+            ("# v2 git bundle\n\nPACK", "holds no ref"),
+            (
+                &format!("# v2 git bundle\n{id} refs/heads/a/b\nPACK"),
+                "ends early",
+            ),
+            (
+                "# v2 git bundle\n0123 refs/heads/a/b\n\n",
+                "not a SHA-1 object id",
+            ),
+            (
+                &format!("# v2 git bundle\n{id}\n\n"),
+                "neither a prerequisite nor a ref",
+            ),
+            (
+                &format!("# v2 git bundle\n@object-format=sha1\n{id} refs/heads/a/b\n\n"),
+                "capability @object-format=sha1 is not supported",
+            ),
+            (
+                &format!("# v3 git bundle\n@object-format=sha256\n{id} refs/heads/a/b\n\n"),
+                "capability @object-format=sha256",
+            ),
+            (
+                &format!("# v3 git bundle\n@filter=blob:none\n{id} refs/heads/a/b\n\n"),
+                "capability @filter=blob:none",
+            ),
+        ];
+        for (text, expected) in cases {
+            let err = parse_header(&mut text.as_bytes()).unwrap_err().to_string();
+            assert!(err.contains(expected), "{text:?}: {err}");
+        }
+        let good = format!(
+            "# v3 git bundle\n@object-format=sha1\n-{id} a subject\n{id} refs/heads/a/b\n\nPACK"
+        );
+        let mut reader = good.as_bytes();
+        let header = parse_header(&mut reader).unwrap();
+        assert_eq!(header.prerequisites, [Oid::from_str(id).unwrap()]);
+        assert_eq!(reader, b"PACK", "left at the pack");
+    }
+
+    #[test]
+    fn git_fetches_a_thin_bundle_of_deltas() {
+        let w = World::new();
+        // Many replicas, so the project tree is big enough to be sent as a delta,
+        // and a long one, so its edit is a delta too.
+        let long = "word ".repeat(2000);
+        let writes: Vec<FileWrite> = (0..300)
+            .map(|i| FileWrite {
+                path: format!("issues/SUP/{i}.yaml"),
+                content: Some(replica_yaml(SUPPORT, "SUP", &i.to_string(), &long)),
+            })
+            .collect();
+        let branch = own_branch(SUPPORT, ENGINEERING);
+        let c1 = w
+            .support
+            .commit(&branch, &writes, "many", SUPPORT)
+            .unwrap()
+            .unwrap();
+        let c2 = w.export("7", &format!("{long} and one more"));
+        let full = w.path("full.bundle");
+        write(&w.support, &plan_of(c1, &[]), &full).unwrap();
+        let thin = w.path("thin.bundle");
+        write(&w.support, &plan_of(c2, &[c1]), &thin).unwrap();
+        let size = std::fs::metadata(&thin).unwrap().len();
+        assert!(size < 1500, "deltas, not whole objects: {size} bytes");
+
+        git_cli(
+            w.root.path(),
+            &["clone", "-q", "--bare", full.to_str().unwrap(), "clone.git"],
+        );
+        let clone = w.path("clone.git");
+        git_cli(&clone, &["bundle", "verify", "-q", thin.to_str().unwrap()]);
+        git_cli(
+            &clone,
+            &[
+                "fetch",
+                "-q",
+                thin.to_str().unwrap(),
+                "support/engineering:support/engineering",
+            ],
+        );
+        git_cli(&clone, &["fsck", "--strict"]);
+        assert_eq!(
+            git_cli(&clone, &["rev-parse", "support/engineering"]),
+            c2.to_string()
+        );
+        assert_eq!(
+            git_cli(&clone, &["show", "support/engineering:issues/SUP/7.yaml"]).into_bytes(),
+            replica_yaml(SUPPORT, "SUP", "7", &format!("{long} and one more")).trim_ascii_end()
+        );
+        // And ferry's own reader completes it the same way.
+        w.receive(&full).unwrap();
+        assert_eq!(w.receive(&thin).unwrap().after, Some(c2));
         git_cli(w.engineering.repo().path(), &["fsck", "--strict"]);
     }
 }
