@@ -541,6 +541,8 @@ fn refused(w: &World, bundle: &Path, fragment: &str) {
     let inbox = w.path(TO_ENG);
     std::fs::copy(bundle, inbox.join(&name)).unwrap();
     let before = refs(w, "engineering");
+    let repo = w.path("engineering/.ferry/exchange.git");
+    let objects = git(&repo, &["count-objects", "-v"]);
     let issues = w.list("engineering").len();
     let run = w.ferry("engineering", &["sync"]);
     assert_eq!(run.code, 3, "{}\n{}", run.stdout, run.stderr);
@@ -556,8 +558,22 @@ fn refused(w: &World, bundle: &Path, fragment: &str) {
     let reason =
         std::fs::read_to_string(inbox.join("rejected").join(format!("{name}.reason"))).unwrap();
     assert!(reason.contains(fragment), "{reason}");
-    // Only the marker of what this site bundled may move (it has nothing to send).
     assert_eq!(refs(w, "engineering"), before, "refs unchanged");
+    assert_eq!(
+        git(&repo, &["count-objects", "-v"]),
+        objects,
+        "no object of the refused bundle joined the repository"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(&repo)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("ferry-quarantine")
+        })
+        .collect();
+    assert!(leftovers.is_empty(), "quarantine removed");
     assert_eq!(w.list("engineering").len(), issues, "tracker unchanged");
     let errors = w.ok("engineering", &["errors"]);
     assert!(errors.contains(&name), "{errors}");
@@ -732,7 +748,7 @@ fn hostile_dot_dot_and_absolute_paths() {
         &w.path("absolute.bundle"),
         &["refs/heads/support/engineering"],
     );
-    refused(&w, &bad, "refusing support's commit");
+    refused(&w, &bad, "/etc: an empty path component (absolute path");
 }
 
 #[test]
