@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::ledger::RetryPolicy;
 use crate::notify::{NotifyConfig, NotifySettings};
 use crate::query::Query;
 use crate::replica::is_plain_name;
@@ -91,6 +92,13 @@ pub struct SiteConfig {
     /// User name ferry acts as in the tracker when the incoming rule names nobody.
     #[serde(default = "default_sync_user")]
     pub sync_user: String,
+    /// How failing imports are retried before they are parked for an operator.
+    #[serde(default, skip_serializing_if = "is_default_retry")]
+    pub retry: RetryPolicy,
+}
+
+fn is_default_retry(policy: &RetryPolicy) -> bool {
+    *policy == RetryPolicy::default()
 }
 
 fn default_state_dir() -> PathBuf {

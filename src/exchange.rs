@@ -20,7 +20,7 @@
 //! - The author identity is derived from the site name, never from the user's git
 //!   configuration: what a commit claims must not depend on who ran cron.
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use git2::build::TreeUpdateBuilder;
 use git2::{ErrorCode, FileMode, ObjectType, Oid, Repository, Signature, Sort, Tree};
@@ -90,6 +90,14 @@ pub enum ExchangeError {
     NotARepository {
         /// The folder.
         path: String,
+    },
+    /// A file operation on the repository failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What ferry was doing.
+        context: String,
+        /// The I/O error.
+        source: std::io::Error,
     },
 }
 
@@ -289,6 +297,39 @@ impl Exchange {
         git(odb.add_disk_alternate(dir), context)?;
         drop(odb);
         Ok(Exchange { repo })
+    }
+
+    /// Removes the `*.lock` files a killed writer left in this repository (ref
+    /// locks, and top-level ones such as `packed-refs.lock`, `shallow.lock`,
+    /// `config.lock`) and returns their paths.
+    ///
+    /// git and libgit2 take a lock by creating `<file>.lock` and release it by
+    /// renaming; a process killed in between leaves the lock behind, and every
+    /// later write of that ref fails with "failed to lock file" until someone
+    /// deletes it. Only call this on a site's private clone while holding the site
+    /// lock: then no other writer exists, so every lock file is stale by
+    /// definition. Never on a shared repository.
+    pub fn remove_stale_locks(&self) -> Result<Vec<PathBuf>, ExchangeError> {
+        let root = self.repo.path();
+        let mut removed = Vec::new();
+        let top_level = walkdir::WalkDir::new(root).min_depth(1).max_depth(1);
+        let refs = walkdir::WalkDir::new(root.join("refs"));
+        let files = top_level
+            .into_iter()
+            .chain(refs)
+            .filter_map(Result::ok)
+            .filter(|e| e.file_type().is_file())
+            .map(walkdir::DirEntry::into_path);
+        for path in files {
+            if path.extension().is_some_and(|e| e == "lock") {
+                std::fs::remove_file(&path).map_err(|source| ExchangeError::Io {
+                    context: format!("removing the stale lock file {}", path.display()),
+                    source,
+                })?;
+                removed.push(path);
+            }
+        }
+        Ok(removed)
     }
 
     /// The underlying repository.

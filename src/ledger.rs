@@ -38,14 +38,74 @@ pub struct ErrorRecord {
     pub message: String,
     /// How many runs saw it.
     pub count: i64,
+    /// First time seen.
+    pub first_seen: String,
     /// Last time seen.
     pub last_seen: String,
+    /// For an import waiting for a retry: failed tries so far.
+    pub tries: Option<i64>,
+    /// For an import waiting for a retry: parked until `ferry retry`.
+    pub parked: bool,
+    /// For an import waiting for a retry: earliest next automatic try.
+    pub next_try: Option<String>,
+}
+
+/// How failing imports are retried (`retry:` in ferry.yaml).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryPolicy {
+    /// Failed tries after which an issue is parked until an operator runs
+    /// `ferry retry`.
+    #[serde(default = "default_max_tries")]
+    pub max_tries: u32,
+    /// Delay before the second try; it doubles with every failed try, up to a day.
+    #[serde(default = "default_backoff_minutes")]
+    pub backoff_minutes: u32,
+}
+
+fn default_max_tries() -> u32 {
+    8
+}
+
+fn default_backoff_minutes() -> u32 {
+    5
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_tries: default_max_tries(),
+            backoff_minutes: default_backoff_minutes(),
+        }
+    }
+}
+
+/// Where a failing replica stands after one more failed try.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retry {
+    /// Failed tries so far.
+    pub tries: i64,
+    /// No automatic retry any more: it waits for `ferry retry`.
+    pub parked: bool,
+    /// Earliest time of the next automatic try.
+    pub next_at: DateTime<Utc>,
+}
+
+/// A paused connection: who paused it and when.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Pause {
+    /// When it was paused (RFC 3339).
+    pub since: String,
+    /// Who paused it.
+    pub by: String,
 }
 
 /// A site's ledger.
 pub struct Ledger {
     conn: Connection,
     path: String,
+    /// `FERRY_NOW` when set, so tests can step over retry delays.
+    clock: Option<DateTime<Utc>>,
 }
 
 const SCHEMA: &str = "
@@ -71,11 +131,19 @@ CREATE TABLE IF NOT EXISTS applied (
 CREATE TABLE IF NOT EXISTS pending (
     peer TEXT NOT NULL,
     path TEXT NOT NULL,
+    tries INTEGER NOT NULL DEFAULT 0,
+    next_at TEXT,
+    parked INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (peer, path)
 );
 CREATE TABLE IF NOT EXISTS cursors (
     peer TEXT PRIMARY KEY,
     cursor TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS paused (
+    peer TEXT PRIMARY KEY,
+    since TEXT NOT NULL,
+    by TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS errors (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -110,7 +178,17 @@ impl Ledger {
         Ok(Ledger {
             conn,
             path: display,
+            clock: std::env::var(crate::tracker::local::NOW_ENV)
+                .ok()
+                .and_then(|t| parse_timestamp(&t).ok()),
         })
+    }
+
+    /// The time ledger records carry: `FERRY_NOW` when set (an invalid value is
+    /// reported by the tracker and the exchange, which need it too), else the
+    /// system clock.
+    fn now(&self) -> DateTime<Utc> {
+        self.clock.unwrap_or_else(Utc::now)
     }
 
     fn wrap(&self, source: rusqlite::Error) -> LedgerError {
@@ -227,11 +305,27 @@ impl Ledger {
         result.map_err(|e| self.wrap(e))
     }
 
-    /// Replica paths of a peer whose import failed and must be retried.
+    /// Replica paths of a peer whose import failed and waits for a retry, parked
+    /// ones included.
     pub fn pending(&self, peer: &str) -> Result<Vec<String>, LedgerError> {
+        self.pending_where(peer, "1")
+    }
+
+    /// The retries that are due now: not parked, and their backoff has passed.
+    pub fn due_retries(&self, peer: &str) -> Result<Vec<String>, LedgerError> {
+        let now = format_timestamp(&self.now());
+        self.pending_where(
+            peer,
+            &format!("parked = 0 AND (next_at IS NULL OR next_at <= '{now}')"),
+        )
+    }
+
+    fn pending_where(&self, peer: &str, condition: &str) -> Result<Vec<String>, LedgerError> {
         let mut stmt = self
             .conn
-            .prepare("SELECT path FROM pending WHERE peer = ?1 ORDER BY path")
+            .prepare(&format!(
+                "SELECT path FROM pending WHERE peer = ?1 AND {condition} ORDER BY path"
+            ))
             .map_err(|e| self.wrap(e))?;
         let rows = stmt
             .query_map(params![peer], |r| r.get(0))
@@ -239,11 +333,69 @@ impl Ledger {
         rows.map_err(|e| self.wrap(e))
     }
 
-    /// Queues a replica path for retry on the next import.
-    pub fn add_pending(&self, peer: &str, path: &str) -> Result<(), LedgerError> {
+    /// Counts one more failed try of a replica path and schedules the next one:
+    /// the first retry is on the next run (most failures are a rule or a mapping
+    /// an admin fixes right away), later ones wait `policy.backoff_minutes`,
+    /// doubling with every try (at most a day), so a tracker that keeps refusing
+    /// one issue is not hammered by every cron run. Once `policy.max_tries` tries
+    /// have failed the path is parked: no automatic retry until `ferry retry`.
+    pub fn retry_later(
+        &self,
+        peer: &str,
+        path: &str,
+        policy: &RetryPolicy,
+    ) -> Result<Retry, LedgerError> {
+        let tries: i64 = self
+            .conn
+            .query_row(
+                "SELECT tries FROM pending WHERE peer = ?1 AND path = ?2",
+                params![peer, path],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.wrap(e))?
+            .unwrap_or(0)
+            + 1;
+        let parked = tries >= i64::from(policy.max_tries);
+        let delay_minutes = match tries {
+            1 => 0,
+            n => i64::from(policy.backoff_minutes)
+                .saturating_mul(1_i64 << (n - 2).clamp(0, 20))
+                .min(24 * 60),
+        };
+        let next_at = self.now() + chrono::Duration::minutes(delay_minutes);
         self.conn
             .execute(
-                "INSERT OR IGNORE INTO pending (peer, path) VALUES (?1, ?2)",
+                "INSERT INTO pending (peer, path, tries, next_at, parked) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (peer, path) DO UPDATE SET tries = ?3, next_at = ?4, parked = ?5",
+                params![peer, path, tries, format_timestamp(&next_at), parked],
+            )
+            .map_err(|e| self.wrap(e))?;
+        Ok(Retry {
+            tries,
+            parked,
+            next_at,
+        })
+    }
+
+    /// Makes a queued replica path due at once with a fresh count of tries (what
+    /// `ferry retry` does); `false` when nothing was queued for it.
+    pub fn requeue(&self, peer: &str, path: &str) -> Result<bool, LedgerError> {
+        self.conn
+            .execute(
+                "UPDATE pending SET tries = 0, next_at = NULL, parked = 0
+                 WHERE peer = ?1 AND path = ?2",
+                params![peer, path],
+            )
+            .map(|n| n > 0)
+            .map_err(|e| self.wrap(e))
+    }
+
+    /// Drops a replica path from the retry queue (an operator handled it by hand).
+    pub fn forget_retry(&self, peer: &str, path: &str) -> Result<(), LedgerError> {
+        self.conn
+            .execute(
+                "DELETE FROM pending WHERE peer = ?1 AND path = ?2",
                 params![peer, path],
             )
             .map(drop)
@@ -293,6 +445,50 @@ impl Ledger {
         result.map(drop).map_err(|e| self.wrap(e))
     }
 
+    /// Pauses a connection; returns the existing pause when it already was.
+    ///
+    /// A pause is state, not configuration: it lives here rather than in the
+    /// connection file, so pausing never rewrites what an admin wrote, and a
+    /// configuration deployment cannot resume a connection an operator paused.
+    pub fn pause(&self, peer: &str, by: &str) -> Result<Option<Pause>, LedgerError> {
+        if let Some(existing) = self.paused(peer)? {
+            return Ok(Some(existing));
+        }
+        self.conn
+            .execute(
+                "INSERT INTO paused (peer, since, by) VALUES (?1, ?2, ?3)",
+                params![peer, format_timestamp(&self.now()), by],
+            )
+            .map_err(|e| self.wrap(e))?;
+        Ok(None)
+    }
+
+    /// Resumes a connection; returns the pause it ended, if it was paused.
+    pub fn resume(&self, peer: &str) -> Result<Option<Pause>, LedgerError> {
+        let pause = self.paused(peer)?;
+        self.conn
+            .execute("DELETE FROM paused WHERE peer = ?1", params![peer])
+            .map_err(|e| self.wrap(e))?;
+        Ok(pause)
+    }
+
+    /// The pause of a connection, if it is paused.
+    pub fn paused(&self, peer: &str) -> Result<Option<Pause>, LedgerError> {
+        self.conn
+            .query_row(
+                "SELECT since, by FROM paused WHERE peer = ?1",
+                params![peer],
+                |r| {
+                    Ok(Pause {
+                        since: r.get(0)?,
+                        by: r.get(1)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(|e| self.wrap(e))
+    }
+
     /// Records an error; the same unresolved error seen again only bumps its count.
     pub fn record_error(
         &self,
@@ -301,7 +497,7 @@ impl Ledger {
         subject: Option<&str>,
         message: &str,
     ) -> Result<(), LedgerError> {
-        let now = format_timestamp(&Utc::now());
+        let now = format_timestamp(&self.now());
         let updated = self
             .conn
             .execute(
@@ -335,14 +531,43 @@ impl Ledger {
 
     /// Unresolved errors, oldest first.
     pub fn open_errors(&self) -> Result<Vec<ErrorRecord>, LedgerError> {
-        self.errors_where("resolved = 0")
+        self.errors_where("e.resolved = 0")
+    }
+
+    /// One unresolved error by id.
+    pub fn open_error(&self, id: i64) -> Result<Option<ErrorRecord>, LedgerError> {
+        Ok(self
+            .errors_where(&format!("e.resolved = 0 AND e.id = {id}"))?
+            .into_iter()
+            .next())
+    }
+
+    /// Marks one error handled.
+    pub fn resolve_error(&self, id: i64) -> Result<(), LedgerError> {
+        self.conn
+            .execute("UPDATE errors SET resolved = 1 WHERE id = ?1", params![id])
+            .map(drop)
+            .map_err(|e| self.wrap(e))
+    }
+
+    /// Marks resolved the errors of one level that have no subject: a connection's
+    /// (`connection` = the peer) or the site's (`None`), once a run got through.
+    pub fn resolve_level(&self, level: &str, connection: Option<&str>) -> Result<(), LedgerError> {
+        self.conn
+            .execute(
+                "UPDATE errors SET resolved = 1
+                 WHERE resolved = 0 AND level = ?1 AND connection IS ?2 AND subject IS NULL",
+                params![level, connection],
+            )
+            .map(drop)
+            .map_err(|e| self.wrap(e))
     }
 
     /// Unresolved errors no notification has mentioned yet, oldest first. An error
     /// seen again only bumps its count, so it is never notified twice; one that
     /// was resolved and comes back is a new row, so it is notified again.
     pub fn unnotified_errors(&self) -> Result<Vec<ErrorRecord>, LedgerError> {
-        self.errors_where("resolved = 0 AND notified_at IS NULL")
+        self.errors_where("e.resolved = 0 AND e.notified_at IS NULL")
     }
 
     /// Records that a notification listing these errors was accepted by the mail
@@ -370,8 +595,11 @@ impl Ledger {
         let mut stmt = self
             .conn
             .prepare(&format!(
-                "SELECT id, level, connection, subject, message, count, last_seen
-                 FROM errors WHERE {condition} ORDER BY id"
+                "SELECT e.id, e.level, e.connection, e.subject, e.message, e.count,
+                        e.first_seen, e.last_seen, p.tries, COALESCE(p.parked, 0), p.next_at
+                 FROM errors e
+                 LEFT JOIN pending p ON p.peer = e.connection AND p.path = e.subject
+                 WHERE {condition} ORDER BY e.id"
             ))
             .map_err(|e| self.wrap(e))?;
         let rows = stmt
@@ -383,7 +611,11 @@ impl Ledger {
                     subject: r.get(3)?,
                     message: r.get(4)?,
                     count: r.get(5)?,
-                    last_seen: r.get(6)?,
+                    first_seen: r.get(6)?,
+                    last_seen: r.get(7)?,
+                    tries: r.get(8)?,
+                    parked: r.get(9)?,
+                    next_try: r.get(10)?,
                 })
             })
             .and_then(|rows| rows.collect::<Result<Vec<_>, _>>());
@@ -400,6 +632,18 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     )?;
     if !has_notified_at {
         conn.execute("ALTER TABLE errors ADD COLUMN notified_at TEXT", [])?;
+    }
+    let has_tries: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM pragma_table_info('pending') WHERE name = 'tries')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has_tries {
+        conn.execute_batch(
+            "ALTER TABLE pending ADD COLUMN tries INTEGER NOT NULL DEFAULT 0;
+             ALTER TABLE pending ADD COLUMN next_at TEXT;
+             ALTER TABLE pending ADD COLUMN parked INTEGER NOT NULL DEFAULT 0;",
+        )?;
     }
     Ok(())
 }
@@ -433,8 +677,13 @@ mod tests {
     #[test]
     fn applied_clears_pending() {
         let (_dir, mut ledger) = ledger();
-        ledger.add_pending("eng", "issues/ENG/1.yaml").unwrap();
-        ledger.add_pending("eng", "issues/ENG/1.yaml").unwrap();
+        let policy = RetryPolicy::default();
+        ledger
+            .retry_later("eng", "issues/ENG/1.yaml", &policy)
+            .unwrap();
+        ledger
+            .retry_later("eng", "issues/ENG/1.yaml", &policy)
+            .unwrap();
         assert_eq!(ledger.pending("eng").unwrap(), vec!["issues/ENG/1.yaml"]);
         ledger
             .mark_applied("eng", "issues/ENG/1.yaml", "abc")
@@ -447,6 +696,40 @@ mod tests {
                 .as_deref(),
             Some("abc")
         );
+    }
+
+    #[test]
+    fn retries_back_off_then_park_until_requeued() {
+        let (_dir, mut ledger) = ledger();
+        let start = parse_timestamp("2026-11-20T10:00:00Z").unwrap();
+        ledger.clock = Some(start);
+        let policy = RetryPolicy {
+            max_tries: 3,
+            backoff_minutes: 10,
+        };
+        let path = "issues/ENG/1.yaml";
+        let first = ledger.retry_later("eng", path, &policy).unwrap();
+        assert_eq!((first.tries, first.parked), (1, false));
+        assert_eq!(ledger.due_retries("eng").unwrap(), vec![path], "next run");
+
+        let second = ledger.retry_later("eng", path, &policy).unwrap();
+        assert_eq!(second.next_at, start + chrono::Duration::minutes(10));
+        assert!(ledger.due_retries("eng").unwrap().is_empty());
+        ledger.clock = Some(second.next_at);
+        assert_eq!(ledger.due_retries("eng").unwrap(), vec![path]);
+
+        let third = ledger.retry_later("eng", path, &policy).unwrap();
+        assert!(third.parked);
+        ledger.clock = Some(start + chrono::Duration::days(30));
+        assert!(ledger.due_retries("eng").unwrap().is_empty(), "parked");
+        assert_eq!(ledger.pending("eng").unwrap(), vec![path]);
+
+        assert!(ledger.requeue("eng", path).unwrap());
+        assert_eq!(ledger.due_retries("eng").unwrap(), vec![path]);
+        assert_eq!(ledger.retry_later("eng", path, &policy).unwrap().tries, 1);
+        ledger.forget_retry("eng", path).unwrap();
+        assert!(ledger.pending("eng").unwrap().is_empty());
+        assert!(!ledger.requeue("eng", path).unwrap());
     }
 
     #[test]

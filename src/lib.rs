@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod exchange;
+pub mod failpoint;
 pub mod ledger;
 pub mod model;
 pub mod notify;

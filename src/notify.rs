@@ -70,7 +70,7 @@ impl Level {
     pub const ALL: [Level; 4] = [Level::Issue, Level::Connection, Level::Site, Level::Node];
 
     /// The name the ledger and `notify.yaml` use.
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             Level::Issue => "issue",
             Level::Connection => "connection",
@@ -538,7 +538,11 @@ mod tests {
             subject: Some(subject.into()),
             message: "bad <yaml> & more".into(),
             count: 2,
+            first_seen: "2026-11-23T09:00:00Z".into(),
             last_seen: "2026-11-23T10:00:00Z".into(),
+            tries: Some(2),
+            parked: false,
+            next_try: None,
         }
     }
 

@@ -52,7 +52,7 @@
 //! | `deleted` | the peer deleted the issue (read-only) |
 //! | `site`, `peer`, `tables` | as for outgoing scripts |
 //! | `issue` | the local issue to create or update: `project`, `type`, `summary`, `description`, `status`, `priority`, `assignee`, `reporter`, `labels`, `components`, `fields`; pre-filled from the local issue, or for a new one from the replica (in the connection's local project). Set it to `()` to skip this replica. |
-//! | `new_comments` | comments to add, empty at first; each `#{author, body, source}` plus optional `internal`, where `source` is the `id` of one of `added_comments` |
+//! | `new_comments` | comments to add, empty at first; each `#{author, body, source}` plus optional `internal`, where `source` is the `id` of one of `added_comments`; without `source` it is a note of the rule's own (written once per replica version) |
 //! | `delete_issue` | `false`; set it to `true` to delete the local issue |
 //!
 //! # Helpers
@@ -253,8 +253,10 @@ pub struct TargetComment {
     /// Keep it internal here.
     #[serde(default)]
     pub internal: bool,
-    /// Id of the replica comment it comes from (for the origin marker).
-    pub source: String,
+    /// Id of the replica comment it copies (for the origin marker); `None` for a
+    /// note the rule writes itself (a deletion notice, say).
+    #[serde(default)]
+    pub source: Option<String>,
 }
 
 /// What an incoming rule decided.
@@ -509,18 +511,20 @@ impl RuleScript {
         for (i, comment) in comments.into_iter().enumerate() {
             let name = format!("{}[{i}]", var::NEW_COMMENTS);
             let comment: TargetComment = self.decode(&name, self.read_back(&name, comment)?)?;
-            if !input.added_comments.iter().any(|c| c.id == comment.source) {
+            let Some(source) = &comment.source else {
+                new_comments.push(comment);
+                continue;
+            };
+            if !input.added_comments.iter().any(|c| &c.id == source) {
                 let ids: Vec<&str> = input.added_comments.iter().map(|c| c.id.as_str()).collect();
                 return Err(self.after_run(format!(
-                    "`{name}.source` is {:?}, which is not the id of one of `added_comments` ({}): a new comment must come from a comment the peer added",
-                    comment.source,
+                    "`{name}.source` is {source:?}, which is not the id of one of `added_comments` ({}): a copied comment must come from a comment the peer added (leave `source` out for a note of your own)",
                     if ids.is_empty() { "there are none".to_string() } else { ids.join(", ") },
                 )));
             }
-            if !sources.insert(comment.source.clone()) {
+            if !sources.insert(source.clone()) {
                 return Err(self.after_run(format!(
-                    "`{name}.source` is {:?}, like an earlier new comment: each added comment can be imported once",
-                    comment.source
+                    "`{name}.source` is {source:?}, like an earlier new comment: each added comment can be imported once"
                 )));
             }
             new_comments.push(comment);
@@ -1160,13 +1164,13 @@ mod tests {
                     author: "zoe".into(),
                     body: "Reproduced on firmware 2.1.".into(),
                     internal: false,
-                    source: "901".into(),
+                    source: Some("901".into()),
                 },
                 TargetComment {
                     author: "raj".into(),
                     body: "Fix is in review.".into(),
                     internal: false,
-                    source: "902".into(),
+                    source: Some("902".into()),
                 },
             ]
         );
@@ -1197,22 +1201,43 @@ mod tests {
         assert_eq!(issue.assignee.as_deref(), Some("kevin"));
         assert_eq!(issue.fields, local.fields);
         assert_eq!(result.new_comments.len(), 1);
-        assert_eq!(result.new_comments[0].source, "903");
+        assert_eq!(result.new_comments[0].source.as_deref(), Some("903"));
     }
 
     #[test]
-    fn default_incoming_keeps_local_status_when_unknown_and_marks_deletion() {
+    fn default_incoming_keeps_local_status_when_unknown() {
         let local = sample_issue();
         let mut replica = peer_replica();
         replica.status = "Needs Triage".into();
-        replica.deleted = true;
         let result = template("incoming.rhai")
             .run_incoming(&incoming(&replica, None, Some(&local), &[]))
             .unwrap()
             .unwrap();
         assert_eq!(result.issue.status, "Open");
+    }
+
+    #[test]
+    fn default_incoming_closes_on_deletion_with_one_note() {
+        let local = sample_issue();
+        let mut replica = peer_replica();
+        replica.deleted = true;
+        let result = template("incoming.rhai")
+            .run_incoming(&incoming(&replica, None, Some(&local), &[]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(result.issue.status, "Closed");
         assert!(result.issue.labels.contains(&"peer-deleted".to_string()));
         assert!(!result.delete_issue);
+        let note = &result.new_comments.last().unwrap();
+        assert_eq!(note.source, None);
+        assert!(note.body.contains("deleted its issue"), "{}", note.body);
+
+        // Already deleted in the previous version: no second note.
+        let again = template("incoming.rhai")
+            .run_incoming(&incoming(&replica, Some(&replica), Some(&local), &[]))
+            .unwrap()
+            .unwrap();
+        assert!(again.new_comments.iter().all(|c| c.source.is_some()));
     }
 
     #[test]
@@ -1238,7 +1263,7 @@ mod tests {
         .unwrap();
         assert_eq!(result.issue.summary, "seen");
         assert_eq!(result.new_comments[0].body, "Fix is in review.");
-        assert_eq!(result.new_comments[0].source, "902");
+        assert_eq!(result.new_comments[0].source.as_deref(), Some("902"));
         assert!(result.delete_issue);
     }
 
@@ -1268,8 +1293,8 @@ mod tests {
         let message = run("new_comments.push(comment_from(added_comments[0]));
                            new_comments.push(comment_from(added_comments[0]));");
         assert!(message.contains("`new_comments[1].source`"), "{message}");
-        let message = run("new_comments.push(#{author: \"x\", body: \"y\"});");
-        assert!(message.contains("missing field `source`"), "{message}");
+        let message = run("new_comments.push(#{author: \"x\", body: 7});");
+        assert!(message.contains("new_comments[0]"), "{message}");
         let message = run("issue.asignee = \"x\";");
         assert!(message.contains("`issue.asignee`"), "{message}");
     }

@@ -1,9 +1,16 @@
 //! A site opened for work: configuration, lock, ledger, exchange clone, tracker.
 //!
 //! Opening a site takes its lock first, so two runs of one site (cron firing while
-//! an operator syncs by hand) never interleave; the second one exits 75 at once.
+//! an operator syncs by hand) never interleave; the second one exits 75 at once,
+//! naming the holder.
+//!
+//! The lock is an OS file lock (`flock`) on `.ferry/lock`, not the file's
+//! existence: the kernel drops it when the holding process dies, however it dies,
+//! so a lock left by a killed run is never stale and is simply taken by the next
+//! one. The file's content (pid, host, since) is only a note for the operator.
 
 use std::fs::{self, File, TryLockError};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -16,10 +23,16 @@ use crate::tracker::{Tracker, TrackerError};
 
 /// Another run of this site holds the lock.
 #[derive(Debug, thiserror::Error)]
-#[error("another ferry run of this site holds the lock {path}; try again when it is done")]
+#[error(
+    "another ferry run of this site holds the lock {} ({}); try again when it is done",
+    .path.display(),
+    .holder.as_deref().unwrap_or("holder unknown")
+)]
 pub struct LockError {
     /// The lock file.
     pub path: PathBuf,
+    /// What the holder wrote into it: `pid N on HOST since TIME`.
+    pub holder: Option<String>,
 }
 
 /// Ledger file name inside the state folder.
@@ -51,8 +64,27 @@ impl Site {
             .with_context(|| format!("cannot create state folder {}", state.display()))?;
         let lock = take_lock(&state.join(LOCK_FILE))?;
         let ledger = Ledger::open(&state.join(LEDGER_FILE))?;
-        let exchange = Exchange::open_or_init(&state.join(EXCHANGE_DIR))?;
-        let tracker = open_tracker(&config)?;
+        // From here on the ledger can keep what goes wrong, for `ferry errors` and
+        // the notification.
+        let recorded = |e: anyhow::Error| {
+            crate::engine::record_run_failure(&ledger, &e);
+            e
+        };
+        let exchange = Exchange::open_or_init(&state.join(EXCHANGE_DIR))
+            .map_err(anyhow::Error::from)
+            .map_err(recorded)?;
+        // We hold the site lock, so nobody else writes the private clone: any lock
+        // file in it was left by a run that was killed.
+        for stale in exchange
+            .remove_stale_locks()
+            .map_err(anyhow::Error::from)
+            .map_err(recorded)?
+        {
+            tracing::warn!("removed {}, left by an interrupted run", stale.display());
+        }
+        let tracker = open_tracker(&config)
+            .map_err(anyhow::Error::from)
+            .map_err(recorded)?;
         Ok(Site {
             config,
             ledger,
@@ -83,11 +115,32 @@ fn take_lock(path: &Path) -> anyhow::Result<File> {
         .open(path)
         .with_context(|| format!("cannot open lock file {}", path.display()))?;
     match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(TryLockError::WouldBlock) => Err(LockError {
-            path: path.to_path_buf(),
+        Ok(()) => {
+            let host = hostname::get()
+                .map(|h| h.to_string_lossy().into_owned())
+                .unwrap_or_else(|_| "an unknown host".into());
+            let note = format!(
+                "pid {} on {host} since {}\n",
+                std::process::id(),
+                crate::model::format_timestamp(&chrono::Utc::now())
+            );
+            // The note is best effort: the lock is held whether or not it is written.
+            let _ = file
+                .set_len(0)
+                .and_then(|()| (&file).write_all(note.as_bytes()));
+            Ok(file)
         }
-        .into()),
+        Err(TryLockError::WouldBlock) => {
+            let holder = fs::read_to_string(path)
+                .ok()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty());
+            Err(LockError {
+                path: path.to_path_buf(),
+                holder,
+            }
+            .into())
+        }
         Err(TryLockError::Error(e)) => {
             Err(e).with_context(|| format!("cannot lock {}", path.display()))
         }

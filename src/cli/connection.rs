@@ -3,12 +3,14 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use super::{Ctx, ExitStatus, UsageError};
+use super::{Ctx, ExitStatus, UsageError, operator};
 use crate::config::{
     BundleSettings, CONNECTIONS_DIR, ChannelSetting, Config, ConnectionFile,
     DEFAULT_MAX_BUNDLE_BYTES, Direction, SyncMethod, validate_connection,
 };
+use crate::ledger::Ledger;
 use crate::replica::is_plain_name;
+use crate::site::LEDGER_FILE;
 
 /// Manage the connections to peer sites.
 #[derive(Debug, clap::Subcommand)]
@@ -17,6 +19,22 @@ pub enum ConnectionCommand {
     Add(AddArgs),
     /// List the connections.
     List,
+    /// Stop a connection: `ferry sync` and the steps skip it (nothing pulled,
+    /// imported, exported or pushed) until it is resumed.
+    ///
+    /// Nothing is lost meanwhile: the tracker keeps its changes and the export
+    /// cursor stays where it was; the peer's commits wait in the channel.
+    Pause(PeerArg),
+    /// Let a paused connection run again; the next sync carries everything that
+    /// happened while it was paused.
+    Resume(PeerArg),
+}
+
+/// Names one connection.
+#[derive(Debug, clap::Args)]
+pub struct PeerArg {
+    /// The peer site's name.
+    peer: String,
 }
 
 /// Add a connection to a peer site.
@@ -58,7 +76,50 @@ pub fn run(cmd: ConnectionCommand, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> 
     match cmd {
         ConnectionCommand::Add(args) => add(args, ctx),
         ConnectionCommand::List => list(ctx),
+        ConnectionCommand::Pause(args) => pause(args, ctx),
+        ConnectionCommand::Resume(args) => resume(args, ctx),
     }
+}
+
+/// The ledger of the site, opened without the site lock: pausing must work while a
+/// long sync runs (it takes effect at the next run; SQLite serialises the writes).
+fn ledger_for(ctx: &Ctx, peer: &str) -> anyhow::Result<Ledger> {
+    let config = Config::load(&ctx.dir)?;
+    config.connection(peer)?;
+    let state = config.state_dir();
+    std::fs::create_dir_all(&state)?;
+    Ok(Ledger::open(&state.join(LEDGER_FILE))?)
+}
+
+fn pause(args: PeerArg, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
+    let ledger = ledger_for(ctx, &args.peer)?;
+    match ledger.pause(&args.peer, &operator())? {
+        Some(pause) => writeln!(
+            ctx.out,
+            "connection to {} was already paused (since {} by {})",
+            args.peer, pause.since, pause.by
+        )?,
+        None => writeln!(
+            ctx.out,
+            "connection to {} paused; `ferry connection resume {}` lets it flow again",
+            args.peer, args.peer
+        )?,
+    }
+    Ok(ExitStatus::Success)
+}
+
+fn resume(args: PeerArg, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
+    let ledger = ledger_for(ctx, &args.peer)?;
+    match ledger.resume(&args.peer)? {
+        Some(pause) => writeln!(
+            ctx.out,
+            "connection to {} resumed (paused since {} by {}); the next sync carries \
+             everything since",
+            args.peer, pause.since, pause.by
+        )?,
+        None => writeln!(ctx.out, "connection to {} was not paused", args.peer)?,
+    }
+    Ok(ExitStatus::Success)
 }
 
 fn add(args: AddArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {

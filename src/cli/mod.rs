@@ -68,6 +68,8 @@ enum Command {
     Review(review::ReviewArgs),
     Status(status::StatusArgs),
     Errors(errors::ErrorsArgs),
+    Retry(errors::RetryArgs),
+    Resolve(errors::ResolveArgs),
     #[command(subcommand)]
     Notify(notify::NotifyCommand),
     Demo(demo::DemoArgs),
@@ -129,9 +131,20 @@ fn dispatch(command: Command, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
         Command::Review(args) => review::run(args, ctx),
         Command::Status(args) => status::run(args, ctx),
         Command::Errors(args) => errors::run(args, ctx),
+        Command::Retry(args) => errors::retry(args, ctx),
+        Command::Resolve(args) => errors::resolve(args, ctx),
         Command::Notify(cmd) => notify::run(cmd, ctx),
         Command::Demo(args) => demo::run(args, ctx),
     }
+}
+
+/// Who is acting at the terminal, for the record: `$FERRY_USER`, else `$USER`,
+/// else `admin`.
+fn operator() -> String {
+    ["FERRY_USER", "USER"]
+        .iter()
+        .find_map(|var| std::env::var(var).ok().filter(|u| !u.is_empty()))
+        .unwrap_or_else(|| "admin".into())
 }
 
 /// Usage errors are raised with this type so they exit 2 like configuration errors.

@@ -4,6 +4,7 @@
 use std::io::{self, Write};
 
 use crate::engine::{ConnectionReport, ExportReport, ImportAction, ImportReport, SyncReport};
+use crate::ledger::Pause;
 use crate::notify::{NotifyError, NotifyOutcome};
 use crate::transport::{FetchOutcome, PushOutcome};
 
@@ -98,6 +99,9 @@ pub fn pushed(out: &mut dyn Write, peer: &str, p: &PushOutcome) -> io::Result<()
 
 /// Writes one connection's part of a sync.
 pub fn connection(out: &mut dyn Write, c: &ConnectionReport) -> io::Result<()> {
+    if let Some(pause) = &c.paused {
+        return paused(out, &c.peer, pause);
+    }
     if let Some(f) = &c.fetched {
         fetched(out, &c.peer, f)?;
     }
@@ -114,6 +118,16 @@ pub fn connection(out: &mut dyn Write, c: &ConnectionReport) -> io::Result<()> {
         writeln!(out, "error  {}: {failure}", c.peer)?;
     }
     Ok(())
+}
+
+/// Writes that a connection was skipped because it is paused.
+pub fn paused(out: &mut dyn Write, peer: &str, pause: &Pause) -> io::Result<()> {
+    writeln!(
+        out,
+        "paused {peer}: since {} by {}; nothing pulled, imported, exported or pushed \
+         (`ferry connection resume {peer}` lets it all flow)",
+        pause.since, pause.by
+    )
 }
 
 /// Writes a whole sync and returns the exit status it deserves.

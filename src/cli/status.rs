@@ -8,7 +8,7 @@ use serde::Serialize;
 use super::{Ctx, ExitStatus};
 use crate::config::Config;
 use crate::exchange::{Exchange, applied_ref, own_branch, peer_branch};
-use crate::ledger::Ledger;
+use crate::ledger::{Ledger, Pause};
 use crate::site::{EXCHANGE_DIR, LEDGER_FILE};
 
 /// Show each connection: channel, direction and method, what was last exported
@@ -45,6 +45,8 @@ struct ConnectionStatus {
     linked_issues: i64,
     /// Unresolved errors: (level, count).
     errors: Vec<(String, usize)>,
+    /// Set while an operator has paused the connection.
+    paused: Option<Pause>,
 }
 
 /// Runs `ferry status`.
@@ -93,6 +95,7 @@ pub fn run(args: StatusArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
             shared_issues,
             linked_issues,
             errors: by_level,
+            paused: ledger.paused(peer)?,
         });
     }
     if args.json {
@@ -138,6 +141,13 @@ pub fn run(args: StatusArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
             r.linked_issues,
             errors,
         )?;
+        if let Some(pause) = &r.paused {
+            writeln!(
+                ctx.out,
+                "  PAUSED    since {} by {} (`ferry connection resume {}`)",
+                pause.since, pause.by, r.peer
+            )?;
+        }
     }
     Ok(ExitStatus::Success)
 }

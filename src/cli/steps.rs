@@ -1,10 +1,11 @@
 //! `ferry sync` and its steps on their own: `pull`, `import`, `export`, `push`.
 
 use super::{Ctx, ExitStatus, report};
-use crate::config::Connection;
+use crate::config::{Config, Connection};
 use crate::engine::{self, SyncOptions};
+use crate::ledger::Ledger;
 use crate::notify;
-use crate::site::Site;
+use crate::site::{LEDGER_FILE, Site};
 
 /// What cron runs: pull the exchange repo, import what peers changed, export what
 /// this site changed, push.
@@ -59,27 +60,71 @@ pub struct PushArgs {
     connection: Option<String>,
 }
 
-fn open(ctx: &Ctx, connection: Option<String>) -> anyhow::Result<(Site, Vec<Connection>)> {
+/// Opens the site and the connections a step covers, leaving out (and saying so)
+/// the paused ones.
+fn open(ctx: &mut Ctx, connection: Option<String>) -> anyhow::Result<(Site, Vec<Connection>)> {
     let site = Site::open(&ctx.dir)?;
-    let selected = engine::selected(&site, &SyncOptions { connection })?;
-    Ok((site, selected))
+    let mut active = Vec::new();
+    for c in engine::selected(&site, &SyncOptions { connection })? {
+        match site.ledger.paused(&c.peer)? {
+            Some(pause) => report::paused(ctx.out, &c.peer, &pause)?,
+            None => active.push(c),
+        }
+    }
+    Ok((site, active))
 }
 
 /// Runs `ferry sync`.
 pub fn sync(args: SyncArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
-    let mut site = Site::open(&ctx.dir)?;
+    let mut site = match Site::open(&ctx.dir) {
+        Ok(site) => site,
+        Err(e) => {
+            notify_unopened(ctx, &e)?;
+            return Err(e);
+        }
+    };
     let run = engine::sync(
         &mut site,
         &SyncOptions {
             connection: args.connection,
         },
-    )?;
-    let status = report::sync(ctx.out, &run)?;
+    );
+    let status = match &run {
+        Ok(run) => report::sync(ctx.out, run),
+        Err(e) => {
+            engine::record_run_failure(&site.ledger, e);
+            Ok(ExitStatus::Failed)
+        }
+    };
+    // Site- and node-level errors are news too: notify before giving up.
     if let Some(config) = &site.config.notify {
         let outcome = notify::send_pending(config, site.config.site_name(), &mut site.ledger);
         report::notified(ctx.out, &outcome)?;
     }
-    Ok(status)
+    run?;
+    Ok(status?)
+}
+
+/// Sends the notification when the site could not even be opened (its tracker is
+/// down: the error is recorded, and it is exactly the news an operator needs).
+/// Not when another run holds the lock (that run notifies) or the configuration
+/// is broken (nothing ran).
+fn notify_unopened(ctx: &mut Ctx, e: &anyhow::Error) -> anyhow::Result<()> {
+    if super::classify(e) != ExitStatus::Failed {
+        return Ok(());
+    }
+    let Ok(config) = Config::load(&ctx.dir) else {
+        return Ok(());
+    };
+    let Some(notify_config) = &config.notify else {
+        return Ok(());
+    };
+    let Ok(mut ledger) = Ledger::open(&config.state_dir().join(LEDGER_FILE)) else {
+        return Ok(());
+    };
+    let outcome = notify::send_pending(notify_config, config.site_name(), &mut ledger);
+    report::notified(ctx.out, &outcome)?;
+    Ok(())
 }
 
 /// Runs `ferry pull`.

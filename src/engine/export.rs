@@ -12,6 +12,7 @@ use git2::Oid;
 use super::{IssueError, issue_error, load_rule};
 use crate::config::Connection;
 use crate::exchange::{FileWrite, applied_ref, own_branch};
+use crate::failpoint;
 use crate::model::Issue;
 use crate::replica::{Replica, SCHEMA_VERSION, SITE_FILE, SiteFile};
 use crate::rules::OutgoingContext;
@@ -115,6 +116,7 @@ pub fn export(site: &mut Site, connection: &Connection) -> anyhow::Result<Export
             plural(comment_count),
         );
         report.commit = site.exchange.commit(&branch, &writes, &message, &me)?;
+        failpoint::hit("after-commit");
     }
     for id in &exported_ids {
         site.ledger.mark_shared(peer, id)?;
@@ -125,6 +127,7 @@ pub fn export(site: &mut Site, connection: &Connection) -> anyhow::Result<Export
         None => newest,
     };
     site.ledger.set_cursor(peer, next_cursor)?;
+    failpoint::hit("after-cursor");
     Ok(report)
 }
 

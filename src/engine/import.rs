@@ -13,6 +13,7 @@ use git2::Oid;
 use super::{IssueError, issue_error, load_rule};
 use crate::config::Connection;
 use crate::exchange::{applied_ref, peer_branch};
+use crate::failpoint;
 use crate::model::{Comment, Issue, Origin};
 use crate::replica::{MAX_REPLICA_BYTES, Replica};
 use crate::rules::{IncomingInput, RuleScript, TargetIssue};
@@ -74,7 +75,7 @@ pub fn import(site: &mut Site, connection: &Connection) -> anyhow::Result<Import
     let applied = site.exchange.resolve(&applied_ref(&peer))?;
     report.previous = applied;
     report.applied = Some(head);
-    if applied == Some(head) && site.ledger.pending(&peer)?.is_empty() {
+    if applied == Some(head) && site.ledger.due_retries(&peer)?.is_empty() {
         return Ok(report);
     }
     let rules = load_rule(site, &connection.settings.incoming)?;
@@ -99,19 +100,30 @@ pub fn import(site: &mut Site, connection: &Connection) -> anyhow::Result<Import
         match import_one(site, connection, &rules, &path, blob) {
             Ok(done) => {
                 site.ledger.mark_applied(&peer, &path, &blob_id)?;
+                failpoint::hit("after-mark-applied");
                 site.ledger.resolve_subject(&peer, &path)?;
                 report.issues.push(done);
             }
             Err(ImportFailure::Issue(message)) => {
-                site.ledger.add_pending(&peer, &path)?;
+                let retry = site
+                    .ledger
+                    .retry_later(&peer, &path, &site.config.site.retry)?;
                 let message = format!("commit {short}: {message}");
-                report
-                    .errors
-                    .push(issue_error(site, connection, &path, message)?);
+                let mut error = issue_error(site, connection, &path, message)?;
+                error.message += &if retry.parked {
+                    format!(
+                        " (parked after {} tries; `ferry retry` queues it again)",
+                        retry.tries
+                    )
+                } else {
+                    format!(" (try {}; retried on a later run)", retry.tries)
+                };
+                report.errors.push(error);
             }
             Err(ImportFailure::Fatal(e)) => return Err(e),
         }
     }
+    failpoint::hit("before-applied-ref");
     site.exchange.set_ref(
         &applied_ref(&peer),
         head,
@@ -152,7 +164,7 @@ pub(super) fn pending_range(
             paths.insert(change.path);
         }
     }
-    paths.extend(site.ledger.pending(peer)?);
+    paths.extend(site.ledger.due_retries(peer)?);
     let mut replicas = Vec::new();
     for path in paths {
         let blob = site.exchange.files(head, &path)?.get(&path).copied();
@@ -275,16 +287,20 @@ fn import_one(
                 local
             } else {
                 done.action = ImportAction::Updated;
-                site.tracker.update(&local.id, &patch, &author)?
+                let updated = site.tracker.update(&local.id, &patch, &author)?;
+                failpoint::hit("after-update");
+                updated
             }
         }
         None => {
+            failpoint::hit("before-create");
             let created = site.tracker.create(&NewIssue {
                 project: result.issue.project.clone(),
                 patch: patch_for(&result.issue, None),
                 author: author.clone(),
                 origin: Some(origin.clone()),
             })?;
+            failpoint::hit("after-create");
             site.ledger
                 .link(peer, &replica.id, &replica.key, &created.id)
                 .map_err(fatal)?;
@@ -294,12 +310,27 @@ fn import_one(
     };
     done.local_key = Some(local.key.clone());
 
+    let mut notes = 0;
     for comment in &result.new_comments {
-        let Some(source) = added_comments.iter().find(|c| c.id == comment.source) else {
-            return Err(ImportFailure::Issue(format!(
-                "{}: the incoming rule added a comment from {:?}, which is not one of the new comments",
-                replica.key, comment.source
-            )));
+        let origin = match &comment.source {
+            Some(id) => {
+                let Some(source) = added_comments.iter().find(|c| &c.id == id) else {
+                    return Err(ImportFailure::Issue(format!(
+                        "{}: the incoming rule added a comment from {id:?}, which is not one of the new comments",
+                        replica.key
+                    )));
+                };
+                comment_origin(&replica, source)
+            }
+            // A note of the rule's own is tied to this version of the replica, so
+            // a retried import finds it instead of writing it twice.
+            None => {
+                notes += 1;
+                Origin {
+                    site: peer.to_string(),
+                    id: format!("note-{}-{notes}", &blob.to_string()[..12]),
+                }
+            }
         };
         site.tracker.add_comment(
             &local.id,
@@ -307,9 +338,10 @@ fn import_one(
                 author: comment.author.clone(),
                 body: comment.body.clone(),
                 internal: comment.internal,
-                origin: Some(comment_origin(&replica, source)),
+                origin: Some(origin),
             },
         )?;
+        failpoint::hit("after-comment");
         done.comments_added += 1;
         if done.action == ImportAction::Unchanged {
             done.action = ImportAction::Updated;
@@ -317,6 +349,7 @@ fn import_one(
     }
     if result.delete_issue {
         site.tracker.delete(&local.id, &author)?;
+        failpoint::hit("after-delete");
         done.action = ImportAction::Deleted;
     }
     Ok(done)

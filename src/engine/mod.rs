@@ -1,10 +1,18 @@
 //! The engine: one export, one import, one sync, over a [`Site`].
 //!
-//! Errors come in levels. An issue-level error (a malformed replica, a rule that
-//! fails, a tracker refusing one change) fails that one issue: it is recorded in the
-//! ledger, queued for retry, reported, and the run goes on (exit 1). A
-//! connection-level error (channel unreachable, rule script that does not compile)
-//! stops that connection only. Anything else (ledger, tracker down) stops the run.
+//! Errors come in four levels, each recorded in the ledger for `ferry errors` and
+//! the e-mail notification:
+//!
+//! - **issue**: a malformed replica, a rule that fails, a tracker refusing one
+//!   change. That one issue fails, is retried with backoff and parked after
+//!   `retry.max_tries`; the run goes on (exit 1).
+//! - **connection**: channel unreachable, rule script that does not compile. That
+//!   connection stops; the others go on (exit 3). Resolved by the next run that
+//!   gets through.
+//! - **site**: the tracker is down or refuses ferry. The run stops (exit 3).
+//! - **node**: the machine: local state (ledger, exchange clone) unreadable or
+//!   unwritable, disk full. The run stops (exit 3). When the ledger itself is
+//!   what fails nothing can be recorded; `ferry errors` then reports the ledger.
 
 mod export;
 mod import;
@@ -24,10 +32,37 @@ use crate::site::Site;
 
 /// Error levels, as the ledger and notifications name them.
 pub mod level {
+    use crate::notify::Level;
+
     /// One issue failed.
-    pub const ISSUE: &str = "issue";
+    pub const ISSUE: &str = Level::Issue.as_str();
     /// One connection failed.
-    pub const CONNECTION: &str = "connection";
+    pub const CONNECTION: &str = Level::Connection.as_str();
+    /// The site's tracker failed.
+    pub const SITE: &str = Level::Site.as_str();
+    /// The machine failed (local state, disk).
+    pub const NODE: &str = Level::Node.as_str();
+}
+
+/// The level of an error that stopped a whole run: the machine's (node) when
+/// local state or the disk failed, else the site's.
+pub fn run_failure_level(e: &anyhow::Error) -> &'static str {
+    let node = e.chain().any(|cause| {
+        cause.is::<crate::ledger::LedgerError>()
+            || cause.is::<crate::exchange::ExchangeError>()
+            || cause.is::<std::io::Error>()
+    });
+    if node { level::NODE } else { level::SITE }
+}
+
+/// Records an error that stopped a whole run, when the ledger still can; returns
+/// its level.
+pub fn record_run_failure(ledger: &crate::ledger::Ledger, e: &anyhow::Error) -> &'static str {
+    let level = run_failure_level(e);
+    if let Err(unrecorded) = ledger.record_error(level, None, None, &format!("{e:#}")) {
+        tracing::error!("{level}-level error not recorded: {unrecorded}");
+    }
+    level
 }
 
 /// One issue that failed, with enough to find it.

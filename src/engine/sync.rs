@@ -8,6 +8,8 @@ use anyhow::Context;
 
 use super::{ExportReport, ImportReport, export, import, level};
 use crate::config::{Connection, SyncMethod};
+use crate::failpoint;
+use crate::ledger::Pause;
 use crate::site::Site;
 use crate::transport::{FetchOutcome, PushOutcome, open_channel};
 
@@ -33,6 +35,8 @@ pub struct ConnectionReport {
     pub pushed: Option<PushOutcome>,
     /// A connection-level failure that stopped this connection.
     pub failure: Option<String>,
+    /// The connection is paused: nothing was pulled, imported, exported or pushed.
+    pub paused: Option<Pause>,
 }
 
 impl ConnectionReport {
@@ -84,28 +88,34 @@ pub fn selected(site: &Site, options: &SyncOptions) -> anyhow::Result<Vec<Connec
 /// Fetches the peer's branch from the connection's channel.
 pub fn pull(site: &Site, connection: &Connection) -> anyhow::Result<FetchOutcome> {
     let channel = open_channel(&connection.settings.channel, &site.config.root);
-    Ok(channel.fetch(&site.exchange, site.name(), &connection.peer)?)
+    let outcome = channel.fetch(&site.exchange, site.name(), &connection.peer)?;
+    failpoint::hit("after-fetch");
+    Ok(outcome)
 }
 
 /// Pushes this site's branch for the peer to the connection's channel.
 pub fn push(site: &Site, connection: &Connection) -> anyhow::Result<PushOutcome> {
     let channel = open_channel(&connection.settings.channel, &site.config.root);
-    Ok(channel.push(&site.exchange, site.name(), &connection.peer)?)
+    failpoint::hit("before-push");
+    let outcome = channel.push(&site.exchange, site.name(), &connection.peer)?;
+    failpoint::hit("after-push");
+    Ok(outcome)
 }
 
 /// One full run: pull, import, export, push.
 pub fn sync(site: &mut Site, options: &SyncOptions) -> anyhow::Result<SyncReport> {
     let connections = selected(site, options)?;
-    let mut reports: Vec<ConnectionReport> = connections
-        .iter()
-        .map(|c| ConnectionReport {
+    let mut reports = Vec::with_capacity(connections.len());
+    for c in &connections {
+        reports.push(ConnectionReport {
             peer: c.peer.clone(),
+            paused: site.ledger.paused(&c.peer)?,
             ..Default::default()
-        })
-        .collect();
+        });
+    }
 
     for (connection, report) in connections.iter().zip(&mut reports) {
-        if connection.settings.direction.imports() {
+        if connection.settings.direction.imports() && report.paused.is_none() {
             run_step(site, connection, report, |site, report| {
                 report.fetched = Some(pull(site, connection).context("pull")?);
                 Ok(())
@@ -113,7 +123,10 @@ pub fn sync(site: &mut Site, options: &SyncOptions) -> anyhow::Result<SyncReport
         }
     }
     for (connection, report) in connections.iter().zip(&mut reports) {
-        if connection.settings.direction.imports() && report.failure.is_none() {
+        if connection.settings.direction.imports()
+            && report.failure.is_none()
+            && report.paused.is_none()
+        {
             run_step(site, connection, report, |site, report| {
                 report.imported = Some(import(site, connection).context("import")?);
                 Ok(())
@@ -121,7 +134,10 @@ pub fn sync(site: &mut Site, options: &SyncOptions) -> anyhow::Result<SyncReport
         }
     }
     for (connection, report) in connections.iter().zip(&mut reports) {
-        if connection.settings.direction.exports() && report.failure.is_none() {
+        if connection.settings.direction.exports()
+            && report.failure.is_none()
+            && report.paused.is_none()
+        {
             run_step(site, connection, report, |site, report| {
                 report.exported = Some(export(site, connection).context("export")?);
                 Ok(())
@@ -129,13 +145,26 @@ pub fn sync(site: &mut Site, options: &SyncOptions) -> anyhow::Result<SyncReport
         }
     }
     for (connection, report) in connections.iter().zip(&mut reports) {
-        if connection.settings.direction.exports() && report.failure.is_none() {
+        if connection.settings.direction.exports()
+            && report.failure.is_none()
+            && report.paused.is_none()
+        {
             run_step(site, connection, report, |site, report| {
                 report.pushed = Some(push(site, connection).context("push")?);
                 Ok(())
             })?;
         }
     }
+    // What got through is no longer broken: a connection that ran without a
+    // failure, and the site and node, since the run reached its end.
+    for report in &reports {
+        if report.failure.is_none() && report.paused.is_none() {
+            site.ledger
+                .resolve_level(level::CONNECTION, Some(&report.peer))?;
+        }
+    }
+    site.ledger.resolve_level(level::SITE, None)?;
+    site.ledger.resolve_level(level::NODE, None)?;
     Ok(SyncReport {
         connections: reports,
     })

@@ -138,6 +138,34 @@ impl GitRemote {
         }
     }
 
+    /// On a channel that is a local folder, libgit2 pushes by writing the shared
+    /// repository itself, so a run killed mid-push leaves `<branch>.lock` there and
+    /// every later push of the branch fails. The lock of *our own* branch can only
+    /// have been made by this site (each site writes only its own branches) and we
+    /// hold the site lock, so it is stale and removed; locks of other refs are
+    /// left for their owners. Servers (ssh, https, git://) clean up on their side.
+    fn remove_own_stale_lock(&self, branch: &str) -> Result<(), TransportError> {
+        let Some(dir) = &self.local_dir else {
+            return Ok(());
+        };
+        let lock = dir.join(format!("{branch}.lock"));
+        match std::fs::remove_file(&lock) {
+            Ok(()) => {
+                tracing::warn!(
+                    channel = %self.channel(),
+                    "removed {}, left by an interrupted push of this site",
+                    lock.display()
+                );
+                Ok(())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(TransportError::Failed {
+                channel: self.channel(),
+                message: format!("cannot remove the stale lock {}: {e}", lock.display()),
+            }),
+        }
+    }
+
     /// Wraps a git2 error with the channel, what was attempted, and a hint.
     fn git_err(&self, action: impl Into<String>, source: git2::Error) -> TransportError {
         TransportError::Git {
@@ -374,6 +402,7 @@ impl Channel for GitRemote {
     ) -> Result<PushOutcome, TransportError> {
         self.check_usable()?;
         let branch = own_branch(site, peer);
+        self.remove_own_stale_lock(&branch)?;
         let mut reason = String::new();
         for _ in 0..MAX_PUSH_ATTEMPTS {
             let Some(tip) = exchange.resolve(&branch).map_err(|e| self.ex_err(e))? else {

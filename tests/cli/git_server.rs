@@ -144,8 +144,25 @@ fn a_deleted_issue_travels_as_a_tombstone_and_the_incoming_rule_decides() {
     );
     assert!(replica.contains("deleted: true"), "{replica}");
     w.ok("engineering", &["sync"]);
-    // The default incoming rule keeps engineering's issue and marks it.
+    // Later syncs (and the peer's edits of the copy coming back) add nothing.
+    w.ok("engineering", &["sync"]);
+    w.ok("support", &["sync"]);
+    w.ok("engineering", &["sync"]);
+    // The default incoming rule keeps engineering's issue, closes it, marks it
+    // and says so once.
     let eng = w.show("engineering", "ENG-1");
+    assert_eq!(eng["status"], "Closed");
+    let notes: Vec<&str> = eng["comments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["body"].as_str().unwrap())
+        .filter(|b| b.contains("deleted its issue"))
+        .collect();
+    assert_eq!(
+        notes,
+        ["support deleted its issue SUP-1; closed here, nothing else was removed."]
+    );
     assert!(eng.get("deleted").is_none(), "{eng}");
     let labels: Vec<&str> = eng["labels"]
         .as_array()

@@ -3,11 +3,14 @@
 
 mod bad_input;
 mod bundles;
+mod errors;
 mod git_server;
 mod notify;
+mod operators;
 mod review;
 mod samples;
 mod story;
+mod torture;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -70,10 +70,8 @@ impl Actor {
     fn name(&self) -> String {
         self.user
             .clone()
-            .or_else(|| std::env::var("FERRY_USER").ok())
-            .or_else(|| std::env::var("USER").ok())
             .filter(|u| !u.is_empty())
-            .unwrap_or_else(|| "admin".into())
+            .unwrap_or_else(super::operator)
     }
 }
 

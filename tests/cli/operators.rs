@@ -1,0 +1,171 @@
+//! What operators rely on: the lock names its holder and survives a killed run,
+//! and a paused connection loses nothing.
+
+use super::World;
+
+fn two_sites() -> World {
+    let w = World::new();
+    w.site(
+        "support",
+        &[("engineering", "SUP=ENG", "labels = escalate")],
+    );
+    w.site(
+        "engineering",
+        &[("support", "ENG=SUP", "labels = escalate")],
+    );
+    w
+}
+
+fn escalate(w: &World, summary: &str) -> String {
+    w.new_issue(
+        "support",
+        &[
+            "--project",
+            "SUP",
+            "--summary",
+            summary,
+            "--label",
+            "escalate",
+        ],
+    )
+}
+
+#[test]
+fn the_lock_names_its_holder() {
+    let w = World::new();
+    w.site("support", &[]);
+    std::fs::write(
+        w.path("support/.ferry/lock"),
+        "pid 4242 on cron-host since 2026-11-23T03:00:00Z\n",
+    )
+    .unwrap();
+    let lock = std::fs::File::options()
+        .write(true)
+        .open(w.path("support/.ferry/lock"))
+        .unwrap();
+    lock.try_lock().unwrap();
+    let run = w.ferry("support", &["sync"]);
+    assert_eq!(run.code, 75, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("pid 4242 on cron-host since 2026-11-23T03:00:00Z"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn a_run_killed_holding_the_lock_does_not_block_the_next() {
+    let w = two_sites();
+    escalate(&w, "Printer on fire");
+    // Killed after its export commit, before the ledger knew of it, with the lock
+    // held and its note in the lock file.
+    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("ferry"));
+    let out = cmd
+        .current_dir(w.path("support"))
+        .args(["sync"])
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("FERRY_FAILPOINT", "after-commit")
+        .output()
+        .unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(out.status.signal(), Some(9), "the fail point did not fire");
+    let note = std::fs::read_to_string(w.path("support/.ferry/lock")).unwrap();
+    assert!(note.starts_with("pid "), "{note:?}");
+    // A killed writer's ref lock in the private clone is cleaned up too.
+    std::fs::write(
+        w.path("support/.ferry/exchange.git/refs/heads/support/engineering.lock"),
+        "",
+    )
+    .unwrap();
+
+    w.ok("support", &["sync"]);
+    w.ok("engineering", &["sync"]);
+    assert_eq!(w.list("engineering").len(), 1);
+    assert_eq!(
+        w.commits("support/engineering"),
+        1,
+        "the interrupted run's commit was reused, not repeated"
+    );
+}
+
+#[test]
+fn a_paused_connection_catches_up_on_resume() {
+    let w = two_sites();
+    escalate(&w, "Before the pause");
+    w.ok("support", &["sync"]);
+    w.ok("engineering", &["sync"]);
+
+    let paused = w.ok("engineering", &["connection", "pause", "support"]);
+    assert!(paused.contains("paused"), "{paused}");
+    let again = w.ok("engineering", &["connection", "pause", "support"]);
+    assert!(again.contains("already paused"), "{again}");
+
+    // While engineering is paused, both sides keep working.
+    escalate(&w, "During the pause");
+    w.ok(
+        "support",
+        &["tracker", "comment", "SUP-1", "Any news?", "--as", "ann"],
+    );
+    w.ok(
+        "engineering",
+        &[
+            "tracker",
+            "comment",
+            "ENG-1",
+            "Looking at it.",
+            "--as",
+            "kevin",
+        ],
+    );
+    w.ok("support", &["sync"]);
+    let skipped = w.ok("engineering", &["sync"]);
+    assert!(
+        skipped.contains("paused support: since") && skipped.contains("by tester"),
+        "{skipped}"
+    );
+    let import = w.ok("engineering", &["import"]);
+    assert!(import.contains("paused support"), "{import}");
+    assert_eq!(
+        w.list("engineering").len(),
+        1,
+        "nothing imported while paused"
+    );
+    let show = w.show("engineering", "ENG-1");
+    assert_eq!(show["comments"].as_array().unwrap().len(), 1);
+    let status = w.ok("engineering", &["status"]);
+    assert!(status.contains("PAUSED    since"), "{status}");
+
+    let resumed = w.ok("engineering", &["connection", "resume", "support"]);
+    assert!(resumed.contains("resumed"), "{resumed}");
+    w.ok("engineering", &["sync"]);
+    w.ok("support", &["sync"]);
+
+    let eng = w.list("engineering");
+    let summaries: Vec<&str> = eng.iter().map(|i| i["summary"].as_str().unwrap()).collect();
+    assert_eq!(summaries, ["Before the pause", "During the pause"]);
+    assert_eq!(
+        w.show("engineering", "ENG-1")["comments"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    let sup = w.show("support", "SUP-1");
+    let bodies: Vec<&str> = sup["comments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["body"].as_str().unwrap())
+        .collect();
+    assert!(bodies.contains(&"Looking at it."), "{bodies:?}");
+    let resumed_twice = w.ok("engineering", &["connection", "resume", "support"]);
+    assert!(resumed_twice.contains("was not paused"), "{resumed_twice}");
+}
+
+#[test]
+fn pausing_an_unknown_connection_is_a_usage_error() {
+    let w = two_sites();
+    let run = w.ferry("support", &["connection", "pause", "nobody"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+}

@@ -1,0 +1,432 @@
+//! The torture test: two sites syncing creates, edits, comments (public and
+//! internal) and deletions while `ferry sync` is killed with SIGKILL over and over,
+//! at named fail points and at random instants. Afterwards both trackers must hold
+//! exactly the expected state: every shared issue once on the other side, every
+//! public comment exactly once, no internal comment outside its site, every
+//! deletion seen.
+//!
+//! Ignored by default (it runs hundreds of processes); `.ci/run` runs it with
+//! `cargo test --test integration torture -- --ignored --nocapture`.
+//! `FERRY_TORTURE_KILLS` sets how many kills to reach (default 200) and
+//! `FERRY_TORTURE_SEED` replays a run (the seed is printed).
+
+use std::collections::BTreeMap;
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use assert_cmd::cargo::CommandCargoExt;
+use ferry::failpoint::{FAILPOINT_ENV, POINTS};
+use ferry::model::{Issue, Origin};
+use ferry::tracker::local::LocalTracker;
+use ferry::tracker::{IssuePatch, NewComment, NewIssue, Tracker};
+
+use super::World;
+
+const SITES: [(&str, &str); 2] = [("support", "SUP"), ("engineering", "ENG")];
+
+/// The owner is authoritative for summary and description (so the expected value
+/// of each is the owner's last edit, whatever the timing); comments flow both
+/// ways; a deletion labels the copy. Conflicting edits have their own tests.
+const INCOMING: &str = r#"
+let ours = replica.origin != () && replica.origin.site == site;
+if !ours {
+    issue.summary = replica.summary;
+    issue.description = replica.description;
+    issue.labels = replica.labels;
+}
+for c in added_comments {
+    new_comments.push(comment_from(c));
+}
+if deleted {
+    issue.labels.push("peer-deleted");
+}
+"#;
+
+/// What the test did and saw.
+#[derive(Default)]
+struct Counts {
+    kills_at_points: usize,
+    kills_at_instants: usize,
+    clean_runs: usize,
+    creates: usize,
+    edits: usize,
+    comments: usize,
+    internal_comments: usize,
+    deletions: usize,
+}
+
+impl Counts {
+    fn kills(&self) -> usize {
+        self.kills_at_points + self.kills_at_instants
+    }
+}
+
+struct Torture {
+    world: World,
+    rng: fastrand::Rng,
+    counts: Counts,
+    /// A typical clean sync's duration: random kills land within it.
+    typical: Duration,
+    /// Bodies of internal comments, which must never leave their site.
+    internal: Vec<String>,
+    /// The owner's last summary and description of every issue, by (site, id).
+    expected: BTreeMap<(String, String), (String, Option<String>)>,
+    serial: usize,
+}
+
+impl Torture {
+    fn tracker(&self, site: &str) -> LocalTracker {
+        LocalTracker::open(&self.world.path(&format!("{site}/tracker.db"))).unwrap()
+    }
+
+    fn text(&mut self, what: &str) -> String {
+        self.serial += 1;
+        format!("{what} {}.", self.serial)
+    }
+
+    /// One random change at one site, made straight in its tracker (as a person
+    /// using the tracker would, between syncs).
+    fn change(&mut self) {
+        let (site, project) = SITES[self.rng.usize(..SITES.len())];
+        let mut tracker = self.tracker(site);
+        let live: Vec<Issue> = tracker.list().unwrap();
+        let own: Vec<&Issue> = live.iter().filter(|i| i.origin.is_none()).collect();
+        match self.rng.u8(..10) {
+            0..=2 => {
+                let summary = self.text("summary");
+                let created = tracker
+                    .create(&NewIssue {
+                        project: project.into(),
+                        patch: IssuePatch {
+                            summary: Some(summary.clone()),
+                            labels: Some(vec!["escalate".into()]),
+                            ..Default::default()
+                        },
+                        author: "ann".into(),
+                        origin: None,
+                    })
+                    .unwrap();
+                self.expected
+                    .insert((site.into(), created.id), (summary, None));
+                self.counts.creates += 1;
+            }
+            3..=4 if !own.is_empty() => {
+                // Only the owner edits summary and description, so the expected
+                // value is simply the owner's (conflicts have their own tests).
+                let issue = own[self.rng.usize(..own.len())];
+                let (summary, description) = (self.text("summary"), self.text("description"));
+                let patch = IssuePatch {
+                    summary: Some(summary.clone()),
+                    description: Some(Some(description.clone())),
+                    ..Default::default()
+                };
+                tracker.update(&issue.id, &patch, "ann").unwrap();
+                self.expected.insert(
+                    (site.into(), issue.id.clone()),
+                    (summary, Some(description)),
+                );
+                self.counts.edits += 1;
+            }
+            5..=7 if !live.is_empty() => {
+                let issue = &live[self.rng.usize(..live.len())];
+                let body = self.text("comment");
+                tracker
+                    .add_comment(
+                        &issue.id,
+                        &NewComment {
+                            author: "bob".into(),
+                            body,
+                            internal: false,
+                            origin: None,
+                        },
+                    )
+                    .unwrap();
+                self.counts.comments += 1;
+            }
+            8 if !live.is_empty() => {
+                let issue = &live[self.rng.usize(..live.len())];
+                let body = self.text("internal note");
+                tracker
+                    .add_comment(
+                        &issue.id,
+                        &NewComment {
+                            author: "bob".into(),
+                            body: body.clone(),
+                            internal: true,
+                            origin: None,
+                        },
+                    )
+                    .unwrap();
+                self.internal.push(body);
+                self.counts.internal_comments += 1;
+            }
+            9 if own.len() > 3 => {
+                let issue = own[self.rng.usize(..own.len())];
+                tracker.delete(&issue.id, "ann").unwrap();
+                self.counts.deletions += 1;
+            }
+            _ => {}
+        }
+    }
+
+    fn command(&self, site: &str) -> Command {
+        let mut cmd = Command::cargo_bin("ferry").unwrap();
+        cmd.current_dir(self.world.path(site))
+            .arg("sync")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("FERRY_USER", "tester")
+            .env_remove("FERRY_DIR")
+            .env_remove("FERRY_LOG")
+            .env_remove("FERRY_NOW")
+            .env_remove(FAILPOINT_ENV)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd
+    }
+
+    /// Runs `ferry sync` at `site` to completion, after killing it a few times.
+    fn sync(&mut self, site: &str) {
+        for _ in 0..self.rng.usize(0..=3) {
+            if self.rng.bool() {
+                let point = POINTS[self.rng.usize(..POINTS.len())];
+                let spec = format!("{point}:{}", self.rng.u32(1..=3));
+                let out = self
+                    .command(site)
+                    .env(FAILPOINT_ENV, &spec)
+                    .output()
+                    .unwrap();
+                match out.status.signal() {
+                    Some(9) => self.counts.kills_at_points += 1,
+                    _ => assert!(
+                        out.status.code() == Some(0),
+                        "sync at {site} with {spec} ended with {:?}:\n{}{}",
+                        out.status,
+                        String::from_utf8_lossy(&out.stdout),
+                        String::from_utf8_lossy(&out.stderr)
+                    ),
+                }
+            } else {
+                let mut child = self
+                    .command(site)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap();
+                let nanos = self.typical.as_nanos() as u64;
+                std::thread::sleep(Duration::from_nanos(self.rng.u64(0..=nanos)));
+                match child.try_wait().unwrap() {
+                    Some(status) => assert!(
+                        status.success(),
+                        "sync at {site} failed with {status:?} before it could be killed"
+                    ),
+                    None => {
+                        child.kill().unwrap();
+                        child.wait().unwrap();
+                        self.counts.kills_at_instants += 1;
+                    }
+                }
+            }
+        }
+        self.clean_sync(site);
+    }
+
+    fn clean_sync(&mut self, site: &str) -> Duration {
+        let started = Instant::now();
+        let out = self.command(site).output().unwrap();
+        let took = started.elapsed();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "a clean sync at {site} after kills failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self.counts.clean_runs += 1;
+        took
+    }
+
+    /// Checks both trackers against what the changes must have produced.
+    fn check(&self) -> (usize, usize) {
+        let mut all: BTreeMap<&str, Vec<Issue>> = BTreeMap::new();
+        for (site, _) in SITES {
+            all.insert(site, self.tracker(site).changed_since(None).unwrap());
+        }
+        let (mut issues_checked, mut comments_checked) = (0, 0);
+        for (site, _) in SITES {
+            let peer = SITES.iter().map(|s| s.0).find(|s| *s != site).unwrap();
+            let theirs = &all[peer];
+            for issue in all[site].iter().filter(|i| i.origin.is_none()) {
+                let origin = Origin {
+                    site: site.into(),
+                    id: issue.id.clone(),
+                };
+                let copies: Vec<&Issue> = theirs
+                    .iter()
+                    .filter(|i| i.origin.as_ref() == Some(&origin))
+                    .collect();
+                // An issue deleted before its first sync was never shared.
+                if issue.deleted && copies.is_empty() {
+                    continue;
+                }
+                assert_eq!(
+                    copies.len(),
+                    1,
+                    "{site}'s {} has {} copies at {peer}",
+                    issue.key,
+                    copies.len()
+                );
+                let copy = copies[0];
+                issues_checked += 1;
+                if issue.deleted {
+                    assert!(
+                        copy.labels.iter().any(|l| l == "peer-deleted"),
+                        "{site} deleted {}, but {peer}'s {} does not say so",
+                        issue.key,
+                        copy.key
+                    );
+                    continue;
+                }
+                let (summary, description) = &self.expected[&(site.to_string(), issue.id.clone())];
+                for (holder, seen) in [(site, issue), (peer, copy)] {
+                    assert_eq!(
+                        (&seen.summary, &seen.description),
+                        (summary, description),
+                        "{holder}'s {} lost {site}'s last edit of {}",
+                        seen.key,
+                        issue.key
+                    );
+                }
+                comments_checked += check_comments(site, issue, peer, copy);
+                comments_checked += check_comments(peer, copy, site, issue);
+            }
+        }
+        for (site, issues) in &all {
+            for issue in issues {
+                for comment in &issue.comments {
+                    assert!(
+                        comment.origin.is_none()
+                            || !self.internal.iter().any(|note| comment.body.contains(note)),
+                        "internal note {:?} reached {site}'s {}",
+                        comment.body,
+                        issue.key
+                    );
+                }
+            }
+        }
+        (issues_checked, comments_checked)
+    }
+}
+
+/// Every public comment written on `issue` at `site` is exactly once on its copy
+/// at `peer`, and nothing is there twice. Returns how many comments were checked.
+fn check_comments(site: &str, issue: &Issue, peer: &str, copy: &Issue) -> usize {
+    let mut seen = BTreeMap::new();
+    for comment in &copy.comments {
+        if let Some(origin) = &comment.origin {
+            *seen.entry(origin.clone()).or_insert(0) += 1;
+        }
+    }
+    assert!(
+        seen.values().all(|n| *n == 1),
+        "{peer}'s {} holds a duplicated comment: {seen:?}",
+        copy.key
+    );
+    let mut checked = 0;
+    for comment in issue.comments.iter().filter(|c| c.origin.is_none()) {
+        let origin = Origin {
+            site: site.into(),
+            id: comment.id.clone(),
+        };
+        let copies = seen.get(&origin).copied().unwrap_or(0);
+        let expected = usize::from(!comment.internal);
+        assert_eq!(
+            copies, expected,
+            "comment {} of {site}'s {} ({:?}) is {copies} times on {peer}'s {}",
+            comment.id, issue.key, comment.body, copy.key
+        );
+        checked += 1;
+    }
+    checked
+}
+
+#[test]
+#[ignore = "kills ferry hundreds of times; .ci/run runs it"]
+fn sync_survives_hundreds_of_kills() {
+    let target: usize = std::env::var("FERRY_TORTURE_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let seed = std::env::var("FERRY_TORTURE_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| fastrand::u64(..));
+    println!("torture: seed {seed} (replay with FERRY_TORTURE_SEED={seed})");
+
+    let world = World::new();
+    world.site(
+        "support",
+        &[("engineering", "SUP=ENG", "labels = escalate")],
+    );
+    world.site(
+        "engineering",
+        &[("support", "ENG=SUP", "labels = escalate")],
+    );
+    for (site, _) in SITES {
+        std::fs::write(world.path(&format!("{site}/rules/incoming.rhai")), INCOMING).unwrap();
+    }
+    let mut t = Torture {
+        world,
+        rng: fastrand::Rng::with_seed(seed),
+        counts: Counts::default(),
+        typical: Duration::ZERO,
+        internal: Vec::new(),
+        expected: BTreeMap::new(),
+        serial: 0,
+    };
+    for _ in 0..4 {
+        t.change();
+    }
+    t.typical = t.clean_sync("support").max(t.clean_sync("engineering"));
+
+    let started = Instant::now();
+    let mut rounds = 0;
+    while t.counts.kills() < target {
+        rounds += 1;
+        for _ in 0..t.rng.usize(1..=4) {
+            t.change();
+        }
+        for (site, _) in SITES {
+            t.sync(site);
+        }
+        assert!(
+            rounds < 20 * target,
+            "kills are not happening: {rounds} rounds"
+        );
+    }
+    // Quiesce: a change needs at most two round trips to settle everywhere.
+    for _ in 0..3 {
+        for (site, _) in SITES {
+            t.clean_sync(site);
+        }
+    }
+    let (issues, comments) = t.check();
+    let c = &t.counts;
+    println!(
+        "torture: {} kills ({} at fail points, {} at random instants) over {rounds} rounds \
+         and {} clean runs in {:.0?}",
+        c.kills(),
+        c.kills_at_points,
+        c.kills_at_instants,
+        c.clean_runs,
+        started.elapsed()
+    );
+    println!(
+        "torture: changes: {} creates, {} edits, {} comments, {} internal notes, {} deletions",
+        c.creates, c.edits, c.comments, c.internal_comments, c.deletions
+    );
+    println!(
+        "torture: checked {issues} shared issues and {comments} comments: 0 duplicates, 0 lost"
+    );
+}
