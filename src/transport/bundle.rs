@@ -33,6 +33,7 @@ use git2::{Indexer, Oid};
 use super::{AdmitError, Channel, FetchOutcome, Limits, PushOutcome, TransportError, admit};
 use crate::config::BundleSettings;
 use crate::exchange::{Exchange, ExchangeError, own_branch, peer_branch};
+use crate::failpoint;
 use crate::replica::{SITE_FILE, SiteFile};
 use crate::words::short_id;
 
@@ -44,6 +45,8 @@ const SIGNATURE_V3: &str = "# v3 git bundle";
 const MAX_HEADER_BYTES: u64 = 64 * 1024;
 /// File name extension of bundles in an inbox or outbox.
 pub const EXTENSION: &str = "bundle";
+/// Name prefix of a bundle being written (a dot file readers skip).
+const TEMPORARY_PREFIX: &str = ".ferry-bundle-";
 /// Below an inbox: bundles processed.
 pub const ARCHIVE_DIR: &str = "archive";
 /// Below an inbox: bundles refused, each with a `.reason` file.
@@ -383,7 +386,7 @@ pub fn write(exchange: &Exchange, plan: &Plan, out: &Path) -> Result<u64, Bundle
         _ => Path::new("."),
     };
     let mut tmp = tempfile::Builder::new()
-        .prefix(".ferry-bundle-")
+        .prefix(TEMPORARY_PREFIX)
         .tempfile_in(dir)
         .map_err(io_error)?;
     tmp.write_all(header.as_bytes()).map_err(io_error)?;
@@ -589,6 +592,8 @@ enum Step {
     Applied(Oid),
     /// Waiting for its predecessor; left in the inbox.
     Waiting(String),
+    /// The commit this site already has; archived.
+    Duplicate(String),
     /// Refused and moved aside.
     Refused(String),
 }
@@ -681,6 +686,26 @@ impl BundleChannel {
         Ok(files)
     }
 
+    /// Removes the temporary files of bundles this site was writing to its outbox
+    /// when a run died (see [`write`]); only this site writes there, and the
+    /// site lock keeps a second run out, so every one of them is abandoned.
+    fn remove_unfinished_bundles(&self) -> Result<(), TransportError> {
+        let entries = fs::read_dir(&self.outbox)
+            .map_err(|e| self.failed(format!("cannot list {}: {e}", self.outbox.display())))?;
+        for entry in entries.flatten() {
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(TEMPORARY_PREFIX)
+            {
+                let path = entry.path();
+                fs::remove_file(&path)
+                    .map_err(|e| self.failed(format!("cannot remove {}: {e}", path.display())))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Moves a refused bundle to `rejected/` with a `.reason` file beside it.
     fn reject(&self, file: &Path, reason: &str) -> Result<PathBuf, TransportError> {
         let name = file.file_name().unwrap_or_default();
@@ -724,14 +749,26 @@ impl BundleChannel {
                 if !recovering {
                     self.move_file(file, &applying)?;
                 }
+                failpoint::hit("bundle-after-applying");
                 let tip = verified.tip();
                 verified.apply().map_err(|e| self.bundle_err(e))?;
+                failpoint::hit("bundle-after-ref");
                 self.move_file(&applying, &archived)?;
                 Ok(Step::Applied(tip))
             }
             Err(BundleError::Replay { head, .. }) if recovering => {
                 self.move_file(&applying, &archived)?;
                 Ok(Step::Applied(head))
+            }
+            // The very commit this site already has: the peer wrote the same bundle
+            // twice (it died between writing it and recording that it had). Nothing
+            // to apply and nothing rolled back; an *older* bundle is refused below.
+            Err(BundleError::Replay { tip, head, .. }) if tip == head => {
+                self.move_file(file, &archived)?;
+                Ok(Step::Duplicate(format!(
+                    "{display} brings {}, which this site already has (delivered twice); archived",
+                    short_id(tip)
+                )))
             }
             Err(BundleError::MissingPrerequisite { oid, .. }) => {
                 if recovering {
@@ -770,10 +807,12 @@ impl Channel for BundleChannel {
         let mut after = before;
         let mut refused = Vec::new();
         let mut notes = Vec::new();
+        let mut duplicates = Vec::new();
         for file in self.bundles_in(&self.inbox.join(APPLYING_DIR))? {
             match self.process(exchange, site, peer, &file)? {
                 Step::Applied(tip) => after = Some(tip),
                 Step::Waiting(_) => {}
+                Step::Duplicate(note) => duplicates.push(note),
                 Step::Refused(reason) => refused.push(reason),
             }
         }
@@ -789,6 +828,7 @@ impl Channel for BundleChannel {
                         progress = true;
                     }
                     Step::Waiting(note) => notes.push(note),
+                    Step::Duplicate(note) => duplicates.push(note),
                     Step::Refused(reason) => refused.push(reason),
                 }
             }
@@ -803,10 +843,11 @@ impl Channel for BundleChannel {
                 refused,
             });
         }
+        duplicates.append(&mut notes);
         Ok(FetchOutcome {
             before,
             after,
-            notes,
+            notes: duplicates,
         })
     }
 
@@ -817,6 +858,7 @@ impl Channel for BundleChannel {
         peer: &str,
     ) -> Result<PushOutcome, TransportError> {
         self.check_dir("outbox", &self.outbox)?;
+        self.remove_unfinished_bundles()?;
         let ex_err = |source| TransportError::Exchange {
             channel: self.description.clone(),
             source,
@@ -833,6 +875,7 @@ impl Channel for BundleChannel {
                 let count = exchange.commits_between(None, tip).map_err(ex_err)?.len();
                 let name = format!("{site}-{peer}-{count:08}-{}.{EXTENSION}", short_id(tip));
                 write(exchange, &plan, &self.outbox.join(name)).map_err(|e| self.bundle_err(e))?;
+                failpoint::hit("bundle-after-write");
                 PushOutcome::Pushed(tip)
             }
             // The peer acknowledged this very commit (it came by `ferry bundle`).

@@ -855,11 +855,114 @@ fn hostile_replica_site_or_id_not_matching() {
 #[test]
 fn hostile_replay_of_an_old_bundle() {
     let (w, forge) = receiving();
+    let old = good_bundle(&w, &forge);
+    std::fs::copy(&old, w.path(TO_ENG).join("1.bundle")).unwrap();
+    forge.commit(&[(
+        "issues/SUP/2.yaml",
+        REPLICA
+            .replace("'1'", "'2'")
+            .replace("SUP-1", "SUP-2")
+            .as_bytes(),
+    )]);
+    let newer = forge.bundle(&w.path("2.bundle"), &["refs/heads/support/engineering"]);
+    std::fs::copy(&newer, w.path(TO_ENG).join("2.bundle")).unwrap();
+    w.ok("engineering", &["sync"]);
+    assert_eq!(w.list("engineering").len(), 2);
+    refused(&w, &old, "replay");
+}
+
+/// The same bundle delivered twice (its writer died between writing it and
+/// recording it, and wrote it again) applies nothing and is only archived.
+#[test]
+fn a_bundle_delivered_twice_is_archived_with_a_note() {
+    let (w, forge) = receiving();
     let good = good_bundle(&w, &forge);
     std::fs::copy(&good, w.path(TO_ENG).join("1.bundle")).unwrap();
     w.ok("engineering", &["sync"]);
+    let before = refs(&w, "engineering");
+    std::fs::copy(&good, w.path(TO_ENG).join("1-again.bundle")).unwrap();
+    let out = w.ok("engineering", &["sync"]);
+    assert!(out.contains("1-again.bundle brings"), "{out}");
+    assert!(out.contains("delivered twice"), "{out}");
+    assert!(w.path(TO_ENG).join("archive/1-again.bundle").exists());
     assert_eq!(w.list("engineering").len(), 1);
-    refused(&w, &good, "replay");
+    let peer_branch = |refs: &str| {
+        refs.lines()
+            .find(|l| l.ends_with(" refs/heads/support/engineering"))
+            .map(str::to_string)
+    };
+    assert_eq!(peer_branch(&refs(&w, "engineering")), peer_branch(&before));
+}
+
+/// `ferry sync` killed (SIGKILL) at each bundle fail point: the next run finishes
+/// the work, nothing is lost, nothing is refused, nothing is applied twice.
+#[test]
+fn sync_killed_at_each_bundle_fail_point_recovers() {
+    for point in ["bundle-after-applying", "bundle-after-ref"] {
+        let w = two_bundle_sites();
+        w.new_issue(
+            "support",
+            &[
+                "--project",
+                "SUP",
+                "--summary",
+                "Killed",
+                "--label",
+                "escalate",
+            ],
+        );
+        w.ok("support", &["sync"]);
+        let run = killed(&w, "engineering", point);
+        assert_eq!(run, Some(9), "{point} fired");
+        let out = w.ok("engineering", &["sync"]);
+        assert_eq!(w.list("engineering").len(), 1, "{point}: {out}");
+        assert_eq!(bundles(&w.path(&format!("{TO_ENG}/archive"))).len(), 1);
+        assert!(bundles(&w.path(&format!("{TO_ENG}/applying"))).is_empty());
+        assert!(!w.path(&format!("{TO_ENG}/rejected")).exists(), "{point}");
+    }
+
+    // Killed after writing a bundle, before recording it: the peer takes it, the
+    // writer writes it again, and the second delivery is only archived.
+    let w = two_bundle_sites();
+    w.new_issue(
+        "support",
+        &[
+            "--project",
+            "SUP",
+            "--summary",
+            "Twice",
+            "--label",
+            "escalate",
+        ],
+    );
+    assert_eq!(killed(&w, "support", "bundle-after-write"), Some(9));
+    w.ok("engineering", &["sync"]);
+    // Engineering's answer (with its ack) has not travelled back yet.
+    for answer in bundles(&w.path(TO_SUP)) {
+        std::fs::remove_file(answer).unwrap();
+    }
+    w.ok("support", &["sync"]);
+    let out = w.ok("engineering", &["sync"]);
+    assert!(out.contains("delivered twice"), "{out}");
+    assert_eq!(w.list("engineering").len(), 1);
+    assert!(!w.path(&format!("{TO_ENG}/rejected")).exists());
+}
+
+/// Runs `ferry sync` at `site` with the fail point armed; returns the signal
+/// that ended it.
+fn killed(w: &World, site: &str, point: &str) -> Option<i32> {
+    use std::os::unix::process::ExitStatusExt;
+    let out = Command::new(assert_cmd::cargo::cargo_bin("ferry"))
+        .arg("sync")
+        .current_dir(w.path(site))
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("FERRY_USER", "tester")
+        .env_remove("FERRY_DIR")
+        .env("FERRY_FAILPOINT", point)
+        .output()
+        .unwrap();
+    out.status.signal()
 }
 
 #[test]
