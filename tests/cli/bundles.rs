@@ -13,8 +13,9 @@ use super::{World, git};
 const TO_ENG: &str = "usb/support-to-engineering";
 const TO_SUP: &str = "usb/engineering-to-support";
 
-/// Creates site `name` whose only connection, to `peer`, is a bundle channel.
-fn bundle_site(w: &World, name: &str, peer: &str, projects: &str, query: &str) {
+/// Creates site `name` whose only connection, to `peer`, is a bundle channel
+/// (support writes to usb/support-to-engineering, engineering the other way).
+pub fn bundle_site(w: &World, name: &str, peer: &str, projects: &str, query: &str) {
     let (outbox, inbox) = if name == "support" {
         (TO_ENG, TO_SUP)
     } else {
