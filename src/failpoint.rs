@@ -47,6 +47,8 @@ pub const POINTS: &[&str] = &[
     // Push to a bundle outbox: the bundle is written, not yet recorded as sent.
     "bundle-after-write",
     "after-push",
+    // Notify: the server accepted the message; the ledger does not know yet.
+    "after-notice-sent",
 ];
 
 /// Armed points: name → how many more hits before the kill.

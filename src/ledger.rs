@@ -91,6 +91,23 @@ pub struct Retry {
     pub next_at: DateTime<Utc>,
 }
 
+/// One write to the tracker on behalf of an import, as the journal keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Step {
+    /// Journal id.
+    pub id: i64,
+    /// The replica path it applies.
+    pub path: String,
+    /// The replica blob it applies.
+    pub blob: String,
+    /// `create`, `update`, `comment`, `delete`.
+    pub kind: String,
+    /// The local issue it writes, when known before the write.
+    pub target: Option<String>,
+    /// When it started.
+    pub started_at: String,
+}
+
 /// A paused connection: who paused it and when.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Pause {
@@ -140,6 +157,17 @@ CREATE TABLE IF NOT EXISTS cursors (
     peer TEXT PRIMARY KEY,
     cursor TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS steps (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    peer TEXT NOT NULL,
+    path TEXT NOT NULL,
+    blob TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    target TEXT,
+    started_at TEXT NOT NULL,
+    finished_at TEXT
+);
+CREATE INDEX IF NOT EXISTS steps_path ON steps (peer, path);
 CREATE TABLE IF NOT EXISTS paused (
     peer TEXT PRIMARY KEY,
     since TEXT NOT NULL,
@@ -282,8 +310,8 @@ impl Ledger {
             .map_err(|e| self.wrap(e))
     }
 
-    /// Records a replica blob as applied and clears its retry entry, in one
-    /// transaction.
+    /// Records a replica blob as applied and clears its retry entry and its step
+    /// journal, in one transaction.
     pub fn mark_applied(&mut self, peer: &str, path: &str, blob: &str) -> Result<(), LedgerError> {
         let tx = self.conn.transaction().map_err(|e| LedgerError {
             path: self.path.clone(),
@@ -301,8 +329,85 @@ impl Ledger {
                     params![peer, path],
                 )
             })
+            // The replica is in the tracker: its journal has served its purpose.
+            .and_then(|_| {
+                tx.execute(
+                    "DELETE FROM steps WHERE peer = ?1 AND path = ?2",
+                    params![peer, path],
+                )
+            })
             .and_then(|_| tx.commit());
         result.map_err(|e| self.wrap(e))
+    }
+
+    /// Journals a tracker write before it runs. Together with [`Ledger::finish_step`]
+    /// after it, a run killed in between leaves an unfinished step: the next run
+    /// says what it is resuming, and the write itself is made safe to repeat by
+    /// the origin markers (a create or comment is looked up before it is redone).
+    pub fn begin_step(
+        &self,
+        peer: &str,
+        path: &str,
+        blob: &str,
+        kind: &str,
+        target: Option<&str>,
+    ) -> Result<i64, LedgerError> {
+        self.conn
+            .execute(
+                "INSERT INTO steps (peer, path, blob, kind, target, started_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    peer,
+                    path,
+                    blob,
+                    kind,
+                    target,
+                    format_timestamp(&self.now())
+                ],
+            )
+            .map_err(|e| self.wrap(e))?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// Journals that a tracker write is done.
+    pub fn finish_step(&self, id: i64) -> Result<(), LedgerError> {
+        self.conn
+            .execute(
+                "UPDATE steps SET finished_at = ?2 WHERE id = ?1",
+                params![id, format_timestamp(&self.now())],
+            )
+            .map(drop)
+            .map_err(|e| self.wrap(e))
+    }
+
+    /// Steps of a peer that started and never finished (the run died), oldest
+    /// first; `path` narrows to one replica.
+    pub fn interrupted_steps(
+        &self,
+        peer: &str,
+        path: Option<&str>,
+    ) -> Result<Vec<Step>, LedgerError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT id, path, blob, kind, target, started_at FROM steps
+                 WHERE peer = ?1 AND finished_at IS NULL AND (?2 IS NULL OR path = ?2)
+                 ORDER BY id",
+            )
+            .map_err(|e| self.wrap(e))?;
+        let rows = stmt
+            .query_map(params![peer, path], |r| {
+                Ok(Step {
+                    id: r.get(0)?,
+                    path: r.get(1)?,
+                    blob: r.get(2)?,
+                    kind: r.get(3)?,
+                    target: r.get(4)?,
+                    started_at: r.get(5)?,
+                })
+            })
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>());
+        rows.map_err(|e| self.wrap(e))
     }
 
     /// Replica paths of a peer whose import failed and waits for a retry, parked
@@ -566,29 +671,60 @@ impl Ledger {
     /// Unresolved errors no notification has mentioned yet, oldest first. An error
     /// seen again only bumps its count, so it is never notified twice; one that
     /// was resolved and comes back is a new row, so it is notified again.
-    pub fn unnotified_errors(&self) -> Result<Vec<ErrorRecord>, LedgerError> {
-        self.errors_where("e.resolved = 0 AND e.notified_at IS NULL")
+    ///
+    /// Left out: errors a notice was being sent for within `window` of now, by a
+    /// run that died before it could record the server's answer. The message
+    /// may have gone out; it is sent again only once the window has passed.
+    pub fn unnotified_errors(
+        &self,
+        window: chrono::Duration,
+    ) -> Result<Vec<ErrorRecord>, LedgerError> {
+        let since = format_timestamp(&(self.now() - window));
+        self.errors_where(&format!(
+            "e.resolved = 0 AND e.notified_at IS NULL
+             AND (e.notice_attempt_at IS NULL OR e.notice_attempt_at <= '{since}')"
+        ))
     }
 
-    /// Records that a notification listing these errors was accepted by the mail
-    /// server at `at`, in one transaction.
-    pub fn mark_notified(&mut self, ids: &[i64], at: DateTime<Utc>) -> Result<(), LedgerError> {
-        let at = format_timestamp(&at);
+    /// Records that a notice listing these errors is about to be sent (see
+    /// [`Ledger::unnotified_errors`]), in one transaction.
+    pub fn mark_notice_attempt(&mut self, ids: &[i64]) -> Result<(), LedgerError> {
+        let now = format_timestamp(&self.now());
+        self.update_errors(ids, "notice_attempt_at = ?2", Some(&now))
+    }
+
+    /// Forgets a notice attempt that certainly failed (the server refused or was
+    /// unreachable), so the next run sends at once.
+    pub fn clear_notice_attempt(&mut self, ids: &[i64]) -> Result<(), LedgerError> {
+        self.update_errors(ids, "notice_attempt_at = NULL", None)
+    }
+
+    fn update_errors(
+        &mut self,
+        ids: &[i64],
+        assignment: &str,
+        value: Option<&str>,
+    ) -> Result<(), LedgerError> {
+        let sql = format!("UPDATE errors SET {assignment} WHERE id = ?1");
         let tx = self.conn.transaction().map_err(|e| LedgerError {
             path: self.path.clone(),
             source: e,
         })?;
         let result = ids
             .iter()
-            .try_for_each(|id| {
-                tx.execute(
-                    "UPDATE errors SET notified_at = ?2 WHERE id = ?1",
-                    params![id, at],
-                )
-                .map(drop)
+            .try_for_each(|id| match value {
+                Some(value) => tx.execute(&sql, params![id, value]).map(drop),
+                None => tx.execute(&sql, params![id]).map(drop),
             })
             .and_then(|()| tx.commit());
         result.map_err(|e| self.wrap(e))
+    }
+
+    /// Records that a notification listing these errors was accepted by the mail
+    /// server (now), in one transaction.
+    pub fn mark_notified(&mut self, ids: &[i64]) -> Result<(), LedgerError> {
+        let now = format_timestamp(&self.now());
+        self.update_errors(ids, "notified_at = ?2", Some(&now))
     }
 
     fn errors_where(&self, condition: &str) -> Result<Vec<ErrorRecord>, LedgerError> {
@@ -638,6 +774,14 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
         [],
         |r| r.get(0),
     )?;
+    let has_attempt: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM pragma_table_info('errors') WHERE name = 'notice_attempt_at')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has_attempt {
+        conn.execute("ALTER TABLE errors ADD COLUMN notice_attempt_at TEXT", [])?;
+    }
     if !has_tries {
         conn.execute_batch(
             "ALTER TABLE pending ADD COLUMN tries INTEGER NOT NULL DEFAULT 0;
@@ -651,6 +795,8 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const HOUR: chrono::Duration = chrono::Duration::hours(1);
 
     fn ledger() -> (tempfile::TempDir, Ledger) {
         let dir = tempfile::tempdir().unwrap();
@@ -764,21 +910,45 @@ mod tests {
         ledger
             .record_error("issue", Some("eng"), Some("issues/ENG/1.yaml"), "bad")
             .unwrap();
-        let pending = ledger.unnotified_errors().unwrap();
+        let pending = ledger.unnotified_errors(HOUR).unwrap();
         assert_eq!(pending.len(), 1);
-        ledger.mark_notified(&[pending[0].id], Utc::now()).unwrap();
-        assert!(ledger.unnotified_errors().unwrap().is_empty());
+        ledger.mark_notified(&[pending[0].id]).unwrap();
+        assert!(ledger.unnotified_errors(HOUR).unwrap().is_empty());
         // Seen again: counted, not notified again.
         ledger
             .record_error("issue", Some("eng"), Some("issues/ENG/1.yaml"), "bad")
             .unwrap();
-        assert!(ledger.unnotified_errors().unwrap().is_empty());
+        assert!(ledger.unnotified_errors(HOUR).unwrap().is_empty());
         // Resolved and back: a new error, notified again.
         ledger.resolve_subject("eng", "issues/ENG/1.yaml").unwrap();
         ledger
             .record_error("issue", Some("eng"), Some("issues/ENG/1.yaml"), "bad")
             .unwrap();
-        assert_eq!(ledger.unnotified_errors().unwrap().len(), 1);
+        assert_eq!(ledger.unnotified_errors(HOUR).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_notice_that_may_have_gone_out_waits_for_the_window() {
+        let (_dir, mut ledger) = ledger();
+        let start = parse_timestamp("2026-11-20T10:00:00Z").unwrap();
+        ledger.clock = Some(start);
+        ledger.record_error("site", None, None, "down").unwrap();
+        let ids: Vec<i64> = ledger
+            .unnotified_errors(HOUR)
+            .unwrap()
+            .iter()
+            .map(|e| e.id)
+            .collect();
+        // The run died after sending, before hearing the answer.
+        ledger.mark_notice_attempt(&ids).unwrap();
+        ledger.clock = Some(start + chrono::Duration::minutes(59));
+        assert!(ledger.unnotified_errors(HOUR).unwrap().is_empty());
+        ledger.clock = Some(start + HOUR);
+        assert_eq!(ledger.unnotified_errors(HOUR).unwrap().len(), 1);
+        // A send that certainly failed is retried at once.
+        ledger.mark_notice_attempt(&ids).unwrap();
+        ledger.clear_notice_attempt(&ids).unwrap();
+        assert_eq!(ledger.unnotified_errors(HOUR).unwrap().len(), 1);
     }
 
     #[test]
@@ -794,7 +964,7 @@ mod tests {
         .unwrap();
         drop(old);
         let ledger = Ledger::open(&path).unwrap();
-        assert_eq!(ledger.unnotified_errors().unwrap().len(), 1);
+        assert_eq!(ledger.unnotified_errors(HOUR).unwrap().len(), 1);
         drop(ledger);
         // Opening again does not try to add the column twice.
         Ledger::open(&path).unwrap();

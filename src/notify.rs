@@ -14,19 +14,21 @@
 //!
 //! # Delivery guarantee
 //!
-//! At least once, per error. Errors are marked notified in the ledger only after
-//! the server accepted the message (its `250` to the end of data); when the server
-//! is unreachable or refuses, nothing is marked and the same errors go out with the
-//! next run's message. A crash (or a ledger failure) between the server's `250` and
-//! the ledger write repeats that one notice on the next run. An error seen again
-//! while unresolved is only counted, never notified twice; one that was resolved
-//! and comes back is a new error and is notified again.
+//! At least once per error, and never twice within the resend window. Errors are
+//! marked notified in the ledger only after the server accepted the message (its
+//! `250` to the end of data); when the server is unreachable or refuses, nothing
+//! is marked and the same errors go out with the next run's message. Before
+//! sending, ferry records the attempt: a run that dies between the server's `250`
+//! and the ledger write (the message may or may not have gone out) leaves it, and
+//! those errors are sent again only once `resend_window_minutes` (default 60) has
+//! passed. An error seen again while unresolved is only counted, never notified
+//! twice; one that was resolved and comes back is a new error and is notified
+//! again.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Duration;
 
-use chrono::Utc;
 use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Tls, TlsParameters};
@@ -106,6 +108,24 @@ pub struct NotifySettings {
     pub from: String,
     /// Who hears about which levels.
     pub to: Vec<RecipientSettings>,
+    /// How long a notice that may have gone out (the run died before recording
+    /// the server's answer) keeps its errors from being sent again.
+    #[serde(
+        default = "default_resend_window",
+        skip_serializing_if = "is_default_resend_window"
+    )]
+    pub resend_window_minutes: u32,
+}
+
+/// The resend window when `notify.yaml` does not set one.
+pub const DEFAULT_RESEND_WINDOW_MINUTES: u32 = 60;
+
+fn default_resend_window() -> u32 {
+    DEFAULT_RESEND_WINDOW_MINUTES
+}
+
+fn is_default_resend_window(minutes: &u32) -> bool {
+    *minutes == default_resend_window()
 }
 
 /// How the connection to the mail server is secured, from the URL's scheme.
@@ -208,6 +228,13 @@ pub struct NotifyConfig {
     pub from: Mailbox,
     /// The recipients, as listed.
     pub to: Vec<Recipient>,
+    /// See [`NotifySettings::resend_window_minutes`].
+    pub resend_window: chrono::Duration,
+    /// The plain-text message template: the site's `templates/notify.txt`, else
+    /// the built-in one.
+    pub text_template: String,
+    /// The HTML alternative: the site's `templates/notify.html`, else built in.
+    pub html_template: String,
 }
 
 impl NotifyConfig {
@@ -241,7 +268,15 @@ impl NotifyConfig {
             })
             .collect::<Result<Vec<_>, String>>()
             .map_err(invalid)?;
-        Ok(NotifyConfig { server, from, to })
+        let templates = file.parent().unwrap_or(Path::new(".")).join("templates");
+        Ok(NotifyConfig {
+            server,
+            from,
+            to,
+            resend_window: chrono::Duration::minutes(settings.resend_window_minutes.into()),
+            text_template: template(&templates.join("notify.txt"), TEXT_TEMPLATE)?,
+            html_template: template(&templates.join("notify.html"), HTML_TEMPLATE)?,
+        })
     }
 
     /// The recipients of a message listing errors of these levels, each once.
@@ -322,6 +357,18 @@ pub enum NotifyOutcome {
     },
 }
 
+/// A site's override of a message template, or the built-in one.
+fn template(path: &Path, built_in: &str) -> Result<String, ConfigError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(built_in.to_string()),
+        Err(source) => Err(ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
 /// Sends one message listing the unresolved errors no message has mentioned yet,
 /// then marks them notified. See the module documentation for the guarantee.
 pub fn send_pending(
@@ -329,7 +376,7 @@ pub fn send_pending(
     site: &str,
     ledger: &mut Ledger,
 ) -> Result<NotifyOutcome, NotifyError> {
-    let pending = ledger.unnotified_errors()?;
+    let pending = ledger.unnotified_errors(config.resend_window)?;
     if pending.is_empty() {
         return Ok(NotifyOutcome::NothingNew);
     }
@@ -345,11 +392,21 @@ pub fn send_pending(
         pending.len(),
         crate::words::plural(pending.len())
     );
-    let (text, html) = render(site, &pending);
+    let (text, html) = render(config, site, &pending);
     let message = build(config, &recipients, &subject, text, html)?;
-    let response = send(config, &message)?;
     let ids: Vec<i64> = pending.iter().map(|e| e.id).collect();
-    ledger.mark_notified(&ids, Utc::now())?;
+    ledger.mark_notice_attempt(&ids)?;
+    let response = match send(config, &message) {
+        Ok(response) => response,
+        Err(e) => {
+            // The server refused or could not be reached: nothing went out, so
+            // the next run may send at once.
+            ledger.clear_notice_attempt(&ids)?;
+            return Err(e);
+        }
+    };
+    crate::failpoint::hit("after-notice-sent");
+    ledger.mark_notified(&ids)?;
     Ok(NotifyOutcome::Sent {
         errors: pending.len(),
         recipients: recipients.iter().map(|m| m.email.to_string()).collect(),
@@ -437,7 +494,7 @@ fn answer(response: &Response) -> String {
 
 /// Renders the plain-text and HTML bodies: errors grouped by level (most specific
 /// first), then connection.
-fn render(site: &str, errors: &[ErrorRecord]) -> (String, String) {
+fn render(config: &NotifyConfig, site: &str, errors: &[ErrorRecord]) -> (String, String) {
     let mut groups: BTreeMap<(usize, &str, &str), Vec<&ErrorRecord>> = BTreeMap::new();
     for e in errors {
         let rank = Level::ALL
@@ -467,18 +524,23 @@ fn render(site: &str, errors: &[ErrorRecord]) -> (String, String) {
             } else {
                 format!("seen {} times", e.count)
             };
+            let commands = format!(
+                "retry: ferry retry {id}   handled: ferry resolve {id}",
+                id = e.id
+            );
             text.push_str(&format!(
-                "  #{} {subject} ({seen}, last {})\n    {}\n",
+                "  #{} {subject} ({seen}, last {})\n    {}\n    {commands}\n",
                 e.id,
                 e.last_seen,
                 e.message.replace('\n', "\n    ")
             ));
             html.push_str(&format!(
-                "<li><b>#{} {}</b> ({seen}, last {})<pre>{}</pre></li>\n",
+                "<li><b>#{} {}</b> ({seen}, last {})<pre>{}</pre><code>{}</code></li>\n",
                 e.id,
                 escape_html(subject),
                 escape_html(&e.last_seen),
-                escape_html(&e.message)
+                escape_html(&e.message),
+                escape_html(&commands)
             ));
         }
         text.push('\n');
@@ -486,11 +548,11 @@ fn render(site: &str, errors: &[ErrorRecord]) -> (String, String) {
     }
     let count = errors.len().to_string();
     let text = fill(
-        TEXT_TEMPLATE,
+        &config.text_template,
         &[("site", site), ("count", &count), ("errors", &text)],
     );
     let html = fill(
-        HTML_TEMPLATE,
+        &config.html_template,
         &[
             ("site", &escape_html(site)),
             ("count", &count),
@@ -564,6 +626,7 @@ mod tests {
                     levels: vec![Level::Connection],
                 },
             ],
+            resend_window_minutes: DEFAULT_RESEND_WINDOW_MINUTES,
         }
     }
 
@@ -627,7 +690,8 @@ mod tests {
             record(1, "issue", Some("eng"), "issues/ENG/8.yaml"),
             record(2, "issue", Some("qa"), "issues/QA/1.yaml"),
         ];
-        let (text, html) = render("support", &errors);
+        let config = NotifyConfig::check(Path::new("n"), &settings("smtp://h")).unwrap();
+        let (text, html) = render(&config, "support", &errors);
         let eng = text.find("issue errors, connection eng").unwrap();
         let qa = text.find("issue errors, connection qa").unwrap();
         let conn = text.find("connection errors, connection qa").unwrap();
@@ -637,6 +701,10 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("ferry errors"), "{text}");
+        assert!(
+            text.contains("retry: ferry retry 1   handled: ferry resolve 1"),
+            "{text}"
+        );
         assert!(text.contains("bad <yaml> & more"), "{text}");
         assert!(html.contains("bad &lt;yaml&gt; &amp; more"), "{html}");
         for body in [&text, &html] {

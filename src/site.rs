@@ -148,7 +148,8 @@ fn take_lock(path: &Path) -> anyhow::Result<File> {
 }
 
 /// The files a new site gets, relative to the site folder, with their content.
-/// `{{site}}` in a template is replaced by the site name.
+/// `{{site}}` is replaced by the site name, except in the message templates under
+/// `templates/`, where it is filled at each notice.
 const SCAFFOLD: &[(&str, &str)] = &[
     (CONFIG_FILE, include_str!("../templates/ferry.yaml")),
     (
@@ -163,6 +164,14 @@ const SCAFFOLD: &[(&str, &str)] = &[
         "rules/tables/users.yaml",
         include_str!("../templates/tables/users.yaml"),
     ),
+    (
+        "templates/notify.txt",
+        include_str!("../templates/notify.txt"),
+    ),
+    (
+        "templates/notify.html",
+        include_str!("../templates/notify.html"),
+    ),
 ];
 
 /// Writes the scaffold of a new site into `dir`, keeping every file that already
@@ -175,7 +184,12 @@ pub fn scaffold(dir: &Path, site: &str) -> anyhow::Result<Vec<(&'static str, boo
         let target = dir.join(path);
         let created = !target.exists();
         if created {
-            write_atomic(&target, template.replace("{{site}}", site).as_bytes())?;
+            let text = if path.starts_with("templates/") {
+                template.to_string()
+            } else {
+                template.replace("{{site}}", site)
+            };
+            write_atomic(&target, text.as_bytes())?;
         }
         done.push((*path, created));
     }

@@ -92,6 +92,7 @@ fn setup(args: SetupArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
                 levels: levels.clone(),
             })
             .collect(),
+        resend_window_minutes: crate::notify::DEFAULT_RESEND_WINDOW_MINUTES,
     };
     // Refused before it is written, with the same message a hand edit would get.
     NotifyConfig::check(&file, &settings)?;

@@ -8,7 +8,7 @@ use serde::Serialize;
 use super::{Ctx, ExitStatus};
 use crate::config::Config;
 use crate::exchange::{Exchange, applied_ref, own_branch, peer_branch};
-use crate::ledger::{Ledger, Pause};
+use crate::ledger::{Ledger, Pause, Step};
 use crate::site::{EXCHANGE_DIR, LEDGER_FILE};
 
 /// Show each connection: channel, direction and method, what was last exported
@@ -47,6 +47,8 @@ struct ConnectionStatus {
     errors: Vec<(String, usize)>,
     /// Set while an operator has paused the connection.
     paused: Option<Pause>,
+    /// Tracker writes a killed run left unfinished (the next import resumes them).
+    interrupted_steps: Vec<Step>,
 }
 
 /// Runs `ferry status`.
@@ -96,6 +98,7 @@ pub fn run(args: StatusArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
             linked_issues,
             errors: by_level,
             paused: ledger.paused(peer)?,
+            interrupted_steps: ledger.interrupted_steps(peer, None)?,
         });
     }
     if args.json {
@@ -141,6 +144,13 @@ pub fn run(args: StatusArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
             r.linked_issues,
             errors,
         )?;
+        for step in &r.interrupted_steps {
+            writeln!(
+                ctx.out,
+                "  resuming  {} of {} (a run died during it at {}; the next import finishes it)",
+                step.kind, step.path, step.started_at
+            )?;
+        }
         if let Some(pause) = &r.paused {
             writeln!(
                 ctx.out,

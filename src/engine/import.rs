@@ -18,7 +18,7 @@ use crate::model::{Comment, Issue, Origin};
 use crate::replica::{MAX_REPLICA_BYTES, Replica};
 use crate::rules::{IncomingInput, RuleScript, TargetIssue};
 use crate::site::Site;
-use crate::tracker::{IssuePatch, NewComment, NewIssue, TrackerError};
+use crate::tracker::{IssuePatch, NewComment, NewIssue, Tracker, TrackerError};
 use crate::words::short_id;
 
 /// What happened to one replica.
@@ -228,6 +228,23 @@ fn import_one(
             replica.site
         )));
     }
+    let journal = Journal {
+        peer,
+        path,
+        blob: blob.to_string(),
+    };
+    for step in site
+        .ledger
+        .interrupted_steps(peer, Some(path))
+        .map_err(fatal)?
+    {
+        tracing::warn!(
+            "{path}: resuming after a run that died during its {} (started {}); \
+             the write is looked up by origin marker, not repeated",
+            step.kind,
+            step.started_at
+        );
+    }
     let previous = previous_replica(site, peer, path).map_err(fatal)?;
     let Some(local_project) = connection.local_project(&replica.project) else {
         return Err(ImportFailure::Issue(format!(
@@ -287,20 +304,21 @@ fn import_one(
                 local
             } else {
                 done.action = ImportAction::Updated;
-                let updated = site.tracker.update(&local.id, &patch, &author)?;
-                failpoint::hit("after-update");
-                updated
+                let id = local.id.clone();
+                journal.run(site, StepKind::Update, Some(&id), |t| {
+                    t.update(&id, &patch, &author)
+                })?
             }
         }
         None => {
             failpoint::hit("before-create");
-            let created = site.tracker.create(&NewIssue {
+            let new = NewIssue {
                 project: result.issue.project.clone(),
                 patch: patch_for(&result.issue, None),
                 author: author.clone(),
                 origin: Some(origin.clone()),
-            })?;
-            failpoint::hit("after-create");
+            };
+            let created = journal.run(site, StepKind::Create, None, |t| t.create(&new))?;
             site.ledger
                 .link(peer, &replica.id, &replica.key, &created.id)
                 .map_err(fatal)?;
@@ -332,27 +350,88 @@ fn import_one(
                 }
             }
         };
-        site.tracker.add_comment(
-            &local.id,
-            &NewComment {
-                author: comment.author.clone(),
-                body: comment.body.clone(),
-                internal: comment.internal,
-                origin: Some(origin),
-            },
-        )?;
-        failpoint::hit("after-comment");
+        let new = NewComment {
+            author: comment.author.clone(),
+            body: comment.body.clone(),
+            internal: comment.internal,
+            origin: Some(origin),
+        };
+        journal.run(site, StepKind::Comment, Some(&local.id), |t| {
+            t.add_comment(&local.id, &new)
+        })?;
         done.comments_added += 1;
         if done.action == ImportAction::Unchanged {
             done.action = ImportAction::Updated;
         }
     }
     if result.delete_issue {
-        site.tracker.delete(&local.id, &author)?;
-        failpoint::hit("after-delete");
+        journal.run(site, StepKind::Delete, Some(&local.id), |t| {
+            t.delete(&local.id, &author)
+        })?;
         done.action = ImportAction::Deleted;
     }
     Ok(done)
+}
+
+/// The tracker writes an import is made of.
+#[derive(Debug, Clone, Copy)]
+enum StepKind {
+    Create,
+    Update,
+    Comment,
+    Delete,
+}
+
+impl StepKind {
+    /// The name the ledger's journal uses.
+    fn name(self) -> &'static str {
+        match self {
+            StepKind::Create => "create",
+            StepKind::Update => "update",
+            StepKind::Comment => "comment",
+            StepKind::Delete => "delete",
+        }
+    }
+
+    /// The fail point right after the write.
+    fn failpoint(self) -> &'static str {
+        match self {
+            StepKind::Create => "after-create",
+            StepKind::Update => "after-update",
+            StepKind::Comment => "after-comment",
+            StepKind::Delete => "after-delete",
+        }
+    }
+}
+
+/// Journals each tracker write of one replica's import in the ledger, before and
+/// after it runs (see [`crate::ledger::Ledger::begin_step`]).
+struct Journal<'a> {
+    peer: &'a str,
+    path: &'a str,
+    blob: String,
+}
+
+impl Journal<'_> {
+    /// Runs one write. The step is closed whether the write succeeded or failed:
+    /// only a run killed during the write leaves it open. Its fail point
+    /// (`after-<kind>`) sits after the write, before the journal hears of it.
+    fn run<T>(
+        &self,
+        site: &mut Site,
+        kind: StepKind,
+        target: Option<&str>,
+        write: impl FnOnce(&mut dyn Tracker) -> Result<T, TrackerError>,
+    ) -> Result<T, ImportFailure> {
+        let step = site
+            .ledger
+            .begin_step(self.peer, self.path, &self.blob, kind.name(), target)
+            .map_err(fatal)?;
+        let result = write(site.tracker.as_mut());
+        failpoint::hit(kind.failpoint());
+        site.ledger.finish_step(step).map_err(fatal)?;
+        Ok(result?)
+    }
 }
 
 /// The local issue a replica is about: our own issue coming back, one we already

@@ -67,6 +67,30 @@ impl World {
         }
     }
 
+    /// Runs ferry with the fail point `point` armed and insists that it killed
+    /// the process there.
+    pub fn killed_at(&self, site: &str, args: &[&str], point: &str) {
+        use std::os::unix::process::ExitStatusExt;
+        let out = Command::cargo_bin("ferry")
+            .unwrap()
+            .current_dir(self.path(site))
+            .args(args)
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("FERRY_USER", "tester")
+            .env("FERRY_FAILPOINT", point)
+            .env_remove("FERRY_DIR")
+            .env_remove("FERRY_NOW")
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.signal(),
+            Some(9),
+            "fail point {point} did not fire: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// Runs ferry and insists on exit 0; returns stdout.
     pub fn ok(&self, site: &str, args: &[&str]) -> String {
         let run = self.ferry(site, args);

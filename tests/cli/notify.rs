@@ -280,3 +280,41 @@ fn bad_notify_settings_are_refused_naming_the_file() {
     assert!(run.stderr.contains("notify.yaml"), "{}", run.stderr);
     assert!(run.stderr.contains("nobody"), "{}", run.stderr);
 }
+
+#[test]
+fn the_sites_template_is_used_and_a_notice_cut_off_by_a_crash_waits_for_the_window() {
+    let port = free_port();
+    let mut w = site_with_broken_replica(port);
+    std::fs::write(
+        w.path("support/templates/notify.txt"),
+        "CUSTOM notice from {{site}}: {{count}}\n{{errors}}",
+    )
+    .unwrap();
+    let server = MailServer::start(port, w.path("maildir"));
+
+    // The server accepts the message, and the run dies before recording that.
+    w.killed_at("support", &["sync"], "after-notice-sent");
+    let messages = server.messages();
+    assert_eq!(messages.len(), 1);
+    assert!(
+        messages[0].contains("CUSTOM notice from support: 1"),
+        "{}",
+        messages[0]
+    );
+    assert!(messages[0].contains("ferry retry "), "{}", messages[0]);
+
+    // Within the resend window: not sent again.
+    let run = w.ferry("support", &["sync"]);
+    assert!(!run.stdout.contains("notify"), "{}", run.stdout);
+    assert_eq!(server.messages().len(), 1);
+
+    // Once the window has passed it may have been lost: sent again.
+    w.now = Some("2099-01-01T00:00:00Z");
+    let run = w.ferry("support", &["sync"]);
+    assert!(
+        run.stdout.contains("notify sent 1 new error"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(server.messages().len(), 2);
+}

@@ -60,16 +60,7 @@ fn a_run_killed_holding_the_lock_does_not_block_the_next() {
     escalate(&w, "Printer on fire");
     // Killed after its export commit, before the ledger knew of it, with the lock
     // held and its note in the lock file.
-    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("ferry"));
-    let out = cmd
-        .current_dir(w.path("support"))
-        .args(["sync"])
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("FERRY_FAILPOINT", "after-commit")
-        .output()
-        .unwrap();
-    use std::os::unix::process::ExitStatusExt;
-    assert_eq!(out.status.signal(), Some(9), "the fail point did not fire");
+    w.killed_at("support", &["sync"], "after-commit");
     let note = std::fs::read_to_string(w.path("support/.ferry/lock")).unwrap();
     assert!(note.starts_with("pid "), "{note:?}");
     // A killed writer's ref lock in the private clone is cleaned up too.
@@ -87,6 +78,24 @@ fn a_run_killed_holding_the_lock_does_not_block_the_next() {
         1,
         "the interrupted run's commit was reused, not repeated"
     );
+}
+
+#[test]
+fn a_step_interrupted_by_a_kill_is_shown_then_finished_once() {
+    let w = two_sites();
+    escalate(&w, "Printer on fire");
+    w.ok("support", &["sync"]);
+    w.killed_at("engineering", &["sync"], "after-create");
+    let status = w.ok("engineering", &["status"]);
+    assert!(
+        status.contains("resuming  create of issues/SUP/1.yaml"),
+        "{status}"
+    );
+
+    w.ok("engineering", &["sync"]);
+    assert_eq!(w.list("engineering").len(), 1, "created once, not twice");
+    let status = w.ok("engineering", &["status"]);
+    assert!(!status.contains("resuming"), "{status}");
 }
 
 #[test]
