@@ -45,6 +45,9 @@ const SIGNATURE_V3: &str = "# v3 git bundle";
 const MAX_HEADER_BYTES: u64 = 64 * 1024;
 /// File name extension of bundles in an inbox or outbox.
 pub const EXTENSION: &str = "bundle";
+/// Name prefix of the folder, inside the exchange repository, a bundle's pack is
+/// indexed into before it is admitted.
+const QUARANTINE_PREFIX: &str = "ferry-quarantine-";
 /// Name prefix of a bundle being written (a dot file readers skip).
 const TEMPORARY_PREFIX: &str = ".ferry-bundle-";
 /// Below an inbox: bundles processed.
@@ -530,7 +533,7 @@ pub fn verify<'a>(
 
     let repo_dir = exchange.repo().path();
     let quarantine = tempfile::Builder::new()
-        .prefix("ferry-quarantine-")
+        .prefix(QUARANTINE_PREFIX)
         .tempdir_in(repo_dir)
         .map_err(|source| BundleError::Io {
             action: "cannot create a quarantine in",
@@ -578,6 +581,34 @@ pub fn verify<'a>(
         before,
         tip,
     })
+}
+
+/// Removes the quarantine folders of bundles whose reading was interrupted (the
+/// process was killed while indexing or checking) and returns their paths.
+///
+/// A quarantine only ever holds objects no ref points at, so removing one loses
+/// nothing: the bundle is still in the inbox, or in `applying/`. Only call this
+/// while holding the site lock, when no other run can be reading a bundle.
+pub fn remove_quarantines(exchange: &Exchange) -> Result<Vec<PathBuf>, BundleError> {
+    let dir = exchange.repo().path();
+    let io_error = |source| BundleError::Io {
+        action: "cannot clean up quarantines in",
+        path: dir.to_path_buf(),
+        source,
+    };
+    let mut removed = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io_error)? {
+        let entry = entry.map_err(io_error)?;
+        if entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with(QUARANTINE_PREFIX)
+        {
+            fs::remove_dir_all(entry.path()).map_err(io_error)?;
+            removed.push(entry.path());
+        }
+    }
+    Ok(removed)
 }
 
 /// `ref/ferry/bundled/<peer>`: this site's commit last written to the outbox, so
@@ -1243,5 +1274,18 @@ mod tests {
         w.receive(&full).unwrap();
         assert_eq!(w.receive(&thin).unwrap().after, Some(c2));
         git_cli(w.engineering.repo().path(), &["fsck", "--strict"]);
+    }
+
+    #[test]
+    fn abandoned_quarantines_are_removed_and_nothing_else() {
+        let w = World::new();
+        let repo = w.engineering.repo().path().to_path_buf();
+        std::fs::create_dir_all(repo.join("ferry-quarantine-abc/pack")).unwrap();
+        std::fs::write(repo.join("ferry-quarantine-abc/pack/pack-1.pack"), "x").unwrap();
+        let removed = remove_quarantines(&w.engineering).unwrap();
+        assert_eq!(removed, [repo.join("ferry-quarantine-abc")]);
+        assert!(!repo.join("ferry-quarantine-abc").exists());
+        assert!(repo.join("objects").is_dir() && repo.join("refs").is_dir());
+        assert!(remove_quarantines(&w.engineering).unwrap().is_empty());
     }
 }
