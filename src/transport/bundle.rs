@@ -149,6 +149,22 @@ pub enum BundleError {
     /// The commits failed [`admit`].
     #[error(transparent)]
     Refused(#[from] AdmitError),
+    /// An age key in the configuration is not valid.
+    #[error("bad age key: {0}")]
+    Key(String),
+    /// An encrypted bundle arrived on a connection with no identity to open it.
+    #[error(
+        "{} is encrypted, but the connection has no `identity:` (this site's age secret \
+         key file) to decrypt it",
+        .file.display()
+    )]
+    NoIdentity {
+        /// The bundle.
+        file: PathBuf,
+    },
+    /// An encrypted bundle could not be decrypted with this site's keys.
+    #[error("cannot decrypt the bundle with this site's age identity: {0}")]
+    Decrypt(String),
     /// This site has nothing to put in a bundle for the peer.
     #[error("nothing exported for {peer} yet: run `ferry export --connection {peer}` first")]
     NothingExported {
@@ -166,7 +182,11 @@ impl BundleError {
     pub fn is_refusal(&self) -> bool {
         !matches!(
             self,
-            BundleError::Io { .. } | BundleError::Exchange(_) | BundleError::NothingExported { .. }
+            BundleError::Io { .. }
+                | BundleError::Exchange(_)
+                | BundleError::NothingExported { .. }
+                | BundleError::Key(_)
+                | BundleError::NoIdentity { .. }
         )
     }
 }
@@ -345,8 +365,14 @@ pub fn plan(
 
 /// Writes the bundle of `plan` to `out` atomically (a temporary file beside it,
 /// renamed once complete, so a reader of the folder never sees half a bundle)
-/// and returns its size in bytes.
-pub fn write(exchange: &Exchange, plan: &Plan, out: &Path) -> Result<u64, BundleError> {
+/// and returns the size of the file in bytes. With `recipients`, the file is the
+/// bundle encrypted to them in the age format (see [`Encryption`]).
+pub fn write(
+    exchange: &Exchange,
+    plan: &Plan,
+    out: &Path,
+    recipients: &[age::x25519::Recipient],
+) -> Result<u64, BundleError> {
     let repo = exchange.repo();
     let context = || format!("packing {} for a bundle", plan.refname);
     let pack: Vec<u8> = match plan.prerequisites.as_slice() {
@@ -392,11 +418,140 @@ pub fn write(exchange: &Exchange, plan: &Plan, out: &Path) -> Result<u64, Bundle
         .prefix(TEMPORARY_PREFIX)
         .tempfile_in(dir)
         .map_err(io_error)?;
-    tmp.write_all(header.as_bytes()).map_err(io_error)?;
-    tmp.write_all(&pack).map_err(io_error)?;
+    if recipients.is_empty() {
+        tmp.write_all(header.as_bytes()).map_err(io_error)?;
+        tmp.write_all(&pack).map_err(io_error)?;
+    } else {
+        let encryptor =
+            age::Encryptor::with_recipients(recipients.iter().map(|r| r as &dyn age::Recipient))
+                .map_err(|e| io_error(io::Error::other(e.to_string())))?;
+        let mut writer = encryptor.wrap_output(tmp.as_file_mut()).map_err(io_error)?;
+        writer.write_all(header.as_bytes()).map_err(io_error)?;
+        writer.write_all(&pack).map_err(io_error)?;
+        writer.finish().map_err(io_error)?;
+    }
     tmp.as_file().sync_all().map_err(io_error)?;
+    let size = tmp.as_file().metadata().map_err(io_error)?.len();
     tmp.persist(out).map_err(|e| io_error(e.error))?;
-    Ok((header.len() + pack.len()) as u64)
+    Ok(size)
+}
+
+/// The file name ending of an age-encrypted bundle.
+pub const ENCRYPTED_SUFFIX: &str = ".bundle.age";
+
+/// Whether `path` names an age-encrypted bundle.
+pub fn is_encrypted(path: &Path) -> bool {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.ends_with(ENCRYPTED_SUFFIX))
+}
+
+/// Bundles encrypted with age (X25519): confidentiality on the way, for a stick
+/// that can be lost. It adds no authenticity (anyone with the recipient's public
+/// key can encrypt to it); what comes in is checked exactly as a plain bundle.
+pub struct Encryption {
+    /// Whom outgoing bundles are encrypted to (the peer's public keys).
+    pub recipients: Vec<age::x25519::Recipient>,
+    /// This site's secret keys, for incoming `.bundle.age` files.
+    pub identities: Vec<age::x25519::Identity>,
+}
+
+impl Encryption {
+    /// The keys of a bundle channel: recipients from its settings, identities read
+    /// from its identity file (relative to `site_root`).
+    pub fn load(settings: &BundleSettings, site_root: &Path) -> Result<Encryption, BundleError> {
+        let recipients = settings
+            .encrypt_to
+            .iter()
+            .map(|r| {
+                r.parse::<age::x25519::Recipient>()
+                    .map_err(|e| BundleError::Key(format!("recipient {r:?}: {e}")))
+            })
+            .collect::<Result<_, _>>()?;
+        let identities = match &settings.identity {
+            None => Vec::new(),
+            Some(file) => {
+                let path = site_root.join(file);
+                let text = fs::read_to_string(&path).map_err(|source| BundleError::Io {
+                    action: "cannot read the age identity file",
+                    path: path.clone(),
+                    source,
+                })?;
+                let keys: Vec<age::x25519::Identity> = text
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                    .map(|l| {
+                        l.parse::<age::x25519::Identity>()
+                            .map_err(|e| BundleError::Key(format!("{}: {e}", path.display())))
+                    })
+                    .collect::<Result<_, _>>()?;
+                if keys.is_empty() {
+                    return Err(BundleError::Key(format!(
+                        "{} holds no AGE-SECRET-KEY line",
+                        path.display()
+                    )));
+                }
+                keys
+            }
+        };
+        Ok(Encryption {
+            recipients,
+            identities,
+        })
+    }
+
+    /// Decrypts the bundle at `path` into a file in `exchange`'s quarantine area,
+    /// refusing more than `max_bytes` of plaintext.
+    pub fn decrypt(
+        &self,
+        exchange: &Exchange,
+        path: &Path,
+        max_bytes: u64,
+    ) -> Result<tempfile::NamedTempFile, BundleError> {
+        if self.identities.is_empty() {
+            return Err(BundleError::NoIdentity {
+                file: path.to_path_buf(),
+            });
+        }
+        let size = fs::metadata(path)
+            .map_err(|source| BundleError::Io {
+                action: "cannot read",
+                path: path.to_path_buf(),
+                source,
+            })?
+            .len();
+        if size > max_bytes {
+            return Err(BundleError::TooLarge {
+                size,
+                limit: max_bytes,
+            });
+        }
+        let decryptor = age::Decryptor::new_buffered(open(path)?)
+            .map_err(|e| BundleError::Decrypt(e.to_string()))?;
+        let mut reader = decryptor
+            .decrypt(self.identities.iter().map(|i| i as &dyn age::Identity))
+            .map_err(|e| BundleError::Decrypt(e.to_string()))?;
+        let dir = exchange.repo().path();
+        let io_error = |source| BundleError::Io {
+            action: "cannot write the decrypted bundle in",
+            path: dir.to_path_buf(),
+            source,
+        };
+        let mut plain = tempfile::Builder::new()
+            .prefix(QUARANTINE_PREFIX)
+            .tempfile_in(dir)
+            .map_err(io_error)?;
+        let copied = io::copy(&mut (&mut reader).take(max_bytes + 1), plain.as_file_mut())
+            .map_err(|e| BundleError::Decrypt(e.to_string()))?;
+        if copied > max_bytes {
+            return Err(BundleError::TooLarge {
+                size: copied,
+                limit: max_bytes,
+            });
+        }
+        Ok(plain)
+    }
 }
 
 /// A bundle that passed every check, its objects still in quarantine.
@@ -635,6 +790,8 @@ pub struct BundleChannel {
     inbox: PathBuf,
     max_bytes: u64,
     description: String,
+    settings: BundleSettings,
+    site_root: PathBuf,
 }
 
 impl BundleChannel {
@@ -645,7 +802,15 @@ impl BundleChannel {
             inbox: site_root.join(&settings.inbox),
             max_bytes: settings.max_bytes,
             description: crate::config::ChannelSetting::Bundles(settings.clone()).to_string(),
+            settings: settings.clone(),
+            site_root: site_root.to_path_buf(),
         }
+    }
+
+    /// The channel's age keys, read when needed (a missing identity file only
+    /// matters once an encrypted bundle arrives).
+    fn encryption(&self) -> Result<Encryption, TransportError> {
+        Encryption::load(&self.settings, &self.site_root).map_err(|e| self.bundle_err(e))
     }
 
     fn failed(&self, message: String) -> TransportError {
@@ -708,7 +873,7 @@ impl BundleChannel {
             // Dot files are bundles still being written (see `write`).
             if path.is_file()
                 && !name.starts_with('.')
-                && path.extension().is_some_and(|e| e == EXTENSION)
+                && (path.extension().is_some_and(|e| e == EXTENSION) || is_encrypted(&path))
             {
                 files.push(path);
             }
@@ -768,14 +933,34 @@ impl BundleChannel {
         let applying = self.inbox.join(APPLYING_DIR).join(&name);
         let archived = self.inbox.join(ARCHIVE_DIR).join(&name);
         let recovering = file == applying;
-        match verify(
-            exchange,
-            site,
-            peer,
-            file,
-            self.max_bytes,
-            &Limits::default(),
-        ) {
+        // The plaintext of an encrypted bundle, kept until the bundle is handled.
+        let plain;
+        let checked = if is_encrypted(file) {
+            match self.encryption()?.decrypt(exchange, file, self.max_bytes) {
+                Ok(decrypted) => {
+                    plain = decrypted;
+                    verify(
+                        exchange,
+                        site,
+                        peer,
+                        plain.path(),
+                        self.max_bytes,
+                        &Limits::default(),
+                    )
+                }
+                Err(e) => Err(e),
+            }
+        } else {
+            verify(
+                exchange,
+                site,
+                peer,
+                file,
+                self.max_bytes,
+                &Limits::default(),
+            )
+        };
+        match checked {
             Ok(verified) => {
                 if !recovering {
                     self.move_file(file, &applying)?;
@@ -904,8 +1089,15 @@ impl Channel for BundleChannel {
         let outcome = match plan(exchange, site, peer, false).map_err(|e| self.bundle_err(e))? {
             Some(plan) => {
                 let count = exchange.commits_between(None, tip).map_err(ex_err)?.len();
-                let name = format!("{site}-{peer}-{count:08}-{}.{EXTENSION}", short_id(tip));
-                write(exchange, &plan, &self.outbox.join(name)).map_err(|e| self.bundle_err(e))?;
+                let recipients = self.encryption()?.recipients;
+                let suffix = if recipients.is_empty() {
+                    format!(".{EXTENSION}")
+                } else {
+                    ENCRYPTED_SUFFIX.to_string()
+                };
+                let name = format!("{site}-{peer}-{count:08}-{}{suffix}", short_id(tip));
+                write(exchange, &plan, &self.outbox.join(name), &recipients)
+                    .map_err(|e| self.bundle_err(e))?;
                 failpoint::hit("bundle-after-write");
                 PushOutcome::Pushed(tip)
             }
@@ -1029,7 +1221,7 @@ mod tests {
         let c1 = w.export("1", "first");
         let c2 = w.export("2", "second");
         let full = w.path("full.bundle");
-        write(&w.support, &plan_of(c1, &[]), &full).unwrap();
+        write(&w.support, &plan_of(c1, &[]), &full, &[]).unwrap();
         let text = std::fs::read(&full).unwrap();
         assert!(text.starts_with(
             format!("# v2 git bundle\n{c1} refs/heads/support/engineering\n\nPACK").as_bytes()
@@ -1052,7 +1244,7 @@ mod tests {
         // An incremental one names its prerequisite; git accepts it where the
         // prerequisite is present, and refuses it where it is not.
         let incremental = w.path("incremental.bundle");
-        write(&w.support, &plan_of(c2, &[c1]), &incremental).unwrap();
+        write(&w.support, &plan_of(c2, &[c1]), &incremental, &[]).unwrap();
         let header = read_header(&incremental).unwrap();
         assert_eq!(header.prerequisites, [c1]);
         assert_eq!(
@@ -1091,12 +1283,12 @@ mod tests {
         let w = World::new();
         let c1 = w.export("1", "first");
         let full = w.path("1.bundle");
-        write(&w.support, &plan_of(c1, &[]), &full).unwrap();
+        write(&w.support, &plan_of(c1, &[]), &full, &[]).unwrap();
         let got = w.receive(&full).unwrap();
         assert_eq!((got.before, got.after), (None, Some(c1)));
         let c2 = w.export("2", "second");
         let next = w.path("2.bundle");
-        write(&w.support, &plan_of(c2, &[c1]), &next).unwrap();
+        write(&w.support, &plan_of(c2, &[c1]), &next, &[]).unwrap();
         let got = w.receive(&next).unwrap();
         assert_eq!((got.before, got.after), (Some(c1), Some(c2)));
         assert_eq!(w.peer_head(), Some(c2));
@@ -1240,9 +1432,9 @@ mod tests {
             .unwrap();
         let c2 = w.export("7", &format!("{long} and one more"));
         let full = w.path("full.bundle");
-        write(&w.support, &plan_of(c1, &[]), &full).unwrap();
+        write(&w.support, &plan_of(c1, &[]), &full, &[]).unwrap();
         let thin = w.path("thin.bundle");
-        write(&w.support, &plan_of(c2, &[c1]), &thin).unwrap();
+        write(&w.support, &plan_of(c2, &[c1]), &thin, &[]).unwrap();
         let size = std::fs::metadata(&thin).unwrap().len();
         assert!(size < 1500, "deltas, not whole objects: {size} bytes");
 

@@ -1058,3 +1058,146 @@ fn a_symlink_through_the_shared_repo_is_refused_like_one_in_a_bundle() {
     let refs = refs(&w, "support");
     assert!(!refs.contains("refs/heads/engineering/support"), "{refs}");
 }
+
+/// Adds age keys to a site's bundle channel: bundles go out encrypted to
+/// `recipient`, and come in decrypted with the identity written to `keys.txt`.
+fn encrypt_channel(w: &World, site: &str, peer: &str, recipient: &str, identity: &str) {
+    let file = w.path(&format!("{site}/connections/{peer}.yaml"));
+    let text = std::fs::read_to_string(&file).unwrap();
+    let keyed = text.replace(
+        "  max_bytes: 1073741824\n",
+        &format!("  max_bytes: 1073741824\n  encrypt_to:\n  - {recipient}\n  identity: keys.txt\n"),
+    );
+    assert_ne!(keyed, text);
+    std::fs::write(&file, keyed).unwrap();
+    std::fs::write(
+        w.path(&format!("{site}/keys.txt")),
+        format!("# {site}\n{identity}\n"),
+    )
+    .unwrap();
+}
+
+#[test]
+fn encrypted_bundles_travel_unreadable_and_only_the_right_key_opens_them() {
+    use age::secrecy::ExposeSecret;
+    let w = two_bundle_sites();
+    let support_key = age::x25519::Identity::generate();
+    let engineering_key = age::x25519::Identity::generate();
+    encrypt_channel(
+        &w,
+        "support",
+        "engineering",
+        &engineering_key.to_public().to_string(),
+        support_key.to_string().expose_secret(),
+    );
+    encrypt_channel(
+        &w,
+        "engineering",
+        "support",
+        &support_key.to_public().to_string(),
+        engineering_key.to_string().expose_secret(),
+    );
+    let key = w.new_issue(
+        "support",
+        &[
+            "--project",
+            "SUP",
+            "--summary",
+            "Printer on fire",
+            "--label",
+            "escalate",
+        ],
+    );
+    w.ok("support", &["sync"]);
+    let sent: Vec<PathBuf> = walk(&w.path(TO_ENG));
+    assert_eq!(sent.len(), 1);
+    let name = sent[0].file_name().unwrap().to_str().unwrap().to_string();
+    assert!(name.ends_with(".bundle.age"), "{name}");
+    let cipher = std::fs::read(&sent[0]).unwrap();
+    assert!(cipher.starts_with(b"age-encryption.org/v1\n"));
+    let text = String::from_utf8_lossy(&cipher);
+    assert!(!text.contains("Printer on fire") && !text.contains("git bundle"));
+
+    // What is inside is a plain git bundle, for whoever holds the key.
+    let mut plain = Vec::new();
+    let decryptor = age::Decryptor::new(&cipher[..]).unwrap();
+    let mut reader = decryptor
+        .decrypt(std::iter::once(&engineering_key as &dyn age::Identity))
+        .unwrap();
+    std::io::Read::read_to_end(&mut reader, &mut plain).unwrap();
+    std::fs::write(w.path("inner.bundle"), &plain).unwrap();
+    git(w.root.path(), &["init", "-q", "--bare", "oracle.git"]);
+    git_verifies(&w.path("oracle.git"), &w.path("inner.bundle"));
+
+    let out = w.ok("engineering", &["sync"]);
+    assert!(out.contains("SUP-1 → ENG-1 created"), "{out}");
+    assert!(w.path(TO_ENG).join("archive").join(&name).exists());
+    w.ok("engineering", &["tracker", "comment", "ENG-1", "Seen."]);
+    w.ok("engineering", &["sync"]);
+    assert!(
+        walk(&w.path(TO_SUP))
+            .iter()
+            .all(|f| { f.to_str().unwrap().ends_with(".bundle.age") })
+    );
+    w.ok("support", &["sync"]);
+    assert_eq!(comments(&w.show("support", &key)), ["Seen."]);
+
+    // A bundle encrypted to someone else's key is refused, nothing applied.
+    w.ok("engineering", &["sync"]); // takes what support sent meanwhile
+    let stranger = age::x25519::Identity::generate();
+    let encryptor = age::Encryptor::with_recipients(std::iter::once(
+        &stranger.to_public() as &dyn age::Recipient
+    ))
+    .unwrap();
+    let mut foreign = Vec::new();
+    let mut writer = encryptor.wrap_output(&mut foreign).unwrap();
+    writer.write_all(&plain).unwrap();
+    writer.finish().unwrap();
+    std::fs::write(w.path("stranger.bundle.age"), foreign).unwrap();
+    refused(
+        &w,
+        &w.path("stranger.bundle.age"),
+        "cannot decrypt the bundle",
+    );
+
+    // By hand: the file must say it is encrypted, and then opens on the other side.
+    w.ok("support", &["tracker", "comment", &key, "By hand."]);
+    w.ok("support", &["export"]);
+    let run = w.ferry(
+        "support",
+        &[
+            "bundle",
+            "create",
+            "--connection",
+            "engineering",
+            "--out",
+            "../hand.bundle",
+        ],
+    );
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains(".bundle.age"), "{}", run.stderr);
+    w.ok(
+        "support",
+        &[
+            "bundle",
+            "create",
+            "--connection",
+            "engineering",
+            "--out",
+            "../hand.bundle.age",
+        ],
+    );
+    let run = w.ferry("engineering", &["bundle", "import", "../hand.bundle.age"]);
+    assert_eq!(run.code, 2, "needs --connection: {}", run.stderr);
+    w.ok(
+        "engineering",
+        &[
+            "bundle",
+            "import",
+            "../hand.bundle.age",
+            "--connection",
+            "support",
+        ],
+    );
+    assert!(comments(&w.show("engineering", "ENG-1")).contains(&"By hand.".to_string()));
+}

@@ -2,7 +2,8 @@
 
 use std::path::PathBuf;
 
-use crate::cli::{Ctx, ExitStatus};
+use crate::cli::{Ctx, ExitStatus, UsageError};
+use crate::config::ChannelSetting;
 use crate::site::Site;
 use crate::transport::bundle;
 use crate::words::{plural, short_id};
@@ -12,7 +13,9 @@ use crate::words::{plural, short_id};
 /// The bundle holds only the commits the peer has not acknowledged yet (the
 /// `ack` in the peer's site.yaml, received with its last import); the first one,
 /// or one made with --full, holds the whole branch. Run `ferry export` first: the
-/// bundle carries what is exported. `git bundle verify FILE` accepts the result.
+/// bundle carries what is exported. `git bundle verify FILE` accepts the result,
+/// unless the connection encrypts (`encrypt_to`): then FILE must end in
+/// .bundle.age and is the bundle encrypted with age.
 #[derive(Debug, clap::Args)]
 pub struct CreateArgs {
     /// The peer the bundle is for.
@@ -30,7 +33,8 @@ pub struct CreateArgs {
 /// Writes the bundle and says what it holds.
 pub fn run(args: CreateArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
     let site = Site::open(&ctx.dir)?;
-    let peer = site.config.connection(&args.connection)?.peer.clone();
+    let connection = site.config.connection(&args.connection)?.clone();
+    let peer = connection.peer.clone();
     let Some(plan) = bundle::plan(&site.exchange, site.name(), &peer, args.full)? else {
         writeln!(
             ctx.out,
@@ -42,7 +46,21 @@ pub fn run(args: CreateArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
         )?;
         return Ok(ExitStatus::Success);
     };
-    let bytes = bundle::write(&site.exchange, &plan, &args.out)?;
+    let recipients = match &connection.settings.channel {
+        ChannelSetting::Bundles(settings) => {
+            bundle::Encryption::load(settings, &site.config.root)?.recipients
+        }
+        ChannelSetting::Git(_) => Vec::new(),
+    };
+    if !recipients.is_empty() && !bundle::is_encrypted(&args.out) {
+        return Err(UsageError(format!(
+            "{} is encrypted to {peer} (`encrypt_to` in its connection): name it *{}",
+            args.out.display(),
+            bundle::ENCRYPTED_SUFFIX
+        ))
+        .into());
+    }
+    let bytes = bundle::write(&site.exchange, &plan, &args.out, &recipients)?;
     let commits = site
         .exchange
         .commits_between(plan.prerequisites.first().copied(), plan.tip)?
