@@ -169,6 +169,92 @@ pub struct ConnectionFile {
     /// Incoming rule script, relative to the site folder.
     #[serde(default = "default_incoming")]
     pub incoming: PathBuf,
+    /// Raise a connection error when nothing new has arrived from the peer for
+    /// this many hours: silence is how a broken air-gapped link looks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stale_after_hours: Option<u32>,
+    /// What to do when both sites changed the same field since the last exchange.
+    #[serde(default, skip_serializing_if = "ConflictSettings::is_default")]
+    pub conflicts: ConflictSettings,
+}
+
+/// How a conflict on one field is settled: both sites changed it since the last
+/// exchange, to different values. See [`crate::engine::conflict`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConflictPolicy {
+    /// Park the replica as an issue-level error until an operator makes the two
+    /// sites agree (or picks another policy); nothing of it is applied meanwhile.
+    Error,
+    /// Keep this site's value.
+    Local,
+    /// Take the peer's value.
+    Remote,
+    /// The value changed last wins; equal times go to the site whose name sorts
+    /// first. The default: both sites decide alike, so they converge without an
+    /// operator, and no edit is lost to a stale replica.
+    #[default]
+    Newest,
+    /// The incoming rule decides: it runs again with `conflicts` (field, base,
+    /// local, remote) and what it leaves in `issue` for that field is applied.
+    Rule,
+}
+
+/// `conflicts:` of a connection file: a default policy and per-field exceptions.
+///
+/// ```yaml
+/// conflicts:
+///   default: newest
+///   fields: {status: error, fields.Customer: local}
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConflictSettings {
+    /// The policy of every field not listed in `fields`.
+    #[serde(default)]
+    pub default: ConflictPolicy,
+    /// Per-field policies: `type`, `summary`, `description`, `status`, `priority`,
+    /// `assignee`, `reporter`, `labels`, `components`, or `fields.<Name>` for a
+    /// custom field.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub fields: BTreeMap<String, ConflictPolicy>,
+}
+
+/// The issue fields a conflict policy can name (custom fields are `fields.<Name>`).
+pub const CONFLICT_FIELDS: &[&str] = &[
+    "type",
+    "summary",
+    "description",
+    "status",
+    "priority",
+    "assignee",
+    "reporter",
+    "labels",
+    "components",
+];
+
+impl ConflictPolicy {
+    /// The name as written in a connection file.
+    pub fn name(self) -> &'static str {
+        match self {
+            ConflictPolicy::Error => "error",
+            ConflictPolicy::Local => "local",
+            ConflictPolicy::Remote => "remote",
+            ConflictPolicy::Newest => "newest",
+            ConflictPolicy::Rule => "rule",
+        }
+    }
+}
+
+impl ConflictSettings {
+    fn is_default(&self) -> bool {
+        *self == ConflictSettings::default()
+    }
+
+    /// The policy for one field.
+    pub fn policy(&self, field: &str) -> ConflictPolicy {
+        self.fields.get(field).copied().unwrap_or(self.default)
+    }
 }
 
 /// A connection's `channel:` setting.
@@ -452,6 +538,17 @@ pub fn validate_connection(file: &Path, settings: &ConnectionFile) -> Result<Que
         return Err(invalid(
             "`projects` maps no project; add at least one LOCAL: REMOTE pair".into(),
         ));
+    }
+    for field in settings.conflicts.fields.keys() {
+        let custom = field
+            .strip_prefix("fields.")
+            .is_some_and(|name| !name.is_empty());
+        if !custom && !CONFLICT_FIELDS.contains(&field.as_str()) {
+            return Err(invalid(format!(
+                "`conflicts.fields` names {field:?}, which is not an issue field; use one of {}, or fields.<Name> for a custom field",
+                CONFLICT_FIELDS.join(", ")
+            )));
+        }
     }
     let mut remotes = std::collections::BTreeSet::new();
     for (local, remote) in &settings.projects {

@@ -7,6 +7,7 @@
 //! connection, imports to retry, and errors for operators and notifications
 //! (`errors.notified_at` says which ones were already e-mailed, see [`crate::notify`]).
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use chrono::{DateTime, Utc};
@@ -168,6 +169,10 @@ CREATE TABLE IF NOT EXISTS steps (
     finished_at TEXT
 );
 CREATE INDEX IF NOT EXISTS steps_path ON steps (peer, path);
+CREATE TABLE IF NOT EXISTS arrivals (
+    peer TEXT PRIMARY KEY,
+    at TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS paused (
     peer TEXT PRIMARY KEY,
     since TEXT NOT NULL,
@@ -202,6 +207,7 @@ impl Ledger {
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(wrap)?;
         conn.execute_batch(SCHEMA).map_err(wrap)?;
+        conn.execute_batch(SEMANTICS_SCHEMA).map_err(wrap)?;
         migrate(&conn).map_err(wrap)?;
         Ok(Ledger {
             conn,
@@ -550,6 +556,37 @@ impl Ledger {
         result.map(drop).map_err(|e| self.wrap(e))
     }
 
+    /// Records that something new arrived from a peer (now).
+    pub fn mark_arrival(&self, peer: &str) -> Result<(), LedgerError> {
+        self.conn
+            .execute(
+                "INSERT INTO arrivals (peer, at) VALUES (?1, ?2)
+                 ON CONFLICT (peer) DO UPDATE SET at = ?2",
+                params![peer, format_timestamp(&self.now())],
+            )
+            .map(drop)
+            .map_err(|e| self.wrap(e))
+    }
+
+    /// When something last arrived from a peer, and how long ago that is.
+    pub fn last_arrival(
+        &self,
+        peer: &str,
+    ) -> Result<Option<(DateTime<Utc>, chrono::Duration)>, LedgerError> {
+        let text: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT at FROM arrivals WHERE peer = ?1",
+                params![peer],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.wrap(e))?;
+        Ok(text
+            .and_then(|t| parse_timestamp(&t).ok())
+            .map(|at| (at, self.now() - at)))
+    }
+
     /// Pauses a connection; returns the existing pause when it already was.
     ///
     /// A pause is state, not configuration: it lives here rather than in the
@@ -759,6 +796,258 @@ impl Ledger {
     }
 }
 
+/// Tables of the sync semantics (conflicts, site identity), kept apart from
+/// [`SCHEMA`] so each part of the ledger reads on its own.
+///
+/// - `baselines`: per linked issue and field, the last value both sites are known
+///   to share (see [`crate::engine::conflict`]), with the `exported.seq` it dates
+///   from, so a newer export the peer has acknowledged can replace it.
+/// - `exported`: per issue, the local field values of each export not yet known
+///   to be superseded, with the commit that carried them and the issue's `updated`.
+/// - `identity`: which site and tracker this ledger belongs to (see
+///   [`crate::identity`]).
+const SEMANTICS_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS baselines (
+    peer TEXT NOT NULL,
+    local_id TEXT NOT NULL,
+    field TEXT NOT NULL,
+    value TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (peer, local_id, field)
+);
+CREATE TABLE IF NOT EXISTS exported (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    peer TEXT NOT NULL,
+    local_id TEXT NOT NULL,
+    commit_id TEXT NOT NULL,
+    updated TEXT NOT NULL,
+    fields TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS exported_issue ON exported (peer, local_id, seq);
+CREATE TABLE IF NOT EXISTS identity (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+";
+
+/// How many exports of one issue the ledger keeps for conflict baselines. A peer
+/// acknowledges within a sync or two; an acknowledgement older than the kept ones
+/// falls back to the import baseline, which can only make a conflict more likely
+/// to be seen, never hide one.
+pub const KEPT_EXPORTS: i64 = 16;
+
+/// One export of one issue, as [`Ledger::exports`] returns it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExportRecord {
+    /// Order of the exports (ledger-wide, increasing).
+    pub seq: i64,
+    /// The commit of this site's branch that carried it.
+    pub commit: String,
+    /// The issue's `updated` at the export (the replica's `updated`).
+    pub updated: DateTime<Utc>,
+    /// Local field values at the export, by field name.
+    pub fields: BTreeMap<String, serde_json::Value>,
+}
+
+/// What one export carried of one issue, for [`Ledger::record_exports`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewExport {
+    /// The local issue.
+    pub local_id: String,
+    /// Its `updated` (the replica's).
+    pub updated: DateTime<Utc>,
+    /// Its local field values, by field name.
+    pub fields: BTreeMap<String, serde_json::Value>,
+}
+
+/// Field values of one issue by field name, with the sequence number they date
+/// from.
+pub type BaselineFields = BTreeMap<String, (serde_json::Value, i64)>;
+
+impl Ledger {
+    /// The baseline of a linked issue: per field, the last value both sites share.
+    pub fn baseline(&self, peer: &str, local_id: &str) -> Result<BaselineFields, LedgerError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT field, value, seq FROM baselines WHERE peer = ?1 AND local_id = ?2")
+            .map_err(|e| self.wrap(e))?;
+        let rows = stmt
+            .query_map(params![peer, local_id], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get(2)?))
+            })
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| self.wrap(e))?;
+        Ok(rows
+            .into_iter()
+            .map(|(field, value, seq)| {
+                let value = serde_json::from_str(&value).unwrap_or(serde_json::Value::Null);
+                (field, (value, seq))
+            })
+            .collect())
+    }
+
+    /// Sets baseline values, each only where the stored one is not newer. `seq`
+    /// `None` means "now": newer than every export so far.
+    pub fn merge_baseline(
+        &mut self,
+        peer: &str,
+        local_id: &str,
+        fields: &BTreeMap<String, serde_json::Value>,
+        seq: Option<i64>,
+    ) -> Result<(), LedgerError> {
+        let path = self.path.clone();
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(|source| LedgerError { path, source })?;
+        let result = (|| {
+            let seq: i64 = match seq {
+                Some(seq) => seq,
+                None => tx.query_row("SELECT COALESCE(MAX(seq), 0) FROM exported", [], |r| {
+                    r.get(0)
+                })?,
+            };
+            for (field, value) in fields {
+                tx.execute(
+                    "INSERT INTO baselines (peer, local_id, field, value, seq) VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (peer, local_id, field) DO UPDATE SET value = ?4, seq = ?5
+                     WHERE baselines.seq <= ?5",
+                    params![peer, local_id, field, value.to_string(), seq],
+                )?;
+            }
+            tx.commit()
+        })();
+        result.map_err(|e| self.wrap(e))
+    }
+
+    /// Records what one export commit carried, in one transaction, keeping the
+    /// newest [`KEPT_EXPORTS`] records of each issue: older ones only matter until
+    /// the peer acknowledges a newer one, and a peer that stays silent must not
+    /// make the table grow without end.
+    pub fn record_exports(
+        &mut self,
+        peer: &str,
+        commit: &str,
+        exports: &[NewExport],
+    ) -> Result<(), LedgerError> {
+        let path = self.path.clone();
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(|source| LedgerError { path, source })?;
+        let result = (|| {
+            for export in exports {
+                let fields = serde_json::Value::Object(export.fields.clone().into_iter().collect());
+                tx.prepare_cached(
+                    "INSERT INTO exported (peer, local_id, commit_id, updated, fields)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                )?
+                .execute(params![
+                    peer,
+                    export.local_id,
+                    commit,
+                    format_timestamp(&export.updated),
+                    fields.to_string()
+                ])?;
+                tx.prepare_cached(
+                    "DELETE FROM exported WHERE peer = ?1 AND local_id = ?2 AND seq NOT IN
+                     (SELECT seq FROM exported WHERE peer = ?1 AND local_id = ?2
+                      ORDER BY seq DESC LIMIT ?3)",
+                )?
+                .execute(params![peer, export.local_id, KEPT_EXPORTS])?;
+            }
+            tx.commit()
+        })();
+        result.map_err(|e| self.wrap(e))
+    }
+
+    /// The recorded exports of an issue, oldest first.
+    pub fn exports(&self, peer: &str, local_id: &str) -> Result<Vec<ExportRecord>, LedgerError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT seq, commit_id, updated, fields FROM exported
+                 WHERE peer = ?1 AND local_id = ?2 ORDER BY seq",
+            )
+            .map_err(|e| self.wrap(e))?;
+        let rows = stmt
+            .query_map(params![peer, local_id], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                ))
+            })
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| self.wrap(e))?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(seq, commit, updated, fields)| {
+                Some(ExportRecord {
+                    seq,
+                    commit,
+                    updated: parse_timestamp(&updated).ok()?,
+                    fields: serde_json::from_str(&fields).ok()?,
+                })
+            })
+            .collect())
+    }
+
+    /// Forgets an issue's exports older than `seq`: the peer has acknowledged a
+    /// later one, so they can never be a baseline again.
+    pub fn forget_exports_before(
+        &self,
+        peer: &str,
+        local_id: &str,
+        seq: i64,
+    ) -> Result<(), LedgerError> {
+        self.conn
+            .execute(
+                "DELETE FROM exported WHERE peer = ?1 AND local_id = ?2 AND seq < ?3",
+                params![peer, local_id, seq],
+            )
+            .map(drop)
+            .map_err(|e| self.wrap(e))
+    }
+
+    /// A value of the `identity` table.
+    pub fn identity(&self, name: &str) -> Result<Option<String>, LedgerError> {
+        self.conn
+            .query_row(
+                "SELECT value FROM identity WHERE name = ?1",
+                params![name],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.wrap(e))
+    }
+
+    /// Queues a replica path for the next import, due at once, without counting a
+    /// failed try (`ferry relink` queues replicas whose issue is missing here).
+    pub fn queue_import(&self, peer: &str, path: &str) -> Result<(), LedgerError> {
+        self.conn
+            .execute(
+                "INSERT INTO pending (peer, path) VALUES (?1, ?2) ON CONFLICT (peer, path) DO NOTHING",
+                params![peer, path],
+            )
+            .map(drop)
+            .map_err(|e| self.wrap(e))
+    }
+
+    /// Sets a value of the `identity` table.
+    pub fn set_identity(&self, name: &str, value: &str) -> Result<(), LedgerError> {
+        self.conn
+            .execute(
+                "INSERT INTO identity (name, value) VALUES (?1, ?2)
+                 ON CONFLICT (name) DO UPDATE SET value = ?2",
+                params![name, value],
+            )
+            .map(drop)
+            .map_err(|e| self.wrap(e))
+    }
+}
+
 /// Brings a ledger written by an older ferry up to the current schema.
 fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     let has_notified_at: bool = conn.query_row(
@@ -949,6 +1238,68 @@ mod tests {
         ledger.mark_notice_attempt(&ids).unwrap();
         ledger.clear_notice_attempt(&ids).unwrap();
         assert_eq!(ledger.unnotified_errors(HOUR).unwrap().len(), 1);
+    }
+
+    fn export(id: &str, status: &str) -> NewExport {
+        NewExport {
+            local_id: id.into(),
+            updated: Utc::now(),
+            fields: BTreeMap::from([("status".to_string(), serde_json::json!(status))]),
+        }
+    }
+
+    #[test]
+    fn a_baseline_value_is_replaced_only_by_a_newer_one() {
+        let (_dir, mut ledger) = ledger();
+        let values = |v: &str| export("7", v).fields;
+        ledger
+            .record_exports("eng", "c1", &[export("7", "Open")])
+            .unwrap();
+        ledger
+            .record_exports("eng", "c2", &[export("7", "Closed")])
+            .unwrap();
+        let exports = ledger.exports("eng", "7").unwrap();
+        assert_eq!(exports.len(), 2);
+        // An import after both exports: newer than either.
+        ledger
+            .merge_baseline("eng", "7", &values("Resolved"), None)
+            .unwrap();
+        // Folding in the acknowledged first export does not undo it.
+        ledger
+            .merge_baseline("eng", "7", &values("Open"), Some(exports[0].seq))
+            .unwrap();
+        assert_eq!(ledger.baseline("eng", "7").unwrap()["status"].0, "Resolved");
+        // An export made after the import, once acknowledged, replaces it.
+        ledger
+            .record_exports("eng", "c3", &[export("7", "Closed")])
+            .unwrap();
+        let third = ledger.exports("eng", "7").unwrap()[2].seq;
+        ledger
+            .merge_baseline("eng", "7", &values("Closed"), Some(third))
+            .unwrap();
+        assert_eq!(ledger.baseline("eng", "7").unwrap()["status"].0, "Closed");
+        ledger.forget_exports_before("eng", "7", third).unwrap();
+        assert_eq!(ledger.exports("eng", "7").unwrap().len(), 1);
+    }
+
+    #[test]
+    fn only_the_newest_exports_of_an_issue_are_kept() {
+        let (_dir, mut ledger) = ledger();
+        for i in 0..KEPT_EXPORTS + 5 {
+            ledger
+                .record_exports("eng", &format!("c{i}"), &[export("7", "Open")])
+                .unwrap();
+        }
+        ledger
+            .record_exports("eng", "other", &[export("8", "Open")])
+            .unwrap();
+        let kept = ledger.exports("eng", "7").unwrap();
+        assert_eq!(kept.len() as i64, KEPT_EXPORTS);
+        assert_eq!(
+            kept.last().unwrap().commit,
+            format!("c{}", KEPT_EXPORTS + 4)
+        );
+        assert_eq!(ledger.exports("eng", "8").unwrap().len(), 1);
     }
 
     #[test]

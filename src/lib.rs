@@ -12,6 +12,7 @@ pub mod config;
 pub mod engine;
 pub mod exchange;
 pub mod failpoint;
+pub mod identity;
 pub mod ledger;
 pub mod model;
 pub mod notify;

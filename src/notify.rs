@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::transport::smtp::response::Response;
 use lettre::{Message, SmtpTransport, Transport};
 use serde::{Deserialize, Serialize};
@@ -115,6 +115,11 @@ pub struct NotifySettings {
         skip_serializing_if = "is_default_resend_window"
     )]
     pub resend_window_minutes: u32,
+    /// A PEM file (relative to the site folder) with the certificate of the CA
+    /// that signed the mail server's certificate, for internal servers with a
+    /// private CA; trusted in addition to the public roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// The resend window when `notify.yaml` does not set one.
@@ -235,6 +240,8 @@ pub struct NotifyConfig {
     pub text_template: String,
     /// The HTML alternative: the site's `templates/notify.html`, else built in.
     pub html_template: String,
+    /// The PEM of [`NotifySettings::ca_file`], checked to parse.
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 impl NotifyConfig {
@@ -268,7 +275,25 @@ impl NotifyConfig {
             })
             .collect::<Result<Vec<_>, String>>()
             .map_err(invalid)?;
-        let templates = file.parent().unwrap_or(Path::new(".")).join("templates");
+        let root = file.parent().unwrap_or(Path::new("."));
+        let templates = root.join("templates");
+        let ca_pem = match &settings.ca_file {
+            Some(ca_file) => {
+                let path = root.join(ca_file);
+                let pem = std::fs::read(&path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                Certificate::from_pem(&pem).map_err(|e| {
+                    invalid(format!(
+                        "ca_file {}: not a PEM certificate: {e}",
+                        path.display()
+                    ))
+                })?;
+                Some(pem)
+            }
+            None => None,
+        };
         Ok(NotifyConfig {
             server,
             from,
@@ -276,6 +301,7 @@ impl NotifyConfig {
             resend_window: chrono::Duration::minutes(settings.resend_window_minutes.into()),
             text_template: template(&templates.join("notify.txt"), TEXT_TEMPLATE)?,
             html_template: template(&templates.join("notify.html"), HTML_TEMPLATE)?,
+            ca_pem,
         })
     }
 
@@ -454,7 +480,11 @@ fn send(config: &NotifyConfig, message: &Message) -> Result<Response, NotifyErro
         server: server.to_string(),
         error,
     };
-    let params = TlsParameters::new(server.host.clone()).map_err(smtp)?;
+    let mut params = TlsParameters::builder(server.host.clone());
+    if let Some(pem) = &config.ca_pem {
+        params = params.add_root_certificate(Certificate::from_pem(pem).map_err(smtp)?);
+    }
+    let params = params.build().map_err(smtp)?;
     let tls = match server.tls {
         TlsMode::Opportunistic => Tls::Opportunistic(params),
         TlsMode::Implicit => Tls::Wrapper(params),
@@ -627,6 +657,7 @@ mod tests {
                 },
             ],
             resend_window_minutes: DEFAULT_RESEND_WINDOW_MINUTES,
+            ca_file: None,
         }
     }
 

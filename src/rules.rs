@@ -50,6 +50,7 @@
 //! | `added_comments` | the replica's comments not yet present here (read-only) |
 //! | `changed_fields` | names of the replica keys that differ from `previous` (read-only) |
 //! | `deleted` | the peer deleted the issue (read-only) |
+//! | `conflicts` | fields both sites changed since the last exchange whose connection policy is `rule`, each `#{field, base, local, remote}` (local names and values, after this rule's mapping); empty unless the rule is asked to settle them (read-only, see [`crate::engine::conflict`]) |
 //! | `site`, `peer`, `tables` | as for outgoing scripts |
 //! | `issue` | the local issue to create or update: `project`, `type`, `summary`, `description`, `status`, `priority`, `assignee`, `reporter`, `labels`, `components`, `fields`; pre-filled from the local issue, or for a new one from the replica (in the connection's local project). Set it to `()` to skip this replica. |
 //! | `new_comments` | comments to add, empty at first; each `#{author, body, source}` plus optional `internal`, where `source` is the `id` of one of `added_comments`; without `source` it is a note of the rule's own (written once per replica version) |
@@ -185,6 +186,23 @@ pub struct IncomingInput<'a> {
     pub added_comments: &'a [Comment],
     /// Names of replica fields that differ from `previous`.
     pub changed_fields: &'a [String],
+    /// Conflicts the rule is asked to settle (policy `rule`); empty otherwise.
+    pub conflicts: &'a [FieldConflict],
+}
+
+/// Both sites changed one field since the last exchange, to different values. All
+/// values are in this site's terms: `remote` is what the incoming rule made of the
+/// peer's value.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FieldConflict {
+    /// `status`, `labels`, `fields.Customer`...
+    pub field: String,
+    /// The value both sites last shared (JSON `null` when unset).
+    pub base: Value,
+    /// This site's value now.
+    pub local: Value,
+    /// The peer's value now.
+    pub remote: Value,
 }
 
 /// The local issue as an incoming rule wants it. Unknown keys are refused, so a
@@ -348,6 +366,7 @@ mod var {
     pub const DELETED: &str = "deleted";
     pub const NEW_COMMENTS: &str = "new_comments";
     pub const DELETE_ISSUE: &str = "delete_issue";
+    pub const CONFLICTS: &str = "conflicts";
 
     /// Every variable either kind of script may see. A script is compiled without
     /// knowing its direction, so it is checked against all of them; using an
@@ -365,6 +384,7 @@ mod var {
         DELETED,
         NEW_COMMENTS,
         DELETE_ISSUE,
+        CONFLICTS,
     ];
 }
 
@@ -480,6 +500,8 @@ impl RuleScript {
             .collect();
         scope.push_constant(var::CHANGED_FIELDS, changed);
         scope.push_constant(var::DELETED, input.replica.deleted);
+        let conflicts = Value::Array(input.conflicts.iter().map(to_json).collect());
+        scope.push_constant_dynamic(var::CONFLICTS, self.script_value(conflicts)?);
         let target = match input.local {
             Some(local) => TargetIssue::from(local),
             None => TargetIssue {
@@ -1027,6 +1049,7 @@ mod tests {
             local_project: "SUP",
             added_comments: &replica.comments,
             changed_fields: changed,
+            conflicts: &[],
         }
     }
 

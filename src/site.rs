@@ -56,8 +56,19 @@ pub struct Site {
 }
 
 impl Site {
-    /// Loads the configuration under `dir`, takes the lock, opens the state.
+    /// Loads the configuration under `dir`, takes the lock, opens the state, and
+    /// checks that this is the site its ledger belongs to (see [`crate::identity`]).
     pub fn open(dir: &Path) -> anyhow::Result<Site> {
+        let site = Site::open_unverified(dir)?;
+        let now = crate::identity::current(site.name(), site.tracker.as_ref())?;
+        let ledger_path = site.config.state_dir().join(LEDGER_FILE);
+        crate::identity::verify(&site.ledger, &now, dir, &ledger_path)?;
+        Ok(site)
+    }
+
+    /// [`Site::open`] without the identity check: for `ferry site confirm`, which
+    /// exists to settle a mismatch.
+    pub fn open_unverified(dir: &Path) -> anyhow::Result<Site> {
         let config = Config::load(dir)?;
         let state = config.state_dir();
         fs::create_dir_all(&state)

@@ -174,6 +174,8 @@ fn add(args: AddArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
         query: args.query,
         outgoing: "rules/outgoing.rhai".into(),
         incoming: "rules/incoming.rhai".into(),
+        stale_after_hours: None,
+        conflicts: Default::default(),
     };
     // Refuse a bad query now, with its position, rather than at 3 a.m.
     validate_connection(&file, &settings)?;

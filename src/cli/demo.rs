@@ -314,6 +314,8 @@ impl<'a> Story<'a> {
             query: query.into(),
             outgoing: "rules/outgoing.rhai".into(),
             incoming: "rules/incoming.rhai".into(),
+            stale_after_hours: None,
+            conflicts: Default::default(),
         };
         let file = dir.join(CONNECTIONS_DIR).join(format!("{peer}.yaml"));
         crate::config::write_atomic(&file, serde_yaml::to_string(&connection)?.as_bytes())?;

@@ -10,8 +10,10 @@ mod demo;
 mod errors;
 mod init;
 mod notify;
+mod relink;
 mod report;
 mod review;
+mod site;
 mod status;
 mod steps;
 mod tracker;
@@ -66,10 +68,13 @@ enum Command {
     #[command(subcommand)]
     Bundle(bundle::BundleCommand),
     Review(review::ReviewArgs),
+    Relink(relink::RelinkArgs),
     Status(status::StatusArgs),
     Errors(errors::ErrorsArgs),
     Retry(errors::RetryArgs),
     Resolve(errors::ResolveArgs),
+    #[command(subcommand)]
+    Site(site::SiteCommand),
     #[command(subcommand)]
     Notify(notify::NotifyCommand),
     Demo(demo::DemoArgs),
@@ -129,10 +134,12 @@ fn dispatch(command: Command, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
         Command::Pull(args) => steps::pull(args, ctx),
         Command::Bundle(cmd) => bundle::run(cmd, ctx),
         Command::Review(args) => review::run(args, ctx),
+        Command::Relink(args) => relink::run(args, ctx),
         Command::Status(args) => status::run(args, ctx),
         Command::Errors(args) => errors::run(args, ctx),
         Command::Retry(args) => errors::retry(args, ctx),
         Command::Resolve(args) => errors::resolve(args, ctx),
+        Command::Site(cmd) => site::run(cmd, ctx),
         Command::Notify(cmd) => notify::run(cmd, ctx),
         Command::Demo(args) => demo::run(args, ctx),
     }
@@ -159,6 +166,14 @@ fn classify(err: &anyhow::Error) -> ExitStatus {
         }
         if cause.is::<ConfigError>() || cause.is::<UsageError>() {
             return ExitStatus::Usage;
+        }
+        // Not a failure that goes away by itself like exit 3: like issue errors,
+        // it waits for an operator (`ferry site confirm`).
+        if matches!(
+            cause.downcast_ref::<crate::identity::IdentityError>(),
+            Some(crate::identity::IdentityError::Mismatch { .. })
+        ) {
+            return ExitStatus::IssueErrors;
         }
     }
     ExitStatus::Failed

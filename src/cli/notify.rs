@@ -38,6 +38,11 @@ pub struct SetupArgs {
     /// An error level the recipients hear about (repeat; every level when omitted).
     #[arg(long = "level", value_enum)]
     levels: Vec<Level>,
+    /// PEM file of the CA that signed the mail server's certificate (an internal
+    /// server with a private CA), relative to the site folder; trusted in
+    /// addition to the public roots.
+    #[arg(long, value_name = "PEM")]
+    ca_file: Option<std::path::PathBuf>,
     /// Replace an existing notify.yaml.
     #[arg(long)]
     force: bool,
@@ -93,6 +98,7 @@ fn setup(args: SetupArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
             })
             .collect(),
         resend_window_minutes: crate::notify::DEFAULT_RESEND_WINDOW_MINUTES,
+        ca_file: args.ca_file,
     };
     // Refused before it is written, with the same message a hand edit would get.
     NotifyConfig::check(&file, &settings)?;

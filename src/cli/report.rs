@@ -62,6 +62,22 @@ pub fn imported(out: &mut dyn Write, peer: &str, r: &ImportReport) -> io::Result
             i.remote_key,
             i.local_key.as_deref().unwrap_or("-"),
         )?;
+        for c in &i.conflicts {
+            let outcome = if c.value == c.conflict.local {
+                "kept this site's"
+            } else if c.value == c.conflict.remote {
+                "took the peer's"
+            } else {
+                "set"
+            };
+            writeln!(
+                out,
+                "    conflict on {}: {outcome} {} ({})",
+                c.conflict.field,
+                c.value,
+                c.policy.name()
+            )?;
+        }
     }
     for e in &r.errors {
         writeln!(out, "  error: {e}")?;

@@ -33,6 +33,8 @@ struct ConnectionStatus {
     export_cursor: Option<String>,
     /// Head of the peer's branch as last fetched.
     fetched: Option<String>,
+    /// When something new last arrived from the peer.
+    last_arrival: Option<String>,
     /// Last commit of the peer's branch applied here.
     applied: Option<String>,
     /// Fetched commits not yet applied.
@@ -91,6 +93,9 @@ pub fn run(args: StatusArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
                 .cursor(peer)?
                 .map(|t| crate::model::format_timestamp(&t)),
             fetched: fetched.map(|o| o.to_string()),
+            last_arrival: ledger
+                .last_arrival(peer)?
+                .map(|(at, _)| crate::model::format_timestamp(&at)),
             applied: applied.map(|o| o.to_string()),
             pending_commits,
             retries,
@@ -128,7 +133,7 @@ pub fn run(args: StatusArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
         };
         writeln!(
             ctx.out,
-            "\n{} ({}, {}) via {}\n  exported  {}  (cursor {})\n  fetched   {}  applied {}  pending {} commit(s), {} retr{}\n  issues    {} shared, {} linked\n  errors    {}",
+            "\n{} ({}, {}) via {}\n  exported  {}  (cursor {})\n  fetched   {}  applied {}  pending {} commit(s), {} retr{}\n  arrived   {}\n  issues    {} shared, {} linked\n  errors    {}",
             r.peer,
             r.direction,
             r.method,
@@ -140,6 +145,7 @@ pub fn run(args: StatusArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
             r.pending_commits,
             r.retries,
             if r.retries == 1 { "y" } else { "ies" },
+            r.last_arrival.as_deref().unwrap_or("never"),
             r.shared_issues,
             r.linked_issues,
             errors,

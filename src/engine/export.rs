@@ -48,6 +48,9 @@ pub fn export(site: &mut Site, connection: &Connection) -> anyhow::Result<Export
     let mut report = ExportReport::default();
     let mut writes = Vec::new();
     let mut exported_ids = Vec::new();
+    // Issues whose new replica goes into this export's commit, for the conflict
+    // baselines (see `conflict`).
+    let mut carried = Vec::new();
     let mut newest: Option<DateTime<Utc>> = cursor;
     let mut oldest_failure: Option<DateTime<Utc>> = None;
     let (mut comment_count, mut issue_count) = (0, 0);
@@ -62,6 +65,15 @@ pub fn export(site: &mut Site, connection: &Connection) -> anyhow::Result<Export
             continue;
         }
         let path = crate::replica::replica_path(&issue.project, &issue.id);
+        // An issue moved to another project: its replica moves with it (same id,
+        // new path), so the old path goes, or the peer would hold two replicas of
+        // one issue.
+        for old in replicas_elsewhere(&shared_now, &issue.id, &path) {
+            writes.push(FileWrite {
+                path: old,
+                content: None,
+            });
+        }
         let replica = if issue.deleted {
             Ok(Some(tombstone(&me, &issue)))
         } else {
@@ -77,6 +89,9 @@ pub fn export(site: &mut Site, connection: &Connection) -> anyhow::Result<Export
                 });
                 if !unchanged {
                     report.written.push(issue.key.clone());
+                    if !issue.deleted {
+                        carried.push(super::conflict::carried(&issue));
+                    }
                 }
                 writes.push(FileWrite {
                     path,
@@ -121,6 +136,14 @@ pub fn export(site: &mut Site, connection: &Connection) -> anyhow::Result<Export
     for id in &exported_ids {
         site.ledger.mark_shared(peer, id)?;
     }
+    // Baselines only serve imports; a connection that never imports keeps none.
+    if let Some(commit) = report
+        .commit
+        .filter(|_| connection.settings.direction.imports())
+    {
+        site.ledger
+            .record_exports(peer, &commit.to_string(), &carried)?;
+    }
     // A failed issue must be looked at again next run, so the cursor stops at it.
     let next_cursor = match oldest_failure {
         Some(failed) => Some(failed),
@@ -129,6 +152,22 @@ pub fn export(site: &mut Site, connection: &Connection) -> anyhow::Result<Export
     site.ledger.set_cursor(peer, next_cursor)?;
     failpoint::hit("after-cursor");
     Ok(report)
+}
+
+/// Paths of replicas of the issue `id` other than `path`: what an issue that moved
+/// to another project left at its old path.
+fn replicas_elsewhere(
+    shared: &std::collections::BTreeMap<String, Oid>,
+    id: &str,
+    path: &str,
+) -> Vec<String> {
+    let file = format!("/{id}.yaml");
+    shared
+        .keys()
+        .filter(|p| p.as_str() != path && p.starts_with("issues/") && p.ends_with(&file))
+        .filter(|p| p.matches('/').count() == 2)
+        .cloned()
+        .collect()
 }
 
 /// What a deleted issue leaves in the exchange: identity and the deletion, nothing

@@ -10,6 +10,7 @@
 
 use git2::Oid;
 
+use super::conflict::{self, Settled, Settlement};
 use super::{IssueError, issue_error, load_rule};
 use crate::config::Connection;
 use crate::exchange::{applied_ref, peer_branch};
@@ -49,6 +50,8 @@ pub struct ImportedIssue {
     pub action: ImportAction,
     /// Comments added.
     pub comments_added: usize,
+    /// Fields both sites had changed, and how each was settled.
+    pub conflicts: Vec<Settled>,
 }
 
 /// What one import did.
@@ -261,6 +264,7 @@ fn import_one(
         local_key: local.as_ref().map(|i| i.key.clone()),
         action: ImportAction::Unchanged,
         comments_added: 0,
+        conflicts: Vec::new(),
     };
     if let Some(local) = &local {
         site.ledger
@@ -286,8 +290,9 @@ fn import_one(
         local_project,
         added_comments: &added_comments,
         changed_fields: &changed_fields,
+        conflicts: &[],
     };
-    let result = match rules.run_incoming(&input) {
+    let mut result = match rules.run_incoming(&input) {
         Ok(Some(result)) => result,
         Ok(None) => {
             done.action = ImportAction::Skipped;
@@ -295,6 +300,30 @@ fn import_one(
         }
         Err(e) => return Err(ImportFailure::Issue(format!("{}: {e}", replica.key))),
     };
+
+    // Three-way against what both sites last shared (see `conflict`): fields only
+    // this site changed stay, conflicts go to the connection's policy.
+    let remote_target = result.issue.clone();
+    let baseline = match &local {
+        Some(local) => conflict::baseline(site, peer, &local.id).map_err(fatal)?,
+        None => conflict::Baseline::default(),
+    };
+    if let Some(local) = &local {
+        let settlement =
+            conflict::settle(connection, rules, &input, local, &baseline, &result.issue)
+                .map_err(|e| ImportFailure::Issue(format!("{}: {e}", replica.key)))?;
+        match settlement {
+            Settlement::Apply { target, settled } => {
+                result.issue = *target;
+                done.conflicts = settled;
+            }
+            Settlement::Parked(message) => return Err(ImportFailure::Issue(message)),
+            Settlement::Skip => {
+                done.action = ImportAction::Skipped;
+                return Ok(done);
+            }
+        }
+    }
 
     let author = site.config.site.sync_user.clone();
     let local = match local {
@@ -363,6 +392,10 @@ fn import_one(
         if done.action == ImportAction::Unchanged {
             done.action = ImportAction::Updated;
         }
+    }
+    if !result.delete_issue {
+        conflict::record_import(&mut site.ledger, peer, &local, &remote_target, &baseline)
+            .map_err(fatal)?;
     }
     if result.delete_issue {
         journal.run(site, StepKind::Delete, Some(&local.id), |t| {

@@ -14,13 +14,16 @@
 //!   unwritable, disk full. The run stops (exit 3). When the ledger itself is
 //!   what fails nothing can be recorded; `ferry errors` then reports the ledger.
 
+pub mod conflict;
 mod export;
 mod import;
+mod relink;
 mod review;
 mod sync;
 
 pub use export::{ExportReport, export};
 pub use import::{ImportAction, ImportReport, ImportedIssue, import};
+pub use relink::{RelinkReport, relink};
 pub use review::{FieldChange, PendingIssue, Review, Verdict, review};
 pub use sync::{ConnectionReport, SyncOptions, SyncReport, pull, push, selected, sync};
 

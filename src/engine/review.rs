@@ -7,6 +7,7 @@
 use git2::Oid;
 use serde::Serialize;
 
+use super::conflict::{self, Settlement};
 use super::import::{
     changed_fields, find_local, new_comments, patch_for, pending_range, previous_replica,
 };
@@ -200,6 +201,7 @@ fn review_one(
         local_project,
         added_comments: &pending.added_comments,
         changed_fields: &changed,
+        conflicts: &[],
     };
     pending.verdict = match rules.run_incoming(&input) {
         Err(e) => Verdict::Error {
@@ -211,6 +213,26 @@ fn review_one(
                 project: result.issue.project.clone(),
             },
             Some(local) => {
+                // The same three-way settlement the import would make.
+                let baseline = conflict::baseline(site, peer, &local.id)?;
+                let mut result = result;
+                match conflict::settle(connection, rules, &input, local, &baseline, &result.issue) {
+                    Ok(Settlement::Apply { target, .. }) => result.issue = *target,
+                    Ok(Settlement::Parked(message)) => {
+                        pending.verdict = Verdict::Error { message };
+                        return Ok(pending);
+                    }
+                    Ok(Settlement::Skip) => {
+                        pending.verdict = Verdict::Skip;
+                        return Ok(pending);
+                    }
+                    Err(e) => {
+                        pending.verdict = Verdict::Error {
+                            message: e.to_string(),
+                        };
+                        return Ok(pending);
+                    }
+                }
                 let patch = patch_for(&result.issue, Some(local));
                 let local_now = serde_json::to_value(crate::rules::TargetIssue::from(local))?;
                 let wanted = serde_json::to_value(&result.issue)?;

@@ -117,7 +117,9 @@ pub fn sync(site: &mut Site, options: &SyncOptions) -> anyhow::Result<SyncReport
     for (connection, report) in connections.iter().zip(&mut reports) {
         if connection.settings.direction.imports() && report.paused.is_none() {
             run_step(site, connection, report, |site, report| {
-                report.fetched = Some(pull(site, connection).context("pull")?);
+                let fetched = pull(site, connection).context("pull")?;
+                watch_silence(site, connection, &fetched)?;
+                report.fetched = Some(fetched);
                 Ok(())
             })?;
         }
@@ -168,6 +170,45 @@ pub fn sync(site: &mut Site, options: &SyncOptions) -> anyhow::Result<SyncReport
     Ok(SyncReport {
         connections: reports,
     })
+}
+
+/// The subject of the error that says a peer has gone silent.
+const SILENCE: &str = "silence";
+
+/// Keeps the time of the last arrival from the peer, and raises a
+/// connection-level error when it is older than `stale_after_hours`: on an
+/// air-gapped link a lost bundle or a dead cron on the other side looks exactly
+/// like nothing happening. The error names the time of the last arrival (not the
+/// hours, which change every run) so it is notified once, and it is resolved by
+/// the next arrival. The clock starts at the connection's first pull.
+fn watch_silence(
+    site: &Site,
+    connection: &Connection,
+    fetched: &FetchOutcome,
+) -> anyhow::Result<()> {
+    let peer = &connection.peer;
+    let last = site.ledger.last_arrival(peer)?;
+    if fetched.after != fetched.before || last.is_none() {
+        site.ledger.mark_arrival(peer)?;
+        site.ledger.resolve_subject(peer, SILENCE)?;
+        return Ok(());
+    }
+    let (Some(hours), Some((since, silent_for))) = (connection.settings.stale_after_hours, last)
+    else {
+        return Ok(());
+    };
+    if silent_for > chrono::Duration::hours(hours.into()) {
+        let message = format!(
+            "nothing has arrived from {peer} since {} (more than stale_after_hours: {hours}); \
+             check the channel (a bundle not carried over, a full inbox) and {peer}'s \
+             scheduled sync",
+            crate::model::format_timestamp(&since)
+        );
+        tracing::warn!("{message}");
+        site.ledger
+            .record_error(level::CONNECTION, Some(peer), Some(SILENCE), &message)?;
+    }
+    Ok(())
 }
 
 /// Runs one step of one connection. A failure that belongs to the connection

@@ -31,7 +31,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use super::{IssuePatch, NewComment, NewIssue, Tracker, TrackerError};
+use super::{IssuePatch, NewComment, NewIssue, Tracker, TrackerError, TrackerInstance};
 use crate::model::{
     Attachment, Comment, FieldValue, Issue, Origin, normalize_set, parse_timestamp,
     truncate_to_seconds,
@@ -237,6 +237,38 @@ impl LocalTracker {
         self.read(|conn| load_one(conn, &Filter::Key(project, number)))
     }
 
+    /// Moves an issue to another project (created on first use): it gets the next
+    /// number there, so a new key, and keeps its id, which is what replicas and
+    /// links go by. Returns the issue as stored.
+    pub fn move_issue(&mut self, id: &str, project: &str) -> Result<Issue, TrackerError> {
+        check_project(project)?;
+        let row = parse_id(id).ok_or_else(|| TrackerError::NotFound(id.into()))?;
+        let now = self.now();
+        self.write(|tx| {
+            let current = load_existing(tx, row)?;
+            if current.deleted {
+                return Err(rejected(&current.key, "the issue is deleted").into());
+            }
+            if current.project == project {
+                return Ok(current);
+            }
+            tx.execute(
+                "INSERT INTO projects (key, next_number) VALUES (?1, 1) ON CONFLICT DO NOTHING",
+                [project],
+            )?;
+            let number: i64 = tx.query_row(
+                "UPDATE projects SET next_number = next_number + 1 WHERE key = ?1 RETURNING next_number - 1",
+                [project],
+                |r| r.get(0),
+            )?;
+            tx.execute(
+                "UPDATE issues SET project = ?2, number = ?3, updated = ?4 WHERE id = ?1",
+                params![row, project, number, now.max(current.updated).timestamp()],
+            )?;
+            load_existing(tx, row)
+        })
+    }
+
     /// Every issue that is not deleted, ordered by project and number.
     pub fn list(&self) -> Result<Vec<Issue>, TrackerError> {
         self.read(|conn| load(conn, &Filter::Live))
@@ -306,6 +338,14 @@ impl LocalTracker {
                 )));
             }
         }
+        // The instance id is born with the database and travels with every copy of
+        // the file, which is what lets a site tell its own tracker from another
+        // one's. Added without a schema version bump: older databases gain it on
+        // first open.
+        tx.execute_batch(
+            "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+             INSERT OR IGNORE INTO meta (name, value) VALUES ('instance', lower(hex(randomblob(16))));",
+        )?;
         tx.commit()?;
         Ok(())
     }
@@ -350,6 +390,24 @@ impl LocalTracker {
 }
 
 impl Tracker for LocalTracker {
+    fn instance(&self) -> Result<TrackerInstance, TrackerError> {
+        let id: String = self.read(|conn| {
+            Ok(
+                conn.query_row("SELECT value FROM meta WHERE name = 'instance'", [], |r| {
+                    r.get(0)
+                })?,
+            )
+        })?;
+        // The canonical path, so that `./tracker.db` and `/srv/site/tracker.db`
+        // name the same file and a moved or copied folder names another.
+        let location = std::fs::canonicalize(&self.path).unwrap_or_else(|_| self.path.clone());
+        Ok(TrackerInstance {
+            kind: "local".into(),
+            location: location.display().to_string(),
+            id,
+        })
+    }
+
     fn changed_since(&self, since: Option<DateTime<Utc>>) -> Result<Vec<Issue>, TrackerError> {
         self.read(|conn| load(conn, &Filter::Since(since.map(|t| t.timestamp()))))
     }

@@ -93,8 +93,24 @@ pub struct NewComment {
     pub origin: Option<Origin>,
 }
 
+/// Which tracker a connector talks to, as the ledger remembers it (see
+/// [`crate::identity`]): a copy of a site must not pass for the original.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TrackerInstance {
+    /// Connector kind (`local`).
+    pub kind: String,
+    /// Where it is: the database file, or the server's URL.
+    pub location: String,
+    /// An id the tracker itself keeps, the same from every machine: the local
+    /// database's instance id, a server's own id.
+    pub id: String,
+}
+
 /// A connector to one issue tracker.
 pub trait Tracker {
+    /// Which tracker this is.
+    fn instance(&self) -> Result<TrackerInstance, TrackerError>;
+
     /// Issues (with comments and attachments, including deleted ones as
     /// tombstones) whose `updated` is at or after `since`; all of them when `None`.
     /// At-or-after, not after: a cursor in whole seconds must not miss a change made

@@ -211,3 +211,54 @@ fn broken_local_state_is_a_node_error() {
         shown.stdout
     );
 }
+
+#[test]
+fn a_silent_peer_is_a_connection_error_once_until_something_arrives() {
+    let mut w = two_sites();
+    let file = w.path("engineering/connections/support.yaml");
+    let mut text = std::fs::read_to_string(&file).unwrap();
+    text.push_str("stale_after_hours: 24\n");
+    std::fs::write(&file, text).unwrap();
+
+    w.now = Some("2026-11-23T10:00:00Z");
+    w.ok("engineering", &["sync"]);
+    w.now = Some("2026-11-24T09:00:00Z");
+    w.ok("engineering", &["sync"]);
+    assert!(
+        errors(&w, "engineering").is_empty(),
+        "23 hours is not stale yet"
+    );
+
+    w.now = Some("2026-11-24T11:00:00Z");
+    let run = w.ferry("engineering", &["sync"]);
+    assert_eq!(
+        run.code, 0,
+        "silence is reported, not a failed run: {}",
+        run.stderr
+    );
+    w.now = Some("2026-11-24T12:00:00Z");
+    w.ok("engineering", &["sync"]);
+    let listed = errors(&w, "engineering");
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["level"], "connection");
+    assert_eq!(listed[0]["subject"], "silence");
+    assert_eq!(
+        listed[0]["count"], 2,
+        "one error, seen twice, notified once"
+    );
+    let message = listed[0]["message"].as_str().unwrap();
+    assert!(
+        message.contains("nothing has arrived from support since 2026-11-23T10:00:00Z"),
+        "{message}"
+    );
+
+    escalate(&w, "At last");
+    w.ok("support", &["sync"]);
+    w.ok("engineering", &["sync"]);
+    assert!(errors(&w, "engineering").is_empty());
+    let status = w.ok("engineering", &["status"]);
+    assert!(
+        status.contains("arrived   2026-11-24T12:00:00Z"),
+        "{status}"
+    );
+}

@@ -9,6 +9,7 @@ mod notify;
 mod operators;
 mod review;
 mod samples;
+mod semantics;
 mod story;
 mod torture;
 

@@ -28,6 +28,11 @@ struct MailServer {
 
 impl MailServer {
     fn start(port: u16, maildir: PathBuf) -> MailServer {
+        MailServer::start_with(port, maildir, &[])
+    }
+
+    /// Starts the server with extra aiosmtpd options (TLS certificates).
+    fn start_with(port: u16, maildir: PathBuf, options: &[&str]) -> MailServer {
         let probe = Command::new("python3")
             .args(["-c", "import aiosmtpd"])
             .output()
@@ -40,6 +45,7 @@ impl MailServer {
         let child = Command::new("python3")
             .args(["-m", "aiosmtpd", "-n", "-l"])
             .arg(format!("127.0.0.1:{port}"))
+            .args(options)
             .args(["-c", "aiosmtpd.handlers.Mailbox"])
             .arg(&maildir)
             .stdout(Stdio::null())
@@ -317,4 +323,89 @@ fn the_sites_template_is_used_and_a_notice_cut_off_by_a_crash_waits_for_the_wind
         run.stdout
     );
     assert_eq!(server.messages().len(), 2);
+}
+
+/// A private CA and a certificate it signed for 127.0.0.1, made by trustme (the
+/// Python test-CA library `.ci/run` installs): `ca.pem`, `cert.pem`, `key.pem`.
+fn private_ca(dir: &std::path::Path) {
+    const MAKE: &str = r#"
+import sys, trustme
+ca = trustme.CA()
+cert = ca.issue_cert("127.0.0.1")
+ca.cert_pem.write_to_path(sys.argv[1] + "/ca.pem")
+cert.cert_chain_pems[0].write_to_path(sys.argv[1] + "/cert.pem")
+cert.private_key_pem.write_to_path(sys.argv[1] + "/key.pem")
+"#;
+    std::fs::create_dir_all(dir).unwrap();
+    let out = Command::new("python3")
+        .args(["-c", MAKE])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the TLS test needs trustme: pip install trustme\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn setup_with_ca(w: &World, url: &str) {
+    w.ok(
+        "support",
+        &[
+            "notify",
+            "setup",
+            "--force",
+            "--url",
+            url,
+            "--from",
+            "ferry <ferry@support.example>",
+            "--to",
+            "dev@support.example",
+            "--ca-file",
+            "../certs/ca.pem",
+        ],
+    );
+}
+
+#[test]
+fn starttls_and_smtps_to_a_server_with_a_private_ca() {
+    let port = free_port();
+    let w = site_with_broken_replica(port);
+    let certs = w.path("certs");
+    private_ca(&certs);
+    let cert = certs.join("cert.pem");
+    let key = certs.join("key.pem");
+    let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    // STARTTLS required: the server refuses mail on a plain connection.
+    let server = MailServer::start_with(
+        port,
+        w.path("maildir"),
+        &["--tlscert", cert, "--tlskey", key],
+    );
+
+    // The public roots do not know the private CA: refused, reported, kept.
+    let run = w.ferry("support", &["sync"]);
+    assert!(run.stdout.contains("notify: "), "{}", run.stdout);
+    assert!(server.messages().is_empty());
+
+    setup_with_ca(&w, &format!("smtp://127.0.0.1:{port}"));
+    let run = w.ferry("support", &["sync"]);
+    assert!(
+        run.stdout.contains("notify sent 1 new error"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(server.messages().len(), 1);
+
+    let smtps_port = free_port();
+    let smtps = MailServer::start_with(
+        smtps_port,
+        w.path("maildir-smtps"),
+        &["--smtpscert", cert, "--smtpskey", key],
+    );
+    setup_with_ca(&w, &format!("smtps://127.0.0.1:{smtps_port}"));
+    let answer = w.ok("support", &["notify", "test"]);
+    assert!(answer.contains("250"), "{answer}");
+    assert_eq!(smtps.messages().len(), 1);
 }

@@ -10,6 +10,7 @@ mod delete;
 mod edit;
 mod generate;
 mod list;
+mod move_issue;
 mod new;
 mod show;
 
@@ -40,6 +41,7 @@ enum TrackerCommand {
     Edit(edit::EditArgs),
     Comment(comment::CommentArgs),
     Delete(delete::DeleteArgs),
+    Move(move_issue::MoveArgs),
     Show(show::ShowArgs),
     List(list::ListArgs),
     Generate(generate::GenerateArgs),
@@ -52,6 +54,7 @@ pub fn run(args: TrackerArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
         TrackerCommand::Edit(args) => edit::run(args, ctx),
         TrackerCommand::Comment(args) => comment::run(args, ctx),
         TrackerCommand::Delete(args) => delete::run(args, ctx),
+        TrackerCommand::Move(args) => move_issue::run(args, ctx),
         TrackerCommand::Show(args) => show::run(args, ctx),
         TrackerCommand::List(args) => list::run(args, ctx),
         TrackerCommand::Generate(args) => generate::run(args, ctx),
