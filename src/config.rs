@@ -21,6 +21,7 @@ use crate::ledger::RetryPolicy;
 use crate::notify::{NotifyConfig, NotifySettings};
 use crate::query::Query;
 use crate::replica::is_plain_name;
+use crate::signing::{KEY_FILE, SignaturePolicy, Trust, trust_file};
 
 /// Name of the site configuration file.
 pub const CONFIG_FILE: &str = "ferry.yaml";
@@ -92,6 +93,10 @@ pub struct SiteConfig {
     /// User name ferry acts as in the tracker when the incoming rule names nobody.
     #[serde(default = "default_sync_user")]
     pub sync_user: String,
+    /// This site's SSH ed25519 signing key (OpenSSH private key file, relative to
+    /// the site folder); `<state>/signing_key`, made by `ferry init`, when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_key: Option<PathBuf>,
     /// How failing imports are retried before they are parked for an operator.
     #[serde(default, skip_serializing_if = "is_default_retry")]
     pub retry: RetryPolicy,
@@ -169,6 +174,10 @@ pub struct ConnectionFile {
     /// Incoming rule script, relative to the site folder.
     #[serde(default = "default_incoming")]
     pub incoming: PathBuf,
+    /// `required` (the default): every incoming commit must be signed by a key in
+    /// `connections/<peer>.allowed_signers`; `off`: nothing is checked (labs only).
+    #[serde(default)]
+    pub signatures: SignaturePolicy,
     /// Raise a connection error when nothing new has arrived from the peer for
     /// this many hours: silence is how a broken air-gapped link looks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -176,6 +185,29 @@ pub struct ConnectionFile {
     /// What to do when both sites changed the same field since the last exchange.
     #[serde(default, skip_serializing_if = "ConflictSettings::is_default")]
     pub conflicts: ConflictSettings,
+    /// Whether a person must approve the peer's commits before they are imported.
+    #[serde(default, skip_serializing_if = "ReviewSettings::is_default")]
+    pub review: ReviewSettings,
+}
+
+/// `review:` of a connection file.
+///
+/// ```yaml
+/// review:
+///   required: true
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReviewSettings {
+    /// Import stops at the last commit approved with `ferry review approve`.
+    #[serde(default)]
+    pub required: bool,
+}
+
+impl ReviewSettings {
+    fn is_default(&self) -> bool {
+        *self == ReviewSettings::default()
+    }
 }
 
 /// How a conflict on one field is settled: both sites changed it since the last
@@ -373,6 +405,8 @@ pub struct Connection {
     pub settings: ConnectionFile,
     /// The parsed trigger query.
     pub query: Query,
+    /// The peer keys this connection trusts (`connections/<peer>.allowed_signers`).
+    pub trust: Trust,
 }
 
 impl Connection {
@@ -459,6 +493,15 @@ impl Config {
         self.root.join(&self.site.state)
     }
 
+    /// This site's signing key file: `signing_key` from `ferry.yaml`, or the one
+    /// `ferry init` makes in the state folder.
+    pub fn signing_key_path(&self) -> PathBuf {
+        match &self.site.signing_key {
+            Some(path) => self.resolve(path),
+            None => self.state_dir().join(KEY_FILE),
+        }
+    }
+
     /// A path from the configuration, resolved against the site folder.
     pub fn resolve(&self, path: &Path) -> PathBuf {
         self.root.join(path)
@@ -488,11 +531,14 @@ fn load_connection(file: &Path) -> Result<Connection, ConfigError> {
         .to_string();
     check_name(file, "peer (file name)", &peer)?;
     let settings: ConnectionFile = read_yaml(file)?;
-    validate_connection(file, &settings).map(|query| Connection {
+    let query = validate_connection(file, &settings)?;
+    let trust = Trust::load(&peer, &trust_file(file), settings.signatures)?;
+    Ok(Connection {
         peer,
         file: file.to_path_buf(),
         settings,
         query,
+        trust,
     })
 }
 

@@ -19,11 +19,16 @@
 //!   of one silently discarding the other's commit.
 //! - The author identity is derived from the site name, never from the user's git
 //!   configuration: what a commit claims must not depend on who ran cron.
+//! - Every commit is signed with the site's key the way git signs with
+//!   `gpg.format=ssh`, and names its branch in a trailer the signature covers
+//!   (see [`crate::signing`]); without a key, ferry makes no commit at all.
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use git2::build::TreeUpdateBuilder;
 use git2::{ErrorCode, FileMode, ObjectType, Oid, Repository, Signature, Sort, Tree};
+
+use crate::signing::{KeyError, SiteKey, with_branch_trailer};
 
 /// An exchange repo operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +77,23 @@ pub enum ExchangeError {
         tree: Oid,
         /// The path, lossily decoded.
         path: String,
+    },
+    /// A commit was to be made but no signing key was given to the exchange.
+    #[error(
+        "cannot commit on {refname}: no signing key is loaded, and ferry signs every \
+         commit it makes"
+    )]
+    NoSigningKey {
+        /// The branch.
+        refname: String,
+    },
+    /// Signing a commit failed.
+    #[error("signing a commit on {refname}: {source}")]
+    Sign {
+        /// The branch.
+        refname: String,
+        /// The key error (boxed: it is much larger than the other variants).
+        source: Box<KeyError>,
     },
     /// `FERRY_NOW` is set but is not an RFC 3339 timestamp.
     #[error("FERRY_NOW={value:?} is not an RFC 3339 timestamp: {source}")]
@@ -127,6 +149,8 @@ pub struct FileWrite {
 /// thread; it is not `Sync`, like the repository it wraps.
 pub struct Exchange {
     repo: Repository,
+    /// The key every commit is signed with; reading needs none.
+    signer: Option<SiteKey>,
 }
 
 /// `refs/heads/<site>/<peer>`: what `site` shares with `peer`.
@@ -140,6 +164,12 @@ pub fn peer_branch(site: &str, peer: &str) -> String {
 /// `refs/ferry/applied/<peer>`: the last commit of the peer's branch imported here.
 pub fn applied_ref(peer: &str) -> String {
     format!("refs/ferry/applied/{peer}")
+}
+
+/// The last commit of the peer's branch a reviewer approved for import (with
+/// `review.required` on the connection).
+pub fn approved_ref(peer: &str) -> String {
+    format!("refs/ferry/approved/{peer}")
 }
 
 /// Wraps a git2 error with what ferry was doing; `context` is only built on error.
@@ -254,7 +284,7 @@ impl Exchange {
             .unwrap_or(false);
         if has_files {
             return match Repository::open_bare(path) {
-                Ok(repo) if repo.is_bare() => Ok(Exchange { repo }),
+                Ok(repo) if repo.is_bare() => Ok(Exchange { repo, signer: None }),
                 Ok(_) => Err(ExchangeError::NotARepository {
                     path: path.display().to_string(),
                 }),
@@ -271,7 +301,51 @@ impl Exchange {
         let repo = git(Repository::init_bare(path), context)?;
         let mut config = git(repo.config(), context)?;
         git(config.set_str("core.logAllRefUpdates", "always"), context)?;
-        Ok(Exchange { repo })
+        Ok(Exchange { repo, signer: None })
+    }
+
+    /// Signs every commit made from now on with `key`.
+    pub fn sign_with(&mut self, key: SiteKey) {
+        self.signer = Some(key);
+    }
+
+    /// Writes a commit signed with the site key, its message ending with the
+    /// trailer naming `refname`, and returns its id; no ref moves.
+    ///
+    /// The signed payload is exactly the commit without its `gpgsig` header, which
+    /// is what `git verify-commit` checks.
+    fn signed_commit(
+        &self,
+        refname: &str,
+        author: &Signature<'_>,
+        message: &str,
+        tree: &Tree<'_>,
+        parents: &[&git2::Commit<'_>],
+    ) -> Result<Oid, ExchangeError> {
+        let key = self
+            .signer
+            .as_ref()
+            .ok_or_else(|| ExchangeError::NoSigningKey {
+                refname: refname.to_string(),
+            })?;
+        let context = || format!("creating a commit on {refname}");
+        let message = with_branch_trailer(message, refname);
+        let buffer = git(
+            self.repo
+                .commit_create_buffer(author, author, &message, tree, parents),
+            context,
+        )?;
+        let content = std::str::from_utf8(&buffer).map_err(|_| ExchangeError::Git {
+            context: context(),
+            source: git2::Error::from_str("libgit2 built a commit that is not UTF-8"),
+        })?;
+        let signature = key
+            .sign(content.as_bytes())
+            .map_err(|source| ExchangeError::Sign {
+                refname: refname.to_string(),
+                source: Box::new(source),
+            })?;
+        git(self.repo.commit_signed(content, &signature, None), context)
     }
 
     /// The same repository, seeing also the objects below `objects` (a folder laid
@@ -296,7 +370,9 @@ impl Exchange {
         };
         git(odb.add_disk_alternate(dir), context)?;
         drop(odb);
-        Ok(Exchange { repo })
+        // A view for reading what a quarantine holds: it never commits, so it
+        // needs no signing key.
+        Ok(Exchange { repo, signer: None })
     }
 
     /// Removes the `*.lock` files a killed writer left in this repository (ref
@@ -641,11 +717,7 @@ impl Exchange {
         })?;
         let signature = site_signature(site)?;
         let parents: Vec<&git2::Commit<'_>> = parent_commit.iter().collect();
-        let oid = git(
-            self.repo
-                .commit(None, &signature, &signature, message, &tree, &parents),
-            || format!("creating a commit on {refname}"),
-        )?;
+        let oid = self.signed_commit(refname, &signature, message, &tree, &parents)?;
         self.update_ref(
             refname,
             parent,
@@ -677,16 +749,12 @@ impl Exchange {
         let their_commit = git(self.repo.find_commit(theirs), context)?;
         let tree = git(our_commit.tree(), context)?;
         let signature = site_signature(site)?;
-        let oid = git(
-            self.repo.commit(
-                None,
-                &signature,
-                &signature,
-                message,
-                &tree,
-                &[&our_commit, &their_commit],
-            ),
-            context,
+        let oid = self.signed_commit(
+            refname,
+            &signature,
+            message,
+            &tree,
+            &[&our_commit, &their_commit],
         )?;
         self.update_ref(
             refname,
@@ -747,6 +815,7 @@ fn first_line(message: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::signing::SiteKey;
     use std::process::Command;
 
     /// Runs the real git CLI, hermetically, and returns its stdout.
@@ -781,9 +850,21 @@ mod tests {
         }
     }
 
+    /// Opens (or creates) the exchange at `path`, signing with the key beside it.
+    fn signing_exchange(path: &Path) -> Exchange {
+        let key_file = path.with_extension("key");
+        let key = match SiteKey::load(&key_file) {
+            Ok(key) => key,
+            Err(_) => SiteKey::generate(&key_file, "support").unwrap(),
+        };
+        let mut ex = Exchange::open_or_init(path).unwrap();
+        ex.sign_with(key);
+        ex
+    }
+
     fn exchange() -> (tempfile::TempDir, Exchange) {
         let dir = tempfile::tempdir().unwrap();
-        let ex = Exchange::open_or_init(&dir.path().join("exchange.git")).unwrap();
+        let ex = signing_exchange(&dir.path().join("exchange.git"));
         (dir, ex)
     }
 
@@ -1077,7 +1158,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.git");
         let c = {
-            let ex = Exchange::open_or_init(&path).unwrap();
+            let ex = signing_exchange(&path);
             ex.commit(BRANCH, &[write("a", "1")], "a", "support")
                 .unwrap()
                 .unwrap()
@@ -1105,6 +1186,117 @@ mod tests {
             parse_now("yesterday"),
             Err(ExchangeError::InvalidNow { .. })
         ));
+    }
+
+    /// Runs a command with the sealed git environment; returns (success, output).
+    fn run(mut command: Command, stdin: Option<&[u8]>) -> (bool, String) {
+        use std::io::Write;
+        use std::process::Stdio;
+        command
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().expect("the command runs");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.unwrap_or_default())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    }
+
+    /// `git verify-commit` with `gpg.format=ssh` and an allowed signers file
+    /// listing `signer`: whether it accepts `commit`, and what it said.
+    fn git_verify(ex: &Exchange, signer: &SiteKey, commit: Oid) -> (bool, String) {
+        let signers = ex.repo().path().join("allowed_signers");
+        std::fs::write(
+            &signers,
+            format!("support namespaces=\"git\" {}\n", signer.public_line()),
+        )
+        .unwrap();
+        let mut git = Command::new("git");
+        git.arg("-C").arg(ex.repo().path()).args([
+            "-c",
+            "gpg.format=ssh",
+            "-c",
+            &format!("gpg.ssh.allowedSignersFile={}", signers.display()),
+            "verify-commit",
+            "-v",
+            &commit.to_string(),
+        ]);
+        run(git, None)
+    }
+
+    #[test]
+    fn every_commit_is_signed_the_way_git_verify_commit_accepts() {
+        let (dir, ex) = exchange();
+        let key = SiteKey::load(&dir.path().join("exchange.key")).unwrap();
+        let base = ex
+            .commit(BRANCH, &[write("a", "1")], "export: one\n\nbody", "support")
+            .unwrap()
+            .unwrap();
+        let (ok, said) = git_verify(&ex, &key, base);
+        assert!(ok, "{said}");
+        assert!(said.contains("Good \"git\" signature"), "{said}");
+
+        // The message names the branch, inside what the signature covers.
+        let message = git_cli(ex.repo().path(), &["log", "-1", "--format=%B", BRANCH]);
+        assert_eq!(
+            message,
+            "export: one\n\nbody\n\nFerry-Branch: support/engineering\n\n"
+        );
+
+        // ssh-keygen checks the SSHSIG itself, without any signers file.
+        let (signature, payload) = ex.repo().extract_signature(&base, None).unwrap();
+        let sig_file = dir.path().join("commit.sig");
+        std::fs::write(&sig_file, &*signature).unwrap();
+        let mut keygen = Command::new("ssh-keygen");
+        keygen
+            .args(["-Y", "check-novalidate", "-n", "git", "-s"])
+            .arg(&sig_file);
+        let (ok, said) = run(keygen, Some(&payload));
+        assert!(ok, "{said}");
+
+        // The merge a moved channel forces is signed too.
+        let theirs = ex
+            .commit(BRANCH, &[write("a", "theirs")], "t", "support")
+            .unwrap()
+            .unwrap();
+        ex.set_ref(BRANCH, base, "back").unwrap();
+        ex.commit(BRANCH, &[write("a", "ours")], "o", "support")
+            .unwrap();
+        let merge = ex
+            .merge_keep_ours(BRANCH, theirs, "merge", "support")
+            .unwrap();
+        let (ok, said) = git_verify(&ex, &key, merge);
+        assert!(ok, "{said}");
+
+        // Another key is not this site's: git agrees it is not a good signature.
+        let other = SiteKey::generate(&dir.path().join("other"), "other").unwrap();
+        let (ok, said) = git_verify(&ex, &other, merge);
+        assert!(!ok, "{said}");
+        git_cli(ex.repo().path(), &["fsck", "--strict", "--no-dangling"]);
+    }
+
+    #[test]
+    fn without_a_key_no_commit_is_made() {
+        let dir = tempfile::tempdir().unwrap();
+        let ex = Exchange::open_or_init(&dir.path().join("exchange.git")).unwrap();
+        let err = ex
+            .commit(BRANCH, &[write("a", "1")], "a", "support")
+            .unwrap_err();
+        assert!(matches!(err, ExchangeError::NoSigningKey { .. }), "{err}");
+        assert!(err.to_string().contains(BRANCH), "{err}");
+        assert_eq!(ex.resolve(BRANCH).unwrap(), None);
     }
 
     #[test]

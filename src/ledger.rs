@@ -109,6 +109,21 @@ pub struct Step {
     pub started_at: String,
 }
 
+/// A reviewer's verdict on a peer's commit.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ReviewVerdict {
+    /// The commit.
+    pub commit: String,
+    /// `approved` or `rejected`.
+    pub verdict: String,
+    /// Who.
+    pub by: String,
+    /// When.
+    pub at: String,
+    /// Why, for a rejection.
+    pub reason: Option<String>,
+}
+
 /// A paused connection: who paused it and when.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Pause {
@@ -172,6 +187,16 @@ CREATE INDEX IF NOT EXISTS steps_path ON steps (peer, path);
 CREATE TABLE IF NOT EXISTS arrivals (
     peer TEXT PRIMARY KEY,
     at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS reviews (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    peer TEXT NOT NULL,
+    commit_id TEXT NOT NULL,
+    verdict TEXT NOT NULL,
+    by TEXT NOT NULL,
+    at TEXT NOT NULL,
+    reason TEXT,
+    superseded INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS paused (
     peer TEXT PRIMARY KEY,
@@ -301,6 +326,24 @@ impl Ledger {
                 params![peer, local_id],
             )
             .map(drop)
+            .map_err(|e| self.wrap(e))
+    }
+
+    /// The peer's replica path and applied blob of one of its issues, by the
+    /// issue's id (the project part of the path is the peer's, unknown here).
+    pub fn applied_for(
+        &self,
+        peer: &str,
+        remote_id: &str,
+    ) -> Result<Option<(String, String)>, LedgerError> {
+        self.conn
+            .query_row(
+                "SELECT path, blob FROM applied
+                 WHERE peer = ?1 AND path LIKE 'issues/%/' || ?2 || '.yaml' AND blob != ''",
+                params![peer, remote_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
             .map_err(|e| self.wrap(e))
     }
 
@@ -585,6 +628,79 @@ impl Ledger {
         Ok(text
             .and_then(|t| parse_timestamp(&t).ok())
             .map(|at| (at, self.now() - at)))
+    }
+
+    /// Records a reviewer's verdict on a peer's commit.
+    pub fn record_verdict(
+        &self,
+        peer: &str,
+        commit: &str,
+        verdict: &str,
+        by: &str,
+        reason: Option<&str>,
+    ) -> Result<(), LedgerError> {
+        self.conn
+            .execute(
+                "INSERT INTO reviews (peer, commit_id, verdict, by, at, reason)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    peer,
+                    commit,
+                    verdict,
+                    by,
+                    format_timestamp(&self.now()),
+                    reason
+                ],
+            )
+            .map(drop)
+            .map_err(|e| self.wrap(e))
+    }
+
+    /// The newest approval of a peer's commits.
+    pub fn last_approval(&self, peer: &str) -> Result<Option<ReviewVerdict>, LedgerError> {
+        Ok(self
+            .verdicts(peer, "verdict = 'approved'")?
+            .into_iter()
+            .next_back())
+    }
+
+    /// Rejections a later approval has not superseded, oldest first.
+    pub fn open_rejections(&self, peer: &str) -> Result<Vec<ReviewVerdict>, LedgerError> {
+        self.verdicts(peer, "verdict = 'rejected' AND superseded = 0")
+    }
+
+    /// Marks a rejection superseded (a reviewer approved past it).
+    pub fn supersede_rejection(&self, peer: &str, commit: &str) -> Result<(), LedgerError> {
+        self.conn
+            .execute(
+                "UPDATE reviews SET superseded = 1
+                 WHERE peer = ?1 AND commit_id = ?2 AND verdict = 'rejected'",
+                params![peer, commit],
+            )
+            .map(drop)
+            .map_err(|e| self.wrap(e))
+    }
+
+    fn verdicts(&self, peer: &str, condition: &str) -> Result<Vec<ReviewVerdict>, LedgerError> {
+        let mut stmt = self
+            .conn
+            .prepare(&format!(
+                "SELECT commit_id, verdict, by, at, reason FROM reviews
+                 WHERE peer = ?1 AND {condition} ORDER BY id"
+            ))
+            .map_err(|e| self.wrap(e))?;
+        let rows = stmt
+            .query_map(params![peer], |r| {
+                Ok(ReviewVerdict {
+                    commit: r.get(0)?,
+                    verdict: r.get(1)?,
+                    by: r.get(2)?,
+                    at: r.get(3)?,
+                    reason: r.get(4)?,
+                })
+            })
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>());
+        rows.map_err(|e| self.wrap(e))
     }
 
     /// Pauses a connection; returns the existing pause when it already was.

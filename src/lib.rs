@@ -19,6 +19,8 @@ pub mod notify;
 pub mod query;
 pub mod replica;
 pub mod rules;
+pub mod seal;
+pub mod signing;
 pub mod site;
 pub mod tracker;
 pub mod transport;

@@ -413,11 +413,7 @@ pub fn send_pending(
             errors: pending.len(),
         });
     }
-    let subject = format!(
-        "ferry {site}: {} new error{}",
-        pending.len(),
-        crate::words::plural(pending.len())
-    );
+    let subject = subject(site, pending.len());
     let (text, html) = render(config, site, &pending);
     let message = build(config, &recipients, &subject, text, html)?;
     let ids: Vec<i64> = pending.iter().map(|e| e.id).collect();
@@ -522,6 +518,14 @@ fn answer(response: &Response) -> String {
     format!("{} {}", response.code(), lines.join(" "))
 }
 
+/// The subject line of a notice.
+fn subject(site: &str, errors: usize) -> String {
+    format!(
+        "ferry {site}: {errors} new error{}",
+        crate::words::plural(errors)
+    )
+}
+
 /// Renders the plain-text and HTML bodies: errors grouped by level (most specific
 /// first), then connection.
 fn render(config: &NotifyConfig, site: &str, errors: &[ErrorRecord]) -> (String, String) {
@@ -548,7 +552,11 @@ fn render(config: &NotifyConfig, site: &str, errors: &[ErrorRecord]) -> (String,
         text.push_str(&format!("{heading}\n"));
         html.push_str(&format!("<h3>{}</h3>\n<ul>\n", escape_html(&heading)));
         for e in group {
-            let subject = e.subject.as_deref().unwrap_or("(whole connection)");
+            let subject = match (&e.subject, &e.connection) {
+                (Some(subject), _) => subject.as_str(),
+                (None, Some(_)) => "(whole connection)",
+                (None, None) => "(whole site)",
+            };
             let seen = if e.count == 1 {
                 "seen once".to_string()
             } else {
@@ -712,6 +720,63 @@ mod tests {
             ["dev@example.com", "ops@example.com"]
         );
         assert!(emails(&["node"]).is_empty());
+    }
+
+    /// The message a person reads, kept in docs/snapshots/ so the documentation
+    /// shows exactly what ferry sends (docs/notifications.md).
+    #[test]
+    fn a_rendered_notice_as_the_docs_show_it() {
+        let error = |id,
+                     level: &str,
+                     connection: Option<&str>,
+                     subject: Option<&str>,
+                     message: &str,
+                     count| ErrorRecord {
+            id,
+            level: level.into(),
+            connection: connection.map(Into::into),
+            subject: subject.map(Into::into),
+            message: message.into(),
+            count,
+            first_seen: "2026-11-23T02:00:00Z".into(),
+            last_seen: "2026-11-23T03:00:00Z".into(),
+            tries: None,
+            parked: false,
+            next_try: None,
+        };
+        let errors = [
+            error(
+                14,
+                "issue",
+                Some("engineering"),
+                Some("issues/ENG/8.yaml"),
+                "commit 4f1c2a9e01: rules/incoming.rhai:12:5: unknown status \"Needs Triage\"",
+                1,
+            ),
+            error(
+                15,
+                "connection",
+                Some("engineering"),
+                Some("silence"),
+                "nothing has arrived from engineering since 2026-11-21T03:00:00Z (more than stale_after_hours: 48); check the channel (a bundle not carried over, a full inbox) and engineering's scheduled sync",
+                1,
+            ),
+            error(
+                16,
+                "site",
+                None,
+                None,
+                "tracker unavailable: /srv/support/tracker.db: unable to open database file",
+                3,
+            ),
+        ];
+        let config = NotifyConfig::check(Path::new("n"), &settings("smtp://h")).unwrap();
+        let (text, html) = render(&config, "support", &errors);
+        let subject = subject("support", errors.len());
+        insta::with_settings!({snapshot_path => "../docs/snapshots", prepend_module_to_snapshot => false}, {
+            insta::assert_snapshot!("notification.txt", format!("Subject: {subject}\n\n{text}"));
+            insta::assert_snapshot!("notification.html", html);
+        });
     }
 
     #[test]

@@ -18,6 +18,7 @@ use anyhow::Context;
 use crate::config::{CONFIG_FILE, Config, TrackerConfig, write_atomic};
 use crate::exchange::Exchange;
 use crate::ledger::Ledger;
+use crate::signing::{KeyError, SiteKey};
 use crate::tracker::local::LocalTracker;
 use crate::tracker::{Tracker, TrackerError};
 
@@ -81,9 +82,10 @@ impl Site {
             crate::engine::record_run_failure(&ledger, &e);
             e
         };
-        let exchange = Exchange::open_or_init(&state.join(EXCHANGE_DIR))
+        let mut exchange = Exchange::open_or_init(&state.join(EXCHANGE_DIR))
             .map_err(anyhow::Error::from)
             .map_err(recorded)?;
+        exchange.sign_with(SiteKey::load(&config.signing_key_path())?);
         // We hold the site lock, so nobody else writes the private clone: any lock
         // file in it was left by a run that was killed.
         for stale in exchange
@@ -161,6 +163,21 @@ fn take_lock(path: &Path) -> anyhow::Result<File> {
         Err(TryLockError::Error(e)) => {
             Err(e).with_context(|| format!("cannot lock {}", path.display()))
         }
+    }
+}
+
+/// This site's signing key, created (with its `.pub`) when the configuration
+/// names none and the state folder has none yet: a key `ferry.yaml` names must
+/// already exist, since ferry never writes where an admin pointed it. Returns the
+/// key with whether it was created.
+pub fn ensure_signing_key(config: &Config) -> Result<(SiteKey, bool), KeyError> {
+    let path = config.signing_key_path();
+    match SiteKey::load(&path) {
+        Err(KeyError::Missing { .. }) if config.site.signing_key.is_none() => {
+            let comment = format!("ferry@{}", config.site_name());
+            Ok((SiteKey::generate(&path, &comment)?, true))
+        }
+        other => other.map(|key| (key, false)),
     }
 }
 

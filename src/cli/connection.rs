@@ -6,11 +6,13 @@ use std::path::PathBuf;
 use super::{Ctx, ExitStatus, UsageError, operator};
 use crate::config::{
     BundleSettings, CONNECTIONS_DIR, ChannelSetting, Config, ConnectionFile,
-    DEFAULT_MAX_BUNDLE_BYTES, Direction, SyncMethod, validate_connection,
+    DEFAULT_MAX_BUNDLE_BYTES, Direction, ReviewSettings, SyncMethod, validate_connection,
 };
 use crate::ledger::Ledger;
 use crate::replica::is_plain_name;
+use crate::signing::{SignaturePolicy, add_trusted_key, parse_public_key};
 use crate::site::LEDGER_FILE;
+use crate::words::plural;
 
 /// Manage the connections to peer sites.
 #[derive(Debug, clap::Subcommand)]
@@ -19,6 +21,8 @@ pub enum ConnectionCommand {
     Add(AddArgs),
     /// List the connections.
     List,
+    /// Trust a peer's signing key (appends to connections/PEER.allowed_signers).
+    Trust(TrustArgs),
     /// Stop a connection: `ferry sync` and the steps skip it (nothing pulled,
     /// imported, exported or pushed) until it is resumed.
     ///
@@ -66,9 +70,27 @@ pub struct AddArgs {
     /// When the connection syncs.
     #[arg(long, value_enum, default_value = "auto")]
     method: SyncMethod,
+    /// Whether incoming commits must be signed by a key trusted with
+    /// `ferry connection trust`; `off` is for labs only.
+    #[arg(long, value_enum, default_value = "required")]
+    signatures: SignaturePolicy,
+    /// Import only what a reviewer approved (`ferry review approve`).
+    #[arg(long)]
+    review_required: bool,
     /// Replace an existing connection to this peer.
     #[arg(long)]
     force: bool,
+}
+
+/// Trust a peer's signing key: commits from PEER are imported only when signed by
+/// a trusted key. Appends to connections/PEER.allowed_signers.
+#[derive(Debug, clap::Args)]
+pub struct TrustArgs {
+    /// The peer site's name.
+    peer: String,
+    /// The peer's public key: the line `ferry key show` prints at the peer
+    /// (`ssh-ed25519 AAAA… ferry@peer`), or the path of a .pub file.
+    key: String,
 }
 
 /// Runs a connection subcommand.
@@ -78,6 +100,7 @@ pub fn run(cmd: ConnectionCommand, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> 
         ConnectionCommand::List => list(ctx),
         ConnectionCommand::Pause(args) => pause(args, ctx),
         ConnectionCommand::Resume(args) => resume(args, ctx),
+        ConnectionCommand::Trust(args) => trust(args, ctx),
     }
 }
 
@@ -118,6 +141,36 @@ fn resume(args: PeerArg, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
             args.peer, pause.since, pause.by
         )?,
         None => writeln!(ctx.out, "connection to {} was not paused", args.peer)?,
+    }
+    Ok(ExitStatus::Success)
+}
+
+fn trust(args: TrustArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
+    let config = Config::load(&ctx.dir)?;
+    let connection = config.connection(&args.peer)?;
+    let key = parse_public_key(&args.key).map_err(UsageError)?;
+    let fingerprint = key.fingerprint(ssh_key::HashAlg::Sha256);
+    let file = connection.trust.file.display();
+    if add_trusted_key(&connection.trust, &key)? {
+        writeln!(
+            ctx.out,
+            "{} now trusts {fingerprint} for commits from {} ({file})",
+            config.site_name(),
+            args.peer
+        )?;
+    } else {
+        writeln!(
+            ctx.out,
+            "{fingerprint} is already trusted for commits from {} ({file})",
+            args.peer
+        )?;
+    }
+    if connection.settings.signatures == SignaturePolicy::Off {
+        writeln!(
+            ctx.out,
+            "note: {} has `signatures: off`, so nothing is checked until it is `required`",
+            connection.file.display()
+        )?;
     }
     Ok(ExitStatus::Success)
 }
@@ -176,6 +229,10 @@ fn add(args: AddArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
         incoming: "rules/incoming.rhai".into(),
         stale_after_hours: None,
         conflicts: Default::default(),
+        review: ReviewSettings {
+            required: args.review_required,
+        },
+        signatures: args.signatures,
     };
     // Refuse a bad query now, with its position, rather than at 3 a.m.
     validate_connection(&file, &settings)?;
@@ -211,9 +268,14 @@ fn list(ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
             .iter()
             .map(|(l, r)| format!("{l}={r}"))
             .collect();
+        let trust = match (c.settings.signatures, c.trust.keys.len()) {
+            (SignaturePolicy::Off, _) => "signatures off".to_string(),
+            (SignaturePolicy::Required, 0) => "trusts no key".to_string(),
+            (SignaturePolicy::Required, n) => format!("trusts {n} key{}", plural(n)),
+        };
         writeln!(
             ctx.out,
-            "{}\t{}\t{:?}/{:?}\t{}\t{}",
+            "{}\t{}\t{:?}/{:?}\t{}\t{}\t{trust}",
             c.peer,
             c.settings.channel,
             c.settings.direction,

@@ -13,13 +13,14 @@ use anyhow::Context;
 
 use super::{Ctx, ExitStatus, report};
 use crate::config::{
-    BundleSettings, CONNECTIONS_DIR, ChannelSetting, ConnectionFile, DEFAULT_MAX_BUNDLE_BYTES,
-    Direction, SyncMethod,
+    BundleSettings, CONNECTIONS_DIR, ChannelSetting, Config, ConnectionFile,
+    DEFAULT_MAX_BUNDLE_BYTES, Direction, SyncMethod,
 };
 use crate::engine::{self, SyncOptions};
 use crate::exchange::own_branch;
 use crate::model::Issue;
-use crate::site::{Site, scaffold};
+use crate::signing::{SignaturePolicy, SiteKey, add_trusted_key};
+use crate::site::{Site, ensure_signing_key, scaffold};
 use crate::tracker::{IssuePatch, NewComment, NewIssue};
 
 /// Run the two-site story in a temporary folder and narrate it.
@@ -126,6 +127,8 @@ impl<'a> Story<'a> {
             "labels = escalate AND status != Closed",
         )?;
         self.setup_site("engineering", "ENG", "SUP", "labels = customer-facing")?;
+        self.exchange_keys("support", "engineering")?;
+        self.exchange_keys("engineering", "support")?;
         std::fs::write(
             self.site_dir("support").join("rules/incoming.rhai"),
             SUPPORT_INCOMING,
@@ -141,7 +144,9 @@ impl<'a> Story<'a> {
             "support/                 ferry.yaml, rules/, connections/engineering.yaml, tracker.db\n\
              engineering/             the same, for the engineering site\n\
              support shares issues matching: labels = escalate AND status != Closed\n\
-             support maps engineering's statuses to its own (rules/incoming.rhai)",
+             support maps engineering's statuses to its own (rules/incoming.rhai)\n\
+             each site signs its commits with .ferry/signing_key and trusts the other's\n\
+             public key (connections/<peer>.allowed_signers, `ferry connection trust`)",
         )?;
 
         self.heading(2, "Support: ann files two issues, one is escalated")?;
@@ -285,6 +290,7 @@ impl<'a> Story<'a> {
     ) -> anyhow::Result<()> {
         let dir = self.site_dir(name);
         scaffold(&dir, name)?;
+        ensure_signing_key(&Config::load(&dir)?)?;
         let peer = if name == "support" {
             "engineering"
         } else {
@@ -316,10 +322,21 @@ impl<'a> Story<'a> {
             incoming: "rules/incoming.rhai".into(),
             stale_after_hours: None,
             conflicts: Default::default(),
+            review: Default::default(),
+            signatures: SignaturePolicy::Required,
         };
         let file = dir.join(CONNECTIONS_DIR).join(format!("{peer}.yaml"));
         crate::config::write_atomic(&file, serde_yaml::to_string(&connection)?.as_bytes())?;
         drop(Site::open(&dir)?);
+        Ok(())
+    }
+
+    /// What `ferry key show` at `from` and `ferry connection trust from KEY` at
+    /// `to` do: `to` now accepts commits signed by `from`.
+    fn exchange_keys(&mut self, from: &str, to: &str) -> anyhow::Result<()> {
+        let key = SiteKey::load(&Config::load(&self.site_dir(from))?.signing_key_path())?;
+        let config = Config::load(&self.site_dir(to))?;
+        add_trusted_key(&config.connection(from)?.trust, &key.public_key())?;
         Ok(())
     }
 
@@ -463,6 +480,7 @@ impl<'a> Story<'a> {
         };
         let repo = git2::Repository::open_bare(repo_dir)?;
         let mut branches = Vec::new();
+        let (mut total, mut verified) = (0, 0);
         for r in repo.references()? {
             let r = r?;
             if let (Ok(name), Some(oid)) = (r.name(), r.target()) {
@@ -472,9 +490,25 @@ impl<'a> Story<'a> {
                     walk.count()
                 };
                 branches.push(format!("{name}: {commits} commit(s)"));
+                total += commits;
+                if let Some((owner, reader)) = name
+                    .strip_prefix("refs/heads/")
+                    .and_then(|b| b.split_once('/'))
+                {
+                    let config = Config::load(&self.site_dir(reader))?;
+                    verified += config
+                        .connection(owner)?
+                        .trust
+                        .admit(&repo, None, oid, name)?;
+                }
             }
         }
         self.say(&branches.join("\n"))?;
+        self.say(&format!(
+            "commits whose signature the receiving site verified: {verified} of {} (each \
+             site signs with its own key; `git verify-commit` accepts them too)",
+            total
+        ))?;
         let mut leaked = 0;
         let odb = repo.odb()?;
         odb.foreach(|oid| {

@@ -3,7 +3,7 @@
 use super::{Ctx, ExitStatus, UsageError};
 use crate::config::{CONFIG_FILE, Config};
 use crate::replica::is_plain_name;
-use crate::site::{Site, scaffold};
+use crate::site::{Site, ensure_signing_key, scaffold};
 
 /// Create a site: ferry.yaml, default rule scripts and the state folder.
 ///
@@ -50,11 +50,21 @@ pub fn run(args: InitArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
             config.site_name()
         )?;
     }
+    let (key, created) = ensure_signing_key(&config)?;
+    writeln!(
+        ctx.out,
+        "{} signing key {}",
+        if created { "created" } else { "kept   " },
+        key.path().display()
+    )?;
     // Opening the site creates the ledger, the exchange clone and the tracker.
     drop(Site::open(&dir)?);
     writeln!(
         ctx.out,
-        "site {} ready in {}\nnext: ferry connection add PEER --channel URL --project LOCAL=REMOTE",
+        "site {} ready in {}\n\
+         next: ferry connection add PEER --channel URL --project LOCAL=REMOTE\n\
+         then give PEER this site's public key (`ferry key show`) and trust theirs\n\
+         with `ferry connection trust PEER KEY`",
         config.site_name(),
         dir.display()
     )?;

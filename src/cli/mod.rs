@@ -9,6 +9,7 @@ mod connection;
 mod demo;
 mod errors;
 mod init;
+mod key;
 mod notify;
 mod relink;
 mod report;
@@ -25,6 +26,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::config::ConfigError;
+use crate::signing::KeyError;
 use crate::site::LockError;
 
 /// How a command ended, as cron sees it.
@@ -59,6 +61,8 @@ enum Command {
     Init(init::InitArgs),
     #[command(subcommand)]
     Connection(connection::ConnectionCommand),
+    #[command(subcommand)]
+    Key(key::KeyCommand),
     Tracker(tracker::TrackerArgs),
     Sync(steps::SyncArgs),
     Export(steps::ExportArgs),
@@ -126,6 +130,7 @@ fn dispatch(command: Command, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
     match command {
         Command::Init(args) => init::run(args, ctx),
         Command::Connection(cmd) => connection::run(cmd, ctx),
+        Command::Key(cmd) => key::run(cmd, ctx),
         Command::Tracker(args) => tracker::run(args, ctx),
         Command::Sync(args) => steps::sync(args, ctx),
         Command::Export(args) => steps::export(args, ctx),
@@ -164,7 +169,7 @@ fn classify(err: &anyhow::Error) -> ExitStatus {
         if cause.is::<LockError>() {
             return ExitStatus::Locked;
         }
-        if cause.is::<ConfigError>() || cause.is::<UsageError>() {
+        if cause.is::<ConfigError>() || cause.is::<UsageError>() || cause.is::<KeyError>() {
             return ExitStatus::Usage;
         }
         // Not a failure that goes away by itself like exit 3: like issue errors,

@@ -32,6 +32,14 @@ pub fn fetched(out: &mut dyn Write, peer: &str, f: &FetchOutcome) -> io::Result<
 
 /// Writes what an import did.
 pub fn imported(out: &mut dyn Write, peer: &str, r: &ImportReport) -> io::Result<()> {
+    if r.awaiting_review > 0 {
+        writeln!(
+            out,
+            "review {peer}: {} commit{} await approval (`ferry review`, then `ferry review approve`)",
+            r.awaiting_review,
+            plural(r.awaiting_review)
+        )?;
+    }
     if r.issues.is_empty() && r.errors.is_empty() {
         return writeln!(out, "import {peer}: nothing new");
     }

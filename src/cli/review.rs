@@ -3,19 +3,29 @@
 
 use std::io::Write;
 
-use super::{Ctx, ExitStatus};
-use crate::engine::{self, FieldChange, PendingIssue, Review, SyncOptions, Verdict};
+use git2::Oid;
+
+use super::{Ctx, ExitStatus, UsageError, operator};
+use crate::config::Connection;
+use crate::engine::{self, FieldChange, PendingIssue, Review, SyncOptions, Verdict, level};
+use crate::exchange::{approved_ref, peer_branch};
 use crate::model::FieldValue;
 use crate::site::Site;
-use crate::words::plural;
+use crate::words::{plural, short_id};
 
 /// Show the pending changes from each peer (fetched, not yet imported), per issue
 /// and per field, and what the incoming rule would do with them. Nothing is applied.
 ///
 /// Run `ferry pull` first to fetch. Descriptions are shown as word diffs in git's
 /// `--word-diff=plain` style: `[-removed-]{+added+}`.
+///
+/// On a connection with `review: {required: true}`, import stops at the last
+/// commit a reviewer approved with `ferry review approve`.
 #[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct ReviewArgs {
+    #[command(subcommand)]
+    action: Option<ReviewAction>,
     /// Only this connection.
     #[arg(long, value_name = "PEER")]
     connection: Option<String>,
@@ -24,8 +34,45 @@ pub struct ReviewArgs {
     json: bool,
 }
 
+#[derive(Debug, clap::Subcommand)]
+enum ReviewAction {
+    /// Approve the peer's fetched commits for import, up to REV (default: all
+    /// fetched); recorded with who and when.
+    Approve(ApproveArgs),
+    /// Keep the peer's commit REV (and everything after it) out of this tracker,
+    /// with a reason; reported as a connection-level error until a later approval.
+    Reject(RejectArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ApproveArgs {
+    /// A commit of the peer's branch (full or abbreviated id, as `ferry review`
+    /// shows them); default: the fetched head.
+    rev: Option<String>,
+    /// The connection; needed when several require review.
+    #[arg(long, value_name = "PEER")]
+    connection: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+struct RejectArgs {
+    /// A commit of the peer's branch.
+    rev: String,
+    /// Why, for the record and the error notice.
+    #[arg(long)]
+    reason: String,
+    /// The connection; needed when several require review.
+    #[arg(long, value_name = "PEER")]
+    connection: Option<String>,
+}
+
 /// Runs `ferry review`.
 pub fn run(args: ReviewArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
+    match args.action {
+        Some(ReviewAction::Approve(a)) => return approve(a, ctx),
+        Some(ReviewAction::Reject(r)) => return reject(r, ctx),
+        None => {}
+    }
     let site = Site::open(&ctx.dir)?;
     let connections = engine::selected(
         &site,
@@ -50,7 +97,202 @@ pub fn run(args: ReviewArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
     Ok(ExitStatus::Success)
 }
 
+/// The connection a verdict is about: the one named, else the only one that
+/// requires review.
+fn gated_connection(site: &Site, named: Option<String>) -> anyhow::Result<Connection> {
+    if let Some(peer) = named {
+        let connection = site.config.connection(&peer)?.clone();
+        if !connection.settings.review.required {
+            return Err(UsageError(format!(
+                "the connection to {peer} does not require review; set `review: {{required: true}}` in {}",
+                connection.file.display()
+            ))
+            .into());
+        }
+        return Ok(connection);
+    }
+    let gated: Vec<&Connection> = site
+        .config
+        .connections
+        .values()
+        .filter(|c| c.settings.review.required)
+        .collect();
+    match gated.as_slice() {
+        [one] => Ok((*one).clone()),
+        [] => Err(UsageError(
+            "no connection requires review; set `review: {required: true}` in a connection file"
+                .into(),
+        )
+        .into()),
+        _ => Err(UsageError(format!(
+            "several connections require review ({}); name one with --connection",
+            gated
+                .iter()
+                .map(|c| c.peer.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+        .into()),
+    }
+}
+
+/// Resolves REV to a commit of the peer's fetched branch that is not applied yet.
+fn pending_commit(site: &Site, peer: &str, rev: Option<&str>) -> anyhow::Result<Oid> {
+    let branch = peer_branch(site.name(), peer);
+    let Some(head) = site.exchange.resolve(&branch)? else {
+        return Err(UsageError(format!(
+            "nothing fetched from {peer} yet; run `ferry pull` first"
+        ))
+        .into());
+    };
+    let Some(rev) = rev else {
+        return Ok(head);
+    };
+    let commit = site
+        .exchange
+        .repo()
+        .revparse_single(rev)
+        .and_then(|o| o.peel_to_commit())
+        .map_err(|e| UsageError(format!("{rev:?} is not a commit here: {}", e.message())))?
+        .id();
+    if !site.exchange.is_ancestor(commit, head)? {
+        return Err(UsageError(format!(
+            "{rev} is not on {peer}'s branch {branch} (fetched head {})",
+            short_id(head)
+        ))
+        .into());
+    }
+    Ok(commit)
+}
+
+fn approve(args: ApproveArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
+    let site = Site::open(&ctx.dir)?;
+    let connection = gated_connection(&site, args.connection)?;
+    let peer = connection.peer.as_str();
+    let commit = pending_commit(&site, peer, args.rev.as_deref())?;
+    let approved = approved_ref(peer);
+    let previous = site.exchange.resolve(&approved)?;
+    if let Some(previous) = previous
+        && site.exchange.is_ancestor(commit, previous)?
+    {
+        writeln!(
+            ctx.out,
+            "{} is already approved (approved up to {})",
+            short_id(commit),
+            short_id(previous)
+        )?;
+        return Ok(ExitStatus::Success);
+    }
+    let by = operator();
+    // Approving past a rejected commit is a reviewer changing their mind: say so.
+    for rejection in site.ledger.open_rejections(peer)? {
+        let Ok(rejected) = Oid::from_str(&rejection.commit) else {
+            continue;
+        };
+        if site.exchange.is_ancestor(rejected, commit)? {
+            site.ledger.supersede_rejection(peer, &rejection.commit)?;
+            site.ledger
+                .resolve_subject(peer, &review_subject(rejected))?;
+            writeln!(
+                ctx.out,
+                "this approval includes {}, rejected by {} at {} ({})",
+                short_id(rejected),
+                rejection.by,
+                rejection.at,
+                rejection.reason.as_deref().unwrap_or("no reason given")
+            )?;
+        }
+    }
+    site.exchange
+        .set_ref(&approved, commit, &format!("ferry review approve by {by}"))?;
+    site.ledger
+        .record_verdict(peer, &commit.to_string(), "approved", &by, None)?;
+    writeln!(
+        ctx.out,
+        "approved {peer}'s commits up to {} (by {by}); the next import applies them",
+        short_id(commit)
+    )?;
+    Ok(ExitStatus::Success)
+}
+
+fn reject(args: RejectArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
+    let site = Site::open(&ctx.dir)?;
+    let connection = gated_connection(&site, args.connection)?;
+    let peer = connection.peer.as_str();
+    let commit = pending_commit(&site, peer, Some(&args.rev))?;
+    if let Some(approved) = site.exchange.resolve(&approved_ref(peer))?
+        && site.exchange.is_ancestor(commit, approved)?
+    {
+        return Err(UsageError(format!(
+            "{} is already approved (up to {}); an approval cannot be taken back once \
+             imported",
+            short_id(commit),
+            short_id(approved)
+        ))
+        .into());
+    }
+    let by = operator();
+    site.ledger.record_verdict(
+        peer,
+        &commit.to_string(),
+        "rejected",
+        &by,
+        Some(&args.reason),
+    )?;
+    site.ledger.record_error(
+        level::CONNECTION,
+        Some(peer),
+        Some(&review_subject(commit)),
+        &format!(
+            "{by} rejected {peer}'s commit {} in review: {}; it and every later commit \
+             stay out of this tracker until {peer} sends a replacement that is approved \
+             (or a reviewer approves past it)",
+            short_id(commit),
+            args.reason
+        ),
+    )?;
+    writeln!(
+        ctx.out,
+        "rejected {peer}'s commit {} (by {by}); recorded as a connection error",
+        short_id(commit)
+    )?;
+    Ok(ExitStatus::Success)
+}
+
+/// The error subject of a rejected commit.
+fn review_subject(commit: Oid) -> String {
+    format!("review {}", short_id(commit))
+}
+
 fn render(out: &mut dyn Write, review: &Review) -> std::io::Result<()> {
+    if review.review_required {
+        match &review.approved {
+            Some(a) => writeln!(
+                out,
+                "{}: review required; approved up to {} by {} at {}",
+                review.peer,
+                &a.commit[..10],
+                a.by,
+                a.at
+            )?,
+            None => writeln!(
+                out,
+                "{}: review required; nothing approved yet",
+                review.peer
+            )?,
+        }
+        for r in &review.rejected {
+            writeln!(
+                out,
+                "{}: rejected {} by {} at {}: {}",
+                review.peer,
+                &r.commit[..10],
+                r.by,
+                r.at,
+                r.reason.as_deref().unwrap_or("")
+            )?;
+        }
+    }
     if review.issues.is_empty() && review.refused_paths.is_empty() {
         return writeln!(out, "{}: nothing pending", review.peer);
     }

@@ -13,7 +13,7 @@ use git2::Oid;
 use super::conflict::{self, Settled, Settlement};
 use super::{IssueError, issue_error, load_rule};
 use crate::config::Connection;
-use crate::exchange::{applied_ref, peer_branch};
+use crate::exchange::{applied_ref, approved_ref, peer_branch};
 use crate::failpoint;
 use crate::model::{Comment, Issue, Origin};
 use crate::replica::{MAX_REPLICA_BYTES, Replica};
@@ -65,6 +65,9 @@ pub struct ImportReport {
     pub issues: Vec<ImportedIssue>,
     /// Replicas that failed (queued for retry).
     pub errors: Vec<IssueError>,
+    /// With `review.required`: fetched commits left out because no reviewer has
+    /// approved them yet.
+    pub awaiting_review: usize,
 }
 
 /// Imports what the peer changed since the last applied commit.
@@ -72,11 +75,30 @@ pub fn import(site: &mut Site, connection: &Connection) -> anyhow::Result<Import
     let me = site.name().to_string();
     let peer = connection.peer.clone();
     let mut report = ImportReport::default();
-    let Some(head) = site.exchange.resolve(&peer_branch(&me, &peer))? else {
+    let Some(fetched) = site.exchange.resolve(&peer_branch(&me, &peer))? else {
         return Ok(report);
     };
     let applied = site.exchange.resolve(&applied_ref(&peer))?;
     report.previous = applied;
+    // With review required, import stops at the last approved commit.
+    let head = if connection.settings.review.required {
+        // An approval older than what is applied (review switched on later) is
+        // already passed.
+        let approved = match (site.exchange.resolve(&approved_ref(&peer))?, applied) {
+            (Some(approved), Some(applied)) if site.exchange.is_ancestor(approved, applied)? => {
+                None
+            }
+            (approved, _) => approved,
+        };
+        let gate = approved.or(applied);
+        report.awaiting_review = site.exchange.commits_between(gate, fetched)?.len();
+        match gate {
+            Some(gate) => gate,
+            None => return Ok(report),
+        }
+    } else {
+        fetched
+    };
     report.applied = Some(head);
     if applied == Some(head) && site.ledger.due_retries(&peer)?.is_empty() {
         return Ok(report);

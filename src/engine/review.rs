@@ -14,6 +14,7 @@ use super::import::{
 use super::load_rule;
 use crate::config::Connection;
 use crate::exchange::{applied_ref, peer_branch};
+use crate::ledger::ReviewVerdict;
 use crate::model::{Comment, FieldValue};
 use crate::replica::Replica;
 use crate::rules::IncomingInput;
@@ -97,6 +98,12 @@ pub struct Review {
     pub issues: Vec<PendingIssue>,
     /// Paths the peer wrote outside `issues/` (refused on import).
     pub refused_paths: Vec<String>,
+    /// The connection imports only approved commits (`review.required`).
+    pub review_required: bool,
+    /// The newest approval, if any.
+    pub approved: Option<ReviewVerdict>,
+    /// Rejections no later approval has superseded.
+    pub rejected: Vec<ReviewVerdict>,
 }
 
 /// Computes what importing the connection's fetched commits would do.
@@ -112,6 +119,9 @@ pub fn review(site: &Site, connection: &Connection) -> anyhow::Result<Review> {
         commits: Vec::new(),
         issues: Vec::new(),
         refused_paths: Vec::new(),
+        review_required: connection.settings.review.required,
+        approved: site.ledger.last_approval(peer)?,
+        rejected: site.ledger.open_rejections(peer)?,
     };
     let Some(head) = head else {
         return Ok(review);

@@ -88,7 +88,12 @@ pub fn selected(site: &Site, options: &SyncOptions) -> anyhow::Result<Vec<Connec
 /// Fetches the peer's branch from the connection's channel.
 pub fn pull(site: &Site, connection: &Connection) -> anyhow::Result<FetchOutcome> {
     let channel = open_channel(&connection.settings.channel, &site.config.root);
-    let outcome = channel.fetch(&site.exchange, site.name(), &connection.peer)?;
+    let outcome = channel.fetch(
+        &site.exchange,
+        site.name(),
+        &connection.peer,
+        &connection.trust,
+    )?;
     failpoint::hit("after-fetch");
     Ok(outcome)
 }

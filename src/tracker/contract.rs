@@ -138,6 +138,10 @@ fn create_then_get(tracker: &mut dyn Tracker, setup: &Setup) {
     assert!(!created.status.is_empty() && !created.deleted);
     assert!(created.created >= before && created.updated >= created.created);
     assert_eq!(reload(tracker, &created), created);
+    assert_eq!(
+        tracker.get_by_key(&created.key).expect("get by key"),
+        Some(created)
+    );
 }
 
 /// An issue without a summary is refused for that issue, not as an outage.
@@ -154,6 +158,8 @@ fn summary_is_required(tracker: &mut dyn Tracker, setup: &Setup) {
 fn unknown_ids(tracker: &mut dyn Tracker, setup: &Setup) {
     let id = "987654321";
     assert!(tracker.get(id).expect("get").is_none());
+    let key = format!("{}-987654321", setup.project);
+    assert!(tracker.get_by_key(&key).expect("get by key").is_none());
     assert!(matches!(
         tracker.update(id, &IssuePatch::default(), setup.user),
         Err(TrackerError::NotFound(_))

@@ -228,15 +228,6 @@ impl LocalTracker {
         &self.path
     }
 
-    /// One issue by key (`SUP-1`), deleted ones included (with `deleted: true`) so
-    /// that a caller can say the issue was deleted rather than never existed.
-    pub fn get_by_key(&self, key: &str) -> Result<Option<Issue>, TrackerError> {
-        let Some((project, number)) = split_key(key) else {
-            return Ok(None);
-        };
-        self.read(|conn| load_one(conn, &Filter::Key(project, number)))
-    }
-
     /// Moves an issue to another project (created on first use): it gets the next
     /// number there, so a new key, and keeps its id, which is what replicas and
     /// links go by. Returns the issue as stored.
@@ -417,6 +408,13 @@ impl Tracker for LocalTracker {
             return Ok(None);
         };
         self.read(|conn| load_one(conn, &Filter::Id(id)))
+    }
+
+    fn get_by_key(&self, key: &str) -> Result<Option<Issue>, TrackerError> {
+        let Some((project, number)) = split_key(key) else {
+            return Ok(None);
+        };
+        self.read(|conn| load_one(conn, &Filter::Key(project, number)))
     }
 
     fn find_by_origin(&self, origin: &Origin) -> Result<Option<Issue>, TrackerError> {

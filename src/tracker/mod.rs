@@ -120,6 +120,11 @@ pub trait Tracker {
     /// One issue by stable id, `None` when it does not exist.
     fn get(&self, id: &str) -> Result<Option<Issue>, TrackerError>;
 
+    /// One issue by its current key (`SUP-1`), the way people name issues; deleted
+    /// ones included (with `deleted: true`) so that a caller can say the issue was
+    /// deleted rather than never existed.
+    fn get_by_key(&self, key: &str) -> Result<Option<Issue>, TrackerError>;
+
     /// The issue carrying this origin marker, if sync already created it.
     fn find_by_origin(&self, origin: &Origin) -> Result<Option<Issue>, TrackerError>;
 

@@ -9,8 +9,10 @@
 //! repository both sites reach out to, and [`bundle::BundleChannel`], bundle files
 //! carried between an outbox and an inbox folder (DESIGN.md, Transport).
 //!
-//! Whatever the channel, the peer's commits pass [`admit`] before the peer's
-//! branch moves: one function, so every channel refuses the same hostile trees.
+//! Whatever the channel, the peer's new commits pass [`admit`] before the peer's
+//! branch moves: one function, so every channel refuses the same commits: those
+//! without a signature the connection trusts ([`crate::signing`]) and those whose
+//! tree holds what no ferry writes.
 pub mod bundle;
 mod pack;
 pub mod remote;
@@ -22,6 +24,7 @@ use git2::{Delta, FileMode, Oid};
 use crate::config::ChannelSetting;
 use crate::exchange::{Exchange, ExchangeError};
 use crate::replica::{MAX_REPLICA_BYTES, Replica, SITE_FILE, SiteFile, is_plain_name};
+use crate::signing::{AdmitError as SignatureError, Trust};
 
 /// A transfer failed.
 #[derive(Debug, thiserror::Error)]
@@ -158,12 +161,13 @@ pub enum PushOutcome {
 /// How commits travel between this site and one peer.
 pub trait Channel {
     /// Brings the peer's branch for this site into the local exchange repo,
-    /// fast-forward only.
+    /// fast-forward only, and only once `trust` admits every new commit.
     fn fetch(
         &self,
         exchange: &Exchange,
         site: &str,
         peer: &str,
+        trust: &Trust,
     ) -> Result<FetchOutcome, TransportError>;
     /// Sends this site's branch for the peer, never forced.
     fn push(
@@ -208,6 +212,9 @@ const MAX_LISTED_PROBLEMS: usize = 20;
 /// The peer's commits were refused by [`admit`].
 #[derive(Debug, thiserror::Error)]
 pub enum AdmitError {
+    /// A commit lacks a signature the connection trusts (see [`crate::signing`]).
+    #[error(transparent)]
+    Signature(Box<SignatureError>),
     /// The candidate is not a commit (a tag, tree or blob, or missing).
     #[error("refusing {peer}'s branch: {candidate} is not a commit this site has: {source}")]
     NotACommit {
@@ -250,7 +257,9 @@ pub enum AdmitError {
 /// Checks the peer's commits `before..candidate` before the peer's branch may move
 /// to `candidate`; every channel calls it, before any ref moves.
 ///
-/// `before` was admitted earlier, so only what changed since is read: the tree of
+/// Every new commit must be signed by a key `trust` holds, for this branch
+/// ([`Trust::admit`]). `before` was admitted earlier, so only what changed since
+/// is read: the tree of
 /// `candidate` is then known to hold only
 /// - `site.yaml` at the root, naming `peer` as its site and `site` as its peer;
 /// - `issues/<project>/<id>.yaml` replicas that parse, whose `site` is `peer` and
@@ -268,9 +277,20 @@ pub fn admit(
     peer: &str,
     before: Option<Oid>,
     candidate: Oid,
+    trust: &Trust,
     limits: &Limits,
 ) -> Result<(), AdmitError> {
     let repo = exchange.repo();
+    // Signatures, signers and branch of every new commit first: an unsigned tree
+    // is not even read.
+    trust
+        .admit(
+            repo,
+            before,
+            candidate,
+            &crate::exchange::peer_branch(site, peer),
+        )
+        .map_err(|e| AdmitError::Signature(Box::new(e)))?;
     let commit = repo
         .find_commit(candidate)
         .map_err(|source| AdmitError::NotACommit {

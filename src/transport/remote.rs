@@ -8,7 +8,8 @@
 //!
 //! Safety rules, both directions:
 //! - fetch only fast-forwards the local copy of the peer's branch; a rewritten
-//!   history is refused before anything can be imported from it;
+//!   history, or a new commit without a trusted signature, is refused before
+//!   anything can be imported from it;
 //! - push is never forced. If the channel's copy of our branch moved (restored
 //!   from a backup, or pushed by another machine of this site), we record a merge
 //!   whose tree is ours and push that as a fast-forward. Ours wins because the
@@ -24,6 +25,7 @@ use git2::{
 
 use super::{Channel, FetchOutcome, Limits, PushOutcome, TransportError, admit};
 use crate::exchange::{Exchange, ExchangeError, own_branch, peer_branch};
+use crate::signing::Trust;
 
 /// How many times a push is tried (each rejection reconciles first) before giving up.
 const MAX_PUSH_ATTEMPTS: u32 = 3;
@@ -331,6 +333,7 @@ impl Channel for GitRemote {
         exchange: &Exchange,
         site: &str,
         peer: &str,
+        trust: &Trust,
     ) -> Result<FetchOutcome, TransportError> {
         self.check_usable()?;
         let branch = peer_branch(site, peer);
@@ -352,32 +355,38 @@ impl Channel for GitRemote {
                 source,
             ));
         }
-        if let Some(local) = before {
-            if !exchange
+        if let Some(local) = before
+            && !exchange
                 .is_ancestor(local, fetched)
                 .map_err(|e| self.ex_err(e))?
-            {
-                return Err(TransportError::Rewritten {
-                    channel: self.channel(),
-                    peer: peer.to_string(),
-                    refname: branch,
-                    local,
-                    fetched,
-                });
-            }
-            if local == fetched {
-                return Ok(FetchOutcome {
-                    before,
-                    after: before,
-                    notes: Vec::new(),
-                });
-            }
-        }
-        admit(exchange, site, peer, before, fetched, &Limits::default()).map_err(|source| {
-            TransportError::Refused {
+        {
+            return Err(TransportError::Rewritten {
                 channel: self.channel(),
-                source: Box::new(source),
-            }
+                peer: peer.to_string(),
+                refname: branch,
+                local,
+                fetched,
+            });
+        }
+        if before == Some(fetched) {
+            return Ok(FetchOutcome {
+                before,
+                after: before,
+                notes: Vec::new(),
+            });
+        }
+        admit(
+            exchange,
+            site,
+            peer,
+            before,
+            fetched,
+            trust,
+            &Limits::default(),
+        )
+        .map_err(|source| TransportError::Refused {
+            channel: self.channel(),
+            source: Box::new(source),
         })?;
         exchange
             .update_ref(
@@ -514,7 +523,9 @@ fn callbacks<'a>() -> RemoteCallbacks<'a> {
 mod tests {
     use super::*;
     use crate::exchange::FileWrite;
+    use crate::signing::{AdmitError, Refusal, SignaturePolicy, SiteKey};
     use crate::transport::testing::replica_yaml;
+    use ssh_key::HashAlg;
     use std::net::{TcpListener, TcpStream};
     use std::process::{Child, Command, Stdio};
     use std::time::{Duration, Instant};
@@ -555,20 +566,47 @@ mod tests {
         root: tempfile::TempDir,
         support: Exchange,
         engineering: Exchange,
+        /// The key support signs with, as engineering trusts it.
+        support_key: SiteKey,
+        /// What engineering trusts on its connection to support.
+        engineering_trusts: Trust,
+        /// What support trusts on its connection to engineering.
+        support_trusts: Trust,
+    }
+
+    /// A site's exchange, signing with a new key.
+    fn signing_site(root: &Path, site: &str) -> (Exchange, SiteKey) {
+        let key = SiteKey::generate(&root.join(site).join("signing_key"), site).unwrap();
+        let mut exchange = Exchange::open_or_init(&root.join(site).join("exchange.git")).unwrap();
+        exchange.sign_with(key.clone());
+        (exchange, key)
+    }
+
+    /// A connection's trust in exactly `keys`.
+    fn trusting(root: &Path, peer: &str, keys: &[&SiteKey]) -> Trust {
+        Trust {
+            peer: peer.to_string(),
+            file: root.join(format!("{peer}.allowed_signers")),
+            policy: SignaturePolicy::Required,
+            keys: keys.iter().map(|k| k.public_key()).collect(),
+        }
     }
 
     impl World {
         fn new() -> World {
             let root = tempfile::tempdir().unwrap();
             git_cli(root.path(), &["init", "--bare", "-q", "exchange.git"]);
-            let support =
-                Exchange::open_or_init(&root.path().join("support/exchange.git")).unwrap();
-            let engineering =
-                Exchange::open_or_init(&root.path().join("engineering/exchange.git")).unwrap();
+            let (support, support_key) = signing_site(root.path(), SUPPORT);
+            let (engineering, engineering_key) = signing_site(root.path(), ENGINEERING);
+            let engineering_trusts = trusting(root.path(), SUPPORT, &[&support_key]);
+            let support_trusts = trusting(root.path(), ENGINEERING, &[&engineering_key]);
             World {
                 root,
                 support,
                 engineering,
+                support_key,
+                engineering_trusts,
+                support_trusts,
             }
         }
 
@@ -618,7 +656,7 @@ mod tests {
 
         let from_channel = w.channel(ENGINEERING);
         let got = from_channel
-            .fetch(&w.engineering, ENGINEERING, SUPPORT)
+            .fetch(&w.engineering, ENGINEERING, SUPPORT, &w.engineering_trusts)
             .unwrap();
         assert_eq!(
             got,
@@ -637,7 +675,7 @@ mod tests {
         assert_eq!(bytes, replica_yaml(SUPPORT, "SUP", "1", "v2"));
         // Nothing new: before = after.
         let again = from_channel
-            .fetch(&w.engineering, ENGINEERING, SUPPORT)
+            .fetch(&w.engineering, ENGINEERING, SUPPORT, &w.engineering_trusts)
             .unwrap();
         assert_eq!(
             again,
@@ -652,7 +690,7 @@ mod tests {
         let c3 = export(&w.support, "v3");
         to_channel.push(&w.support, SUPPORT, ENGINEERING).unwrap();
         let next = from_channel
-            .fetch(&w.engineering, ENGINEERING, SUPPORT)
+            .fetch(&w.engineering, ENGINEERING, SUPPORT, &w.engineering_trusts)
             .unwrap();
         assert_eq!(
             next,
@@ -665,6 +703,244 @@ mod tests {
         assert_eq!(w.engineering.resolve(&branch).unwrap(), Some(c3));
     }
 
+    /// Support shares v1 and engineering fetches it: the known starting point of
+    /// the refusal tests.
+    fn fetched_once(w: &World) -> Oid {
+        let c1 = export(&w.support, "v1");
+        w.channel(SUPPORT)
+            .push(&w.support, SUPPORT, ENGINEERING)
+            .unwrap();
+        w.channel(ENGINEERING)
+            .fetch(&w.engineering, ENGINEERING, SUPPORT, &w.engineering_trusts)
+            .unwrap();
+        c1
+    }
+
+    /// The bare channel opened as an exchange that signs with `key`: what someone
+    /// with write access to the channel and that key can make there.
+    fn channel_signing_as(w: &World, key: &SiteKey) -> Exchange {
+        let mut channel = Exchange::open_or_init(&w.bare()).unwrap();
+        channel.sign_with(key.clone());
+        channel
+    }
+
+    /// An unsigned commit on top of `parent` in the channel, made by the git CLI
+    /// with a message naming the right branch.
+    fn unsigned_commit(w: &World, parent: Oid) -> String {
+        let tree = git_cli(&w.bare(), &["rev-parse", &format!("{parent}^{{tree}}")]);
+        git_cli(
+            &w.bare(),
+            &[
+                "commit-tree",
+                &tree,
+                "-p",
+                &parent.to_string(),
+                "-m",
+                "forged\n\nFerry-Branch: support/engineering",
+            ],
+        )
+    }
+
+    /// Engineering fetches `tip` from the channel and must refuse it because of
+    /// `culprit`; the peer branch stays at `known`, the tip is kept for inspection.
+    fn assert_refused(w: &World, known: Oid, tip: &str, culprit: &str) -> Refusal {
+        let branch = own_branch(SUPPORT, ENGINEERING);
+        git_cli(&w.bare(), &["update-ref", &branch, tip]);
+        let err = w
+            .channel(ENGINEERING)
+            .fetch(&w.engineering, ENGINEERING, SUPPORT, &w.engineering_trusts)
+            .unwrap_err();
+        let message = err.to_string();
+        let TransportError::Refused { source, .. } = err else {
+            panic!("not a refusal: {message}");
+        };
+        let crate::transport::AdmitError::Signature(signature) = *source else {
+            panic!("not a signature refusal: {message}");
+        };
+        let AdmitError::Refused { commit, reason, .. } = *signature else {
+            panic!("not a refused commit: {message}");
+        };
+        assert_eq!(commit.to_string(), culprit, "{message}");
+        assert!(message.contains(culprit), "the commit is named: {message}");
+        assert!(message.contains("nothing was imported"), "{message}");
+        assert_eq!(w.engineering.resolve(&branch).unwrap(), Some(known));
+        assert_eq!(
+            w.engineering
+                .resolve(&format!("refs/ferry/fetched/{SUPPORT}"))
+                .unwrap()
+                .map(|o| o.to_string())
+                .as_deref(),
+            Some(tip)
+        );
+        reason
+    }
+
+    #[test]
+    fn an_unsigned_commit_is_refused() {
+        let w = World::new();
+        let c1 = fetched_once(&w);
+        let forged = unsigned_commit(&w, c1);
+        assert_eq!(assert_refused(&w, c1, &forged, &forged), Refusal::Unsigned);
+    }
+
+    #[test]
+    fn a_commit_signed_by_an_untrusted_key_is_refused() {
+        let w = World::new();
+        let c1 = fetched_once(&w);
+        let mallory = SiteKey::generate(&w.root.path().join("mallory"), "mallory").unwrap();
+        let channel = channel_signing_as(&w, &mallory);
+        let forged = channel
+            .commit(
+                &own_branch(SUPPORT, ENGINEERING),
+                &[FileWrite {
+                    path: "issues/SUP/1.yaml".into(),
+                    content: Some(b"forged".to_vec()),
+                }],
+                "export: forged",
+                SUPPORT,
+            )
+            .unwrap()
+            .unwrap()
+            .to_string();
+        let reason = assert_refused(&w, c1, &forged, &forged);
+        let Refusal::UnknownSigner { fingerprint, .. } = reason else {
+            panic!("{reason}");
+        };
+        assert_eq!(
+            fingerprint,
+            mallory
+                .public_key()
+                .fingerprint(HashAlg::Sha256)
+                .to_string()
+        );
+    }
+
+    #[test]
+    fn a_tampered_commit_is_refused() {
+        let w = World::new();
+        let c1 = fetched_once(&w);
+        let c2 = export(&w.support, "v2");
+        w.channel(SUPPORT)
+            .push(&w.support, SUPPORT, ENGINEERING)
+            .unwrap();
+        // The signature is kept, the message changed: what an edit of the object
+        // on the server would look like.
+        let raw = git_cli(&w.bare(), &["cat-file", "commit", &c2.to_string()]);
+        let altered = raw.replace("export: v2", "export: v3");
+        assert_ne!(raw, altered);
+        let tampered = {
+            let mut child = git_command(&w.bare())
+                .args(["hash-object", "-t", "commit", "-w", "--stdin"])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(format!("{altered}\n").as_bytes())
+                .unwrap();
+            let out = child.wait_with_output().unwrap();
+            String::from_utf8(out.stdout).unwrap().trim().to_string()
+        };
+        assert_eq!(
+            assert_refused(&w, c1, &tampered, &tampered),
+            Refusal::BadSignature
+        );
+    }
+
+    #[test]
+    fn a_genuine_commit_for_another_branch_is_refused() {
+        let w = World::new();
+        let c1 = fetched_once(&w);
+        // Support's own, correctly signed commit for another peer, moved onto the
+        // branch it shares with engineering.
+        let channel = channel_signing_as(&w, &w.support_key);
+        let lab = own_branch(SUPPORT, "lab");
+        channel.set_ref(&lab, c1, "test").unwrap();
+        let other = channel
+            .commit(
+                &lab,
+                &[FileWrite {
+                    path: "issues/SUP/1.yaml".into(),
+                    content: Some(b"for the lab".to_vec()),
+                }],
+                "export: lab",
+                SUPPORT,
+            )
+            .unwrap()
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            assert_refused(&w, c1, &other, &other),
+            Refusal::WrongBranch {
+                named: Some("support/lab".into())
+            }
+        );
+    }
+
+    #[test]
+    fn a_signed_merge_of_an_unsigned_commit_is_refused_by_the_unsigned_one() {
+        let w = World::new();
+        let c1 = fetched_once(&w);
+        let unsigned = unsigned_commit(&w, c1);
+        let channel = channel_signing_as(&w, &w.support_key);
+        let merge = channel
+            .merge_keep_ours(
+                &own_branch(SUPPORT, ENGINEERING),
+                Oid::from_str(&unsigned).unwrap(),
+                "merge",
+                SUPPORT,
+            )
+            .unwrap()
+            .to_string();
+        assert_eq!(assert_refused(&w, c1, &merge, &unsigned), Refusal::Unsigned);
+    }
+
+    #[test]
+    fn trusting_no_key_admits_nothing_unless_signatures_are_off() {
+        let w = World::new();
+        let c1 = export(&w.support, "v1");
+        w.channel(SUPPORT)
+            .push(&w.support, SUPPORT, ENGINEERING)
+            .unwrap();
+        let nobody = trusting(w.root.path(), SUPPORT, &[]);
+        let err = w
+            .channel(ENGINEERING)
+            .fetch(&w.engineering, ENGINEERING, SUPPORT, &nobody)
+            .unwrap_err();
+        let message = err.to_string();
+        assert!(
+            message.contains("ferry connection trust support KEY"),
+            "{message}"
+        );
+        assert!(message.contains("signatures: off"), "{message}");
+        assert_eq!(
+            w.engineering
+                .resolve(&own_branch(SUPPORT, ENGINEERING))
+                .unwrap(),
+            None
+        );
+
+        // A lab connection that opted out takes even an unsigned commit.
+        let unsigned = unsigned_commit(&w, c1);
+        git_cli(
+            &w.bare(),
+            &["update-ref", &own_branch(SUPPORT, ENGINEERING), &unsigned],
+        );
+        let off = Trust {
+            policy: SignaturePolicy::Off,
+            ..nobody
+        };
+        let got = w
+            .channel(ENGINEERING)
+            .fetch(&w.engineering, ENGINEERING, SUPPORT, &off)
+            .unwrap();
+        assert_eq!(got.after.map(|o| o.to_string()), Some(unsigned));
+    }
+
     #[test]
     fn nothing_to_send_or_receive_yet() {
         let w = World::new();
@@ -674,7 +950,9 @@ mod tests {
             PushOutcome::UpToDate
         );
         assert_eq!(
-            channel.fetch(&w.support, SUPPORT, ENGINEERING).unwrap(),
+            channel
+                .fetch(&w.support, SUPPORT, ENGINEERING, &w.support_trusts)
+                .unwrap(),
             FetchOutcome {
                 before: None,
                 after: None,
@@ -687,7 +965,9 @@ mod tests {
     fn missing_local_channel_says_how_to_create_it() {
         let w = World::new();
         let channel = GitRemote::new("nowhere.git", w.root.path());
-        let err = channel.fetch(&w.support, SUPPORT, ENGINEERING).unwrap_err();
+        let err = channel
+            .fetch(&w.support, SUPPORT, ENGINEERING, &w.support_trusts)
+            .unwrap_err();
         let expected = w.root.path().join("nowhere.git");
         assert_eq!(
             err.to_string(),
@@ -713,7 +993,9 @@ mod tests {
             channel.push(&w.support, SUPPORT, ENGINEERING).unwrap(),
             PushOutcome::Pushed(c1)
         );
-        let got = channel.fetch(&w.engineering, ENGINEERING, SUPPORT).unwrap();
+        let got = channel
+            .fetch(&w.engineering, ENGINEERING, SUPPORT, &w.engineering_trusts)
+            .unwrap();
         assert_eq!(got.after, Some(c1));
     }
 
@@ -727,7 +1009,7 @@ mod tests {
             .unwrap();
         let from_channel = w.channel(ENGINEERING);
         from_channel
-            .fetch(&w.engineering, ENGINEERING, SUPPORT)
+            .fetch(&w.engineering, ENGINEERING, SUPPORT, &w.engineering_trusts)
             .unwrap();
 
         // Someone rewrites the branch: a parentless commit with other content,
@@ -775,7 +1057,7 @@ mod tests {
         );
 
         let err = from_channel
-            .fetch(&w.engineering, ENGINEERING, SUPPORT)
+            .fetch(&w.engineering, ENGINEERING, SUPPORT, &w.engineering_trusts)
             .unwrap_err();
         let message = err.to_string();
         assert!(matches!(err, TransportError::Rewritten { .. }), "{message}");
@@ -901,7 +1183,9 @@ mod tests {
             channel.push(&w.support, SUPPORT, ENGINEERING).unwrap(),
             PushOutcome::UpToDate
         );
-        let got = channel.fetch(&w.engineering, ENGINEERING, SUPPORT).unwrap();
+        let got = channel
+            .fetch(&w.engineering, ENGINEERING, SUPPORT, &w.engineering_trusts)
+            .unwrap();
         assert_eq!(
             got,
             FetchOutcome {
@@ -945,7 +1229,7 @@ mod tests {
             .port();
         let url = format!("git://127.0.0.1:{port}/exchange.git");
         let err = GitRemote::new(&url, Path::new("/unused"))
-            .fetch(&w.engineering, ENGINEERING, SUPPORT)
+            .fetch(&w.engineering, ENGINEERING, SUPPORT, &w.engineering_trusts)
             .unwrap_err();
         let message = err.to_string();
         assert!(message.starts_with(&url), "{message}");
@@ -998,7 +1282,7 @@ mod tests {
                 continue;
             }
             let err = GitRemote::new(url, Path::new("/unused"))
-                .fetch(&w.support, SUPPORT, ENGINEERING)
+                .fetch(&w.support, SUPPORT, ENGINEERING, &w.support_trusts)
                 .unwrap_err();
             let message = err.to_string();
             assert!(message.starts_with(url), "{message}");

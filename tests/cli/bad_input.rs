@@ -70,12 +70,21 @@ fn a_second_run_waits_for_the_lock_with_exit_75() {
 }
 
 /// Writes files onto engineering's branch for support with the real git, as a
-/// broken or hostile peer would.
+/// broken or hostile peer would: one support trusts, so the commits are signed
+/// with its key by git itself (`gpg.format=ssh`) and name their branch.
 pub fn peer_commit(w: &World, files: &[(&str, &str)]) -> String {
     let work = w.path("hostile");
     if !work.exists() {
         git(w.root.path(), &["clone", "-q", "exchange.git", "hostile"]);
         git(&work, &["checkout", "-q", "-b", "engineering/support"]);
+        let key = ssh_key(w, "hostile.key");
+        w.ok(
+            "support",
+            &["connection", "trust", "engineering", &format!("{key}.pub")],
+        );
+        git(&work, &["config", "gpg.format", "ssh"]);
+        git(&work, &["config", "user.signingkey", &key]);
+        git(&work, &["config", "commit.gpgsign", "true"]);
     }
     for (path, content) in files {
         let file = work.join(path);
@@ -83,11 +92,37 @@ pub fn peer_commit(w: &World, files: &[(&str, &str)]) -> String {
         std::fs::write(file, content).unwrap();
     }
     git(&work, &["add", "-A"]);
-    git(&work, &["commit", "-q", "-m", "peer"]);
+    git(
+        &work,
+        &[
+            "commit",
+            "-q",
+            "-m",
+            "peer",
+            "-m",
+            "Ferry-Branch: engineering/support",
+        ],
+    );
     git(&work, &["push", "-q", "origin", "engineering/support"]);
     git(&work, &["rev-parse", "--short=10", "HEAD"])
         .trim()
         .to_string()
+}
+
+/// A new passphrase-less ed25519 key made by ssh-keygen in the world's root;
+/// returns the private key's path (the public one is beside it, `.pub`).
+pub fn ssh_key(w: &World, name: &str) -> String {
+    let path = w.path(name).display().to_string();
+    let out = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f", &path])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ssh-keygen: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    path
 }
 
 const GOOD: &str = "ferry: 1\nsite: engineering\nid: '7'\nkey: ENG-7\nproject: ENG\ntype: Bug\nsummary: Good one\nstatus: Open\ncreated: 2026-11-20T10:00:00Z\nupdated: 2026-11-20T10:00:00Z\n";

@@ -42,6 +42,26 @@ pub fn bundle_site(w: &World, name: &str, peer: &str, projects: &str, query: &st
             query,
         ],
     );
+    // Exchange signing keys once both sites exist, as operators do.
+    if w.path(peer).join("ferry.yaml").exists() {
+        w.trust(name, peer);
+        w.trust(peer, name);
+    }
+}
+
+/// Turns signature checks off on `site`'s connection to `peer` (a lab setting):
+/// the forged bundles below are unsigned, and it is their trees these tests are
+/// about; unsigned commits are refused by default (see
+/// `an_unsigned_bundle_is_refused_before_its_tree_is_read`).
+fn signatures_off(w: &World, site: &str, peer: &str) {
+    let file = w.path(&format!("{site}/connections/{peer}.yaml"));
+    let text = std::fs::read_to_string(&file).unwrap();
+    let off = if text.contains("signatures: required") {
+        text.replace("signatures: required", "signatures: off")
+    } else {
+        format!("{text}signatures: off\n")
+    };
+    std::fs::write(&file, off).unwrap();
 }
 
 fn two_bundle_sites() -> World {
@@ -530,8 +550,19 @@ impl Forge {
 fn receiving() -> (World, Forge) {
     let w = World::new();
     bundle_site(&w, "engineering", "support", "ENG=SUP", "");
+    signatures_off(&w, "engineering", "support");
     let forge = Forge::new(&w);
     (w, forge)
+}
+
+#[test]
+fn an_unsigned_bundle_is_refused_before_its_tree_is_read() {
+    let w = World::new();
+    bundle_site(&w, "support", "engineering", "SUP=ENG", "");
+    bundle_site(&w, "engineering", "support", "ENG=SUP", "");
+    let forge = Forge::new(&w);
+    let unsigned = good_bundle(&w, &forge);
+    refused(&w, &unsigned, "it is not signed");
 }
 
 /// Drops `bundle` into engineering's inbox, syncs, and checks the refusal:
@@ -1039,6 +1070,7 @@ fn a_run_that_died_halfway_is_finished_by_the_next() {
 fn a_symlink_through_the_shared_repo_is_refused_like_one_in_a_bundle() {
     let w = World::new();
     w.site("support", &[("engineering", "SUP=ENG", "")]);
+    signatures_off(&w, "support", "engineering");
     let work = w.path("hostile");
     git(w.root.path(), &["clone", "-q", "exchange.git", "hostile"]);
     git(&work, &["checkout", "-q", "-b", "engineering/support"]);

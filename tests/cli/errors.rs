@@ -3,33 +3,6 @@
 
 use super::World;
 
-fn two_sites() -> World {
-    let w = World::new();
-    w.site(
-        "support",
-        &[("engineering", "SUP=ENG", "labels = escalate")],
-    );
-    w.site(
-        "engineering",
-        &[("support", "ENG=SUP", "labels = escalate")],
-    );
-    w
-}
-
-fn escalate(w: &World, summary: &str) -> String {
-    w.new_issue(
-        "support",
-        &[
-            "--project",
-            "SUP",
-            "--summary",
-            summary,
-            "--label",
-            "escalate",
-        ],
-    )
-}
-
 fn errors(w: &World, site: &str) -> Vec<serde_json::Value> {
     serde_json::from_str(&w.ok(site, &["errors", "--json"])).unwrap()
 }
@@ -57,11 +30,11 @@ fn set_retry(w: &World, site: &str, max_tries: u32) {
 
 #[test]
 fn a_failing_issue_is_retried_parked_requeued_and_cleared() {
-    let w = two_sites();
+    let w = World::escalating_pair();
     set_retry(&w, "engineering", 2);
     let rule = poison_rule(&w);
-    escalate(&w, "poison pill");
-    escalate(&w, "fine");
+    w.escalate("poison pill");
+    w.escalate("fine");
     w.ok("support", &["sync"]);
 
     let first = w.ferry("engineering", &["sync"]);
@@ -112,9 +85,9 @@ fn a_failing_issue_is_retried_parked_requeued_and_cleared() {
 
 #[test]
 fn a_resolved_issue_error_is_no_longer_retried() {
-    let w = two_sites();
+    let w = World::escalating_pair();
     poison_rule(&w);
-    escalate(&w, "poison");
+    w.escalate("poison");
     w.ok("support", &["sync"]);
     assert_eq!(w.ferry("engineering", &["sync"]).code, 1);
     let id = errors(&w, "engineering")[0]["id"].to_string();
@@ -129,7 +102,7 @@ fn a_resolved_issue_error_is_no_longer_retried() {
 
 #[test]
 fn an_unreachable_channel_is_a_connection_error_until_it_is_back() {
-    let w = two_sites();
+    let w = World::escalating_pair();
     std::fs::rename(w.path("exchange.git"), w.path("away.git")).unwrap();
     let run = w.ferry("support", &["sync"]);
     assert_eq!(run.code, 3, "{}{}", run.stdout, run.stderr);
@@ -148,7 +121,7 @@ fn an_unreachable_channel_is_a_connection_error_until_it_is_back() {
 
 #[test]
 fn a_tracker_that_cannot_be_opened_is_a_site_error() {
-    let w = two_sites();
+    let w = World::escalating_pair();
     let db = w.path("support/tracker.db");
     std::fs::rename(&db, w.path("support/tracker.db.bak")).unwrap();
     std::fs::create_dir(&db).unwrap();
@@ -174,7 +147,7 @@ fn a_tracker_that_cannot_be_opened_is_a_site_error() {
 
 #[test]
 fn broken_local_state_is_a_node_error() {
-    let w = two_sites();
+    let w = World::escalating_pair();
     w.ok("support", &["sync"]);
     let clone = w.path("support/.ferry/exchange.git");
     std::fs::rename(&clone, w.path("support/clone.bak")).unwrap();
@@ -214,7 +187,7 @@ fn broken_local_state_is_a_node_error() {
 
 #[test]
 fn a_silent_peer_is_a_connection_error_once_until_something_arrives() {
-    let mut w = two_sites();
+    let mut w = World::escalating_pair();
     let file = w.path("engineering/connections/support.yaml");
     let mut text = std::fs::read_to_string(&file).unwrap();
     text.push_str("stale_after_hours: 24\n");
@@ -252,7 +225,7 @@ fn a_silent_peer_is_a_connection_error_once_until_something_arrives() {
         "{message}"
     );
 
-    escalate(&w, "At last");
+    w.escalate("At last");
     w.ok("support", &["sync"]);
     w.ok("engineering", &["sync"]);
     assert!(errors(&w, "engineering").is_empty());

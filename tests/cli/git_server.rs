@@ -87,6 +87,8 @@ fn two_sites_sync_through_a_git_daemon() {
             ],
         );
     }
+    w.trust("support", "engineering");
+    w.trust("engineering", "support");
     w.new_issue(
         "support",
         &[

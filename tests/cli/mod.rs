@@ -10,6 +10,7 @@ mod operators;
 mod review;
 mod samples;
 mod semantics;
+mod signing;
 mod story;
 mod torture;
 
@@ -55,7 +56,8 @@ impl World {
             .env("GIT_CONFIG_NOSYSTEM", "1")
             .env("FERRY_USER", "tester")
             .env_remove("FERRY_DIR")
-            .env_remove("FERRY_LOG");
+            .env_remove("FERRY_LOG")
+            .env_remove("SSH_AUTH_SOCK");
         match self.now {
             Some(now) => cmd.env("FERRY_NOW", now),
             None => cmd.env_remove("FERRY_NOW"),
@@ -103,7 +105,16 @@ impl World {
         run.stdout
     }
 
-    /// Creates site `name` with one connection per `(peer, local=remote, query)`.
+    /// Makes `to` trust `from`'s signing key the way two operators do it:
+    /// `ferry key show` at `from`, `ferry connection trust FROM KEY` at `to`.
+    pub fn trust(&self, to: &str, from: &str) {
+        let key = self.ok(from, &["key", "show"]);
+        self.ok(to, &["connection", "trust", from, key.trim()]);
+    }
+
+    /// Creates site `name` with one connection per `(peer, local=remote, query)`,
+    /// and exchanges signing keys with every peer that already exists (each side
+    /// trusts the other where it has a connection to it).
     pub fn site(&self, name: &str, connections: &[(&str, &str, &str)]) {
         std::fs::create_dir_all(self.path(name)).unwrap();
         self.ok(name, &["init", "--site", name, "--tracker", "local"]);
@@ -122,7 +133,45 @@ impl World {
                     query,
                 ],
             );
+            if self.path(peer).join("ferry.yaml").exists() {
+                self.trust(name, peer);
+                if self
+                    .path(&format!("{peer}/connections/{name}.yaml"))
+                    .exists()
+                {
+                    self.trust(peer, name);
+                }
+            }
         }
+    }
+
+    /// support ↔ engineering, each sharing what is labelled `escalate`.
+    pub fn escalating_pair() -> World {
+        let w = World::new();
+        w.site(
+            "support",
+            &[("engineering", "SUP=ENG", "labels = escalate")],
+        );
+        w.site(
+            "engineering",
+            &[("support", "ENG=SUP", "labels = escalate")],
+        );
+        w
+    }
+
+    /// An escalated issue at support; returns its key.
+    pub fn escalate(&self, summary: &str) -> String {
+        self.new_issue(
+            "support",
+            &[
+                "--project",
+                "SUP",
+                "--summary",
+                summary,
+                "--label",
+                "escalate",
+            ],
+        )
     }
 
     /// `ferry tracker new` at a site; returns the new key.

@@ -3,33 +3,6 @@
 
 use super::World;
 
-fn two_sites() -> World {
-    let w = World::new();
-    w.site(
-        "support",
-        &[("engineering", "SUP=ENG", "labels = escalate")],
-    );
-    w.site(
-        "engineering",
-        &[("support", "ENG=SUP", "labels = escalate")],
-    );
-    w
-}
-
-fn escalate(w: &World, summary: &str) -> String {
-    w.new_issue(
-        "support",
-        &[
-            "--project",
-            "SUP",
-            "--summary",
-            summary,
-            "--label",
-            "escalate",
-        ],
-    )
-}
-
 #[test]
 fn the_lock_names_its_holder() {
     let w = World::new();
@@ -56,8 +29,8 @@ fn the_lock_names_its_holder() {
 
 #[test]
 fn a_run_killed_holding_the_lock_does_not_block_the_next() {
-    let w = two_sites();
-    escalate(&w, "Printer on fire");
+    let w = World::escalating_pair();
+    w.escalate("Printer on fire");
     // Killed after its export commit, before the ledger knew of it, with the lock
     // held and its note in the lock file.
     w.killed_at("support", &["sync"], "after-commit");
@@ -82,8 +55,8 @@ fn a_run_killed_holding_the_lock_does_not_block_the_next() {
 
 #[test]
 fn a_step_interrupted_by_a_kill_is_shown_then_finished_once() {
-    let w = two_sites();
-    escalate(&w, "Printer on fire");
+    let w = World::escalating_pair();
+    w.escalate("Printer on fire");
     w.ok("support", &["sync"]);
     w.killed_at("engineering", &["sync"], "after-create");
     let status = w.ok("engineering", &["status"]);
@@ -100,8 +73,8 @@ fn a_step_interrupted_by_a_kill_is_shown_then_finished_once() {
 
 #[test]
 fn a_paused_connection_catches_up_on_resume() {
-    let w = two_sites();
-    escalate(&w, "Before the pause");
+    let w = World::escalating_pair();
+    w.escalate("Before the pause");
     w.ok("support", &["sync"]);
     w.ok("engineering", &["sync"]);
 
@@ -111,7 +84,7 @@ fn a_paused_connection_catches_up_on_resume() {
     assert!(again.contains("already paused"), "{again}");
 
     // While engineering is paused, both sides keep working.
-    escalate(&w, "During the pause");
+    w.escalate("During the pause");
     w.ok(
         "support",
         &["tracker", "comment", "SUP-1", "Any news?", "--as", "ann"],
@@ -174,7 +147,7 @@ fn a_paused_connection_catches_up_on_resume() {
 
 #[test]
 fn pausing_an_unknown_connection_is_a_usage_error() {
-    let w = two_sites();
+    let w = World::escalating_pair();
     let run = w.ferry("support", &["connection", "pause", "nobody"]);
     assert_eq!(run.code, 2, "{}", run.stderr);
 }

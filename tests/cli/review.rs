@@ -172,4 +172,171 @@ fn status_shows_each_connection_at_a_glance() {
     );
     assert!(text.contains("issues    1 shared, 0 linked"), "{text}");
     assert!(text.contains("errors    none"), "{text}");
+    assert!(text.contains("trusts    1 key of engineering"), "{text}");
+    assert_eq!(sup[0]["signatures"], "required");
+    assert_eq!(sup[0]["trusted_keys"], 1);
+}
+
+fn pending_commits(w: &World) -> Vec<String> {
+    let review: serde_json::Value =
+        serde_json::from_str(&w.ok("engineering", &["review", "--json"])).unwrap();
+    review[0]["commits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn with_review_required_only_approved_commits_are_imported_once() {
+    let w = World::escalating_pair();
+    let file = w.path("engineering/connections/support.yaml");
+    let mut text = std::fs::read_to_string(&file).unwrap();
+    text.push_str("review:\n  required: true\n");
+    std::fs::write(&file, text).unwrap();
+
+    w.escalate("First");
+    w.ok("support", &["sync"]);
+    let run = w.ok("engineering", &["sync"]);
+    assert!(
+        run.contains("review support: 1 commit await approval"),
+        "{run}"
+    );
+    assert!(
+        w.list("engineering").is_empty(),
+        "not approved, not imported"
+    );
+    let shown = w.ok("engineering", &["review"]);
+    assert!(
+        shown.contains("support: review required; nothing approved yet") && shown.contains("First"),
+        "{shown}"
+    );
+
+    w.escalate("Second");
+    w.ok("support", &["sync"]);
+    w.ok("engineering", &["pull"]);
+    let commits = pending_commits(&w);
+    assert_eq!(commits.len(), 2, "{commits:?}");
+    let (first, second) = (&commits[0][..10], &commits[1][..10]);
+
+    let approved = w.ok("engineering", &["review", "approve", first]);
+    assert!(
+        approved.contains("approved support's commits up to"),
+        "{approved}"
+    );
+    let run = w.ok("engineering", &["sync"]);
+    assert!(run.contains("1 commit await approval"), "{run}");
+    let summaries = |w: &World| -> Vec<String> {
+        w.list("engineering")
+            .iter()
+            .map(|i| i["summary"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(summaries(&w), ["First"]);
+
+    let rejected = w.ok(
+        "engineering",
+        &[
+            "review",
+            "reject",
+            second,
+            "--reason",
+            "holds customer data",
+        ],
+    );
+    assert!(rejected.contains("rejected support's commit"), "{rejected}");
+    let errors = w.ok("engineering", &["errors"]);
+    assert!(
+        errors.contains("connection support review") && errors.contains("holds customer data"),
+        "{errors}"
+    );
+    w.ok("engineering", &["sync"]);
+    assert_eq!(summaries(&w), ["First"], "a rejected commit stays out");
+    let shown = w.ok("engineering", &["review"]);
+    assert!(
+        shown.contains("rejected") && shown.contains("by tester"),
+        "{shown}"
+    );
+
+    // The reviewer changes their mind: approving past the rejection says so.
+    let approved = w.ok("engineering", &["review", "approve"]);
+    assert!(approved.contains("rejected by tester"), "{approved}");
+    w.ok("engineering", &["sync"]);
+    w.ok("engineering", &["sync"]);
+    assert_eq!(summaries(&w), ["First", "Second"], "each exactly once");
+    assert!(
+        w.ok("engineering", &["errors"])
+            .contains("no unresolved errors")
+    );
+
+    let again = w.ferry(
+        "engineering",
+        &["review", "reject", first, "--reason", "late"],
+    );
+    assert_eq!(again.code, 2, "{}", again.stderr);
+    assert!(
+        again.stderr.contains("already approved"),
+        "{}",
+        again.stderr
+    );
+    let unknown = w.ferry("engineering", &["review", "approve", "0123456789"]);
+    assert_eq!(unknown.code, 2, "{}", unknown.stderr);
+}
+
+#[test]
+fn status_of_one_issue_shows_its_sync_panel() {
+    let mut w = World::escalating_pair();
+    w.now = Some("2026-11-23T10:00:00Z");
+    w.escalate("Printer on fire");
+    w.ok("support", &["sync"]);
+    w.ok("engineering", &["sync"]);
+    w.ok(
+        "engineering",
+        &[
+            "tracker",
+            "comment",
+            "ENG-1",
+            "Reproduced.",
+            "--as",
+            "kevin",
+        ],
+    );
+    w.ok("engineering", &["sync"]);
+    w.ok("support", &["sync"]);
+
+    let panel = w.ok("support", &["status", "SUP-1"]);
+    assert!(
+        panel.starts_with("SUP-1 \"Printer on fire\" (Open, updated 2026-11-23T10:00:00Z)"),
+        "{panel}"
+    );
+    for line in [
+        "\nengineering\n",
+        "  linked    ENG-1 (their id 1)",
+        "  sent      issues/SUP/1.yaml, updated 2026-11-23T10:00:00Z, in ",
+        "  received  issues/ENG/1.yaml, updated 2026-11-23T10:00:00Z, applied",
+    ] {
+        assert!(panel.contains(line), "missing {line:?} in\n{panel}");
+    }
+    let copy = w.ok("engineering", &["status", "ENG-1"]);
+    assert!(copy.contains("copied from support's issue 1"), "{copy}");
+    assert!(copy.contains("  received  issues/SUP/1.yaml"), "{copy}");
+
+    let json: serde_json::Value =
+        serde_json::from_str(&w.ok("support", &["status", "SUP-1", "--json"])).unwrap();
+    assert_eq!(json["key"], "SUP-1");
+    let c = &json["connections"][0];
+    assert_eq!(c["peer"], "engineering");
+    assert_eq!(c["shared"], true);
+    assert_eq!(c["linked"], serde_json::json!(["1", "ENG-1"]));
+    assert_eq!(c["received"]["path"], "issues/ENG/1.yaml");
+    assert!(c["errors"].as_array().unwrap().is_empty());
+
+    let missing = w.ferry("support", &["status", "SUP-99"]);
+    assert_eq!(missing.code, 2, "{}", missing.stderr);
+    assert!(
+        missing.stderr.contains("no issue SUP-99"),
+        "{}",
+        missing.stderr
+    );
 }

@@ -34,6 +34,7 @@ fn sample_sites_load_and_their_rules_compile() {
         }
         let list = w.ok(site, &["connection", "list"]);
         assert!(list.contains("exchange.example.org"), "{list}");
+        assert!(list.contains("trusts 1 key"), "{list}");
         // A local export runs every outgoing rule of the site (no network needed).
         w.new_issue(
             site,

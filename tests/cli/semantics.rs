@@ -632,6 +632,13 @@ fn relink_after_losing_the_whole_state_folder_pulls_first() {
     settle(&mut w, 3);
     fs::remove_dir_all(w.path("support/.ferry")).unwrap();
     w.now = Some(at(4));
+    // The signing key was in the state folder too: a new one, which the peer
+    // must trust (its commits signed with the lost key stay valid).
+    w.ok(
+        "support",
+        &["init", "--site", "support", "--tracker", "local"],
+    );
+    w.trust("engineering", "support");
     w.ok("support", &["pull"]);
     // The clone is new: it knows no applied position, so the peer's replicas are
     // imported again, each onto the issue its origin marker names.
@@ -686,7 +693,22 @@ fn an_ack_naming_an_unknown_commit_acknowledges_nothing_and_stops_nothing() {
         text.replace("summary: Printer on fire", "summary: Printer still on fire"),
     )
     .unwrap();
-    git(&work, &["commit", "-q", "-am", "a peer with a bad ack"]);
+    // Signed with engineering's own key, as its ferry would.
+    let key = w.path("engineering/.ferry/signing_key");
+    git(&work, &["config", "gpg.format", "ssh"]);
+    git(&work, &["config", "user.signingkey", key.to_str().unwrap()]);
+    git(
+        &work,
+        &[
+            "commit",
+            "-q",
+            "-S",
+            "-am",
+            "a peer with a bad ack",
+            "-m",
+            "Ferry-Branch: engineering/support",
+        ],
+    );
     git(&work, &["push", "-q", "origin", "engineering/support"]);
     w.now = Some(at(2));
     w.ok("support", &["sync"]);

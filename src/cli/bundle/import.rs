@@ -102,6 +102,7 @@ pub fn run(args: ImportArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
         &peer,
         file,
         max_bytes,
+        &connection.trust,
         &Limits::default(),
     )
     .and_then(bundle::Verified::apply)

@@ -19,8 +19,8 @@ use clap::Subcommand;
 use super::{Ctx, ExitStatus, UsageError};
 use crate::config::{Config, TrackerConfig};
 use crate::model::{FieldValue, Issue};
-use crate::tracker::TrackerError;
 use crate::tracker::local::LocalTracker;
+use crate::tracker::{Tracker, TrackerError};
 
 /// Act on the embedded tracker: create, edit, comment on, delete, show, list issues.
 ///

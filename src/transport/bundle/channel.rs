@@ -17,6 +17,7 @@ use super::{
 use crate::config::BundleSettings;
 use crate::exchange::{Exchange, own_branch, peer_branch};
 use crate::failpoint;
+use crate::signing::Trust;
 use crate::transport::{Channel, FetchOutcome, Limits, PushOutcome, TransportError};
 use crate::words::short_id;
 
@@ -180,6 +181,7 @@ impl BundleChannel {
         exchange: &Exchange,
         site: &str,
         peer: &str,
+        trust: &Trust,
         file: &Path,
     ) -> Result<Step, TransportError> {
         let name = file.file_name().unwrap_or_default().to_owned();
@@ -199,6 +201,7 @@ impl BundleChannel {
                         peer,
                         plain.path(),
                         self.max_bytes,
+                        trust,
                         &Limits::default(),
                     )
                 }
@@ -211,6 +214,7 @@ impl BundleChannel {
                 peer,
                 file,
                 self.max_bytes,
+                trust,
                 &Limits::default(),
             )
         };
@@ -266,6 +270,7 @@ impl Channel for BundleChannel {
         exchange: &Exchange,
         site: &str,
         peer: &str,
+        trust: &Trust,
     ) -> Result<FetchOutcome, TransportError> {
         self.check_dir("inbox", &self.inbox)?;
         let before = exchange
@@ -279,7 +284,7 @@ impl Channel for BundleChannel {
         let mut notes = Vec::new();
         let mut duplicates = Vec::new();
         for file in self.bundles_in(&self.inbox.join(APPLYING_DIR))? {
-            match self.process(exchange, site, peer, &file)? {
+            match self.process(exchange, site, peer, trust, &file)? {
                 Step::Applied(tip) => after = Some(tip),
                 Step::Waiting(_) => {}
                 Step::Duplicate(note) => duplicates.push(note),
@@ -292,7 +297,7 @@ impl Channel for BundleChannel {
             let mut progress = false;
             notes.clear();
             for file in self.bundles_in(&self.inbox)? {
-                match self.process(exchange, site, peer, &file)? {
+                match self.process(exchange, site, peer, trust, &file)? {
                     Step::Applied(tip) => {
                         after = Some(tip);
                         progress = true;

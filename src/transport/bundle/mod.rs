@@ -39,6 +39,7 @@ use super::{AdmitError, FetchOutcome, Limits, admit};
 use crate::config::BundleSettings;
 use crate::exchange::{Exchange, ExchangeError, own_branch, peer_branch};
 use crate::replica::{SITE_FILE, SiteFile};
+use crate::signing::Trust;
 
 /// The first line of a bundle ferry writes.
 const SIGNATURE_V2: &str = "# v2 git bundle";
@@ -630,6 +631,7 @@ pub fn verify<'a>(
     peer: &str,
     path: &Path,
     max_bytes: u64,
+    trust: &Trust,
     limits: &Limits,
 ) -> Result<Verified<'a>, BundleError> {
     let size = fs::metadata(path)
@@ -731,7 +733,7 @@ pub fn verify<'a>(
             head,
         });
     }
-    admit(&seen, site, peer, before, tip, limits)?;
+    admit(&seen, site, peer, before, tip, trust, limits)?;
     Ok(Verified {
         exchange,
         quarantine,
@@ -773,6 +775,7 @@ pub fn remove_quarantines(exchange: &Exchange) -> Result<Vec<PathBuf>, BundleErr
 mod tests {
     use super::*;
     use crate::exchange::FileWrite;
+    use crate::signing::{SignaturePolicy, SiteKey};
     use crate::transport::testing::replica_yaml;
     use std::process::Command;
 
@@ -803,19 +806,31 @@ mod tests {
     /// Support's and engineering's exchange repos in one temporary folder.
     struct World {
         root: tempfile::TempDir,
+        /// Signs its commits with a key engineering trusts.
         support: Exchange,
         engineering: Exchange,
+        /// What engineering trusts on its connection to support.
+        trust: Trust,
     }
 
     impl World {
         fn new() -> World {
             let root = tempfile::tempdir().unwrap();
-            let support = Exchange::open_or_init(&root.path().join("support.git")).unwrap();
+            let key = SiteKey::generate(&root.path().join("support_key"), SUPPORT).unwrap();
+            let mut support = Exchange::open_or_init(&root.path().join("support.git")).unwrap();
+            support.sign_with(key.clone());
             let engineering = Exchange::open_or_init(&root.path().join("engineering.git")).unwrap();
+            let trust = Trust {
+                peer: SUPPORT.to_string(),
+                file: root.path().join("support.allowed_signers"),
+                policy: SignaturePolicy::Required,
+                keys: vec![key.public_key()],
+            };
             World {
                 root,
                 support,
                 engineering,
+                trust,
             }
         }
 
@@ -847,6 +862,7 @@ mod tests {
                 SUPPORT,
                 path,
                 DEFAULT_MAX,
+                &self.trust,
                 &Limits::default(),
             )
             .and_then(Verified::apply)

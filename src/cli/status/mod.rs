@@ -1,7 +1,10 @@
-//! `ferry status`: every connection at a glance.
+//! `ferry status`: every connection at a glance; `ferry status ISSUE`: one
+//! issue's sync panel ([`issue`]).
 //!
 //! Reads the configuration, the ledger and the exchange clone without taking the
 //! site's lock, so it answers while cron is syncing.
+
+mod issue;
 
 use serde::Serialize;
 
@@ -9,12 +12,19 @@ use super::{Ctx, ExitStatus};
 use crate::config::Config;
 use crate::exchange::{Exchange, applied_ref, own_branch, peer_branch};
 use crate::ledger::{Ledger, Pause, Step};
+use crate::signing::SignaturePolicy;
 use crate::site::{EXCHANGE_DIR, LEDGER_FILE};
+use crate::words::plural;
 
 /// Show each connection: channel, direction and method, what was last exported
-/// and imported, what is pending, and unresolved errors by level.
+/// and imported, what is pending, which of the peer's signing keys are trusted,
+/// and unresolved errors by level. With an issue key: that issue's sync panel.
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {
+    /// An issue key (SUP-1): show, per connection, whether it is shared, the
+    /// peer's issue it is linked to, the versions last sent and received, queued
+    /// work and errors.
+    issue: Option<String>,
     /// Print a JSON array, one object per connection.
     #[arg(long)]
     json: bool,
@@ -51,10 +61,17 @@ struct ConnectionStatus {
     paused: Option<Pause>,
     /// Tracker writes a killed run left unfinished (the next import resumes them).
     interrupted_steps: Vec<Step>,
+    /// `required` or `off`: whether incoming commits must be signed.
+    signatures: SignaturePolicy,
+    /// How many of the peer's signing keys this site trusts.
+    trusted_keys: usize,
 }
 
 /// Runs `ferry status`.
 pub fn run(args: StatusArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
+    if let Some(key) = &args.issue {
+        return issue::run(key, args.json, ctx);
+    }
     let config = Config::load(&ctx.dir)?;
     let state = config.state_dir();
     let ledger = Ledger::open(&state.join(LEDGER_FILE))?;
@@ -104,6 +121,8 @@ pub fn run(args: StatusArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
             errors: by_level,
             paused: ledger.paused(peer)?,
             interrupted_steps: ledger.interrupted_steps(peer, None)?,
+            signatures: c.settings.signatures,
+            trusted_keys: c.trust.keys.len(),
         });
     }
     if args.json {
@@ -131,9 +150,19 @@ pub fn run(args: StatusArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
+        let trust = match (r.signatures, r.trusted_keys) {
+            (SignaturePolicy::Off, _) => {
+                "signatures off: incoming commits are not checked".to_string()
+            }
+            (SignaturePolicy::Required, 0) => format!(
+                "no key: nothing can be imported until `ferry connection trust {} KEY`",
+                r.peer
+            ),
+            (SignaturePolicy::Required, n) => format!("{n} key{} of {}", plural(n), r.peer),
+        };
         writeln!(
             ctx.out,
-            "\n{} ({}, {}) via {}\n  exported  {}  (cursor {})\n  fetched   {}  applied {}  pending {} commit(s), {} retr{}\n  arrived   {}\n  issues    {} shared, {} linked\n  errors    {}",
+            "\n{} ({}, {}) via {}\n  exported  {}  (cursor {})\n  fetched   {}  applied {}  pending {} commit(s), {} retr{}\n  arrived   {}\n  issues    {} shared, {} linked\n  trusts    {trust}\n  errors    {}",
             r.peer,
             r.direction,
             r.method,
