@@ -325,14 +325,11 @@ pub struct BundleSettings {
     /// [`DEFAULT_MAX_BUNDLE_BYTES`]).
     #[serde(default = "default_max_bundle_bytes")]
     pub max_bytes: u64,
-    /// age recipients (`age1…`, the peer's public keys): when given, bundles are
-    /// written encrypted to them, as `.bundle.age` files.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub encrypt_to: Vec<String>,
-    /// This site's age identity file (`AGE-SECRET-KEY-1…` lines, relative to the
-    /// site folder), to decrypt the `.bundle.age` files the peer sends.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub identity: Option<PathBuf>,
+    /// Encrypt bundles (age) to the peer's signing keys this connection trusts,
+    /// written as `.bundle.age` files; incoming ones are opened with this site's
+    /// signing key. No second set of keys to exchange.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub encrypt: bool,
 }
 
 /// The default size limit of an incoming bundle: 1 GiB.
@@ -569,14 +566,6 @@ pub fn validate_connection(file: &Path, settings: &ConnectionFile) -> Result<Que
             if b.max_bytes == 0 {
                 return Err(invalid("`channel`: `max_bytes` must be above 0".into()));
             }
-            for recipient in &b.encrypt_to {
-                if let Err(e) = recipient.parse::<age::x25519::Recipient>() {
-                    return Err(invalid(format!(
-                        "`channel`: `encrypt_to` {recipient:?} is not an age public key \
-                         (age1…): {e}"
-                    )));
-                }
-            }
         }
         ChannelSetting::Git(_) => {}
     }
@@ -675,8 +664,7 @@ mod tests {
                 outbox: "usb/out".into(),
                 inbox: "usb/in".into(),
                 max_bytes: DEFAULT_MAX_BUNDLE_BYTES,
-                encrypt_to: Vec::new(),
-                identity: None,
+                encrypt: false,
             })
         );
         assert_eq!(
@@ -699,15 +687,6 @@ mod tests {
         assert!(
             list.contains("a git URL or path, or a mapping with `outbox` and `inbox`"),
             "{list}"
-        );
-        let bad_key =
-            parse("channel: {outbox: a, inbox: b, encrypt_to: [age1nope]}\nprojects: {SUP: ENG}\n")
-                .unwrap();
-        let err = validate_connection(Path::new("c.yaml"), &bad_key).unwrap_err();
-        assert!(
-            err.to_string()
-                .contains("\"age1nope\" is not an age public key"),
-            "{err}"
         );
         let same = parse("channel: {outbox: usb, inbox: usb}\nprojects: {SUP: ENG}\n").unwrap();
         let err = validate_connection(Path::new("c.yaml"), &same).unwrap_err();

@@ -309,6 +309,11 @@ impl Exchange {
         self.signer = Some(key);
     }
 
+    /// The key this site signs with (it also opens what peers encrypt to it).
+    pub fn signer(&self) -> Option<&SiteKey> {
+        self.signer.as_ref()
+    }
+
     /// Writes a commit signed with the site key, its message ending with the
     /// trailer naming `refname`, and returns its id; no ref moves.
     ///

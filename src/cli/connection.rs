@@ -210,8 +210,7 @@ fn add(args: AddArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
             outbox,
             inbox,
             max_bytes: DEFAULT_MAX_BUNDLE_BYTES,
-            encrypt_to: Vec::new(),
-            identity: None,
+            encrypt: false,
         }),
         _ => {
             return Err(

@@ -306,8 +306,7 @@ impl<'a> Story<'a> {
                 outbox: Path::new("..").join(outbox),
                 inbox: Path::new("..").join(inbox),
                 max_bytes: DEFAULT_MAX_BUNDLE_BYTES,
-                encrypt_to: Vec::new(),
-                identity: None,
+                encrypt: false,
             })
         } else {
             ChannelSetting::Git("../exchange.git".into())

@@ -182,11 +182,12 @@ pub trait Channel {
 
 /// The channel for a connection's `channel` setting; relative paths are resolved
 /// against the site folder.
-pub fn open_channel(setting: &ChannelSetting, site_root: &Path) -> Box<dyn Channel> {
+/// `trust` is the connection's: a bundle channel that encrypts seals for its keys.
+pub fn open_channel(setting: &ChannelSetting, site_root: &Path, trust: &Trust) -> Box<dyn Channel> {
     match setting {
         ChannelSetting::Git(url) => Box::new(remote::GitRemote::new(url, site_root)),
         ChannelSetting::Bundles(settings) => {
-            Box::new(bundle::BundleChannel::new(settings, site_root))
+            Box::new(bundle::BundleChannel::new(settings, site_root, trust))
         }
     }
 }

@@ -1091,44 +1091,26 @@ fn a_symlink_through_the_shared_repo_is_refused_like_one_in_a_bundle() {
     assert!(!refs.contains("refs/heads/engineering/support"), "{refs}");
 }
 
-/// Adds age keys to a site's bundle channel: bundles go out encrypted to
-/// `recipient`, and come in decrypted with the identity written to `keys.txt`.
-fn encrypt_channel(w: &World, site: &str, peer: &str, recipient: &str, identity: &str) {
+/// Turns on `encrypt: true` on a site's bundle channel: bundles are sealed for
+/// the peer's trusted signing keys.
+fn encrypt_channel(w: &World, site: &str, peer: &str) {
     let file = w.path(&format!("{site}/connections/{peer}.yaml"));
     let text = std::fs::read_to_string(&file).unwrap();
-    let keyed = text.replace(
+    let sealed = text.replace(
         "  max_bytes: 1073741824\n",
-        &format!("  max_bytes: 1073741824\n  encrypt_to:\n  - {recipient}\n  identity: keys.txt\n"),
+        "  max_bytes: 1073741824\n  encrypt: true\n",
     );
-    assert_ne!(keyed, text);
-    std::fs::write(&file, keyed).unwrap();
-    std::fs::write(
-        w.path(&format!("{site}/keys.txt")),
-        format!("# {site}\n{identity}\n"),
-    )
-    .unwrap();
+    assert_ne!(sealed, text);
+    std::fs::write(&file, sealed).unwrap();
 }
 
 #[test]
-fn encrypted_bundles_travel_unreadable_and_only_the_right_key_opens_them() {
-    use age::secrecy::ExposeSecret;
+fn sealed_bundles_travel_unreadable_and_only_the_right_key_opens_them() {
+    use ferry::seal::{decrypt_with, encrypt_for};
+    use ferry::signing::SiteKey;
     let w = two_bundle_sites();
-    let support_key = age::x25519::Identity::generate();
-    let engineering_key = age::x25519::Identity::generate();
-    encrypt_channel(
-        &w,
-        "support",
-        "engineering",
-        &engineering_key.to_public().to_string(),
-        support_key.to_string().expose_secret(),
-    );
-    encrypt_channel(
-        &w,
-        "engineering",
-        "support",
-        &support_key.to_public().to_string(),
-        engineering_key.to_string().expose_secret(),
-    );
+    encrypt_channel(&w, "support", "engineering");
+    encrypt_channel(&w, "engineering", "support");
     let key = w.new_issue(
         "support",
         &[
@@ -1145,21 +1127,22 @@ fn encrypted_bundles_travel_unreadable_and_only_the_right_key_opens_them() {
     assert_eq!(sent.len(), 1);
     let name = sent[0].file_name().unwrap().to_str().unwrap().to_string();
     assert!(name.ends_with(".bundle.age"), "{name}");
-    let cipher = std::fs::read(&sent[0]).unwrap();
-    assert!(cipher.starts_with(b"age-encryption.org/v1\n"));
-    let text = String::from_utf8_lossy(&cipher);
+    let sealed = std::fs::read(&sent[0]).unwrap();
+    assert!(sealed.starts_with(b"age-encryption.org/v1\n"));
+    let text = String::from_utf8_lossy(&sealed);
     assert!(!text.contains("Printer on fire") && !text.contains("git bundle"));
 
-    // What is inside is a plain git bundle, for whoever holds the key.
-    let mut plain = Vec::new();
-    let decryptor = age::Decryptor::new(&cipher[..]).unwrap();
-    let mut reader = decryptor
-        .decrypt(std::iter::once(&engineering_key as &dyn age::Identity))
-        .unwrap();
-    std::io::Read::read_to_end(&mut reader, &mut plain).unwrap();
+    // Inside is a plain git bundle, for the holder of engineering's signing key.
+    let engineering_key = SiteKey::load(&w.path("engineering/.ferry/signing_key")).unwrap();
+    let plain = decrypt_with(&engineering_key, &sealed).unwrap();
     std::fs::write(w.path("inner.bundle"), &plain).unwrap();
     git(w.root.path(), &["init", "-q", "--bare", "oracle.git"]);
     git_verifies(&w.path("oracle.git"), &w.path("inner.bundle"));
+    let support_key = SiteKey::load(&w.path("support/.ferry/signing_key")).unwrap();
+    assert!(
+        decrypt_with(&support_key, &sealed).is_err(),
+        "sealed for the peer only"
+    );
 
     let out = w.ok("engineering", &["sync"]);
     assert!(out.contains("SUP-1 → ENG-1 created"), "{out}");
@@ -1169,27 +1152,20 @@ fn encrypted_bundles_travel_unreadable_and_only_the_right_key_opens_them() {
     assert!(
         walk(&w.path(TO_SUP))
             .iter()
-            .all(|f| { f.to_str().unwrap().ends_with(".bundle.age") })
+            .all(|f| f.to_str().unwrap().ends_with(".bundle.age"))
     );
     w.ok("support", &["sync"]);
     assert_eq!(comments(&w.show("support", &key)), ["Seen."]);
 
-    // A bundle encrypted to someone else's key is refused, nothing applied.
+    // A bundle sealed for someone else's key is refused, nothing applied.
     w.ok("engineering", &["sync"]); // takes what support sent meanwhile
-    let stranger = age::x25519::Identity::generate();
-    let encryptor = age::Encryptor::with_recipients(std::iter::once(
-        &stranger.to_public() as &dyn age::Recipient
-    ))
-    .unwrap();
-    let mut foreign = Vec::new();
-    let mut writer = encryptor.wrap_output(&mut foreign).unwrap();
-    writer.write_all(&plain).unwrap();
-    writer.finish().unwrap();
+    let stranger = SiteKey::generate(&w.path("stranger_key"), "stranger").unwrap();
+    let foreign = encrypt_for(&[stranger.public_key()], &plain).unwrap();
     std::fs::write(w.path("stranger.bundle.age"), foreign).unwrap();
     refused(
         &w,
         &w.path("stranger.bundle.age"),
-        "cannot decrypt the bundle",
+        "cannot open the sealed bundle",
     );
 
     // By hand: the file must say it is encrypted, and then opens on the other side.
@@ -1221,6 +1197,7 @@ fn encrypted_bundles_travel_unreadable_and_only_the_right_key_opens_them() {
     );
     let run = w.ferry("engineering", &["bundle", "import", "../hand.bundle.age"]);
     assert_eq!(run.code, 2, "needs --connection: {}", run.stderr);
+    assert!(run.stderr.contains("sealed"), "{}", run.stderr);
     w.ok(
         "engineering",
         &[

@@ -14,8 +14,8 @@ use crate::words::{plural, short_id};
 /// `ack` in the peer's site.yaml, received with its last import); the first one,
 /// or one made with --full, holds the whole branch. Run `ferry export` first: the
 /// bundle carries what is exported. `git bundle verify FILE` accepts the result,
-/// unless the connection encrypts (`encrypt_to`): then FILE must end in
-/// .bundle.age and is the bundle encrypted with age.
+/// unless the connection encrypts (`encrypt: true`): then FILE must end in
+/// .bundle.age and is the bundle sealed (age) for the peer's trusted keys.
 #[derive(Debug, clap::Args)]
 pub struct CreateArgs {
     /// The peer the bundle is for.
@@ -46,21 +46,19 @@ pub fn run(args: CreateArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
         )?;
         return Ok(ExitStatus::Success);
     };
-    let recipients = match &connection.settings.channel {
-        ChannelSetting::Bundles(settings) => {
-            bundle::Encryption::load(settings, &site.config.root)?.recipients
-        }
-        ChannelSetting::Git(_) => Vec::new(),
+    let seal_for = match &connection.settings.channel {
+        ChannelSetting::Bundles(settings) if settings.encrypt => connection.trust.keys.clone(),
+        _ => Vec::new(),
     };
-    if !recipients.is_empty() && !bundle::is_encrypted(&args.out) {
+    if !seal_for.is_empty() && !bundle::is_encrypted(&args.out) {
         return Err(UsageError(format!(
-            "{} is encrypted to {peer} (`encrypt_to` in its connection): name it *{}",
+            "{} is sealed for {peer} (`encrypt: true` in its connection): name it *{}",
             args.out.display(),
             bundle::ENCRYPTED_SUFFIX
         ))
         .into());
     }
-    let bytes = bundle::write(&site.exchange, &plan, &args.out, &recipients)?;
+    let bytes = bundle::write(&site.exchange, &plan, &args.out, &seal_for)?;
     let commits = site
         .exchange
         .commits_between(plan.prerequisites.first().copied(), plan.tip)?

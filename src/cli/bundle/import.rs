@@ -17,8 +17,8 @@ use crate::transport::{Limits, bundle};
 /// this site already has, and pass every check of incoming data (paths, modes,
 /// sizes, replicas); otherwise nothing is applied and the command fails naming
 /// what was wrong. Then the import runs as in `ferry import`. The file itself is
-/// left where it is. A FILE ending in .bundle.age is decrypted first with the
-/// connection's age `identity`.
+/// left where it is. A FILE ending in .bundle.age is opened first with this
+/// site's signing key (it was sealed for it).
 #[derive(Debug, clap::Args)]
 pub struct ImportArgs {
     /// The bundle file.
@@ -36,7 +36,7 @@ pub fn run(args: ImportArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
         Some(peer) => peer,
         None if bundle::is_encrypted(&args.file) => {
             return Err(UsageError(format!(
-                "{} is encrypted: pass --connection PEER, whose `identity` decrypts it",
+                "{} is sealed, so its branch cannot be read: pass --connection PEER",
                 args.file.display()
             ))
             .into());
@@ -70,30 +70,16 @@ pub fn run(args: ImportArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
         }
     };
     let connection = site.config.connection(&peer)?.clone();
-    let (max_bytes, encryption) = match &connection.settings.channel {
-        ChannelSetting::Bundles(settings) => (
-            settings.max_bytes,
-            Some(bundle::Encryption::load(settings, &site.config.root)?),
-        ),
-        ChannelSetting::Git(_) => (DEFAULT_MAX_BUNDLE_BYTES, None),
+    let max_bytes = match &connection.settings.channel {
+        ChannelSetting::Bundles(settings) => settings.max_bytes,
+        ChannelSetting::Git(_) => DEFAULT_MAX_BUNDLE_BYTES,
     };
     let refusing = || format!("refusing bundle {}", args.file.display());
-    // The plaintext of an encrypted bundle, removed when the command ends.
-    let plain = match (bundle::is_encrypted(&args.file), &encryption) {
-        (false, _) => None,
-        (true, Some(encryption)) => Some(
-            encryption
-                .decrypt(&site.exchange, &args.file, max_bytes)
-                .with_context(refusing)?,
-        ),
-        (true, None) => {
-            return Err(UsageError(format!(
-                "{} is encrypted, but the connection to {peer} is not a bundle channel with \
-                 an `identity` to decrypt it",
-                args.file.display()
-            ))
-            .into());
-        }
+    // The plaintext of a sealed bundle, removed when the command ends.
+    let plain = if bundle::is_encrypted(&args.file) {
+        Some(bundle::open_sealed(&site.exchange, &args.file, max_bytes).with_context(refusing)?)
+    } else {
+        None
     };
     let file = plain.as_ref().map_or(args.file.as_path(), |p| p.path());
     let fetched = bundle::verify(

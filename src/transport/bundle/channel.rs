@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use git2::Oid;
 
 use super::{
-    APPLYING_DIR, ARCHIVE_DIR, BundleError, ENCRYPTED_SUFFIX, EXTENSION, Encryption, REJECTED_DIR,
-    TEMPORARY_PREFIX, is_encrypted, plan, verify, write,
+    APPLYING_DIR, ARCHIVE_DIR, BundleError, ENCRYPTED_SUFFIX, EXTENSION, REJECTED_DIR,
+    TEMPORARY_PREFIX, is_encrypted, open_sealed, plan, verify, write,
 };
 use crate::config::BundleSettings;
 use crate::exchange::{Exchange, own_branch, peer_branch};
@@ -20,6 +20,7 @@ use crate::failpoint;
 use crate::signing::Trust;
 use crate::transport::{Channel, FetchOutcome, Limits, PushOutcome, TransportError};
 use crate::words::short_id;
+use ssh_key::PublicKey;
 
 /// `refs/ferry/bundled/<peer>`: this site's commit last written to the outbox, so
 /// `ferry sync` writes a bundle only when the branch moved since.
@@ -45,27 +46,26 @@ pub struct BundleChannel {
     inbox: PathBuf,
     max_bytes: u64,
     description: String,
-    settings: BundleSettings,
-    site_root: PathBuf,
+    /// Whom bundles are sealed for: the peer's trusted keys when the channel
+    /// encrypts, none otherwise.
+    seal_for: Vec<PublicKey>,
 }
 
 impl BundleChannel {
     /// The channel of `settings`; relative folders are resolved against `site_root`.
-    pub fn new(settings: &BundleSettings, site_root: &Path) -> BundleChannel {
+    /// With `encrypt: true`, bundles are sealed for the keys `trust` holds.
+    pub fn new(settings: &BundleSettings, site_root: &Path, trust: &Trust) -> BundleChannel {
         BundleChannel {
             outbox: site_root.join(&settings.outbox),
             inbox: site_root.join(&settings.inbox),
             max_bytes: settings.max_bytes,
             description: crate::config::ChannelSetting::Bundles(settings.clone()).to_string(),
-            settings: settings.clone(),
-            site_root: site_root.to_path_buf(),
+            seal_for: if settings.encrypt {
+                trust.keys.clone()
+            } else {
+                Vec::new()
+            },
         }
-    }
-
-    /// The channel's age keys, read when needed (a missing identity file only
-    /// matters once an encrypted bundle arrives).
-    fn encryption(&self) -> Result<Encryption, TransportError> {
-        Encryption::load(&self.settings, &self.site_root).map_err(|e| self.bundle_err(e))
     }
 
     fn failed(&self, message: String) -> TransportError {
@@ -192,9 +192,9 @@ impl BundleChannel {
         // The plaintext of an encrypted bundle, kept until the bundle is handled.
         let plain;
         let checked = if is_encrypted(file) {
-            match self.encryption()?.decrypt(exchange, file, self.max_bytes) {
-                Ok(decrypted) => {
-                    plain = decrypted;
+            match open_sealed(exchange, file, self.max_bytes) {
+                Ok(opened) => {
+                    plain = opened;
                     verify(
                         exchange,
                         site,
@@ -348,14 +348,13 @@ impl Channel for BundleChannel {
         let outcome = match plan(exchange, site, peer, false).map_err(|e| self.bundle_err(e))? {
             Some(plan) => {
                 let count = exchange.commits_between(None, tip).map_err(ex_err)?.len();
-                let recipients = self.encryption()?.recipients;
-                let suffix = if recipients.is_empty() {
+                let suffix = if self.seal_for.is_empty() {
                     format!(".{EXTENSION}")
                 } else {
                     ENCRYPTED_SUFFIX.to_string()
                 };
                 let name = format!("{site}-{peer}-{count:08}-{}{suffix}", short_id(tip));
-                write(exchange, &plan, &self.outbox.join(name), &recipients)
+                write(exchange, &plan, &self.outbox.join(name), &self.seal_for)
                     .map_err(|e| self.bundle_err(e))?;
                 failpoint::hit("bundle-after-write");
                 PushOutcome::Pushed(tip)

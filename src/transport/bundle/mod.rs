@@ -36,10 +36,11 @@ mod channel;
 pub use channel::{BundleChannel, bundled_ref};
 
 use super::{AdmitError, FetchOutcome, Limits, admit};
-use crate::config::BundleSettings;
 use crate::exchange::{Exchange, ExchangeError, own_branch, peer_branch};
 use crate::replica::{SITE_FILE, SiteFile};
+use crate::seal;
 use crate::signing::Trust;
+use ssh_key::PublicKey;
 
 /// The first line of a bundle ferry writes.
 const SIGNATURE_V2: &str = "# v2 git bundle";
@@ -153,22 +154,18 @@ pub enum BundleError {
     /// The commits failed [`admit`].
     #[error(transparent)]
     Refused(#[from] AdmitError),
-    /// An age key in the configuration is not valid.
-    #[error("bad age key: {0}")]
-    Key(String),
-    /// An encrypted bundle arrived on a connection with no identity to open it.
-    #[error(
-        "{} is encrypted, but the connection has no `identity:` (this site's age secret \
-         key file) to decrypt it",
-        .file.display()
-    )]
-    NoIdentity {
+    /// A sealed bundle arrived but this site has no signing key to open it with.
+    #[error("{} is sealed, but this site has no signing key to open it", .file.display())]
+    NoSiteKey {
         /// The bundle.
         file: PathBuf,
     },
-    /// An encrypted bundle could not be decrypted with this site's keys.
-    #[error("cannot decrypt the bundle with this site's age identity: {0}")]
-    Decrypt(String),
+    /// A sealed bundle does not open with this site's key.
+    #[error("cannot open the sealed bundle: {0}")]
+    Unseal(seal::SealError),
+    /// The bundle could not be sealed for the peer.
+    #[error("cannot seal the bundle for the peer: {0}")]
+    Seal(seal::SealError),
     /// This site has nothing to put in a bundle for the peer.
     #[error("nothing exported for {peer} yet: run `ferry export --connection {peer}` first")]
     NothingExported {
@@ -189,8 +186,8 @@ impl BundleError {
             BundleError::Io { .. }
                 | BundleError::Exchange(_)
                 | BundleError::NothingExported { .. }
-                | BundleError::Key(_)
-                | BundleError::NoIdentity { .. }
+                | BundleError::NoSiteKey { .. }
+                | BundleError::Seal(_)
         )
     }
 }
@@ -369,13 +366,14 @@ pub fn plan(
 
 /// Writes the bundle of `plan` to `out` atomically (a temporary file beside it,
 /// renamed once complete, so a reader of the folder never sees half a bundle)
-/// and returns the size of the file in bytes. With `recipients`, the file is the
-/// bundle encrypted to them in the age format (see [`Encryption`]).
+/// and returns the size of the file in bytes. With `seal_for` keys, the file is
+/// the bundle encrypted to them (age, to the peer's ssh-ed25519 signing keys; see
+/// [`crate::seal`] and [`open_sealed`]).
 pub fn write(
     exchange: &Exchange,
     plan: &Plan,
     out: &Path,
-    recipients: &[age::x25519::Recipient],
+    seal_for: &[PublicKey],
 ) -> Result<u64, BundleError> {
     let repo = exchange.repo();
     let context = || format!("packing {} for a bundle", plan.refname);
@@ -422,17 +420,14 @@ pub fn write(
         .prefix(TEMPORARY_PREFIX)
         .tempfile_in(dir)
         .map_err(io_error)?;
-    if recipients.is_empty() {
+    if seal_for.is_empty() {
         tmp.write_all(header.as_bytes()).map_err(io_error)?;
         tmp.write_all(&pack).map_err(io_error)?;
     } else {
-        let encryptor =
-            age::Encryptor::with_recipients(recipients.iter().map(|r| r as &dyn age::Recipient))
-                .map_err(|e| io_error(io::Error::other(e.to_string())))?;
-        let mut writer = encryptor.wrap_output(tmp.as_file_mut()).map_err(io_error)?;
-        writer.write_all(header.as_bytes()).map_err(io_error)?;
-        writer.write_all(&pack).map_err(io_error)?;
-        writer.finish().map_err(io_error)?;
+        let mut plain = header.into_bytes();
+        plain.extend_from_slice(&pack);
+        let sealed = seal::encrypt_for(seal_for, &plain).map_err(BundleError::Seal)?;
+        tmp.write_all(&sealed).map_err(io_error)?;
     }
     tmp.as_file().sync_all().map_err(io_error)?;
     let size = tmp.as_file().metadata().map_err(io_error)?.len();
@@ -450,112 +445,53 @@ pub fn is_encrypted(path: &Path) -> bool {
         .is_some_and(|n| n.ends_with(ENCRYPTED_SUFFIX))
 }
 
-/// Bundles encrypted with age (X25519): confidentiality on the way, for a stick
-/// that can be lost. It adds no authenticity (anyone with the recipient's public
-/// key can encrypt to it); what comes in is checked exactly as a plain bundle.
-pub struct Encryption {
-    /// Whom outgoing bundles are encrypted to (the peer's public keys).
-    pub recipients: Vec<age::x25519::Recipient>,
-    /// This site's secret keys, for incoming `.bundle.age` files.
-    pub identities: Vec<age::x25519::Identity>,
-}
-
-impl Encryption {
-    /// The keys of a bundle channel: recipients from its settings, identities read
-    /// from its identity file (relative to `site_root`).
-    pub fn load(settings: &BundleSettings, site_root: &Path) -> Result<Encryption, BundleError> {
-        let recipients = settings
-            .encrypt_to
-            .iter()
-            .map(|r| {
-                r.parse::<age::x25519::Recipient>()
-                    .map_err(|e| BundleError::Key(format!("recipient {r:?}: {e}")))
-            })
-            .collect::<Result<_, _>>()?;
-        let identities = match &settings.identity {
-            None => Vec::new(),
-            Some(file) => {
-                let path = site_root.join(file);
-                let text = fs::read_to_string(&path).map_err(|source| BundleError::Io {
-                    action: "cannot read the age identity file",
-                    path: path.clone(),
-                    source,
-                })?;
-                let keys: Vec<age::x25519::Identity> = text
-                    .lines()
-                    .map(str::trim)
-                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                    .map(|l| {
-                        l.parse::<age::x25519::Identity>()
-                            .map_err(|e| BundleError::Key(format!("{}: {e}", path.display())))
-                    })
-                    .collect::<Result<_, _>>()?;
-                if keys.is_empty() {
-                    return Err(BundleError::Key(format!(
-                        "{} holds no AGE-SECRET-KEY line",
-                        path.display()
-                    )));
-                }
-                keys
-            }
-        };
-        Ok(Encryption {
-            recipients,
-            identities,
-        })
+/// Opens the sealed (age-encrypted) bundle at `path` with this site's signing
+/// key into a file in `exchange`'s quarantine area, refusing more than
+/// `max_bytes` of ciphertext or plaintext.
+///
+/// Sealing is confidentiality for a stick that can be lost, not authenticity
+/// (anyone holding this site's public key can seal to it): what it opens is
+/// checked exactly like a plain bundle.
+pub fn open_sealed(
+    exchange: &Exchange,
+    path: &Path,
+    max_bytes: u64,
+) -> Result<tempfile::NamedTempFile, BundleError> {
+    let key = exchange.signer().ok_or_else(|| BundleError::NoSiteKey {
+        file: path.to_path_buf(),
+    })?;
+    let read_error = |source| BundleError::Io {
+        action: "cannot read",
+        path: path.to_path_buf(),
+        source,
+    };
+    let size = fs::metadata(path).map_err(read_error)?.len();
+    if size > max_bytes {
+        return Err(BundleError::TooLarge {
+            size,
+            limit: max_bytes,
+        });
     }
-
-    /// Decrypts the bundle at `path` into a file in `exchange`'s quarantine area,
-    /// refusing more than `max_bytes` of plaintext.
-    pub fn decrypt(
-        &self,
-        exchange: &Exchange,
-        path: &Path,
-        max_bytes: u64,
-    ) -> Result<tempfile::NamedTempFile, BundleError> {
-        if self.identities.is_empty() {
-            return Err(BundleError::NoIdentity {
-                file: path.to_path_buf(),
-            });
-        }
-        let size = fs::metadata(path)
-            .map_err(|source| BundleError::Io {
-                action: "cannot read",
-                path: path.to_path_buf(),
-                source,
-            })?
-            .len();
-        if size > max_bytes {
-            return Err(BundleError::TooLarge {
-                size,
-                limit: max_bytes,
-            });
-        }
-        let decryptor = age::Decryptor::new_buffered(open(path)?)
-            .map_err(|e| BundleError::Decrypt(e.to_string()))?;
-        let mut reader = decryptor
-            .decrypt(self.identities.iter().map(|i| i as &dyn age::Identity))
-            .map_err(|e| BundleError::Decrypt(e.to_string()))?;
-        let dir = exchange.repo().path();
-        let io_error = |source| BundleError::Io {
-            action: "cannot write the decrypted bundle in",
-            path: dir.to_path_buf(),
-            source,
-        };
-        let mut plain = tempfile::Builder::new()
-            .prefix(QUARANTINE_PREFIX)
-            .tempfile_in(dir)
-            .map_err(io_error)?;
-        let copied = io::copy(&mut (&mut reader).take(max_bytes + 1), plain.as_file_mut())
-            .map_err(|e| BundleError::Decrypt(e.to_string()))?;
-        if copied > max_bytes {
-            return Err(BundleError::TooLarge {
-                size: copied,
-                limit: max_bytes,
-            });
-        }
-        Ok(plain)
+    let sealed = fs::read(path).map_err(read_error)?;
+    let plain = seal::decrypt_with(key, &sealed).map_err(BundleError::Unseal)?;
+    if plain.len() as u64 > max_bytes {
+        return Err(BundleError::TooLarge {
+            size: plain.len() as u64,
+            limit: max_bytes,
+        });
     }
+    let dir = exchange.repo().path();
+    let io_error = |source| BundleError::Io {
+        action: "cannot write the opened bundle in",
+        path: dir.to_path_buf(),
+        source,
+    };
+    let mut file = tempfile::Builder::new()
+        .prefix(QUARANTINE_PREFIX)
+        .tempfile_in(dir)
+        .map_err(io_error)?;
+    file.write_all(&plain).map_err(io_error)?;
+    Ok(file)
 }
 
 /// A bundle that passed every check, its objects still in quarantine.
