@@ -16,6 +16,7 @@ pub mod identity;
 pub mod ledger;
 pub mod model;
 pub mod notify;
+pub mod progress;
 pub mod query;
 pub mod replica;
 pub mod rules;

@@ -286,6 +286,25 @@ pub struct IncomingResult {
     pub new_comments: Vec<TargetComment>,
     /// Delete the local issue.
     pub delete_issue: bool,
+    /// Values `map_value` or `lookup` found no mapping for (the default was used),
+    /// for reviewers: what the mappings cannot place.
+    pub unmapped: Vec<String>,
+}
+
+thread_local! {
+    /// The mapping misses of the script running on this thread (scripts are
+    /// shared between threads; each run is on one).
+    static UNMAPPED: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Notes that a mapping helper used its default for `key`.
+fn note_unmapped(what: String) {
+    UNMAPPED.with(|u| {
+        let mut u = u.borrow_mut();
+        if !u.contains(&what) {
+            u.push(what);
+        }
+    });
 }
 
 /// Loads `rules/tables/*.yaml`: each file is one table named after its stem, and
@@ -512,7 +531,9 @@ impl RuleScript {
         scope.push_dynamic(var::ISSUE, self.script_value(to_json(&target))?);
         scope.push(var::NEW_COMMENTS, Array::new());
         scope.push(var::DELETE_ISSUE, false);
+        UNMAPPED.with(|u| u.borrow_mut().clear());
         self.run(&mut scope, "incoming")?;
+        let unmapped = UNMAPPED.with(|u| std::mem::take(&mut *u.borrow_mut()));
 
         let wanted = take(&mut scope, var::ISSUE);
         if wanted.is_unit() {
@@ -558,6 +579,7 @@ impl RuleScript {
                 self.after_run(format!("`delete_issue` must be true or false, not {found}"))
             })?;
         Ok(Some(IncomingResult {
+            unmapped,
             issue,
             new_comments,
             delete_issue,
@@ -845,9 +867,16 @@ fn key_text(key: &Dynamic) -> Option<String> {
 
 /// `map_value(value, map, default)`.
 fn map_value(value: Dynamic, map: Map, default: Dynamic) -> Dynamic {
-    key_text(&value)
-        .and_then(|key| map.get(key.as_str()).cloned())
-        .unwrap_or(default)
+    let Some(key) = key_text(&value) else {
+        return default;
+    };
+    match map.get(key.as_str()) {
+        Some(mapped) => mapped.clone(),
+        None => {
+            note_unmapped(format!("{key:?} has no mapping (map_value gave {default})"));
+            default
+        }
+    }
 }
 
 /// `lookup(table, key[, default])`.
@@ -869,9 +898,23 @@ fn lookup(
         )
         .into());
     };
-    Ok(key_text(key)
-        .and_then(|key| entries.get(key.as_str()).cloned())
-        .unwrap_or(default))
+    let Some(key) = key_text(key) else {
+        return Ok(default);
+    };
+    Ok(match entries.get(key.as_str()) {
+        Some(value) => value.clone(),
+        None => {
+            let got = if default.is_unit() {
+                "()".to_string()
+            } else {
+                default.to_string()
+            };
+            note_unmapped(format!(
+                "{key:?} is not in table {table} (lookup gave {got})"
+            ));
+            default
+        }
+    })
 }
 
 /// Author, body and id of a comment map passed to a helper.

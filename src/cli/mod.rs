@@ -8,12 +8,14 @@ mod bundle;
 mod connection;
 mod demo;
 mod errors;
+mod generate;
 mod init;
 mod key;
 mod notify;
 mod relink;
 mod report;
 mod review;
+mod rules;
 mod site;
 mod status;
 mod steps;
@@ -52,6 +54,13 @@ pub struct Cli {
     /// The site folder (holding ferry.yaml); defaults to the current folder.
     #[arg(long, global = true, value_name = "DIR", env = "FERRY_DIR")]
     dir: Option<PathBuf>,
+    /// Print nothing but errors (for cron: a run that prints is a run to read).
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+    /// Log what ferry does on stderr: -v steps, -vv details (FERRY_LOG, a
+    /// tracing filter such as `ferry=debug`, takes precedence).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
     #[command(subcommand)]
     command: Command,
 }
@@ -72,6 +81,8 @@ enum Command {
     #[command(subcommand)]
     Bundle(bundle::BundleCommand),
     Review(review::ReviewArgs),
+    #[command(subcommand)]
+    Rules(rules::RulesCommand),
     Relink(relink::RelinkArgs),
     Status(status::StatusArgs),
     Errors(errors::ErrorsArgs),
@@ -82,6 +93,8 @@ enum Command {
     #[command(subcommand)]
     Notify(notify::NotifyCommand),
     Demo(demo::DemoArgs),
+    Completions(generate::CompletionsArgs),
+    Man(generate::ManArgs),
 }
 
 /// What every command gets: the site folder and where to write.
@@ -95,7 +108,6 @@ pub struct Ctx<'a> {
 /// Parses the command line, runs the command, prints errors and maps the outcome
 /// to an exit code.
 pub fn run() -> ExitCode {
-    init_tracing();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -107,10 +119,21 @@ pub fn run() -> ExitCode {
             });
         }
     };
+    init_tracing(cli.quiet, cli.verbose);
+    if cli.quiet {
+        crate::progress::hide();
+    }
     let dir = cli.dir.clone().unwrap_or_else(|| PathBuf::from("."));
     let stdout = std::io::stdout();
-    let mut out = stdout.lock();
-    let mut ctx = Ctx { dir, out: &mut out };
+    let mut out: Box<dyn Write> = if cli.quiet {
+        Box::new(std::io::sink())
+    } else {
+        Box::new(stdout.lock())
+    };
+    let mut ctx = Ctx {
+        dir,
+        out: &mut *out,
+    };
     let status = match dispatch(cli.command, &mut ctx) {
         Ok(status) => status,
         // A reader that went away (`ferry list | head`) is not a failure of the run,
@@ -139,6 +162,7 @@ fn dispatch(command: Command, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
         Command::Pull(args) => steps::pull(args, ctx),
         Command::Bundle(cmd) => bundle::run(cmd, ctx),
         Command::Review(args) => review::run(args, ctx),
+        Command::Rules(cmd) => rules::run(cmd, ctx),
         Command::Relink(args) => relink::run(args, ctx),
         Command::Status(args) => status::run(args, ctx),
         Command::Errors(args) => errors::run(args, ctx),
@@ -147,6 +171,8 @@ fn dispatch(command: Command, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
         Command::Site(cmd) => site::run(cmd, ctx),
         Command::Notify(cmd) => notify::run(cmd, ctx),
         Command::Demo(args) => demo::run(args, ctx),
+        Command::Completions(args) => generate::completions(args, ctx),
+        Command::Man(args) => generate::man(args, ctx),
     }
 }
 
@@ -192,9 +218,15 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
     })
 }
 
-fn init_tracing() {
+fn init_tracing(quiet: bool, verbose: u8) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("FERRY_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
+    let level = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        (false, _) => "debug",
+    };
+    let filter = EnvFilter::try_from_env("FERRY_LOG").unwrap_or_else(|_| EnvFilter::new(level));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -1,7 +1,7 @@
 //! `ferry review`: read what the peers' fetched commits would change here, before
 //! anything is imported.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 
 use git2::Oid;
 
@@ -32,6 +32,47 @@ pub struct ReviewArgs {
     /// Print a JSON array, one object per connection.
     #[arg(long)]
     json: bool,
+    /// Colour the diff: `auto` (when writing to a terminal), `always`, `never`.
+    #[arg(long, value_enum, default_value = "auto", value_name = "WHEN")]
+    color: ColorChoice,
+    /// Never page the output (by default a long review on a terminal goes through
+    /// `$FERRY_PAGER`, else `$PAGER`, else `less -FRX`, like git).
+    #[arg(long)]
+    no_pager: bool,
+}
+
+/// When to colour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
+
+/// ANSI styles, or none.
+#[derive(Debug, Clone, Copy)]
+struct Paint(bool);
+
+impl Paint {
+    fn wrap(self, code: &str, text: &str) -> String {
+        if self.0 {
+            format!("\x1b[{code}m{text}\x1b[m")
+        } else {
+            text.to_string()
+        }
+    }
+    fn removed(self, text: &str) -> String {
+        self.wrap("31", text)
+    }
+    fn added(self, text: &str) -> String {
+        self.wrap("32", text)
+    }
+    fn warning(self, text: &str) -> String {
+        self.wrap("33", text)
+    }
+    fn heading(self, text: &str) -> String {
+        self.wrap("1", text)
+    }
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -89,12 +130,51 @@ pub fn run(args: ReviewArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
     }
     if args.json {
         writeln!(ctx.out, "{}", serde_json::to_string_pretty(&reviews)?)?;
+        return Ok(ExitStatus::Success);
+    }
+    let terminal = std::io::stdout().is_terminal();
+    let paint = Paint(match args.color {
+        ColorChoice::Always => true,
+        ColorChoice::Never => false,
+        ColorChoice::Auto => terminal && std::env::var_os("NO_COLOR").is_none(),
+    });
+    let mut text = Vec::new();
+    for review in &reviews {
+        render(&mut text, review, paint)?;
+    }
+    if terminal && !args.no_pager {
+        page(&text)?;
     } else {
-        for review in &reviews {
-            render(ctx.out, review)?;
-        }
+        ctx.out.write_all(&text)?;
     }
     Ok(ExitStatus::Success)
+}
+
+/// Shows `text` through a pager, as git does: `$FERRY_PAGER`, else `$PAGER`, else
+/// `less -FRX` (which exits at once when the text fits the screen, keeps colours
+/// and leaves the text on screen). An empty pager setting, or one that cannot be
+/// started, prints directly.
+fn page(text: &[u8]) -> std::io::Result<()> {
+    let pager = std::env::var("FERRY_PAGER")
+        .or_else(|_| std::env::var("PAGER"))
+        .unwrap_or_else(|_| "less -FRX".into());
+    let mut words = pager.split_whitespace();
+    let started = words.next().and_then(|program| {
+        std::process::Command::new(program)
+            .args(words)
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .ok()
+    });
+    let Some(mut child) = started else {
+        return std::io::stdout().write_all(text);
+    };
+    if let Some(mut stdin) = child.stdin.take() {
+        // The reader may quit early (q in less): not an error.
+        let _ = stdin.write_all(text);
+    }
+    child.wait()?;
+    Ok(())
 }
 
 /// The connection a verdict is about: the one named, else the only one that
@@ -264,7 +344,7 @@ fn review_subject(commit: Oid) -> String {
     format!("review {}", short_id(commit))
 }
 
-fn render(out: &mut dyn Write, review: &Review) -> std::io::Result<()> {
+fn render(out: &mut dyn Write, review: &Review, paint: Paint) -> std::io::Result<()> {
     if review.review_required {
         match &review.approved {
             Some(a) => writeln!(
@@ -309,12 +389,12 @@ fn render(out: &mut dyn Write, review: &Review) -> std::io::Result<()> {
         writeln!(out, "  refused: {path} (outside issues/)")?;
     }
     for issue in &review.issues {
-        render_issue(out, issue)?;
+        render_issue(out, issue, paint)?;
     }
     Ok(())
 }
 
-fn render_issue(out: &mut dyn Write, issue: &PendingIssue) -> std::io::Result<()> {
+fn render_issue(out: &mut dyn Write, issue: &PendingIssue, paint: Paint) -> std::io::Result<()> {
     let remote = issue.remote_key.as_deref().unwrap_or(&issue.path);
     let local = issue
         .local_key
@@ -326,7 +406,11 @@ fn render_issue(out: &mut dyn Write, issue: &PendingIssue) -> std::io::Result<()
     } else {
         ""
     };
-    writeln!(out, "\n  {remote}{local}{deleted}")?;
+    writeln!(
+        out,
+        "\n  {}",
+        paint.heading(&format!("{remote}{local}{deleted}"))
+    )?;
     if let Some(new) = &issue.new_issue {
         writeln!(out, "    summary: {}", new.summary)?;
         writeln!(out, "    type: {}   status: {}", new.issue_type, new.status)?;
@@ -337,18 +421,25 @@ fn render_issue(out: &mut dyn Write, issue: &PendingIssue) -> std::io::Result<()
         }
     }
     if let Some((old, new)) = &issue.description {
-        writeln!(out, "    description: {}", word_diff(old, new))?;
+        writeln!(out, "    description: {}", word_diff(old, new, paint))?;
     }
     for c in &issue.added_comments {
-        writeln!(
-            out,
-            "    + comment by {} at {}:",
+        let heading = format!(
+            "+ comment by {} at {}:",
             c.author,
             crate::model::format_timestamp(&c.created)
-        )?;
+        );
+        writeln!(out, "    {}", paint.added(&heading))?;
         for line in c.body.lines() {
-            writeln!(out, "      {line}")?;
+            writeln!(out, "      {}", paint.added(line))?;
         }
+    }
+    for miss in &issue.unmapped {
+        writeln!(
+            out,
+            "    {}",
+            paint.warning(&format!("! not mapped: {miss}"))
+        )?;
     }
     let verdict = match &issue.verdict {
         Verdict::Create { project } => format!("create an issue in {project}"),
@@ -373,7 +464,7 @@ fn render_issue(out: &mut dyn Write, issue: &PendingIssue) -> std::io::Result<()
     writeln!(out, "    => {verdict}")
 }
 
-fn describe(change: &FieldChange) -> String {
+pub(super) fn describe(change: &FieldChange) -> String {
     format!(
         "{}: {} → {}",
         change.field,
@@ -396,16 +487,16 @@ fn value(v: Option<&FieldValue>) -> String {
 
 /// git's `--word-diff=plain` rendering: runs of removed and added words each in
 /// one bracket.
-fn word_diff(old: &str, new: &str) -> String {
+fn word_diff(old: &str, new: &str, paint: Paint) -> String {
     use similar::{ChangeTag, TextDiff};
-    fn flush(text: &mut String, tag: ChangeTag, run: &mut String) {
+    let flush = |text: &mut String, tag: ChangeTag, run: &mut String| {
         match tag {
             ChangeTag::Equal => text.push_str(run),
-            ChangeTag::Delete => text.push_str(&format!("[-{run}-]")),
-            ChangeTag::Insert => text.push_str(&format!("{{+{run}+}}")),
+            ChangeTag::Delete => text.push_str(&paint.removed(&format!("[-{run}-]"))),
+            ChangeTag::Insert => text.push_str(&paint.added(&format!("{{+{run}+}}"))),
         }
         run.clear();
-    }
+    };
     let diff = TextDiff::from_words(old, new);
     let (mut text, mut run, mut tag) = (String::new(), String::new(), ChangeTag::Equal);
     for change in diff.iter_all_changes() {
@@ -421,16 +512,21 @@ fn word_diff(old: &str, new: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::word_diff;
+    use super::{Paint, word_diff};
 
     #[test]
     fn word_diff_marks_removed_and_added_words() {
         assert_eq!(
             word_diff(
                 "Smoke seen after update.",
-                "Smoke seen after the firmware update."
+                "Smoke seen after the firmware update.",
+                Paint(false)
             ),
             "Smoke seen after {+the firmware +}update."
+        );
+        assert_eq!(
+            word_diff("a b", "a c", Paint(true)),
+            "a \x1b[31m[-b-]\x1b[m\x1b[32m{+c+}\x1b[m"
         );
     }
 }

@@ -55,7 +55,11 @@ pub fn export(site: &mut Site, connection: &Connection) -> anyhow::Result<Export
     let mut oldest_failure: Option<DateTime<Utc>> = None;
     let (mut comment_count, mut issue_count) = (0, 0);
 
-    for issue in site.tracker.changed_since(cursor)? {
+    let changed = site.tracker.changed_since(cursor)?;
+    tracing::info!(%peer, since = ?cursor.map(|c| crate::model::format_timestamp(&c)), issues = changed.len(), "export");
+    let progress = crate::progress::bar(changed.len(), format!("export {peer}"));
+    for issue in changed {
+        progress.inc(1);
         newest = newest.max(Some(issue.updated));
         if connection.remote_project(&issue.project).is_none() {
             continue;

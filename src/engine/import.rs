@@ -107,6 +107,13 @@ pub fn import(site: &mut Site, connection: &Connection) -> anyhow::Result<Import
     let short = short_id(head);
 
     let range = pending_range(site, &peer, applied, head)?;
+    tracing::info!(
+        %peer,
+        from = ?applied.map(short_id),
+        to = %short_id(head),
+        replicas = range.replicas.len(),
+        "import"
+    );
     for path in &range.outside {
         let message =
             format!("commit {short} of {peer}'s branch holds {path:?}, outside issues/; ignored");
@@ -115,13 +122,16 @@ pub fn import(site: &mut Site, connection: &Connection) -> anyhow::Result<Import
             .push(issue_error(site, connection, path, message)?);
     }
 
+    let progress = crate::progress::bar(range.replicas.len(), format!("import {peer}"));
     for (path, blob) in range.replicas {
+        progress.inc(1);
         let Some(blob) = blob else {
             // Was pending, and the peer has stopped sharing it since.
             site.ledger.mark_applied(&peer, &path, "")?;
             continue;
         };
         let blob_id = blob.to_string();
+        tracing::debug!(%peer, %path, blob = %short_id(blob), "import replica");
         match import_one(site, connection, &rules, &path, blob) {
             Ok(done) => {
                 site.ledger.mark_applied(&peer, &path, &blob_id)?;

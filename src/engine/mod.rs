@@ -19,12 +19,14 @@ mod export;
 mod import;
 mod relink;
 mod review;
+mod rules_test;
 mod sync;
 
 pub use export::{ExportReport, export};
 pub use import::{ImportAction, ImportReport, ImportedIssue, import};
 pub use relink::{RelinkReport, relink};
 pub use review::{FieldChange, PendingIssue, Review, Verdict, review};
+pub use rules_test::{OutgoingDifference, RulesTest, rules_test};
 pub use sync::{ConnectionReport, SyncOptions, SyncReport, pull, push, selected, sync};
 
 use std::path::Path;
@@ -85,7 +87,7 @@ impl std::fmt::Display for IssueError {
 
 /// Loads a connection's rule script (incoming or outgoing) with the site's tables
 /// (`rules/tables/*.yaml` beside the script).
-fn load_rule(site: &Site, script: &Path) -> Result<RuleScript, RuleError> {
+pub fn load_rule(site: &Site, script: &Path) -> Result<RuleScript, RuleError> {
     let path = site.config.resolve(script);
     let tables_dir = path
         .parent()

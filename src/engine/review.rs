@@ -81,6 +81,9 @@ pub struct PendingIssue {
     pub added_comments: Vec<Comment>,
     /// What the incoming rule would do.
     pub verdict: Verdict,
+    /// Values the rule's mappings (`map_value`, `lookup`) could not place: an
+    /// unknown user, a status with no mapping.
+    pub unmapped: Vec<String>,
 }
 
 /// The pending changes of one connection.
@@ -144,7 +147,7 @@ pub fn review(site: &Site, connection: &Connection) -> anyhow::Result<Review> {
     Ok(review)
 }
 
-fn review_one(
+pub(super) fn review_one(
     site: &Site,
     connection: &Connection,
     rules: &crate::rules::RuleScript,
@@ -163,6 +166,7 @@ fn review_one(
         description: None,
         added_comments: Vec::new(),
         verdict: Verdict::Nothing,
+        unmapped: Vec::new(),
     };
     let bytes = site.exchange.read_blob(blob)?;
     let replica = match Replica::parse(path, &bytes) {
@@ -213,7 +217,11 @@ fn review_one(
         changed_fields: &changed,
         conflicts: &[],
     };
-    pending.verdict = match rules.run_incoming(&input) {
+    let outcome = rules.run_incoming(&input);
+    if let Ok(Some(result)) = &outcome {
+        pending.unmapped.clone_from(&result.unmapped);
+    }
+    pending.verdict = match outcome {
         Err(e) => Verdict::Error {
             message: e.to_string(),
         },

@@ -340,3 +340,28 @@ fn status_of_one_issue_shows_its_sync_panel() {
         missing.stderr
     );
 }
+
+#[test]
+fn review_lists_what_the_mappings_cannot_place() {
+    let w = World::escalating_pair();
+    w.escalate("Printer on fire");
+    w.ok("support", &["sync"]);
+    w.ok("engineering", &["sync"]);
+    w.ok(
+        "engineering",
+        &["tracker", "edit", "ENG-1", "--status", "Needs Triage"],
+    );
+    w.ok("engineering", &["sync"]);
+    w.ok("support", &["pull"]);
+    let review = w.ok("support", &["review"]);
+    assert!(
+        review.contains("    ! not mapped: \"Needs Triage\" has no mapping (map_value gave Open)"),
+        "{review}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&w.ok("support", &["review", "--json"])).unwrap();
+    assert_eq!(
+        json[0]["issues"][0]["unmapped"].as_array().unwrap().len(),
+        1
+    );
+}
