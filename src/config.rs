@@ -153,8 +153,9 @@ pub enum SyncMethod {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConnectionFile {
-    /// How commits travel: any git URL or path of the intermediate repository.
-    pub channel: String,
+    /// How commits travel: any git URL or path of the intermediate repository, or
+    /// bundle folders (see [`ChannelSetting`]).
+    pub channel: ChannelSetting,
     /// Which way issues flow.
     #[serde(default = "default_direction")]
     pub direction: Direction,
@@ -285,6 +286,95 @@ impl ConflictSettings {
     /// The policy for one field.
     pub fn policy(&self, field: &str) -> ConflictPolicy {
         self.fields.get(field).copied().unwrap_or(self.default)
+    }
+}
+
+/// A connection's `channel:` setting.
+///
+/// A string is the intermediate git repository (any git URL, or a path relative
+/// to the site folder), as before. A mapping is an air-gapped bundle channel:
+///
+/// ```yaml
+/// channel:
+///   outbox: /media/usb/support-to-engineering   # ferry writes bundles here
+///   inbox: /media/usb/engineering-to-support    # and imports the peer's from here
+///   max_bytes: 268435456                        # optional, refuses larger bundles
+/// ```
+///
+/// Two shapes under one key, rather than a second key beside `channel`, so a
+/// connection can never name both kinds at once.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum ChannelSetting {
+    /// The intermediate git repository.
+    Git(String),
+    /// Bundle files carried between an outbox and an inbox folder.
+    Bundles(BundleSettings),
+}
+
+/// The folders of a bundle channel, relative to the site folder unless absolute.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BundleSettings {
+    /// Where `ferry sync` writes this site's bundles for the peer.
+    pub outbox: PathBuf,
+    /// Where the peer's bundles arrive; processed ones move to `archive/` below
+    /// it, refused ones to `rejected/` with a reason file.
+    pub inbox: PathBuf,
+    /// Bundles larger than this are refused unread (default
+    /// [`DEFAULT_MAX_BUNDLE_BYTES`]).
+    #[serde(default = "default_max_bundle_bytes")]
+    pub max_bytes: u64,
+    /// Encrypt bundles (age) to the peer's signing keys this connection trusts,
+    /// written as `.bundle.age` files; incoming ones are opened with this site's
+    /// signing key. No second set of keys to exchange.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub encrypt: bool,
+}
+
+/// The default size limit of an incoming bundle: 1 GiB.
+pub const DEFAULT_MAX_BUNDLE_BYTES: u64 = 1 << 30;
+
+fn default_max_bundle_bytes() -> u64 {
+    DEFAULT_MAX_BUNDLE_BYTES
+}
+
+impl<'de> Deserialize<'de> for ChannelSetting {
+    /// A string or a mapping, each with its own error messages: serde's
+    /// `untagged` would only say that "data did not match any variant".
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = ChannelSetting;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a git URL or path, or a mapping with `outbox` and `inbox` folders")
+            }
+            fn visit_str<E: serde::de::Error>(self, url: &str) -> Result<ChannelSetting, E> {
+                Ok(ChannelSetting::Git(url.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<ChannelSetting, A::Error> {
+                BundleSettings::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(ChannelSetting::Bundles)
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+impl std::fmt::Display for ChannelSetting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ChannelSetting::Git(url) => f.write_str(url),
+            ChannelSetting::Bundles(b) => write!(
+                f,
+                "bundles (outbox {}, inbox {})",
+                b.outbox.display(),
+                b.inbox.display()
+            ),
+        }
     }
 }
 
@@ -456,8 +546,28 @@ pub fn validate_connection(file: &Path, settings: &ConnectionFile) -> Result<Que
         path: file.to_path_buf(),
         message,
     };
-    if settings.channel.trim().is_empty() {
-        return Err(invalid("`channel` is empty".into()));
+    match &settings.channel {
+        ChannelSetting::Git(url) if url.trim().is_empty() => {
+            return Err(invalid("`channel` is empty".into()));
+        }
+        ChannelSetting::Bundles(b) => {
+            if b.outbox.as_os_str().is_empty() || b.inbox.as_os_str().is_empty() {
+                return Err(invalid(
+                    "`channel` needs both an `outbox` and an `inbox` folder".into(),
+                ));
+            }
+            if b.outbox == b.inbox {
+                return Err(invalid(format!(
+                    "`channel`: outbox and inbox are the same folder {}; this site would \
+                     read its own bundles",
+                    b.inbox.display()
+                )));
+            }
+            if b.max_bytes == 0 {
+                return Err(invalid("`channel`: `max_bytes` must be above 0".into()));
+            }
+        }
+        ChannelSetting::Git(_) => {}
     }
     if settings.projects.is_empty() {
         return Err(invalid(
@@ -532,4 +642,57 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), ConfigError> {
     tmp.as_file().sync_all().map_err(write)?;
     tmp.persist(path).map_err(|e| write(e.error))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(yaml: &str) -> Result<ConnectionFile, String> {
+        serde_yaml::from_str(yaml).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_channel_is_a_url_or_bundle_folders() {
+        let git = parse("channel: ../exchange.git\nprojects: {SUP: ENG}\n").unwrap();
+        assert_eq!(git.channel, ChannelSetting::Git("../exchange.git".into()));
+        let bundles =
+            parse("channel:\n  outbox: usb/out\n  inbox: usb/in\nprojects: {SUP: ENG}\n").unwrap();
+        assert_eq!(
+            bundles.channel,
+            ChannelSetting::Bundles(BundleSettings {
+                outbox: "usb/out".into(),
+                inbox: "usb/in".into(),
+                max_bytes: DEFAULT_MAX_BUNDLE_BYTES,
+                encrypt: false,
+            })
+        );
+        assert_eq!(
+            bundles.channel.to_string(),
+            "bundles (outbox usb/out, inbox usb/in)"
+        );
+        // What `connection add` writes reads back the same.
+        let written = serde_yaml::to_string(&bundles).unwrap();
+        assert_eq!(parse(&written).unwrap(), bundles);
+    }
+
+    #[test]
+    fn a_bad_channel_says_what_is_wrong_and_where() {
+        let typo = parse("channel:\n  outbox: a\n  inbx: b\nprojects: {SUP: ENG}\n").unwrap_err();
+        assert!(typo.contains("unknown field `inbx`"), "{typo}");
+        assert!(typo.contains("line 3"), "{typo}");
+        let missing = parse("channel:\n  outbox: a\nprojects: {SUP: ENG}\n").unwrap_err();
+        assert!(missing.contains("missing field `inbox`"), "{missing}");
+        let list = parse("channel: [a, b]\nprojects: {SUP: ENG}\n").unwrap_err();
+        assert!(
+            list.contains("a git URL or path, or a mapping with `outbox` and `inbox`"),
+            "{list}"
+        );
+        let same = parse("channel: {outbox: usb, inbox: usb}\nprojects: {SUP: ENG}\n").unwrap();
+        let err = validate_connection(Path::new("c.yaml"), &same).unwrap_err();
+        assert!(
+            err.to_string().contains("would read its own bundles"),
+            "{err}"
+        );
+    }
 }

@@ -309,6 +309,11 @@ impl Exchange {
         self.signer = Some(key);
     }
 
+    /// The key this site signs with (it also opens what peers encrypt to it).
+    pub fn signer(&self) -> Option<&SiteKey> {
+        self.signer.as_ref()
+    }
+
     /// Writes a commit signed with the site key, its message ending with the
     /// trailer naming `refname`, and returns its id; no ref moves.
     ///
@@ -346,6 +351,33 @@ impl Exchange {
                 source: Box::new(source),
             })?;
         git(self.repo.commit_signed(content, &signature, None), context)
+    }
+
+    /// The same repository, seeing also the objects below `objects` (a folder laid
+    /// out like `objects/`, e.g. a quarantine holding a pack not yet accepted).
+    /// Refs and config are shared; the extra objects are visible only through the
+    /// returned handle.
+    pub fn with_alternate(&self, objects: &Path) -> Result<Exchange, ExchangeError> {
+        let context = || {
+            format!(
+                "opening {} with the objects of {}",
+                self.repo.path().display(),
+                objects.display()
+            )
+        };
+        let repo = git(Repository::open_bare(self.repo.path()), context)?;
+        let odb = git(repo.odb(), context)?;
+        let Some(dir) = objects.to_str() else {
+            return Err(ExchangeError::Git {
+                context: context(),
+                source: git2::Error::from_str("the folder's path is not UTF-8"),
+            });
+        };
+        git(odb.add_disk_alternate(dir), context)?;
+        drop(odb);
+        // A view for reading what a quarantine holds: it never commits, so it
+        // needs no signing key.
+        Ok(Exchange { repo, signer: None })
     }
 
     /// Removes the `*.lock` files a killed writer left in this repository (ref

@@ -24,6 +24,10 @@ pub const FAILPOINT_ENV: &str = "FERRY_FAILPOINT";
 
 /// Every fail point in the code, in the order a sync reaches them.
 pub const POINTS: &[&str] = &[
+    // Pull from a bundle inbox: a bundle moved to applying/, then the peer's
+    // branch moved to it (it is archived only after that).
+    "bundle-after-applying",
+    "bundle-after-ref",
     // Pull: the peer's branch moved in the local clone.
     "after-fetch",
     // Import, per replica.
@@ -40,6 +44,8 @@ pub const POINTS: &[&str] = &[
     "after-cursor",
     // Push.
     "before-push",
+    // Push to a bundle outbox: the bundle is written, not yet recorded as sent.
+    "bundle-after-write",
     "after-push",
     // Notify: the server accepted the message; the ledger does not know yet.
     "after-notice-sent",

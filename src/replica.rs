@@ -280,6 +280,24 @@ impl Replica {
     }
 }
 
+/// The path of the [`SiteFile`] at the root of every branch.
+pub const SITE_FILE: &str = "site.yaml";
+
+/// The contents of `site.yaml` at the root of a site's branch: who wrote the
+/// branch, for whom, and the acknowledgement that travels back with it.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct SiteFile {
+    /// Schema version of the branch layout.
+    pub ferry: u32,
+    /// The writing site.
+    pub site: String,
+    /// The peer the branch is for.
+    pub peer: String,
+    /// The last commit of the peer's branch this site has applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ack: Option<String>,
+}
+
 /// `issues/<project>/<id>.yaml`.
 pub fn replica_path(project: &str, id: &str) -> String {
     format!("issues/{project}/{id}.yaml")

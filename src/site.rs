@@ -95,6 +95,12 @@ impl Site {
         {
             tracing::warn!("removed {}, left by an interrupted run", stale.display());
         }
+        for stale in crate::transport::bundle::remove_quarantines(&exchange)
+            .map_err(anyhow::Error::from)
+            .map_err(recorded)?
+        {
+            tracing::warn!("removed {}, left by an interrupted run", stale.display());
+        }
         let tracker = open_tracker(&config)
             .map_err(anyhow::Error::from)
             .map_err(recorded)?;

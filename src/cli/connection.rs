@@ -1,11 +1,12 @@
 //! `ferry connection ...`: the links of this site to its peers.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 use super::{Ctx, ExitStatus, UsageError, operator};
 use crate::config::{
-    CONNECTIONS_DIR, Config, ConnectionFile, Direction, ReviewSettings, SyncMethod,
-    validate_connection,
+    BundleSettings, CONNECTIONS_DIR, ChannelSetting, Config, ConnectionFile,
+    DEFAULT_MAX_BUNDLE_BYTES, Direction, ReviewSettings, SyncMethod, validate_connection,
 };
 use crate::ledger::Ledger;
 use crate::replica::is_plain_name;
@@ -47,8 +48,15 @@ pub struct AddArgs {
     peer: String,
     /// The intermediate git repository: a path (relative to the site folder) or any
     /// git URL (file://, git://, ssh://, https://).
-    #[arg(long)]
-    channel: String,
+    #[arg(long, required_unless_present = "outbox", conflicts_with_all = ["outbox", "inbox"])]
+    channel: Option<String>,
+    /// Instead of --channel, exchange bundle files: the folder `ferry sync` writes
+    /// this site's bundles to (must exist; relative to the site folder).
+    #[arg(long, value_name = "DIR", requires = "inbox")]
+    outbox: Option<PathBuf>,
+    /// With --outbox: the folder the peer's bundles arrive in.
+    #[arg(long, value_name = "DIR", requires = "outbox")]
+    inbox: Option<PathBuf>,
     /// Project mapping LOCAL=REMOTE (repeat for several projects).
     #[arg(long = "project", value_name = "LOCAL=REMOTE", required = true)]
     projects: Vec<String>,
@@ -196,8 +204,22 @@ fn add(args: AddArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
         ))
         .into());
     }
+    let channel = match (args.channel, args.outbox, args.inbox) {
+        (Some(url), _, _) => ChannelSetting::Git(url),
+        (None, Some(outbox), Some(inbox)) => ChannelSetting::Bundles(BundleSettings {
+            outbox,
+            inbox,
+            max_bytes: DEFAULT_MAX_BUNDLE_BYTES,
+            encrypt: false,
+        }),
+        _ => {
+            return Err(
+                UsageError("give --channel URL, or --outbox DIR and --inbox DIR".into()).into(),
+            );
+        }
+    };
     let settings = ConnectionFile {
-        channel: args.channel,
+        channel,
         direction: args.direction,
         method: args.method,
         projects,

@@ -1,8 +1,10 @@
 //! `ferry demo`: the whole story in a temporary folder, narrated.
 //!
 //! Two sites (a support desk and an engineering team), one bare exchange repo, the
-//! embedded tracker on both sides. Everything runs through the same library calls
-//! as `ferry sync`; the demo only adds the narration.
+//! embedded tracker on both sides. With `--bundles` there is no shared repo: the
+//! sites exchange bundle files through two folders standing for a USB stick.
+//! Everything runs through the same library calls as `ferry sync`; the demo only
+//! adds the narration.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -10,8 +12,10 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 
 use super::{Ctx, ExitStatus, report};
-use crate::config::Config;
-use crate::config::{CONNECTIONS_DIR, ConnectionFile, Direction, SyncMethod};
+use crate::config::{
+    BundleSettings, CONNECTIONS_DIR, ChannelSetting, Config, ConnectionFile,
+    DEFAULT_MAX_BUNDLE_BYTES, Direction, SyncMethod,
+};
 use crate::engine::{self, SyncOptions};
 use crate::exchange::own_branch;
 use crate::model::Issue;
@@ -26,7 +30,15 @@ pub struct DemoArgs {
     /// around afterwards with `ferry --dir DIR/support tracker list` and `git log`.
     #[arg(long, value_name = "DIR")]
     keep: Option<PathBuf>,
+    /// Air-gapped: no shared repository, the sites exchange git bundle files
+    /// through an outbox and an inbox folder (usb/ in the demo folder).
+    #[arg(long)]
+    bundles: bool,
 }
+
+/// The folders standing for the USB stick in `--bundles` mode.
+const TO_ENGINEERING: &str = "usb/support-to-engineering";
+const TO_SUPPORT: &str = "usb/engineering-to-support";
 
 /// The support site's incoming rule in the demo: engineering's statuses mapped to
 /// the support desk's own workflow.
@@ -48,19 +60,22 @@ pub fn run(args: DemoArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
             temp.path().to_path_buf()
         }
     };
-    Story::new(&root, ctx.out)?.tell()?;
+    Story::new(&root, args.bundles, ctx.out)?.tell()?;
     Ok(ExitStatus::Success)
 }
 
 struct Story<'a> {
     root: PathBuf,
+    /// Bundle files instead of a shared repo.
+    bundles: bool,
     out: &'a mut dyn Write,
 }
 
 impl<'a> Story<'a> {
-    fn new(root: &Path, out: &'a mut dyn Write) -> anyhow::Result<Story<'a>> {
+    fn new(root: &Path, bundles: bool, out: &'a mut dyn Write) -> anyhow::Result<Story<'a>> {
         Ok(Story {
             root: root.to_path_buf(),
+            bundles,
             out,
         })
     }
@@ -82,17 +97,29 @@ impl<'a> Story<'a> {
     }
 
     fn tell(&mut self) -> anyhow::Result<()> {
+        let how = if self.bundles {
+            "never connect to\nanything: git bundle files travel on a USB stick (two folders here)."
+        } else {
+            "never\nconnect to each other, only to one shared git repository."
+        };
         writeln!(
             self.out,
-            "ferry demo: a support desk escalates an issue to engineering; they never\n\
-             connect to each other, only to one shared git repository.\n\
+            "ferry demo: a support desk escalates an issue to engineering; they {how}\n\
              Folder: {}",
             self.root.display()
         )?;
 
-        self.heading(1, "Set up: one bare exchange repo, two sites")?;
-        let exchange = self.root.join("exchange.git");
-        git2::Repository::init_bare(&exchange).context("creating the exchange repo")?;
+        if self.bundles {
+            self.heading(1, "Set up: two sites and a USB stick, no shared repo")?;
+            for dir in [TO_ENGINEERING, TO_SUPPORT] {
+                std::fs::create_dir_all(self.root.join(dir))
+                    .with_context(|| format!("creating {dir}"))?;
+            }
+        } else {
+            self.heading(1, "Set up: one bare exchange repo, two sites")?;
+            let exchange = self.root.join("exchange.git");
+            git2::Repository::init_bare(&exchange).context("creating the exchange repo")?;
+        }
         self.setup_site(
             "support",
             "SUP",
@@ -106,9 +133,15 @@ impl<'a> Story<'a> {
             self.site_dir("support").join("rules/incoming.rhai"),
             SUPPORT_INCOMING,
         )?;
+        let channel = if self.bundles {
+            "usb/support-to-engineering   support's outbox, engineering's inbox\n\
+             usb/engineering-to-support   engineering's outbox, support's inbox"
+        } else {
+            "exchange.git             the intermediate repo both sites push to and pull from"
+        };
+        self.say(channel)?;
         self.say(
-            "exchange.git             the intermediate repo both sites push to and pull from\n\
-             support/                 ferry.yaml, rules/, connections/engineering.yaml, tracker.db\n\
+            "support/                 ferry.yaml, rules/, connections/engineering.yaml, tracker.db\n\
              engineering/             the same, for the engineering site\n\
              support shares issues matching: labels = escalate AND status != Closed\n\
              support maps engineering's statuses to its own (rules/incoming.rhai)\n\
@@ -226,12 +259,24 @@ impl<'a> Story<'a> {
         self.sync("support")?;
         self.say("Nothing changed, so nothing was committed: the loop is quiet.")?;
 
-        self.heading(9, "What is in the exchange repo")?;
+        self.heading(
+            9,
+            if self.bundles {
+                "What was carried, and what engineering's clone holds"
+            } else {
+                "What is in the exchange repo"
+            },
+        )?;
         self.audit()?;
+        let look = if self.bundles {
+            "`git bundle verify` or `git bundle list-heads` on DIR/usb/*/archive/*.bundle"
+        } else {
+            "`git -C DIR/exchange.git log --all`"
+        };
         writeln!(
             self.out,
             "\nDone. Try it yourself: `ferry demo --keep DIR`, then look around with\n\
-             `ferry --dir DIR/support tracker list` and `git -C DIR/exchange.git log --all`."
+             `ferry --dir DIR/support tracker list` and {look}."
         )?;
         Ok(())
     }
@@ -251,8 +296,23 @@ impl<'a> Story<'a> {
         } else {
             "support"
         };
+        let channel = if self.bundles {
+            let (outbox, inbox) = if name == "support" {
+                (TO_ENGINEERING, TO_SUPPORT)
+            } else {
+                (TO_SUPPORT, TO_ENGINEERING)
+            };
+            ChannelSetting::Bundles(BundleSettings {
+                outbox: Path::new("..").join(outbox),
+                inbox: Path::new("..").join(inbox),
+                max_bytes: DEFAULT_MAX_BUNDLE_BYTES,
+                encrypt: false,
+            })
+        } else {
+            ChannelSetting::Git("../exchange.git".into())
+        };
         let connection = ConnectionFile {
-            channel: "../exchange.git".into(),
+            channel,
             direction: Direction::Both,
             method: SyncMethod::Auto,
             projects: [(project.to_string(), remote.to_string())].into(),
@@ -299,6 +359,23 @@ impl<'a> Story<'a> {
             status == ExitStatus::Success,
             "the demo's sync at {name} reported errors"
         );
+        if self.bundles {
+            self.show_outboxes()?;
+        }
+        Ok(())
+    }
+
+    /// The bundles waiting on the stick, with their sizes.
+    fn show_outboxes(&mut self) -> anyhow::Result<()> {
+        let mut lines = Vec::new();
+        for dir in [TO_ENGINEERING, TO_SUPPORT] {
+            for (name, size) in bundle_files(&self.root.join(dir))? {
+                lines.push(format!("  {dir}/{name}  {size} bytes"));
+            }
+        }
+        if !lines.is_empty() {
+            self.say(&format!("on the USB stick:\n{}", lines.join("\n")))?;
+        }
         Ok(())
     }
 
@@ -377,7 +454,30 @@ impl<'a> Story<'a> {
     }
 
     fn audit(&mut self) -> anyhow::Result<()> {
-        let repo = git2::Repository::open_bare(self.root.join("exchange.git"))?;
+        if self.bundles {
+            let mut lines = Vec::new();
+            for dir in [TO_ENGINEERING, TO_SUPPORT] {
+                let archive = self
+                    .root
+                    .join(dir)
+                    .join(crate::transport::bundle::ARCHIVE_DIR);
+                for (name, size) in bundle_files(&archive)? {
+                    lines.push(format!("{dir}/archive/{name}  {size} bytes"));
+                }
+            }
+            self.say(&format!(
+                "bundles carried, archived after import; each holds only what the peer had\n\
+                 not acknowledged when it was written (everything, before its first answer):\n{}",
+                lines.join("\n")
+            ))?;
+        }
+        // Without a shared repo, what engineering received is in its own clone.
+        let repo_dir = if self.bundles {
+            self.site_dir("engineering").join(".ferry/exchange.git")
+        } else {
+            self.root.join("exchange.git")
+        };
+        let repo = git2::Repository::open_bare(repo_dir)?;
         let mut branches = Vec::new();
         let (mut total, mut verified) = (0, 0);
         for r in repo.references()? {
@@ -424,6 +524,23 @@ impl<'a> Story<'a> {
         ))?;
         Ok(())
     }
+}
+
+/// Bundle files of a folder with their sizes, by name.
+fn bundle_files(dir: &Path) -> anyhow::Result<Vec<(String, u64)>> {
+    let mut files = Vec::new();
+    if !dir.is_dir() {
+        return Ok(files);
+    }
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".bundle") {
+            files.push((name, entry.metadata()?.len()));
+        }
+    }
+    files.sort();
+    Ok(files)
 }
 
 fn indent(text: &str) -> String {

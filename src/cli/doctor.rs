@@ -218,7 +218,7 @@ fn diagnose(dir: &Path, min_free_mib: u64, checks: &mut Checks) {
         }
         if let Ok(exchange) = &exchange {
             let name = format!("channel {peer}");
-            let channel = open_channel(&c.settings.channel, &config.root);
+            let channel = open_channel(&c.settings.channel, &config.root, &c.trust);
             match channel.check(exchange, config.site_name(), peer) {
                 Ok(detail) => checks.pass(name, format!("{}: {detail}", channel.describe())),
                 Err(e) => checks.fail(

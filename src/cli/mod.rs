@@ -4,6 +4,7 @@
 //! Exit codes are part of the interface (cron reads them) and are decided here, in
 //! one place: see [`ExitStatus`].
 
+mod bundle;
 mod connection;
 mod demo;
 mod doctor;
@@ -85,6 +86,8 @@ enum Command {
     Import(steps::ImportArgs),
     Push(steps::PushArgs),
     Pull(steps::PullArgs),
+    #[command(subcommand)]
+    Bundle(bundle::BundleCommand),
     Review(review::ReviewArgs),
     #[command(subcommand)]
     Rules(rules::RulesCommand),
@@ -183,6 +186,7 @@ fn dispatch(command: Command, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
         Command::Import(args) => steps::import(args, ctx),
         Command::Push(args) => steps::push(args, ctx),
         Command::Pull(args) => steps::pull(args, ctx),
+        Command::Bundle(cmd) => bundle::run(cmd, ctx),
         Command::Review(args) => review::run(args, ctx),
         Command::Rules(cmd) => rules::run(cmd, ctx),
         Command::Relink(args) => relink::run(args, ctx),

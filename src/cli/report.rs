@@ -13,6 +13,9 @@ use crate::words::{plural, short_id};
 
 /// Writes what a fetch brought.
 pub fn fetched(out: &mut dyn Write, peer: &str, f: &FetchOutcome) -> io::Result<()> {
+    for note in &f.notes {
+        writeln!(out, "pull   {peer}: {note}")?;
+    }
     match (f.before, f.after) {
         (_, None) => writeln!(out, "pull   {peer}: nothing shared yet"),
         (before, Some(after)) if before == Some(after) => {

@@ -60,11 +60,11 @@ use chrono::{DateTime, Utc};
 use git2::Oid;
 use serde_json::Value;
 
-use super::export::SiteFile;
 use crate::config::{ConflictPolicy, ConflictSettings, Connection};
 use crate::exchange::peer_branch;
 use crate::ledger::{ExportRecord, Ledger, LedgerError, NewExport};
 use crate::model::Issue;
+use crate::replica::SiteFile;
 use crate::rules::{FieldConflict, IncomingInput, RuleError, RuleScript, TargetIssue};
 use crate::site::Site;
 

@@ -14,7 +14,7 @@ use crate::config::Connection;
 use crate::exchange::{FileWrite, applied_ref, own_branch};
 use crate::failpoint;
 use crate::model::Issue;
-use crate::replica::{Replica, SCHEMA_VERSION};
+use crate::replica::{Replica, SCHEMA_VERSION, SITE_FILE, SiteFile};
 use crate::rules::OutgoingContext;
 use crate::site::Site;
 use crate::words::plural;
@@ -30,20 +30,6 @@ pub struct ExportReport {
     pub removed: Vec<String>,
     /// Issues that failed.
     pub errors: Vec<IssueError>,
-}
-
-/// The contents of `site.yaml` at the root of a site's branch.
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
-pub struct SiteFile {
-    /// Schema version of the branch layout.
-    pub ferry: u32,
-    /// The writing site.
-    pub site: String,
-    /// The peer the branch is for.
-    pub peer: String,
-    /// The last commit of the peer's branch this site has applied.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ack: Option<String>,
 }
 
 /// Exports the issues of `connection` that changed since the last export.
@@ -218,7 +204,7 @@ fn site_file(site: &Site, me: &str, peer: &str) -> anyhow::Result<FileWrite> {
         ack,
     };
     Ok(FileWrite {
-        path: "site.yaml".into(),
+        path: SITE_FILE.into(),
         content: Some(serde_yaml::to_string(&file)?.into_bytes()),
     })
 }

@@ -88,7 +88,11 @@ pub fn selected(site: &Site, options: &SyncOptions) -> anyhow::Result<Vec<Connec
 /// Fetches the peer's branch from the connection's channel.
 pub fn pull(site: &Site, connection: &Connection) -> anyhow::Result<FetchOutcome> {
     tracing::info!(peer = %connection.peer, channel = %connection.settings.channel, "pull");
-    let channel = open_channel(&connection.settings.channel, &site.config.root);
+    let channel = open_channel(
+        &connection.settings.channel,
+        &site.config.root,
+        &connection.trust,
+    );
     let outcome = channel.fetch(
         &site.exchange,
         site.name(),
@@ -102,7 +106,11 @@ pub fn pull(site: &Site, connection: &Connection) -> anyhow::Result<FetchOutcome
 /// Pushes this site's branch for the peer to the connection's channel.
 pub fn push(site: &Site, connection: &Connection) -> anyhow::Result<PushOutcome> {
     tracing::info!(peer = %connection.peer, channel = %connection.settings.channel, "push");
-    let channel = open_channel(&connection.settings.channel, &site.config.root);
+    let channel = open_channel(
+        &connection.settings.channel,
+        &site.config.root,
+        &connection.trust,
+    );
     failpoint::hit("before-push");
     let outcome = channel.push(&site.exchange, site.name(), &connection.peer)?;
     failpoint::hit("after-push");

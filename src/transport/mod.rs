@@ -5,17 +5,26 @@
 //! brings in the peer's branch for us (`refs/heads/<peer>/<site>`). Both
 //! directions only ever fast-forward: a peer's branch whose history was rewritten
 //! is refused before anything is imported, and our own branch is never
-//! force-pushed. Every new commit of the peer's branch must carry a signature the
-//! connection trusts ([`crate::signing`]) before the branch moves. The only implementation today is [`remote::GitRemote`], an
-//! intermediate git repository both sites reach out to (DESIGN.md, Transport).
+//! force-pushed. Two implementations: [`remote::GitRemote`], an intermediate git
+//! repository both sites reach out to, and [`bundle::BundleChannel`], bundle files
+//! carried between an outbox and an inbox folder (DESIGN.md, Transport).
+//!
+//! Whatever the channel, the peer's new commits pass [`admit`] before the peer's
+//! branch moves: one function, so every channel refuses the same commits: those
+//! without a signature the connection trusts ([`crate::signing`]) and those whose
+//! tree holds what no ferry writes.
+pub mod bundle;
+mod pack;
 pub mod remote;
 
 use std::path::{Path, PathBuf};
 
-use git2::Oid;
+use git2::{Delta, FileMode, Oid};
 
+use crate::config::ChannelSetting;
 use crate::exchange::{Exchange, ExchangeError};
-use crate::signing::{AdmitError, Trust};
+use crate::replica::{MAX_REPLICA_BYTES, Replica, SITE_FILE, SiteFile, is_plain_name};
+use crate::signing::{AdmitError as SignatureError, Trust};
 
 /// A transfer failed.
 #[derive(Debug, thiserror::Error)]
@@ -82,14 +91,36 @@ pub enum TransportError {
         /// The last rejection message.
         reason: String,
     },
-    /// The peer's new commits failed the signature check; the peer branch did not
-    /// move. The fetched tip stays in `refs/ferry/fetched/<peer>` for inspection.
+    /// The peer's commits failed [`admit`]; the peer's branch did not move.
     #[error("{channel}: {source}")]
     Refused {
-        /// The channel (URL).
+        /// The channel.
         channel: String,
-        /// Which commit, and why (boxed: it is much larger than the others).
+        /// What was wrong.
         source: Box<AdmitError>,
+    },
+    /// A bundle was refused, or could not be read; see [`bundle::BundleError`].
+    #[error("{channel}: {source}")]
+    Bundle {
+        /// The channel (or the bundle file for `ferry bundle import`).
+        channel: String,
+        /// What was wrong.
+        source: Box<bundle::BundleError>,
+    },
+    /// Bundles of a bundle channel's inbox were refused and moved aside; the others
+    /// were processed.
+    #[error(
+        "{channel}: refused {} bundle{}, moved to {} with a .reason file each: {}",
+        .refused.len(), crate::words::plural(.refused.len()), .rejected_dir.display(),
+        .refused.join("; ")
+    )]
+    BundlesRefused {
+        /// The channel.
+        channel: String,
+        /// Where the refused bundles went.
+        rejected_dir: PathBuf,
+        /// One `file: reason` per refused bundle.
+        refused: Vec<String>,
     },
     /// The local exchange repository failed during a transfer.
     #[error("{channel}: {source}")]
@@ -107,12 +138,15 @@ fn hint_suffix(hint: Option<&'static str>) -> String {
 }
 
 /// What a fetch brought.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct FetchOutcome {
     /// The peer branch before.
     pub before: Option<Oid>,
     /// The peer branch after.
     pub after: Option<Oid>,
+    /// What the operator should know and that is not an error, e.g. a bundle
+    /// waiting in the inbox for its predecessor.
+    pub notes: Vec<String>,
 }
 
 /// What a push did.
@@ -152,6 +186,273 @@ pub trait Channel {
 
 /// The channel for a connection's `channel` setting; relative paths are resolved
 /// against the site folder.
-pub fn open_channel(url: &str, site_root: &Path) -> Box<dyn Channel> {
-    Box::new(remote::GitRemote::new(url, site_root))
+/// `trust` is the connection's: a bundle channel that encrypts seals for its keys.
+pub fn open_channel(setting: &ChannelSetting, site_root: &Path, trust: &Trust) -> Box<dyn Channel> {
+    match setting {
+        ChannelSetting::Git(url) => Box::new(remote::GitRemote::new(url, site_root)),
+        ChannelSetting::Bundles(settings) => {
+            Box::new(bundle::BundleChannel::new(settings, site_root, trust))
+        }
+    }
+}
+
+/// What a peer may send, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The largest replica or `site.yaml`.
+    pub replica_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            replica_bytes: MAX_REPLICA_BYTES,
+        }
+    }
+}
+
+/// How many problems one refusal lists before it only counts the rest.
+const MAX_LISTED_PROBLEMS: usize = 20;
+
+/// The peer's commits were refused by [`admit`].
+#[derive(Debug, thiserror::Error)]
+pub enum AdmitError {
+    /// A commit lacks a signature the connection trusts (see [`crate::signing`]).
+    #[error(transparent)]
+    Signature(Box<SignatureError>),
+    /// The candidate is not a commit (a tag, tree or blob, or missing).
+    #[error("refusing {peer}'s branch: {candidate} is not a commit this site has: {source}")]
+    NotACommit {
+        /// The peer.
+        peer: String,
+        /// The object offered.
+        candidate: Oid,
+        /// git's complaint.
+        source: git2::Error,
+    },
+    /// The tree of the candidate holds what no ferry writes; nothing was applied.
+    #[error(
+        "refusing {peer}'s commit {candidate}: {}{}; nothing was applied, the peer's \
+         branch is unchanged (the peer must send a corrected commit)",
+        .problems.join("; "),
+        if *.more > 0 { format!("; and {} more", .more) } else { String::new() }
+    )]
+    Hostile {
+        /// The peer.
+        peer: String,
+        /// The refused commit.
+        candidate: Oid,
+        /// One `path: what is wrong` each, at most [`MAX_LISTED_PROBLEMS`].
+        problems: Vec<String>,
+        /// How many more problems there were.
+        more: usize,
+    },
+    /// The local repository failed while checking (e.g. an object is missing).
+    #[error("checking {peer}'s commit {candidate}: {source}")]
+    Exchange {
+        /// The peer.
+        peer: String,
+        /// The commit being checked.
+        candidate: Oid,
+        /// The error.
+        source: ExchangeError,
+    },
+}
+
+/// Checks the peer's commits `before..candidate` before the peer's branch may move
+/// to `candidate`; every channel calls it, before any ref moves.
+///
+/// Every new commit must be signed by a key `trust` holds, for this branch
+/// ([`Trust::admit`]). `before` was admitted earlier, so only what changed since
+/// is read: the tree of
+/// `candidate` is then known to hold only
+/// - `site.yaml` at the root, naming `peer` as its site and `site` as its peer;
+/// - `issues/<project>/<id>.yaml` replicas that parse, whose `site` is `peer` and
+///   whose `project` and `id` match their path;
+/// - `attachments/<dir>/<name>` files;
+///
+/// all of them plain files (no symlinks, submodules or executables) with plain
+/// names (no `..`, no hidden names), replicas no larger than `limits`. The
+/// commits in between must all be present (a thin pack that lacks its base is
+/// refused here); they are never read by the import, which only looks at trees
+/// of the peer's head.
+pub fn admit(
+    exchange: &Exchange,
+    site: &str,
+    peer: &str,
+    before: Option<Oid>,
+    candidate: Oid,
+    trust: &Trust,
+    limits: &Limits,
+) -> Result<(), AdmitError> {
+    let repo = exchange.repo();
+    // Signatures, signers and branch of every new commit first: an unsigned tree
+    // is not even read.
+    trust
+        .admit(
+            repo,
+            before,
+            candidate,
+            &crate::exchange::peer_branch(site, peer),
+        )
+        .map_err(|e| AdmitError::Signature(Box::new(e)))?;
+    let commit = repo
+        .find_commit(candidate)
+        .map_err(|source| AdmitError::NotACommit {
+            peer: peer.to_string(),
+            candidate,
+            source,
+        })?;
+    let failed = |source: ExchangeError| AdmitError::Exchange {
+        peer: peer.to_string(),
+        candidate,
+        source,
+    };
+    let git_failed =
+        |context: String, source: git2::Error| failed(ExchangeError::Git { context, source });
+    exchange
+        .commits_between(before, candidate)
+        .map_err(failed)?;
+    let new_tree = commit
+        .tree()
+        .map_err(|e| git_failed(format!("reading the tree of {candidate}"), e))?;
+    let old_tree = match before {
+        Some(before) => Some(
+            repo.find_commit(before)
+                .and_then(|c| c.tree())
+                .map_err(|e| git_failed(format!("reading the tree of {before}"), e))?,
+        ),
+        None => None,
+    };
+    let diff = repo
+        .diff_tree_to_tree(old_tree.as_ref(), Some(&new_tree), None)
+        .map_err(|e| git_failed(format!("diffing {candidate} against what was admitted"), e))?;
+
+    let mut problems = Vec::new();
+    for delta in diff.deltas() {
+        if delta.status() == Delta::Deleted {
+            continue;
+        }
+        let file = delta.new_file();
+        let path = String::from_utf8_lossy(file.path_bytes().unwrap_or_default()).into_owned();
+        if let Err(problem) = check_entry(exchange, site, peer, &path, file, limits) {
+            problems.push(format!("{path}: {problem}"));
+        }
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    let more = problems.len().saturating_sub(MAX_LISTED_PROBLEMS);
+    problems.truncate(MAX_LISTED_PROBLEMS);
+    Err(AdmitError::Hostile {
+        peer: peer.to_string(),
+        candidate,
+        problems,
+        more,
+    })
+}
+
+/// Why one entry of a peer's tree is refused, if it is.
+fn check_entry(
+    exchange: &Exchange,
+    site: &str,
+    peer: &str,
+    path: &str,
+    file: git2::DiffFile<'_>,
+    limits: &Limits,
+) -> Result<(), String> {
+    if std::str::from_utf8(file.path_bytes().unwrap_or_default()).is_err() {
+        return Err("a path that is not UTF-8".into());
+    }
+    let mode = i32::from(file.mode());
+    if mode == i32::from(FileMode::Link) {
+        return Err("a symbolic link (mode 120000); only plain files are exchanged".into());
+    }
+    if mode == i32::from(FileMode::Commit) {
+        return Err("a submodule (mode 160000); only plain files are exchanged".into());
+    }
+    if mode != i32::from(FileMode::Blob) {
+        return Err(format!(
+            "mode {mode:o}; only plain files (100644) are exchanged"
+        ));
+    }
+    for component in path.split('/') {
+        match component {
+            "" => return Err("an empty path component (absolute path, or '//')".into()),
+            "." | ".." => return Err(format!("a '{component}' component")),
+            c if !is_plain_name(c) => {
+                return Err(format!(
+                    "{c:?} is not a plain name (letters, digits, '-', '_', '.', not starting with '.')"
+                ));
+            }
+            _ => {}
+        }
+    }
+    let parts: Vec<&str> = path.split('/').collect();
+    let is_replica = parts.first() == Some(&"issues");
+    match parts.as_slice() {
+        [name] if *name == SITE_FILE => {}
+        ["issues", _, _] => {}
+        ["attachments", _, _] => return Ok(()),
+        _ => {
+            return Err(
+                "outside the exchange layout (site.yaml, issues/<project>/<id>.yaml, \
+                 attachments/<dir>/<file>)"
+                    .into(),
+            );
+        }
+    }
+    let oid = file.id();
+    let size = exchange.blob_size(oid).map_err(|e| e.to_string())?;
+    if size > limits.replica_bytes {
+        return Err(format!(
+            "{size} bytes, over the limit of {} bytes",
+            limits.replica_bytes
+        ));
+    }
+    let bytes = exchange.read_blob(oid).map_err(|e| e.to_string())?;
+    if is_replica {
+        let replica = Replica::parse(path, &bytes).map_err(|e| {
+            // ReplicaError names the path already; the caller names it too.
+            let text = e.to_string();
+            text.strip_prefix(&format!("{path}: "))
+                .unwrap_or(&text)
+                .to_string()
+        })?;
+        if replica.site != peer {
+            return Err(format!(
+                "the replica says it was written by site {:?}, but this is {peer}'s branch",
+                replica.site
+            ));
+        }
+    } else {
+        let file: SiteFile =
+            serde_yaml::from_slice(&bytes).map_err(|e| format!("malformed YAML: {e}"))?;
+        if file.site != peer || file.peer != site {
+            return Err(format!(
+                "names site {:?} and peer {:?}, but this is {peer}'s branch for {site}",
+                file.site, file.peer
+            ));
+        }
+        if let Some(ack) = &file.ack
+            && Oid::from_str(ack).is_err()
+        {
+            return Err(format!("`ack` {ack:?} is not a commit id"));
+        }
+    }
+    Ok(())
+}
+
+/// Helpers for the transport tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    /// The bytes of a valid replica of `site` at `issues/<project>/<id>.yaml`.
+    pub fn replica_yaml(site: &str, project: &str, id: &str, summary: &str) -> Vec<u8> {
+        format!(
+            "ferry: 1\nsite: {site}\nid: '{id}'\nkey: {project}-{id}\nproject: {project}\n\
+             type: Bug\nsummary: {summary}\nstatus: Open\ncreated: 2026-11-20T10:00:00Z\n\
+             updated: 2026-11-20T10:00:00Z\n"
+        )
+        .into_bytes()
+    }
 }

@@ -23,7 +23,7 @@ use git2::{
     PushOptions, RemoteCallbacks, Repository,
 };
 
-use super::{Channel, FetchOutcome, PushOutcome, TransportError};
+use super::{Channel, FetchOutcome, Limits, PushOutcome, TransportError, admit};
 use crate::exchange::{Exchange, ExchangeError, own_branch, peer_branch};
 use crate::signing::Trust;
 
@@ -344,6 +344,7 @@ impl Channel for GitRemote {
             return Ok(FetchOutcome {
                 before,
                 after: before,
+                notes: Vec::new(),
             });
         };
         // A branch pointing at a tag, tree or blob is not something a peer's ferry
@@ -367,19 +368,26 @@ impl Channel for GitRemote {
                 fetched,
             });
         }
-        // Signatures, signers and branch of every new commit, before the ref moves.
-        trust
-            .admit(exchange.repo(), before, fetched, &branch)
-            .map_err(|source| TransportError::Refused {
-                channel: self.channel(),
-                source: Box::new(source),
-            })?;
         if before == Some(fetched) {
             return Ok(FetchOutcome {
                 before,
                 after: before,
+                notes: Vec::new(),
             });
         }
+        admit(
+            exchange,
+            site,
+            peer,
+            before,
+            fetched,
+            trust,
+            &Limits::default(),
+        )
+        .map_err(|source| TransportError::Refused {
+            channel: self.channel(),
+            source: Box::new(source),
+        })?;
         exchange
             .update_ref(
                 &branch,
@@ -391,6 +399,7 @@ impl Channel for GitRemote {
         Ok(FetchOutcome {
             before,
             after: Some(fetched),
+            notes: Vec::new(),
         })
     }
 
@@ -565,6 +574,7 @@ mod tests {
     use super::*;
     use crate::exchange::FileWrite;
     use crate::signing::{AdmitError, Refusal, SignaturePolicy, SiteKey};
+    use crate::transport::testing::replica_yaml;
     use ssh_key::HashAlg;
     use std::net::{TcpListener, TcpStream};
     use std::process::{Child, Command, Stdio};
@@ -661,15 +671,15 @@ mod tests {
     }
 
     /// Support exports one issue revision to engineering.
-    fn export(exchange: &Exchange, body: &str) -> Oid {
+    fn export(exchange: &Exchange, summary: &str) -> Oid {
         exchange
             .commit(
                 &own_branch(SUPPORT, ENGINEERING),
                 &[FileWrite {
                     path: "issues/SUP/1.yaml".into(),
-                    content: Some(body.as_bytes().to_vec()),
+                    content: Some(replica_yaml(SUPPORT, "SUP", "1", summary)),
                 }],
-                &format!("export: {body}"),
+                &format!("export: {summary}"),
                 SUPPORT,
             )
             .unwrap()
@@ -702,7 +712,8 @@ mod tests {
             got,
             FetchOutcome {
                 before: None,
-                after: Some(c2)
+                after: Some(c2),
+                notes: Vec::new(),
             }
         );
         assert_eq!(w.engineering.commits_between(None, c2).unwrap(), [c1, c2]);
@@ -711,7 +722,7 @@ mod tests {
             .read_file(c2, "issues/SUP/1.yaml")
             .unwrap()
             .unwrap();
-        assert_eq!(bytes, b"v2");
+        assert_eq!(bytes, replica_yaml(SUPPORT, "SUP", "1", "v2"));
         // Nothing new: before = after.
         let again = from_channel
             .fetch(&w.engineering, ENGINEERING, SUPPORT, &w.engineering_trusts)
@@ -720,7 +731,8 @@ mod tests {
             again,
             FetchOutcome {
                 before: Some(c2),
-                after: Some(c2)
+                after: Some(c2),
+                notes: Vec::new(),
             }
         );
 
@@ -734,7 +746,8 @@ mod tests {
             next,
             FetchOutcome {
                 before: Some(c2),
-                after: Some(c3)
+                after: Some(c3),
+                notes: Vec::new(),
             }
         );
         assert_eq!(w.engineering.resolve(&branch).unwrap(), Some(c3));
@@ -791,7 +804,10 @@ mod tests {
         let TransportError::Refused { source, .. } = err else {
             panic!("not a refusal: {message}");
         };
-        let AdmitError::Refused { commit, reason, .. } = *source else {
+        let crate::transport::AdmitError::Signature(signature) = *source else {
+            panic!("not a signature refusal: {message}");
+        };
+        let AdmitError::Refused { commit, reason, .. } = *signature else {
             panic!("not a refused commit: {message}");
         };
         assert_eq!(commit.to_string(), culprit, "{message}");
@@ -989,7 +1005,8 @@ mod tests {
                 .unwrap(),
             FetchOutcome {
                 before: None,
-                after: None
+                after: None,
+                notes: Vec::new(),
             }
         );
     }
@@ -1223,7 +1240,8 @@ mod tests {
             got,
             FetchOutcome {
                 before: None,
-                after: Some(c1)
+                after: Some(c1),
+                notes: Vec::new(),
             }
         );
 

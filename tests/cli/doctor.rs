@@ -160,3 +160,24 @@ fn disk() {
     let (code, out) = doctor(&w, &["--min-free-mib", "1"]);
     assert_eq!(code, 0, "{out}");
 }
+
+#[test]
+fn a_bundle_channel_needs_its_folders() {
+    let w = World::new();
+    super::bundles::bundle_site(&w, "support", "engineering", "SUP=ENG", "labels = escalate");
+    super::bundles::bundle_site(&w, "engineering", "support", "ENG=SUP", "labels = escalate");
+    let (code, out) = doctor(&w, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("ok   channel engineering: ")
+            && out.contains("0 bundles waiting in the inbox"),
+        "{out}"
+    );
+    fs::rename(w.path("usb"), w.path("usb.unplugged")).unwrap();
+    let (code, out) = doctor(&w, &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("FAIL channel engineering: ") && out.contains("does not exist"),
+        "{out}"
+    );
+}

@@ -2,6 +2,7 @@
 //! helpers to build sites and read what they did.
 
 mod bad_input;
+mod bundles;
 mod doctor;
 mod errors;
 mod git_server;

@@ -102,17 +102,24 @@ impl Drop for MailServer {
     }
 }
 
-const BROKEN: &str = "ferry: 1\nsite: engineering\nid: [unclosed\n";
+/// A replica that passes every check at the channel; support's incoming rule
+/// then fails on it, an issue-level error.
+const REFUSED_BY_RULE: &str = "ferry: 1\nsite: engineering\nid: '8'\nkey: ENG-8\nproject: ENG\ntype: Bug\nsummary: Cannot map\nstatus: Open\ncreated: 2026-11-20T10:00:00Z\nupdated: 2026-11-20T10:00:00Z\n";
 
-/// A site `support` whose peer shares one malformed replica, notifying through
-/// the mail server on `port`.
+/// A site `support` whose peer shares one replica its incoming rule fails on,
+/// notifying through the mail server on `port`.
 fn site_with_broken_replica(port: u16) -> World {
     let w = World::new();
     w.site(
         "support",
         &[("engineering", "SUP=ENG", "labels = escalate")],
     );
-    peer_commit(&w, &[("issues/ENG/8.yaml", BROKEN)]);
+    std::fs::write(
+        w.path("support/rules/incoming.rhai"),
+        "throw \"this site cannot map the issue\";\n",
+    )
+    .unwrap();
+    peer_commit(&w, &[("issues/ENG/8.yaml", REFUSED_BY_RULE)]);
     let out = w.ok(
         "support",
         &[

@@ -22,6 +22,7 @@ use ferry::tracker::local::LocalTracker;
 use ferry::tracker::{IssuePatch, NewComment, NewIssue, Tracker};
 
 use super::World;
+use super::bundles::bundle_site;
 
 const SITES: [(&str, &str); 2] = [("support", "SUP"), ("engineering", "ENG")];
 
@@ -354,6 +355,25 @@ fn check_comments(site: &str, issue: &Issue, peer: &str, copy: &Issue) -> usize 
 #[test]
 #[ignore = "kills ferry hundreds of times; .ci/run runs it"]
 fn sync_survives_hundreds_of_kills() {
+    torture(Channel::SharedRepo);
+}
+
+/// The same over bundle files only: every kill also lands between writing,
+/// taking, applying and archiving bundles.
+#[test]
+#[ignore = "kills ferry hundreds of times; .ci/run runs it"]
+fn sync_over_bundles_survives_hundreds_of_kills() {
+    torture(Channel::Bundles);
+}
+
+/// How the two sites of a torture run exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Channel {
+    SharedRepo,
+    Bundles,
+}
+
+fn torture(channel: Channel) {
     let target: usize = std::env::var("FERRY_TORTURE_KILLS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -364,15 +384,36 @@ fn sync_survives_hundreds_of_kills() {
         .unwrap_or_else(|| fastrand::u64(..));
     println!("torture: seed {seed} (replay with FERRY_TORTURE_SEED={seed})");
 
+    println!("torture: channel {channel:?}");
     let world = World::new();
-    world.site(
-        "support",
-        &[("engineering", "SUP=ENG", "labels = escalate")],
-    );
-    world.site(
-        "engineering",
-        &[("support", "ENG=SUP", "labels = escalate")],
-    );
+    match channel {
+        Channel::SharedRepo => {
+            world.site(
+                "support",
+                &[("engineering", "SUP=ENG", "labels = escalate")],
+            );
+            world.site(
+                "engineering",
+                &[("support", "ENG=SUP", "labels = escalate")],
+            );
+        }
+        Channel::Bundles => {
+            bundle_site(
+                &world,
+                "support",
+                "engineering",
+                "SUP=ENG",
+                "labels = escalate",
+            );
+            bundle_site(
+                &world,
+                "engineering",
+                "support",
+                "ENG=SUP",
+                "labels = escalate",
+            );
+        }
+    }
     for (site, _) in SITES {
         std::fs::write(world.path(&format!("{site}/rules/incoming.rhai")), INCOMING).unwrap();
     }

@@ -100,7 +100,7 @@ pub fn run(args: StatusArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
         }
         rows.push(ConnectionStatus {
             peer: peer.to_string(),
-            channel: c.settings.channel.clone(),
+            channel: c.settings.channel.to_string(),
             direction: format!("{:?}", c.settings.direction).to_lowercase(),
             method: format!("{:?}", c.settings.method).to_lowercase(),
             exported: exchange

@@ -1,0 +1,397 @@
+//! [`BundleChannel`]: the air-gapped channel, an outbox and an inbox folder.
+//!
+//! `push` writes a bundle of what the peer has not acknowledged into the outbox;
+//! `fetch` takes every bundle of the inbox in order. Each bundle moves
+//! inbox → `applying/` → (the peer's branch moves) → `archive/`, so a bundle is
+//! never taken twice and a run killed anywhere is finished by the next one; a
+//! refused bundle moves to `rejected/` with a `.reason` file for an operator.
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use git2::Oid;
+
+use super::{
+    APPLYING_DIR, ARCHIVE_DIR, BundleError, ENCRYPTED_SUFFIX, EXTENSION, REJECTED_DIR,
+    TEMPORARY_PREFIX, is_encrypted, open_sealed, plan, verify, write,
+};
+use crate::config::BundleSettings;
+use crate::exchange::{Exchange, own_branch, peer_branch};
+use crate::failpoint;
+use crate::signing::Trust;
+use crate::transport::{Channel, FetchOutcome, Limits, PushOutcome, TransportError};
+use crate::words::short_id;
+use ssh_key::PublicKey;
+
+/// `refs/ferry/bundled/<peer>`: this site's commit last written to the outbox, so
+/// `ferry sync` writes a bundle only when the branch moved since.
+pub fn bundled_ref(peer: &str) -> String {
+    format!("refs/ferry/bundled/{peer}")
+}
+
+/// What happened to one inbox file.
+enum Step {
+    /// Applied and archived.
+    Applied(Oid),
+    /// Waiting for its predecessor; left in the inbox.
+    Waiting(String),
+    /// The commit this site already has; archived.
+    Duplicate(String),
+    /// Refused and moved aside.
+    Refused(String),
+}
+
+/// An outbox and an inbox folder (see the module documentation).
+pub struct BundleChannel {
+    outbox: PathBuf,
+    inbox: PathBuf,
+    max_bytes: u64,
+    description: String,
+    /// Whom bundles are sealed for: the peer's trusted keys when the channel
+    /// encrypts, none otherwise.
+    seal_for: Vec<PublicKey>,
+}
+
+impl BundleChannel {
+    /// The channel of `settings`; relative folders are resolved against `site_root`.
+    /// With `encrypt: true`, bundles are sealed for the keys `trust` holds.
+    pub fn new(settings: &BundleSettings, site_root: &Path, trust: &Trust) -> BundleChannel {
+        BundleChannel {
+            outbox: site_root.join(&settings.outbox),
+            inbox: site_root.join(&settings.inbox),
+            max_bytes: settings.max_bytes,
+            description: crate::config::ChannelSetting::Bundles(settings.clone()).to_string(),
+            seal_for: if settings.encrypt {
+                trust.keys.clone()
+            } else {
+                Vec::new()
+            },
+        }
+    }
+
+    fn failed(&self, message: String) -> TransportError {
+        TransportError::Failed {
+            channel: self.description.clone(),
+            message,
+        }
+    }
+
+    fn bundle_err(&self, source: BundleError) -> TransportError {
+        TransportError::Bundle {
+            channel: self.description.clone(),
+            source: Box::new(source),
+        }
+    }
+
+    /// Refuses a folder that is not there, rather than creating it: an unmounted
+    /// medium must not turn into a folder on the local disk.
+    fn check_dir(&self, what: &str, dir: &Path) -> Result<(), TransportError> {
+        if dir.is_dir() {
+            Ok(())
+        } else {
+            Err(self.failed(format!(
+                "{what} folder {} does not exist; mount the medium that carries the bundles, \
+                 or create it with `mkdir -p {}`",
+                dir.display(),
+                dir.display()
+            )))
+        }
+    }
+
+    /// Moves `from` to `to`, creating `to`'s folder.
+    fn move_file(&self, from: &Path, to: &Path) -> Result<(), TransportError> {
+        if let Some(dir) = to.parent() {
+            fs::create_dir_all(dir)
+                .map_err(|e| self.failed(format!("cannot create {}: {e}", dir.display())))?;
+        }
+        fs::rename(from, to).map_err(|e| {
+            self.failed(format!(
+                "cannot move {} to {}: {e}",
+                from.display(),
+                to.display()
+            ))
+        })
+    }
+
+    /// Bundle files in `dir`, by name (ferry's names sort in branch order).
+    fn bundles_in(&self, dir: &Path) -> Result<Vec<PathBuf>, TransportError> {
+        if !dir.is_dir() {
+            return Ok(Vec::new());
+        }
+        let entries = fs::read_dir(dir)
+            .map_err(|e| self.failed(format!("cannot list {}: {e}", dir.display())))?;
+        let mut files = Vec::new();
+        for entry in entries {
+            let path = entry
+                .map_err(|e| self.failed(format!("cannot list {}: {e}", dir.display())))?
+                .path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            // Dot files are bundles still being written (see `write`).
+            if path.is_file()
+                && !name.starts_with('.')
+                && (path.extension().is_some_and(|e| e == EXTENSION) || is_encrypted(&path))
+            {
+                files.push(path);
+            }
+        }
+        files.sort();
+        Ok(files)
+    }
+
+    /// Removes the temporary files of bundles this site was writing to its outbox
+    /// when a run died (see [`write`]); only this site writes there, and the
+    /// site lock keeps a second run out, so every one of them is abandoned.
+    fn remove_unfinished_bundles(&self) -> Result<(), TransportError> {
+        let entries = fs::read_dir(&self.outbox)
+            .map_err(|e| self.failed(format!("cannot list {}: {e}", self.outbox.display())))?;
+        for entry in entries.flatten() {
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(TEMPORARY_PREFIX)
+            {
+                let path = entry.path();
+                fs::remove_file(&path)
+                    .map_err(|e| self.failed(format!("cannot remove {}: {e}", path.display())))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves a refused bundle to `rejected/` with a `.reason` file beside it.
+    fn reject(&self, file: &Path, reason: &str) -> Result<PathBuf, TransportError> {
+        let name = file.file_name().unwrap_or_default();
+        let to = self.inbox.join(REJECTED_DIR).join(name);
+        self.move_file(file, &to)?;
+        let mut reason_file = to.clone().into_os_string();
+        reason_file.push(".reason");
+        fs::write(&reason_file, format!("{reason}\n")).map_err(|e| {
+            self.failed(format!(
+                "cannot write {}: {e}",
+                PathBuf::from(&reason_file).display()
+            ))
+        })?;
+        Ok(to)
+    }
+
+    /// Processes one bundle: verify, mark it applying, move the ref, archive it.
+    /// A bundle found in `applying/` that is already part of the branch is the
+    /// one a dead run had applied: it is only archived.
+    fn process(
+        &self,
+        exchange: &Exchange,
+        site: &str,
+        peer: &str,
+        trust: &Trust,
+        file: &Path,
+    ) -> Result<Step, TransportError> {
+        let name = file.file_name().unwrap_or_default().to_owned();
+        let display = name.to_string_lossy().into_owned();
+        let applying = self.inbox.join(APPLYING_DIR).join(&name);
+        let archived = self.inbox.join(ARCHIVE_DIR).join(&name);
+        let recovering = file == applying;
+        // The plaintext of an encrypted bundle, kept until the bundle is handled.
+        let plain;
+        let checked = if is_encrypted(file) {
+            match open_sealed(exchange, file, self.max_bytes) {
+                Ok(opened) => {
+                    plain = opened;
+                    verify(
+                        exchange,
+                        site,
+                        peer,
+                        plain.path(),
+                        self.max_bytes,
+                        trust,
+                        &Limits::default(),
+                    )
+                }
+                Err(e) => Err(e),
+            }
+        } else {
+            verify(
+                exchange,
+                site,
+                peer,
+                file,
+                self.max_bytes,
+                trust,
+                &Limits::default(),
+            )
+        };
+        match checked {
+            Ok(verified) => {
+                if !recovering {
+                    self.move_file(file, &applying)?;
+                }
+                failpoint::hit("bundle-after-applying");
+                let tip = verified.tip();
+                verified.apply().map_err(|e| self.bundle_err(e))?;
+                failpoint::hit("bundle-after-ref");
+                self.move_file(&applying, &archived)?;
+                Ok(Step::Applied(tip))
+            }
+            Err(BundleError::Replay { head, .. }) if recovering => {
+                self.move_file(&applying, &archived)?;
+                Ok(Step::Applied(head))
+            }
+            // The very commit this site already has: the peer wrote the same bundle
+            // twice (it died between writing it and recording that it had). Nothing
+            // to apply and nothing rolled back; an *older* bundle is refused below.
+            Err(BundleError::Replay { tip, head, .. }) if tip == head => {
+                self.move_file(file, &archived)?;
+                Ok(Step::Duplicate(format!(
+                    "{display} brings {}, which this site already has (delivered twice); archived",
+                    short_id(tip)
+                )))
+            }
+            Err(BundleError::MissingPrerequisite { oid, .. }) => {
+                if recovering {
+                    self.move_file(file, &self.inbox.join(&name))?;
+                }
+                Ok(Step::Waiting(format!(
+                    "{display} waits in the inbox for the bundle that brings {} \
+                     (its predecessor has not arrived)",
+                    short_id(oid)
+                )))
+            }
+            Err(e) if e.is_refusal() => {
+                let reason = e.to_string();
+                self.reject(file, &reason)?;
+                Ok(Step::Refused(format!("{display}: {reason}")))
+            }
+            Err(e) => Err(self.bundle_err(e)),
+        }
+    }
+}
+
+impl Channel for BundleChannel {
+    fn fetch(
+        &self,
+        exchange: &Exchange,
+        site: &str,
+        peer: &str,
+        trust: &Trust,
+    ) -> Result<FetchOutcome, TransportError> {
+        self.check_dir("inbox", &self.inbox)?;
+        let before = exchange
+            .resolve(&peer_branch(site, peer))
+            .map_err(|source| TransportError::Exchange {
+                channel: self.description.clone(),
+                source,
+            })?;
+        let mut after = before;
+        let mut refused = Vec::new();
+        let mut notes = Vec::new();
+        let mut duplicates = Vec::new();
+        for file in self.bundles_in(&self.inbox.join(APPLYING_DIR))? {
+            match self.process(exchange, site, peer, trust, &file)? {
+                Step::Applied(tip) => after = Some(tip),
+                Step::Waiting(_) => {}
+                Step::Duplicate(note) => duplicates.push(note),
+                Step::Refused(reason) => refused.push(reason),
+            }
+        }
+        // Passes until nothing moves, so a bundle whose name sorts before its
+        // predecessor's still goes in once the predecessor did.
+        loop {
+            let mut progress = false;
+            notes.clear();
+            for file in self.bundles_in(&self.inbox)? {
+                match self.process(exchange, site, peer, trust, &file)? {
+                    Step::Applied(tip) => {
+                        after = Some(tip);
+                        progress = true;
+                    }
+                    Step::Waiting(note) => notes.push(note),
+                    Step::Duplicate(note) => duplicates.push(note),
+                    Step::Refused(reason) => refused.push(reason),
+                }
+            }
+            if !progress || notes.is_empty() {
+                break;
+            }
+        }
+        if !refused.is_empty() {
+            return Err(TransportError::BundlesRefused {
+                channel: self.description.clone(),
+                rejected_dir: self.inbox.join(REJECTED_DIR),
+                refused,
+            });
+        }
+        duplicates.append(&mut notes);
+        Ok(FetchOutcome {
+            before,
+            after,
+            notes: duplicates,
+        })
+    }
+
+    fn push(
+        &self,
+        exchange: &Exchange,
+        site: &str,
+        peer: &str,
+    ) -> Result<PushOutcome, TransportError> {
+        self.check_dir("outbox", &self.outbox)?;
+        self.remove_unfinished_bundles()?;
+        let ex_err = |source| TransportError::Exchange {
+            channel: self.description.clone(),
+            source,
+        };
+        let Some(tip) = exchange.resolve(&own_branch(site, peer)).map_err(ex_err)? else {
+            return Ok(PushOutcome::UpToDate);
+        };
+        let marker = bundled_ref(peer);
+        if exchange.resolve(&marker).map_err(ex_err)? == Some(tip) {
+            return Ok(PushOutcome::UpToDate);
+        }
+        let outcome = match plan(exchange, site, peer, false).map_err(|e| self.bundle_err(e))? {
+            Some(plan) => {
+                let count = exchange.commits_between(None, tip).map_err(ex_err)?.len();
+                let suffix = if self.seal_for.is_empty() {
+                    format!(".{EXTENSION}")
+                } else {
+                    ENCRYPTED_SUFFIX.to_string()
+                };
+                let name = format!("{site}-{peer}-{count:08}-{}{suffix}", short_id(tip));
+                write(exchange, &plan, &self.outbox.join(name), &self.seal_for)
+                    .map_err(|e| self.bundle_err(e))?;
+                failpoint::hit("bundle-after-write");
+                PushOutcome::Pushed(tip)
+            }
+            // The peer acknowledged this very commit (it came by `ferry bundle`).
+            None => PushOutcome::UpToDate,
+        };
+        exchange
+            .set_ref(&marker, tip, "ferry: bundle written to the outbox")
+            .map_err(ex_err)?;
+        Ok(outcome)
+    }
+
+    fn check(
+        &self,
+        _exchange: &Exchange,
+        _site: &str,
+        _peer: &str,
+    ) -> Result<String, TransportError> {
+        self.check_dir("inbox", &self.inbox)?;
+        self.check_dir("outbox", &self.outbox)?;
+        // The outbox is written (a bundle) and the inbox too (each bundle moves
+        // to applying/, archive/ or rejected/ beside it).
+        for dir in [&self.outbox, &self.inbox] {
+            let probe = dir.join(format!("{TEMPORARY_PREFIX}doctor-{}", std::process::id()));
+            fs::write(&probe, b"")
+                .and_then(|()| fs::remove_file(&probe))
+                .map_err(|e| self.failed(format!("cannot write in {}: {e}", dir.display())))?;
+        }
+        let waiting = self.bundles_in(&self.inbox)?.len();
+        Ok(format!(
+            "inbox and outbox writable; {waiting} bundle{} waiting in the inbox",
+            if waiting == 1 { "" } else { "s" }
+        ))
+    }
+
+    fn describe(&self) -> String {
+        self.description.clone()
+    }
+}
