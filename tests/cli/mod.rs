@@ -10,6 +10,7 @@ mod interface;
 mod many;
 mod notify;
 mod operators;
+mod ops;
 mod review;
 mod rules;
 mod samples;
