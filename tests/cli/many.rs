@@ -1,17 +1,19 @@
-//! One busy site with twenty connections through one shared repository: each
-//! peer gets exactly what its query selects, and a sync with nothing new writes
-//! nothing anywhere.
+//! One busy site with twenty connections, fifteen through one shared repository
+//! and five over bundle folders: each peer gets exactly what its query selects,
+//! and a sync with nothing new writes nothing anywhere.
 
 use super::World;
 
 const PEERS: usize = 20;
+/// Peers above this number use bundle folders instead of the shared repository.
+const LAST_ON_THE_REPOSITORY: usize = 15;
 
 fn peer(i: usize) -> String {
     format!("eng{i:02}")
 }
 
 #[test]
-fn twenty_connections_through_one_repository() {
+fn twenty_connections_through_one_repository_and_bundle_folders() {
     let w = World::new();
     let projects: Vec<(String, String, String)> = (1..=PEERS)
         .map(|i| {
@@ -31,6 +33,52 @@ fn twenty_connections_through_one_repository() {
         let mapping = format!("E{i:02}=SUP");
         w.site(&peer(i), &[("support", mapping.as_str(), "labels = back")]);
     }
+    for i in LAST_ON_THE_REPOSITORY + 1..=PEERS {
+        let (to, from) = (
+            format!("usb/to-{}", peer(i)),
+            format!("usb/from-{}", peer(i)),
+        );
+        for dir in [&to, &from] {
+            std::fs::create_dir_all(w.path(dir)).unwrap();
+        }
+        let ends = [
+            (
+                "support".to_string(),
+                peer(i),
+                &to,
+                &from,
+                format!("SUP=E{i:02}"),
+                format!("labels = team{i:02}"),
+            ),
+            (
+                peer(i),
+                "support".to_string(),
+                &from,
+                &to,
+                format!("E{i:02}=SUP"),
+                "labels = back".to_string(),
+            ),
+        ];
+        for (site, other, outbox, inbox, mapping, query) in ends {
+            w.ok(
+                &site,
+                &[
+                    "connection",
+                    "add",
+                    &other,
+                    "--force",
+                    "--outbox",
+                    &format!("../{outbox}"),
+                    "--inbox",
+                    &format!("../{inbox}"),
+                    "--project",
+                    &mapping,
+                    "--query",
+                    &query,
+                ],
+            );
+        }
+    }
     // Two issues for each team.
     for i in 1..=PEERS {
         for n in 1..=2 {
@@ -44,6 +92,18 @@ fn twenty_connections_through_one_repository() {
     }
     let out = w.ok("support", &["sync"]);
     assert_eq!(out.matches("push   eng").count(), PEERS, "{out}");
+    let bundles = |w: &World| -> usize {
+        walkdir::WalkDir::new(w.path("usb"))
+            .into_iter()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_type().is_file())
+            .count()
+    };
+    assert_eq!(
+        bundles(&w),
+        PEERS - LAST_ON_THE_REPOSITORY,
+        "one bundle per bundle peer"
+    );
     for i in 1..=PEERS {
         w.ok(&peer(i), &["sync"]);
         let issues = w.list(&peer(i));
@@ -61,7 +121,7 @@ fn twenty_connections_through_one_repository() {
     // The peers' copies come back once (they are linked, so they are shared);
     // after that, nothing new anywhere: no commit, on any branch.
     w.ok("support", &["sync"]);
-    let before = w.exchange_objects();
+    let before = (w.exchange_objects(), bundles(&w));
     let quiet = w.ok("support", &["sync"]);
     assert_eq!(quiet.matches("nothing new").count(), PEERS, "{quiet}");
     assert_eq!(
@@ -70,9 +130,9 @@ fn twenty_connections_through_one_repository() {
         "{quiet}"
     );
     assert_eq!(
-        w.exchange_objects(),
+        (w.exchange_objects(), bundles(&w)),
         before,
-        "a no-op sync wrote to the repository"
+        "a no-op sync wrote to the repository or a bundle folder"
     );
     let status: serde_json::Value =
         serde_json::from_str(&w.ok("support", &["status", "--json"])).unwrap();
