@@ -262,8 +262,10 @@ fn init_tracing(cli: &Cli) -> anyhow::Result<()> {
     let stderr_filter = EnvFilter::try_from_env("FERRY_LOG")
         .unwrap_or_else(|_| EnvFilter::new(level))
         .add_directive(format!("{RUN_OUTCOME}=off").parse()?);
+    // No colour codes in what cron mails or a pipe stores.
     let stderr = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .with_filter(stderr_filter);
     let file = match &cli.log_file {

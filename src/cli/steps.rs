@@ -168,7 +168,8 @@ pub fn export(args: ExportArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
         if args.full {
             site.ledger.set_cursor(&c.peer, None)?;
         }
-        let exported = engine::export(&mut site, c)?;
+        let changed = engine::Changed::read(&site, &[c])?;
+        let exported = engine::export(&mut site, c, &changed)?;
         report::exported(ctx.out, &c.peer, &exported)?;
         if !exported.errors.is_empty() {
             status = ExitStatus::IssueErrors;

@@ -32,8 +32,55 @@ pub struct ExportReport {
     pub errors: Vec<IssueError>,
 }
 
-/// Exports the issues of `connection` that changed since the last export.
-pub fn export(site: &mut Site, connection: &Connection) -> anyhow::Result<ExportReport> {
+/// The issues changed since the oldest export cursor of the connections a run
+/// exports on, read from the tracker once and shared by those exports: a no-op
+/// run with many connections costs one read, not one per connection.
+pub struct Changed {
+    since: Option<DateTime<Utc>>,
+    issues: Vec<Issue>,
+    /// The tracker's clock just before the read.
+    read_at: DateTime<Utc>,
+}
+
+impl Changed {
+    /// Reads what `connections` need (`None` cursor: everything).
+    pub fn read(site: &Site, connections: &[&Connection]) -> anyhow::Result<Changed> {
+        let mut since = None;
+        for (i, c) in connections.iter().enumerate() {
+            let cursor = site.ledger.cursor(&c.peer)?;
+            since = match (i, since, cursor) {
+                (0, _, cursor) => cursor,
+                (_, Some(a), Some(b)) => Some(a.min(b)),
+                _ => None,
+            };
+        }
+        // The clock first: a change made after it is stamped with its second or
+        // a later one, whatever the read below saw.
+        let read_at = site.tracker.now()?;
+        Ok(Changed {
+            since,
+            issues: site.tracker.changed_since(since)?,
+            read_at,
+        })
+    }
+
+    /// The issues one connection's export looks at: changed at or after its
+    /// cursor (at-or-after, as [`crate::tracker::Tracker::changed_since`]).
+    fn since(&self, cursor: Option<DateTime<Utc>>) -> impl Iterator<Item = &Issue> {
+        debug_assert!(self.since.is_none() || cursor.is_some_and(|c| Some(c) >= self.since));
+        self.issues
+            .iter()
+            .filter(move |issue| cursor.is_none_or(|c| issue.updated >= c))
+    }
+}
+
+/// Exports the issues of `connection` that changed since the last export, taken
+/// from `changed` (read for this connection among others).
+pub fn export(
+    site: &mut Site,
+    connection: &Connection,
+    changed: &Changed,
+) -> anyhow::Result<ExportReport> {
     let me = site.name().to_string();
     let peer = connection.peer.as_str();
     let rules = load_rule(&site.config, &connection.settings.outgoing)?;
@@ -55,22 +102,22 @@ pub fn export(site: &mut Site, connection: &Connection) -> anyhow::Result<Export
     let mut oldest_failure: Option<DateTime<Utc>> = None;
     let (mut comment_count, mut issue_count) = (0, 0);
 
-    let changed = site.tracker.changed_since(cursor)?;
+    let to_look_at: Vec<&Issue> = changed.since(cursor).collect();
     tracing::info!(
         %peer,
         since = %cursor.map_or_else(|| "-".into(), |c| crate::model::format_timestamp(&c)),
-        issues = changed.len(),
+        issues = to_look_at.len(),
         "export"
     );
-    let progress = crate::progress::bar(changed.len(), format!("export {peer}"));
-    for issue in changed {
+    let progress = crate::progress::bar(to_look_at.len(), format!("export {peer}"));
+    for issue in to_look_at {
         progress.inc(1);
         newest = newest.max(Some(issue.updated));
         if connection.remote_project(&issue.project).is_none() {
             continue;
         }
         let connected = site.ledger.is_connected(peer, &issue.id)?;
-        if !connected && (issue.deleted || !connection.query.matches(&issue)) {
+        if !connected && (issue.deleted || !connection.query.matches(issue)) {
             continue;
         }
         let path = crate::replica::replica_path(&issue.project, &issue.id);
@@ -84,9 +131,9 @@ pub fn export(site: &mut Site, connection: &Connection) -> anyhow::Result<Export
             });
         }
         let replica = if issue.deleted {
-            Ok(Some(tombstone(&me, &issue)))
+            Ok(Some(tombstone(&me, issue)))
         } else {
-            rules.run_outgoing(&issue, &OutgoingContext { site: &me, peer })
+            rules.run_outgoing(issue, &OutgoingContext { site: &me, peer })
         };
         match replica {
             Ok(Some(replica)) => {
@@ -99,7 +146,7 @@ pub fn export(site: &mut Site, connection: &Connection) -> anyhow::Result<Export
                 if !unchanged {
                     report.written.push(issue.key.clone());
                     if !issue.deleted {
-                        carried.push(super::conflict::carried(&issue));
+                        carried.push(super::conflict::carried(issue));
                     }
                 }
                 writes.push(FileWrite {
@@ -154,9 +201,19 @@ pub fn export(site: &mut Site, connection: &Connection) -> anyhow::Result<Export
             .record_exports(peer, &commit.to_string(), &carried)?;
     }
     // A failed issue must be looked at again next run, so the cursor stops at it.
+    // Otherwise the cursor is at-or-after the newest change seen, so the issues of
+    // that second are read again next run; unless the tracker's clock had already
+    // left that second when they were read: then no change can be stamped with it
+    // any more, and the cursor moves past it (a quiet run then reads nothing).
     let next_cursor = match oldest_failure {
         Some(failed) => Some(failed),
-        None => newest,
+        None => newest.map(|newest| {
+            if newest < changed.read_at {
+                newest + chrono::Duration::seconds(1)
+            } else {
+                newest
+            }
+        }),
     };
     site.ledger.set_cursor(peer, next_cursor)?;
     failpoint::hit("after-cursor");

@@ -22,7 +22,7 @@ mod review;
 mod rules_test;
 mod sync;
 
-pub use export::{ExportReport, export};
+pub use export::{Changed, ExportReport, export};
 pub use import::{ImportAction, ImportReport, ImportedIssue, import};
 pub use relink::{RelinkReport, relink};
 pub use review::{FieldChange, PendingIssue, Review, Verdict, review};

@@ -6,7 +6,7 @@
 
 use anyhow::Context;
 
-use super::{ExportReport, ImportReport, export, import, level};
+use super::{Changed, ExportReport, ImportReport, export, import, level};
 use crate::config::{Connection, SyncMethod};
 use crate::failpoint;
 use crate::ledger::Pause;
@@ -150,15 +150,24 @@ pub fn sync(site: &mut Site, options: &SyncOptions) -> anyhow::Result<SyncReport
             })?;
         }
     }
-    for (connection, report) in connections.iter().zip(&mut reports) {
-        if connection.settings.direction.exports()
-            && report.failure.is_none()
-            && report.paused.is_none()
-        {
-            run_step(site, connection, report, |site, report| {
-                report.exported = Some(export(site, connection).context("export")?);
-                Ok(())
-            })?;
+    let exporting = |c: &Connection, r: &ConnectionReport| {
+        c.settings.direction.exports() && r.failure.is_none() && r.paused.is_none()
+    };
+    let exporters: Vec<&Connection> = connections
+        .iter()
+        .zip(&reports)
+        .filter(|(c, r)| exporting(c, r))
+        .map(|(c, _)| c)
+        .collect();
+    if !exporters.is_empty() {
+        let changed = Changed::read(site, &exporters)?;
+        for (connection, report) in connections.iter().zip(&mut reports) {
+            if exporting(connection, report) {
+                run_step(site, connection, report, |site, report| {
+                    report.exported = Some(export(site, connection, &changed).context("export")?);
+                    Ok(())
+                })?;
+            }
         }
     }
     for (connection, report) in connections.iter().zip(&mut reports) {

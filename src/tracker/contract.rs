@@ -115,6 +115,12 @@ fn next_second() {
 /// A create stores every value it is given and returns the issue as `get` does.
 fn create_then_get(tracker: &mut dyn Tracker, setup: &Setup) {
     let before = truncate_to_seconds(Utc::now());
+    let clock = tracker.now().expect("now");
+    assert_eq!(
+        clock,
+        truncate_to_seconds(clock),
+        "the clock is in whole seconds"
+    );
     let mut issue = new_issue(setup, "Printer on fire");
     issue.patch.issue_type = Some("Bug".into());
     issue.patch.description = Some(Some("Smoke after the update.\nTwice.".into()));
@@ -137,6 +143,10 @@ fn create_then_get(tracker: &mut dyn Tracker, setup: &Setup) {
     assert_eq!(created.fields.get("Severity"), Some(&FieldValue::from(2)));
     assert!(!created.status.is_empty() && !created.deleted);
     assert!(created.created >= before && created.updated >= created.created);
+    assert!(
+        created.updated >= clock,
+        "updated comes from the same clock as now()"
+    );
     assert_eq!(reload(tracker, &created), created);
     assert_eq!(
         tracker.get_by_key(&created.key).expect("get by key"),

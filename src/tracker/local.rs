@@ -381,6 +381,10 @@ impl LocalTracker {
 }
 
 impl Tracker for LocalTracker {
+    fn now(&self) -> Result<DateTime<Utc>, TrackerError> {
+        Ok(LocalTracker::now(self))
+    }
+
     fn instance(&self) -> Result<TrackerInstance, TrackerError> {
         let id: String = self.read(|conn| {
             Ok(

@@ -111,6 +111,11 @@ pub trait Tracker {
     /// Which tracker this is.
     fn instance(&self) -> Result<TrackerInstance, TrackerError>;
 
+    /// The time by the tracker's own clock, the one that stamps `updated`, in
+    /// whole seconds. Once that clock has passed a second, no change can be
+    /// stamped with it any more: an export cursor can then move past it.
+    fn now(&self) -> Result<DateTime<Utc>, TrackerError>;
+
     /// Issues (with comments and attachments, including deleted ones as
     /// tombstones) whose `updated` is at or after `since`; all of them when `None`.
     /// At-or-after, not after: a cursor in whole seconds must not miss a change made

@@ -138,3 +138,49 @@ fn twenty_connections_through_one_repository_and_bundle_folders() {
         serde_json::from_str(&w.ok("support", &["status", "--json"])).unwrap();
     assert_eq!(status.as_array().unwrap().len(), PEERS);
 }
+
+/// The export cursor is at-or-after (a change in the same second as the last one
+/// exported must not be missed), so the issues of the newest second are read
+/// again; once the tracker's clock has left that second, the cursor moves past it
+/// and a quiet run reads no issue at all.
+#[test]
+fn a_quiet_run_reads_no_issue_once_the_second_is_over() {
+    let mut w = World::escalating_pair();
+    w.now = Some("2026-11-23T10:00:00Z");
+    w.escalate("Printer on fire");
+    let exported = |w: &World| -> String {
+        let run = w.ferry("support", &["-v", "sync"]);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        run.stderr
+            .lines()
+            .find(|l| l.contains(" export "))
+            .unwrap_or_else(|| panic!("no export line in {}", run.stderr))
+            .to_string()
+    };
+    // Same second as the change: read again next time.
+    let first = exported(&w);
+    assert!(first.contains("issues=1"), "{first}");
+    w.now = Some("2026-11-23T10:00:00Z");
+    // An edit in that same second is not missed.
+    w.ok(
+        "support",
+        &[
+            "tracker",
+            "edit",
+            "SUP-1",
+            "--summary",
+            "Printer still on fire",
+        ],
+    );
+    assert!(exported(&w).contains("issues=1"));
+    let replica = super::git(
+        &w.path("exchange.git"),
+        &["show", "support/engineering:issues/SUP/1.yaml"],
+    );
+    assert!(replica.contains("Printer still on fire"), "{replica}");
+    // The clock moved on: one more read of that second, then none.
+    w.now = Some("2026-11-23T10:05:00Z");
+    assert!(exported(&w).contains("issues=1"));
+    w.now = Some("2026-11-23T10:10:00Z");
+    assert!(exported(&w).contains("issues=0"));
+}
