@@ -611,6 +611,31 @@ mod tests {
         String::from_utf8(out.stdout).unwrap().trim().to_string()
     }
 
+    /// [`git_cli`] with `input` on standard input (hash-object, mktree).
+    fn git_cli_with_input(dir: &Path, args: &[&str], input: &str) -> String {
+        use std::io::Write;
+        let mut child = git_command(dir)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("git runs");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "git {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
     /// Two sites, each with its exchange repo, and a bare channel made by `git`.
     struct World {
         root: tempfile::TempDir,
@@ -878,23 +903,11 @@ mod tests {
         let raw = git_cli(&w.bare(), &["cat-file", "commit", &c2.to_string()]);
         let altered = raw.replace("export: v2", "export: v3");
         assert_ne!(raw, altered);
-        let tampered = {
-            let mut child = git_command(&w.bare())
-                .args(["hash-object", "-t", "commit", "-w", "--stdin"])
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .spawn()
-                .unwrap();
-            use std::io::Write;
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(format!("{altered}\n").as_bytes())
-                .unwrap();
-            let out = child.wait_with_output().unwrap();
-            String::from_utf8(out.stdout).unwrap().trim().to_string()
-        };
+        let tampered = git_cli_with_input(
+            &w.bare(),
+            &["hash-object", "-t", "commit", "-w", "--stdin"],
+            &format!("{altered}\n"),
+        );
         assert_eq!(
             assert_refused(&w, c1, &tampered, &tampered),
             Refusal::BadSignature
@@ -1065,35 +1078,12 @@ mod tests {
         // Someone rewrites the branch: a parentless commit with other content,
         // force-pushed with the real git CLI.
         let support_repo = w.support.repo().path().to_path_buf();
-        let blob = {
-            let mut child = git_command(&support_repo)
-                .args(["hash-object", "-w", "--stdin"])
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .spawn()
-                .unwrap();
-            use std::io::Write;
-            child.stdin.take().unwrap().write_all(b"forged").unwrap();
-            let out = child.wait_with_output().unwrap();
-            String::from_utf8(out.stdout).unwrap().trim().to_string()
-        };
-        let tree = {
-            let mut child = git_command(&support_repo)
-                .args(["mktree"])
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .spawn()
-                .unwrap();
-            use std::io::Write;
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(format!("100644 blob {blob}\tforged.yaml\n").as_bytes())
-                .unwrap();
-            let out = child.wait_with_output().unwrap();
-            String::from_utf8(out.stdout).unwrap().trim().to_string()
-        };
+        let blob = git_cli_with_input(&support_repo, &["hash-object", "-w", "--stdin"], "forged");
+        let tree = git_cli_with_input(
+            &support_repo,
+            &["mktree"],
+            &format!("100644 blob {blob}\tforged.yaml\n"),
+        );
         let forged = git_cli(&support_repo, &["commit-tree", &tree, "-m", "rewritten"]);
         git_cli(
             &support_repo,
