@@ -532,6 +532,24 @@ mod tests {
         }
     }
 
+    /// `resolve` as support, with the peer engineering's replica dated `remote_updated`.
+    fn resolve_at(
+        local: &Issue,
+        baseline: &Baseline,
+        target: &TargetIssue,
+        settings: &ConflictSettings,
+        remote_updated: &str,
+    ) -> Resolution {
+        let sides = Sides {
+            me: "support",
+            peer: "engineering",
+            local,
+            remote_updated: time(remote_updated),
+            settings,
+        };
+        resolve(&sides, baseline, target)
+    }
+
     fn settings(default: ConflictPolicy) -> ConflictSettings {
         ConflictSettings {
             default,
@@ -550,14 +568,13 @@ mod tests {
             "2026-11-20T12:00:00Z",
         ));
         let settings = settings(policy);
-        let sides = Sides {
-            me: "support",
-            peer: "engineering",
-            local: &local,
-            remote_updated: time(remote_updated),
-            settings: &settings,
-        };
-        let resolution = resolve(&sides, &baseline_of(&base), &target);
+        let resolution = resolve_at(
+            &local,
+            &baseline_of(&base),
+            &target,
+            &settings,
+            remote_updated,
+        );
         (local, resolution)
     }
 
@@ -572,14 +589,13 @@ mod tests {
         // The peer changed the summary; its replica still has the old status.
         let target = TargetIssue::from(&issue("Open", "Printer on fire", "2026-11-20T12:00:00Z"));
         let settings = settings(ConflictPolicy::Error);
-        let sides = Sides {
-            me: "support",
-            peer: "engineering",
-            local: &local,
-            remote_updated: time("2026-11-20T12:00:00Z"),
-            settings: &settings,
-        };
-        let resolution = resolve(&sides, &baseline_of(&base), &target);
+        let resolution = resolve_at(
+            &local,
+            &baseline_of(&base),
+            &target,
+            &settings,
+            "2026-11-20T12:00:00Z",
+        );
         assert!(resolution.errors.is_empty() && resolution.settled.is_empty());
         let target = resolution.target.unwrap();
         assert_eq!(target.status, "In Progress");
@@ -591,14 +607,13 @@ mod tests {
         let local = issue("In Progress", "Printer", "2026-11-20T11:00:00Z");
         let target = TargetIssue::from(&issue("Resolved", "Printer", "2026-11-20T12:00:00Z"));
         let settings = settings(ConflictPolicy::Error);
-        let sides = Sides {
-            me: "support",
-            peer: "engineering",
-            local: &local,
-            remote_updated: time("2026-11-20T12:00:00Z"),
-            settings: &settings,
-        };
-        let resolution = resolve(&sides, &Baseline::default(), &target);
+        let resolution = resolve_at(
+            &local,
+            &Baseline::default(),
+            &target,
+            &settings,
+            "2026-11-20T12:00:00Z",
+        );
         assert!(resolution.errors.is_empty());
         assert_eq!(status(&resolution), "Resolved");
     }
@@ -673,19 +688,16 @@ mod tests {
         };
         let target = TargetIssue::from(&issue("Resolved", "Printer", "2026-11-20T12:00:00Z"));
         let settings = settings(ConflictPolicy::Newest);
-        let sides = Sides {
-            me: "support",
-            peer: "engineering",
-            local: &local,
-            remote_updated: time("2026-11-20T12:00:00Z"),
-            settings: &settings,
-        };
         // The peer saw In Progress dated 10:30, older than its 12:00: it wins on
         // both sides.
-        assert_eq!(
-            resolve(&sides, &baseline, &target).target.unwrap().status,
-            "Resolved"
+        let resolution = resolve_at(
+            &local,
+            &baseline,
+            &target,
+            &settings,
+            "2026-11-20T12:00:00Z",
         );
+        assert_eq!(status(&resolution), "Resolved");
     }
 
     #[test]
@@ -697,14 +709,13 @@ mod tests {
         let base = issue("Open", "Printer", "2026-11-20T10:00:00Z");
         let local = issue("In Progress", "Printer", "2026-11-20T11:00:00Z");
         let target = TargetIssue::from(&issue("Resolved", "Fire", "2026-11-20T12:00:00Z"));
-        let sides = Sides {
-            me: "support",
-            peer: "engineering",
-            local: &local,
-            remote_updated: time("2026-11-20T12:00:00Z"),
-            settings: &settings,
-        };
-        let resolution = resolve(&sides, &baseline_of(&base), &target);
+        let resolution = resolve_at(
+            &local,
+            &baseline_of(&base),
+            &target,
+            &settings,
+            "2026-11-20T12:00:00Z",
+        );
         assert_eq!(resolution.for_rule.len(), 1);
         assert_eq!(resolution.for_rule[0].field, "status");
         let mut ruled = target.clone();
