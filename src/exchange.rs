@@ -28,6 +28,7 @@ use std::path::{Path, PathBuf};
 use git2::build::TreeUpdateBuilder;
 use git2::{ErrorCode, FileMode, ObjectType, Oid, Repository, Signature, Sort, Tree};
 
+use crate::replica::{SITE_FILE, SiteFile};
 use crate::signing::{KeyError, SiteKey, with_branch_trailer};
 
 /// An exchange repo operation failed.
@@ -550,6 +551,24 @@ impl Exchange {
             }
         }
         Ok(())
+    }
+
+    /// The commit of this site's branch that the peer says it has applied: the
+    /// `ack` of the `site.yaml` at the head of the peer's branch for `site`, as
+    /// written (callers decide how far to trust it). `None` when there is no such
+    /// branch, file or ack, or when the file does not parse: a broken `site.yaml`
+    /// only costs the ack.
+    pub fn peer_ack(&self, site: &str, peer: &str) -> Result<Option<Oid>, ExchangeError> {
+        let Some(head) = self.resolve(&peer_branch(site, peer))? else {
+            return Ok(None);
+        };
+        let Some((_, bytes)) = self.read_file(head, SITE_FILE)? else {
+            return Ok(None);
+        };
+        Ok(serde_yaml::from_slice::<SiteFile>(&bytes)
+            .ok()
+            .and_then(|file| file.ack)
+            .and_then(|ack| Oid::from_str(&ack).ok()))
     }
 
     /// A file of a commit, with its blob id; `None` when there is no file at `path`

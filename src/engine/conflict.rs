@@ -61,10 +61,8 @@ use git2::Oid;
 use serde_json::Value;
 
 use crate::config::{ConflictPolicy, ConflictSettings, Connection};
-use crate::exchange::peer_branch;
 use crate::ledger::{ExportRecord, Ledger, LedgerError, NewExport};
 use crate::model::Issue;
-use crate::replica::SiteFile;
 use crate::rules::{FieldConflict, IncomingInput, RuleError, RuleScript, TargetIssue};
 use crate::site::Site;
 
@@ -149,11 +147,17 @@ pub struct Baseline {
 }
 
 /// Reads the baseline of a linked issue, folding in the newest export the peer
-/// acknowledged in the `site.yaml` of its branch head. Writes nothing.
-pub fn baseline(site: &Site, peer: &str, local_id: &str) -> anyhow::Result<Baseline> {
+/// acknowledged: `ack` is [`crate::exchange::Exchange::peer_ack`], read once per
+/// import rather than once per issue. Writes nothing.
+pub fn baseline(
+    site: &Site,
+    peer: &str,
+    ack: Option<Oid>,
+    local_id: &str,
+) -> anyhow::Result<Baseline> {
     let stored = site.ledger.baseline(peer, local_id)?;
     let exports = site.ledger.exports(peer, local_id)?;
-    let acknowledged = match peer_ack(site, peer)? {
+    let acknowledged = match ack {
         Some(ack) => {
             let mut found = None;
             for export in exports.iter().rev() {
@@ -188,23 +192,6 @@ pub fn baseline(site: &Site, peer: &str, local_id: &str) -> anyhow::Result<Basel
         exports,
         acknowledged,
     })
-}
-
-/// The commit of this site's branch the peer had applied when it wrote its head.
-fn peer_ack(site: &Site, peer: &str) -> anyhow::Result<Option<Oid>> {
-    let Some(head) = site.exchange.resolve(&peer_branch(site.name(), peer))? else {
-        return Ok(None);
-    };
-    let Some((_, bytes)) = site.exchange.read_file(head, "site.yaml")? else {
-        return Ok(None);
-    };
-    // A site.yaml that does not parse only costs the ack (import refuses nothing
-    // over it); the baseline then comes from imports alone.
-    let ack = serde_yaml::from_slice::<SiteFile>(&bytes)
-        .ok()
-        .and_then(|file| file.ack)
-        .and_then(|ack| Oid::from_str(&ack).ok());
-    Ok(ack)
 }
 
 /// One settled conflict, for the report and the log.

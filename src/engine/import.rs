@@ -104,6 +104,7 @@ pub fn import(site: &mut Site, connection: &Connection) -> anyhow::Result<Import
         return Ok(report);
     }
     let rules = load_rule(&site.config, &connection.settings.incoming)?;
+    let ack = site.exchange.peer_ack(&me, &peer)?;
     let short = short_id(head);
 
     let range = pending_range(site, &peer, applied, head)?;
@@ -132,7 +133,7 @@ pub fn import(site: &mut Site, connection: &Connection) -> anyhow::Result<Import
         };
         let blob_id = blob.to_string();
         tracing::debug!(%peer, %path, blob = %short_id(blob), "import replica");
-        match import_one(site, connection, &rules, &path, blob) {
+        match import_one(site, connection, &rules, ack, &path, blob) {
             Ok(done) => {
                 site.ledger.mark_applied(&peer, &path, &blob_id)?;
                 failpoint::hit("after-mark-applied");
@@ -244,6 +245,7 @@ fn import_one(
     site: &mut Site,
     connection: &Connection,
     rules: &RuleScript,
+    ack: Option<Oid>,
     path: &str,
     blob: Oid,
 ) -> Result<ImportedIssue, ImportFailure> {
@@ -337,7 +339,7 @@ fn import_one(
     // this site changed stay, conflicts go to the connection's policy.
     let remote_target = result.issue.clone();
     let baseline = match &local {
-        Some(local) => conflict::baseline(site, peer, &local.id).map_err(fatal)?,
+        Some(local) => conflict::baseline(site, peer, ack, &local.id).map_err(fatal)?,
         None => conflict::Baseline::default(),
     };
     if let Some(local) = &local {

@@ -138,11 +138,12 @@ pub fn review(site: &Site, connection: &Connection) -> anyhow::Result<Review> {
     let range = pending_range(site, peer, applied, head)?;
     review.refused_paths = range.outside;
     let rules = load_rule(&site.config, &connection.settings.incoming)?;
+    let ack = site.exchange.peer_ack(me, peer)?;
     for (path, blob) in range.replicas {
         let Some(blob) = blob else { continue };
         review
             .issues
-            .push(review_one(site, connection, &rules, &path, blob)?);
+            .push(review_one(site, connection, &rules, ack, &path, blob)?);
     }
     Ok(review)
 }
@@ -151,6 +152,7 @@ pub(super) fn review_one(
     site: &Site,
     connection: &Connection,
     rules: &crate::rules::RuleScript,
+    ack: Option<Oid>,
     path: &str,
     blob: Oid,
 ) -> anyhow::Result<PendingIssue> {
@@ -232,7 +234,7 @@ pub(super) fn review_one(
             },
             Some(local) => {
                 // The same three-way settlement the import would make.
-                let baseline = conflict::baseline(site, peer, &local.id)?;
+                let baseline = conflict::baseline(site, peer, ack, &local.id)?;
                 let mut result = result;
                 match conflict::settle(connection, rules, &input, local, &baseline, &result.issue) {
                     Ok(Settlement::Apply { target, .. }) => result.issue = *target,

@@ -73,9 +73,10 @@ pub fn rules_test(
         outgoing: Vec::new(),
     };
     if let Some(applied) = site.exchange.resolve(&applied_ref(peer))? {
+        let ack = site.exchange.peer_ack(me, peer)?;
         for (path, blob) in recent_replicas(site, applied, last)? {
             test.incoming
-                .push(review_one(site, connection, incoming, &path, blob)?);
+                .push(review_one(site, connection, incoming, ack, &path, blob)?);
         }
     }
     if let Some(head) = site.exchange.resolve(&own_branch(me, peer))? {

@@ -37,7 +37,7 @@ pub use channel::{BundleChannel, bundled_ref};
 
 use super::{AdmitError, FetchOutcome, Limits, admit};
 use crate::exchange::{Exchange, ExchangeError, own_branch, peer_branch};
-use crate::replica::{SITE_FILE, SiteFile};
+
 use crate::seal;
 use crate::signing::Trust;
 use ssh_key::PublicKey;
@@ -311,20 +311,10 @@ pub fn acknowledged(
     site: &str,
     peer: &str,
 ) -> Result<Option<Oid>, BundleError> {
-    let Some(theirs) = exchange.resolve(&peer_branch(site, peer))? else {
-        return Ok(None);
-    };
     let Some(ours) = exchange.resolve(&own_branch(site, peer))? else {
         return Ok(None);
     };
-    let Some((_, bytes)) = exchange.read_file(theirs, SITE_FILE)? else {
-        return Ok(None);
-    };
-    let ack = serde_yaml::from_slice::<SiteFile>(&bytes)
-        .ok()
-        .and_then(|file| file.ack)
-        .and_then(|ack| Oid::from_str(&ack).ok());
-    match ack {
+    match exchange.peer_ack(site, peer)? {
         Some(ack)
             if exchange.repo().find_commit(ack).is_ok() && exchange.is_ancestor(ack, ours)? =>
         {
