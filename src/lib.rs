@@ -7,6 +7,7 @@
 //! mapping and position kept in the [`ledger`]. The [`engine`] drives it; the
 //! [`cli`] is a thin layer over the engine.
 
+pub mod attachment;
 pub mod cli;
 pub mod config;
 pub mod engine;

@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use chrono::Utc;
 
-use super::{IssuePatch, NewComment, NewIssue, Tracker, TrackerError};
+use super::{IssuePatch, NewAttachment, NewComment, NewIssue, Tracker, TrackerError};
 use crate::model::{FieldValue, Issue, Origin, truncate_to_seconds};
 
 /// What the checks need to exist in the tracker under test.
@@ -40,6 +40,7 @@ pub(crate) const CHECKS: &[(&str, Check)] = &[
     ("origins", origins),
     ("delete_leaves_tombstone", delete_leaves_tombstone),
     ("changed_since_is_at_or_after", changed_since_is_at_or_after),
+    ("attachments", attachments),
 ];
 
 /// Gives a check the tracker under test.
@@ -347,4 +348,54 @@ fn changed_since_is_at_or_after(tracker: &mut dyn Tracker, setup: &Setup) {
     assert!(!has(issue.updated + chrono::Duration::seconds(1)));
     let all = tracker.changed_since(None).expect("changed_since");
     assert_eq!(all.iter().find(|i| i.id == issue.id), Some(&issue));
+}
+
+/// An attached file comes back byte for byte with its name, size and (when the
+/// tracker knows it) its hash; removing it twice is fine, and both bump the issue.
+fn attachments(tracker: &mut dyn Tracker, setup: &Setup) {
+    let issue = tracker
+        .create(&new_issue(setup, "With a file"))
+        .expect("create");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("trace.log");
+    let content: Vec<u8> = (0..200_000u32).flat_map(|i| i.to_le_bytes()).collect();
+    std::fs::write(&path, &content).expect("write file");
+    let sha256 = format!("{:x}", <sha2::Sha256 as sha2::Digest>::digest(&content));
+    let file = NewAttachment {
+        name: "trace.log",
+        author: setup.user,
+        path: &path,
+        size: content.len() as u64,
+        sha256: &sha256,
+    };
+    next_second();
+    let attached = tracker.attach(&issue.id, &file).expect("attach");
+    assert_eq!(attached.name, "trace.log");
+    assert_eq!(attached.size, content.len() as u64);
+    assert!(attached.sha256.is_empty() || attached.sha256 == sha256);
+    let stored = reload(tracker, &issue);
+    assert_eq!(stored.attachments, std::slice::from_ref(&attached));
+    assert!(stored.updated > issue.updated, "attaching bumps updated");
+
+    let mut back = Vec::new();
+    let n = tracker
+        .read_attachment(&issue.id, &attached.id, &mut back)
+        .expect("read back");
+    assert_eq!(n, content.len() as u64);
+    assert!(back == content, "the content comes back byte for byte");
+    assert!(matches!(
+        tracker.read_attachment(&issue.id, "987654321", &mut Vec::new()),
+        Err(TrackerError::NotFound(_))
+    ));
+
+    next_second();
+    tracker
+        .delete_attachment(&issue.id, &attached.id, setup.user)
+        .expect("delete attachment");
+    tracker
+        .delete_attachment(&issue.id, &attached.id, setup.user)
+        .expect("deleting it again is not an error");
+    let after = reload(tracker, &issue);
+    assert!(after.attachments.is_empty());
+    assert!(after.updated > stored.updated, "removing bumps updated");
 }

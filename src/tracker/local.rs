@@ -4,7 +4,7 @@
 //! that just wants ferry's exchange) keeps its issues here. It has what sync needs
 //! from any tracker: projects with `PROJECT-N` keys, types, statuses, priorities,
 //! users as plain names, labels, components, custom fields holding any JSON value,
-//! comments with an internal flag, attachment metadata, soft deletion and `updated`
+//! comments with an internal flag, attachments with their content, soft deletion and `updated`
 //! timestamps that move only on a real change.
 //!
 //! Design choices, and why:
@@ -19,19 +19,26 @@
 //!   transaction, so `changed_since` over 100k issues is a handful of queries and a
 //!   consistent snapshot.
 //!
+//! - Attachment content lives in the same file (`attachment_content`), written and
+//!   read through SQLite's incremental blob I/O in fixed-size chunks: one file to
+//!   back up and copy, and a 100 MB attachment never sits in memory whole.
+//!
 //! The clock: timestamps come from the system clock (UTC, whole seconds), unless the
 //! environment variable `FERRY_NOW` holds an RFC 3339 timestamp, which then is the
 //! fixed time of every change. Tests and documentation use it for reproducible
 //! output; [`LocalTracker::set_clock`] does the same from code.
 
 use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, MAIN_DB, OptionalExtension, TransactionBehavior, params};
 
-use super::{IssuePatch, NewComment, NewIssue, Tracker, TrackerError, TrackerInstance};
+use super::{
+    IssuePatch, NewAttachment, NewComment, NewIssue, Tracker, TrackerError, TrackerInstance,
+};
 use crate::model::{
     Attachment, Comment, FieldValue, Issue, Origin, normalize_set, parse_timestamp,
     truncate_to_seconds,
@@ -337,6 +344,14 @@ impl LocalTracker {
             "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
              INSERT OR IGNORE INTO meta (name, value) VALUES ('instance', lower(hex(randomblob(16))));",
         )?;
+        // Content came after the metadata table; like `meta`, older databases gain
+        // the table on first open (their attachments have metadata only).
+        tx.execute_batch(
+            "CREATE TABLE IF NOT EXISTS attachment_content (
+                 attachment INTEGER PRIMARY KEY REFERENCES attachments(id) ON DELETE CASCADE,
+                 content    BLOB NOT NULL
+             );",
+        )?;
         tx.commit()?;
         Ok(())
     }
@@ -490,6 +505,142 @@ impl Tracker for LocalTracker {
                 params![row, now.max(updated).timestamp()],
             )?;
             load_comment(tx, comment_id)
+        })
+    }
+
+    fn read_attachment(
+        &self,
+        id: &str,
+        attachment: &str,
+        out: &mut dyn Write,
+    ) -> Result<u64, TrackerError> {
+        let issue = parse_id(id).ok_or_else(|| TrackerError::NotFound(id.into()))?;
+        let row = parse_id(attachment)
+            .ok_or_else(|| TrackerError::NotFound(format!("{id} attachment {attachment}")))?;
+        self.read(|tx| {
+            let (key, _, _) = issue_state(tx, issue)?;
+            let exists: Option<i64> = tx
+                .query_row(
+                    "SELECT c.attachment FROM attachments a \
+                     JOIN attachment_content c ON c.attachment = a.id \
+                     WHERE a.id = ?1 AND a.issue = ?2",
+                    params![row, issue],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if exists.is_none() {
+                return Err(TrackerError::NotFound(format!(
+                    "{key} attachment {attachment} (or its content)"
+                ))
+                .into());
+            }
+            let mut blob = tx.blob_open(MAIN_DB, "attachment_content", "content", row, true)?;
+            let copied = std::io::copy(&mut blob, out).map_err(|e| {
+                Fail::Tracker(TrackerError::Unavailable(format!(
+                    "cannot copy attachment {attachment} of {key}: {e}"
+                )))
+            })?;
+            Ok(copied)
+        })
+    }
+
+    fn attach(&mut self, id: &str, file: &NewAttachment) -> Result<Attachment, TrackerError> {
+        let issue = parse_id(id).ok_or_else(|| TrackerError::NotFound(id.into()))?;
+        let now = self.now();
+        let mut source = std::fs::File::open(file.path).map_err(|e| {
+            TrackerError::Unavailable(format!("cannot read {}: {e}", file.path.display()))
+        })?;
+        self.write(|tx| {
+            let (key, deleted, updated) = issue_state(tx, issue)?;
+            if deleted {
+                return Err(rejected(&key, "the issue is deleted").into());
+            }
+            if file.name.is_empty() || file.name.contains(['/', '\\', '\0']) {
+                return Err(rejected(&key, &format!("{:?} is not a file name", file.name)).into());
+            }
+            let size = i64::try_from(file.size)
+                .ok()
+                .filter(|&size| size <= MAX_ATTACHMENT_BYTES)
+                .ok_or_else(|| {
+                    rejected(
+                        &key,
+                        &format!(
+                            "{} is {} bytes; this tracker keeps files up to {MAX_ATTACHMENT_BYTES}",
+                            file.name, file.size
+                        ),
+                    )
+                })?;
+            tx.prepare_cached(
+                "INSERT INTO attachments (issue, name, size, sha256, author, created) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![
+                issue,
+                file.name,
+                size,
+                file.sha256,
+                file.author,
+                now.timestamp()
+            ])?;
+            let row = tx.last_insert_rowid();
+            tx.execute(
+                "INSERT INTO attachment_content (attachment, content) VALUES (?1, zeroblob(?2))",
+                params![row, size],
+            )?;
+            let mut blob = tx.blob_open(MAIN_DB, "attachment_content", "content", row, false)?;
+            let (written, sha256) = crate::attachment::copy_hashing(&mut source, &mut blob)
+                .map_err(|e| {
+                    Fail::Tracker(TrackerError::Unavailable(format!(
+                        "cannot store {} on {key}: {e}",
+                        file.path.display()
+                    )))
+                })?;
+            drop(blob);
+            if written != file.size || sha256 != file.sha256 {
+                return Err(rejected(
+                    &key,
+                    &format!(
+                        "{} changed while it was attached: {written} bytes with SHA-256 {sha256}, \
+                         expected {} bytes with {}",
+                        file.path.display(),
+                        file.size,
+                        file.sha256
+                    ),
+                )
+                .into());
+            }
+            tx.execute(
+                "UPDATE issues SET updated = ?2 WHERE id = ?1",
+                params![issue, now.max(updated).timestamp()],
+            )?;
+            load_attachment(tx, row)
+        })
+    }
+
+    fn delete_attachment(
+        &mut self,
+        id: &str,
+        attachment: &str,
+        _author: &str,
+    ) -> Result<(), TrackerError> {
+        let issue = parse_id(id).ok_or_else(|| TrackerError::NotFound(id.into()))?;
+        let Some(row) = parse_id(attachment) else {
+            return Ok(());
+        };
+        let now = self.now();
+        self.write(|tx| {
+            let (_, _, updated) = issue_state(tx, issue)?;
+            let removed = tx.execute(
+                "DELETE FROM attachments WHERE id = ?1 AND issue = ?2",
+                params![row, issue],
+            )?;
+            if removed > 0 {
+                tx.execute(
+                    "UPDATE issues SET updated = ?2 WHERE id = ?1",
+                    params![issue, now.max(updated).timestamp()],
+                )?;
+            }
+            Ok(())
         })
     }
 
@@ -780,6 +931,35 @@ fn insert_comment(
         comment.origin.as_ref().map(|o| &o.id),
     ])?;
     Ok(conn.last_insert_rowid())
+}
+
+/// The largest attachment the embedded tracker keeps: SQLite's own limit on one
+/// value is a little under 1 GB.
+const MAX_ATTACHMENT_BYTES: i64 = 900 * 1024 * 1024;
+
+fn load_attachment(conn: &Connection, id: i64) -> Result<Attachment, Fail> {
+    let row = conn.query_row(
+        "SELECT id, name, size, sha256, author, created FROM attachments WHERE id = ?1",
+        [id],
+        |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, u64>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, Option<String>>(4)?,
+                r.get::<_, i64>(5)?,
+            ))
+        },
+    )?;
+    Ok(Attachment {
+        id: row.0.to_string(),
+        name: row.1,
+        size: row.2,
+        sha256: row.3,
+        author: row.4,
+        created: timestamp(row.5)?,
+    })
 }
 
 /// Key, deleted flag and `updated` of an issue; `NotFound` when there is none.

@@ -11,8 +11,10 @@ pub mod local;
 
 use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
 
-use crate::model::{Comment, FieldValue, Issue, Origin};
+use crate::model::{Attachment, Comment, FieldValue, Issue, Origin};
 
 /// What a tracker can fail with. The variants are the engine's error levels: an
 /// issue-level failure fails one issue, the others stop the run.
@@ -93,6 +95,23 @@ pub struct NewComment {
     pub origin: Option<Origin>,
 }
 
+/// A file to attach. The content is a file on disk that the engine has already
+/// checked against `sha256`: connectors stream it from there (and can read it again
+/// for a retried upload) instead of holding it in memory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewAttachment<'a> {
+    /// File name as the tracker should show it, already made safe by the engine.
+    pub name: &'a str,
+    /// Who attaches it.
+    pub author: &'a str,
+    /// The content.
+    pub path: &'a Path,
+    /// Size of the content in bytes.
+    pub size: u64,
+    /// Lower-case hex SHA-256 of the content.
+    pub sha256: &'a str,
+}
+
 /// Which tracker a connector talks to, as the ledger remembers it (see
 /// [`crate::identity`]): a copy of a site must not pass for the original.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -146,4 +165,27 @@ pub trait Tracker {
 
     /// Deletes an issue (it then appears to `changed_since` as a tombstone).
     fn delete(&mut self, id: &str, author: &str) -> Result<(), TrackerError>;
+
+    /// Streams the content of attachment `attachment` of issue `id` into `out` and
+    /// returns how many bytes it wrote. Trackers that do not know an attachment's
+    /// SHA-256 report it empty in [`Issue::attachments`]; the engine hashes what this
+    /// writes, so it never trusts a hash it has not computed.
+    fn read_attachment(
+        &self,
+        id: &str,
+        attachment: &str,
+        out: &mut dyn Write,
+    ) -> Result<u64, TrackerError>;
+
+    /// Attaches a file to issue `id` (bumping its `updated`) and returns it as stored.
+    fn attach(&mut self, id: &str, file: &NewAttachment) -> Result<Attachment, TrackerError>;
+
+    /// Removes one attachment from issue `id` (bumping its `updated`); removing one
+    /// that is already gone is not an error, so a retried step succeeds.
+    fn delete_attachment(
+        &mut self,
+        id: &str,
+        attachment: &str,
+        author: &str,
+    ) -> Result<(), TrackerError>;
 }
