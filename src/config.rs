@@ -77,6 +77,37 @@ pub enum TrackerConfig {
         /// Database file, relative to the site folder.
         path: PathBuf,
     },
+    /// A Redmine server, through its REST API (see docs/redmine.md).
+    Redmine {
+        /// Base URL of the server.
+        url: String,
+        /// The project identifier whose issues this site shares.
+        project: String,
+        /// A file holding the API key, relative to the site folder; without it
+        /// the key comes from `FERRY_REDMINE_API_KEY`. Never the key itself.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        api_key_file: Option<PathBuf>,
+        /// ferry user name → Redmine login, for users named differently.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        users: BTreeMap<String, String>,
+        /// ferry status → Redmine status, for statuses named differently.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        statuses: BTreeMap<String, String>,
+        /// The text custom field holding labels (comma-separated).
+        #[serde(default = "default_labels_field")]
+        labels_field: String,
+        /// Seconds one request may take.
+        #[serde(default = "default_timeout")]
+        timeout: u64,
+    },
+}
+
+fn default_labels_field() -> String {
+    "Labels".into()
+}
+
+fn default_timeout() -> u64 {
+    30
 }
 
 /// `ferry.yaml` as written on disk.

@@ -20,6 +20,7 @@ use crate::exchange::Exchange;
 use crate::ledger::Ledger;
 use crate::signing::{KeyError, SiteKey};
 use crate::tracker::local::LocalTracker;
+use crate::tracker::redmine::{self, RedmineTracker};
 use crate::tracker::{Tracker, TrackerError};
 
 /// Another run of this site holds the lock.
@@ -123,7 +124,55 @@ impl Site {
 pub fn open_tracker(config: &Config) -> Result<Box<dyn Tracker>, TrackerError> {
     match &config.site.tracker {
         TrackerConfig::Local { path } => Ok(Box::new(LocalTracker::open(&config.resolve(path))?)),
+        TrackerConfig::Redmine {
+            url,
+            project,
+            api_key_file,
+            users,
+            statuses,
+            labels_field,
+            timeout,
+        } => {
+            let settings = redmine::Settings {
+                url: url.clone(),
+                project: project.clone(),
+                api_key: redmine_key(config, api_key_file.as_deref())?,
+                users: users.clone(),
+                statuses: statuses.clone(),
+                labels_field: labels_field.clone(),
+                timeout: std::time::Duration::from_secs(*timeout),
+            };
+            Ok(Box::new(RedmineTracker::open(
+                settings,
+                &config.state_dir(),
+            )?))
+        }
     }
+}
+
+/// The Redmine API key: from the key file `ferry.yaml` names, else from the
+/// environment. Neither the key nor any part of it appears in a message.
+fn redmine_key(config: &Config, file: Option<&Path>) -> Result<String, TrackerError> {
+    let key = match file {
+        Some(file) => {
+            let path = config.resolve(file);
+            fs::read_to_string(&path).map_err(|e| {
+                TrackerError::Unavailable(format!(
+                    "cannot read the Redmine API key file {}: {e}",
+                    path.display()
+                ))
+            })?
+        }
+        None => std::env::var(redmine::API_KEY_ENV).unwrap_or_default(),
+    };
+    let key = key.trim().to_string();
+    if key.is_empty() {
+        return Err(TrackerError::Unavailable(format!(
+            "no Redmine API key: set {} or name a key file (api_key_file)",
+            redmine::API_KEY_ENV
+        )));
+    }
+    Ok(key)
 }
 
 fn take_lock(path: &Path) -> anyhow::Result<File> {

@@ -1,7 +1,7 @@
 //! `ferry init`: scaffold a site folder.
 
 use super::{Ctx, ExitStatus, UsageError};
-use crate::config::{CONFIG_FILE, Config};
+use crate::config::{CONFIG_FILE, Config, write_atomic};
 use crate::replica::is_plain_name;
 use crate::site::{Site, ensure_signing_key, scaffold};
 
@@ -16,17 +16,53 @@ pub struct InitArgs {
     /// The tracker connector.
     #[arg(long, value_enum, default_value = "local")]
     tracker: TrackerKind,
+    /// Redmine: the server's base URL.
+    #[arg(long, required_if_eq("tracker", "redmine"))]
+    url: Option<String>,
+    /// Redmine: the identifier of the project this site shares.
+    #[arg(long, required_if_eq("tracker", "redmine"))]
+    project: Option<String>,
+    /// Redmine: a file holding the API key (relative to the site folder);
+    /// without it the key comes from FERRY_REDMINE_API_KEY.
+    #[arg(long)]
+    api_key_file: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum TrackerKind {
     /// The embedded SQLite tracker.
     Local,
+    /// A Redmine server (REST API).
+    Redmine,
+}
+
+/// The scaffold's tracker section, which `--tracker redmine` replaces.
+const LOCAL_TRACKER: &str =
+    "  # `local` is the embedded tracker (a SQLite file); see `ferry tracker --help`.
+  kind: local
+  path: tracker.db
+";
+
+/// The tracker section for a Redmine site. Values are written as JSON strings,
+/// which YAML reads as they are whatever they contain.
+fn redmine_section(args: &InitArgs) -> String {
+    let quote =
+        |s: &Option<String>| serde_json::to_string(s.as_deref().unwrap_or("")).unwrap_or_default();
+    let mut section = format!(
+        "  # Redmine's REST API (docs/redmine.md). The API key comes from the key file\n  \
+         # named here or from FERRY_REDMINE_API_KEY, never from this file.\n  \
+         kind: redmine\n  url: {}\n  project: {}\n",
+        quote(&args.url),
+        quote(&args.project)
+    );
+    if args.api_key_file.is_some() {
+        section.push_str(&format!("  api_key_file: {}\n", quote(&args.api_key_file)));
+    }
+    section
 }
 
 /// Runs `ferry init`.
 pub fn run(args: InitArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
-    let TrackerKind::Local = args.tracker;
     if !is_plain_name(&args.site) {
         return Err(UsageError(format!(
             "{:?} is not a valid site name: use letters, digits, '-', '_' and '.'",
@@ -36,6 +72,15 @@ pub fn run(args: InitArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
     }
     let dir = ctx.dir.clone();
     for (path, created) in scaffold(&dir, &args.site)? {
+        if created && path == CONFIG_FILE && matches!(args.tracker, TrackerKind::Redmine) {
+            let file = dir.join(CONFIG_FILE);
+            let text = std::fs::read_to_string(&file)?;
+            write_atomic(
+                &file,
+                text.replace(LOCAL_TRACKER, &redmine_section(&args))
+                    .as_bytes(),
+            )?;
+        }
         writeln!(
             ctx.out,
             "{} {path}",

@@ -8,6 +8,7 @@
 #[cfg(test)]
 mod contract;
 pub mod local;
+pub mod redmine;
 
 use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;

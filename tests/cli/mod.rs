@@ -11,6 +11,7 @@ mod many;
 mod notify;
 mod operators;
 mod ops;
+mod redmine;
 mod review;
 mod rules;
 mod samples;

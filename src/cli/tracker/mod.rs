@@ -81,10 +81,15 @@ impl Actor {
 /// Opens the site's tracker as `ferry.yaml` configures it.
 fn open(ctx: &Ctx) -> anyhow::Result<LocalTracker> {
     let config = Config::load(&ctx.dir)?;
-    // Only the local tracker can be acted on by hand; adding another tracker kind
-    // makes this pattern refutable, and the compiler asks for that case.
-    let TrackerConfig::Local { path } = &config.site.tracker;
-    Ok(LocalTracker::open(&config.resolve(path))?)
+    // Only the embedded tracker is acted on by hand: a real tracker has its own
+    // user interface.
+    match &config.site.tracker {
+        TrackerConfig::Local { path } => Ok(LocalTracker::open(&config.resolve(path))?),
+        TrackerConfig::Redmine { url, .. } => Err(UsageError(format!(
+            "`ferry tracker` acts on the embedded tracker only; this site's issues are in Redmine at {url}"
+        ))
+        .into()),
+    }
 }
 
 /// The issue with this key; an unknown key is an error naming it.

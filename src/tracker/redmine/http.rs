@@ -1,0 +1,247 @@
+//! Redmine's REST API over HTTP: one place that turns statuses into ferry's
+//! error levels.
+//!
+//! - 401 (the key is wrong) and 5xx, timeouts and refused connections stop the
+//!   run: they are [`TrackerError::Unavailable`], a site-level error.
+//! - 422 is Redmine refusing one change (validation, workflow); its messages come
+//!   back as [`Reply::Invalid`] for the caller to name the issue.
+//! - 404 and 403 come back as replies: what they mean depends on the request (an
+//!   issue that does not exist; a list only administrators may read). A caller
+//!   that did not expect them turns them into an error with
+//!   [`Client::unexpected`], which makes a 403 site-level too.
+//!
+//! The API key travels in the `X-Redmine-API-Key` header only, never in a URL,
+//! so no error message or log line can contain it.
+
+use std::io::Write;
+use std::time::Duration;
+
+use serde_json::Value;
+use ureq::Agent;
+use ureq::http::Response;
+
+use crate::tracker::{NewAttachment, TrackerError};
+
+/// What Redmine answered, when it is not a failure of the whole site.
+#[derive(Debug)]
+pub(super) enum Reply {
+    /// 2xx with a JSON body.
+    Json(Value),
+    /// 2xx without a body.
+    Empty,
+    /// 404.
+    NotFound,
+    /// 403.
+    Forbidden,
+    /// 422, with Redmine's messages.
+    Invalid(String),
+    /// Anything else, with a short part of the body.
+    Other(u16, String),
+}
+
+/// A Redmine server and the key to it.
+pub(super) struct Client {
+    agent: Agent,
+    base: String,
+    key: String,
+    timeout: Duration,
+}
+
+impl Client {
+    pub fn new(url: &str, key: &str, timeout: Duration) -> Client {
+        let agent: Agent = Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(timeout))
+            .build()
+            .into();
+        Client {
+            agent,
+            base: url.trim_end_matches('/').to_string(),
+            key: key.to_string(),
+            timeout,
+        }
+    }
+
+    /// GET `path` with query parameters (encoded here).
+    pub fn get(&self, path: &str, query: &[(&str, String)]) -> Result<Reply, TrackerError> {
+        let mut request = self
+            .agent
+            .get(format!("{}{path}", self.base))
+            .header("X-Redmine-API-Key", &self.key);
+        for (k, v) in query {
+            request = request.query(*k, v);
+        }
+        self.reply("GET", path, request.call())
+    }
+
+    /// POST or PUT a JSON body.
+    pub fn send(&self, method: &str, path: &str, body: &Value) -> Result<Reply, TrackerError> {
+        let url = format!("{}{path}", self.base);
+        let request = match method {
+            "POST" => self.agent.post(url),
+            _ => self.agent.put(url),
+        }
+        .header("X-Redmine-API-Key", &self.key);
+        self.reply(method, path, request.send_json(body))
+    }
+
+    pub fn delete(&self, path: &str) -> Result<Reply, TrackerError> {
+        let request = self
+            .agent
+            .delete(format!("{}{path}", self.base))
+            .header("X-Redmine-API-Key", &self.key);
+        self.reply("DELETE", path, request.call())
+    }
+
+    /// Streams a file to `/uploads.json` and returns the token that attaches it.
+    pub fn upload(&self, file: &NewAttachment) -> Result<String, TrackerError> {
+        let path = "/uploads.json";
+        let content = std::fs::File::open(file.path).map_err(|e| {
+            TrackerError::Unavailable(format!("cannot read {}: {e}", file.path.display()))
+        })?;
+        let request = self
+            .agent
+            .post(format!("{}{path}", self.base))
+            .header("X-Redmine-API-Key", &self.key)
+            .header("Content-Type", "application/octet-stream")
+            .query("filename", file.name);
+        match self.reply("POST", path, request.send(content))? {
+            Reply::Json(v) => v["upload"]["token"]
+                .as_str()
+                .map(str::to_string)
+                .ok_or_else(|| self.unexpected(path, Reply::Json(v.clone()))),
+            Reply::Invalid(message) => Err(TrackerError::Rejected {
+                issue: file.name.to_string(),
+                message,
+            }),
+            other => Err(self.unexpected(path, other)),
+        }
+    }
+
+    /// Streams a download into `out`; `None` when Redmine has no such file.
+    pub fn download(&self, path: &str, out: &mut dyn Write) -> Result<Option<u64>, TrackerError> {
+        let result = self
+            .agent
+            .get(format!("{}{path}", self.base))
+            .header("X-Redmine-API-Key", &self.key)
+            .call();
+        let mut response = self.response("GET", path, result)?;
+        match response.status().as_u16() {
+            200 => std::io::copy(&mut response.body_mut().as_reader(), out)
+                .map(Some)
+                .map_err(|e| {
+                    TrackerError::Unavailable(format!(
+                        "reading {path} from Redmine at {} failed: {e}",
+                        self.base
+                    ))
+                }),
+            404 => Ok(None),
+            status => {
+                let reply = self.classify(status, &mut response)?;
+                Err(self.unexpected(path, reply))
+            }
+        }
+    }
+
+    /// The site-level error for an answer the caller cannot use.
+    pub fn unexpected(&self, path: &str, reply: Reply) -> TrackerError {
+        let what = match reply {
+            Reply::Forbidden => "403 Forbidden: the API key's user may not do this".to_string(),
+            Reply::NotFound => "404 Not Found".to_string(),
+            Reply::Invalid(m) => format!("422 {m}"),
+            Reply::Other(status, body) => format!("{status} {body}"),
+            Reply::Json(v) => format!(
+                "an unexpected body: {}",
+                v.to_string().chars().take(200).collect::<String>()
+            ),
+            Reply::Empty => "no body".to_string(),
+        };
+        TrackerError::Unavailable(format!(
+            "Redmine at {} answered {path} with {what}",
+            self.base
+        ))
+    }
+
+    fn response(
+        &self,
+        method: &str,
+        path: &str,
+        result: Result<Response<ureq::Body>, ureq::Error>,
+    ) -> Result<Response<ureq::Body>, TrackerError> {
+        result.map_err(|e| {
+            TrackerError::Unavailable(match e {
+                ureq::Error::Timeout(_) => format!(
+                    "Redmine at {} did not answer {method} {path} within {} s",
+                    self.base,
+                    self.timeout.as_secs()
+                ),
+                e => format!(
+                    "cannot reach Redmine at {} ({method} {path}): {e}",
+                    self.base
+                ),
+            })
+        })
+    }
+
+    fn reply(
+        &self,
+        method: &str,
+        path: &str,
+        result: Result<Response<ureq::Body>, ureq::Error>,
+    ) -> Result<Reply, TrackerError> {
+        let mut response = self.response(method, path, result)?;
+        let status = response.status().as_u16();
+        let reply = self.classify(status, &mut response)?;
+        match reply {
+            Reply::Other(401, _) => Err(TrackerError::Unavailable(format!(
+                "Redmine at {} refused the API key (401 Unauthorized): check {} or the key file",
+                self.base,
+                super::API_KEY_ENV
+            ))),
+            Reply::Other(status @ 500..=599, body) => Err(TrackerError::Unavailable(format!(
+                "Redmine at {} failed on {method} {path} ({status}): {body}",
+                self.base
+            ))),
+            reply => Ok(reply),
+        }
+    }
+
+    fn classify(
+        &self,
+        status: u16,
+        response: &mut Response<ureq::Body>,
+    ) -> Result<Reply, TrackerError> {
+        let body = response.body_mut().read_to_string().map_err(|e| {
+            TrackerError::Unavailable(format!(
+                "reading Redmine's answer from {} failed: {e}",
+                self.base
+            ))
+        })?;
+        Ok(match status {
+            200..=299 if body.trim().is_empty() => Reply::Empty,
+            200..=299 => Reply::Json(serde_json::from_str(&body).map_err(|e| {
+                TrackerError::Unavailable(format!(
+                    "Redmine at {} sent something that is not JSON ({e}); is the REST API \
+                     enabled (Administration → Settings → API)?",
+                    self.base
+                ))
+            })?),
+            404 => Reply::NotFound,
+            403 => Reply::Forbidden,
+            422 => Reply::Invalid(
+                serde_json::from_str::<Value>(&body)
+                    .ok()
+                    .and_then(|v| {
+                        v["errors"].as_array().map(|e| {
+                            e.iter()
+                                .filter_map(Value::as_str)
+                                .collect::<Vec<_>>()
+                                .join("; ")
+                        })
+                    })
+                    .unwrap_or(body),
+            ),
+            status => Reply::Other(status, body.chars().take(200).collect()),
+        })
+    }
+}
