@@ -323,6 +323,7 @@ impl<'a> Story<'a> {
             conflicts: Default::default(),
             review: Default::default(),
             signatures: SignaturePolicy::Required,
+            attachments: Default::default(),
         };
         let file = dir.join(CONNECTIONS_DIR).join(format!("{peer}.yaml"));
         crate::config::write_atomic(&file, serde_yaml::to_string(&connection)?.as_bytes())?;

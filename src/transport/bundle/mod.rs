@@ -771,7 +771,9 @@ mod tests {
                     &own_branch(SUPPORT, ENGINEERING),
                     &[FileWrite {
                         path: format!("issues/SUP/{id}.yaml"),
-                        content: Some(replica_yaml(SUPPORT, "SUP", id, summary)),
+                        content: Some(crate::exchange::Content::Bytes(replica_yaml(
+                            SUPPORT, "SUP", id, summary,
+                        ))),
                     }],
                     summary,
                     SUPPORT,
@@ -1017,7 +1019,12 @@ mod tests {
         let writes: Vec<FileWrite> = (0..300)
             .map(|i| FileWrite {
                 path: format!("issues/SUP/{i}.yaml"),
-                content: Some(replica_yaml(SUPPORT, "SUP", &i.to_string(), &long)),
+                content: Some(crate::exchange::Content::Bytes(replica_yaml(
+                    SUPPORT,
+                    "SUP",
+                    &i.to_string(),
+                    &long,
+                ))),
             })
             .collect();
         let branch = own_branch(SUPPORT, ENGINEERING);
