@@ -260,6 +260,16 @@ fn escalation_between_two_redmines() {
         &ep,
         ("support", &format!("{ep}={sp}"), "labels = customer-facing"),
     );
+    // Engineering calls Redmine's "Feedback" "In Progress", and its Redmine
+    // login "admin" is kevin to ferry: the mapping tables of ferry.yaml.
+    let config = w.path("engineering/ferry.yaml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let mapped = text.replace(
+        "  api_key_file: \"redmine.key\"\n",
+        "  api_key_file: \"redmine.key\"\n  statuses:\n    \"In Progress\": Feedback\n  users:\n    kevin: admin\n",
+    );
+    assert_ne!(text, mapped);
+    std::fs::write(&config, mapped).unwrap();
     w.trust("support", "engineering");
     w.trust("engineering", "support");
     let config = std::fs::read_to_string(w.path("support/ferry.yaml")).unwrap();
@@ -313,7 +323,7 @@ fn escalation_between_two_redmines() {
     eng.call(
         "PUT",
         &format!("/issues/{eid}.json"),
-        Some(json!({"issue": {"status_id": 2}})),
+        Some(json!({"issue": {"status_id": 4}})),
     );
     w.ok("engineering", &["sync"]);
     w.ok("support", &["sync"]);
@@ -330,6 +340,15 @@ fn escalation_between_two_redmines() {
         "{sup_notes:?}"
     );
     assert!(!sup_notes.iter().any(|(n, _)| n.contains("SECRET-ENG-NOTE")));
+    let answer = &sup_notes
+        .iter()
+        .find(|(n, _)| n.starts_with("Reproduced"))
+        .unwrap()
+        .0;
+    assert!(
+        answer.contains("ferry-author: kevin"),
+        "attributed to engineering's kevin: {answer}"
+    );
     assert_eq!(
         sup_notes
             .iter()
@@ -373,4 +392,65 @@ fn escalation_between_two_redmines() {
     assert!(!objects.contains("SECRET-SUPPORT-NOTE"));
     assert!(!objects.contains("SECRET-ENG-NOTE"));
     assert!(!objects.contains(&sup.key) && !objects.contains(&eng.key));
+}
+
+/// `ferry init --tracker redmine` writes the tracker section without the key;
+/// a server nobody answers on is a site-level failure (exit 3) that names the
+/// URL and not the key, and a missing `--url` is a usage error.
+#[test]
+fn init_writes_a_redmine_site_and_an_unreachable_server_fails_the_site() {
+    let w = World::new();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    drop(listener);
+    std::fs::create_dir_all(w.path("s")).unwrap();
+    std::fs::write(w.path("s/redmine.key"), "secret-key-42\n").unwrap();
+    let run = w.ferry(
+        "s",
+        &[
+            "init",
+            "--site",
+            "s",
+            "--tracker",
+            "redmine",
+            "--url",
+            &url,
+            "--project",
+            "sup",
+            "--api-key-file",
+            "redmine.key",
+        ],
+    );
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains(&format!("cannot reach Redmine at {url}")),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("secret-key-42"), "{}", run.stderr);
+    let config = std::fs::read_to_string(w.path("s/ferry.yaml")).unwrap();
+    assert!(
+        config.contains(&format!(
+            "kind: redmine\n  url: \"{url}\"\n  project: \"sup\"\n  api_key_file: \"redmine.key\"\n"
+        )),
+        "{config}"
+    );
+    assert!(!config.contains("secret-key-42"));
+
+    std::fs::create_dir_all(w.path("t")).unwrap();
+    let run = w.ferry(
+        "t",
+        &[
+            "init",
+            "--site",
+            "t",
+            "--tracker",
+            "redmine",
+            "--project",
+            "sup",
+        ],
+    );
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("--url"), "{}", run.stderr);
 }

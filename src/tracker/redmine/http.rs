@@ -51,7 +51,11 @@ impl Client {
     pub fn new(url: &str, key: &str, timeout: Duration) -> Client {
         let agent: Agent = Agent::config_builder()
             .http_status_as_error(false)
-            .timeout_global(Some(timeout))
+            // Per step, not for the whole exchange: a large attachment may take
+            // longer than `timeout` to stream, a silent server may not.
+            .timeout_connect(Some(timeout))
+            .timeout_send_request(Some(timeout))
+            .timeout_recv_response(Some(timeout))
             .build()
             .into();
         Client {

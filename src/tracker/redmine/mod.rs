@@ -807,36 +807,35 @@ impl Tracker for RedmineTracker {
 
     fn find_by_origin(&self, origin: &Origin) -> Result<Option<Issue>, TrackerError> {
         let marker = text::origin_line(origin);
-        // A contains-search: the exact line is checked on what it finds.
-        let query = [
-            ("status_id", "*".to_string()),
-            ("description", format!("~{marker}")),
-            ("sort", "id".to_string()),
-            ("limit", PAGE.to_string()),
-        ];
-        let ids: Vec<u64> = match self.client.get("/issues.json", &query)? {
-            Reply::Json(v) => v["issues"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter(|i| {
-                    text::split(&text::unix(i["description"].as_str().unwrap_or("")))
-                        .1
-                        .origin
-                        .as_ref()
-                        == Some(origin)
-                })
-                .filter_map(|i| i["id"].as_u64())
-                .collect(),
-            other => return Err(self.client.unexpected("/issues.json", other)),
-        };
-        match ids.first() {
-            Some(id) => {
-                let issue = self.fetch(*id)?;
+        // A contains-search (`support:2` also finds `support:20`): the exact last
+        // line is checked on each page, and the pages are read until it is found.
+        let mut offset = 0;
+        loop {
+            let query = [
+                ("status_id", "*".to_string()),
+                ("description", format!("~{marker}")),
+                ("sort", "id".to_string()),
+                ("limit", PAGE.to_string()),
+                ("offset", offset.to_string()),
+            ];
+            let page = match self.client.get("/issues.json", &query)? {
+                Reply::Json(v) => v,
+                other => return Err(self.client.unexpected("/issues.json", other)),
+            };
+            let batch = page["issues"].as_array().cloned().unwrap_or_default();
+            let found = batch.iter().find(|i| {
+                let description = text::unix(i["description"].as_str().unwrap_or(""));
+                text::split(&description).1.origin.as_ref() == Some(origin)
+            });
+            if let Some(id) = found.and_then(|i| i["id"].as_u64()) {
+                let issue = self.fetch(id)?;
                 self.known.borrow_mut().save()?;
-                Ok(issue)
+                return Ok(issue);
             }
-            None => Ok(None),
+            offset += batch.len();
+            if batch.is_empty() || offset as u64 >= page["total_count"].as_u64().unwrap_or(0) {
+                return Ok(None);
+            }
         }
     }
 

@@ -10,7 +10,7 @@ use crate::tracker::contract;
 
 /// The live Redmine the contract runs against, from the environment; `None`
 /// prints why the test does nothing, and fails under CI, which must run it.
-pub(crate) fn live(prefix: &str) -> Option<(String, String)> {
+fn live(prefix: &str) -> Option<(String, String)> {
     let url = std::env::var(format!("{prefix}_URL")).ok();
     let key = std::env::var(format!("{prefix}_KEY")).ok();
     match (url, key) {
