@@ -59,6 +59,55 @@ fn contract() {
     });
 }
 
+/// An issue deleted in Redmine itself (which reports nothing) comes out of the
+/// next `changed_since` as a tombstone, once per cursor, and `get` shows it.
+#[test]
+fn a_deletion_in_redmine_is_noticed() {
+    let Some((url, key)) = live("FERRY_TEST_REDMINE") else {
+        return;
+    };
+    let project = std::env::var("FERRY_TEST_REDMINE_PROJECT").unwrap_or_else(|_| "sup".to_string());
+    let state = tempfile::tempdir().unwrap();
+    let mut tracker = RedmineTracker::open(settings(&url, &key, &project), state.path()).unwrap();
+    let new = NewIssue {
+        project: project.clone(),
+        patch: IssuePatch {
+            summary: Some("Deleted behind ferry's back".into()),
+            ..IssuePatch::default()
+        },
+        author: "admin".into(),
+        origin: None,
+    };
+    let issue = tracker.create(&new).unwrap();
+    let before = now();
+    let client = Client::new(&url, &key, Duration::from_secs(30));
+    assert!(matches!(
+        client
+            .delete(&format!("/issues/{}.json", issue.id))
+            .unwrap(),
+        Reply::Empty
+    ));
+    // A new connector on the same state folder: what it knows is on disk.
+    let tracker = RedmineTracker::open(settings(&url, &key, &project), state.path()).unwrap();
+    let changed = tracker.changed_since(Some(before)).unwrap();
+    let tomb = changed
+        .iter()
+        .find(|i| i.id == issue.id)
+        .expect("tombstone");
+    assert!(tomb.deleted && tomb.updated >= before);
+    assert_eq!((&tomb.key, &tomb.summary), (&issue.key, &issue.summary));
+    assert_eq!(tracker.get(&issue.id).unwrap().as_ref(), Some(tomb));
+    let later = tomb.updated + chrono::Duration::seconds(1);
+    assert!(
+        !tracker
+            .changed_since(Some(later))
+            .unwrap()
+            .iter()
+            .any(|i| i.id == issue.id),
+        "a later cursor does not see it again"
+    );
+}
+
 /// A Redmine that answers every request with `answer(request line)`; `None`
 /// means it never answers.
 fn fake(answer: fn(&str) -> Option<(u16, &'static str)>) -> String {
