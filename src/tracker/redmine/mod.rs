@@ -927,6 +927,16 @@ impl Tracker for RedmineTracker {
     }
 
     fn delete(&mut self, id: &str, _author: &str) -> Result<(), TrackerError> {
+        // A retried delete (the run died after Redmine's answer) finds a tombstone.
+        if self
+            .known
+            .borrow()
+            .tombstones_since(None)
+            .iter()
+            .any(|t| t.id == id)
+        {
+            return Ok(());
+        }
         let (number, current) = self.existing(id)?;
         let path = format!("/issues/{number}.json");
         match self.client.delete(&path)? {
