@@ -52,6 +52,10 @@ pub struct ImportedIssue {
     pub action: ImportAction,
     /// Comments added.
     pub comments_added: usize,
+    /// Attachments uploaded.
+    pub attachments_added: usize,
+    /// Attachment copies removed.
+    pub attachments_removed: usize,
     /// Fields both sites had changed, and how each was settled.
     pub conflicts: Vec<Settled>,
 }
@@ -303,6 +307,8 @@ fn import_one(
         local_key: local.as_ref().map(|i| i.key.clone()),
         action: ImportAction::Unchanged,
         comments_added: 0,
+        attachments_added: 0,
+        attachments_removed: 0,
         conflicts: Vec::new(),
     };
     if let Some(local) = &local {
@@ -448,6 +454,7 @@ fn import_one(
             continue;
         };
         upload(site, &journal, head, &local, wanted, &author)?;
+        done.attachments_added += 1;
         if done.action == ImportAction::Unchanged {
             done.action = ImportAction::Updated;
         }
@@ -463,6 +470,7 @@ fn import_one(
         journal.run(site, StepKind::RemoveAttachment, Some(&local.id), |t| {
             t.delete_attachment(&local.id, &copy.id, &author)
         })?;
+        done.attachments_removed += 1;
         if done.action == ImportAction::Unchanged {
             done.action = ImportAction::Updated;
         }
