@@ -279,11 +279,13 @@ fn import_one(
         path,
         blob: blob.to_string(),
     };
+    let mut upload_interrupted = false;
     for step in site
         .ledger
         .interrupted_steps(peer, Some(path))
         .map_err(fatal)?
     {
+        upload_interrupted |= step.kind == StepKind::Attach.name();
         tracing::warn!(
             "{path}: resuming after a run that died during its {} (started {}); \
              the write is looked up by origin marker, not repeated",
@@ -335,6 +337,16 @@ fn import_one(
         true,
     )
     .map_err(fatal)?;
+    if upload_interrupted && let Some(local) = &local {
+        // The upload went through but the run died before remembering the copy
+        // as the peer's; remember it now, or it would travel back.
+        let present: Vec<&Attachment> = replica
+            .attachments
+            .iter()
+            .filter(|a| !added_attachments.contains(a))
+            .collect();
+        attachments::adopt_copies(site, peer, local, &present).map_err(fatal)?;
+    }
     let input = IncomingInput {
         site: &me,
         peer,

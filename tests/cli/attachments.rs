@@ -392,3 +392,29 @@ fn a_large_file_streams_through_bundles_with_bounded_memory() {
         limit >> 20
     );
 }
+
+/// A run killed right after the upload, before the journal hears of it, leaves
+/// the step open; the next run finds the attachment by name and content and
+/// does not upload it again.
+#[test]
+fn an_upload_interrupted_by_a_crash_is_not_repeated() {
+    let w = World::escalating_pair();
+    let key = w.escalate("Crash mid-upload");
+    attach(&w, "support", &key, "trace.txt", b"stack trace");
+    w.ok("support", &["sync"]);
+    w.killed_at("engineering", &["sync"], "after-attach");
+    let status = w.ok("engineering", &["status"]);
+    assert!(
+        status.contains("attach"),
+        "the open step is shown: {status}"
+    );
+    w.ok("engineering", &["sync"]);
+    assert_eq!(
+        attachments(&w, "engineering", "ENG-1"),
+        [("trace.txt".to_string(), 11, sha256(b"stack trace"))]
+    );
+    // And the copy is known as support's: it is not sent back.
+    w.ok("support", &["sync"]);
+    w.ok("engineering", &["sync"]);
+    assert!(content_paths(&w, "engineering/support").is_empty());
+}
