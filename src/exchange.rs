@@ -303,13 +303,17 @@ impl Exchange {
     /// every move of a ferry ref (`refs/ferry/applied/…` included) is kept in the
     /// reflog for audit. Nothing outside the repository is configured.
     pub fn open_or_init(path: &Path) -> Result<Exchange, ExchangeError> {
+        bound_mapped_memory();
         let has_files = path
             .read_dir()
             .map(|mut entries| entries.next().is_some())
             .unwrap_or(false);
         if has_files {
             return match Repository::open_bare(path) {
-                Ok(repo) if repo.is_bare() => Ok(Exchange { repo, signer: None }),
+                Ok(repo) if repo.is_bare() => {
+                    keep_big_objects_out_of_delta_search(&repo, path)?;
+                    Ok(Exchange { repo, signer: None })
+                }
                 Ok(_) => Err(ExchangeError::NotARepository {
                     path: path.display().to_string(),
                 }),
@@ -326,6 +330,7 @@ impl Exchange {
         let repo = git(Repository::init_bare(path), context)?;
         let mut config = git(repo.config(), context)?;
         git(config.set_str("core.logAllRefUpdates", "always"), context)?;
+        keep_big_objects_out_of_delta_search(&repo, path)?;
         Ok(Exchange { repo, signer: None })
     }
 
@@ -687,7 +692,7 @@ impl Exchange {
             repo: &self.repo,
             path,
             parts: parts.into_iter(),
-            current: Vec::new(),
+            current: None,
             offset: 0,
         }))
     }
@@ -937,6 +942,55 @@ impl Exchange {
     }
 }
 
+/// How much of its pack files libgit2 may map at once, and in what windows.
+/// Its defaults (1 GiB windows, 8 GiB in all) make every page of a pack that is
+/// read count as this process's memory; a bundle or fetch carrying large
+/// attachments would then cost its size in memory. Set once per process.
+fn bound_mapped_memory() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: these only set libgit2's global limits, before any pack is
+        // mapped by this process (the first exchange opened calls this).
+        unsafe {
+            let _ = git2::opts::set_mwindow_size(MAPPED_WINDOW_BYTES);
+            let _ = git2::opts::set_mwindow_mapped_limit(MAPPED_LIMIT_BYTES);
+        }
+    });
+}
+
+/// libgit2's pack window size (see [`bound_mapped_memory`]).
+const MAPPED_WINDOW_BYTES: usize = 16 << 20;
+/// libgit2's limit on mapped pack windows (see [`bound_mapped_memory`]).
+const MAPPED_LIMIT_BYTES: usize = 32 << 20;
+
+/// Keeps libgit2's pack builder (a push, a full bundle) from loading
+/// attachment parts into its delta window: random-looking megabytes do not
+/// delta anyway, and trying costs minutes and hundreds of megabytes. Replicas
+/// are far below the threshold and keep their deltas.
+///
+/// libgit2 (1.9) reads its big-file threshold from `pack.deltaCacheSize`, not
+/// from `pack.bigFileThreshold` (a slip in `packbuilder_config`), so both are
+/// set: the first for the libgit2 ferry links, the second for git itself and a
+/// libgit2 that reads the right key. Written only when they differ, so opening
+/// a repository does not rewrite its config every run.
+fn keep_big_objects_out_of_delta_search(
+    repo: &Repository,
+    path: &Path,
+) -> Result<(), ExchangeError> {
+    let context = || format!("configuring the exchange repository {}", path.display());
+    let mut config = git(repo.config(), context)?;
+    let want = BIG_OBJECT_BYTES as i64;
+    for key in ["pack.bigFileThreshold", "pack.deltaCacheSize"] {
+        if config.get_i64(key).ok() != Some(want) {
+            git(config.set_i64(key, want), context)?;
+        }
+    }
+    Ok(())
+}
+
+/// Objects larger than this are stored whole in packs, never delta-compressed.
+const BIG_OBJECT_BYTES: usize = 1 << 20;
+
 /// Size of one part of stored attachment content. Big enough that a 100 MB file
 /// is a dozen objects, small enough that reading, packing and sending one never
 /// needs much memory.
@@ -1025,26 +1079,32 @@ pub struct ContentReader<'r> {
     repo: &'r Repository,
     path: String,
     parts: std::vec::IntoIter<Oid>,
-    current: Vec<u8>,
+    current: Option<git2::Blob<'r>>,
     offset: usize,
 }
 
 impl std::io::Read for ContentReader<'_> {
     fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        while self.offset == self.current.len() {
+        loop {
+            if let Some(blob) = &self.current {
+                let rest = &blob.content()[self.offset..];
+                if !rest.is_empty() {
+                    let n = out.len().min(rest.len());
+                    out[..n].copy_from_slice(&rest[..n]);
+                    self.offset += n;
+                    return Ok(n);
+                }
+            }
             let Some(part) = self.parts.next() else {
                 return Ok(0);
             };
-            let blob = self.repo.find_blob(part).map_err(|e| {
+            // The part before is dropped first: one part in memory at a time.
+            self.current = None;
+            self.current = Some(self.repo.find_blob(part).map_err(|e| {
                 std::io::Error::other(format!("reading {} part {}: {e}", self.path, short(part)))
-            })?;
-            self.current = blob.content().to_vec();
+            })?);
             self.offset = 0;
         }
-        let n = out.len().min(self.current.len() - self.offset);
-        out[..n].copy_from_slice(&self.current[self.offset..self.offset + n]);
-        self.offset += n;
-        Ok(n)
     }
 }
 

@@ -338,3 +338,35 @@ pub(super) fn changes(
     }
     Ok((added, removed))
 }
+
+/// Marks the local copies of `present` (attachments of the peer's replica that
+/// are already here) as the peer's, where the ledger does not know where they
+/// came from: what an upload interrupted before its ledger write leaves.
+pub(super) fn adopt_copies(
+    site: &Site,
+    peer: &str,
+    local: &Issue,
+    present: &[&Attachment],
+) -> anyhow::Result<()> {
+    for wanted in present {
+        let Some(copy) = find_local_copy(site, local, wanted, true)? else {
+            continue;
+        };
+        if site
+            .ledger
+            .attachment(&local.id, &copy.id)?
+            .is_none_or(|known| known.peer.is_none())
+        {
+            site.ledger.record_attachment(
+                &local.id,
+                &copy.id,
+                &KnownAttachment {
+                    sha256: wanted.sha256.clone(),
+                    size: wanted.size,
+                    peer: Some(peer.to_string()),
+                },
+            )?;
+        }
+    }
+    Ok(())
+}

@@ -52,6 +52,10 @@ pub struct ImportedIssue {
     pub action: ImportAction,
     /// Comments added.
     pub comments_added: usize,
+    /// Attachments uploaded.
+    pub attachments_added: usize,
+    /// Attachment copies removed.
+    pub attachments_removed: usize,
     /// Fields both sites had changed, and how each was settled.
     pub conflicts: Vec<Settled>,
 }
@@ -275,11 +279,13 @@ fn import_one(
         path,
         blob: blob.to_string(),
     };
+    let mut upload_interrupted = false;
     for step in site
         .ledger
         .interrupted_steps(peer, Some(path))
         .map_err(fatal)?
     {
+        upload_interrupted |= step.kind == StepKind::Attach.name();
         tracing::warn!(
             "{path}: resuming after a run that died during its {} (started {}); \
              the write is looked up by origin marker, not repeated",
@@ -303,6 +309,8 @@ fn import_one(
         local_key: local.as_ref().map(|i| i.key.clone()),
         action: ImportAction::Unchanged,
         comments_added: 0,
+        attachments_added: 0,
+        attachments_removed: 0,
         conflicts: Vec::new(),
     };
     if let Some(local) = &local {
@@ -329,6 +337,16 @@ fn import_one(
         true,
     )
     .map_err(fatal)?;
+    if upload_interrupted && let Some(local) = &local {
+        // The upload went through but the run died before remembering the copy
+        // as the peer's; remember it now, or it would travel back.
+        let present: Vec<&Attachment> = replica
+            .attachments
+            .iter()
+            .filter(|a| !added_attachments.contains(a))
+            .collect();
+        attachments::adopt_copies(site, peer, local, &present).map_err(fatal)?;
+    }
     let input = IncomingInput {
         site: &me,
         peer,
@@ -448,6 +466,7 @@ fn import_one(
             continue;
         };
         upload(site, &journal, head, &local, wanted, &author)?;
+        done.attachments_added += 1;
         if done.action == ImportAction::Unchanged {
             done.action = ImportAction::Updated;
         }
@@ -463,6 +482,7 @@ fn import_one(
         journal.run(site, StepKind::RemoveAttachment, Some(&local.id), |t| {
             t.delete_attachment(&local.id, &copy.id, &author)
         })?;
+        done.attachments_removed += 1;
         if done.action == ImportAction::Unchanged {
             done.action = ImportAction::Updated;
         }
