@@ -1,7 +1,9 @@
 //! `ferry init`: scaffold a site folder.
 
+use anyhow::Context;
+
 use super::{Ctx, ExitStatus, UsageError};
-use crate::config::{CONFIG_FILE, Config, write_atomic};
+use crate::config::{CONFIG_FILE, Config, TrackerConfig, write_atomic};
 use crate::replica::is_plain_name;
 use crate::site::{Site, ensure_signing_key, scaffold};
 
@@ -28,12 +30,21 @@ pub struct InitArgs {
     api_key_file: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum TrackerKind {
     /// The embedded SQLite tracker.
     Local,
     /// A Redmine server (REST API).
     Redmine,
+}
+
+impl TrackerKind {
+    fn name(self) -> &'static str {
+        match self {
+            TrackerKind::Local => "local",
+            TrackerKind::Redmine => "redmine",
+        }
+    }
 }
 
 /// The scaffold's tracker section, which `--tracker redmine` replaces.
@@ -74,7 +85,8 @@ pub fn run(args: InitArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
     for (path, created) in scaffold(&dir, &args.site)? {
         if created && path == CONFIG_FILE && matches!(args.tracker, TrackerKind::Redmine) {
             let file = dir.join(CONFIG_FILE);
-            let text = std::fs::read_to_string(&file)?;
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
             write_atomic(
                 &file,
                 text.replace(LOCAL_TRACKER, &redmine_section(&args))
@@ -93,6 +105,17 @@ pub fn run(args: InitArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
             ctx.out,
             "note: {CONFIG_FILE} already names this site {:?}; it was kept",
             config.site_name()
+        )?;
+    }
+    let kept = match config.site.tracker {
+        TrackerConfig::Local { .. } => TrackerKind::Local,
+        TrackerConfig::Redmine { .. } => TrackerKind::Redmine,
+    };
+    if kept != args.tracker {
+        writeln!(
+            ctx.out,
+            "note: {CONFIG_FILE} already configures the {} tracker; it was kept",
+            kept.name()
         )?;
     }
     let (key, created) = ensure_signing_key(&config)?;

@@ -247,6 +247,11 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
 
 /// Logs to stderr at the level `-q`/`-v` ask for (or `FERRY_LOG`), and with
 /// `--log-file` also to that file, appending, at least at info level.
+/// The HTTP client's byte dumps (`ureq_proto::util`, at trace level) show every
+/// header it sends, API keys included; they never reach a log, whatever
+/// `FERRY_LOG` asks for.
+const WIRE_DUMP_OFF: &str = "ureq_proto::util=off";
+
 fn init_tracing(cli: &Cli) -> anyhow::Result<()> {
     use anyhow::Context;
     use tracing_subscriber::layer::SubscriberExt;
@@ -261,7 +266,8 @@ fn init_tracing(cli: &Cli) -> anyhow::Result<()> {
     };
     let stderr_filter = EnvFilter::try_from_env("FERRY_LOG")
         .unwrap_or_else(|_| EnvFilter::new(level))
-        .add_directive(format!("{RUN_OUTCOME}=off").parse()?);
+        .add_directive(format!("{RUN_OUTCOME}=off").parse()?)
+        .add_directive(WIRE_DUMP_OFF.parse()?);
     // No colour codes in what cron mails or a pipe stores.
     let stderr = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
@@ -276,8 +282,9 @@ fn init_tracing(cli: &Cli) -> anyhow::Result<()> {
                 .open(path)
                 .with_context(|| format!("cannot open the log file {}", path.display()))?;
             let file_level = if cli.verbose >= 2 { "debug" } else { "info" };
-            let file_filter =
-                EnvFilter::try_from_env("FERRY_LOG").unwrap_or_else(|_| EnvFilter::new(file_level));
+            let file_filter = EnvFilter::try_from_env("FERRY_LOG")
+                .unwrap_or_else(|_| EnvFilter::new(file_level))
+                .add_directive(WIRE_DUMP_OFF.parse()?);
             let layer = tracing_subscriber::fmt::layer()
                 .with_writer(std::sync::Mutex::new(file))
                 .with_ansi(false)

@@ -437,6 +437,14 @@ fn init_writes_a_redmine_site_and_an_unreachable_server_fails_the_site() {
         "{config}"
     );
     assert!(!config.contains("secret-key-42"));
+    let again = w.ferry("s", &["init", "--site", "s"]);
+    assert!(
+        again
+            .stdout
+            .contains("note: ferry.yaml already configures the redmine tracker; it was kept"),
+        "{}",
+        again.stdout
+    );
 
     std::fs::create_dir_all(w.path("t")).unwrap();
     let run = w.ferry(
@@ -453,4 +461,54 @@ fn init_writes_a_redmine_site_and_an_unreachable_server_fails_the_site() {
     );
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert!(run.stderr.contains("--url"), "{}", run.stderr);
+}
+
+/// Even at `FERRY_LOG=trace` the API key reaches no log: the HTTP client's wire
+/// dumps (which show every header) are switched off.
+#[test]
+fn the_api_key_stays_out_of_trace_logs() {
+    use assert_cmd::cargo::CommandCargoExt;
+    use std::io::{Read, Write};
+
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let mut request = [0u8; 4096];
+            let _ = stream.read(&mut request);
+            let _ = stream.write_all(
+                b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            );
+        }
+    });
+    let w = World::new();
+    std::fs::create_dir_all(w.path("s")).unwrap();
+    let key = "0123456789abcdef-secret";
+    let out = std::process::Command::cargo_bin("ferry")
+        .unwrap()
+        .current_dir(w.path("s"))
+        .args(["init", "--site", "s", "--tracker", "redmine", "--url", &url])
+        .args(["--project", "sup", "--log-file", "ferry.log"])
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("FERRY_LOG", "trace")
+        .env("FERRY_REDMINE_API_KEY", key)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("refused the API key (401"), "{stderr}");
+    assert!(stderr.contains("TRACE"), "the trace level is on: {stderr}");
+    let log = std::fs::read_to_string(w.path("s/ferry.log")).unwrap();
+    for text in [stderr.as_ref(), log.as_str()] {
+        // A wire dump is rows of hex with the bytes as text on the right; joined,
+        // those columns are what went over the wire.
+        let wire: String = text
+            .lines()
+            .filter_map(|l| l.rsplit_once("  ").map(|(_, ascii)| ascii))
+            .collect();
+        for seen in [text, wire.as_str()] {
+            assert!(!seen.to_lowercase().contains("x-redmine-api-key"), "{text}");
+            assert!(!seen.contains(key), "{text}");
+        }
+    }
 }
