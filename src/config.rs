@@ -77,6 +77,8 @@ pub enum TrackerConfig {
         /// Database file, relative to the site folder.
         path: PathBuf,
     },
+    /// A Jira Cloud or Data Center project (credentials from the environment).
+    Jira(crate::tracker::jira::JiraConfig),
 }
 
 /// `ferry.yaml` as written on disk.

@@ -19,6 +19,7 @@ use crate::config::{CONFIG_FILE, Config, TrackerConfig, write_atomic};
 use crate::exchange::Exchange;
 use crate::ledger::Ledger;
 use crate::signing::{KeyError, SiteKey};
+use crate::tracker::jira::JiraTracker;
 use crate::tracker::local::LocalTracker;
 use crate::tracker::{Tracker, TrackerError};
 
@@ -123,6 +124,7 @@ impl Site {
 pub fn open_tracker(config: &Config) -> Result<Box<dyn Tracker>, TrackerError> {
     match &config.site.tracker {
         TrackerConfig::Local { path } => Ok(Box::new(LocalTracker::open(&config.resolve(path))?)),
+        TrackerConfig::Jira(jira) => Ok(Box::new(JiraTracker::open(jira, &config.state_dir())?)),
     }
 }
 

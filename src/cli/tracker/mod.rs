@@ -81,10 +81,17 @@ impl Actor {
 /// Opens the site's tracker as `ferry.yaml` configures it.
 fn open(ctx: &Ctx) -> anyhow::Result<LocalTracker> {
     let config = Config::load(&ctx.dir)?;
-    // Only the local tracker can be acted on by hand; adding another tracker kind
-    // makes this pattern refutable, and the compiler asks for that case.
-    let TrackerConfig::Local { path } = &config.site.tracker;
-    Ok(LocalTracker::open(&config.resolve(path))?)
+    // Only the local tracker can be acted on by hand: a real tracker has its own
+    // user interface, and ferry acting there would bypass it.
+    match &config.site.tracker {
+        TrackerConfig::Local { path } => Ok(LocalTracker::open(&config.resolve(path))?),
+        TrackerConfig::Jira(jira) => Err(super::UsageError(format!(
+            "`ferry tracker` acts on the embedded tracker only; this site uses Jira at {}: \
+             change issues there",
+            jira.url
+        ))
+        .into()),
+    }
 }
 
 /// The issue with this key; an unknown key is an error naming it.
