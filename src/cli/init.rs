@@ -3,7 +3,8 @@
 use super::{Ctx, ExitStatus, UsageError};
 use crate::config::{CONFIG_FILE, Config};
 use crate::replica::is_plain_name;
-use crate::site::{Site, ensure_signing_key, scaffold};
+use crate::site::{LOCAL_TRACKER_YAML, Site, ensure_signing_key, scaffold};
+use crate::tracker::jira::{ENV_API_TOKEN, ENV_EMAIL, ENV_PAT, Flavour};
 
 /// Create a site: ferry.yaml, default rule scripts and the state folder.
 ///
@@ -16,17 +17,68 @@ pub struct InitArgs {
     /// The tracker connector.
     #[arg(long, value_enum, default_value = "local")]
     tracker: TrackerKind,
+    /// Jira: base URL (https://example.atlassian.net, https://jira.example.com).
+    #[arg(long, required_if_eq("tracker", "jira"))]
+    url: Option<String>,
+    /// Jira: cloud (REST v3, e-mail + API token) or datacenter (REST v2, personal
+    /// access token).
+    #[arg(long, value_enum, required_if_eq("tracker", "jira"))]
+    flavour: Option<Flavour>,
+    /// Jira: the project key whose issues sync sees.
+    #[arg(long, required_if_eq("tracker", "jira"))]
+    project: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum TrackerKind {
     /// The embedded SQLite tracker.
     Local,
+    /// A Jira Cloud or Data Center project.
+    Jira,
+}
+
+/// The `tracker:` block `ferry.yaml` starts with.
+fn tracker_yaml(args: &InitArgs) -> Result<String, UsageError> {
+    let TrackerKind::Jira = args.tracker else {
+        return Ok(LOCAL_TRACKER_YAML.into());
+    };
+    let (Some(url), Some(flavour), Some(project)) = (&args.url, args.flavour, &args.project) else {
+        return Err(UsageError(
+            "--tracker jira needs --url, --flavour and --project".into(),
+        ));
+    };
+    if !(url.starts_with("https://") || url.starts_with("http://")) {
+        return Err(UsageError(format!("--url {url:?} is not an http(s) URL")));
+    }
+    // JSON strings are YAML strings: no quoting rules to get wrong.
+    let quote = |s: &str| serde_json::Value::from(s).to_string();
+    let (flavour, secrets) = match flavour {
+        Flavour::Cloud => ("cloud", format!("{ENV_EMAIL} and {ENV_API_TOKEN}")),
+        Flavour::Datacenter => ("datacenter", ENV_PAT.to_string()),
+    };
+    Ok(format!(
+        "  # A Jira project. Credentials come from the environment ({secrets}),
+  # never from this file. See docs/jira.md.
+  kind: jira
+  url: {}
+  flavour: {flavour}
+  project: {}
+  # Extra JQL ANDed with the project (no ORDER BY):
+  # jql: component = Printers
+  # Further fields sync carries, by their Jira name:
+  # fields: [Severity, Fix versions]
+  # Issue type of created issues that name none:
+  # default_type: Task
+  # How internal comments are restricted (role, group, or servicedesk):
+  # internal_comments: {{type: role, value: Administrators}}",
+        quote(url),
+        quote(project)
+    ))
 }
 
 /// Runs `ferry init`.
 pub fn run(args: InitArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
-    let TrackerKind::Local = args.tracker;
+    let tracker = tracker_yaml(&args)?;
     if !is_plain_name(&args.site) {
         return Err(UsageError(format!(
             "{:?} is not a valid site name: use letters, digits, '-', '_' and '.'",
@@ -35,7 +87,7 @@ pub fn run(args: InitArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
         .into());
     }
     let dir = ctx.dir.clone();
-    for (path, created) in scaffold(&dir, &args.site)? {
+    for (path, created) in scaffold(&dir, &args.site, &tracker)? {
         writeln!(
             ctx.out,
             "{} {path}",
