@@ -190,6 +190,31 @@ pub struct ConnectionFile {
     /// Whether a person must approve the peer's commits before they are imported.
     #[serde(default, skip_serializing_if = "ReviewSettings::is_default")]
     pub review: ReviewSettings,
+    /// Limits on the attachments this site sends.
+    #[serde(default, skip_serializing_if = "AttachmentSettings::is_default")]
+    pub attachments: AttachmentSettings,
+}
+
+/// `attachments:` of a connection file.
+///
+/// ```yaml
+/// attachments:
+///   max_bytes: 20000000
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttachmentSettings {
+    /// Attachments larger than this are not sent (the replica leaves them out and
+    /// the export log says so); no limit when absent. The outgoing rule can drop
+    /// attachments on any other condition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_bytes: Option<u64>,
+}
+
+impl AttachmentSettings {
+    fn is_default(&self) -> bool {
+        *self == AttachmentSettings::default()
+    }
 }
 
 /// `review:` of a connection file.

@@ -27,6 +27,7 @@ use std::path::{Path, PathBuf};
 
 use git2::build::TreeUpdateBuilder;
 use git2::{ErrorCode, FileMode, ObjectType, Oid, Repository, Signature, Sort, Tree};
+use sha2::{Digest, Sha256};
 
 use crate::replica::{SITE_FILE, SiteFile};
 use crate::signing::{KeyError, SiteKey, with_branch_trailer};
@@ -141,7 +142,30 @@ pub struct FileWrite {
     /// Path inside the tree.
     pub path: String,
     /// New content, or `None` to remove.
-    pub content: Option<Vec<u8>>,
+    pub content: Option<Content>,
+}
+
+/// What a [`FileWrite`] puts at its path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Content {
+    /// A file with these bytes.
+    Bytes(Vec<u8>),
+    /// Attachment content already in the object database
+    /// ([`Exchange::store_content`]): one blob, or a tree of parts.
+    Stored(StoredContent),
+}
+
+/// Attachment content written into the object database, not yet in any tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredContent {
+    /// The blob, or the tree of parts.
+    pub oid: Oid,
+    /// True when `oid` is a tree of parts.
+    pub parts: bool,
+    /// Size in bytes.
+    pub size: u64,
+    /// Lower-case hex SHA-256 of the content.
+    pub sha256: String,
 }
 
 /// A site's bare clone of the exchange data.
@@ -279,13 +303,17 @@ impl Exchange {
     /// every move of a ferry ref (`refs/ferry/applied/…` included) is kept in the
     /// reflog for audit. Nothing outside the repository is configured.
     pub fn open_or_init(path: &Path) -> Result<Exchange, ExchangeError> {
+        bound_mapped_memory();
         let has_files = path
             .read_dir()
             .map(|mut entries| entries.next().is_some())
             .unwrap_or(false);
         if has_files {
             return match Repository::open_bare(path) {
-                Ok(repo) if repo.is_bare() => Ok(Exchange { repo, signer: None }),
+                Ok(repo) if repo.is_bare() => {
+                    keep_big_objects_out_of_delta_search(&repo, path)?;
+                    Ok(Exchange { repo, signer: None })
+                }
                 Ok(_) => Err(ExchangeError::NotARepository {
                     path: path.display().to_string(),
                 }),
@@ -302,6 +330,7 @@ impl Exchange {
         let repo = git(Repository::init_bare(path), context)?;
         let mut config = git(repo.config(), context)?;
         git(config.set_str("core.logAllRefUpdates", "always"), context)?;
+        keep_big_objects_out_of_delta_search(&repo, path)?;
         Ok(Exchange { repo, signer: None })
     }
 
@@ -606,6 +635,80 @@ impl Exchange {
         Ok(blob.content().to_vec())
     }
 
+    /// Writes attachment content into the object database as it streams through
+    /// the returned writer: parts of [`PART_BYTES`] each (a single blob when the
+    /// content fits in one), so no step ever holds more than one part in memory,
+    /// whatever the size of the file. [`ContentWriter::finish`] says where it is.
+    pub fn store_content(&self) -> ContentWriter<'_> {
+        ContentWriter {
+            repo: &self.repo,
+            buffer: Vec::new(),
+            parts: Vec::new(),
+            hasher: Sha256::new(),
+            size: 0,
+        }
+    }
+
+    /// The attachment content with this SHA-256 in a commit's tree
+    /// (`attachments/<ab>/<sha256>`, see [`crate::attachment::content_path`]),
+    /// as a reader that loads one part at a time; `None` when the commit holds no
+    /// such content. Nothing is verified here: callers hash what they read.
+    pub fn open_content(
+        &self,
+        commit: Oid,
+        sha256: &str,
+    ) -> Result<Option<ContentReader<'_>>, ExchangeError> {
+        let path = crate::attachment::content_path(sha256);
+        let tree = self.tree_of(commit)?;
+        let entry = match tree.get_path(Path::new(&path)) {
+            Ok(entry) => entry,
+            Err(e) if e.code() == ErrorCode::NotFound => return Ok(None),
+            Err(source) => {
+                return Err(ExchangeError::Git {
+                    context: format!("looking up {path} at {}", short(commit)),
+                    source,
+                });
+            }
+        };
+        let parts = match entry.kind() {
+            Some(ObjectType::Blob) => vec![entry.id()],
+            Some(ObjectType::Tree) => {
+                let tree = git(self.repo.find_tree(entry.id()), || {
+                    format!("reading {path} at {}", short(commit))
+                })?;
+                // Parts are named by number with a fixed width: name order is
+                // content order.
+                let mut parts: Vec<(String, Oid)> = tree
+                    .iter()
+                    .filter(|e| e.kind() == Some(ObjectType::Blob))
+                    .map(|e| (String::from_utf8_lossy(e.name_bytes()).into_owned(), e.id()))
+                    .collect();
+                parts.sort();
+                parts.into_iter().map(|(_, oid)| oid).collect()
+            }
+            _ => return Ok(None),
+        };
+        Ok(Some(ContentReader {
+            repo: &self.repo,
+            path,
+            parts: parts.into_iter(),
+            current: None,
+            offset: 0,
+        }))
+    }
+
+    /// True when a commit's tree has an entry (file or folder) at `path`.
+    pub fn has_path(&self, commit: Oid, path: &str) -> Result<bool, ExchangeError> {
+        match self.tree_of(commit)?.get_path(Path::new(path)) {
+            Ok(_) => Ok(true),
+            Err(e) if e.code() == ErrorCode::NotFound => Ok(false),
+            Err(source) => Err(ExchangeError::Git {
+                context: format!("looking up {path} at {}", short(commit)),
+                source,
+            }),
+        }
+    }
+
     /// A blob's size in bytes, read from the object header only, so callers can
     /// refuse an oversized blob from a peer before it is loaded into memory.
     pub fn blob_size(&self, oid: Oid) -> Result<usize, ExchangeError> {
@@ -702,17 +805,25 @@ impl Exchange {
             None => self.empty_tree()?,
         };
 
-        let mut last: BTreeMap<&str, Option<&[u8]>> = BTreeMap::new();
+        let mut last: BTreeMap<&str, Option<&Content>> = BTreeMap::new();
         for write in writes {
             check_path(&write.path)?;
-            last.insert(&write.path, write.content.as_deref());
+            last.insert(&write.path, write.content.as_ref());
         }
         let mut update = TreeUpdateBuilder::new();
         for (path, content) in last {
             match content {
-                Some(bytes) => {
+                Some(Content::Bytes(bytes)) => {
                     let blob = git(self.repo.blob(bytes), || format!("writing blob {path}"))?;
                     update.upsert(path, blob, FileMode::Blob);
+                }
+                Some(Content::Stored(stored)) => {
+                    let mode = if stored.parts {
+                        FileMode::Tree
+                    } else {
+                        FileMode::Blob
+                    };
+                    update.upsert(path, stored.oid, mode);
                 }
                 // libgit2 fails on removing an absent entry; absent is what we want.
                 None => match base_tree.get_path(Path::new(path)) {
@@ -831,6 +942,172 @@ impl Exchange {
     }
 }
 
+/// How much of its pack files libgit2 may map at once, and in what windows.
+/// Its defaults (1 GiB windows, 8 GiB in all) make every page of a pack that is
+/// read count as this process's memory; a bundle or fetch carrying large
+/// attachments would then cost its size in memory. Set once per process.
+fn bound_mapped_memory() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: these only set libgit2's global limits, before any pack is
+        // mapped by this process (the first exchange opened calls this).
+        unsafe {
+            let _ = git2::opts::set_mwindow_size(MAPPED_WINDOW_BYTES);
+            let _ = git2::opts::set_mwindow_mapped_limit(MAPPED_LIMIT_BYTES);
+        }
+    });
+}
+
+/// libgit2's pack window size (see [`bound_mapped_memory`]).
+const MAPPED_WINDOW_BYTES: usize = 16 << 20;
+/// libgit2's limit on mapped pack windows (see [`bound_mapped_memory`]).
+const MAPPED_LIMIT_BYTES: usize = 32 << 20;
+
+/// Keeps libgit2's pack builder (a push, a full bundle) from loading
+/// attachment parts into its delta window: random-looking megabytes do not
+/// delta anyway, and trying costs minutes and hundreds of megabytes. Replicas
+/// are far below the threshold and keep their deltas.
+///
+/// libgit2 (1.9) reads its big-file threshold from `pack.deltaCacheSize`, not
+/// from `pack.bigFileThreshold` (a slip in `packbuilder_config`), so both are
+/// set: the first for the libgit2 ferry links, the second for git itself and a
+/// libgit2 that reads the right key. Written only when they differ, so opening
+/// a repository does not rewrite its config every run.
+fn keep_big_objects_out_of_delta_search(
+    repo: &Repository,
+    path: &Path,
+) -> Result<(), ExchangeError> {
+    let context = || format!("configuring the exchange repository {}", path.display());
+    let mut config = git(repo.config(), context)?;
+    let want = BIG_OBJECT_BYTES as i64;
+    for key in ["pack.bigFileThreshold", "pack.deltaCacheSize"] {
+        if config.get_i64(key).ok() != Some(want) {
+            git(config.set_i64(key, want), context)?;
+        }
+    }
+    Ok(())
+}
+
+/// Objects larger than this are stored whole in packs, never delta-compressed.
+const BIG_OBJECT_BYTES: usize = 1 << 20;
+
+/// Size of one part of stored attachment content. Big enough that a 100 MB file
+/// is a dozen objects, small enough that reading, packing and sending one never
+/// needs much memory.
+pub const PART_BYTES: usize = 8 << 20;
+
+/// Streams attachment content into the object database; see
+/// [`Exchange::store_content`].
+pub struct ContentWriter<'r> {
+    repo: &'r Repository,
+    buffer: Vec<u8>,
+    parts: Vec<Oid>,
+    hasher: Sha256,
+    size: u64,
+}
+
+impl ContentWriter<'_> {
+    fn flush_part(&mut self) -> std::io::Result<()> {
+        let oid = self
+            .repo
+            .blob(&self.buffer)
+            .map_err(|e| std::io::Error::other(format!("writing an attachment part: {e}")))?;
+        self.parts.push(oid);
+        self.buffer.clear();
+        Ok(())
+    }
+
+    /// Writes what is left and returns where the content is.
+    pub fn finish(mut self) -> Result<StoredContent, ExchangeError> {
+        let sha256 = format!("{:x}", self.hasher.clone().finalize());
+        if self.parts.is_empty() {
+            let oid = git(self.repo.blob(&self.buffer), || {
+                format!("writing attachment {sha256}")
+            })?;
+            return Ok(StoredContent {
+                oid,
+                parts: false,
+                size: self.size,
+                sha256,
+            });
+        }
+        if !self.buffer.is_empty() {
+            self.flush_part().map_err(|source| ExchangeError::Io {
+                context: format!("writing attachment {sha256}"),
+                source,
+            })?;
+        }
+        let context = || format!("writing the parts of attachment {sha256}");
+        let mut tree = git(self.repo.treebuilder(None), context)?;
+        for (i, part) in self.parts.iter().enumerate() {
+            git(
+                tree.insert(format!("{i:06}"), *part, FileMode::Blob.into()),
+                context,
+            )?;
+        }
+        let oid = git(tree.write(), context)?;
+        Ok(StoredContent {
+            oid,
+            parts: true,
+            size: self.size,
+            sha256,
+        })
+    }
+}
+
+impl std::io::Write for ContentWriter<'_> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let room = PART_BYTES - self.buffer.len();
+        let take = bytes.len().min(room);
+        self.buffer.extend_from_slice(&bytes[..take]);
+        self.hasher.update(&bytes[..take]);
+        self.size += take as u64;
+        if self.buffer.len() == PART_BYTES {
+            self.flush_part()?;
+        }
+        Ok(take)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Reads stored attachment content one part at a time; see
+/// [`Exchange::open_content`].
+pub struct ContentReader<'r> {
+    repo: &'r Repository,
+    path: String,
+    parts: std::vec::IntoIter<Oid>,
+    current: Option<git2::Blob<'r>>,
+    offset: usize,
+}
+
+impl std::io::Read for ContentReader<'_> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            if let Some(blob) = &self.current {
+                let rest = &blob.content()[self.offset..];
+                if !rest.is_empty() {
+                    let n = out.len().min(rest.len());
+                    out[..n].copy_from_slice(&rest[..n]);
+                    self.offset += n;
+                    return Ok(n);
+                }
+            }
+            let Some(part) = self.parts.next() else {
+                return Ok(0);
+            };
+            // The part before is dropped first: one part in memory at a time.
+            self.current = None;
+            self.current = Some(self.repo.find_blob(part).map_err(|e| {
+                std::io::Error::other(format!("reading {} part {}: {e}", self.path, short(part)))
+            })?);
+            self.offset = 0;
+        }
+    }
+}
+
 /// The first line of a message, for reflog entries.
 fn first_line(message: &str) -> &str {
     message.lines().next().unwrap_or("")
@@ -863,7 +1140,7 @@ mod tests {
     fn write(path: &str, content: &str) -> FileWrite {
         FileWrite {
             path: path.into(),
-            content: Some(content.as_bytes().to_vec()),
+            content: Some(Content::Bytes(content.as_bytes().to_vec())),
         }
     }
 

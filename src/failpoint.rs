@@ -35,6 +35,8 @@ pub const POINTS: &[&str] = &[
     "after-create",
     "after-update",
     "after-comment",
+    "after-attach",
+    "after-remove-attachment",
     "after-delete",
     "after-mark-applied",
     // Import, once per connection.

@@ -48,12 +48,16 @@
 //! | `previous` | the replica last applied for this issue, or `()` (read-only) |
 //! | `is_new` | `true` when no local issue exists yet (read-only) |
 //! | `added_comments` | the replica's comments not yet present here (read-only) |
+//! | `added_attachments` | the replica's attachments not yet present here (same name and SHA-256), each `#{id, name, size, sha256, author, created}` (read-only) |
+//! | `removed_attachments` | attachments the peer removed since `previous` whose copy is here (read-only) |
 //! | `changed_fields` | names of the replica keys that differ from `previous` (read-only) |
 //! | `deleted` | the peer deleted the issue (read-only) |
 //! | `conflicts` | fields both sites changed since the last exchange whose connection policy is `rule`, each `#{field, base, local, remote}` (local names and values, after this rule's mapping); empty unless the rule is asked to settle them (read-only, see [`crate::engine::conflict`]) |
 //! | `site`, `peer`, `tables` | as for outgoing scripts |
 //! | `issue` | the local issue to create or update: `project`, `type`, `summary`, `description`, `status`, `priority`, `assignee`, `reporter`, `labels`, `components`, `fields`; pre-filled from the local issue, or for a new one from the replica (in the connection's local project). Set it to `()` to skip this replica. |
 //! | `new_comments` | comments to add, empty at first; each `#{author, body, source}` plus optional `internal`, where `source` is the `id` of one of `added_comments`; without `source` it is a note of the rule's own (written once per replica version) |
+//! | `new_attachments` | attachments to upload here, empty at first: push entries of `added_attachments` (their content is verified against the SHA-256 before upload) |
+//! | `remove_attachments` | copies to remove here, empty at first: push entries of `removed_attachments` |
 //! | `delete_issue` | `false`; set it to `true` to delete the local issue |
 //!
 //! # Helpers
@@ -84,7 +88,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::model::{Comment, FieldValue, Issue, normalize_set};
+use crate::model::{Attachment, Comment, FieldValue, Issue, normalize_set};
 use crate::replica::Replica;
 
 /// Operations one run may perform: generous for any real rule (a rule touching a
@@ -184,6 +188,10 @@ pub struct IncomingInput<'a> {
     pub local_project: &'a str,
     /// Comments of the replica not yet present locally (echoes already removed).
     pub added_comments: &'a [Comment],
+    /// Attachments of the replica not yet present locally (same name and content).
+    pub added_attachments: &'a [Attachment],
+    /// Attachments the peer removed since `previous` that a copy of is here.
+    pub removed_attachments: &'a [Attachment],
     /// Names of replica fields that differ from `previous`.
     pub changed_fields: &'a [String],
     /// Conflicts the rule is asked to settle (policy `rule`); empty otherwise.
@@ -284,6 +292,10 @@ pub struct IncomingResult {
     pub issue: TargetIssue,
     /// Comments to add.
     pub new_comments: Vec<TargetComment>,
+    /// Ids of `added_attachments` to upload here.
+    pub new_attachments: Vec<String>,
+    /// Ids of `removed_attachments` whose copy here is to be removed.
+    pub remove_attachments: Vec<String>,
     /// Delete the local issue.
     pub delete_issue: bool,
     /// Values `map_value` or `lookup` found no mapping for (the default was used),
@@ -386,6 +398,10 @@ mod var {
     pub const NEW_COMMENTS: &str = "new_comments";
     pub const DELETE_ISSUE: &str = "delete_issue";
     pub const CONFLICTS: &str = "conflicts";
+    pub const ADDED_ATTACHMENTS: &str = "added_attachments";
+    pub const REMOVED_ATTACHMENTS: &str = "removed_attachments";
+    pub const NEW_ATTACHMENTS: &str = "new_attachments";
+    pub const REMOVE_ATTACHMENTS: &str = "remove_attachments";
 
     /// Every variable either kind of script may see. A script is compiled without
     /// knowing its direction, so it is checked against all of them; using an
@@ -404,6 +420,10 @@ mod var {
         NEW_COMMENTS,
         DELETE_ISSUE,
         CONFLICTS,
+        ADDED_ATTACHMENTS,
+        REMOVED_ATTACHMENTS,
+        NEW_ATTACHMENTS,
+        REMOVE_ATTACHMENTS,
     ];
 }
 
@@ -512,6 +532,13 @@ impl RuleScript {
                 .collect(),
         );
         scope.push_constant_dynamic(var::ADDED_COMMENTS, self.script_value(added)?);
+        for (name, list) in [
+            (var::ADDED_ATTACHMENTS, input.added_attachments),
+            (var::REMOVED_ATTACHMENTS, input.removed_attachments),
+        ] {
+            let list = Value::Array(list.iter().map(to_json).collect());
+            scope.push_constant_dynamic(name, self.script_value(list)?);
+        }
         let changed: Array = input
             .changed_fields
             .iter()
@@ -530,6 +557,8 @@ impl RuleScript {
         };
         scope.push_dynamic(var::ISSUE, self.script_value(to_json(&target))?);
         scope.push(var::NEW_COMMENTS, Array::new());
+        scope.push(var::NEW_ATTACHMENTS, Array::new());
+        scope.push(var::REMOVE_ATTACHMENTS, Array::new());
         scope.push(var::DELETE_ISSUE, false);
         UNMAPPED.with(|u| u.borrow_mut().clear());
         self.run(&mut scope, "incoming")?;
@@ -573,6 +602,18 @@ impl RuleScript {
             new_comments.push(comment);
         }
 
+        let new_attachments = self.attachment_choice(
+            &mut scope,
+            var::NEW_ATTACHMENTS,
+            var::ADDED_ATTACHMENTS,
+            input.added_attachments,
+        )?;
+        let remove_attachments = self.attachment_choice(
+            &mut scope,
+            var::REMOVE_ATTACHMENTS,
+            var::REMOVED_ATTACHMENTS,
+            input.removed_attachments,
+        )?;
         let delete_issue = take(&mut scope, var::DELETE_ISSUE)
             .as_bool()
             .map_err(|found| {
@@ -582,8 +623,47 @@ impl RuleScript {
             unmapped,
             issue,
             new_comments,
+            new_attachments,
+            remove_attachments,
             delete_issue,
         }))
+    }
+
+    /// Reads back `new_attachments` or `remove_attachments`: a list of entries of
+    /// `offered` (the maps themselves, or their ids), each at most once.
+    fn attachment_choice(
+        &self,
+        scope: &mut Scope,
+        name: &str,
+        offered_name: &str,
+        offered: &[Attachment],
+    ) -> Result<Vec<String>, RuleError> {
+        let chosen = take(scope, name)
+            .into_array()
+            .map_err(|found| self.after_run(format!("`{name}` must be an array, not {found}")))?;
+        let mut ids = Vec::with_capacity(chosen.len());
+        for (i, entry) in chosen.into_iter().enumerate() {
+            let id = if entry.is_map() {
+                entry
+                    .cast::<Map>()
+                    .get("id")
+                    .and_then(|id| id.clone().into_string().ok())
+            } else {
+                entry.into_string().ok()
+            };
+            let Some(id) = id.filter(|id| offered.iter().any(|a| &a.id == id)) else {
+                return Err(self.after_run(format!(
+                    "`{name}[{i}]` is not one of `{offered_name}`: push entries of `{offered_name}` (or their ids)"
+                )));
+            };
+            if ids.contains(&id) {
+                return Err(self.after_run(format!(
+                    "`{name}[{i}]` repeats attachment {id}: each one can be chosen once"
+                )));
+            }
+            ids.push(id);
+        }
+        Ok(ids)
     }
 
     /// A fresh scope with the variables both kinds of script see.
@@ -1091,6 +1171,8 @@ mod tests {
             local,
             local_project: "SUP",
             added_comments: &replica.comments,
+            added_attachments: &replica.attachments,
+            removed_attachments: &[],
             changed_fields: changed,
             conflicts: &[],
         }

@@ -57,6 +57,21 @@ pub enum SealError {
 /// Encrypts `bytes` so that the holder of any one of `peer_keys` (ssh-ed25519)
 /// can decrypt them; the result is a binary age file.
 pub fn encrypt_for(peer_keys: &[PublicKey], bytes: &[u8]) -> Result<Vec<u8>, SealError> {
+    let mut out = Vec::with_capacity(bytes.len() + 256);
+    let io = |e: std::io::Error| SealError::Encrypt(e.to_string());
+    let mut writer = encrypting_writer(peer_keys, &mut out)?;
+    writer.write_all(bytes).map_err(io)?;
+    writer.finish().map_err(io)?;
+    Ok(out)
+}
+
+/// A writer that encrypts what it is given into `out` for `peer_keys`, in
+/// age's 64 KiB chunks: a bundle of any size is sealed without being held in
+/// memory. Call `finish` to write the last chunk.
+pub fn encrypting_writer<W: Write>(
+    peer_keys: &[PublicKey],
+    out: W,
+) -> Result<age::stream::StreamWriter<W>, SealError> {
     if peer_keys.is_empty() {
         return Err(SealError::NoRecipient);
     }
@@ -77,16 +92,30 @@ pub fn encrypt_for(peer_keys: &[PublicKey], bytes: &[u8]) -> Result<Vec<u8>, Sea
     let encryptor =
         age::Encryptor::with_recipients(recipients.iter().map(|r| r as &dyn age::Recipient))
             .map_err(|e| SealError::Encrypt(e.to_string()))?;
-    let mut out = Vec::with_capacity(bytes.len() + 256);
-    let io = |e: std::io::Error| SealError::Encrypt(e.to_string());
-    let mut writer = encryptor.wrap_output(&mut out).map_err(io)?;
-    writer.write_all(bytes).map_err(io)?;
-    writer.finish().map_err(io)?;
-    Ok(out)
+    encryptor
+        .wrap_output(out)
+        .map_err(|e| SealError::Encrypt(e.to_string()))
 }
 
 /// Decrypts an age file made by [`encrypt_for`] for this site's key.
 pub fn decrypt_with(site_key: &SiteKey, bytes: &[u8]) -> Result<Vec<u8>, SealError> {
+    let mut reader = decrypting_reader(site_key, bytes)?;
+    let mut plain = Vec::new();
+    reader
+        .read_to_end(&mut plain)
+        .map_err(|e| SealError::Decrypt {
+            path: site_key.path().to_path_buf(),
+            message: e.to_string(),
+        })?;
+    Ok(plain)
+}
+
+/// A reader of the plain text of the age file `input`, sealed for this site's
+/// key, decrypting (and authenticating) one chunk at a time.
+pub fn decrypting_reader<R: Read>(
+    site_key: &SiteKey,
+    input: R,
+) -> Result<age::stream::StreamReader<R>, SealError> {
     let failed = |message: String| SealError::Decrypt {
         path: site_key.path().to_path_buf(),
         message,
@@ -101,15 +130,10 @@ pub fn decrypt_with(site_key: &SiteKey, bytes: &[u8]) -> Result<Vec<u8>, SealErr
         .map_err(|e| failed(e.to_string()))?;
     let identity =
         age::ssh::Identity::from_buffer(pem.as_bytes(), None).map_err(|e| failed(e.to_string()))?;
-    let decryptor = age::Decryptor::new(bytes).map_err(|e| failed(e.to_string()))?;
-    let mut reader = decryptor
+    let decryptor = age::Decryptor::new(input).map_err(|e| failed(e.to_string()))?;
+    decryptor
         .decrypt(std::iter::once(&identity as &dyn age::Identity))
-        .map_err(|e| failed(e.to_string()))?;
-    let mut plain = Vec::new();
-    reader
-        .read_to_end(&mut plain)
-        .map_err(|e| failed(e.to_string()))?;
-    Ok(plain)
+        .map_err(|e| failed(e.to_string()))
 }
 
 #[cfg(test)]

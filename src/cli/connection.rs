@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use super::{Ctx, ExitStatus, UsageError, operator};
 use crate::config::{
-    BundleSettings, CONNECTIONS_DIR, ChannelSetting, Config, ConnectionFile,
+    AttachmentSettings, BundleSettings, CONNECTIONS_DIR, ChannelSetting, Config, ConnectionFile,
     DEFAULT_MAX_BUNDLE_BYTES, Direction, ReviewSettings, SyncMethod, validate_connection,
 };
 use crate::ledger::Ledger;
@@ -77,6 +77,9 @@ pub struct AddArgs {
     /// Import only what a reviewer approved (`ferry review approve`).
     #[arg(long)]
     review_required: bool,
+    /// Do not send attachments larger than this many bytes.
+    #[arg(long, value_name = "BYTES")]
+    max_attachment_bytes: Option<u64>,
     /// Replace an existing connection to this peer.
     #[arg(long)]
     force: bool,
@@ -232,6 +235,9 @@ fn add(args: AddArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
             required: args.review_required,
         },
         signatures: args.signatures,
+        attachments: AttachmentSettings {
+            max_bytes: args.max_attachment_bytes,
+        },
     };
     // Refuse a bad query now, with its position, rather than at 3 a.m.
     validate_connection(&file, &settings)?;

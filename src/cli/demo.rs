@@ -150,6 +150,11 @@ impl<'a> Story<'a> {
         )?;
 
         self.heading(2, "Support: ann files two issues, one is escalated")?;
+        let log = self.root.join("printer.log");
+        std::fs::write(
+            &log,
+            "10:02:11 fuser temperature 212C (limit 190C)\n10:02:12 thermal cutoff\n",
+        )?;
         let sup1 = self.act("support", |site| {
             let issue = site.tracker.create(&new_issue(
                 "SUP",
@@ -169,6 +174,20 @@ impl<'a> Story<'a> {
                     true,
                 ),
             )?;
+            let (size, sha256) = crate::attachment::copy_hashing(
+                &mut std::fs::File::open(&log)?,
+                &mut std::io::sink(),
+            )?;
+            site.tracker.attach(
+                &issue.id,
+                &crate::tracker::NewAttachment {
+                    name: "printer.log",
+                    author: "ann",
+                    path: &log,
+                    size,
+                    sha256: &sha256,
+                },
+            )?;
             site.tracker.create(&new_issue(
                 "SUP",
                 "bob",
@@ -180,7 +199,8 @@ impl<'a> Story<'a> {
             Ok(issue)
         })?;
         self.say(&format!(
-            "{} \"Printer on fire\" (label escalate), a public comment and an internal one\n\
+            "{} \"Printer on fire\" (label escalate), a public comment, an internal one\n\
+             and the printer's log attached\n\
              SUP-2 \"Password reset link expired\" (not escalated: stays at support)",
             sup1.key
         ))?;
@@ -323,6 +343,7 @@ impl<'a> Story<'a> {
             conflicts: Default::default(),
             review: Default::default(),
             signatures: SignaturePolicy::Required,
+            attachments: Default::default(),
         };
         let file = dir.join(CONNECTIONS_DIR).join(format!("{peer}.yaml"));
         crate::config::write_atomic(&file, serde_yaml::to_string(&connection)?.as_bytes())?;
@@ -449,6 +470,14 @@ impl<'a> Story<'a> {
                 .unwrap_or_default();
             let internal = if c.internal { " [internal]" } else { "" };
             text.push_str(&format!("  - {}{via}{internal}: {}\n", c.author, c.body));
+        }
+        for a in &issue.attachments {
+            text.push_str(&format!(
+                "  attached: {} ({} bytes, sha256 {}...)\n",
+                a.name,
+                a.size,
+                &a.sha256[..a.sha256.len().min(12)]
+            ));
         }
         self.say(&text)
     }

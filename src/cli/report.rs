@@ -59,14 +59,19 @@ pub fn imported(out: &mut dyn Write, peer: &str, r: &ImportReport) -> io::Result
             ImportAction::Skipped => "skipped",
             ImportAction::Deleted => "deleted",
         };
-        let comments = match i.comments_added {
+        let count = |n: usize, what: &str| match n {
             0 => String::new(),
-            1 => ", 1 comment".to_string(),
-            n => format!(", {n} comments"),
+            n => format!(", {n} {what}{}", plural(n)),
         };
+        let comments = count(i.comments_added, "comment");
+        let files = format!(
+            "{}{}",
+            count(i.attachments_added, "attachment"),
+            count(i.attachments_removed, "removed attachment")
+        );
         writeln!(
             out,
-            "  {} → {} {action}{comments}",
+            "  {} → {} {action}{comments}{files}",
             i.remote_key,
             i.local_key.as_deref().unwrap_or("-"),
         )?;

@@ -434,6 +434,19 @@ fn render_issue(out: &mut dyn Write, issue: &PendingIssue, paint: Paint) -> std:
             writeln!(out, "      {}", paint.added(line))?;
         }
     }
+    for a in &issue.added_attachments {
+        let line = format!(
+            "+ attachment {} ({} bytes, sha256 {})",
+            a.name,
+            a.size,
+            &a.sha256[..a.sha256.len().min(12)]
+        );
+        writeln!(out, "    {}", paint.added(&line))?;
+    }
+    for a in &issue.removed_attachments {
+        let line = format!("- attachment {} (removed by the peer)", a.name);
+        writeln!(out, "    {}", paint.removed(&line))?;
+    }
     for miss in &issue.unmapped {
         writeln!(
             out,

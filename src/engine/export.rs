@@ -9,9 +9,9 @@
 use chrono::{DateTime, Utc};
 use git2::Oid;
 
-use super::{IssueError, issue_error, load_rule};
+use super::{IssueError, attachments, issue_error, load_rule};
 use crate::config::Connection;
-use crate::exchange::{FileWrite, applied_ref, own_branch};
+use crate::exchange::{Content, FileWrite, applied_ref, own_branch};
 use crate::failpoint;
 use crate::model::Issue;
 use crate::replica::{Replica, SCHEMA_VERSION, SITE_FILE, SiteFile};
@@ -99,6 +99,7 @@ pub fn export(
     // baselines (see `conflict`).
     let mut carried = Vec::new();
     let mut newest: Option<DateTime<Utc>> = cursor;
+    let mut shipped = attachments::Shipped::default();
     let mut oldest_failure: Option<DateTime<Utc>> = None;
     let (mut comment_count, mut issue_count) = (0, 0);
 
@@ -133,7 +134,22 @@ pub fn export(
         let replica = if issue.deleted {
             Ok(Some(tombstone(&me, issue)))
         } else {
-            rules.run_outgoing(issue, &OutgoingContext { site: &me, peer })
+            rules
+                .run_outgoing(issue, &OutgoingContext { site: &me, peer })
+                .map_err(|e| e.to_string())
+        };
+        let replica = match replica {
+            Ok(Some(mut replica)) => attachments::export(
+                site,
+                connection,
+                issue,
+                head,
+                &mut replica,
+                &mut shipped,
+                &mut writes,
+            )?
+            .map(|()| Some(replica)),
+            other => other,
         };
         match replica {
             Ok(Some(replica)) => {
@@ -151,7 +167,7 @@ pub fn export(
                 }
                 writes.push(FileWrite {
                     path,
-                    content: Some(bytes),
+                    content: Some(Content::Bytes(bytes)),
                 });
                 exported_ids.push(issue.id.clone());
             }
@@ -169,7 +185,7 @@ pub fn export(
                     Some(oldest_failure.map_or(issue.updated, |t| t.min(issue.updated)));
                 report
                     .errors
-                    .push(issue_error(site, connection, &issue.key, e.to_string())?);
+                    .push(issue_error(site, connection, &issue.key, e)?);
             }
         }
     }
@@ -262,6 +278,6 @@ fn site_file(site: &Site, me: &str, peer: &str) -> anyhow::Result<FileWrite> {
     };
     Ok(FileWrite {
         path: SITE_FILE.into(),
-        content: Some(serde_yaml::to_string(&file)?.into_bytes()),
+        content: Some(Content::Bytes(serde_yaml::to_string(&file)?.into_bytes())),
     })
 }

@@ -11,15 +11,17 @@
 use git2::Oid;
 
 use super::conflict::{self, Settled, Settlement};
-use super::{IssueError, issue_error, load_rule};
+use super::{IssueError, attachments, issue_error, load_rule};
+use crate::attachment::safe_file_name;
 use crate::config::Connection;
 use crate::exchange::{applied_ref, approved_ref, peer_branch};
 use crate::failpoint;
-use crate::model::{Comment, Issue, Origin};
+use crate::ledger::KnownAttachment;
+use crate::model::{Attachment, Comment, Issue, Origin};
 use crate::replica::{MAX_REPLICA_BYTES, Replica};
 use crate::rules::{IncomingInput, RuleScript, TargetIssue};
 use crate::site::Site;
-use crate::tracker::{IssuePatch, NewComment, NewIssue, Tracker, TrackerError};
+use crate::tracker::{IssuePatch, NewAttachment, NewComment, NewIssue, Tracker, TrackerError};
 use crate::words::short_id;
 
 /// What happened to one replica.
@@ -50,6 +52,10 @@ pub struct ImportedIssue {
     pub action: ImportAction,
     /// Comments added.
     pub comments_added: usize,
+    /// Attachments uploaded.
+    pub attachments_added: usize,
+    /// Attachment copies removed.
+    pub attachments_removed: usize,
     /// Fields both sites had changed, and how each was settled.
     pub conflicts: Vec<Settled>,
 }
@@ -133,7 +139,7 @@ pub fn import(site: &mut Site, connection: &Connection) -> anyhow::Result<Import
         };
         let blob_id = blob.to_string();
         tracing::debug!(%peer, %path, blob = %short_id(blob), "import replica");
-        match import_one(site, connection, &rules, ack, &path, blob) {
+        match import_one(site, connection, &rules, ack, head, &path, blob) {
             Ok(done) => {
                 site.ledger.mark_applied(&peer, &path, &blob_id)?;
                 failpoint::hit("after-mark-applied");
@@ -187,7 +193,9 @@ pub(super) fn pending_range(
     let mut paths = std::collections::BTreeSet::new();
     let mut outside = Vec::new();
     for change in site.exchange.diff_paths(applied, head)? {
-        if change.path == "site.yaml" {
+        // Attachment content is read when a replica asks for it (and was checked
+        // for its layout when the commit was admitted).
+        if change.path == "site.yaml" || change.path.starts_with("attachments/") {
             continue;
         }
         if !change.path.starts_with("issues/") {
@@ -246,6 +254,7 @@ fn import_one(
     connection: &Connection,
     rules: &RuleScript,
     ack: Option<Oid>,
+    head: Oid,
     path: &str,
     blob: Oid,
 ) -> Result<ImportedIssue, ImportFailure> {
@@ -270,11 +279,13 @@ fn import_one(
         path,
         blob: blob.to_string(),
     };
+    let mut upload_interrupted = false;
     for step in site
         .ledger
         .interrupted_steps(peer, Some(path))
         .map_err(fatal)?
     {
+        upload_interrupted |= step.kind == StepKind::Attach.name();
         tracing::warn!(
             "{path}: resuming after a run that died during its {} (started {}); \
              the write is looked up by origin marker, not repeated",
@@ -298,6 +309,8 @@ fn import_one(
         local_key: local.as_ref().map(|i| i.key.clone()),
         action: ImportAction::Unchanged,
         comments_added: 0,
+        attachments_added: 0,
+        attachments_removed: 0,
         conflicts: Vec::new(),
     };
     if let Some(local) = &local {
@@ -315,6 +328,25 @@ fn import_one(
 
     let added_comments = new_comments(&me, &replica, local.as_ref());
     let changed_fields = changed_fields(previous.as_ref(), &replica);
+    let (added_attachments, removed_attachments) = attachments::changes(
+        site,
+        peer,
+        &replica,
+        previous.as_ref(),
+        local.as_ref(),
+        true,
+    )
+    .map_err(fatal)?;
+    if upload_interrupted && let Some(local) = &local {
+        // The upload went through but the run died before remembering the copy
+        // as the peer's; remember it now, or it would travel back.
+        let present: Vec<&Attachment> = replica
+            .attachments
+            .iter()
+            .filter(|a| !added_attachments.contains(a))
+            .collect();
+        attachments::adopt_copies(site, peer, local, &present).map_err(fatal)?;
+    }
     let input = IncomingInput {
         site: &me,
         peer,
@@ -323,6 +355,8 @@ fn import_one(
         local: local.as_ref(),
         local_project,
         added_comments: &added_comments,
+        added_attachments: &added_attachments,
+        removed_attachments: &removed_attachments,
         changed_fields: &changed_fields,
         conflicts: &[],
     };
@@ -427,6 +461,32 @@ fn import_one(
             done.action = ImportAction::Updated;
         }
     }
+    for id in &result.new_attachments {
+        let Some(wanted) = added_attachments.iter().find(|a| &a.id == id) else {
+            continue;
+        };
+        upload(site, &journal, head, &local, wanted, &author)?;
+        done.attachments_added += 1;
+        if done.action == ImportAction::Unchanged {
+            done.action = ImportAction::Updated;
+        }
+    }
+    for id in &result.remove_attachments {
+        let Some(gone) = removed_attachments.iter().find(|a| &a.id == id) else {
+            continue;
+        };
+        let Some(copy) = attachments::find_local_copy(site, &local, gone, true).map_err(fatal)?
+        else {
+            continue;
+        };
+        journal.run(site, StepKind::RemoveAttachment, Some(&local.id), |t| {
+            t.delete_attachment(&local.id, &copy.id, &author)
+        })?;
+        done.attachments_removed += 1;
+        if done.action == ImportAction::Unchanged {
+            done.action = ImportAction::Updated;
+        }
+    }
     if !result.delete_issue {
         conflict::record_import(&mut site.ledger, peer, &local, &remote_target, &baseline)
             .map_err(fatal)?;
@@ -440,12 +500,75 @@ fn import_one(
     Ok(done)
 }
 
+/// Uploads one of the peer's attachments to the local issue: the content is
+/// copied out of the peer's commit and verified first, and a failed upload is
+/// tried once more before the issue fails. The copy is remembered as the peer's,
+/// so it is never sent back.
+fn upload(
+    site: &mut Site,
+    journal: &Journal,
+    head: Oid,
+    local: &Issue,
+    wanted: &Attachment,
+    author: &str,
+) -> Result<(), ImportFailure> {
+    let name = safe_file_name(&wanted.name);
+    let scratch = site.config.state_dir().join("tmp");
+    let file = match attachments::checked_copy(site, head, wanted, &scratch).map_err(fatal)? {
+        Ok(file) => file,
+        Err(problem) => return Err(ImportFailure::Issue(format!("{}: {problem}", local.key))),
+    };
+    let new = NewAttachment {
+        name: &name,
+        author,
+        path: file.path(),
+        size: wanted.size,
+        sha256: &wanted.sha256,
+    };
+    let mut attempt = 1;
+    let attached = loop {
+        match journal.run(site, StepKind::Attach, Some(&local.id), |t| {
+            t.attach(&local.id, &new)
+        }) {
+            Ok(attached) => break attached,
+            Err(ImportFailure::Issue(message)) if attempt < 2 => {
+                tracing::warn!(
+                    "{}: uploading attachment {name} failed, trying once more: {message}",
+                    local.key
+                );
+                attempt += 1;
+            }
+            Err(ImportFailure::Issue(message)) => {
+                return Err(ImportFailure::Issue(format!(
+                    "{}: uploading attachment {name} failed twice: {message}",
+                    local.key
+                )));
+            }
+            Err(fatal) => return Err(fatal),
+        }
+    };
+    site.ledger
+        .record_attachment(
+            &local.id,
+            &attached.id,
+            &KnownAttachment {
+                sha256: wanted.sha256.clone(),
+                size: wanted.size,
+                peer: Some(journal.peer.to_string()),
+            },
+        )
+        .map_err(fatal)?;
+    Ok(())
+}
+
 /// The tracker writes an import is made of.
 #[derive(Debug, Clone, Copy)]
 enum StepKind {
     Create,
     Update,
     Comment,
+    Attach,
+    RemoveAttachment,
     Delete,
 }
 
@@ -456,6 +579,8 @@ impl StepKind {
             StepKind::Create => "create",
             StepKind::Update => "update",
             StepKind::Comment => "comment",
+            StepKind::Attach => "attach",
+            StepKind::RemoveAttachment => "remove-attachment",
             StepKind::Delete => "delete",
         }
     }
@@ -466,6 +591,8 @@ impl StepKind {
             StepKind::Create => "after-create",
             StepKind::Update => "after-update",
             StepKind::Comment => "after-comment",
+            StepKind::Attach => "after-attach",
+            StepKind::RemoveAttachment => "after-remove-attachment",
             StepKind::Delete => "after-delete",
         }
     }

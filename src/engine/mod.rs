@@ -14,6 +14,7 @@
 //!   unwritable, disk full. The run stops (exit 3). When the ledger itself is
 //!   what fails nothing can be recorded; `ferry errors` then reports the ledger.
 
+mod attachments;
 pub mod conflict;
 mod export;
 mod import;

@@ -15,7 +15,7 @@ use super::load_rule;
 use crate::config::Connection;
 use crate::exchange::{applied_ref, peer_branch};
 use crate::ledger::ReviewVerdict;
-use crate::model::{Comment, FieldValue};
+use crate::model::{Attachment, Comment, FieldValue};
 use crate::replica::Replica;
 use crate::rules::IncomingInput;
 use crate::site::Site;
@@ -79,6 +79,11 @@ pub struct PendingIssue {
     pub description: Option<(String, String)>,
     /// Comments this site does not have yet.
     pub added_comments: Vec<Comment>,
+    /// Attachments this site does not have yet (as far as it knows without
+    /// reading any content: a review changes nothing).
+    pub added_attachments: Vec<Attachment>,
+    /// Attachments the peer removed whose copy is here.
+    pub removed_attachments: Vec<Attachment>,
     /// What the incoming rule would do.
     pub verdict: Verdict,
     /// Values the rule's mappings (`map_value`, `lookup`) could not place: an
@@ -167,6 +172,8 @@ pub(super) fn review_one(
         changes: Vec::new(),
         description: None,
         added_comments: Vec::new(),
+        added_attachments: Vec::new(),
+        removed_attachments: Vec::new(),
         verdict: Verdict::Nothing,
         unmapped: Vec::new(),
     };
@@ -198,6 +205,14 @@ pub(super) fn review_one(
         pending.new_issue = Some(replica.clone());
     }
     pending.added_comments = new_comments(me, &replica, local.as_ref());
+    (pending.added_attachments, pending.removed_attachments) = super::attachments::changes(
+        site,
+        peer,
+        &replica,
+        previous.as_ref(),
+        local.as_ref(),
+        false,
+    )?;
     let Some(local_project) = connection.local_project(&replica.project) else {
         pending.verdict = Verdict::Error {
             message: format!(
@@ -216,6 +231,8 @@ pub(super) fn review_one(
         local: local.as_ref(),
         local_project,
         added_comments: &pending.added_comments,
+        added_attachments: &pending.added_attachments,
+        removed_attachments: &pending.removed_attachments,
         changed_fields: &changed,
         conflicts: &[],
     };

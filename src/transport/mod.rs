@@ -269,7 +269,8 @@ pub enum AdmitError {
 /// - `site.yaml` at the root, naming `peer` as its site and `site` as its peer;
 /// - `issues/<project>/<id>.yaml` replicas that parse, whose `site` is `peer` and
 ///   whose `project` and `id` match their path;
-/// - `attachments/<dir>/<name>` files;
+/// - attachment content, `attachments/<ab>/<sha256>` files or folders of
+///   numbered parts, no part larger than [`crate::exchange::PART_BYTES`];
 ///
 /// all of them plain files (no symlinks, submodules or executables) with plain
 /// names (no `..`, no hidden names), replicas no larger than `limits`. The
@@ -393,11 +394,37 @@ fn check_entry(
     match parts.as_slice() {
         [name] if *name == SITE_FILE => {}
         ["issues", _, _] => {}
-        ["attachments", _, _] => return Ok(()),
+        ["attachments", dir, sha256] | ["attachments", dir, sha256, _] => {
+            if !crate::attachment::is_sha256(sha256) || !sha256.starts_with(dir) || dir.len() != 2 {
+                return Err(
+                    "not attachment content: attachments/<ab>/<sha256> names content by its \
+                     lower-case hex SHA-256, <ab> being its first two digits"
+                        .into(),
+                );
+            }
+            if let [.., part] = parts.as_slice()
+                && parts.len() == 4
+                && (part.len() != 6 || !part.bytes().all(|b| b.is_ascii_digit()))
+            {
+                return Err(format!(
+                    "{part:?} is not a part of attachment content (parts are numbered 000000, 000001, ...)"
+                ));
+            }
+            // Content is read one part at a time: no part may be larger than
+            // what ferry writes, or a peer could make this site load a huge blob.
+            let size = exchange.blob_size(file.id()).map_err(|e| e.to_string())?;
+            if size > crate::exchange::PART_BYTES {
+                return Err(format!(
+                    "an attachment part of {size} bytes; parts are at most {} bytes",
+                    crate::exchange::PART_BYTES
+                ));
+            }
+            return Ok(());
+        }
         _ => {
             return Err(
                 "outside the exchange layout (site.yaml, issues/<project>/<id>.yaml, \
-                 attachments/<dir>/<file>)"
+                 attachments/<ab>/<sha256>[/<part>])"
                     .into(),
             );
         }

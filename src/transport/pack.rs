@@ -32,16 +32,24 @@ const MAX_COPY: usize = 0x10000;
 /// The largest literal one insert instruction carries.
 const MAX_INSERT: usize = 0x7f;
 
-/// One object to write.
+/// One object to write: what it is, not its content, which is read from the
+/// object database only when it is written (a pack may hold attachment content
+/// far larger than memory should).
 struct Entry {
     kind: u8,
-    data: Vec<u8>,
-    /// Written as a delta against this object the reader has.
+    oid: Oid,
+    /// Written as a delta against this object the reader has, when that pays.
     base: Option<Oid>,
 }
 
-/// Writes a thin pack of every object reachable from `tip` and not from `base`.
-pub fn write_thin(repo: &Repository, base: Oid, tip: Oid) -> Result<Vec<u8>, git2::Error> {
+/// Writes a thin pack of every object reachable from `tip` and not from `base`
+/// into `out`, one object at a time.
+pub fn write_thin(
+    repo: &Repository,
+    base: Oid,
+    tip: Oid,
+    out: &mut dyn Write,
+) -> Result<(), git2::Error> {
     let base_tree = repo.find_commit(base)?.tree()?;
     let mut known: HashSet<Oid> = HashSet::new();
     known.insert(base_tree.id());
@@ -54,14 +62,12 @@ pub fn write_thin(repo: &Repository, base: Oid, tip: Oid) -> Result<Vec<u8>, git
     walk.set_sorting(Sort::TOPOLOGICAL | Sort::REVERSE)?;
     walk.push(tip)?;
     walk.hide(base)?;
-    let odb = repo.odb()?;
     let mut entries = Vec::new();
     for commit in walk {
         let commit = repo.find_commit(commit?)?;
-        let raw = odb.read(commit.id())?;
         entries.push(Entry {
             kind: OBJ_COMMIT,
-            data: raw.data().to_vec(),
+            oid: commit.id(),
             base: None,
         });
         collect_tree(
@@ -72,7 +78,7 @@ pub fn write_thin(repo: &Repository, base: Oid, tip: Oid) -> Result<Vec<u8>, git
             &mut entries,
         )?;
     }
-    encode(repo, &entries)
+    encode(repo, &entries, out)
 }
 
 /// Adds `tree` and what below it the reader lacks, each with the object at the
@@ -87,10 +93,9 @@ fn collect_tree(
     if !known.insert(tree.id()) {
         return Ok(());
     }
-    let odb = repo.odb()?;
     entries.push(Entry {
         kind: OBJ_TREE,
-        data: odb.read(tree.id())?.data().to_vec(),
+        oid: tree.id(),
         base: old.map(Tree::id),
     });
     for entry in tree.iter() {
@@ -107,7 +112,7 @@ fn collect_tree(
             Some(ObjectType::Blob) if known.insert(entry.id()) => {
                 entries.push(Entry {
                     kind: OBJ_BLOB,
-                    data: odb.read(entry.id())?.data().to_vec(),
+                    oid: entry.id(),
                     base: old_entry
                         .filter(|e| e.kind() == Some(ObjectType::Blob))
                         .map(|e| e.id()),
@@ -120,37 +125,67 @@ fn collect_tree(
     Ok(())
 }
 
-/// The pack bytes: header, entries (deltas where they pay), SHA-1 trailer.
-fn encode(repo: &Repository, entries: &[Entry]) -> Result<Vec<u8>, git2::Error> {
+/// Writes the pack: header, entries (deltas where they pay), SHA-1 trailer.
+fn encode(repo: &Repository, entries: &[Entry], out: &mut dyn Write) -> Result<(), git2::Error> {
     let odb = repo.odb()?;
-    let mut pack = Vec::new();
-    pack.extend_from_slice(b"PACK");
-    pack.extend_from_slice(&2u32.to_be_bytes());
-    pack.extend_from_slice(&(entries.len() as u32).to_be_bytes());
+    let mut pack = Hashed {
+        out,
+        hasher: Sha1::new(),
+    };
+    let mut head = Vec::with_capacity(12);
+    head.extend_from_slice(b"PACK");
+    head.extend_from_slice(&2u32.to_be_bytes());
+    head.extend_from_slice(&(entries.len() as u32).to_be_bytes());
+    pack.write_all(&head).map_err(io_error)?;
     for entry in entries {
+        let object = odb.read(entry.oid)?;
+        let data = object.data();
         let delta = match entry.base {
             Some(base) => {
-                let base_data = odb.read(base)?.data().to_vec();
-                let delta = delta(&base_data, &entry.data, entry.kind == OBJ_TREE);
-                (delta.len() < entry.data.len() / 2).then_some((base, delta))
+                let base_object = odb.read(base)?;
+                let delta = delta(base_object.data(), data, entry.kind == OBJ_TREE);
+                (delta.len() < data.len() / 2).then_some((base, delta))
             }
             None => None,
         };
-        match delta {
+        let mut header = Vec::with_capacity(32);
+        match &delta {
             Some((base, delta)) => {
-                object_header(&mut pack, OBJ_REF_DELTA, delta.len());
-                pack.extend_from_slice(base.as_bytes());
-                deflate(&mut pack, &delta)?;
+                object_header(&mut header, OBJ_REF_DELTA, delta.len());
+                header.extend_from_slice(base.as_bytes());
             }
-            None => {
-                object_header(&mut pack, entry.kind, entry.data.len());
-                deflate(&mut pack, &entry.data)?;
-            }
+            None => object_header(&mut header, entry.kind, data.len()),
         }
+        pack.write_all(&header).map_err(io_error)?;
+        deflate(
+            &mut pack,
+            delta.as_ref().map_or(data, |(_, d)| d.as_slice()),
+        )?;
     }
-    let digest = Sha1::digest(&pack);
-    pack.extend_from_slice(&digest);
-    Ok(pack)
+    let digest = pack.hasher.finalize();
+    pack.out.write_all(&digest).map_err(io_error)
+}
+
+fn io_error(e: std::io::Error) -> git2::Error {
+    git2::Error::from_str(&format!("writing a pack: {e}"))
+}
+
+/// Hashes what it passes on: a pack's trailer is the SHA-1 of all before it.
+struct Hashed<'a> {
+    out: &'a mut dyn Write,
+    hasher: Sha1,
+}
+
+impl Write for Hashed<'_> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let n = self.out.write(bytes)?;
+        self.hasher.update(&bytes[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
 }
 
 /// A pack object header: type and size, 4 bits then 7 per byte, low bits first.
@@ -165,7 +200,7 @@ fn object_header(out: &mut Vec<u8>, kind: u8, size: usize) {
     out.push(byte);
 }
 
-fn deflate(out: &mut Vec<u8>, data: &[u8]) -> Result<(), git2::Error> {
+fn deflate(out: &mut dyn Write, data: &[u8]) -> Result<(), git2::Error> {
     let mut encoder = ZlibEncoder::new(out, Compression::default());
     encoder
         .write_all(data)

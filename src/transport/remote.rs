@@ -702,7 +702,9 @@ mod tests {
                 &own_branch(SUPPORT, ENGINEERING),
                 &[FileWrite {
                     path: "issues/SUP/1.yaml".into(),
-                    content: Some(replica_yaml(SUPPORT, "SUP", "1", summary)),
+                    content: Some(crate::exchange::Content::Bytes(replica_yaml(
+                        SUPPORT, "SUP", "1", summary,
+                    ))),
                 }],
                 &format!("export: {summary}"),
                 SUPPORT,
@@ -869,7 +871,7 @@ mod tests {
                 &own_branch(SUPPORT, ENGINEERING),
                 &[FileWrite {
                     path: "issues/SUP/1.yaml".into(),
-                    content: Some(b"forged".to_vec()),
+                    content: Some(crate::exchange::Content::Bytes(b"forged".to_vec())),
                 }],
                 "export: forged",
                 SUPPORT,
@@ -928,7 +930,7 @@ mod tests {
                 &lab,
                 &[FileWrite {
                     path: "issues/SUP/1.yaml".into(),
-                    content: Some(b"for the lab".to_vec()),
+                    content: Some(crate::exchange::Content::Bytes(b"for the lab".to_vec())),
                 }],
                 "export: lab",
                 SUPPORT,

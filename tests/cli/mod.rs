@@ -1,6 +1,7 @@
 //! Shared harness: a sealed environment (no global git config, fixed user) and
 //! helpers to build sites and read what they did.
 
+mod attachments;
 mod bad_input;
 mod bundles;
 mod doctor;
@@ -55,6 +56,16 @@ impl World {
 
     /// Runs ferry in the site folder `site` (relative to the world root).
     pub fn ferry(&self, site: &str, args: &[&str]) -> Run {
+        let out = self.command(site, args).output().unwrap();
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// The command [`World::ferry`] runs, for callers that spawn it themselves.
+    pub fn command(&self, site: &str, args: &[&str]) -> Command {
         let mut cmd = Command::cargo_bin("ferry").unwrap();
         cmd.current_dir(self.path(site))
             .args(args)
@@ -68,12 +79,7 @@ impl World {
             Some(now) => cmd.env("FERRY_NOW", now),
             None => cmd.env_remove("FERRY_NOW"),
         };
-        let out = cmd.output().unwrap();
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        cmd
     }
 
     /// Runs ferry with the fail point `point` armed and insists that it killed

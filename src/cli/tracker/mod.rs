@@ -5,8 +5,11 @@
 //! write only to [`Ctx::out`]. Issues are named by key (`SUP-1`). `--json` output is
 //! the [`crate::model::Issue`] shape documented in `docs/json.md`.
 
+mod attach;
 mod comment;
 mod delete;
+mod detach;
+mod download;
 mod edit;
 mod generate;
 mod list;
@@ -18,11 +21,12 @@ use clap::Subcommand;
 
 use super::{Ctx, ExitStatus, UsageError};
 use crate::config::{Config, TrackerConfig};
-use crate::model::{FieldValue, Issue};
+use crate::model::{Attachment, FieldValue, Issue};
 use crate::tracker::local::LocalTracker;
 use crate::tracker::{Tracker, TrackerError};
 
-/// Act on the embedded tracker: create, edit, comment on, delete, show, list issues.
+/// Act on the embedded tracker: create, edit, comment on, attach files to, delete,
+/// show, list issues.
 ///
 /// Issues are named by key (SUP-1). Changes are made as the user given by --as,
 /// else $FERRY_USER, else $USER, else admin. FERRY_NOW (an RFC 3339 time) fixes the
@@ -40,6 +44,9 @@ enum TrackerCommand {
     New(new::NewArgs),
     Edit(edit::EditArgs),
     Comment(comment::CommentArgs),
+    Attach(attach::AttachArgs),
+    Download(download::DownloadArgs),
+    Detach(detach::DetachArgs),
     Delete(delete::DeleteArgs),
     Move(move_issue::MoveArgs),
     Show(show::ShowArgs),
@@ -53,6 +60,9 @@ pub fn run(args: TrackerArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
         TrackerCommand::New(args) => new::run(args, ctx),
         TrackerCommand::Edit(args) => edit::run(args, ctx),
         TrackerCommand::Comment(args) => comment::run(args, ctx),
+        TrackerCommand::Attach(args) => attach::run(args, ctx),
+        TrackerCommand::Download(args) => download::run(args, ctx),
+        TrackerCommand::Detach(args) => detach::run(args, ctx),
         TrackerCommand::Delete(args) => delete::run(args, ctx),
         TrackerCommand::Move(args) => move_issue::run(args, ctx),
         TrackerCommand::Show(args) => show::run(args, ctx),
@@ -106,6 +116,44 @@ fn find_live(tracker: &LocalTracker, key: &str) -> anyhow::Result<Issue> {
     let issue = find(tracker, key)?;
     anyhow::ensure!(!issue.deleted, "{key} is deleted");
     Ok(issue)
+}
+
+/// The attachment of `issue` with this name, or this id when several share a
+/// name; an error lists what the issue has.
+fn find_attachment<'a>(issue: &'a Issue, name: &str) -> anyhow::Result<&'a Attachment> {
+    let named: Vec<&Attachment> = issue
+        .attachments
+        .iter()
+        .filter(|a| a.name == name)
+        .collect();
+    match named.as_slice() {
+        [one] => Ok(one),
+        [] => issue
+            .attachments
+            .iter()
+            .find(|a| a.id == name)
+            .ok_or_else(|| {
+                let names: Vec<&str> = issue.attachments.iter().map(|a| a.name.as_str()).collect();
+                anyhow::anyhow!(
+                    "{} has no attachment {name:?} (it has: {})",
+                    issue.key,
+                    if names.is_empty() {
+                        "none".to_string()
+                    } else {
+                        names.join(", ")
+                    }
+                )
+            }),
+        several => {
+            let ids: Vec<&str> = several.iter().map(|a| a.id.as_str()).collect();
+            anyhow::bail!(
+                "{} has {} attachments named {name:?} (ids {}); give the id instead",
+                issue.key,
+                several.len(),
+                ids.join(", ")
+            )
+        }
+    }
 }
 
 /// Parses `--field NAME=VALUE`: VALUE is read as a YAML scalar, so `2` is a number

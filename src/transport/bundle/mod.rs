@@ -366,26 +366,6 @@ pub fn write(
     seal_for: &[PublicKey],
 ) -> Result<u64, BundleError> {
     let repo = exchange.repo();
-    let context = || format!("packing {} for a bundle", plan.refname);
-    let pack: Vec<u8> = match plan.prerequisites.as_slice() {
-        // Incremental: thin, so the size follows the change (see `pack`).
-        [base] => super::pack::write_thin(repo, *base, plan.tip).map_err(git_error(context()))?,
-        prerequisites => {
-            let mut walk = repo.revwalk().map_err(git_error(context()))?;
-            walk.push(plan.tip).map_err(git_error(context()))?;
-            for p in prerequisites {
-                walk.hide(*p).map_err(git_error(context()))?;
-            }
-            let mut builder = repo.packbuilder().map_err(git_error(context()))?;
-            builder
-                .insert_walk(&mut walk)
-                .map_err(git_error(context()))?;
-            let mut buf = git2::Buf::new();
-            builder.write_buf(&mut buf).map_err(git_error(context()))?;
-            buf.to_vec()
-        }
-    };
-
     let mut header = format!("{SIGNATURE_V2}\n");
     for p in &plan.prerequisites {
         let subject = repo
@@ -410,19 +390,68 @@ pub fn write(
         .prefix(TEMPORARY_PREFIX)
         .tempfile_in(dir)
         .map_err(io_error)?;
-    if seal_for.is_empty() {
-        tmp.write_all(header.as_bytes()).map_err(io_error)?;
-        tmp.write_all(&pack).map_err(io_error)?;
-    } else {
-        let mut plain = header.into_bytes();
-        plain.extend_from_slice(&pack);
-        let sealed = seal::encrypt_for(seal_for, &plain).map_err(BundleError::Seal)?;
-        tmp.write_all(&sealed).map_err(io_error)?;
+    // Header and pack stream into the file (through the cipher when sealed): a
+    // bundle carrying large attachments is never held in memory.
+    {
+        let file = io::BufWriter::new(tmp.as_file_mut());
+        if seal_for.is_empty() {
+            let mut file = file;
+            file.write_all(header.as_bytes()).map_err(io_error)?;
+            write_pack(repo, plan, &mut file)?;
+            file.flush().map_err(io_error)?;
+        } else {
+            let mut sealed = seal::encrypting_writer(seal_for, file).map_err(BundleError::Seal)?;
+            sealed.write_all(header.as_bytes()).map_err(io_error)?;
+            write_pack(repo, plan, &mut sealed)?;
+            sealed
+                .finish()
+                .and_then(|mut f| f.flush())
+                .map_err(io_error)?;
+        }
     }
     tmp.as_file().sync_all().map_err(io_error)?;
     let size = tmp.as_file().metadata().map_err(io_error)?.len();
     tmp.persist(out).map_err(|e| io_error(e.error))?;
     Ok(size)
+}
+
+/// Writes the pack of `plan` into `out`: thin against the one prerequisite of
+/// an incremental bundle (see `pack`), else libgit2's own, streamed chunk by
+/// chunk.
+fn write_pack(
+    repo: &git2::Repository,
+    plan: &Plan,
+    out: &mut dyn Write,
+) -> Result<(), BundleError> {
+    let context = || format!("packing {} for a bundle", plan.refname);
+    if let [base] = plan.prerequisites.as_slice() {
+        return super::pack::write_thin(repo, *base, plan.tip, out).map_err(git_error(context()));
+    }
+    let mut walk = repo.revwalk().map_err(git_error(context()))?;
+    walk.push(plan.tip).map_err(git_error(context()))?;
+    for p in &plan.prerequisites {
+        walk.hide(*p).map_err(git_error(context()))?;
+    }
+    let mut builder = repo.packbuilder().map_err(git_error(context()))?;
+    builder
+        .insert_walk(&mut walk)
+        .map_err(git_error(context()))?;
+    let mut failed = None;
+    let walked = builder.foreach(|chunk| match out.write_all(chunk) {
+        Ok(()) => true,
+        Err(e) => {
+            failed = Some(e);
+            false
+        }
+    });
+    if let Some(e) = failed {
+        return Err(BundleError::Io {
+            action: "cannot write the pack of",
+            path: PathBuf::from(&plan.refname),
+            source: e,
+        });
+    }
+    walked.map_err(git_error(context()))
 }
 
 /// The file name ending of an age-encrypted bundle.
@@ -462,14 +491,9 @@ pub fn open_sealed(
             limit: max_bytes,
         });
     }
-    let sealed = fs::read(path).map_err(read_error)?;
-    let plain = seal::decrypt_with(key, &sealed).map_err(BundleError::Unseal)?;
-    if plain.len() as u64 > max_bytes {
-        return Err(BundleError::TooLarge {
-            size: plain.len() as u64,
-            limit: max_bytes,
-        });
-    }
+    let sealed = fs::File::open(path).map_err(read_error)?;
+    let plain =
+        seal::decrypting_reader(key, io::BufReader::new(sealed)).map_err(BundleError::Unseal)?;
     let dir = exchange.repo().path();
     let io_error = |source| BundleError::Io {
         action: "cannot write the opened bundle in",
@@ -480,7 +504,19 @@ pub fn open_sealed(
         .prefix(QUARANTINE_PREFIX)
         .tempfile_in(dir)
         .map_err(io_error)?;
-    file.write_all(&plain).map_err(io_error)?;
+    // One byte over the limit is enough to know the plain text is too large.
+    let copied = io::copy(&mut plain.take(max_bytes + 1), &mut file).map_err(|e| {
+        BundleError::Unseal(seal::SealError::Decrypt {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+    })?;
+    if copied > max_bytes {
+        return Err(BundleError::TooLarge {
+            size: copied,
+            limit: max_bytes,
+        });
+    }
     Ok(file)
 }
 
@@ -771,7 +807,9 @@ mod tests {
                     &own_branch(SUPPORT, ENGINEERING),
                     &[FileWrite {
                         path: format!("issues/SUP/{id}.yaml"),
-                        content: Some(replica_yaml(SUPPORT, "SUP", id, summary)),
+                        content: Some(crate::exchange::Content::Bytes(replica_yaml(
+                            SUPPORT, "SUP", id, summary,
+                        ))),
                     }],
                     summary,
                     SUPPORT,
@@ -1017,7 +1055,12 @@ mod tests {
         let writes: Vec<FileWrite> = (0..300)
             .map(|i| FileWrite {
                 path: format!("issues/SUP/{i}.yaml"),
-                content: Some(replica_yaml(SUPPORT, "SUP", &i.to_string(), &long)),
+                content: Some(crate::exchange::Content::Bytes(replica_yaml(
+                    SUPPORT,
+                    "SUP",
+                    &i.to_string(),
+                    &long,
+                ))),
             })
             .collect();
         let branch = own_branch(SUPPORT, ENGINEERING);
