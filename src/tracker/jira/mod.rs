@@ -555,7 +555,7 @@ impl JiraTracker {
         }
         if let Some(d) = &patch.description {
             let d = d.as_deref().filter(|d| !d.is_empty());
-            if differs(cur(|i| i.description.as_deref()), d) || (current.is_none() && d.is_some()) {
+            if differs(cur(|i| i.description.as_deref()), d) {
                 out.insert(
                     "description".into(),
                     d.map_or(Value::Null, |d| self.text_value(d)),

@@ -516,3 +516,35 @@ fn origin_labels_round_trip() {
     }
     assert_eq!(parse_origin_label("customer"), None);
 }
+
+#[test]
+fn the_block_init_writes_parses_with_every_option() {
+    let yaml = "kind: jira\nurl: \"https://acme.atlassian.net\"\nflavour: cloud\nproject: \"SUP\"\n\
+                jql: component = Printers\nfields: [Severity, Fix versions]\ndefault_type: Bug\n\
+                internal_comments: {type: group, value: jira-developers}\n";
+    let parsed: crate::config::TrackerConfig = serde_yaml::from_str(yaml).expect("parses");
+    let crate::config::TrackerConfig::Jira(jira) = parsed else {
+        panic!("not jira: {parsed:?}");
+    };
+    assert_eq!(jira.fields, ["Severity", "Fix versions"]);
+    assert_eq!(
+        jira.internal_comments,
+        InternalComments::Group {
+            value: "jira-developers".into()
+        }
+    );
+    let sd: crate::config::TrackerConfig = serde_yaml::from_str(
+        "kind: jira\nurl: x\nflavour: datacenter\nproject: P\ninternal_comments: {type: servicedesk}\n",
+    )
+    .expect("parses");
+    assert!(
+        matches!(sd, crate::config::TrackerConfig::Jira(j) if j.internal_comments == InternalComments::Servicedesk)
+    );
+    let typo = serde_yaml::from_str::<crate::config::TrackerConfig>(
+        "kind: jira\nurl: x\nflavour: cloud\nproject: P\ntoken: oops\n",
+    );
+    assert!(
+        typo.is_err(),
+        "unknown keys are refused (no secrets in ferry.yaml)"
+    );
+}
