@@ -321,14 +321,7 @@ fn internal_comments_get_the_configured_restriction() {
 #[test]
 fn recorded_comments_with_visibility_or_jsd_private_are_internal() {
     let rig = rig(Flavour::Datacenter);
-    let page = serde_json::from_str::<Value>(
-        &std::fs::read_to_string(format!(
-            "{}/tests/fixtures/jira/v2/issue-restricted-comment.json",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .unwrap(),
-    )
-    .unwrap();
+    let page = fixture_json("v2/issue-restricted-comment.json");
     let restricted = rig
         .jira
         .parse_comment(&page["fields"]["comment"]["comments"][0])
@@ -344,16 +337,7 @@ fn recorded_comments_with_visibility_or_jsd_private_are_internal() {
 
 #[test]
 fn recorded_issues_parse_in_both_flavours() {
-    let read = |path: &str| -> Value {
-        serde_json::from_str(
-            &std::fs::read_to_string(format!(
-                "{}/tests/fixtures/jira/{path}",
-                env!("CARGO_MANIFEST_DIR")
-            ))
-            .unwrap(),
-        )
-        .unwrap()
-    };
+    let read = fixture_json;
     let cloud = rig_with(Flavour::Cloud, |c| c.fields.clear());
     let issue = cloud
         .jira
@@ -547,4 +531,53 @@ fn the_block_init_writes_parses_with_every_option() {
         typo.is_err(),
         "unknown keys are refused (no secrets in ferry.yaml)"
     );
+}
+
+#[test]
+fn named_fields_read_and_write_in_jiras_shapes() {
+    let rig = rig(Flavour::Cloud);
+    let fields = fixture_json("v3/fields.json");
+    let schema = |id: &str| {
+        fields
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["id"] == id)
+            .map(|f| f["schema"].clone())
+            .unwrap()
+    };
+    let issue = fixture_json("v3/issue-get.json");
+    // An option field as recorded, and its write shape from the recorded schema.
+    let option = read_field(&issue["fields"]["customfield_10038"], &rig.jira);
+    assert_eq!(option, json!("App 3"));
+    assert_eq!(
+        write_field(&option, &schema("customfield_10005"), &rig.jira),
+        json!({"value": "App 3"})
+    );
+    // Fix versions: an array of versions, by name.
+    let versions = json!([{"self": "x", "id": "10000", "name": "1.0", "released": false}]);
+    assert_eq!(read_field(&versions, &rig.jira), json!(["1.0"]));
+    assert_eq!(
+        write_field(&json!(["1.0", "1.1"]), &schema("fixVersions"), &rig.jira),
+        json!([{"name": "1.0"}, {"name": "1.1"}])
+    );
+    // Users by account id; numbers as they are; null clears.
+    let user = fixture_json("v3/comment-get.json")["author"].clone();
+    assert_eq!(
+        read_field(&user, &rig.jira),
+        json!("5b10a2844c20165700ede21g")
+    );
+    assert_eq!(
+        write_field(&json!(3), &json!({"type": "number"}), &rig.jira),
+        json!(3)
+    );
+    assert_eq!(
+        write_field(&Value::Null, &schema("fixVersions"), &rig.jira),
+        Value::Null
+    );
+}
+
+fn fixture_json(path: &str) -> Value {
+    let file = format!("{}/tests/fixtures/jira/{path}", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap()
 }
