@@ -4,7 +4,9 @@ use super::{Ctx, ExitStatus, UsageError};
 use crate::config::{CONFIG_FILE, Config};
 use crate::replica::is_plain_name;
 use crate::site::{LOCAL_TRACKER_YAML, Site, ensure_signing_key, scaffold};
-use crate::tracker::jira::{ENV_API_TOKEN, ENV_EMAIL, ENV_PAT, Flavour};
+use crate::tracker::jira::{
+    ENV_API_TOKEN, ENV_EMAIL, ENV_PAT, Flavour, InternalComments, JiraConfig,
+};
 
 /// Create a site: ferry.yaml, default rule scripts and the state folder.
 ///
@@ -47,9 +49,18 @@ fn tracker_yaml(args: &InitArgs) -> Result<String, UsageError> {
             "--tracker jira needs --url, --flavour and --project".into(),
         ));
     };
-    if !(url.starts_with("https://") || url.starts_with("http://")) {
-        return Err(UsageError(format!("--url {url:?} is not an http(s) URL")));
+    // The checks `ferry.yaml` gets at every load, before anything is written.
+    JiraConfig {
+        url: url.clone(),
+        flavour,
+        project: project.clone(),
+        jql: String::new(),
+        fields: Vec::new(),
+        default_type: String::new(),
+        internal_comments: InternalComments::default(),
     }
+    .check()
+    .map_err(|e| UsageError(format!("{e} (from --url and --project)")))?;
     // JSON strings are YAML strings: no quoting rules to get wrong.
     let quote = |s: &str| serde_json::Value::from(s).to_string();
     let (flavour, secrets) = match flavour {

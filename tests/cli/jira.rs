@@ -89,3 +89,53 @@ fn init_jira_without_url_is_a_usage_error() {
     assert!(run.stderr.contains("--url"), "{}", run.stderr);
     assert!(!w.path("support/ferry.yaml").exists());
 }
+
+#[test]
+fn a_bad_jira_block_is_a_configuration_error_naming_the_key() {
+    let w = World::new();
+    let run = init(
+        &w,
+        &[],
+        &[
+            "--url",
+            "https://acme.atlassian.net",
+            "--flavour",
+            "cloud",
+            "--project",
+            "SUP",
+        ],
+    );
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    let path = w.path("support/ferry.yaml");
+    let config = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        config.replace(
+            "# jql: component = Printers",
+            "jql: status = Open ORDER BY key",
+        ),
+    )
+    .unwrap();
+    let run = w.ferry("support", &["sync"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("ferry.yaml")
+            && run.stderr.contains("tracker.jql must not contain ORDER BY"),
+        "{}",
+        run.stderr
+    );
+    let run = init(
+        &w,
+        &[],
+        &[
+            "--url",
+            "acme.atlassian.net",
+            "--flavour",
+            "cloud",
+            "--project",
+            "SUP",
+        ],
+    );
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("not an http(s) URL"), "{}", run.stderr);
+}

@@ -116,6 +116,33 @@ pub struct JiraConfig {
     pub internal_comments: InternalComments,
 }
 
+impl JiraConfig {
+    /// What a value's type cannot say: the URL is http(s) and the project is a
+    /// key. The message names the key in `ferry.yaml`.
+    pub fn check(&self) -> Result<(), String> {
+        if !(self.url.starts_with("https://") || self.url.starts_with("http://")) {
+            return Err(format!(
+                "tracker.url {:?} is not an http(s) URL of a Jira",
+                self.url
+            ));
+        }
+        if self.project.is_empty()
+            || self
+                .project
+                .contains(|c: char| c.is_whitespace() || c == '"')
+        {
+            return Err(format!(
+                "tracker.project {:?} is not a Jira project key",
+                self.project
+            ));
+        }
+        if self.jql.to_ascii_uppercase().contains("ORDER BY") {
+            return Err("tracker.jql must not contain ORDER BY: ferry orders by itself".into());
+        }
+        Ok(())
+    }
+}
+
 fn default_type() -> String {
     "Task".into()
 }
