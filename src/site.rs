@@ -124,7 +124,11 @@ impl Site {
 pub fn open_tracker(config: &Config) -> Result<Box<dyn Tracker>, TrackerError> {
     match &config.site.tracker {
         TrackerConfig::Local { path } => Ok(Box::new(LocalTracker::open(&config.resolve(path))?)),
-        TrackerConfig::Jira(jira) => Ok(Box::new(JiraTracker::open(jira, &config.state_dir())?)),
+        TrackerConfig::Jira(jira) => Ok(Box::new(JiraTracker::open(
+            jira,
+            &config.root,
+            &config.state_dir(),
+        )?)),
     }
 }
 

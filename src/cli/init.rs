@@ -58,6 +58,8 @@ fn tracker_yaml(args: &InitArgs) -> Result<String, UsageError> {
         fields: Vec::new(),
         default_type: String::new(),
         internal_comments: InternalComments::default(),
+        token_file: None,
+        email: None,
     }
     .check()
     .map_err(|e| UsageError(format!("{e} (from --url and --project)")))?;

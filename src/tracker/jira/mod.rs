@@ -114,6 +114,15 @@ pub struct JiraConfig {
     /// The restriction an internal comment gets.
     #[serde(default)]
     pub internal_comments: InternalComments,
+    /// A file (relative to the site folder) holding the API token (Cloud) or the
+    /// personal access token (Data Center), for when the environment cannot carry
+    /// it (systemd credentials, container secrets). The environment wins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
+    /// The Atlassian account e-mail (Cloud), when not in the environment. Not a
+    /// secret; the token never goes here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
 }
 
 impl JiraConfig {
@@ -171,25 +180,60 @@ struct Known {
 }
 
 impl JiraTracker {
-    /// Opens the connector with credentials from the environment.
-    pub fn open(config: &JiraConfig, state_dir: &std::path::Path) -> Result<Self, TrackerError> {
+    /// Opens the connector with credentials from the environment, or from
+    /// `token_file` (resolved against `root`, the site folder).
+    pub fn open(
+        config: &JiraConfig,
+        root: &std::path::Path,
+        state_dir: &std::path::Path,
+    ) -> Result<Self, TrackerError> {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let from_file = || -> Result<Option<String>, TrackerError> {
+            let Some(file) = &config.token_file else {
+                return Ok(None);
+            };
+            let path = root.join(file);
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                TrackerError::Unavailable(format!(
+                    "cannot read the Jira token file {}: {e}",
+                    path.display()
+                ))
+            })?;
+            Ok(text
+                .lines()
+                .next()
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(str::to_string))
+        };
         let auth = match config.flavour {
-            Flavour::Cloud => match (var(ENV_EMAIL), var(ENV_API_TOKEN)) {
-                (Some(email), Some(token)) => Auth::basic(&email, &token),
-                _ => {
-                    return Err(TrackerError::Unavailable(format!(
-                        "Jira Cloud needs {ENV_EMAIL} and {ENV_API_TOKEN} in the environment"
-                    )));
+            Flavour::Cloud => {
+                let email = var(ENV_EMAIL).or_else(|| config.email.clone());
+                let token = match var(ENV_API_TOKEN) {
+                    Some(token) => Some(token),
+                    None => from_file()?,
+                };
+                match (email, token) {
+                    (Some(email), Some(token)) => Auth::basic(&email, &token),
+                    _ => {
+                        return Err(TrackerError::Unavailable(format!(
+                            "Jira Cloud needs {ENV_EMAIL} and {ENV_API_TOKEN} in the environment \
+                             (or tracker.email and tracker.token_file)"
+                        )));
+                    }
                 }
-            },
+            }
             Flavour::Datacenter => match var(ENV_PAT) {
                 Some(token) => Auth::bearer(&token),
-                None => {
-                    return Err(TrackerError::Unavailable(format!(
-                        "Jira Data Center needs a personal access token in {ENV_PAT}"
-                    )));
-                }
+                None => match from_file()? {
+                    Some(token) => Auth::bearer(&token),
+                    None => {
+                        return Err(TrackerError::Unavailable(format!(
+                            "Jira Data Center needs a personal access token in {ENV_PAT} \
+                             (or in tracker.token_file)"
+                        )));
+                    }
+                },
             },
         };
         Ok(Self::with_client(

@@ -25,6 +25,8 @@ fn config(flavour: Flavour, url: &str) -> JiraConfig {
         fields: vec!["Severity".into(), "Customer".into()],
         default_type: "Task".into(),
         internal_comments: InternalComments::default(),
+        token_file: None,
+        email: None,
     }
 }
 
@@ -580,4 +582,152 @@ fn named_fields_read_and_write_in_jiras_shapes() {
 fn fixture_json(path: &str) -> Value {
     let file = format!("{}/tests/fixtures/jira/{path}", env!("CARGO_MANIFEST_DIR"));
     serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap()
+}
+
+/// Runs ferry in `dir` inside this process and returns what it printed.
+fn ferry(dir: &std::path::Path, args: &[&str]) -> String {
+    let mut out = Vec::new();
+    let status = crate::cli::run_in(dir, args, &mut out)
+        .unwrap_or_else(|e| panic!("ferry {args:?} in {}: {e:#}", dir.display()));
+    let out = String::from_utf8(out).unwrap();
+    assert_eq!(
+        status,
+        crate::cli::ExitStatus::Success,
+        "ferry {args:?}: {out}"
+    );
+    out
+}
+
+/// The whole engine with a Jira on one side: an issue made on a local site
+/// arrives in Jira (created with its origin label, moved through the workflow),
+/// and a comment made in Jira comes back attributed.
+#[test]
+fn a_local_site_and_a_jira_site_sync_through_the_engine() {
+    let world = tempfile::tempdir().unwrap();
+    let exchange = world.path().join("exchange.git");
+    git2::Repository::init_bare(&exchange).unwrap();
+    let channel = exchange.to_str().unwrap();
+    let fake = FakeJira::start(false, "ENG", "ferry-bot", &Auth::bearer("pat-123").0);
+    let support = world.path().join("support");
+    let eng = world.path().join("eng");
+    std::fs::create_dir_all(&support).unwrap();
+    std::fs::create_dir_all(&eng).unwrap();
+    std::fs::write(
+        eng.join("ferry.yaml"),
+        format!(
+            "site: eng\ntracker:\n  kind: jira\n  url: \"{}\"\n  flavour: datacenter\n  \
+             project: ENG\n  token_file: jira.token\nsync_user: ferry-bot\n",
+            fake.url()
+        ),
+    )
+    .unwrap();
+    std::fs::write(eng.join("jira.token"), "pat-123\n").unwrap();
+    ferry(&support, &["init", "--site", "support"]);
+    ferry(&eng, &["init", "--site", "eng"]);
+    for (dir, peer, projects) in [(&support, "eng", "SUP=ENG"), (&eng, "support", "ENG=SUP")] {
+        ferry(
+            dir,
+            &[
+                "connection",
+                "add",
+                peer,
+                "--channel",
+                channel,
+                "--project",
+                projects,
+            ],
+        );
+    }
+    let support_key = ferry(&support, &["key", "show"]);
+    let eng_key = ferry(&eng, &["key", "show"]);
+    ferry(&support, &["connection", "trust", "eng", eng_key.trim()]);
+    ferry(
+        &eng,
+        &["connection", "trust", "support", support_key.trim()],
+    );
+
+    ferry(
+        &support,
+        &[
+            "tracker",
+            "new",
+            "--project",
+            "SUP",
+            "--summary",
+            "Printer on fire",
+            "--description",
+            "Smoke.\nTwice.",
+            "--status",
+            "In Progress",
+        ],
+    );
+    ferry(&support, &["sync"]);
+    ferry(&eng, &["sync"]);
+
+    let created = fake
+        .requests()
+        .into_iter()
+        .find(|r| r.method == "POST" && r.path == "/rest/api/2/issue")
+        .expect("the issue was created in Jira");
+    let fields = &created.json()["fields"];
+    assert_eq!(fields["summary"], "Printer on fire");
+    assert_eq!(fields["description"], "Smoke.\nTwice.");
+    assert!(
+        fields["labels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l.as_str().unwrap().starts_with("ferry-origin:support:")),
+        "{fields}"
+    );
+    let state = tempfile::tempdir().unwrap();
+    let mut jira = JiraTracker::with_client(
+        &JiraConfig {
+            project: "ENG".into(),
+            ..config(Flavour::Datacenter, fake.url())
+        },
+        Client::new(fake.url(), Auth::bearer("pat-123"), Backoff::default()),
+        state.path(),
+    );
+    let issues = jira.changed_since(None).unwrap();
+    assert_eq!(issues.len(), 1, "one issue, not a duplicate per run");
+    assert_eq!(
+        issues[0].status, "In Progress",
+        "moved through a transition"
+    );
+
+    jira.add_comment(
+        &issues[0].id,
+        &NewComment {
+            author: "ferry-bot".into(),
+            body: "Fixed the fuser.".into(),
+            internal: false,
+            origin: None,
+        },
+    )
+    .unwrap();
+    jira.add_comment(
+        &issues[0].id,
+        &NewComment {
+            author: "ferry-bot".into(),
+            body: "Vendor owes us one.".into(),
+            internal: true,
+            origin: None,
+        },
+    )
+    .unwrap();
+    ferry(&eng, &["sync"]);
+    ferry(&support, &["sync"]);
+    let shown = ferry(&support, &["tracker", "show", "SUP-1"]);
+    assert!(shown.contains("Fixed the fuser."), "{shown}");
+    assert!(
+        !shown.contains("Vendor owes us one."),
+        "internal stays in Jira: {shown}"
+    );
+    ferry(&eng, &["sync"]);
+    assert_eq!(
+        jira.changed_since(None).unwrap().len(),
+        1,
+        "no echo, no duplicate"
+    );
 }
