@@ -19,7 +19,8 @@ use assert_cmd::cargo::CommandCargoExt;
 use ferry::failpoint::{FAILPOINT_ENV, POINTS};
 use ferry::model::{Issue, Origin};
 use ferry::tracker::local::LocalTracker;
-use ferry::tracker::{IssuePatch, NewComment, NewIssue, Tracker};
+use ferry::tracker::{IssuePatch, NewAttachment, NewComment, NewIssue, Tracker};
+use sha2::Digest;
 
 use super::World;
 use super::bundles::bundle_site;
@@ -39,6 +40,9 @@ if !ours {
 for c in added_comments {
     new_comments.push(comment_from(c));
 }
+for a in added_attachments {
+    new_attachments.push(a);
+}
 if deleted {
     issue.labels.push("peer-deleted");
 }
@@ -54,6 +58,7 @@ struct Counts {
     edits: usize,
     comments: usize,
     internal_comments: usize,
+    attachments: usize,
     deletions: usize,
 }
 
@@ -93,7 +98,7 @@ impl Torture {
         let mut tracker = self.tracker(site);
         let live: Vec<Issue> = tracker.list().unwrap();
         let own: Vec<&Issue> = live.iter().filter(|i| i.origin.is_none()).collect();
-        match self.rng.u8(..10) {
+        match self.rng.u8(..11) {
             0..=2 => {
                 let summary = self.text("summary");
                 let created = tracker
@@ -161,6 +166,29 @@ impl Torture {
                     .unwrap();
                 self.internal.push(body);
                 self.counts.internal_comments += 1;
+            }
+            10 if !live.is_empty() => {
+                // Named after the site that attached it, so the check knows
+                // which side's file it is.
+                let issue = &live[self.rng.usize(..live.len())];
+                let content = self.text("attached file");
+                let file = self.world.path("attachment.tmp");
+                std::fs::write(&file, &content).unwrap();
+                let sha256 = format!("{:x}", sha2::Sha256::digest(content.as_bytes()));
+                let name = format!("{site}-{}.txt", self.serial);
+                tracker
+                    .attach(
+                        &issue.id,
+                        &NewAttachment {
+                            name: &name,
+                            author: "bob",
+                            path: &file,
+                            size: content.len() as u64,
+                            sha256: &sha256,
+                        },
+                    )
+                    .unwrap();
+                self.counts.attachments += 1;
             }
             9 if own.len() > 3 => {
                 let issue = own[self.rng.usize(..own.len())];
@@ -301,6 +329,8 @@ impl Torture {
                 }
                 comments_checked += check_comments(site, issue, peer, copy);
                 comments_checked += check_comments(peer, copy, site, issue);
+                check_attachments(site, issue, peer, copy);
+                check_attachments(peer, copy, site, issue);
             }
         }
         for (site, issues) in &all {
@@ -317,6 +347,38 @@ impl Torture {
             }
         }
         (issues_checked, comments_checked)
+    }
+}
+
+/// Every file attached to `issue` at `site` is exactly once on its copy at
+/// `peer`, same name and content, and nothing is there twice.
+fn check_attachments(site: &str, issue: &Issue, peer: &str, copy: &Issue) {
+    let mut seen: Vec<(&str, &str)> = copy
+        .attachments
+        .iter()
+        .map(|a| (a.name.as_str(), a.sha256.as_str()))
+        .collect();
+    seen.sort();
+    let before = seen.len();
+    seen.dedup();
+    assert_eq!(
+        before,
+        seen.len(),
+        "{peer}'s {} holds a duplicated attachment: {seen:?}",
+        copy.key
+    );
+    for a in issue
+        .attachments
+        .iter()
+        .filter(|a| a.name.starts_with(&format!("{site}-")))
+    {
+        assert!(
+            seen.contains(&(a.name.as_str(), a.sha256.as_str())),
+            "{site}'s {} attachment {} is missing on {peer}'s {}",
+            issue.key,
+            a.name,
+            copy.key
+        );
     }
 }
 
@@ -464,8 +526,9 @@ fn torture(channel: Channel) {
         started.elapsed()
     );
     println!(
-        "torture: changes: {} creates, {} edits, {} comments, {} internal notes, {} deletions",
-        c.creates, c.edits, c.comments, c.internal_comments, c.deletions
+        "torture: changes: {} creates, {} edits, {} comments, {} internal notes, {} attachments, \
+         {} deletions",
+        c.creates, c.edits, c.comments, c.internal_comments, c.attachments, c.deletions
     );
     println!(
         "torture: checked {issues} shared issues and {comments} comments: 0 duplicates, 0 lost"
