@@ -100,6 +100,8 @@ pub enum TrackerConfig {
         #[serde(default = "default_timeout")]
         timeout: u64,
     },
+    /// A Jira Cloud or Data Center project (credentials from the environment).
+    Jira(crate::tracker::jira::JiraConfig),
 }
 
 fn default_labels_field() -> String {
@@ -498,6 +500,14 @@ impl Config {
         let site_path = root.join(CONFIG_FILE);
         let site: SiteConfig = read_yaml(&site_path)?;
         check_name(&site_path, "site", &site.site)?;
+        if let TrackerConfig::Jira(jira) = &site.tracker
+            && let Err(message) = jira.check()
+        {
+            return Err(ConfigError::Invalid {
+                path: site_path,
+                message,
+            });
+        }
         let mut connections = BTreeMap::new();
         let dir = root.join(CONNECTIONS_DIR);
         if dir.is_dir() {

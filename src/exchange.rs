@@ -518,22 +518,14 @@ impl Exchange {
     /// Blob paths (recursive) under `prefix` in a commit's tree, with their blob
     /// ids; `""` lists everything. Paths are full paths from the root.
     pub fn files(&self, commit: Oid, prefix: &str) -> Result<BTreeMap<String, Oid>, ExchangeError> {
-        let root = self.tree_of(commit)?;
         let prefix = prefix.trim_matches('/');
         let mut out = BTreeMap::new();
         if prefix.is_empty() {
-            self.collect_blobs(&root, "", &mut out)?;
+            self.collect_blobs(&self.tree_of(commit)?, "", &mut out)?;
             return Ok(out);
         }
-        let entry = match root.get_path(Path::new(prefix)) {
-            Ok(entry) => entry,
-            Err(e) if e.code() == ErrorCode::NotFound => return Ok(out),
-            Err(source) => {
-                return Err(ExchangeError::Git {
-                    context: format!("looking up {prefix} at {}", short(commit)),
-                    source,
-                });
-            }
+        let Some(entry) = self.entry_at(commit, prefix)? else {
+            return Ok(out);
         };
         match entry.kind() {
             Some(ObjectType::Tree) => {
@@ -607,16 +599,8 @@ impl Exchange {
         commit: Oid,
         path: &str,
     ) -> Result<Option<(Oid, Vec<u8>)>, ExchangeError> {
-        let tree = self.tree_of(commit)?;
-        let entry = match tree.get_path(Path::new(path)) {
-            Ok(entry) => entry,
-            Err(e) if e.code() == ErrorCode::NotFound => return Ok(None),
-            Err(source) => {
-                return Err(ExchangeError::Git {
-                    context: format!("looking up {path} at {}", short(commit)),
-                    source,
-                });
-            }
+        let Some(entry) = self.entry_at(commit, path)? else {
+            return Ok(None);
         };
         if entry.kind() != Some(ObjectType::Blob) {
             return Ok(None);
@@ -659,16 +643,8 @@ impl Exchange {
         sha256: &str,
     ) -> Result<Option<ContentReader<'_>>, ExchangeError> {
         let path = crate::attachment::content_path(sha256);
-        let tree = self.tree_of(commit)?;
-        let entry = match tree.get_path(Path::new(&path)) {
-            Ok(entry) => entry,
-            Err(e) if e.code() == ErrorCode::NotFound => return Ok(None),
-            Err(source) => {
-                return Err(ExchangeError::Git {
-                    context: format!("looking up {path} at {}", short(commit)),
-                    source,
-                });
-            }
+        let Some(entry) = self.entry_at(commit, &path)? else {
+            return Ok(None);
         };
         let parts = match entry.kind() {
             Some(ObjectType::Blob) => vec![entry.id()],
@@ -699,9 +675,18 @@ impl Exchange {
 
     /// True when a commit's tree has an entry (file or folder) at `path`.
     pub fn has_path(&self, commit: Oid, path: &str) -> Result<bool, ExchangeError> {
+        Ok(self.entry_at(commit, path)?.is_some())
+    }
+
+    /// The entry (file or folder) at `path` in a commit's tree, if any.
+    fn entry_at(
+        &self,
+        commit: Oid,
+        path: &str,
+    ) -> Result<Option<git2::TreeEntry<'static>>, ExchangeError> {
         match self.tree_of(commit)?.get_path(Path::new(path)) {
-            Ok(_) => Ok(true),
-            Err(e) if e.code() == ErrorCode::NotFound => Ok(false),
+            Ok(entry) => Ok(Some(entry)),
+            Err(e) if e.code() == ErrorCode::NotFound => Ok(None),
             Err(source) => Err(ExchangeError::Git {
                 context: format!("looking up {path} at {}", short(commit)),
                 source,

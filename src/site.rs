@@ -19,6 +19,7 @@ use crate::config::{CONFIG_FILE, Config, TrackerConfig, write_atomic};
 use crate::exchange::Exchange;
 use crate::ledger::Ledger;
 use crate::signing::{KeyError, SiteKey};
+use crate::tracker::jira::JiraTracker;
 use crate::tracker::local::LocalTracker;
 use crate::tracker::redmine::{self, RedmineTracker};
 use crate::tracker::{Tracker, TrackerError};
@@ -147,6 +148,11 @@ pub fn open_tracker(config: &Config) -> Result<Box<dyn Tracker>, TrackerError> {
                 &config.state_dir(),
             )?))
         }
+        TrackerConfig::Jira(jira) => Ok(Box::new(JiraTracker::open(
+            jira,
+            &config.root,
+            &config.state_dir(),
+        )?)),
     }
 }
 
@@ -230,8 +236,15 @@ pub fn ensure_signing_key(config: &Config) -> Result<(SiteKey, bool), KeyError> 
     }
 }
 
+/// The `tracker:` block of a new site's `ferry.yaml` for the embedded tracker.
+pub const LOCAL_TRACKER_YAML: &str =
+    "  # `local` is the embedded tracker (a SQLite file); see `ferry tracker --help`.
+  kind: local
+  path: tracker.db";
+
 /// The files a new site gets, relative to the site folder, with their content.
-/// `{{site}}` is replaced by the site name, except in the message templates under
+/// `{{site}}` is replaced by the site name and `{{tracker}}` by the tracker block,
+/// except in the message templates under
 /// `templates/`, where it is filled at each notice.
 const SCAFFOLD: &[(&str, &str)] = &[
     (CONFIG_FILE, include_str!("../templates/ferry.yaml")),
@@ -258,9 +271,14 @@ const SCAFFOLD: &[(&str, &str)] = &[
 ];
 
 /// Writes the scaffold of a new site into `dir`, keeping every file that already
-/// exists (re-running `ferry init` never overwrites an admin's work). Returns each
-/// path with whether it was created.
-pub fn scaffold(dir: &Path, site: &str) -> anyhow::Result<Vec<(&'static str, bool)>> {
+/// exists (re-running `ferry init` never overwrites an admin's work). `tracker` is
+/// the indented body of the `tracker:` block ([`LOCAL_TRACKER_YAML`] for the
+/// embedded tracker). Returns each path with whether it was created.
+pub fn scaffold(
+    dir: &Path,
+    site: &str,
+    tracker: &str,
+) -> anyhow::Result<Vec<(&'static str, bool)>> {
     fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let mut done = Vec::new();
     for (path, template) in SCAFFOLD {
@@ -270,7 +288,9 @@ pub fn scaffold(dir: &Path, site: &str) -> anyhow::Result<Vec<(&'static str, boo
             let text = if path.starts_with("templates/") {
                 template.to_string()
             } else {
-                template.replace("{{site}}", site)
+                template
+                    .replace("{{site}}", site)
+                    .replace("{{tracker}}", tracker)
             };
             write_atomic(&target, text.as_bytes())?;
         }

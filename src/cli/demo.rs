@@ -20,7 +20,7 @@ use crate::engine::{self, SyncOptions};
 use crate::exchange::own_branch;
 use crate::model::Issue;
 use crate::signing::{SignaturePolicy, SiteKey, add_trusted_key};
-use crate::site::{Site, ensure_signing_key, scaffold};
+use crate::site::{LOCAL_TRACKER_YAML, Site, ensure_signing_key, scaffold};
 use crate::tracker::{IssuePatch, NewComment, NewIssue};
 
 /// Run the two-site story in a temporary folder and narrate it.
@@ -309,7 +309,7 @@ impl<'a> Story<'a> {
         query: &str,
     ) -> anyhow::Result<()> {
         let dir = self.site_dir(name);
-        scaffold(&dir, name)?;
+        scaffold(&dir, name, LOCAL_TRACKER_YAML)?;
         ensure_signing_key(&Config::load(&dir)?)?;
         let peer = if name == "support" {
             "engineering"

@@ -1,11 +1,12 @@
 //! `ferry init`: scaffold a site folder.
 
-use anyhow::Context;
-
 use super::{Ctx, ExitStatus, UsageError};
-use crate::config::{CONFIG_FILE, Config, TrackerConfig, write_atomic};
+use crate::config::{CONFIG_FILE, Config, TrackerConfig};
 use crate::replica::is_plain_name;
-use crate::site::{Site, ensure_signing_key, scaffold};
+use crate::site::{LOCAL_TRACKER_YAML, Site, ensure_signing_key, scaffold};
+use crate::tracker::jira::{
+    ENV_API_TOKEN, ENV_EMAIL, ENV_PAT, Flavour, InternalComments, JiraConfig,
+};
 
 /// Create a site: ferry.yaml, default rule scripts and the state folder.
 ///
@@ -18,11 +19,15 @@ pub struct InitArgs {
     /// The tracker connector.
     #[arg(long, value_enum, default_value = "local")]
     tracker: TrackerKind,
-    /// Redmine: the server's base URL.
-    #[arg(long, required_if_eq("tracker", "redmine"))]
+    /// Redmine or Jira: the server's base URL.
+    #[arg(long, required_if_eq_any([("tracker", "redmine"), ("tracker", "jira")]))]
     url: Option<String>,
-    /// Redmine: the identifier of the project this site shares.
-    #[arg(long, required_if_eq("tracker", "redmine"))]
+    /// Jira: cloud (REST v3, e-mail + API token) or datacenter (REST v2, personal
+    /// access token).
+    #[arg(long, value_enum, required_if_eq("tracker", "jira"))]
+    flavour: Option<Flavour>,
+    /// Redmine: the project identifier; Jira: the project key whose issues sync sees.
+    #[arg(long, required_if_eq_any([("tracker", "redmine"), ("tracker", "jira")]))]
     project: Option<String>,
     /// Redmine: a file holding the API key (relative to the site folder);
     /// without it the key comes from FERRY_REDMINE_API_KEY.
@@ -36,6 +41,8 @@ enum TrackerKind {
     Local,
     /// A Redmine server (REST API).
     Redmine,
+    /// A Jira Cloud or Data Center project.
+    Jira,
 }
 
 impl TrackerKind {
@@ -43,37 +50,84 @@ impl TrackerKind {
         match self {
             TrackerKind::Local => "local",
             TrackerKind::Redmine => "redmine",
+            TrackerKind::Jira => "jira",
         }
     }
 }
 
-/// The scaffold's tracker section, which `--tracker redmine` replaces.
-const LOCAL_TRACKER: &str =
-    "  # `local` is the embedded tracker (a SQLite file); see `ferry tracker --help`.
-  kind: local
-  path: tracker.db
-";
-
-/// The tracker section for a Redmine site. Values are written as JSON strings,
+/// The `tracker:` block for a Redmine site. Values are written as JSON strings,
 /// which YAML reads as they are whatever they contain.
-fn redmine_section(args: &InitArgs) -> String {
+fn redmine_yaml(args: &InitArgs) -> String {
     let quote =
         |s: &Option<String>| serde_json::to_string(s.as_deref().unwrap_or("")).unwrap_or_default();
     let mut section = format!(
         "  # Redmine's REST API (docs/redmine.md). The API key comes from the key file\n  \
          # named here or from FERRY_REDMINE_API_KEY, never from this file.\n  \
-         kind: redmine\n  url: {}\n  project: {}\n",
+         kind: redmine\n  url: {}\n  project: {}",
         quote(&args.url),
         quote(&args.project)
     );
     if args.api_key_file.is_some() {
-        section.push_str(&format!("  api_key_file: {}\n", quote(&args.api_key_file)));
+        section.push_str(&format!("\n  api_key_file: {}", quote(&args.api_key_file)));
     }
     section
 }
 
+/// The `tracker:` block `ferry.yaml` starts with.
+fn tracker_yaml(args: &InitArgs) -> Result<String, UsageError> {
+    match args.tracker {
+        TrackerKind::Local => return Ok(LOCAL_TRACKER_YAML.into()),
+        TrackerKind::Redmine => return Ok(redmine_yaml(args)),
+        TrackerKind::Jira => {}
+    }
+    let (Some(url), Some(flavour), Some(project)) = (&args.url, args.flavour, &args.project) else {
+        return Err(UsageError(
+            "--tracker jira needs --url, --flavour and --project".into(),
+        ));
+    };
+    // The checks `ferry.yaml` gets at every load, before anything is written.
+    JiraConfig {
+        url: url.clone(),
+        flavour,
+        project: project.clone(),
+        jql: String::new(),
+        fields: Vec::new(),
+        default_type: String::new(),
+        internal_comments: InternalComments::default(),
+        token_file: None,
+        email: None,
+    }
+    .check()
+    .map_err(|e| UsageError(format!("{e} (from --url and --project)")))?;
+    // JSON strings are YAML strings: no quoting rules to get wrong.
+    let quote = |s: &str| serde_json::Value::from(s).to_string();
+    let (flavour, secrets) = match flavour {
+        Flavour::Cloud => ("cloud", format!("{ENV_EMAIL} and {ENV_API_TOKEN}")),
+        Flavour::Datacenter => ("datacenter", ENV_PAT.to_string()),
+    };
+    Ok(format!(
+        "  # A Jira project. Credentials come from the environment ({secrets}),
+  # never from this file. See docs/jira.md.
+  kind: jira
+  url: {}
+  flavour: {flavour}
+  project: {}
+  # Extra JQL ANDed with the project (no ORDER BY):
+  # jql: component = Printers
+  # Further fields sync carries, by their Jira name:
+  # fields: [Severity, Fix versions]
+  # Issue type of created issues that name none:
+  # default_type: Task
+  # How internal comments are restricted (role, group, or servicedesk):
+  # internal_comments: {{type: role, value: Administrators}}",
+        quote(url),
+        quote(project)
+    ))
+}
+
 /// Runs `ferry init`.
 pub fn run(args: InitArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
+    let tracker = tracker_yaml(&args)?;
     if !is_plain_name(&args.site) {
         return Err(UsageError(format!(
             "{:?} is not a valid site name: use letters, digits, '-', '_' and '.'",
@@ -82,17 +136,7 @@ pub fn run(args: InitArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
         .into());
     }
     let dir = ctx.dir.clone();
-    for (path, created) in scaffold(&dir, &args.site)? {
-        if created && path == CONFIG_FILE && matches!(args.tracker, TrackerKind::Redmine) {
-            let file = dir.join(CONFIG_FILE);
-            let text = std::fs::read_to_string(&file)
-                .with_context(|| format!("cannot read {}", file.display()))?;
-            write_atomic(
-                &file,
-                text.replace(LOCAL_TRACKER, &redmine_section(&args))
-                    .as_bytes(),
-            )?;
-        }
+    for (path, created) in scaffold(&dir, &args.site, &tracker)? {
         writeln!(
             ctx.out,
             "{} {path}",
@@ -110,6 +154,7 @@ pub fn run(args: InitArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
     let kept = match config.site.tracker {
         TrackerConfig::Local { .. } => TrackerKind::Local,
         TrackerConfig::Redmine { .. } => TrackerKind::Redmine,
+        TrackerConfig::Jira(_) => TrackerKind::Jira,
     };
     if kept != args.tracker {
         writeln!(

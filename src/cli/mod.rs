@@ -172,6 +172,24 @@ pub fn run() -> ExitCode {
     ExitCode::from(status as u8)
 }
 
+/// Runs one command as `ferry ARGS` in `dir` would, inside the calling process:
+/// for library tests that drive whole sites against an in-process fake server
+/// (the Jira connector's), which the integration tests' child processes cannot
+/// reach.
+#[cfg(test)]
+pub(crate) fn run_in(
+    dir: &std::path::Path,
+    args: &[&str],
+    out: &mut dyn Write,
+) -> anyhow::Result<ExitStatus> {
+    let cli = Cli::try_parse_from(std::iter::once("ferry").chain(args.iter().copied()))?;
+    let mut ctx = Ctx {
+        dir: dir.to_path_buf(),
+        out,
+    };
+    dispatch(cli.command, &mut ctx)
+}
+
 /// The tracing target of a run's outcome, logged to `--log-file` only.
 const RUN_OUTCOME: &str = "ferry_run";
 

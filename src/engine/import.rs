@@ -457,9 +457,6 @@ fn import_one(
             t.add_comment(&local.id, &new)
         })?;
         done.comments_added += 1;
-        if done.action == ImportAction::Unchanged {
-            done.action = ImportAction::Updated;
-        }
     }
     for id in &result.new_attachments {
         let Some(wanted) = added_attachments.iter().find(|a| &a.id == id) else {
@@ -467,9 +464,6 @@ fn import_one(
         };
         upload(site, &journal, head, &local, wanted, &author)?;
         done.attachments_added += 1;
-        if done.action == ImportAction::Unchanged {
-            done.action = ImportAction::Updated;
-        }
     }
     for id in &result.remove_attachments {
         let Some(gone) = removed_attachments.iter().find(|a| &a.id == id) else {
@@ -483,9 +477,10 @@ fn import_one(
             t.delete_attachment(&local.id, &copy.id, &author)
         })?;
         done.attachments_removed += 1;
-        if done.action == ImportAction::Unchanged {
-            done.action = ImportAction::Updated;
-        }
+    }
+    let added = done.comments_added + done.attachments_added + done.attachments_removed;
+    if done.action == ImportAction::Unchanged && added > 0 {
+        done.action = ImportAction::Updated;
     }
     if !result.delete_issue {
         conflict::record_import(&mut site.ledger, peer, &local, &remote_target, &baseline)

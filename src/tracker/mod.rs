@@ -7,6 +7,7 @@
 
 #[cfg(test)]
 mod contract;
+pub mod jira;
 pub mod local;
 pub mod redmine;
 

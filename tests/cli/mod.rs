@@ -8,6 +8,7 @@ mod doctor;
 mod errors;
 mod git_server;
 mod interface;
+mod jira;
 mod many;
 mod notify;
 mod operators;

@@ -91,12 +91,18 @@ impl Actor {
 /// Opens the site's tracker as `ferry.yaml` configures it.
 fn open(ctx: &Ctx) -> anyhow::Result<LocalTracker> {
     let config = Config::load(&ctx.dir)?;
-    // Only the embedded tracker is acted on by hand: a real tracker has its own
-    // user interface.
+    // Only the local tracker can be acted on by hand: a real tracker has its own
+    // user interface, and ferry acting there would bypass it.
     match &config.site.tracker {
         TrackerConfig::Local { path } => Ok(LocalTracker::open(&config.resolve(path))?),
         TrackerConfig::Redmine { url, .. } => Err(UsageError(format!(
             "`ferry tracker` acts on the embedded tracker only; this site's issues are in Redmine at {url}"
+        ))
+        .into()),
+        TrackerConfig::Jira(jira) => Err(super::UsageError(format!(
+            "`ferry tracker` acts on the embedded tracker only; this site uses Jira at {}: \
+             change issues there",
+            jira.url
         ))
         .into()),
     }

@@ -1,0 +1,939 @@
+//! A small in-memory Jira for the connector's tests, on a local TCP port.
+//!
+//! No Jira runs on a build machine, so this stands in for one. It is honest about
+//! shapes, not behaviour: every response body is a recorded real Jira response
+//! from `tests/fixtures/jira/` (see its README) with ids, keys, times and the
+//! fields the connector uses patched in; the behaviour (workflow, search, paging,
+//! errors) is the small part of Jira's the connector relies on. It records every
+//! request so tests can check method, path, query and body, and can be told to
+//! answer the next requests with a status of a test's choosing (429, 503).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Duration, Utc};
+use serde_json::{Value, json};
+
+/// One request as the fake received it.
+#[derive(Debug, Clone)]
+pub(crate) struct Recorded {
+    pub method: String,
+    pub path: String,
+    pub query: BTreeMap<String, String>,
+    pub headers: BTreeMap<String, String>,
+    pub body: Vec<u8>,
+}
+
+impl Recorded {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+}
+
+struct FakeIssue {
+    id: u64,
+    key: String,
+    fields: serde_json::Map<String, Value>,
+    comments: Vec<Value>,
+    attachments: Vec<(Value, Vec<u8>)>,
+    created: DateTime<Utc>,
+    updated: DateTime<Utc>,
+}
+
+struct State {
+    v3: bool,
+    base: String,
+    user: String,
+    auth: String,
+    project: String,
+    issues: BTreeMap<u64, FakeIssue>,
+    next_id: u64,
+    next_key: u64,
+    log: Vec<Recorded>,
+    faults: VecDeque<Reply>,
+}
+
+/// A running fake Jira.
+pub(crate) struct FakeJira {
+    state: Arc<Mutex<State>>,
+    url: String,
+}
+
+fn fixture(path: &str) -> Value {
+    let file = format!("{}/tests/fixtures/jira/{path}", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_str(&std::fs::read_to_string(&file).expect("fixture")).expect("json")
+}
+
+fn stamp(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S%.3f+0000").to_string()
+}
+
+impl FakeJira {
+    /// Starts a fake Jira Cloud (`v3`) or Data Center (v2) with one project and
+    /// one user, answering to `auth` (the `Authorization` header value).
+    pub fn start(v3: bool, project: &str, user: &str, auth: &str) -> FakeJira {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let state = Arc::new(Mutex::new(State {
+            v3,
+            base: url.clone(),
+            user: user.into(),
+            auth: auth.into(),
+            project: project.into(),
+            issues: BTreeMap::new(),
+            next_id: 10_000,
+            next_key: 1,
+            log: Vec::new(),
+            faults: VecDeque::new(),
+        }));
+        let shared = Arc::clone(&state);
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let shared = Arc::clone(&shared);
+                std::thread::spawn(move || serve(stream, &shared));
+            }
+        });
+        FakeJira { state, url }
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Every request so far.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.state.lock().unwrap().log.clone()
+    }
+
+    /// Answers the next request with this status, headers and body.
+    pub fn fail_next(&self, status: u16, headers: &[(&str, &str)], body: &str) {
+        let headers = headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        self.state
+            .lock()
+            .unwrap()
+            .faults
+            .push_back((status, headers, body.as_bytes().to_vec()));
+    }
+
+    /// Deletes an issue behind the connector's back, as a Jira user would.
+    pub fn delete_directly(&self, id: &str) {
+        let id: u64 = id.parse().expect("numeric id");
+        self.state.lock().unwrap().issues.remove(&id);
+    }
+}
+
+fn serve(stream: TcpStream, state: &Mutex<State>) {
+    let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+    loop {
+        let Some(request) = read_request(&mut reader) else {
+            return;
+        };
+        let (status, headers, body) = {
+            let mut state = state.lock().unwrap();
+            state.log.push(request.clone());
+            match state.faults.pop_front() {
+                Some(fault) => fault,
+                None => state.handle(&request),
+            }
+        };
+        let mut out = &stream;
+        let mut head = format!(
+            "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: keep-alive\r\n",
+            body.len()
+        );
+        if !headers.iter().any(|(k, _)| k == "Content-Type") {
+            head.push_str("Content-Type: application/json;charset=UTF-8\r\n");
+        }
+        for (k, v) in headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str("\r\n");
+        if out.write_all(head.as_bytes()).is_err() || out.write_all(&body).is_err() {
+            return;
+        }
+    }
+}
+
+fn decode(s: &str) -> String {
+    let mut bytes = Vec::new();
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' if i + 3 <= b.len() => {
+                let hex = std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("");
+                match u8::from_str_radix(hex, 16) {
+                    Ok(v) => {
+                        bytes.push(v);
+                        i += 3;
+                    }
+                    Err(_) => {
+                        bytes.push(b'%');
+                        i += 1;
+                    }
+                }
+            }
+            b'+' => {
+                bytes.push(b' ');
+                i += 1;
+            }
+            c => {
+                bytes.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Recorded> {
+    let mut line = String::new();
+    if reader.read_line(&mut line).ok()? == 0 {
+        return None;
+    }
+    let mut parts = line.split_whitespace();
+    let method = parts.next()?.to_string();
+    let target = parts.next()?.to_string();
+    let mut headers = BTreeMap::new();
+    loop {
+        let mut h = String::new();
+        reader.read_line(&mut h).ok()?;
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+        }
+    }
+    let mut body = Vec::new();
+    if let Some(len) = headers.get("content-length") {
+        body.resize(len.parse().ok()?, 0);
+        reader.read_exact(&mut body).ok()?;
+    } else if headers
+        .get("transfer-encoding")
+        .is_some_and(|t| t.eq_ignore_ascii_case("chunked"))
+    {
+        loop {
+            let mut size = String::new();
+            reader.read_line(&mut size).ok()?;
+            let size = usize::from_str_radix(size.trim(), 16).ok()?;
+            let mut chunk = vec![0; size + 2];
+            reader.read_exact(&mut chunk).ok()?;
+            if size == 0 {
+                break;
+            }
+            body.extend_from_slice(&chunk[..size]);
+        }
+    }
+    let (path, query) = target.split_once('?').unwrap_or((&target, ""));
+    let query = query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (decode(k), decode(v))
+        })
+        .collect();
+    Some(Recorded {
+        method,
+        path: path.to_string(),
+        query,
+        headers,
+        body,
+    })
+}
+
+type Reply = (u16, Vec<(String, String)>, Vec<u8>);
+
+fn reply(status: u16, body: &Value) -> Reply {
+    (status, Vec::new(), body.to_string().into_bytes())
+}
+
+fn no_content() -> Reply {
+    (204, Vec::new(), Vec::new())
+}
+
+fn not_found() -> Reply {
+    reply(404, &fixture("v2/error-not-found.json"))
+}
+
+/// The recorded error body of `v2/issue-create-errors.json` with this status.
+fn recorded_error(status: u64) -> Value {
+    fixture("v2/issue-create-errors.json")
+        .as_object()
+        .and_then(|m| m.values().find(|e| e["status_code"] == status).cloned())
+        .unwrap_or_default()
+}
+
+fn bad_request(field: &str, message: &str) -> Reply {
+    // The shape of the recorded 400, with the field and message Jira gives for
+    // this case.
+    let mut body = recorded_error(400);
+    if let Some(m) = body.as_object_mut() {
+        m.remove("status_code");
+    }
+    body["errors"] = json!({ field: message });
+    reply(400, &body)
+}
+
+impl State {
+    fn api(&self) -> &'static str {
+        if self.v3 {
+            "/rest/api/3"
+        } else {
+            "/rest/api/2"
+        }
+    }
+
+    /// A user object from a recorded one, naming `user`.
+    fn user_object(&self, user: &str) -> Value {
+        if self.v3 {
+            let mut u = fixture("v3/comment-get.json")["author"].clone();
+            u["accountId"] = json!(user);
+            u["self"] = json!(format!("{}/rest/api/3/user?accountId={user}", self.base));
+            u
+        } else {
+            let mut u = fixture("v2/issue-restricted-comment.json")["fields"]["comment"]
+                ["comments"][0]["author"]
+                .clone();
+            u["name"] = json!(user);
+            u["self"] = json!(format!("{}/rest/api/2/user?username={user}", self.base));
+            u
+        }
+    }
+
+    fn read_user(&self, v: &Value) -> Option<String> {
+        let key = if self.v3 { "accountId" } else { "name" };
+        v.get(key).and_then(Value::as_str).map(str::to_string)
+    }
+
+    fn field_list(&self) -> Value {
+        let mut list = fixture("v3/fields.json");
+        let items = list.as_array_mut().expect("field list");
+        let template = items
+            .iter()
+            .find(|f| f["custom"] == true)
+            .cloned()
+            .expect("a custom field");
+        for (id, name, kind) in [(90001, "Severity", "number"), (90002, "Customer", "string")] {
+            let mut f = template.clone();
+            f["id"] = json!(format!("customfield_{id}"));
+            f["key"] = f["id"].clone();
+            f["name"] = json!(name);
+            f["untranslatedName"] = json!(name);
+            f["clauseNames"] = json!([format!("cf[{id}]"), name]);
+            f["schema"] = json!({"type": kind, "custom": "com.atlassian.jira.plugin.system.customfieldtypes:float", "customId": id});
+            items.push(f);
+        }
+        list
+    }
+
+    fn find(&self, id_or_key: &str) -> Option<u64> {
+        self.issues
+            .values()
+            .find(|i| i.id.to_string() == id_or_key || i.key == id_or_key)
+            .map(|i| i.id)
+    }
+
+    fn render_comment(&self, issue: u64, c: &Value, with_properties: bool) -> Value {
+        let mut out = if self.v3 {
+            fixture("v3/comment-get.json")
+        } else {
+            fixture("v2/issue-restricted-comment.json")["fields"]["comment"]["comments"][0].clone()
+        };
+        let obj = out.as_object_mut().expect("comment");
+        obj.remove("visibility");
+        for key in ["id", "body", "created", "updated", "visibility"] {
+            if let Some(v) = c.get(key) {
+                obj.insert(key.into(), v.clone());
+            }
+        }
+        let author = self.user_object(c["author"].as_str().unwrap_or_default());
+        obj.insert("author".into(), author.clone());
+        obj.insert("updateAuthor".into(), author);
+        obj.insert(
+            "self".into(),
+            json!(format!(
+                "{}{}/issue/{issue}/comment/{}",
+                self.base,
+                self.api(),
+                c["id"].as_str().unwrap_or_default()
+            )),
+        );
+        if with_properties {
+            obj.insert("properties".into(), c["properties"].clone());
+        }
+        out
+    }
+
+    fn render_attachment(&self, meta: &Value) -> Value {
+        let mut out = if self.v3 {
+            fixture("v3/attachment-metadata.json")
+        } else {
+            fixture("v2/issue-restricted-comment.json")["fields"]["attachment"][0].clone()
+        };
+        let id = meta["id"].as_str().unwrap_or_default();
+        out["id"] = if self.v3 {
+            json!(id.parse::<u64>().unwrap_or(0))
+        } else {
+            json!(id)
+        };
+        out["filename"] = meta["filename"].clone();
+        out["size"] = meta["size"].clone();
+        out["created"] = meta["created"].clone();
+        out["author"] = self.user_object(meta["author"].as_str().unwrap_or_default());
+        out["self"] = json!(format!("{}{}/attachment/{id}", self.base, self.api()));
+        out["content"] = json!(format!("{}/secure/attachment/{id}/file", self.base));
+        out
+    }
+
+    fn render(&self, issue: &FakeIssue) -> Value {
+        let (mut out, objects) = if self.v3 {
+            let t = fixture("v3/issue-get.json");
+            let objects = t["fields"].clone();
+            (t, objects)
+        } else {
+            (
+                fixture("v2/issue-restricted-comment.json"),
+                fixture("v2/issue-get.json")["fields"].clone(),
+            )
+        };
+        out["id"] = json!(issue.id.to_string());
+        out["key"] = json!(issue.key);
+        out["self"] = json!(format!("{}{}/issue/{}", self.base, self.api(), issue.id));
+        let f = &mut out["fields"];
+        let named = |template: &Value, name: &Value| {
+            if name.is_null() {
+                return Value::Null;
+            }
+            let mut o = template.clone();
+            o["name"] = name.clone();
+            o
+        };
+        let fields = &issue.fields;
+        f["summary"] = fields.get("summary").cloned().unwrap_or_default();
+        f["description"] = fields.get("description").cloned().unwrap_or(Value::Null);
+        f["status"] = named(&objects["status"], &fields["status"]["name"]);
+        f["issuetype"] = named(&objects["issuetype"], &fields["issuetype"]["name"]);
+        f["priority"] = named(
+            &objects["priority"],
+            fields.get("priority").map_or(&Value::Null, |p| &p["name"]),
+        );
+        let mut project = objects["project"].clone();
+        project["key"] = json!(self.project);
+        f["project"] = project;
+        for key in ["assignee", "reporter"] {
+            f[key] = match fields.get(key).and_then(|u| self.read_user(u)) {
+                Some(u) => self.user_object(&u),
+                None => Value::Null,
+            };
+        }
+        f["labels"] = fields.get("labels").cloned().unwrap_or(json!([]));
+        f["components"] = fields.get("components").cloned().unwrap_or(json!([]));
+        for (k, v) in fields {
+            if k.starts_with("customfield_") {
+                f[k] = v.clone();
+            }
+        }
+        f["created"] = json!(stamp(issue.created));
+        f["updated"] = json!(stamp(issue.updated));
+        f["attachment"] = Value::Array(
+            issue
+                .attachments
+                .iter()
+                .map(|(m, _)| self.render_attachment(m))
+                .collect(),
+        );
+        let comments: Vec<Value> = issue
+            .comments
+            .iter()
+            .map(|c| self.render_comment(issue.id, c, false))
+            .collect();
+        f["comment"] = json!({"comments": comments, "maxResults": comments.len(),
+                              "total": comments.len(), "startAt": 0});
+        out
+    }
+
+    fn transitions(&self, issue: &FakeIssue) -> Value {
+        let mut t = fixture(if self.v3 {
+            "v3/transitions.json"
+        } else {
+            "v2/transitions.json"
+        });
+        let current = issue.fields["status"]["name"].clone();
+        if let Some(list) = t["transitions"].as_array_mut() {
+            list.retain(|t| t["to"]["name"] != current);
+        }
+        t
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+
+    /// Applies `fields` of a create or an edit, Jira's checks included.
+    fn apply(
+        &self,
+        issue: &mut FakeIssue,
+        fields: &serde_json::Map<String, Value>,
+    ) -> Option<Reply> {
+        for (k, v) in fields {
+            match k.as_str() {
+                "summary" if v.as_str().is_none_or(|s| s.trim().is_empty()) => {
+                    return Some(bad_request(
+                        "summary",
+                        "You must specify a summary of the issue.",
+                    ));
+                }
+                "description" if !v.is_null() && (self.v3 != v.is_object()) => {
+                    return Some(bad_request(
+                        "description",
+                        "Operation value must be a string",
+                    ));
+                }
+                "labels"
+                    if v.as_array().is_some_and(|l| {
+                        l.iter().any(|x| x.as_str().is_none_or(|s| s.contains(' ')))
+                    }) =>
+                {
+                    return Some(bad_request("labels", "The label must not contain spaces."));
+                }
+                "project" | "summary" | "description" | "issuetype" | "priority" | "assignee"
+                | "reporter" | "labels" | "components" | "customfield_90001"
+                | "customfield_90002" => {
+                    if v.is_null() {
+                        issue.fields.remove(k);
+                    } else {
+                        issue.fields.insert(k.clone(), v.clone());
+                    }
+                }
+                other => {
+                    return Some(bad_request(
+                        other,
+                        &format!(
+                            "Field '{other}' cannot be set. It is not on the appropriate screen, or unknown."
+                        ),
+                    ));
+                }
+            }
+        }
+        None
+    }
+
+    fn handle(&mut self, r: &Recorded) -> Reply {
+        if r.headers.get("authorization") != Some(&self.auth) {
+            return reply(401, &json!({"errors": recorded_error(401)["errors"]}));
+        }
+        let api = self.api();
+        if let Some(id) = r.path.strip_prefix("/secure/attachment/") {
+            let id = id.split('/').next().unwrap_or_default();
+            for issue in self.issues.values() {
+                if let Some((_, content)) = issue.attachments.iter().find(|(m, _)| m["id"] == id) {
+                    let headers = vec![("Content-Type".into(), "application/octet-stream".into())];
+                    return (200, headers, content.clone());
+                }
+            }
+            return not_found();
+        }
+        let Some(path) = r.path.strip_prefix(api) else {
+            return not_found();
+        };
+        let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        let now = self.now();
+        match (r.method.as_str(), segments.as_slice()) {
+            ("GET", ["serverInfo"]) => {
+                let mut info = fixture("v2/serverinfo.json");
+                info["baseUrl"] = json!(self.base);
+                info["serverTime"] = json!(stamp(now));
+                info["deploymentType"] = json!(if self.v3 { "Cloud" } else { "Server" });
+                reply(200, &info)
+            }
+            ("GET", ["myself"]) => reply(200, &self.user_object(&self.user.clone())),
+            ("GET", ["field"]) => reply(200, &self.field_list()),
+            ("GET", ["search"]) if !self.v3 => self.search(r, false),
+            ("GET", ["search", "jql"]) if self.v3 => self.search(r, true),
+            ("POST", ["issue"]) => {
+                let body = r.json();
+                let fields = body["fields"].as_object().cloned().unwrap_or_default();
+                if fields["project"]["key"] != json!(self.project) {
+                    return bad_request("project", "valid project is required");
+                }
+                let id = self.next_id;
+                let mut issue = FakeIssue {
+                    id,
+                    key: format!("{}-{}", self.project, self.next_key),
+                    fields: serde_json::Map::new(),
+                    comments: Vec::new(),
+                    attachments: Vec::new(),
+                    created: now,
+                    updated: now,
+                };
+                issue
+                    .fields
+                    .insert("status".into(), json!({"name": "Backlog"}));
+                if let Some(err) = self.apply(&mut issue, &fields) {
+                    return err;
+                }
+                if !issue.fields.contains_key("summary") {
+                    return bad_request("summary", "You must specify a summary of the issue.");
+                }
+                self.next_id += 1;
+                self.next_key += 1;
+                let mut created = fixture("v3/issue-create.json");
+                created["id"] = json!(id.to_string());
+                created["key"] = json!(issue.key);
+                created["self"] = json!(format!("{}{api}/issue/{id}", self.base));
+                if let Some(m) = created.as_object_mut() {
+                    m.remove("transition");
+                }
+                self.issues.insert(id, issue);
+                reply(201, &created)
+            }
+            (method, ["issue", key, rest @ ..]) => {
+                let Some(id) = self.find(key) else {
+                    return not_found();
+                };
+                self.issue_route(method, id, rest, r, now)
+            }
+            ("DELETE", ["attachment", aid]) => {
+                for issue in self.issues.values_mut() {
+                    let before = issue.attachments.len();
+                    issue.attachments.retain(|(m, _)| m["id"] != *aid);
+                    if issue.attachments.len() != before {
+                        issue.updated = now;
+                        return no_content();
+                    }
+                }
+                not_found()
+            }
+            _ => not_found(),
+        }
+    }
+
+    fn issue_route(
+        &mut self,
+        method: &str,
+        id: u64,
+        rest: &[&str],
+        r: &Recorded,
+        now: DateTime<Utc>,
+    ) -> Reply {
+        match (method, rest) {
+            ("GET", []) => reply(200, &self.render(&self.issues[&id])),
+            ("PUT", []) => {
+                let fields = r.json()["fields"].as_object().cloned().unwrap_or_default();
+                let mut issue = self.issues.remove(&id).expect("issue");
+                let before = issue.fields.clone();
+                let err = self.apply(&mut issue, &fields);
+                if err.is_some() {
+                    issue.fields = before;
+                } else if issue.fields != before {
+                    issue.updated = now;
+                }
+                self.issues.insert(id, issue);
+                err.unwrap_or_else(no_content)
+            }
+            ("DELETE", []) => {
+                self.issues.remove(&id);
+                no_content()
+            }
+            ("GET", ["transitions"]) => reply(200, &self.transitions(&self.issues[&id])),
+            ("POST", ["transitions"]) => {
+                let wanted = r.json()["transition"]["id"].clone();
+                let list = self.transitions(&self.issues[&id]);
+                let Some(t) = list["transitions"]
+                    .as_array()
+                    .and_then(|l| l.iter().find(|t| t["id"] == wanted))
+                else {
+                    return reply(
+                        400,
+                        &json!({"errorMessages": ["Transition id is not valid for this issue."], "errors": {}}),
+                    );
+                };
+                let issue = self.issues.get_mut(&id).expect("issue");
+                issue
+                    .fields
+                    .insert("status".into(), json!({"name": t["to"]["name"]}));
+                issue.updated = now;
+                no_content()
+            }
+            ("GET", ["comment"]) => {
+                let issue = &self.issues[&id];
+                let start: usize = r
+                    .query
+                    .get("startAt")
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0);
+                let max: usize = r
+                    .query
+                    .get("maxResults")
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(50)
+                    .min(2);
+                let props = r
+                    .query
+                    .get("expand")
+                    .is_some_and(|e| e.contains("properties"));
+                let page: Vec<Value> = issue
+                    .comments
+                    .iter()
+                    .skip(start)
+                    .take(max)
+                    .map(|c| self.render_comment(id, c, props))
+                    .collect();
+                let mut out = fixture(if self.v3 {
+                    "v3/comments.json"
+                } else {
+                    "v2/comments.json"
+                });
+                out["startAt"] = json!(start);
+                out["maxResults"] = json!(max);
+                out["total"] = json!(issue.comments.len());
+                out["comments"] = Value::Array(page);
+                reply(200, &out)
+            }
+            ("POST", ["comment"]) => {
+                let body = r.json();
+                if body["body"].is_null() || (self.v3 != body["body"].is_object()) {
+                    return bad_request("comment", "Comment body can not be empty!");
+                }
+                let cid = self.next_id;
+                self.next_id += 1;
+                let mut c = json!({"id": cid.to_string(), "author": self.user, "body": body["body"],
+                    "created": stamp(now), "updated": stamp(now),
+                    "properties": body.get("properties").cloned().unwrap_or(json!([]))});
+                if let Some(v) = body.get("visibility") {
+                    c["visibility"] = v.clone();
+                }
+                let rendered = self.render_comment(id, &c, false);
+                let issue = self.issues.get_mut(&id).expect("issue");
+                issue.comments.push(c);
+                issue.updated = now;
+                reply(201, &rendered)
+            }
+            ("GET", ["comment", cid]) => {
+                let issue = &self.issues[&id];
+                match issue.comments.iter().find(|c| c["id"] == *cid) {
+                    Some(c) => {
+                        let props = r
+                            .query
+                            .get("expand")
+                            .is_some_and(|e| e.contains("properties"));
+                        reply(200, &self.render_comment(id, c, props))
+                    }
+                    None => not_found(),
+                }
+            }
+            ("POST", ["attachments"]) => {
+                if r.headers.get("x-atlassian-token").map(String::as_str) != Some("no-check") {
+                    return reply(403, &json!({"errorMessages": ["XSRF check failed"]}));
+                }
+                let Some((name, content)) = multipart_file(r) else {
+                    return bad_request("file", "no file in the request");
+                };
+                let aid = self.next_id;
+                self.next_id += 1;
+                let meta = json!({"id": aid.to_string(), "filename": name, "size": content.len(),
+                                  "created": stamp(now), "author": self.user});
+                let rendered = self.render_attachment(&meta);
+                let issue = self.issues.get_mut(&id).expect("issue");
+                issue.attachments.push((meta, content));
+                issue.updated = now;
+                reply(200, &json!([rendered]))
+            }
+            _ => not_found(),
+        }
+    }
+
+    fn search(&self, r: &Recorded, v3: bool) -> Reply {
+        let jql = r.query.get("jql").cloned().unwrap_or_default();
+        let matching = match self.matching(&jql) {
+            Ok(ids) => ids,
+            Err(message) => {
+                return reply(400, &json!({"errorMessages": [message], "errors": {}}));
+            }
+        };
+        let max: usize = r
+            .query
+            .get("maxResults")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(50)
+            .min(2);
+        let start: usize = if v3 {
+            r.query
+                .get("nextPageToken")
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0)
+        } else {
+            r.query
+                .get("startAt")
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0)
+        };
+        let only_id = r.query.get("fields").is_some_and(|f| f == "id");
+        let page: Vec<Value> = matching
+            .iter()
+            .skip(start)
+            .take(max)
+            .map(|id| {
+                let issue = &self.issues[id];
+                if only_id {
+                    json!({"id": issue.id.to_string(), "key": issue.key,
+                           "self": format!("{}{}/issue/{}", self.base, self.api(), issue.id)})
+                } else {
+                    self.render(issue)
+                }
+            })
+            .collect();
+        let mut out = fixture("v3/search.json");
+        let end = start + page.len();
+        out["issues"] = Value::Array(page);
+        if v3 {
+            // The /search/jql shape: no total, a token while there is more.
+            if let Some(m) = out.as_object_mut() {
+                m.remove("startAt");
+                m.remove("total");
+                m.remove("maxResults");
+                if end < matching.len() {
+                    m.insert("nextPageToken".into(), json!(end.to_string()));
+                }
+                m.insert("isLast".into(), json!(end >= matching.len()));
+            }
+        } else {
+            out["startAt"] = json!(start);
+            out["maxResults"] = json!(max);
+            out["total"] = json!(matching.len());
+        }
+        reply(200, &out)
+    }
+
+    /// The ids matching the JQL the connector sends: clauses joined by AND of
+    /// `project =`, `labels =`, `status =`/`!=` and `updated >= "-Nm"`,
+    /// parenthesised groups, and a trailing `ORDER BY`.
+    fn matching(&self, jql: &str) -> Result<Vec<u64>, String> {
+        let jql = jql.split(" ORDER BY ").next().unwrap_or_default();
+        let clauses = split_and(jql);
+        // Jira checks the query before it looks at any issue.
+        let probe = FakeIssue {
+            id: 0,
+            key: String::new(),
+            fields: [("status".to_string(), json!({"name": ""}))]
+                .into_iter()
+                .collect(),
+            comments: Vec::new(),
+            attachments: Vec::new(),
+            created: self.now(),
+            updated: self.now(),
+        };
+        for clause in &clauses {
+            self.clause(&probe, clause)?;
+        }
+        let mut ids = Vec::new();
+        for issue in self.issues.values() {
+            let mut all = true;
+            for clause in &clauses {
+                all &= self.clause(issue, clause)?;
+            }
+            if all {
+                ids.push(issue.id);
+            }
+        }
+        ids.sort_by_key(|id| (self.issues[id].updated, *id));
+        Ok(ids)
+    }
+
+    fn clause(&self, issue: &FakeIssue, clause: &str) -> Result<bool, String> {
+        let clause = clause.trim();
+        if let Some(inner) = clause.strip_prefix('(').and_then(|c| c.strip_suffix(')')) {
+            let mut all = true;
+            for c in split_and(inner) {
+                all &= self.clause(issue, &c)?;
+            }
+            return Ok(all);
+        }
+        let unquote = |v: &str| v.trim().trim_matches('"').replace("\\\"", "\"");
+        let mut words = clause.splitn(3, ' ');
+        let (field, op, value) = (
+            words.next().unwrap_or(""),
+            words.next().unwrap_or(""),
+            words.next().unwrap_or(""),
+        );
+        let status = issue.fields["status"]["name"].as_str().unwrap_or_default();
+        match (field, op) {
+            ("project", "=") => Ok(unquote(value) == self.project),
+            ("labels", "=") => Ok(issue.fields.get("labels").is_some_and(|l| {
+                l.as_array()
+                    .is_some_and(|l| l.iter().any(|x| x == &json!(unquote(value))))
+            })),
+            ("status", "=") => Ok(status.eq_ignore_ascii_case(&unquote(value))),
+            ("status", "!=") => Ok(!status.eq_ignore_ascii_case(&unquote(value))),
+            ("updated", ">=") => {
+                let v = unquote(value);
+                let minutes: i64 = v
+                    .strip_prefix('-')
+                    .and_then(|m| m.strip_suffix('m'))
+                    .and_then(|m| m.parse().ok())
+                    .ok_or_else(|| format!("Date value '{v}' for field 'updated' is invalid."))?;
+                Ok(issue.updated >= self.now() - Duration::minutes(minutes))
+            }
+            _ => Err(format!(
+                "Error in the JQL Query: Expecting operator but got '{}'. (line 1, character 1)",
+                clause.split(' ').nth(1).unwrap_or(clause)
+            )),
+        }
+    }
+}
+
+/// Splits on ` AND ` outside parentheses and quotes.
+fn split_and(jql: &str) -> Vec<String> {
+    let mut parts = Vec::new();
+    let (mut depth, mut quoted, mut start) = (0i32, false, 0);
+    let bytes = jql.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' if i == 0 || bytes[i - 1] != b'\\' => quoted = !quoted,
+            b'(' if !quoted => depth += 1,
+            b')' if !quoted => depth -= 1,
+            _ if !quoted && depth == 0 && jql[i..].starts_with(" AND ") => {
+                parts.push(jql[start..i].to_string());
+                i += 5;
+                start = i;
+                continue;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    parts.push(jql[start..].to_string());
+    parts.into_iter().filter(|p| !p.trim().is_empty()).collect()
+}
+
+/// The file name and content of the `file` part of a multipart body.
+fn multipart_file(r: &Recorded) -> Option<(String, Vec<u8>)> {
+    let ct = r.headers.get("content-type")?;
+    let boundary = ct.split("boundary=").nth(1)?.trim_matches('"');
+    let body = &r.body;
+    let head_end = body.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let head = String::from_utf8_lossy(&body[..head_end]);
+    if !head.contains("name=\"file\"") {
+        return None;
+    }
+    let name = head
+        .split("filename=\"")
+        .nth(1)?
+        .split('"')
+        .next()?
+        .to_string();
+    let tail = format!("\r\n--{boundary}--");
+    let end = body
+        .windows(tail.len())
+        .rposition(|w| w == tail.as_bytes())?;
+    Some((name, body[head_end..end].to_vec()))
+}

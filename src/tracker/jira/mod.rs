@@ -1,0 +1,1203 @@
+//! The Jira connector: Jira Cloud (REST v3, Atlassian Document Format, e-mail and
+//! API token) and Jira Server/Data Center (REST v2, wiki text, personal access
+//! token).
+//!
+//! Jira cannot do three things the engine relies on, so the connector adds them
+//! (docs/jira.md has the reasons and costs):
+//!
+//! - **Origin markers.** An issue sync created carries a label
+//!   `ferry-origin:<site>:<id>`: labels are searchable by JQL on every Jira
+//!   without an app, unlike entity properties. The label is hidden from
+//!   [`Issue::labels`] and kept on every label update. A comment's origin (and its
+//!   author on the peer) is a comment property `ferry`.
+//! - **Tombstones.** Jira forgets a deleted issue. The connector remembers what it
+//!   has seen in `<state>/jira-known.json`; an issue that has vanished from the
+//!   scope and answers 404 is reported as a tombstone from then on.
+//! - **Second-precise change queries.** JQL compares dates by the minute in the
+//!   user's time zone. `changed_since` asks for a relative window
+//!   (`updated >= "-Nm"`, measured on Jira's clock, time-zone free) a minute
+//!   wider than needed and filters to the second itself.
+//!
+//! Status changes go through workflow transitions; a status no transition reaches
+//! is refused for that issue, naming the issue type and project whose workflow
+//! lacks it.
+
+pub mod adf;
+mod client;
+#[cfg(test)]
+mod fake;
+
+use std::cell::OnceCell;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use self::client::{Auth, Backoff, Body, Client, Failure};
+use super::{
+    IssuePatch, NewAttachment, NewComment, NewIssue, Tracker, TrackerError, TrackerInstance,
+};
+use crate::model::{Attachment, Comment, FieldValue, Issue, Origin, normalize_set};
+
+/// Environment variable with the Atlassian account e-mail (Cloud).
+pub const ENV_EMAIL: &str = "FERRY_JIRA_EMAIL";
+/// Environment variable with the Atlassian API token (Cloud).
+pub const ENV_API_TOKEN: &str = "FERRY_JIRA_API_TOKEN";
+/// Environment variable with the personal access token (Data Center).
+pub const ENV_PAT: &str = "FERRY_JIRA_PAT";
+/// File in the state folder where the connector remembers the issues it has seen.
+pub const KNOWN_FILE: &str = "jira-known.json";
+
+const ORIGIN_LABEL: &str = "ferry-origin:";
+const COMMENT_PROPERTY: &str = "ferry";
+const SD_PROPERTY: &str = "sd.public.comment";
+
+/// Which Jira: the flavour decides API version, rich text and authentication.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Flavour {
+    /// Jira Cloud: REST v3, ADF, e-mail + API token.
+    Cloud,
+    /// Jira Server / Data Center: REST v2, wiki text, personal access token.
+    Datacenter,
+}
+
+/// How an internal comment is restricted in Jira.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum InternalComments {
+    /// Visible to one project role.
+    Role {
+        /// Role name.
+        value: String,
+    },
+    /// Visible to one group.
+    Group {
+        /// Group name.
+        value: String,
+    },
+    /// A Jira Service Management internal note (`sd.public.comment`).
+    Servicedesk,
+}
+
+impl Default for InternalComments {
+    fn default() -> Self {
+        InternalComments::Role {
+            value: "Administrators".into(),
+        }
+    }
+}
+
+/// `tracker:` of `ferry.yaml` for `kind: jira`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JiraConfig {
+    /// Base URL (`https://example.atlassian.net`, `https://jira.example.com`).
+    pub url: String,
+    /// Cloud or Data Center.
+    pub flavour: Flavour,
+    /// The project whose issues sync sees.
+    pub project: String,
+    /// Extra JQL narrowing what sync sees, ANDed with the project (no ORDER BY).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub jql: String,
+    /// Fields beyond the standard ones that sync carries, by their Jira name
+    /// (`Severity`, `Fix versions`): resolved to ids through the field list.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<String>,
+    /// Issue type of a created issue that names none.
+    #[serde(default = "default_type")]
+    pub default_type: String,
+    /// The restriction an internal comment gets.
+    #[serde(default)]
+    pub internal_comments: InternalComments,
+    /// A file (relative to the site folder) holding the API token (Cloud) or the
+    /// personal access token (Data Center), for when the environment cannot carry
+    /// it (systemd credentials, container secrets). The environment wins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
+    /// The Atlassian account e-mail (Cloud), when not in the environment. Not a
+    /// secret; the token never goes here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+}
+
+impl JiraConfig {
+    /// What a value's type cannot say: the URL is http(s) and the project is a
+    /// key. The message names the key in `ferry.yaml`.
+    pub fn check(&self) -> Result<(), String> {
+        if !(self.url.starts_with("https://") || self.url.starts_with("http://")) {
+            return Err(format!(
+                "tracker.url {:?} is not an http(s) URL of a Jira",
+                self.url
+            ));
+        }
+        if self.project.is_empty()
+            || self
+                .project
+                .contains(|c: char| c.is_whitespace() || c == '"')
+        {
+            return Err(format!(
+                "tracker.project {:?} is not a Jira project key",
+                self.project
+            ));
+        }
+        if self.jql.to_ascii_uppercase().contains("ORDER BY") {
+            return Err("tracker.jql must not contain ORDER BY: ferry orders by itself".into());
+        }
+        Ok(())
+    }
+}
+
+fn default_type() -> String {
+    "Task".into()
+}
+
+/// One field of Jira's field list.
+#[derive(Debug, Clone)]
+struct FieldDef {
+    id: String,
+    schema: Value,
+}
+
+/// A connector to one Jira project.
+pub struct JiraTracker {
+    client: Client,
+    config: JiraConfig,
+    known_path: PathBuf,
+    field_defs: OnceCell<BTreeMap<String, FieldDef>>,
+    me: OnceCell<String>,
+}
+
+/// What the connector remembers between runs: the last state of every issue it
+/// has seen, deleted ones included.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Known {
+    issues: BTreeMap<String, Issue>,
+}
+
+impl JiraTracker {
+    /// Opens the connector with credentials from the environment, or from
+    /// `token_file` (resolved against `root`, the site folder).
+    pub fn open(
+        config: &JiraConfig,
+        root: &std::path::Path,
+        state_dir: &std::path::Path,
+    ) -> Result<Self, TrackerError> {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let from_file = || -> Result<Option<String>, TrackerError> {
+            let Some(file) = &config.token_file else {
+                return Ok(None);
+            };
+            let path = root.join(file);
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                TrackerError::Unavailable(format!(
+                    "cannot read the Jira token file {}: {e}",
+                    path.display()
+                ))
+            })?;
+            Ok(text
+                .lines()
+                .next()
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(str::to_string))
+        };
+        let auth = match config.flavour {
+            Flavour::Cloud => {
+                let email = var(ENV_EMAIL).or_else(|| config.email.clone());
+                let token = match var(ENV_API_TOKEN) {
+                    Some(token) => Some(token),
+                    None => from_file()?,
+                };
+                match (email, token) {
+                    (Some(email), Some(token)) => Auth::basic(&email, &token),
+                    _ => {
+                        return Err(TrackerError::Unavailable(format!(
+                            "Jira Cloud needs {ENV_EMAIL} and {ENV_API_TOKEN} in the environment \
+                             (or tracker.email and tracker.token_file)"
+                        )));
+                    }
+                }
+            }
+            Flavour::Datacenter => match var(ENV_PAT) {
+                Some(token) => Auth::bearer(&token),
+                None => match from_file()? {
+                    Some(token) => Auth::bearer(&token),
+                    None => {
+                        return Err(TrackerError::Unavailable(format!(
+                            "Jira Data Center needs a personal access token in {ENV_PAT} \
+                             (or in tracker.token_file)"
+                        )));
+                    }
+                },
+            },
+        };
+        Ok(Self::with_client(
+            config,
+            Client::new(&config.url, auth, Backoff::default()),
+            state_dir,
+        ))
+    }
+
+    fn with_client(config: &JiraConfig, client: Client, state_dir: &std::path::Path) -> Self {
+        JiraTracker {
+            client,
+            config: config.clone(),
+            known_path: state_dir.join(KNOWN_FILE),
+            field_defs: OnceCell::new(),
+            me: OnceCell::new(),
+        }
+    }
+
+    fn cloud(&self) -> bool {
+        self.config.flavour == Flavour::Cloud
+    }
+
+    fn api(&self, path: &str) -> String {
+        let version = if self.cloud() { 3 } else { 2 };
+        format!("/rest/api/{version}{path}")
+    }
+
+    fn get_json(&self, path: &str, query: &[(&str, &str)]) -> Result<Value, Failure> {
+        self.client
+            .json("GET", &self.api(path), query, &Body::Empty)
+    }
+
+    /// The user field value Jira takes for a user name: accountId on Cloud.
+    fn user_value(&self, user: &str) -> Value {
+        if self.cloud() {
+            json!({"accountId": user})
+        } else {
+            json!({"name": user})
+        }
+    }
+
+    fn user_name(&self, value: &Value) -> Option<String> {
+        let key = if self.cloud() { "accountId" } else { "name" };
+        value.get(key).and_then(Value::as_str).map(str::to_string)
+    }
+
+    fn text_value(&self, text: &str) -> Value {
+        if self.cloud() {
+            adf::from_text(text)
+        } else {
+            Value::String(text.to_string())
+        }
+    }
+
+    fn text_of(&self, value: &Value) -> Option<String> {
+        match value {
+            Value::Null => None,
+            Value::String(s) => Some(s.clone()),
+            doc => Some(adf::to_text(doc)),
+        }
+        .filter(|t| !t.is_empty())
+    }
+
+    /// Who the credentials belong to, as [`Issue`] names users.
+    fn me(&self) -> Result<&str, TrackerError> {
+        if let Some(me) = self.me.get() {
+            return Ok(me);
+        }
+        let value = self.get_json("/myself", &[]).map_err(site_error)?;
+        let name = self.user_name(&value).ok_or_else(|| {
+            TrackerError::Unavailable("Jira's /myself names no user for these credentials".into())
+        })?;
+        Ok(self.me.get_or_init(|| name))
+    }
+
+    fn field_defs(&self) -> Result<&BTreeMap<String, FieldDef>, TrackerError> {
+        if let Some(defs) = self.field_defs.get() {
+            return Ok(defs);
+        }
+        let list = self.get_json("/field", &[]).map_err(site_error)?;
+        let mut defs = BTreeMap::new();
+        for field in list.as_array().into_iter().flatten() {
+            if let (Some(name), Some(id)) = (
+                field.get("name").and_then(Value::as_str),
+                field.get("id").and_then(Value::as_str),
+            ) && self.config.fields.iter().any(|f| f == name)
+            {
+                defs.insert(
+                    name.to_string(),
+                    FieldDef {
+                        id: id.to_string(),
+                        schema: field.get("schema").cloned().unwrap_or(Value::Null),
+                    },
+                );
+            }
+        }
+        if let Some(missing) = self.config.fields.iter().find(|f| !defs.contains_key(*f)) {
+            return Err(TrackerError::Unavailable(format!(
+                "Jira has no field named {missing:?} (ferry.yaml tracker.fields)"
+            )));
+        }
+        Ok(self.field_defs.get_or_init(|| defs))
+    }
+
+    fn load_known(&self) -> Known {
+        std::fs::read(&self.known_path)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or_default()
+    }
+
+    fn save_known(&self, known: &Known) -> Result<(), TrackerError> {
+        let bytes = serde_json::to_vec(known).unwrap_or_default();
+        crate::config::write_atomic(&self.known_path, &bytes).map_err(|e| {
+            TrackerError::Unavailable(format!("cannot write {}: {e}", self.known_path.display()))
+        })
+    }
+
+    /// Remembers issues as seen, without comments or attachments (a tombstone
+    /// needs only the identity and the summary).
+    fn remember<'a>(
+        &self,
+        issues: impl IntoIterator<Item = &'a Issue>,
+    ) -> Result<(), TrackerError> {
+        let mut known = self.load_known();
+        let mut changed = false;
+        for issue in issues {
+            let mut slim = issue.clone();
+            slim.comments.clear();
+            slim.attachments.clear();
+            slim.fields.clear();
+            slim.description = None;
+            if known.issues.get(&issue.id) != Some(&slim) {
+                known.issues.insert(issue.id.clone(), slim);
+                changed = true;
+            }
+        }
+        if changed {
+            self.save_known(&known)?;
+        }
+        Ok(())
+    }
+
+    /// Marks a remembered issue deleted (at `when`) and returns its tombstone.
+    fn bury(&self, id: &str, when: DateTime<Utc>) -> Result<Option<Issue>, TrackerError> {
+        let mut known = self.load_known();
+        let Some(issue) = known.issues.get_mut(id) else {
+            return Ok(None);
+        };
+        if !issue.deleted {
+            issue.deleted = true;
+            issue.updated = when.max(issue.updated);
+            let tomb = issue.clone();
+            self.save_known(&known)?;
+            return Ok(Some(tomb));
+        }
+        Ok(Some(issue.clone()))
+    }
+
+    /// Reads one issue by id or key, with all its comments; `None` on 404.
+    fn fetch(&self, id_or_key: &str) -> Result<Option<Issue>, TrackerError> {
+        match self.get_json(&format!("/issue/{}", client::encode(id_or_key)), &[]) {
+            Ok(raw) => self.complete(&raw).map(Some),
+            Err(Failure::Status { status: 404, .. }) => Ok(None),
+            Err(e) => Err(site_error(e)),
+        }
+    }
+
+    /// One issue from its JSON (an issue GET or a search hit), comments fetched.
+    fn complete(&self, raw: &Value) -> Result<Issue, TrackerError> {
+        let mut issue = self.parse_issue(raw)?;
+        issue.comments = self.comments(&issue.id)?;
+        issue.normalize();
+        Ok(issue)
+    }
+
+    fn parse_issue(&self, raw: &Value) -> Result<Issue, TrackerError> {
+        let f = &raw["fields"];
+        let name = |v: &Value| v.get("name").and_then(Value::as_str).map(str::to_string);
+        let mut labels = Vec::new();
+        let mut origin = None;
+        for label in f["labels"].as_array().into_iter().flatten() {
+            let Some(label) = label.as_str() else {
+                continue;
+            };
+            match parse_origin_label(label) {
+                Some(o) => origin = Some(o),
+                None => labels.push(label.to_string()),
+            }
+        }
+        let mut fields = BTreeMap::new();
+        for (field, def) in self.field_defs()? {
+            let value = read_field(&f[&def.id], self);
+            if !value.is_null() {
+                fields.insert(field.clone(), value);
+            }
+        }
+        let id = string_id(&raw["id"]);
+        let issue = Issue {
+            key: raw["key"].as_str().unwrap_or_default().to_string(),
+            project: f["project"]["key"].as_str().unwrap_or_default().to_string(),
+            issue_type: name(&f["issuetype"]).unwrap_or_default(),
+            summary: f["summary"].as_str().unwrap_or_default().to_string(),
+            description: self.text_of(&f["description"]),
+            status: name(&f["status"]).unwrap_or_default(),
+            priority: name(&f["priority"]),
+            assignee: self.user_name(&f["assignee"]),
+            reporter: self.user_name(&f["reporter"]),
+            labels,
+            components: f["components"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(name)
+                .collect(),
+            created: jira_time(&f["created"], &id)?,
+            updated: jira_time(&f["updated"], &id)?,
+            fields,
+            comments: Vec::new(),
+            attachments: f["attachment"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|a| self.parse_attachment(a))
+                .collect::<Result<_, _>>()?,
+            origin,
+            deleted: false,
+            id,
+        };
+        Ok(issue)
+    }
+
+    fn parse_attachment(&self, a: &Value) -> Result<Attachment, TrackerError> {
+        let mut id = string_id(&a["id"]);
+        if id.is_empty() {
+            // Some Server versions send only `self` (`…/attachment/10000`).
+            id = a["self"]
+                .as_str()
+                .and_then(|s| s.rsplit('/').next())
+                .unwrap_or_default()
+                .to_string();
+        }
+        Ok(Attachment {
+            name: a["filename"].as_str().unwrap_or_default().to_string(),
+            size: a["size"].as_u64().unwrap_or(0),
+            // Jira does not know content hashes; the engine computes them.
+            sha256: String::new(),
+            author: self.user_name(&a["author"]),
+            created: jira_time(&a["created"], &id)?,
+            id,
+        })
+    }
+
+    fn comments(&self, issue: &str) -> Result<Vec<Comment>, TrackerError> {
+        let mut comments = Vec::new();
+        let mut start = 0usize;
+        loop {
+            let at = start.to_string();
+            let page = self
+                .get_json(
+                    &format!("/issue/{issue}/comment"),
+                    &[
+                        ("startAt", &at),
+                        ("maxResults", "100"),
+                        ("expand", "properties"),
+                    ],
+                )
+                .map_err(|e| issue_error(e, issue))?;
+            let items = page["comments"].as_array().cloned().unwrap_or_default();
+            for c in &items {
+                comments.push(self.parse_comment(c)?);
+            }
+            start += items.len();
+            let total = page["total"].as_u64().unwrap_or(0) as usize;
+            if items.is_empty() || start >= total {
+                break;
+            }
+        }
+        Ok(comments)
+    }
+
+    fn parse_comment(&self, c: &Value) -> Result<Comment, TrackerError> {
+        let id = string_id(&c["id"]);
+        let property = |key: &str| {
+            c["properties"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|p| p["key"] == key)
+                .map(|p| &p["value"])
+        };
+        let ferry = property(COMMENT_PROPERTY);
+        let internal = c.get("visibility").is_some_and(|v| !v.is_null())
+            || c["jsdPublic"] == Value::Bool(false)
+            || property(SD_PROPERTY).is_some_and(|v| v["internal"] == Value::Bool(true));
+        let mut body = self.text_of(&c["body"]).unwrap_or_default();
+        let mut author = self.user_name(&c["author"]).unwrap_or_default();
+        if let Some(by) = ferry.and_then(|p| p["author"].as_str()) {
+            if let Some(rest) = body.strip_prefix(&attribution(by)) {
+                body = rest.to_string();
+            }
+            author = by.to_string();
+        }
+        let origin = ferry.and_then(|p| serde_json::from_value(p["origin"].clone()).ok());
+        Ok(Comment {
+            author,
+            created: jira_time(&c["created"], &id)?,
+            body,
+            internal,
+            origin,
+            id,
+        })
+    }
+
+    /// Issues of the scope matching `extra` JQL, all pages, raw.
+    fn search(&self, jql: &str, fields: &str) -> Result<Vec<Value>, TrackerError> {
+        let mut issues = Vec::new();
+        let mut start = 0usize;
+        let mut token: Option<String> = None;
+        loop {
+            let at = start.to_string();
+            let mut query = vec![("jql", jql), ("maxResults", "100"), ("fields", fields)];
+            let path = if self.cloud() {
+                if let Some(t) = &token {
+                    query.push(("nextPageToken", t));
+                }
+                "/search/jql"
+            } else {
+                query.push(("startAt", &at));
+                "/search"
+            };
+            let page = self.get_json(path, &query).map_err(|e| match e {
+                Failure::Status {
+                    status: 400,
+                    message,
+                } => {
+                    TrackerError::Unavailable(format!("Jira refused the query {jql:?}: {message}"))
+                }
+                other => site_error(other),
+            })?;
+            let items = page["issues"].as_array().cloned().unwrap_or_default();
+            start += items.len();
+            let done = if self.cloud() {
+                token = page["nextPageToken"].as_str().map(str::to_string);
+                token.is_none() || page["isLast"] == Value::Bool(true)
+            } else {
+                start >= page["total"].as_u64().unwrap_or(0) as usize
+            };
+            issues.extend(items);
+            if done || start == 0 {
+                break;
+            }
+        }
+        Ok(issues)
+    }
+
+    fn scope(&self) -> String {
+        let project = format!("project = {}", jql_string(&self.config.project));
+        if self.config.jql.trim().is_empty() {
+            project
+        } else {
+            format!("{project} AND ({})", self.config.jql)
+        }
+    }
+
+    /// The JSON `fields` of a create or update: only what `patch` sets and, for an
+    /// update, only what differs from `current`.
+    fn fields_json(
+        &self,
+        patch: &IssuePatch,
+        current: Option<&Issue>,
+        origin_label: Option<String>,
+    ) -> Result<serde_json::Map<String, Value>, TrackerError> {
+        let mut out = serde_json::Map::new();
+        let differs = |now: Option<&str>, new: Option<&str>| match current {
+            Some(_) => now != new,
+            None => new.is_some(),
+        };
+        let cur = |f: fn(&Issue) -> Option<&str>| current.and_then(f);
+        if let Some(summary) = &patch.summary
+            && differs(cur(|i| Some(&i.summary)), Some(summary))
+        {
+            out.insert("summary".into(), json!(summary));
+        }
+        if let Some(t) = &patch.issue_type
+            && differs(cur(|i| Some(&i.issue_type)), Some(t))
+        {
+            out.insert("issuetype".into(), json!({"name": t}));
+        }
+        if let Some(d) = &patch.description {
+            let d = d.as_deref().filter(|d| !d.is_empty());
+            if differs(cur(|i| i.description.as_deref()), d) {
+                out.insert(
+                    "description".into(),
+                    d.map_or(Value::Null, |d| self.text_value(d)),
+                );
+            }
+        }
+        if let Some(p) = &patch.priority
+            && differs(cur(|i| i.priority.as_deref()), p.as_deref())
+        {
+            out.insert(
+                "priority".into(),
+                p.as_ref().map_or(Value::Null, |p| json!({"name": p})),
+            );
+        }
+        for (key, value, now) in [
+            ("assignee", &patch.assignee, cur(|i| i.assignee.as_deref())),
+            ("reporter", &patch.reporter, cur(|i| i.reporter.as_deref())),
+        ] {
+            if let Some(user) = value
+                && differs(now, user.as_deref())
+            {
+                out.insert(
+                    key.into(),
+                    user.as_ref().map_or(Value::Null, |u| self.user_value(u)),
+                );
+            }
+        }
+        let keep_origin =
+            origin_label.or_else(|| current.and_then(|i| i.origin.as_ref()).map(origin_label_of));
+        if let Some(labels) = &patch.labels {
+            let mut new = labels.clone();
+            normalize_set(&mut new);
+            if current.is_none_or(|i| i.labels != new) {
+                new.extend(keep_origin.clone());
+                out.insert("labels".into(), json!(new));
+            }
+        } else if current.is_none()
+            && let Some(label) = &keep_origin
+        {
+            out.insert("labels".into(), json!([label]));
+        }
+        if let Some(components) = &patch.components {
+            let mut new = components.clone();
+            normalize_set(&mut new);
+            if current.is_none_or(|i| i.components != new) {
+                let list: Vec<Value> = new.iter().map(|c| json!({"name": c})).collect();
+                out.insert("components".into(), Value::Array(list));
+            }
+        }
+        let defs = self.field_defs()?;
+        for (name, value) in &patch.fields {
+            let def = defs.get(name).ok_or_else(|| TrackerError::Rejected {
+                issue: current.map_or_else(|| "a new issue".into(), |i| i.key.clone()),
+                message: format!(
+                    "field {name:?} is not one sync carries (add it to tracker.fields in ferry.yaml)"
+                ),
+            })?;
+            let now = current
+                .and_then(|i| i.fields.get(name))
+                .unwrap_or(&Value::Null);
+            if current.is_none() && value.is_null() {
+                continue;
+            }
+            if current.is_none() || now != value {
+                out.insert(def.id.clone(), write_field(value, &def.schema, self));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Moves an issue to `status` through the workflow.
+    fn transition(&self, issue: &Issue, status: &str) -> Result<(), TrackerError> {
+        if issue.status.eq_ignore_ascii_case(status) {
+            return Ok(());
+        }
+        let path = self.api(&format!("/issue/{}/transitions", issue.id));
+        let list = self
+            .client
+            .json("GET", &path, &[], &Body::Empty)
+            .map_err(|e| issue_error(e, &issue.key))?;
+        let transitions = list["transitions"].as_array().cloned().unwrap_or_default();
+        let found = transitions.iter().find(|t| {
+            t["to"]["name"]
+                .as_str()
+                .is_some_and(|n| n.eq_ignore_ascii_case(status))
+        });
+        let Some(t) = found else {
+            let reachable: Vec<&str> = transitions
+                .iter()
+                .filter_map(|t| t["to"]["name"].as_str())
+                .collect();
+            return Err(TrackerError::Rejected {
+                issue: issue.key.clone(),
+                message: format!(
+                    "the workflow of {} issues in project {} has no transition from {:?} to {status:?} \
+                     (reachable now: {})",
+                    issue.issue_type,
+                    issue.project,
+                    issue.status,
+                    if reachable.is_empty() {
+                        "none".to_string()
+                    } else {
+                        reachable.join(", ")
+                    }
+                ),
+            });
+        };
+        let body = json!({"transition": {"id": t["id"]}});
+        self.client
+            .json("POST", &path, &[], &Body::Json(&body))
+            .map_err(|e| issue_error(e, &issue.key))?;
+        Ok(())
+    }
+
+    fn existing(&self, id: &str) -> Result<Issue, TrackerError> {
+        match self.fetch(id)? {
+            Some(issue) => Ok(issue),
+            None => Err(TrackerError::NotFound(id.to_string())),
+        }
+    }
+
+    fn comment_with_origin(
+        &self,
+        id: &str,
+        origin: &Origin,
+    ) -> Result<Option<Comment>, TrackerError> {
+        Ok(self
+            .comments(id)?
+            .into_iter()
+            .find(|c| c.origin.as_ref() == Some(origin)))
+    }
+
+    fn server_info(&self) -> Result<Value, TrackerError> {
+        self.get_json("/serverInfo", &[]).map_err(site_error)
+    }
+}
+
+impl Tracker for JiraTracker {
+    fn instance(&self) -> Result<TrackerInstance, TrackerError> {
+        let info = self.server_info()?;
+        let id = info["baseUrl"]
+            .as_str()
+            .map(|u| u.trim_end_matches('/').to_string())
+            .ok_or_else(|| TrackerError::Unavailable("Jira's serverInfo has no baseUrl".into()))?;
+        Ok(TrackerInstance {
+            kind: "jira".into(),
+            location: self.client.base().to_string(),
+            id,
+        })
+    }
+
+    fn now(&self) -> Result<DateTime<Utc>, TrackerError> {
+        let info = self.server_info()?;
+        jira_time(&info["serverTime"], "serverInfo")
+    }
+
+    fn changed_since(&self, since: Option<DateTime<Utc>>) -> Result<Vec<Issue>, TrackerError> {
+        let scope = self.scope();
+        let jql = match since {
+            Some(since) => {
+                let minutes = (self.now()? - since).num_minutes().max(0) + 2;
+                format!("{scope} AND updated >= \"-{minutes}m\" ORDER BY updated ASC")
+            }
+            None => format!("{scope} ORDER BY updated ASC"),
+        };
+        let mut issues = Vec::new();
+        for raw in self.search(&jql, "*all")? {
+            let issue = self.complete(&raw)?;
+            if since.is_none_or(|s| issue.updated >= s) {
+                issues.push(issue);
+            }
+        }
+        self.remember(&issues)?;
+
+        // Deletions: what was seen in the scope and is no longer there, and answers
+        // 404 (an issue moved out of the scope still answers, and is forgotten).
+        let present: std::collections::BTreeSet<String> = self
+            .search(&scope, "id")?
+            .iter()
+            .map(|raw| string_id(&raw["id"]))
+            .collect();
+        let known = self.load_known();
+        let now = self.now()?;
+        let mut forgotten = Vec::new();
+        for (id, issue) in &known.issues {
+            let tomb = if issue.deleted {
+                Some(issue.clone())
+            } else if !present.contains(id) && issue.project == self.config.project {
+                match self.get_json(&format!("/issue/{id}"), &[("fields", "summary")]) {
+                    Err(Failure::Status { status: 404, .. }) => self.bury(id, now)?,
+                    Ok(_) => {
+                        forgotten.push(id.clone());
+                        None
+                    }
+                    Err(e) => return Err(site_error(e)),
+                }
+            } else {
+                None
+            };
+            if let Some(tomb) = tomb.filter(|t| since.is_none_or(|s| t.updated >= s)) {
+                issues.push(tomb);
+            }
+        }
+        if !forgotten.is_empty() {
+            let mut known = self.load_known();
+            for id in forgotten {
+                known.issues.remove(&id);
+            }
+            self.save_known(&known)?;
+        }
+        Ok(issues)
+    }
+
+    fn get(&self, id: &str) -> Result<Option<Issue>, TrackerError> {
+        match self.fetch(id)? {
+            Some(issue) => {
+                self.remember([&issue])?;
+                Ok(Some(issue))
+            }
+            None => self.bury(id, self.now()?),
+        }
+    }
+
+    fn get_by_key(&self, key: &str) -> Result<Option<Issue>, TrackerError> {
+        match self.fetch(key)? {
+            Some(issue) => {
+                self.remember([&issue])?;
+                Ok(Some(issue))
+            }
+            None => {
+                let id = self
+                    .load_known()
+                    .issues
+                    .values()
+                    .find(|i| i.key == key)
+                    .map(|i| i.id.clone());
+                match id {
+                    Some(id) => self.bury(&id, self.now()?),
+                    None => Ok(None),
+                }
+            }
+        }
+    }
+
+    fn find_by_origin(&self, origin: &Origin) -> Result<Option<Issue>, TrackerError> {
+        let jql = format!("labels = {}", jql_string(&origin_label_of(origin)));
+        match self.search(&jql, "*all")?.first() {
+            Some(raw) => self.complete(raw).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn create(&mut self, issue: &NewIssue) -> Result<Issue, TrackerError> {
+        let mut fields = self.fields_json(
+            &issue.patch,
+            None,
+            issue.origin.as_ref().map(origin_label_of),
+        )?;
+        fields.insert("project".into(), json!({"key": issue.project}));
+        fields
+            .entry("issuetype")
+            .or_insert_with(|| json!({"name": self.config.default_type}));
+        fields.entry("summary").or_insert_with(|| json!(""));
+        let body = json!({ "fields": fields });
+        let created = self
+            .client
+            .json("POST", &self.api("/issue"), &[], &Body::Json(&body))
+            .map_err(|e| issue_error(e, "a new issue"))?;
+        let id = string_id(&created["id"]);
+        let mut stored = self.existing(&id)?;
+        if let Some(status) = &issue.patch.status {
+            self.transition(&stored, status)?;
+            stored = self.existing(&id)?;
+        }
+        self.remember([&stored])?;
+        Ok(stored)
+    }
+
+    fn update(
+        &mut self,
+        id: &str,
+        patch: &IssuePatch,
+        _author: &str,
+    ) -> Result<Issue, TrackerError> {
+        let current = self.existing(id)?;
+        let fields = self.fields_json(patch, Some(&current), None)?;
+        let mut changed = false;
+        if !fields.is_empty() {
+            let body = json!({ "fields": fields });
+            self.client
+                .json(
+                    "PUT",
+                    &self.api(&format!("/issue/{id}")),
+                    &[],
+                    &Body::Json(&body),
+                )
+                .map_err(|e| issue_error(e, &current.key))?;
+            changed = true;
+        }
+        if let Some(status) = &patch.status
+            && !current.status.eq_ignore_ascii_case(status)
+        {
+            self.transition(&current, status)?;
+            changed = true;
+        }
+        let stored = if changed { self.existing(id)? } else { current };
+        self.remember([&stored])?;
+        Ok(stored)
+    }
+
+    fn add_comment(&mut self, id: &str, comment: &NewComment) -> Result<Comment, TrackerError> {
+        if let Some(origin) = &comment.origin
+            && let Some(existing) = self.comment_with_origin(id, origin)?
+        {
+            return Ok(existing);
+        }
+        let me = self.me()?.to_string();
+        let body_text = if comment.author == me {
+            comment.body.clone()
+        } else {
+            format!("{}{}", attribution(&comment.author), comment.body)
+        };
+        let mut properties = vec![json!({"key": COMMENT_PROPERTY, "value": {
+            "origin": comment.origin, "author": comment.author}})];
+        let mut body = json!({"body": self.text_value(&body_text)});
+        if comment.internal {
+            match &self.config.internal_comments {
+                InternalComments::Role { value } => {
+                    body["visibility"] = json!({"type": "role", "value": value});
+                }
+                InternalComments::Group { value } => {
+                    body["visibility"] = json!({"type": "group", "value": value});
+                }
+                InternalComments::Servicedesk => {
+                    properties.push(json!({"key": SD_PROPERTY, "value": {"internal": true}}));
+                }
+            }
+        }
+        body["properties"] = Value::Array(properties);
+        let path = self.api(&format!("/issue/{id}/comment"));
+        let posted = self
+            .client
+            .json("POST", &path, &[], &Body::Json(&body))
+            .map_err(|e| issue_error(e, id))?;
+        let cid = string_id(&posted["id"]);
+        let stored = self
+            .get_json(
+                &format!("/issue/{id}/comment/{cid}"),
+                &[("expand", "properties")],
+            )
+            .map_err(|e| issue_error(e, id))?;
+        self.parse_comment(&stored)
+    }
+
+    fn delete(&mut self, id: &str, _author: &str) -> Result<(), TrackerError> {
+        let current = self.existing(id)?;
+        self.remember([&current])?;
+        self.client
+            .json(
+                "DELETE",
+                &self.api(&format!("/issue/{id}")),
+                &[],
+                &Body::Empty,
+            )
+            .map_err(|e| issue_error(e, &current.key))?;
+        self.bury(id, self.now()?)?;
+        Ok(())
+    }
+
+    fn read_attachment(
+        &self,
+        id: &str,
+        attachment: &str,
+        out: &mut dyn Write,
+    ) -> Result<u64, TrackerError> {
+        let raw = self
+            .get_json(&format!("/issue/{id}"), &[("fields", "attachment")])
+            .map_err(|e| issue_error(e, id))?;
+        let meta = raw["fields"]["attachment"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|a| string_id(&a["id"]) == attachment)
+            .ok_or_else(|| TrackerError::NotFound(format!("{id} attachment {attachment}")))?;
+        let url = meta["content"].as_str().map_or_else(
+            || self.api(&format!("/attachment/content/{attachment}")),
+            str::to_string,
+        );
+        let response = self
+            .client
+            .call("GET", &url, &[], &Body::Empty)
+            .map_err(|e| issue_error(e, id))?;
+        let mut reader = response.into_body().into_reader();
+        std::io::copy(&mut reader, out).map_err(|e| {
+            TrackerError::Unavailable(format!("reading attachment {attachment} of {id}: {e}"))
+        })
+    }
+
+    fn attach(&mut self, id: &str, file: &NewAttachment) -> Result<Attachment, TrackerError> {
+        let body = Body::File {
+            path: file.path.to_path_buf(),
+            name: file.name,
+        };
+        let posted = self
+            .client
+            .json(
+                "POST",
+                &self.api(&format!("/issue/{id}/attachments")),
+                &[],
+                &body,
+            )
+            .map_err(|e| issue_error(e, id))?;
+        let meta = posted
+            .as_array()
+            .and_then(|list| list.first())
+            .ok_or_else(|| TrackerError::Rejected {
+                issue: id.to_string(),
+                message: "Jira stored no attachment".into(),
+            })?;
+        self.parse_attachment(meta)
+    }
+
+    fn delete_attachment(
+        &mut self,
+        id: &str,
+        attachment: &str,
+        _author: &str,
+    ) -> Result<(), TrackerError> {
+        let path = self.api(&format!("/attachment/{}", client::encode(attachment)));
+        match self.client.json("DELETE", &path, &[], &Body::Empty) {
+            Ok(_) | Err(Failure::Status { status: 404, .. }) => Ok(()),
+            Err(e) => Err(issue_error(e, id)),
+        }
+    }
+}
+
+/// The line an incoming comment starts with when its author is not the account
+/// ferry acts as.
+fn attribution(author: &str) -> String {
+    format!("{author} wrote:\n\n")
+}
+
+fn origin_label_of(origin: &Origin) -> String {
+    format!(
+        "{ORIGIN_LABEL}{}:{}",
+        label_part(&origin.site),
+        label_part(&origin.id)
+    )
+}
+
+/// Labels cannot hold spaces; `:` separates the parts. Both are escaped as `%XX`.
+fn label_part(s: &str) -> String {
+    let mut out = String::new();
+    for c in s.chars() {
+        if c == '%' || c == ':' || c.is_whitespace() {
+            for b in c.to_string().bytes() {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn unlabel_part(s: &str) -> Option<String> {
+    let mut bytes = Vec::new();
+    let mut rest = s.as_bytes();
+    while let Some((&b, tail)) = rest.split_first() {
+        if b == b'%' {
+            let hex = std::str::from_utf8(tail.get(..2)?).ok()?;
+            bytes.push(u8::from_str_radix(hex, 16).ok()?);
+            rest = &tail[2..];
+        } else {
+            bytes.push(b);
+            rest = tail;
+        }
+    }
+    String::from_utf8(bytes).ok()
+}
+
+fn parse_origin_label(label: &str) -> Option<Origin> {
+    let rest = label.strip_prefix(ORIGIN_LABEL)?;
+    let (site, id) = rest.split_once(':')?;
+    Some(Origin {
+        site: unlabel_part(site)?,
+        id: unlabel_part(id)?,
+    })
+}
+
+/// A JQL string literal.
+fn jql_string(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// Jira sends ids as strings, some fixtures as numbers.
+fn string_id(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        _ => String::new(),
+    }
+}
+
+/// Parses Jira's `2021-05-08T07:04:25.376+0100` into whole UTC seconds.
+fn jira_time(v: &Value, what: &str) -> Result<DateTime<Utc>, TrackerError> {
+    let s = v.as_str().unwrap_or_default();
+    DateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f%z")
+        .or_else(|_| DateTime::parse_from_rfc3339(s))
+        .map(|t| crate::model::truncate_to_seconds(t.with_timezone(&Utc)))
+        .map_err(|_| TrackerError::Unavailable(format!("Jira sent a bad time {s:?} in {what}")))
+}
+
+/// A field value as the replica holds it: options and versions by value or name,
+/// users by account, lists element by element.
+fn read_field(v: &Value, jira: &JiraTracker) -> FieldValue {
+    match v {
+        Value::Array(items) => Value::Array(items.iter().map(|i| read_field(i, jira)).collect()),
+        Value::Object(map) => {
+            if let Some(value) = map.get("value") {
+                value.clone()
+            } else if let Some(user) = jira.user_name(v).filter(|_| map.contains_key("self")) {
+                Value::String(user)
+            } else if let Some(name) = map.get("name") {
+                name.clone()
+            } else {
+                v.clone()
+            }
+        }
+        other => other.clone(),
+    }
+}
+
+/// A replica value in the shape Jira's field schema wants.
+fn write_field(v: &FieldValue, schema: &Value, jira: &JiraTracker) -> Value {
+    let shape = |kind: &str, v: &Value| match (kind, v) {
+        (_, Value::Null) => Value::Null,
+        ("option", v) => json!({"value": v}),
+        ("version" | "component" | "priority", v) => json!({"name": v}),
+        ("user", Value::String(u)) => jira.user_value(u),
+        (_, v) => v.clone(),
+    };
+    match (schema["type"].as_str().unwrap_or(""), v) {
+        ("array", Value::Array(items)) => {
+            let kind = schema["items"].as_str().unwrap_or("");
+            Value::Array(items.iter().map(|i| shape(kind, i)).collect())
+        }
+        (kind, v) => shape(kind, v),
+    }
+}
+
+fn site_error(e: Failure) -> TrackerError {
+    TrackerError::Unavailable(format!("Jira: {e}"))
+}
+
+/// Maps a failed call about one issue: 404 is that issue missing, other refusals
+/// are about the issue, and credentials, outages and throttling are the site's.
+fn issue_error(e: Failure, issue: &str) -> TrackerError {
+    match e {
+        Failure::Status { status: 404, .. } => TrackerError::NotFound(issue.to_string()),
+        Failure::Status { status, message }
+            if (400..500).contains(&status) && status != 401 && status != 429 =>
+        {
+            TrackerError::Rejected {
+                issue: issue.to_string(),
+                message,
+            }
+        }
+        other => site_error(other),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,733 @@
+//! The connector against the fake Jira: the shared contract for both flavours,
+//! and the requests it sends.
+
+use std::time::{Duration, Instant};
+
+use super::fake::FakeJira;
+use super::*;
+use crate::tracker::contract::{Setup, run_all};
+
+const CLOUD_USER: &str = "5b10ac8d82e05b22cc7d4ef5";
+const DC_USER: &str = "fred";
+
+struct Rig {
+    fake: FakeJira,
+    jira: JiraTracker,
+    _state: tempfile::TempDir,
+}
+
+fn config(flavour: Flavour, url: &str) -> JiraConfig {
+    JiraConfig {
+        url: url.into(),
+        flavour,
+        project: "SUP".into(),
+        jql: String::new(),
+        fields: vec!["Severity".into(), "Customer".into()],
+        default_type: "Task".into(),
+        internal_comments: InternalComments::default(),
+        token_file: None,
+        email: None,
+    }
+}
+
+fn rig_with(flavour: Flavour, tweak: impl FnOnce(&mut JiraConfig)) -> Rig {
+    let (auth, user) = match flavour {
+        Flavour::Cloud => (Auth::basic("me@example.com", "token"), CLOUD_USER),
+        Flavour::Datacenter => (Auth::bearer("pat"), DC_USER),
+    };
+    let fake = FakeJira::start(flavour == Flavour::Cloud, "SUP", user, &auth.0);
+    let mut config = config(flavour, fake.url());
+    tweak(&mut config);
+    let backoff = Backoff {
+        attempts: 4,
+        base: Duration::from_millis(10),
+        max_wait: Duration::from_secs(2),
+    };
+    let state = tempfile::tempdir().expect("temp dir");
+    let jira = JiraTracker::with_client(
+        &config,
+        Client::new(fake.url(), auth, backoff),
+        state.path(),
+    );
+    Rig {
+        fake,
+        jira,
+        _state: state,
+    }
+}
+
+fn rig(flavour: Flavour) -> Rig {
+    rig_with(flavour, |_| {})
+}
+
+fn contract(flavour: Flavour, user: &str) {
+    let setup = Setup {
+        project: "SUP",
+        user,
+    };
+    run_all(&setup, &mut |check| {
+        let mut rig = rig(flavour);
+        check(&mut rig.jira);
+    });
+}
+
+#[test]
+fn contract_cloud_v3() {
+    contract(Flavour::Cloud, CLOUD_USER);
+}
+
+#[test]
+fn contract_datacenter_v2() {
+    contract(Flavour::Datacenter, DC_USER);
+}
+
+fn new_issue(summary: &str) -> NewIssue {
+    NewIssue {
+        project: "SUP".into(),
+        patch: IssuePatch {
+            summary: Some(summary.into()),
+            ..IssuePatch::default()
+        },
+        author: CLOUD_USER.into(),
+        origin: None,
+    }
+}
+
+#[test]
+fn cloud_sends_adf_basic_auth_and_the_origin_label() {
+    let mut rig = rig(Flavour::Cloud);
+    let mut issue = new_issue("Printer on fire");
+    issue.patch.description = Some(Some("# Steps\n\n- plug in\n- smoke".into()));
+    issue.origin = Some(Origin {
+        site: "acme".into(),
+        id: "42 a:b".into(),
+    });
+    let created = rig.jira.create(&issue).expect("create");
+    assert_eq!(created.origin, issue.origin);
+    assert!(created.labels.is_empty(), "the marker label is not a label");
+    let post = rig
+        .fake
+        .requests()
+        .into_iter()
+        .find(|r| r.method == "POST" && r.path == "/rest/api/3/issue")
+        .expect("a create");
+    assert!(post.headers["authorization"].starts_with("Basic "));
+    let body = post.json();
+    assert_eq!(body["fields"]["description"]["type"], "doc");
+    assert_eq!(
+        body["fields"]["description"]["content"][1]["type"],
+        "bulletList"
+    );
+    assert_eq!(
+        body["fields"]["labels"],
+        json!(["ferry-origin:acme:42%20a%3Ab"])
+    );
+    assert_eq!(body["fields"]["issuetype"], json!({"name": "Task"}));
+
+    let found = rig
+        .jira
+        .find_by_origin(issue.origin.as_ref().unwrap())
+        .expect("find");
+    assert_eq!(found, Some(created));
+    let search = rig.fake.requests().pop().expect("requests");
+    let search = rig
+        .fake
+        .requests()
+        .into_iter()
+        .rfind(|r| r.path == "/rest/api/3/search/jql")
+        .unwrap_or(search);
+    assert_eq!(
+        search.query["jql"],
+        "labels = \"ferry-origin:acme:42%20a%3Ab\""
+    );
+}
+
+#[test]
+fn datacenter_sends_plain_text_and_a_bearer_token() {
+    let mut rig = rig(Flavour::Datacenter);
+    let mut issue = new_issue("Printer on fire");
+    issue.author = DC_USER.into();
+    issue.patch.description = Some(Some("h1. Wiki stays wiki".into()));
+    issue.patch.assignee = Some(Some(DC_USER.into()));
+    let created = rig.jira.create(&issue).expect("create");
+    assert_eq!(created.description.as_deref(), Some("h1. Wiki stays wiki"));
+    let post = rig
+        .fake
+        .requests()
+        .into_iter()
+        .find(|r| r.method == "POST" && r.path == "/rest/api/2/issue")
+        .expect("a create");
+    assert_eq!(post.headers["authorization"], "Bearer pat");
+    assert_eq!(post.json()["fields"]["description"], "h1. Wiki stays wiki");
+    assert_eq!(post.json()["fields"]["assignee"], json!({"name": "fred"}));
+}
+
+#[test]
+fn changed_since_asks_for_a_relative_window_within_the_scope() {
+    let mut rig = rig_with(Flavour::Datacenter, |c| {
+        c.jql = "status != \"Closed\"".into()
+    });
+    let a = rig.jira.create(&new_issue("one")).expect("create");
+    let b = rig.jira.create(&new_issue("two")).expect("create");
+    let c = rig.jira.create(&new_issue("three")).expect("create");
+    let d = rig.jira.create(&new_issue("four")).expect("create");
+    rig.jira
+        .update(
+            &c.id,
+            &IssuePatch {
+                status: Some("Closed".into()),
+                ..IssuePatch::default()
+            },
+            DC_USER,
+        )
+        .expect("close");
+    let since = a.updated - chrono::Duration::minutes(3);
+    let changed = rig.jira.changed_since(Some(since)).expect("changed");
+    let ids: Vec<&str> = changed.iter().map(|i| i.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [a.id.as_str(), b.id.as_str(), d.id.as_str()],
+        "closed ones are outside the scope"
+    );
+    let searches: Vec<_> = rig
+        .fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == "/rest/api/2/search")
+        .collect();
+    assert_eq!(
+        searches[0].query["jql"],
+        "project = \"SUP\" AND (status != \"Closed\") AND updated >= \"-5m\" ORDER BY updated ASC"
+    );
+    assert!(
+        searches
+            .iter()
+            .filter(|r| r.query["startAt"] != "0")
+            .count()
+            >= 1,
+        "the fake pages by two, so the connector must page"
+    );
+}
+
+#[test]
+fn jql_errors_are_site_errors_with_jiras_message() {
+    let rig = rig_with(Flavour::Cloud, |c| c.jql = "bugs AND".into());
+    let err = rig.jira.changed_since(None).expect_err("bad JQL");
+    let TrackerError::Unavailable(message) = err else {
+        panic!("not a site error: {err:?}");
+    };
+    assert!(message.contains("Error in the JQL Query"), "{message}");
+}
+
+#[test]
+fn a_status_without_a_transition_names_the_workflow() {
+    let mut rig = rig(Flavour::Cloud);
+    let issue = rig.jira.create(&new_issue("stuck")).expect("create");
+    let err = rig
+        .jira
+        .update(
+            &issue.id,
+            &IssuePatch {
+                status: Some("Resolved".into()),
+                ..IssuePatch::default()
+            },
+            CLOUD_USER,
+        )
+        .expect_err("no path");
+    let TrackerError::Rejected {
+        issue: key,
+        message,
+    } = err
+    else {
+        panic!("not issue-level: {err:?}");
+    };
+    assert_eq!(key, issue.key);
+    assert!(
+        message.contains("workflow of Task issues in project SUP")
+            && message.contains("\"Backlog\" to \"Resolved\"")
+            && message.contains("In Progress, Closed"),
+        "{message}"
+    );
+    let moved = rig
+        .jira
+        .update(
+            &issue.id,
+            &IssuePatch {
+                status: Some("in progress".into()),
+                ..IssuePatch::default()
+            },
+            CLOUD_USER,
+        )
+        .expect("a transition exists");
+    assert_eq!(moved.status, "In Progress");
+    let post = rig
+        .fake
+        .requests()
+        .into_iter()
+        .rfind(|r| r.method == "POST" && r.path.ends_with("/transitions"))
+        .expect("a transition");
+    assert_eq!(post.json(), json!({"transition": {"id": "2"}}));
+}
+
+#[test]
+fn internal_comments_get_the_configured_restriction() {
+    for (setting, expect_visibility, expect_sd) in [
+        (
+            InternalComments::default(),
+            Some(json!({"type": "role", "value": "Administrators"})),
+            false,
+        ),
+        (
+            InternalComments::Group {
+                value: "jira-developers".into(),
+            },
+            Some(json!({"type": "group", "value": "jira-developers"})),
+            false,
+        ),
+        (InternalComments::Servicedesk, None, true),
+    ] {
+        let mut rig = rig_with(Flavour::Cloud, |c| c.internal_comments = setting.clone());
+        let issue = rig.jira.create(&new_issue("secret")).expect("create");
+        let comment = NewComment {
+            author: "alice@peer".into(),
+            body: "Looks like PEBKAC.".into(),
+            internal: true,
+            origin: None,
+        };
+        let stored = rig.jira.add_comment(&issue.id, &comment).expect("comment");
+        assert!(stored.internal, "{setting:?}");
+        assert_eq!(stored.author, "alice@peer");
+        assert_eq!(stored.body, "Looks like PEBKAC.");
+        let post = rig
+            .fake
+            .requests()
+            .into_iter()
+            .rfind(|r| r.method == "POST" && r.path.ends_with("/comment"))
+            .expect("a comment");
+        let body = post.json();
+        assert_eq!(body.get("visibility").cloned(), expect_visibility);
+        let sd = body["properties"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["key"] == "sd.public.comment" && p["value"]["internal"] == true);
+        assert_eq!(sd, expect_sd);
+        assert_eq!(
+            adf::to_text(&body["body"]),
+            "alice@peer wrote:\n\nLooks like PEBKAC.",
+            "a peer's comment is attributed in the text people read"
+        );
+    }
+}
+
+#[test]
+fn recorded_comments_with_visibility_or_jsd_private_are_internal() {
+    let rig = rig(Flavour::Datacenter);
+    let page = fixture_json("v2/issue-restricted-comment.json");
+    let restricted = rig
+        .jira
+        .parse_comment(&page["fields"]["comment"]["comments"][0])
+        .expect("parse");
+    assert!(restricted.internal);
+    assert_eq!(restricted.author, "fred");
+    let mut public = page["fields"]["comment"]["comments"][0].clone();
+    public.as_object_mut().unwrap().remove("visibility");
+    assert!(!rig.jira.parse_comment(&public).unwrap().internal);
+    public["jsdPublic"] = json!(false);
+    assert!(rig.jira.parse_comment(&public).unwrap().internal);
+}
+
+#[test]
+fn recorded_issues_parse_in_both_flavours() {
+    let read = fixture_json;
+    let cloud = rig_with(Flavour::Cloud, |c| c.fields.clear());
+    let issue = cloud
+        .jira
+        .parse_issue(&read("v3/issue-get.json"))
+        .expect("v3 issue");
+    assert_eq!(
+        (
+            issue.id.as_str(),
+            issue.key.as_str(),
+            issue.project.as_str()
+        ),
+        ("10032", "KP-19", "KP")
+    );
+    assert_eq!(
+        (issue.issue_type.as_str(), issue.status.as_str()),
+        ("Story", "Backlog")
+    );
+    assert_eq!(issue.priority.as_deref(), Some("Medium"));
+    assert_eq!(issue.created.to_rfc3339(), "2021-05-08T06:04:25+00:00");
+    assert!(issue.description.unwrap().starts_with("**Lorem Ipsum**"));
+    let dc = rig_with(Flavour::Datacenter, |c| c.fields.clear());
+    let issue = dc
+        .jira
+        .parse_issue(&read("v2/issue-get.json"))
+        .expect("v2 issue");
+    assert_eq!(issue.key, "KP-19");
+    assert!(
+        issue.description.unwrap().starts_with("*Lorem Ipsum*"),
+        "wiki text as it is"
+    );
+    let restricted = read("v2/issue-restricted-comment.json");
+    let attachment = dc
+        .jira
+        .parse_attachment(&restricted["fields"]["attachment"][0])
+        .expect("v2 attachment");
+    assert_eq!(
+        (
+            attachment.id.as_str(),
+            attachment.name.as_str(),
+            attachment.size
+        ),
+        ("10000", "picture.jpg", 23123)
+    );
+    assert_eq!(attachment.author.as_deref(), Some("fred"));
+    assert!(attachment.sha256.is_empty(), "Jira knows no content hash");
+    let v3 = cloud
+        .jira
+        .parse_attachment(&read("v3/attachment-metadata.json"))
+        .expect("v3 attachment");
+    assert_eq!(
+        (v3.id.as_str(), v3.author.as_deref()),
+        ("10000", Some("5b10a2844c20165700ede21g"))
+    );
+    let search = read("v3/search.json");
+    for raw in search["issues"].as_array().unwrap() {
+        cloud.jira.parse_issue(raw).expect("search hit");
+    }
+}
+
+#[test]
+fn throttling_and_outages_are_retried_with_bounds() {
+    let rig = rig(Flavour::Cloud);
+    rig.fake.fail_next(429, &[("Retry-After", "1")], "{}");
+    rig.fake.fail_next(503, &[], "<html>maintenance</html>");
+    let started = Instant::now();
+    rig.jira.now().expect("retried");
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "Retry-After honoured"
+    );
+    assert_eq!(rig.fake.requests().len(), 3);
+
+    for _ in 0..4 {
+        rig.fake.fail_next(503, &[], "<html>maintenance</html>");
+    }
+    let err = rig.jira.now().expect_err("gives up");
+    assert!(
+        matches!(&err, TrackerError::Unavailable(m) if m.contains("503") && m.contains("maintenance")),
+        "{err:?}"
+    );
+    assert_eq!(
+        rig.fake.requests().len(),
+        3 + 4,
+        "four attempts, then it stops"
+    );
+}
+
+#[test]
+fn attachments_go_up_as_multipart_with_the_no_check_header() {
+    let mut rig = rig(Flavour::Datacenter);
+    let issue = rig.jira.create(&new_issue("with file")).expect("create");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.txt");
+    std::fs::write(&path, b"hello").unwrap();
+    let file = NewAttachment {
+        name: "a \"quoted\".txt",
+        author: DC_USER,
+        path: &path,
+        size: 5,
+        sha256: "",
+    };
+    let stored = rig.jira.attach(&issue.id, &file).expect("attach");
+    assert_eq!(stored.name, "a _quoted_.txt");
+    let post = rig
+        .fake
+        .requests()
+        .into_iter()
+        .find(|r| r.path.ends_with("/attachments"))
+        .expect("upload");
+    assert_eq!(post.headers["x-atlassian-token"], "no-check");
+    assert!(post.headers["content-type"].starts_with("multipart/form-data; boundary="));
+}
+
+#[test]
+fn an_issue_deleted_in_jira_becomes_a_tombstone() {
+    let mut rig = rig(Flavour::Cloud);
+    let issue = rig.jira.create(&new_issue("gone")).expect("create");
+    let before = rig.jira.now().unwrap();
+    rig.fake.delete_directly(&issue.id);
+    let changed = rig.jira.changed_since(Some(before)).expect("changed");
+    let tomb = changed
+        .iter()
+        .find(|i| i.id == issue.id)
+        .expect("tombstone");
+    assert!(tomb.deleted && tomb.key == issue.key && tomb.summary == "gone");
+    assert!(rig.jira.get(&issue.id).unwrap().unwrap().deleted);
+    assert!(rig.jira.get_by_key(&issue.key).unwrap().unwrap().deleted);
+}
+
+#[test]
+fn bad_credentials_are_a_site_error() {
+    let fake = FakeJira::start(true, "SUP", CLOUD_USER, "Basic right");
+    let state = tempfile::tempdir().unwrap();
+    let jira = JiraTracker::with_client(
+        &config(Flavour::Cloud, fake.url()),
+        Client::new(
+            fake.url(),
+            Auth::basic("me@example.com", "wrong"),
+            Backoff::default(),
+        ),
+        state.path(),
+    );
+    let err = jira.get("10000").expect_err("401");
+    assert!(
+        matches!(&err, TrackerError::Unavailable(m) if m.contains("401") && m.contains("Authentication failed")),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn origin_labels_round_trip() {
+    for (site, id) in [("acme", "42"), ("a:b", "x y%z"), ("s", "ünï")] {
+        let origin = Origin {
+            site: site.into(),
+            id: id.into(),
+        };
+        let label = origin_label_of(&origin);
+        assert!(!label.contains(' '));
+        assert_eq!(parse_origin_label(&label), Some(origin));
+    }
+    assert_eq!(parse_origin_label("customer"), None);
+}
+
+#[test]
+fn the_block_init_writes_parses_with_every_option() {
+    let yaml = "kind: jira\nurl: \"https://acme.atlassian.net\"\nflavour: cloud\nproject: \"SUP\"\n\
+                jql: component = Printers\nfields: [Severity, Fix versions]\ndefault_type: Bug\n\
+                internal_comments: {type: group, value: jira-developers}\n";
+    let parsed: crate::config::TrackerConfig = serde_yaml::from_str(yaml).expect("parses");
+    let crate::config::TrackerConfig::Jira(jira) = parsed else {
+        panic!("not jira: {parsed:?}");
+    };
+    assert_eq!(jira.fields, ["Severity", "Fix versions"]);
+    assert_eq!(
+        jira.internal_comments,
+        InternalComments::Group {
+            value: "jira-developers".into()
+        }
+    );
+    let sd: crate::config::TrackerConfig = serde_yaml::from_str(
+        "kind: jira\nurl: x\nflavour: datacenter\nproject: P\ninternal_comments: {type: servicedesk}\n",
+    )
+    .expect("parses");
+    assert!(
+        matches!(sd, crate::config::TrackerConfig::Jira(j) if j.internal_comments == InternalComments::Servicedesk)
+    );
+    let typo = serde_yaml::from_str::<crate::config::TrackerConfig>(
+        "kind: jira\nurl: x\nflavour: cloud\nproject: P\ntoken: oops\n",
+    );
+    assert!(
+        typo.is_err(),
+        "unknown keys are refused (no secrets in ferry.yaml)"
+    );
+}
+
+#[test]
+fn named_fields_read_and_write_in_jiras_shapes() {
+    let rig = rig(Flavour::Cloud);
+    let fields = fixture_json("v3/fields.json");
+    let schema = |id: &str| {
+        fields
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["id"] == id)
+            .map(|f| f["schema"].clone())
+            .unwrap()
+    };
+    let issue = fixture_json("v3/issue-get.json");
+    // An option field as recorded, and its write shape from the recorded schema.
+    let option = read_field(&issue["fields"]["customfield_10038"], &rig.jira);
+    assert_eq!(option, json!("App 3"));
+    assert_eq!(
+        write_field(&option, &schema("customfield_10005"), &rig.jira),
+        json!({"value": "App 3"})
+    );
+    // Fix versions: an array of versions, by name.
+    let versions = json!([{"self": "x", "id": "10000", "name": "1.0", "released": false}]);
+    assert_eq!(read_field(&versions, &rig.jira), json!(["1.0"]));
+    assert_eq!(
+        write_field(&json!(["1.0", "1.1"]), &schema("fixVersions"), &rig.jira),
+        json!([{"name": "1.0"}, {"name": "1.1"}])
+    );
+    // Users by account id; numbers as they are; null clears.
+    let user = fixture_json("v3/comment-get.json")["author"].clone();
+    assert_eq!(
+        read_field(&user, &rig.jira),
+        json!("5b10a2844c20165700ede21g")
+    );
+    assert_eq!(
+        write_field(&json!(3), &json!({"type": "number"}), &rig.jira),
+        json!(3)
+    );
+    assert_eq!(
+        write_field(&Value::Null, &schema("fixVersions"), &rig.jira),
+        Value::Null
+    );
+}
+
+fn fixture_json(path: &str) -> Value {
+    let file = format!("{}/tests/fixtures/jira/{path}", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap()
+}
+
+/// Runs ferry in `dir` inside this process and returns what it printed.
+fn ferry(dir: &std::path::Path, args: &[&str]) -> String {
+    let mut out = Vec::new();
+    let status = crate::cli::run_in(dir, args, &mut out)
+        .unwrap_or_else(|e| panic!("ferry {args:?} in {}: {e:#}", dir.display()));
+    let out = String::from_utf8(out).unwrap();
+    assert_eq!(
+        status,
+        crate::cli::ExitStatus::Success,
+        "ferry {args:?}: {out}"
+    );
+    out
+}
+
+/// The whole engine with a Jira on one side: an issue made on a local site
+/// arrives in Jira (created with its origin label, moved through the workflow),
+/// and a comment made in Jira comes back attributed.
+#[test]
+fn a_local_site_and_a_jira_site_sync_through_the_engine() {
+    let world = tempfile::tempdir().unwrap();
+    let exchange = world.path().join("exchange.git");
+    git2::Repository::init_bare(&exchange).unwrap();
+    let channel = exchange.to_str().unwrap();
+    let fake = FakeJira::start(false, "ENG", "ferry-bot", &Auth::bearer("pat-123").0);
+    let support = world.path().join("support");
+    let eng = world.path().join("eng");
+    std::fs::create_dir_all(&support).unwrap();
+    std::fs::create_dir_all(&eng).unwrap();
+    std::fs::write(
+        eng.join("ferry.yaml"),
+        format!(
+            "site: eng\ntracker:\n  kind: jira\n  url: \"{}\"\n  flavour: datacenter\n  \
+             project: ENG\n  token_file: jira.token\nsync_user: ferry-bot\n",
+            fake.url()
+        ),
+    )
+    .unwrap();
+    std::fs::write(eng.join("jira.token"), "pat-123\n").unwrap();
+    ferry(&support, &["init", "--site", "support"]);
+    ferry(&eng, &["init", "--site", "eng"]);
+    for (dir, peer, projects) in [(&support, "eng", "SUP=ENG"), (&eng, "support", "ENG=SUP")] {
+        ferry(
+            dir,
+            &[
+                "connection",
+                "add",
+                peer,
+                "--channel",
+                channel,
+                "--project",
+                projects,
+            ],
+        );
+    }
+    let support_key = ferry(&support, &["key", "show"]);
+    let eng_key = ferry(&eng, &["key", "show"]);
+    ferry(&support, &["connection", "trust", "eng", eng_key.trim()]);
+    ferry(
+        &eng,
+        &["connection", "trust", "support", support_key.trim()],
+    );
+
+    ferry(
+        &support,
+        &[
+            "tracker",
+            "new",
+            "--project",
+            "SUP",
+            "--summary",
+            "Printer on fire",
+            "--description",
+            "Smoke.\nTwice.",
+            "--status",
+            "In Progress",
+        ],
+    );
+    ferry(&support, &["sync"]);
+    ferry(&eng, &["sync"]);
+
+    let created = fake
+        .requests()
+        .into_iter()
+        .find(|r| r.method == "POST" && r.path == "/rest/api/2/issue")
+        .expect("the issue was created in Jira");
+    let fields = &created.json()["fields"];
+    assert_eq!(fields["summary"], "Printer on fire");
+    assert_eq!(fields["description"], "Smoke.\nTwice.");
+    assert!(
+        fields["labels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l.as_str().unwrap().starts_with("ferry-origin:support:")),
+        "{fields}"
+    );
+    let state = tempfile::tempdir().unwrap();
+    let mut jira = JiraTracker::with_client(
+        &JiraConfig {
+            project: "ENG".into(),
+            ..config(Flavour::Datacenter, fake.url())
+        },
+        Client::new(fake.url(), Auth::bearer("pat-123"), Backoff::default()),
+        state.path(),
+    );
+    let issues = jira.changed_since(None).unwrap();
+    assert_eq!(issues.len(), 1, "one issue, not a duplicate per run");
+    assert_eq!(
+        issues[0].status, "In Progress",
+        "moved through a transition"
+    );
+
+    jira.add_comment(
+        &issues[0].id,
+        &NewComment {
+            author: "ferry-bot".into(),
+            body: "Fixed the fuser.".into(),
+            internal: false,
+            origin: None,
+        },
+    )
+    .unwrap();
+    jira.add_comment(
+        &issues[0].id,
+        &NewComment {
+            author: "ferry-bot".into(),
+            body: "Vendor owes us one.".into(),
+            internal: true,
+            origin: None,
+        },
+    )
+    .unwrap();
+    ferry(&eng, &["sync"]);
+    ferry(&support, &["sync"]);
+    let shown = ferry(&support, &["tracker", "show", "SUP-1"]);
+    assert!(shown.contains("Fixed the fuser."), "{shown}");
+    assert!(
+        !shown.contains("Vendor owes us one."),
+        "internal stays in Jira: {shown}"
+    );
+    ferry(&eng, &["sync"]);
+    assert_eq!(
+        jira.changed_since(None).unwrap().len(),
+        1,
+        "no echo, no duplicate"
+    );
+}
