@@ -375,9 +375,10 @@ impl Ledger {
     }
 
     /// Writes what the ledger holds through to the disk (a WAL checkpoint, which
-    /// syncs): a step that finished is then kept even through a power cut.
+    /// syncs the WAL first): a step that finished is then kept even through a
+    /// power cut. Passive: it never waits for a reader such as `ferry status`.
     pub fn checkpoint(&self) -> Result<(), LedgerError> {
-        self.row("PRAGMA wal_checkpoint(FULL)", [], |_| Ok(()))
+        self.row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
             .map_err(|e| self.wrap(e))
     }
 

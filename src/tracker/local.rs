@@ -839,8 +839,11 @@ fn load(conn: &Connection, filter: &Filter) -> Result<Vec<Issue>, Fail> {
     let mut issues = Vec::new();
     let mut index = HashMap::new();
     {
+        // `+` keeps the planner from walking the whole (project, number) index to
+        // save a sort: then reading the few issues changed since a cursor costs a
+        // scan of every issue (a third of a second at 100 000 issues).
         let sql =
-            format!("SELECT {ISSUE_COLUMNS} FROM issues WHERE {clause} ORDER BY project, number");
+            format!("SELECT {ISSUE_COLUMNS} FROM issues WHERE {clause} ORDER BY +project, +number");
         let mut stmt = conn.prepare_cached(&sql)?;
         let mut rows = stmt.query(args.clone())?;
         while let Some(row) = rows.next()? {
