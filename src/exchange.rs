@@ -287,6 +287,41 @@ fn check_path(path: &str) -> Result<(), ExchangeError> {
     Ok(())
 }
 
+/// From this many new blobs on, a commit writes its objects as one pack.
+const PACK_THRESHOLD: usize = 64;
+
+/// Pack entries (undeltified, zlib at its fastest level) of blobs, back to back.
+fn pack_entries(blobs: &[&[u8]]) -> Vec<u8> {
+    use std::io::Write;
+    let mut out = Vec::new();
+    for blob in blobs {
+        // Type 3 (blob) and the size, 4 bits then 7 bits a byte, high bit: more.
+        let mut size = blob.len();
+        let mut byte = (3u8 << 4) | (size & 0x0f) as u8;
+        size >>= 4;
+        while size > 0 {
+            out.push(byte | 0x80);
+            byte = (size & 0x7f) as u8;
+            size >>= 7;
+        }
+        out.push(byte);
+        let mut encoder = flate2::write::ZlibEncoder::new(out, flate2::Compression::fast());
+        encoder
+            .write_all(blob)
+            .expect("writing into a Vec does not fail");
+        out = encoder.finish().expect("writing into a Vec does not fail");
+    }
+    out
+}
+
+/// The empty tree, written so it can serve as the baseline of a root commit.
+fn empty_tree(repo: &Repository) -> Result<Tree<'_>, ExchangeError> {
+    let context = || "writing the empty tree".to_string();
+    let builder = git(repo.treebuilder(None), context)?;
+    let oid = git(builder.write(), context)?;
+    git(repo.find_tree(oid), context)
+}
+
 /// Whether a tree entry mode is a blob (file, executable or symlink), the only
 /// entries the exchange data consists of; gitlinks and trees are not files.
 fn is_blob_mode(mode: i32) -> bool {
@@ -776,9 +811,126 @@ impl Exchange {
         site: &str,
     ) -> Result<Option<Oid>, ExchangeError> {
         let parent = self.resolve(refname)?;
+        let mut last: BTreeMap<&str, Option<&Content>> = BTreeMap::new();
+        for write in writes {
+            check_path(&write.path)?;
+            last.insert(&write.path, write.content.as_ref());
+        }
+        let contents: Vec<&[u8]> = last
+            .values()
+            .filter_map(|content| match content {
+                Some(Content::Bytes(bytes)) => Some(bytes.as_slice()),
+                _ => None,
+            })
+            .collect();
+        let oids = if contents.len() < PACK_THRESHOLD {
+            contents
+                .iter()
+                .map(|bytes| git(self.repo.blob(bytes), || "writing a blob".to_string()))
+                .collect::<Result<Vec<_>, _>>()?
+        } else {
+            self.write_blob_pack(&contents)?
+        };
+        let mut oids = oids.into_iter();
+        let entries: BTreeMap<&str, Option<(Oid, FileMode)>> = last
+            .into_iter()
+            .map(|(path, content)| {
+                let entry = match content {
+                    Some(Content::Bytes(_)) => oids.next().map(|oid| (oid, FileMode::Blob)),
+                    Some(Content::Stored(stored)) if stored.parts => {
+                        Some((stored.oid, FileMode::Tree))
+                    }
+                    Some(Content::Stored(stored)) => Some((stored.oid, FileMode::Blob)),
+                    None => None,
+                };
+                (path, entry)
+            })
+            .collect();
+        let Some(oid) = self.build_commit(refname, parent, &entries, message, site)? else {
+            return Ok(None);
+        };
+        self.update_ref(
+            refname,
+            parent,
+            oid,
+            &format!("ferry: {}", first_line(message)),
+        )?;
+        Ok(Some(oid))
+    }
+
+    /// Writes many blobs as one pack and returns their ids, in order.
+    ///
+    /// One loose file per blob would leave 100 000 files in `objects/` after a
+    /// first export of 100 000 replicas, slow to write and slow for every later
+    /// git command. The pack is written without deltas (like `git fast-import`,
+    /// replicas are small and a delta search costs more than it saves here),
+    /// compressed on every core, and indexed by libgit2; a pack the ref never
+    /// reaches (a crash before the commit) is only unreachable objects.
+    fn write_blob_pack(&self, contents: &[&[u8]]) -> Result<Vec<Oid>, ExchangeError> {
+        let context = || format!("writing {} blobs as a pack", contents.len());
+        let odb = git(self.repo.odb(), context)?;
+        let mut oids = Vec::with_capacity(contents.len());
+        let mut new = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for bytes in contents {
+            let oid = git(Oid::hash_object(ObjectType::Blob, bytes), context)?;
+            oids.push(oid);
+            if seen.insert(oid) && !odb.exists(oid) {
+                new.push(*bytes);
+            }
+        }
+        if new.is_empty() {
+            return Ok(oids);
+        }
+        let threads = std::thread::available_parallelism().map_or(1, usize::from);
+        let chunk = new.len().div_ceil(threads);
+        let entries: Vec<Vec<u8>> = std::thread::scope(|scope| {
+            let workers: Vec<_> = new
+                .chunks(chunk)
+                .map(|part| scope.spawn(move || pack_entries(part)))
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| w.join().expect("pack compression does not panic"))
+                .collect()
+        });
+        let mut pack = Vec::with_capacity(entries.iter().map(Vec::len).sum::<usize>() + 32);
+        pack.extend_from_slice(b"PACK");
+        pack.extend_from_slice(&2u32.to_be_bytes());
+        let count = u32::try_from(new.len()).map_err(|_| ExchangeError::Git {
+            context: context(),
+            source: git2::Error::from_str("too many objects for one pack"),
+        })?;
+        pack.extend_from_slice(&count.to_be_bytes());
+        for part in &entries {
+            pack.extend_from_slice(part);
+        }
+        let checksum = <sha1::Sha1 as sha1::Digest>::digest(&pack);
+        pack.extend_from_slice(&checksum);
+        let mut writer = git(odb.packwriter(), context)?;
+        std::io::Write::write_all(&mut writer, &pack).map_err(|source| ExchangeError::Io {
+            context: context(),
+            source,
+        })?;
+        git(writer.commit(), context)?;
+        Ok(oids)
+    }
+
+    /// Writes the tree of `entries` (path → blob or tree, `None` removes) on top of
+    /// `parent`'s and the signed commit, and returns the commit; `None` when the
+    /// tree would not change. Only the trees on changed paths are written.
+    fn build_commit(
+        &self,
+        refname: &str,
+        parent: Option<Oid>,
+        entries: &BTreeMap<&str, Option<(Oid, FileMode)>>,
+        message: &str,
+        site: &str,
+    ) -> Result<Option<Oid>, ExchangeError> {
+        let repo = &self.repo;
         let parent_commit = parent
             .map(|oid| {
-                git(self.repo.find_commit(oid), || {
+                git(repo.find_commit(oid), || {
                     format!("reading {refname} at {}", short(oid))
                 })
             })
@@ -787,33 +939,18 @@ impl Exchange {
             Some(commit) => git(commit.tree(), || {
                 format!("reading the tree of {refname} at {}", short(commit.id()))
             })?,
-            None => self.empty_tree()?,
+            None => empty_tree(repo)?,
         };
-
-        let mut last: BTreeMap<&str, Option<&Content>> = BTreeMap::new();
-        for write in writes {
-            check_path(&write.path)?;
-            last.insert(&write.path, write.content.as_ref());
-        }
         let mut update = TreeUpdateBuilder::new();
-        for (path, content) in last {
-            match content {
-                Some(Content::Bytes(bytes)) => {
-                    let blob = git(self.repo.blob(bytes), || format!("writing blob {path}"))?;
-                    update.upsert(path, blob, FileMode::Blob);
-                }
-                Some(Content::Stored(stored)) => {
-                    let mode = if stored.parts {
-                        FileMode::Tree
-                    } else {
-                        FileMode::Blob
-                    };
-                    update.upsert(path, stored.oid, mode);
+        for (path, entry) in entries {
+            match entry {
+                Some((oid, mode)) => {
+                    update.upsert(*path, *oid, *mode);
                 }
                 // libgit2 fails on removing an absent entry; absent is what we want.
                 None => match base_tree.get_path(Path::new(path)) {
                     Ok(_) => {
-                        update.remove(path);
+                        update.remove(*path);
                     }
                     Err(e) if e.code() == ErrorCode::NotFound => {}
                     Err(source) => {
@@ -825,26 +962,20 @@ impl Exchange {
                 },
             }
         }
-        let tree_id = git(update.create_updated(&self.repo, &base_tree), || {
+        let tree_id = git(update.create_updated(repo, &base_tree), || {
             format!("building the new tree of {refname}")
         })?;
         // A root commit is compared with the empty tree: no empty commits, ever.
         if tree_id == base_tree.id() {
             return Ok(None);
         }
-        let tree = git(self.repo.find_tree(tree_id), || {
+        let tree = git(repo.find_tree(tree_id), || {
             format!("reading new tree {}", short(tree_id))
         })?;
         let signature = site_signature(site)?;
         let parents: Vec<&git2::Commit<'_>> = parent_commit.iter().collect();
-        let oid = self.signed_commit(refname, &signature, message, &tree, &parents)?;
-        self.update_ref(
-            refname,
-            parent,
-            oid,
-            &format!("ferry: {}", first_line(message)),
-        )?;
-        Ok(Some(oid))
+        self.signed_commit(refname, &signature, message, &tree, &parents)
+            .map(Some)
     }
 
     /// Records that `refname` (ours) supersedes `theirs`: a merge commit with our
@@ -883,14 +1014,6 @@ impl Exchange {
             &format!("ferry: {}", first_line(message)),
         )?;
         Ok(oid)
-    }
-
-    /// The empty tree, written so it can serve as the baseline of a root commit.
-    fn empty_tree(&self) -> Result<Tree<'_>, ExchangeError> {
-        let context = || "writing the empty tree".to_string();
-        let builder = git(self.repo.treebuilder(None), context)?;
-        let oid = git(builder.write(), context)?;
-        git(self.repo.find_tree(oid), context)
     }
 
     /// Whether `ancestor` is `descendant` or one of its ancestors.
@@ -1210,6 +1333,72 @@ mod tests {
         git_cli(ex.repo().path(), &["fsck", "--strict", "--no-dangling"]);
         let authors = git_cli(ex.repo().path(), &["log", "--format=%an <%ae>", BRANCH]);
         assert_eq!(authors, "support (ferry) <support@ferry.invalid>\n");
+    }
+
+    #[test]
+    fn many_new_blobs_go_into_one_pack_that_git_agrees_with() {
+        let (_dir, ex) = exchange();
+        let files = |round: usize, n: usize| -> Vec<FileWrite> {
+            (0..n)
+                .map(|i| {
+                    write(
+                        &format!("issues/P{}/{i}.yaml", i % 7),
+                        &format!("id: {i}\nround: {round}\n"),
+                    )
+                })
+                .collect()
+        };
+        let first = ex
+            .commit(BRANCH, &files(1, 3 * PACK_THRESHOLD), "many", "support")
+            .unwrap()
+            .expect("a commit");
+        // A handful on top goes the loose way; then many again, packed, on a parent.
+        let mut few = files(2, 3);
+        few.push(remove("issues/P1/8.yaml"));
+        let second = ex.commit(BRANCH, &few, "few", "support").unwrap().unwrap();
+        let third = ex
+            .commit(
+                BRANCH,
+                &files(3, 2 * PACK_THRESHOLD),
+                "many again",
+                "support",
+            )
+            .unwrap()
+            .unwrap();
+        assert_eq!(ex.resolve(BRANCH).unwrap(), Some(third));
+
+        let repo = ex.repo().path();
+        git_cli(repo, &["fsck", "--strict", "--no-dangling"]);
+        let counts = git_cli(repo, &["count-objects", "-v"]);
+        let count = |name: &str| -> usize {
+            let prefix = format!("{name}: ");
+            counts
+                .lines()
+                .find_map(|l| l.strip_prefix(&prefix))
+                .unwrap()
+                .parse()
+                .unwrap()
+        };
+        // Every blob of the two big commits is in their two packs; loose are only
+        // trees and commits (the root commit's empty base tree, then per commit
+        // the root, issues/ and the project trees it touched, and the commit)
+        // and the three blobs of the small commit.
+        assert_eq!(count("packs"), 2, "{counts}");
+        assert_eq!(count("in-pack"), 5 * PACK_THRESHOLD, "{counts}");
+        assert_eq!(count("count"), 1 + 10 + (3 + 5 + 1) + 10, "{counts}");
+        for (commit, round) in [(first, 1), (third, 3)] {
+            let listed = git_cli(repo, &["ls-tree", "-r", "--name-only", &commit.to_string()]);
+            assert_eq!(listed.lines().count(), 3 * PACK_THRESHOLD);
+            let (_, bytes) = ex.read_file(commit, "issues/P0/7.yaml").unwrap().unwrap();
+            assert_eq!(bytes, format!("id: 7\nround: {round}\n").as_bytes());
+        }
+        assert!(ex.read_file(second, "issues/P1/8.yaml").unwrap().is_none());
+        // Another handle sees the same, from the pack on disk.
+        let reopened = Exchange::open_or_init(repo).unwrap();
+        assert_eq!(
+            reopened.files(third, "").unwrap(),
+            ex.files(third, "").unwrap()
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! Exit codes are part of the interface (cron reads them) and are decided here, in
 //! one place: see [`ExitStatus`].
 
+mod bench;
 mod bundle;
 mod connection;
 mod demo;
@@ -102,6 +103,7 @@ enum Command {
     Notify(notify::NotifyCommand),
     Doctor(doctor::DoctorArgs),
     Demo(demo::DemoArgs),
+    Bench(bench::BenchArgs),
     Completions(generate::CompletionsArgs),
     Man(generate::ManArgs),
 }
@@ -216,6 +218,7 @@ fn dispatch(command: Command, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
         Command::Notify(cmd) => notify::run(cmd, ctx),
         Command::Doctor(args) => doctor::run(args, ctx),
         Command::Demo(args) => demo::run(args, ctx),
+        Command::Bench(args) => bench::run(args, ctx),
         Command::Completions(args) => generate::completions(args, ctx),
         Command::Man(args) => generate::man(args, ctx),
     }

@@ -6,15 +6,19 @@
 //! crash in between only means the next run re-evaluates the same issues, finds
 //! byte-identical replicas already committed, and makes no new commit.
 
+use std::collections::{BTreeMap, HashMap};
+
 use chrono::{DateTime, Utc};
-use git2::Oid;
+use git2::{ObjectType, Oid};
 
 use super::{IssueError, attachments, issue_error, load_rule};
 use crate::config::Connection;
-use crate::exchange::{Content, FileWrite, applied_ref, own_branch};
+use crate::exchange::{Content, Exchange, FileWrite, applied_ref, own_branch};
 use crate::failpoint;
 use crate::model::Issue;
-use crate::replica::{Replica, SCHEMA_VERSION, SITE_FILE, SiteFile};
+use crate::replica::{
+    Replica, SCHEMA_VERSION, SITE_FILE, SiteFile, parse_replica_path, replica_path,
+};
 use crate::rules::OutgoingContext;
 use crate::site::Site;
 use crate::words::plural;
@@ -87,10 +91,6 @@ pub fn export(
     let cursor = site.ledger.cursor(peer)?;
     let branch = own_branch(&me, peer);
     let head = site.exchange.resolve(&branch)?;
-    let shared_now = match head {
-        Some(head) => site.exchange.files(head, "issues/")?,
-        None => Default::default(),
-    };
 
     let mut report = ExportReport::default();
     let mut writes = Vec::new();
@@ -104,6 +104,7 @@ pub fn export(
     let (mut comment_count, mut issue_count) = (0, 0);
 
     let to_look_at: Vec<&Issue> = changed.since(cursor).collect();
+    let shared_now = Shared::read(&site.exchange, head, to_look_at.len())?;
     tracing::info!(
         %peer,
         since = %cursor.map_or_else(|| "-".into(), |c| crate::model::format_timestamp(&c)),
@@ -121,11 +122,11 @@ pub fn export(
         if !connected && (issue.deleted || !connection.query.matches(issue)) {
             continue;
         }
-        let path = crate::replica::replica_path(&issue.project, &issue.id);
+        let path = replica_path(&issue.project, &issue.id);
         // An issue moved to another project: its replica moves with it (same id,
         // new path), so the old path goes, or the peer would hold two replicas of
         // one issue.
-        for old in replicas_elsewhere(&shared_now, &issue.id, &path) {
+        for old in shared_now.elsewhere(&issue.id, &path)? {
             writes.push(FileWrite {
                 path: old,
                 content: None,
@@ -156,23 +157,25 @@ pub fn export(
                 comment_count += replica.comments.len();
                 issue_count += 1;
                 let bytes = replica.to_yaml().into_bytes();
-                let unchanged = shared_now.get(&path).is_some_and(|oid| {
-                    Oid::hash_object(git2::ObjectType::Blob, &bytes).ok() == Some(*oid)
+                let unchanged = shared_now.blob(&path)?.is_some_and(|oid| {
+                    Oid::hash_object(git2::ObjectType::Blob, &bytes).ok() == Some(oid)
                 });
+                // An unchanged replica is not written again: the commit's cost
+                // follows the change, not the number of issues looked at.
                 if !unchanged {
                     report.written.push(issue.key.clone());
                     if !issue.deleted {
                         carried.push(super::conflict::carried(issue));
                     }
+                    writes.push(FileWrite {
+                        path,
+                        content: Some(Content::Bytes(bytes)),
+                    });
                 }
-                writes.push(FileWrite {
-                    path,
-                    content: Some(Content::Bytes(bytes)),
-                });
                 exported_ids.push(issue.id.clone());
             }
             Ok(None) => {
-                if shared_now.contains_key(&path) {
+                if shared_now.blob(&path)?.is_some() {
                     report.removed.push(issue.key.clone());
                     writes.push(FileWrite {
                         path,
@@ -205,9 +208,7 @@ pub fn export(
         report.commit = site.exchange.commit(&branch, &writes, &message, &me)?;
         failpoint::hit("after-commit");
     }
-    for id in &exported_ids {
-        site.ledger.mark_shared(peer, id)?;
-    }
+    site.ledger.mark_shared(peer, &exported_ids)?;
     // Baselines only serve imports; a connection that never imports keeps none.
     if let Some(commit) = report
         .commit
@@ -232,24 +233,107 @@ pub fn export(
         }),
     };
     site.ledger.set_cursor(peer, next_cursor)?;
+    site.ledger.checkpoint()?;
     failpoint::hit("after-cursor");
     Ok(report)
 }
 
-/// Paths of replicas of the issue `id` other than `path`: what an issue that moved
-/// to another project left at its old path.
-fn replicas_elsewhere(
-    shared: &std::collections::BTreeMap<String, Oid>,
-    id: &str,
-    path: &str,
-) -> Vec<String> {
-    let file = format!("/{id}.yaml");
-    shared
-        .keys()
-        .filter(|p| p.as_str() != path && p.starts_with("issues/") && p.ends_with(&file))
-        .filter(|p| p.matches('/').count() == 2)
-        .cloned()
-        .collect()
+/// Up to this many issues to look at, an export looks their replicas up in the
+/// branch's tree one by one (its cost follows the change); beyond, it lists the
+/// whole tree once.
+const LOOKUP_LIMIT: usize = 1_000;
+
+/// The replicas on this site's branch for the peer, as the export asks for them:
+/// the blob at a path, and the paths an issue's replica had in other projects.
+enum Shared<'repo> {
+    /// Nothing exported yet.
+    Empty,
+    /// Looked up in the tree path by path: `issues/` and its project trees.
+    Lookup(Vec<(String, git2::Tree<'repo>)>),
+    /// Every replica path with its blob, and the paths of each issue id.
+    Listed {
+        blobs: BTreeMap<String, Oid>,
+        by_id: HashMap<String, Vec<String>>,
+    },
+}
+
+impl<'repo> Shared<'repo> {
+    fn read(exchange: &'repo Exchange, head: Option<Oid>, issues: usize) -> anyhow::Result<Self> {
+        let Some(head) = head else {
+            return Ok(Shared::Empty);
+        };
+        if issues > LOOKUP_LIMIT {
+            let blobs = exchange.files(head, "issues/")?;
+            let mut by_id: HashMap<String, Vec<String>> = HashMap::new();
+            for path in blobs.keys() {
+                if let Ok((_, id)) = parse_replica_path(path) {
+                    by_id.entry(id).or_default().push(path.clone());
+                }
+            }
+            return Ok(Shared::Listed { blobs, by_id });
+        }
+        let repo = exchange.repo();
+        let root = repo.find_commit(head)?.tree()?;
+        let Some(issues) = root
+            .get_name("issues")
+            .filter(|e| e.kind() == Some(ObjectType::Tree))
+        else {
+            return Ok(Shared::Lookup(Vec::new()));
+        };
+        let issues = repo.find_tree(issues.id())?;
+        let mut projects = Vec::new();
+        for entry in issues.iter() {
+            if let (Ok(name), Some(ObjectType::Tree)) = (entry.name(), entry.kind()) {
+                projects.push((name.to_string(), repo.find_tree(entry.id())?));
+            }
+        }
+        Ok(Shared::Lookup(projects))
+    }
+
+    /// The blob of the replica at `path` (`issues/PROJECT/ID.yaml`).
+    fn blob(&self, path: &str) -> anyhow::Result<Option<Oid>> {
+        Ok(match self {
+            Shared::Empty => None,
+            Shared::Listed { blobs, .. } => blobs.get(path).copied(),
+            Shared::Lookup(projects) => {
+                let Ok((project, id)) = parse_replica_path(path) else {
+                    return Ok(None);
+                };
+                projects
+                    .iter()
+                    .find(|(name, _)| *name == project)
+                    .and_then(|(_, tree)| Self::file(tree, &id))
+            }
+        })
+    }
+
+    /// Paths of replicas of the issue `id` other than `path`: what an issue that
+    /// moved to another project left at its old path.
+    fn elsewhere(&self, id: &str, path: &str) -> anyhow::Result<Vec<String>> {
+        Ok(match self {
+            Shared::Empty => Vec::new(),
+            Shared::Listed { by_id, .. } => by_id
+                .get(id)
+                .into_iter()
+                .flatten()
+                .filter(|p| p.as_str() != path)
+                .cloned()
+                .collect(),
+            Shared::Lookup(projects) => projects
+                .iter()
+                .filter(|(_, tree)| Self::file(tree, id).is_some())
+                .map(|(project, _)| replica_path(project, id))
+                .filter(|p| p != path)
+                .collect(),
+        })
+    }
+
+    /// The blob `ID.yaml` in a project's tree.
+    fn file(tree: &git2::Tree<'_>, id: &str) -> Option<Oid> {
+        tree.get_name(&format!("{id}.yaml"))
+            .filter(|e| e.kind() == Some(ObjectType::Blob))
+            .map(|e| e.id())
+    }
 }
 
 /// What a deleted issue leaves in the exchange: identity and the deletion, nothing

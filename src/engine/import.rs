@@ -165,6 +165,7 @@ pub fn import(site: &mut Site, connection: &Connection) -> anyhow::Result<Import
             Err(ImportFailure::Fatal(e)) => return Err(e),
         }
     }
+    site.ledger.checkpoint()?;
     failpoint::hit("before-applied-ref");
     site.exchange.set_ref(
         &applied_ref(&peer),

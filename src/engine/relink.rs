@@ -65,15 +65,17 @@ pub fn relink(site: &mut Site, connection: &Connection) -> anyhow::Result<Relink
     };
 
     if let Some(own) = site.exchange.resolve(&own_branch(&me, peer))? {
+        let mut shared = Vec::new();
         for path in site.exchange.files(own, "issues/")?.keys() {
             let Ok((_, id)) = parse_replica_path(path) else {
                 continue;
             };
             if site.tracker.get(&id)?.is_some() {
-                site.ledger.mark_shared(peer, &id)?;
-                report.shared += 1;
+                shared.push(id);
             }
         }
+        report.shared += shared.len();
+        site.ledger.mark_shared(peer, &shared)?;
     }
 
     let applied = match site.exchange.resolve(&applied_ref(peer))? {

@@ -277,20 +277,35 @@ impl LocalTracker {
     /// so that even 100k issues take seconds. Returns their keys in creation order.
     ///
     /// Issues are created over the past year; their `updated` is the time of the
-    /// generation, so that a sync cursor taken before it sees them all.
+    /// generation, so that a sync cursor taken before it sees them all. `shape`
+    /// spreads them over several projects and fixes their comment count, for
+    /// benchmarks that need a site of a given size.
     pub fn generate(
         &mut self,
         count: usize,
         project: &str,
         seed: u64,
+        shape: &GenerateShape,
     ) -> Result<Vec<String>, TrackerError> {
         check_project(project)?;
+        let projects = shape.project_names(project);
         let now = self.now();
         self.write(|tx| {
             let mut rng = XorShift::new(seed);
             let mut keys = Vec::with_capacity(count);
-            for _ in 0..count {
-                let issue = synthetic_issue(&mut rng, now);
+            for i in 0..count {
+                let mut issue = synthetic_issue(&mut rng, now);
+                if let Some(n) = shape.comments {
+                    let created = issue.created;
+                    issue.comments = (0..n)
+                        .map(|c| {
+                            let mut comment = synthetic_comment(&mut rng);
+                            comment.internal = false;
+                            (comment, created + chrono::Duration::seconds(c as i64))
+                        })
+                        .collect();
+                }
+                let project = &projects[i % projects.len()];
                 let (id, key) = insert_issue(tx, project, &issue.values, issue.created, now, None)?;
                 for (comment, created) in &issue.comments {
                     insert_comment(tx, id, comment, *created)?;
@@ -310,6 +325,9 @@ impl LocalTracker {
     /// Sets the connection up and creates or checks the schema.
     fn init(&mut self) -> Result<(), Fail> {
         self.conn.busy_timeout(BUSY_TIMEOUT)?;
+        // Loading issues alone takes a dozen statements; the default cache of 16
+        // would make an import re-parse them all the time.
+        self.conn.set_prepared_statement_cache_capacity(128);
         let mode: String =
             self.conn
                 .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
@@ -1001,8 +1019,11 @@ fn load(conn: &Connection, filter: &Filter) -> Result<Vec<Issue>, Fail> {
     let mut issues = Vec::new();
     let mut index = HashMap::new();
     {
+        // `+` keeps the planner from walking the whole (project, number) index to
+        // save a sort: then reading the few issues changed since a cursor costs a
+        // scan of every issue (a third of a second at 100 000 issues).
         let sql =
-            format!("SELECT {ISSUE_COLUMNS} FROM issues WHERE {clause} ORDER BY project, number");
+            format!("SELECT {ISSUE_COLUMNS} FROM issues WHERE {clause} ORDER BY +project, +number");
         let mut stmt = conn.prepare_cached(&sql)?;
         let mut rows = stmt.query(args.clone())?;
         while let Some(row) = rows.next()? {
@@ -1181,6 +1202,30 @@ impl XorShift {
     }
 }
 
+/// How [`LocalTracker::generate`] lays its issues out.
+#[derive(Debug, Clone, Default)]
+pub struct GenerateShape {
+    /// Spread the issues round-robin over this many projects, named the project
+    /// key followed by 1..=N (zero-padded); 0 or 1: all in the project itself.
+    pub projects: usize,
+    /// Give every issue exactly this many public comments (default: 0 to 5, some
+    /// internal).
+    pub comments: Option<usize>,
+}
+
+impl GenerateShape {
+    /// The projects the issues go to, in round-robin order.
+    pub fn project_names(&self, project: &str) -> Vec<String> {
+        match self.projects {
+            0 | 1 => vec![project.to_string()],
+            n => {
+                let width = n.to_string().len();
+                (1..=n).map(|i| format!("{project}{i:0width$}")).collect()
+            }
+        }
+    }
+}
+
 /// One generated issue before it is written.
 struct Synthetic {
     values: Values,
@@ -1306,19 +1351,26 @@ fn synthetic_issue(rng: &mut XorShift, now: DateTime<Utc>) -> Synthetic {
     let comments = offsets
         .into_iter()
         .map(|offset| {
-            let comment = NewComment {
-                author: rng.pick(USERS).into(),
-                body: rng.pick(REMARKS).into(),
-                internal: rng.chance(25),
-                origin: None,
-            };
-            (comment, created + chrono::Duration::seconds(offset))
+            (
+                synthetic_comment(rng),
+                created + chrono::Duration::seconds(offset),
+            )
         })
         .collect();
     Synthetic {
         values,
         created,
         comments,
+    }
+}
+
+/// One comment by a random user, a quarter of them internal.
+fn synthetic_comment(rng: &mut XorShift) -> NewComment {
+    NewComment {
+        author: rng.pick(USERS).into(),
+        body: rng.pick(REMARKS).into(),
+        internal: rng.chance(25),
+        origin: None,
     }
 }
 
@@ -1623,7 +1675,9 @@ mod tests {
     fn generate_is_deterministic_and_realistic() {
         let run = |seed| {
             let (_dir, mut t) = fresh();
-            let keys = t.generate(300, "GEN", seed).unwrap();
+            let keys = t
+                .generate(300, "GEN", seed, &GenerateShape::default())
+                .unwrap();
             (keys, t.changed_since(None).unwrap())
         };
         let (keys, issues) = run(7);
@@ -1644,6 +1698,30 @@ mod tests {
                 && i.comments
                     .iter()
                     .all(|c| c.created >= i.created && c.created <= i.updated)
+        }));
+    }
+
+    #[test]
+    fn generate_spreads_over_projects_with_fixed_comments() {
+        let (_dir, mut t) = fresh();
+        let shape = GenerateShape {
+            projects: 12,
+            comments: Some(5),
+        };
+        let keys = t.generate(30, "P", 3, &shape).unwrap();
+        assert_eq!(
+            (keys[0].as_str(), keys[11].as_str(), keys[12].as_str()),
+            ("P01-1", "P12-1", "P01-2")
+        );
+        let issues = t.changed_since(None).unwrap();
+        let projects: std::collections::BTreeSet<_> =
+            issues.iter().map(|i| i.project.as_str()).collect();
+        assert_eq!(projects.len(), 12);
+        assert!(issues.iter().all(|i| {
+            i.comments.len() == 5
+                && i.comments
+                    .iter()
+                    .all(|c| !c.internal && c.created >= i.created)
         }));
     }
 }

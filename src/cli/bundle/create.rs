@@ -28,6 +28,10 @@ pub struct CreateArgs {
     /// (when the peer lost its state, or a bundle is missing).
     #[arg(long)]
     full: bool,
+    /// Include only what came after COMMIT of the branch, not after the peer's
+    /// ack (when the peer is known to have COMMIT, e.g. from an earlier bundle).
+    #[arg(long, value_name = "COMMIT", conflicts_with = "full")]
+    after: Option<String>,
 }
 
 /// Writes the bundle and says what it holds.
@@ -35,7 +39,11 @@ pub fn run(args: CreateArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
     let site = Site::open(&ctx.dir)?;
     let connection = site.config.connection(&args.connection)?.clone();
     let peer = connection.peer.clone();
-    let Some(plan) = bundle::plan(&site.exchange, site.name(), &peer, args.full)? else {
+    let plan = match &args.after {
+        Some(after) => Some(plan_after(&site, &peer, after)?),
+        None => bundle::plan(&site.exchange, site.name(), &peer, args.full)?,
+    };
+    let Some(plan) = plan else {
         writeln!(
             ctx.out,
             "bundle {peer}: nothing to send, {peer} acknowledged everything up to {}; \
@@ -75,4 +83,39 @@ pub fn run(args: CreateArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
         short_id(plan.tip)
     )?;
     Ok(ExitStatus::Success)
+}
+
+/// The plan of a bundle holding what came after `after` on the branch for `peer`.
+fn plan_after(site: &Site, peer: &str, after: &str) -> anyhow::Result<bundle::Plan> {
+    let refname = crate::exchange::own_branch(site.name(), peer);
+    let Some(tip) = site.exchange.resolve(&refname)? else {
+        return Err(
+            UsageError(format!("nothing exported for {peer} yet: run ferry export")).into(),
+        );
+    };
+    let base = site
+        .exchange
+        .repo()
+        .revparse_single(after)
+        .and_then(|object| object.peel_to_commit())
+        .map_err(|_| UsageError(format!("--after {after}: no such commit")))?
+        .id();
+    if !site.exchange.is_ancestor(base, tip)? {
+        return Err(UsageError(format!(
+            "--after {after}: not a commit of {refname}, which is at {}",
+            short_id(tip)
+        ))
+        .into());
+    }
+    if base == tip {
+        return Err(UsageError(format!(
+            "--after {after}: that is the tip of {refname}, nothing comes after it"
+        ))
+        .into());
+    }
+    Ok(bundle::Plan {
+        refname,
+        tip,
+        prerequisites: vec![base],
+    })
 }

@@ -1,0 +1,604 @@
+//! `ferry bench`: ferry at scale, measured against git's own limit.
+//!
+//! Every measured step is this same binary run as a child process in a site
+//! folder, exactly as cron would run it; its wall time is taken around the child
+//! and its peak memory comes from the kernel (`wait4`'s rusage, which also covers
+//! the child's own children, such as the `git` a push runs). Nothing is timed
+//! in-process, so what the table says is what an operator would see.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+
+use crate::cli::{Ctx, ExitStatus, UsageError};
+use crate::exchange::own_branch;
+use crate::site::Site;
+use crate::tracker::local::GenerateShape;
+
+/// Measure ferry at scale (issue 11) and print a table of figures and targets.
+///
+/// 1. full export of ISSUES issues with COMMENTS comments each in PROJECTS
+///    projects (local tracker → replicas → one commit), against git fast-import
+///    writing as many replica-sized files as one commit (bench/fastimport_baseline.py);
+/// 2. incremental: CHANGED issues edited, then export + push on the site and
+///    pull + import (the diff and the new replicas) on the peer, for the big site
+///    and for a SMALL one;
+/// 3. import of IMPORT new replicas into the local tracker (ledger on);
+/// 4. the incremental bundle of the CHANGED issues, against their replicas' bytes;
+/// 5. the peak memory of each.
+///
+/// Needs git and python3. The default is the issue's scale and takes minutes;
+/// `--issues 10000 --import 2000` is a quick run.
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Issues in the big site.
+    #[arg(long, value_name = "N", default_value_t = 100_000)]
+    issues: usize,
+    /// Projects they are spread over.
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    projects: usize,
+    /// Comments on every issue.
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    comments: usize,
+    /// Issues changed for the incremental sync and the bundle.
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    changed: usize,
+    /// Issues in the small site the incremental sync is compared with.
+    #[arg(long, value_name = "N", default_value_t = 1_000)]
+    small: usize,
+    /// New replicas the import item imports.
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    import: usize,
+    /// The git fast-import baseline script.
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "bench/fastimport_baseline.py"
+    )]
+    baseline: PathBuf,
+    /// Build the sites in DIR and keep them (default: a temporary folder, removed).
+    #[arg(long, value_name = "DIR")]
+    keep: Option<PathBuf>,
+}
+
+/// One child process: its wall time and peak resident memory.
+#[derive(Debug, Clone, Copy, Default)]
+struct Measured {
+    secs: f64,
+    /// User and system CPU time: on a busy machine, what the wall time would be
+    /// without waiting for a core (and for the disk).
+    cpu_secs: f64,
+    max_rss_kib: u64,
+}
+
+impl Measured {
+    /// Steps run one after the other: times add up, memory peaks.
+    fn then(self, next: Measured) -> Measured {
+        Measured {
+            secs: self.secs + next.secs,
+            cpu_secs: self.cpu_secs + next.cpu_secs,
+            max_rss_kib: self.max_rss_kib.max(next.max_rss_kib),
+        }
+    }
+
+    fn rss_mb(&self) -> f64 {
+        self.max_rss_kib as f64 / 1024.0
+    }
+}
+
+/// Runs ferry (this binary) and git with a sealed, repeatable environment.
+struct Runner {
+    ferry: PathBuf,
+    /// Where the children's stderr goes, shown when one fails.
+    log: PathBuf,
+}
+
+impl Runner {
+    fn command(&self, program: &Path, dir: &Path, args: &[&str]) -> anyhow::Result<Command> {
+        let mut command = Command::new(program);
+        command
+            .args(args)
+            .current_dir(dir)
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("FERRY_USER", "bench")
+            .env_remove("FERRY_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&self.log).context("creating the bench log")?);
+        Ok(command)
+    }
+
+    /// Runs `program args` in `dir`, measured; fails with its stderr if it fails.
+    fn measure(&self, program: &Path, dir: &Path, args: &[&str]) -> anyhow::Result<Measured> {
+        let mut command = self.command(program, dir, args)?;
+        let start = Instant::now();
+        let child = command
+            .spawn()
+            .with_context(|| format!("starting {}", program.display()))?;
+        let (status, usage) = wait_with_rusage(child.id())?;
+        let secs = start.elapsed().as_secs_f64();
+        if status != 0 {
+            let log = fs::read_to_string(&self.log).unwrap_or_default();
+            bail!(
+                "`{} {}` in {} failed (wait status {status}):\n{log}",
+                program.display(),
+                args.join(" "),
+                dir.display()
+            );
+        }
+        let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+        Ok(Measured {
+            secs,
+            cpu_secs: seconds(usage.ru_utime) + seconds(usage.ru_stime),
+            max_rss_kib: u64::try_from(usage.ru_maxrss).unwrap_or(0),
+        })
+    }
+
+    fn ferry(&self, dir: &Path, args: &[&str]) -> anyhow::Result<Measured> {
+        self.measure(&self.ferry.clone(), dir, args)
+    }
+
+    /// Runs ferry and returns its standard output.
+    fn ferry_output(&self, dir: &Path, args: &[&str]) -> anyhow::Result<String> {
+        let output = self
+            .command(&self.ferry, dir, args)?
+            .stdout(Stdio::piped())
+            .output()
+            .context("running ferry")?;
+        if !output.status.success() {
+            bail!(
+                "`ferry {}` failed: {}",
+                args.join(" "),
+                fs::read_to_string(&self.log).unwrap_or_default()
+            );
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
+    }
+}
+
+/// Waits for the child `pid` and returns its wait status and resource usage (its
+/// reaped children included), which `std::process::Child::wait` drops.
+fn wait_with_rusage(pid: u32) -> anyhow::Result<(i32, libc::rusage)> {
+    let pid = libc::pid_t::try_from(pid).context("child pid out of range")?;
+    let mut status = 0;
+    // SAFETY: rusage is plain data for which all zeroes is a valid value.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: both pointers are valid for writes for the duration of the call.
+        let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+        if rc == pid {
+            break;
+        }
+        let error = std::io::Error::last_os_error();
+        if error.kind() != std::io::ErrorKind::Interrupted {
+            return Err(error).context("waiting for a child");
+        }
+    }
+    Ok((status, usage))
+}
+
+/// Two sites, `a` (the one with the issues) and `b`, connected through one bare
+/// repository, every project mapped to itself.
+struct World {
+    a: PathBuf,
+    b: PathBuf,
+    projects: Vec<String>,
+}
+
+const PROJECT: &str = "P";
+
+impl World {
+    fn build(
+        runner: &Runner,
+        dir: &Path,
+        issues: usize,
+        shape: &GenerateShape,
+    ) -> anyhow::Result<World> {
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let git = Path::new("git");
+        runner.measure(git, dir, &["init", "-q", "--bare", "exchange.git"])?;
+        let projects = shape.project_names(PROJECT);
+        let world = World {
+            a: dir.join("a"),
+            b: dir.join("b"),
+            projects,
+        };
+        for (site, peer) in [(&world.a, "b"), (&world.b, "a")] {
+            fs::create_dir_all(site)?;
+            let name = if peer == "a" { "b" } else { "a" };
+            runner.ferry(site, &["-q", "init", "--site", name])?;
+            let mut args = vec![
+                "-q",
+                "connection",
+                "add",
+                peer,
+                "--channel",
+                "../exchange.git",
+            ];
+            let pairs: Vec<String> = world.projects.iter().map(|p| format!("{p}={p}")).collect();
+            for pair in &pairs {
+                args.extend(["--project", pair]);
+            }
+            runner.ferry(site, &args)?;
+        }
+        for (site, peer, other) in [(&world.a, "b", &world.b), (&world.b, "a", &world.a)] {
+            let key = runner.ferry_output(other, &["key", "show"])?;
+            runner.ferry(site, &["-q", "connection", "trust", peer, &key])?;
+        }
+        let count = issues.to_string();
+        let mut args = vec!["-q", "tracker", "generate", &count, "--project", PROJECT];
+        let projects = shape.projects.to_string();
+        let comments = shape.comments.unwrap_or(0).to_string();
+        args.extend(["--projects", &projects, "--comments", &comments]);
+        runner.ferry(&world.a, &args)?;
+        // The steady state: the issues were last changed before the sync that
+        // follows, not in the very second it reads them (an export reads the
+        // second of its cursor again, see `engine::export`).
+        std::thread::sleep(std::time::Duration::from_millis(1_100));
+        Ok(world)
+    }
+
+    /// Edits `n` issues of `a`, spread over its projects (not measured).
+    fn change(&self, runner: &Runner, n: usize, round: usize) -> anyhow::Result<()> {
+        for i in 0..n {
+            let key = format!(
+                "{}-{}",
+                self.projects[i % self.projects.len()],
+                1 + i / self.projects.len()
+            );
+            let summary = format!("Changed by the benchmark, round {round}");
+            runner.ferry(
+                &self.a,
+                &["-q", "tracker", "edit", &key, "--summary", &summary],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// `a` exports and pushes, `b` pulls and imports: one change crossing over.
+    fn sync_over(&self, runner: &Runner) -> anyhow::Result<Steps> {
+        Ok(Steps {
+            export: runner.ferry(&self.a, &["-q", "export"])?,
+            push: runner.ferry(&self.a, &["-q", "push"])?,
+            pull: runner.ferry(&self.b, &["-q", "pull"])?,
+            import: runner.ferry(&self.b, &["-q", "import"])?,
+        })
+    }
+
+    /// The head of `a`'s branch for `b`.
+    fn head(&self) -> anyhow::Result<git2::Oid> {
+        let site = Site::open(&self.a)?;
+        site.exchange
+            .resolve(&own_branch("a", "b"))?
+            .context("a has exported nothing")
+    }
+}
+
+/// The four steps of one change crossing from `a` to `b`.
+struct Steps {
+    export: Measured,
+    push: Measured,
+    pull: Measured,
+    import: Measured,
+}
+
+impl Steps {
+    fn total(&self) -> Measured {
+        self.export
+            .then(self.push)
+            .then(self.pull)
+            .then(self.import)
+    }
+
+    fn describe(&self) -> String {
+        let total = self.total();
+        format!(
+            "export {:.3} s, push {:.3} s, pull {:.3} s, import {:.3} s (cpu {:.3} s)",
+            self.export.secs, self.push.secs, self.pull.secs, self.import.secs, total.cpu_secs
+        )
+    }
+}
+
+/// One row of the table.
+struct Row {
+    item: String,
+    figure: String,
+    target: String,
+    met: bool,
+    rss: Option<Measured>,
+}
+
+/// Runs the benchmark and prints the table.
+pub fn run(args: BenchArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
+    if args.changed == 0 || args.changed > args.small.min(args.issues) {
+        return Err(UsageError(format!(
+            "--changed must be between 1 and the size of the smallest site ({})",
+            args.small.min(args.issues)
+        ))
+        .into());
+    }
+    if !args.baseline.is_file() {
+        return Err(UsageError(format!(
+            "{} not found: run ferry bench from the ferry checkout, or pass --baseline FILE",
+            args.baseline.display()
+        ))
+        .into());
+    }
+    let baseline = fs::canonicalize(&args.baseline)?;
+    let temporary;
+    let root = match &args.keep {
+        Some(dir) => {
+            fs::create_dir_all(dir)?;
+            fs::canonicalize(dir)?
+        }
+        None => {
+            temporary = tempfile::tempdir()?;
+            temporary.path().to_path_buf()
+        }
+    };
+    let runner = Runner {
+        ferry: std::env::current_exe().context("finding the ferry binary")?,
+        log: root.join("last-stderr.log"),
+    };
+    let shape = GenerateShape {
+        projects: args.projects,
+        comments: Some(args.comments),
+    };
+    let mut rows = Vec::new();
+    let mut notes = String::new();
+
+    // 1. Full export against git fast-import.
+    writeln!(
+        ctx.out,
+        "building a site of {} issues × {} comments in {} projects in {}",
+        args.issues,
+        args.comments,
+        args.projects,
+        root.display()
+    )?;
+    let big = World::build(&runner, &root.join("big"), args.issues, &shape)?;
+    let export = runner.ferry(&big.a, &["-q", "export"])?;
+    say(
+        ctx,
+        format!(
+            "full export: {:.2} s (cpu {:.2} s)",
+            export.secs, export.cpu_secs
+        ),
+    )?;
+    let python = Path::new("python3");
+    let fastimport_repo = root.join("fastimport.git");
+    let fastimport = runner
+        .command(python, &root, &[])?
+        .arg(&baseline)
+        .arg(args.issues.to_string())
+        .arg(&fastimport_repo)
+        .stdout(Stdio::piped())
+        .output()
+        .context("running the fast-import baseline (needs python3 and git)")?;
+    if !fastimport.status.success() {
+        bail!(
+            "the fast-import baseline failed: {}",
+            fs::read_to_string(&runner.log).unwrap_or_default()
+        );
+    }
+    let fastimport_secs: f64 = String::from_utf8_lossy(&fastimport.stdout)
+        .trim()
+        .parse()
+        .context("reading the baseline's seconds")?;
+    fs::remove_dir_all(&fastimport_repo)?;
+    say(ctx, format!("git fast-import: {fastimport_secs:.2} s"))?;
+    let ratio = export.secs / fastimport_secs;
+    rows.push(Row {
+        item: format!(
+            "1 full export, {} issues × {} comments, {} projects",
+            args.issues, args.comments, args.projects
+        ),
+        figure: format!(
+            "{:.2} s = {ratio:.2} × fast-import ({fastimport_secs:.2} s)",
+            export.secs
+        ),
+        target: "≤ 0.5 × fast-import".into(),
+        met: ratio <= 0.5,
+        rss: Some(export),
+    });
+
+    // The peer takes the whole site once (not an item, but worth knowing).
+    runner.ferry(&big.a, &["-q", "push"])?;
+    runner.ferry(&big.b, &["-q", "pull"])?;
+    let first_import = runner.ferry(&big.b, &["-q", "import"])?;
+    say(
+        ctx,
+        format!(
+            "peer imports the {} issues: {:.1} s (cpu {:.1} s, {:.0} issues/s, peak {:.0} MB)",
+            args.issues,
+            first_import.secs,
+            first_import.cpu_secs,
+            args.issues as f64 / first_import.secs,
+            first_import.rss_mb()
+        ),
+    )?;
+    let _ = writeln!(
+        notes,
+        "peer's first import of the big site: {:.1} s, peak {:.0} MB",
+        first_import.secs,
+        first_import.rss_mb()
+    );
+
+    // 2. Incremental, big site.
+    let before = big.head()?;
+    big.change(&runner, args.changed, 1)?;
+    let steps = big.sync_over(&runner)?;
+    let after = big.head()?;
+    let big_total = steps.total();
+    say(
+        ctx,
+        format!(
+            "{} changed in the big site: {}",
+            args.changed,
+            steps.describe()
+        ),
+    )?;
+
+    // 4. The incremental bundle of that change.
+    let bundle_file = root.join("incremental.bundle");
+    let before_text = before.to_string();
+    let bundle = runner.ferry(
+        &big.a,
+        &[
+            "-q",
+            "bundle",
+            "create",
+            "--connection",
+            "b",
+            "--after",
+            &before_text,
+            "--out",
+            bundle_file
+                .to_str()
+                .context("temporary path is not UTF-8")?,
+        ],
+    )?;
+    let bundle_bytes = fs::metadata(&bundle_file)?.len();
+    let replica_bytes = {
+        let site = Site::open(&big.a)?;
+        let mut bytes = 0;
+        for change in site.exchange.diff_paths(Some(before), after)? {
+            if let Some(blob) = change.new.filter(|_| change.path.starts_with("issues/")) {
+                bytes += site.exchange.blob_size(blob)? as u64;
+            }
+        }
+        bytes
+    };
+
+    // 2b. Incremental, small site.
+    let small = World::build(&runner, &root.join("small"), args.small, &shape)?;
+    small.sync_over(&runner)?;
+    small.change(&runner, args.changed, 1)?;
+    let small_steps = small.sync_over(&runner)?;
+    let small_total = small_steps.total();
+    say(
+        ctx,
+        format!(
+            "{} changed in the small site: {}",
+            args.changed,
+            small_steps.describe()
+        ),
+    )?;
+    let spread = big_total.secs / small_total.secs;
+    rows.push(Row {
+        item: format!(
+            "2 incremental, {} changed in {} issues",
+            args.changed, args.issues
+        ),
+        figure: format!("{:.3} s", big_total.secs),
+        target: "≤ 0.3 s".into(),
+        met: big_total.secs <= 0.3,
+        rss: Some(big_total),
+    });
+    rows.push(Row {
+        item: format!(
+            "2 incremental, {} changed in {} issues",
+            args.changed, args.small
+        ),
+        figure: format!("{:.3} s (big/small = {spread:.2})", small_total.secs),
+        target: "≤ 0.3 s, big within ±20%".into(),
+        met: small_total.secs <= 0.3 && (0.8..=1.2).contains(&spread),
+        rss: Some(small_total),
+    });
+
+    // 3. Import of new replicas.
+    let imports = World::build(&runner, &root.join("import"), args.import, &shape)?;
+    runner.ferry(&imports.a, &["-q", "export"])?;
+    runner.ferry(&imports.a, &["-q", "push"])?;
+    runner.ferry(&imports.b, &["-q", "pull"])?;
+    let import = runner.ferry(&imports.b, &["-q", "import"])?;
+    let rate = args.import as f64 / import.secs;
+    say(
+        ctx,
+        format!(
+            "import of {} new replicas: {:.2} s (cpu {:.2} s)",
+            args.import, import.secs, import.cpu_secs
+        ),
+    )?;
+    rows.push(Row {
+        item: format!("3 import of {} new replicas, ledger on", args.import),
+        figure: format!("{:.2} s ({rate:.0} issues/s)", import.secs),
+        target: "≤ 5 s (≥ 2000 issues/s)".into(),
+        met: rate >= 2000.0,
+        rss: Some(import),
+    });
+
+    let bundle_ratio = bundle_bytes as f64 / replica_bytes.max(1) as f64;
+    rows.push(Row {
+        item: format!("4 incremental bundle, {} changed issues", args.changed),
+        figure: format!("{bundle_bytes} B for {replica_bytes} B of replicas = {bundle_ratio:.2}"),
+        target: "≤ 2 × replica bytes".into(),
+        met: bundle_ratio <= 2.0,
+        rss: Some(bundle),
+    });
+    let peak = rows
+        .iter()
+        .filter_map(|r| r.rss)
+        .map(|m| m.max_rss_kib)
+        .max()
+        .unwrap_or(0);
+    rows.push(Row {
+        item: "5 peak RSS, highest of the items above".into(),
+        figure: format!("{:.0} MB", peak as f64 / 1024.0),
+        target: "≤ 200 MB".into(),
+        met: peak as f64 / 1024.0 <= 200.0,
+        rss: None,
+    });
+
+    print_table(ctx, &rows)?;
+    write!(ctx.out, "{notes}")?;
+    if args.keep.is_some() {
+        writeln!(ctx.out, "sites kept in {}", root.display())?;
+    }
+    Ok(ExitStatus::Success)
+}
+
+/// Prints a progress line at once (a full run takes minutes).
+fn say(ctx: &mut Ctx, line: String) -> anyhow::Result<()> {
+    writeln!(ctx.out, "  {line}")?;
+    ctx.out.flush()?;
+    Ok(())
+}
+
+fn print_table(ctx: &mut Ctx, rows: &[Row]) -> anyhow::Result<()> {
+    let width = |f: &dyn Fn(&Row) -> usize, title: &str| {
+        rows.iter()
+            .map(f)
+            .max()
+            .unwrap_or(0)
+            .max(title.chars().count())
+    };
+    let item = width(&|r| r.item.chars().count(), "item");
+    let figure = width(&|r| r.figure.chars().count(), "result");
+    let target = width(&|r| r.target.chars().count(), "target");
+    writeln!(ctx.out)?;
+    writeln!(
+        ctx.out,
+        "{:item$}  {:figure$}  {:target$}  {:4}  peak RSS",
+        "item", "result", "target", "met"
+    )?;
+    for row in rows {
+        let rss = row
+            .rss
+            .map_or_else(String::new, |m| format!("{:.0} MB", m.rss_mb()));
+        writeln!(
+            ctx.out,
+            "{:item$}  {:figure$}  {:target$}  {:4}  {rss}",
+            row.item,
+            row.figure,
+            row.target,
+            if row.met { "yes" } else { "NO" },
+        )?;
+    }
+    Ok(())
+}
