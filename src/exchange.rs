@@ -31,6 +31,7 @@ use sha2::{Digest, Sha256};
 
 use crate::replica::{SITE_FILE, SiteFile};
 use crate::signing::{KeyError, SiteKey, with_branch_trailer};
+use crate::transport::pack;
 
 /// An exchange repo operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -295,16 +296,7 @@ fn pack_entries(blobs: &[&[u8]]) -> Vec<u8> {
     use std::io::Write;
     let mut out = Vec::new();
     for blob in blobs {
-        // Type 3 (blob) and the size, 4 bits then 7 bits a byte, high bit: more.
-        let mut size = blob.len();
-        let mut byte = (3u8 << 4) | (size & 0x0f) as u8;
-        size >>= 4;
-        while size > 0 {
-            out.push(byte | 0x80);
-            byte = (size & 0x7f) as u8;
-            size >>= 7;
-        }
-        out.push(byte);
+        pack::object_header(&mut out, pack::OBJ_BLOB, blob.len());
         let mut encoder = flate2::write::ZlibEncoder::new(out, flate2::Compression::fast());
         encoder
             .write_all(blob)
@@ -894,14 +886,12 @@ impl Exchange {
                 .map(|w| w.join().expect("pack compression does not panic"))
                 .collect()
         });
-        let mut pack = Vec::with_capacity(entries.iter().map(Vec::len).sum::<usize>() + 32);
-        pack.extend_from_slice(b"PACK");
-        pack.extend_from_slice(&2u32.to_be_bytes());
         let count = u32::try_from(new.len()).map_err(|_| ExchangeError::Git {
             context: context(),
             source: git2::Error::from_str("too many objects for one pack"),
         })?;
-        pack.extend_from_slice(&count.to_be_bytes());
+        let mut pack = Vec::with_capacity(entries.iter().map(Vec::len).sum::<usize>() + 32);
+        pack.extend_from_slice(&pack::pack_header(count));
         for part in &entries {
             pack.extend_from_slice(part);
         }
@@ -1127,7 +1117,7 @@ impl ContentWriter<'_> {
 
     /// Writes what is left and returns where the content is.
     pub fn finish(mut self) -> Result<StoredContent, ExchangeError> {
-        let sha256 = format!("{:x}", self.hasher.clone().finalize());
+        let sha256 = format!("{:x}", std::mem::take(&mut self.hasher).finalize());
         if self.parts.is_empty() {
             let oid = git(self.repo.blob(&self.buffer), || {
                 format!("writing attachment {sha256}")

@@ -24,7 +24,7 @@ use sha1::{Digest, Sha1};
 /// Pack entry types (gitformat-pack).
 const OBJ_COMMIT: u8 = 1;
 const OBJ_TREE: u8 = 2;
-const OBJ_BLOB: u8 = 3;
+pub(crate) const OBJ_BLOB: u8 = 3;
 const OBJ_REF_DELTA: u8 = 7;
 
 /// The largest copy one delta instruction encodes here (git's own writer's limit).
@@ -132,11 +132,9 @@ fn encode(repo: &Repository, entries: &[Entry], out: &mut dyn Write) -> Result<(
         out,
         hasher: Sha1::new(),
     };
-    let mut head = Vec::with_capacity(12);
-    head.extend_from_slice(b"PACK");
-    head.extend_from_slice(&2u32.to_be_bytes());
-    head.extend_from_slice(&(entries.len() as u32).to_be_bytes());
-    pack.write_all(&head).map_err(io_error)?;
+    let count = u32::try_from(entries.len())
+        .map_err(|_| git2::Error::from_str("too many objects for one pack"))?;
+    pack.write_all(&pack_header(count)).map_err(io_error)?;
     for entry in entries {
         let object = odb.read(entry.oid)?;
         let data = object.data();
@@ -188,8 +186,17 @@ impl Write for Hashed<'_> {
     }
 }
 
+/// The start of a version 2 pack holding `count` objects.
+pub(crate) fn pack_header(count: u32) -> [u8; 12] {
+    let mut head = [0u8; 12];
+    head[..4].copy_from_slice(b"PACK");
+    head[4..8].copy_from_slice(&2u32.to_be_bytes());
+    head[8..].copy_from_slice(&count.to_be_bytes());
+    head
+}
+
 /// A pack object header: type and size, 4 bits then 7 per byte, low bits first.
-fn object_header(out: &mut Vec<u8>, kind: u8, size: usize) {
+pub(crate) fn object_header(out: &mut Vec<u8>, kind: u8, size: usize) {
     let mut byte = (kind << 4) | (size & 0x0f) as u8;
     let mut rest = size >> 4;
     while rest > 0 {
