@@ -84,17 +84,13 @@ pub(super) fn export(
                 .filter(|k| k.size == attachment.size)
                 .map(|k| k.sha256)
         };
+        let on_branch = match (&claimed, head) {
+            (Some(sha256), _) if shipped.0.contains(sha256) => true,
+            (Some(sha256), Some(head)) => site.exchange.has_path(head, &content_path(sha256))?,
+            _ => false,
+        };
         let sha256 = match claimed {
-            Some(sha256)
-                if shipped.0.contains(&sha256)
-                    || head.is_some_and(|head| {
-                        site.exchange
-                            .has_path(head, &content_path(&sha256))
-                            .unwrap_or(false)
-                    }) =>
-            {
-                sha256
-            }
+            Some(sha256) if on_branch => sha256,
             claimed => {
                 let stored = match read_from_tracker(site, issue, attachment, claimed.as_deref())? {
                     Ok(stored) => stored,
@@ -196,6 +192,7 @@ pub(super) fn checked_copy(
             attachment.name, attachment.sha256
         )));
     }
+    std::fs::create_dir_all(dir)?;
     let mut problem = String::new();
     for attempt in 1..=ATTEMPTS {
         let Some(mut reader) = site.exchange.open_content(commit, &attachment.sha256)? else {
@@ -206,7 +203,6 @@ pub(super) fn checked_copy(
                 content_path(&attachment.sha256)
             )));
         };
-        std::fs::create_dir_all(dir)?;
         let mut file = tempfile::NamedTempFile::new_in(dir)?;
         let (size, sha256) = copy_hashing(&mut reader, &mut file)?;
         file.as_file_mut().flush()?;
