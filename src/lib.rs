@@ -13,6 +13,7 @@ pub mod config;
 pub mod engine;
 pub mod exchange;
 pub mod failpoint;
+pub mod git_runtime;
 pub mod identity;
 pub mod ledger;
 pub mod model;

@@ -136,6 +136,9 @@ impl GitRemote {
                     ),
                 })
             }
+            Some(Optional::Https) => {
+                crate::git_runtime::load_ca_bundle().map_err(|e| self.git_err("starting TLS", e))
+            }
             _ => Ok(()),
         }
     }

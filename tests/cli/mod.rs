@@ -7,6 +7,7 @@ mod bundles;
 mod doctor;
 mod errors;
 mod git_server;
+mod https;
 mod interface;
 mod jira;
 mod many;
