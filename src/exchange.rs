@@ -154,6 +154,8 @@ pub enum Content {
     /// Attachment content already in the object database
     /// ([`Exchange::store_content`]): one blob, or a tree of parts.
     Stored(StoredContent),
+    /// A blob already in the object database ([`Exchange::write_blobs`]).
+    Blob(Oid),
 }
 
 /// Attachment content written into the object database, not yet in any tree.
@@ -291,19 +293,97 @@ fn check_path(path: &str) -> Result<(), ExchangeError> {
 /// From this many new blobs on, a commit writes its objects as one pack.
 const PACK_THRESHOLD: usize = 64;
 
-/// Pack entries (undeltified, zlib at its fastest level) of blobs, back to back.
-fn pack_entries(blobs: &[&[u8]]) -> Vec<u8> {
-    use std::io::Write;
-    let mut out = Vec::new();
-    for blob in blobs {
-        pack::object_header(&mut out, pack::OBJ_BLOB, blob.len());
-        let mut encoder = flate2::write::ZlibEncoder::new(out, flate2::Compression::fast());
-        encoder
-            .write_all(blob)
-            .expect("writing into a Vec does not fail");
-        out = encoder.finish().expect("writing into a Vec does not fail");
+/// Blobs a commit will hold that the exchange lacks, gathered as they are made
+/// so that a large export holds them compressed rather than whole, and written
+/// by [`Exchange::write_blobs`]: loose when few, as one pack from
+/// [`PACK_THRESHOLD`] on.
+///
+/// One loose file per blob would leave 100 000 files in `objects/` after a
+/// first export of 100 000 replicas, slow to write and slow for every later git
+/// command. The pack is written without deltas (like `git fast-import`:
+/// replicas are small and a delta search costs more than it saves here),
+/// compressed on every core, and indexed by libgit2; a pack the ref never
+/// reaches (a crash before the commit) is only unreachable objects.
+#[derive(Default)]
+pub struct NewBlobs {
+    /// Blobs not compressed yet: all of them while there are few.
+    whole: Vec<Vec<u8>>,
+    /// Pack entries (undeltified, zlib at its fastest level), back to back.
+    packed: Vec<u8>,
+    /// How many entries `packed` holds.
+    packed_count: usize,
+    seen: std::collections::HashSet<Oid>,
+}
+
+impl NewBlobs {
+    /// Adds the blobs among `blobs` (each with its id, [`blob_id`]) that the
+    /// exchange does not have yet.
+    pub fn add(
+        &mut self,
+        exchange: &Exchange,
+        blobs: Vec<(Oid, Vec<u8>)>,
+    ) -> Result<(), ExchangeError> {
+        let odb = git(exchange.repo.odb(), || {
+            "opening the object database".to_string()
+        })?;
+        for (oid, bytes) in blobs {
+            // A miss makes libgit2 rescan the pack folder unless told not to:
+            // 100 000 rescans for a first export.
+            if self.seen.insert(oid) && !odb.exists_ext(oid, git2::OdbLookupFlags::NO_REFRESH) {
+                self.whole.push(bytes);
+            }
+        }
+        if self.packed_count + self.whole.len() >= PACK_THRESHOLD {
+            self.compress();
+        }
+        Ok(())
     }
-    out
+
+    /// How many blobs there are to write.
+    pub fn len(&self) -> usize {
+        self.packed_count + self.whole.len()
+    }
+
+    /// Whether there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Moves the whole blobs into pack entries, compressed on every core.
+    fn compress(&mut self) {
+        use rayon::prelude::*;
+        let whole = std::mem::take(&mut self.whole);
+        let entries: Vec<Vec<u8>> = whole
+            .par_chunks(64)
+            .map(|chunk| {
+                let mut out = Vec::new();
+                for blob in chunk {
+                    pack_entry(&mut out, blob);
+                }
+                out
+            })
+            .collect();
+        for entry in entries {
+            self.packed.extend_from_slice(&entry);
+        }
+        self.packed_count += whole.len();
+    }
+}
+
+/// The id git gives a blob of these bytes.
+pub fn blob_id(bytes: &[u8]) -> Oid {
+    Oid::hash_object(ObjectType::Blob, bytes).expect("hashing bytes in memory does not fail")
+}
+
+/// Appends the pack entry of one blob (undeltified, zlib at its fastest level).
+fn pack_entry(out: &mut Vec<u8>, blob: &[u8]) {
+    use std::io::Write;
+    pack::object_header(out, pack::OBJ_BLOB, blob.len());
+    let mut encoder = flate2::write::ZlibEncoder::new(out, flate2::Compression::fast());
+    encoder
+        .write_all(blob)
+        .expect("writing into a Vec does not fail");
+    encoder.finish().expect("writing into a Vec does not fail");
 }
 
 /// The empty tree, written so it can serve as the baseline of a root commit.
@@ -808,36 +888,25 @@ impl Exchange {
             check_path(&write.path)?;
             last.insert(&write.path, write.content.as_ref());
         }
-        let contents: Vec<&[u8]> = last
-            .values()
-            .filter_map(|content| match content {
-                Some(Content::Bytes(bytes)) => Some(bytes.as_slice()),
-                _ => None,
-            })
-            .collect();
-        let oids = if contents.len() < PACK_THRESHOLD {
-            contents
-                .iter()
-                .map(|bytes| git(self.repo.blob(bytes), || "writing a blob".to_string()))
-                .collect::<Result<Vec<_>, _>>()?
-        } else {
-            self.write_blob_pack(&contents)?
-        };
-        let mut oids = oids.into_iter();
-        let entries: BTreeMap<&str, Option<(Oid, FileMode)>> = last
-            .into_iter()
-            .map(|(path, content)| {
-                let entry = match content {
-                    Some(Content::Bytes(_)) => oids.next().map(|oid| (oid, FileMode::Blob)),
-                    Some(Content::Stored(stored)) if stored.parts => {
-                        Some((stored.oid, FileMode::Tree))
-                    }
-                    Some(Content::Stored(stored)) => Some((stored.oid, FileMode::Blob)),
-                    None => None,
-                };
-                (path, entry)
-            })
-            .collect();
+        let mut new = Vec::new();
+        let mut entries: BTreeMap<&str, Option<(Oid, FileMode)>> = BTreeMap::new();
+        for (path, content) in last {
+            let entry = match content {
+                Some(Content::Bytes(bytes)) => {
+                    let oid = blob_id(bytes);
+                    new.push((oid, bytes.clone()));
+                    Some((oid, FileMode::Blob))
+                }
+                Some(Content::Blob(oid)) => Some((*oid, FileMode::Blob)),
+                Some(Content::Stored(stored)) if stored.parts => Some((stored.oid, FileMode::Tree)),
+                Some(Content::Stored(stored)) => Some((stored.oid, FileMode::Blob)),
+                None => None,
+            };
+            entries.insert(path, entry);
+        }
+        let mut blobs = NewBlobs::default();
+        blobs.add(self, new)?;
+        self.write_blobs(blobs)?;
         let Some(oid) = self.build_commit(refname, parent, &entries, message, site)? else {
             return Ok(None);
         };
@@ -850,60 +919,41 @@ impl Exchange {
         Ok(Some(oid))
     }
 
-    /// Writes many blobs as one pack and returns their ids, in order.
-    ///
-    /// One loose file per blob would leave 100 000 files in `objects/` after a
-    /// first export of 100 000 replicas, slow to write and slow for every later
-    /// git command. The pack is written without deltas (like `git fast-import`,
-    /// replicas are small and a delta search costs more than it saves here),
-    /// compressed on every core, and indexed by libgit2; a pack the ref never
-    /// reaches (a crash before the commit) is only unreachable objects.
-    fn write_blob_pack(&self, contents: &[&[u8]]) -> Result<Vec<Oid>, ExchangeError> {
-        let context = || format!("writing {} blobs as a pack", contents.len());
-        let odb = git(self.repo.odb(), context)?;
-        let mut oids = Vec::with_capacity(contents.len());
-        let mut new = Vec::new();
-        let mut seen = std::collections::HashSet::new();
-        for bytes in contents {
-            let oid = git(Oid::hash_object(ObjectType::Blob, bytes), context)?;
-            oids.push(oid);
-            if seen.insert(oid) && !odb.exists(oid) {
-                new.push(*bytes);
+    /// Writes `blobs` into the object database: loose when few, else as one
+    /// pack streamed into libgit2's indexer (see [`NewBlobs`]).
+    pub fn write_blobs(&self, mut blobs: NewBlobs) -> Result<(), ExchangeError> {
+        let count = blobs.len();
+        let context = || format!("writing {count} blobs");
+        if blobs.packed_count == 0 {
+            for bytes in &blobs.whole {
+                git(self.repo.blob(bytes), context)?;
             }
+            return Ok(());
         }
-        if new.is_empty() {
-            return Ok(oids);
-        }
-        let threads = std::thread::available_parallelism().map_or(1, usize::from);
-        let chunk = new.len().div_ceil(threads);
-        let entries: Vec<Vec<u8>> = std::thread::scope(|scope| {
-            let workers: Vec<_> = new
-                .chunks(chunk)
-                .map(|part| scope.spawn(move || pack_entries(part)))
-                .collect();
-            workers
-                .into_iter()
-                .map(|w| w.join().expect("pack compression does not panic"))
-                .collect()
-        });
-        let count = u32::try_from(new.len()).map_err(|_| ExchangeError::Git {
+        blobs.compress();
+        let count = u32::try_from(count).map_err(|_| ExchangeError::Git {
             context: context(),
             source: git2::Error::from_str("too many objects for one pack"),
         })?;
-        let mut pack = Vec::with_capacity(entries.iter().map(Vec::len).sum::<usize>() + 32);
-        pack.extend_from_slice(&pack::pack_header(count));
-        for part in &entries {
-            pack.extend_from_slice(part);
-        }
-        let checksum = <sha1::Sha1 as sha1::Digest>::digest(&pack);
-        pack.extend_from_slice(&checksum);
+        let odb = git(self.repo.odb(), context)?;
         let mut writer = git(odb.packwriter(), context)?;
-        std::io::Write::write_all(&mut writer, &pack).map_err(|source| ExchangeError::Io {
+        let header = pack::pack_header(count);
+        let mut checksum = <sha1::Sha1 as sha1::Digest>::new();
+        sha1::Digest::update(&mut checksum, header);
+        sha1::Digest::update(&mut checksum, &blobs.packed);
+        let trailer = sha1::Digest::finalize(checksum);
+        let io = |source| ExchangeError::Io {
             context: context(),
             source,
-        })?;
+        };
+        use std::io::Write;
+        writer.write_all(&header).map_err(io)?;
+        for chunk in blobs.packed.chunks(1 << 20) {
+            writer.write_all(chunk).map_err(io)?;
+        }
+        writer.write_all(&trailer).map_err(io)?;
         git(writer.commit(), context)?;
-        Ok(oids)
+        Ok(())
     }
 
     /// Writes the tree of `entries` (path → blob or tree, `None` removes) on top of

@@ -989,6 +989,11 @@ CREATE TABLE IF NOT EXISTS identity (
 /// to be seen, never hide one.
 pub const KEPT_EXPORTS: i64 = 16;
 
+/// Deletes an issue's export records older than the newest [`KEPT_EXPORTS`].
+const PRUNE_EXPORTS: &str = "DELETE FROM exported WHERE peer = ?1 AND local_id = ?2 AND seq <=
+     (SELECT seq FROM exported WHERE peer = ?1 AND local_id = ?2
+      ORDER BY seq DESC LIMIT 1 OFFSET 16)";
+
 /// One export of one issue, as [`Ledger::exports`] returns it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ExportRecord {
@@ -1102,12 +1107,10 @@ impl Ledger {
                     format_timestamp(&export.updated),
                     fields.to_string()
                 ])?;
-                tx.prepare_cached(
-                    "DELETE FROM exported WHERE peer = ?1 AND local_id = ?2 AND seq NOT IN
-                     (SELECT seq FROM exported WHERE peer = ?1 AND local_id = ?2
-                      ORDER BY seq DESC LIMIT ?3)",
-                )?
-                .execute(params![peer, export.local_id, KEPT_EXPORTS])?;
+                // Everything up to the newest record beyond the kept ones: two
+                // index lookups, and none at all for an issue with few records.
+                tx.prepare_cached(PRUNE_EXPORTS)?
+                    .execute(params![peer, export.local_id])?;
             }
             tx.commit()
         })();

@@ -13,7 +13,9 @@ use git2::{ObjectType, Oid};
 
 use super::{IssueError, attachments, issue_error, load_rule};
 use crate::config::Connection;
-use crate::exchange::{Content, Exchange, FileWrite, applied_ref, own_branch};
+use rayon::prelude::*;
+
+use crate::exchange::{Content, Exchange, FileWrite, NewBlobs, applied_ref, blob_id, own_branch};
 use crate::failpoint;
 use crate::model::Issue;
 use crate::replica::{
@@ -21,6 +23,7 @@ use crate::replica::{
 };
 use crate::rules::OutgoingContext;
 use crate::site::Site;
+use crate::tracker::Tracker;
 use crate::words::plural;
 
 /// What one export did.
@@ -38,13 +41,26 @@ pub struct ExportReport {
 
 /// The issues changed since the oldest export cursor of the connections a run
 /// exports on, read from the tracker once and shared by those exports: a no-op
-/// run with many connections costs one read, not one per connection.
+/// run with many connections costs one read, not one per connection. More than
+/// a [`PAGE`] of them (a first export, a mass change) are not held: only their
+/// ids, and each export reads them a page at a time, so memory follows the
+/// page, not the tracker.
 pub struct Changed {
     since: Option<DateTime<Utc>>,
-    issues: Vec<Issue>,
+    issues: ChangedIssues,
     /// The tracker's clock just before the read.
     read_at: DateTime<Utc>,
 }
+
+enum ChangedIssues {
+    /// Read once, shared by the connections.
+    Read(Vec<Issue>),
+    /// Ids, in the tracker's order, read a page at a time by each export.
+    Listed(Vec<String>),
+}
+
+/// The most issues an export holds at once, when the tracker lists ids.
+const PAGE: usize = 1_000;
 
 impl Changed {
     /// Reads what `connections` need (`None` cursor: everything).
@@ -61,20 +77,49 @@ impl Changed {
         // The clock first: a change made after it is stamped with its second or
         // a later one, whatever the read below saw.
         let read_at = site.tracker.now()?;
+        let issues = match site.tracker.changed_ids(since)? {
+            Some(ids) if ids.len() > PAGE => ChangedIssues::Listed(ids),
+            Some(ids) => ChangedIssues::Read(site.tracker.get_many(&ids)?),
+            None => ChangedIssues::Read(site.tracker.changed_since(since)?),
+        };
         Ok(Changed {
             since,
-            issues: site.tracker.changed_since(since)?,
+            issues,
             read_at,
         })
     }
 
-    /// The issues one connection's export looks at: changed at or after its
-    /// cursor (at-or-after, as [`crate::tracker::Tracker::changed_since`]).
-    fn since(&self, cursor: Option<DateTime<Utc>>) -> impl Iterator<Item = &Issue> {
+    /// How many issues there are to look at, at most.
+    fn len(&self) -> usize {
+        match &self.issues {
+            ChangedIssues::Read(issues) => issues.len(),
+            ChangedIssues::Listed(ids) => ids.len(),
+        }
+    }
+
+    /// The issues one connection's export looks at, a page at a time: changed at
+    /// or after its cursor (at-or-after, as
+    /// [`crate::tracker::Tracker::changed_since`]).
+    fn pages<'a>(
+        &'a self,
+        tracker: &'a dyn Tracker,
+        cursor: Option<DateTime<Utc>>,
+    ) -> impl Iterator<Item = anyhow::Result<Vec<Issue>>> + 'a {
         debug_assert!(self.since.is_none() || cursor.is_some_and(|c| Some(c) >= self.since));
-        self.issues
-            .iter()
-            .filter(move |issue| cursor.is_none_or(|c| issue.updated >= c))
+        let keep = move |issue: &Issue| cursor.is_none_or(|c| issue.updated >= c);
+        let pages: Box<dyn Iterator<Item = anyhow::Result<Vec<Issue>>>> = match &self.issues {
+            ChangedIssues::Read(issues) => Box::new(std::iter::once(Ok(issues
+                .iter()
+                .filter(|issue| keep(issue))
+                .cloned()
+                .collect()))),
+            ChangedIssues::Listed(ids) => Box::new(ids.chunks(PAGE).map(move |ids| {
+                let mut issues = tracker.get_many(ids)?;
+                issues.retain(|issue| keep(issue));
+                Ok(issues)
+            })),
+        };
+        pages
     }
 }
 
@@ -103,94 +148,126 @@ pub fn export(
     let mut oldest_failure: Option<DateTime<Utc>> = None;
     let (mut comment_count, mut issue_count) = (0, 0);
 
-    let to_look_at: Vec<&Issue> = changed.since(cursor).collect();
-    let shared_now = Shared::read(&site.exchange, head, to_look_at.len())?;
+    let shared_now = Shared::read(&site.exchange, head, changed.len())?;
     tracing::info!(
         %peer,
         since = %cursor.map_or_else(|| "-".into(), |c| crate::model::format_timestamp(&c)),
-        issues = to_look_at.len(),
+        issues = changed.len(),
         "export"
     );
-    let progress = crate::progress::bar(to_look_at.len(), format!("export {peer}"));
-    for issue in to_look_at {
-        progress.inc(1);
-        newest = newest.max(Some(issue.updated));
-        if connection.remote_project(&issue.project).is_none() {
-            continue;
-        }
-        let connected = site.ledger.is_connected(peer, &issue.id)?;
-        if !connected && (issue.deleted || !connection.query.matches(issue)) {
-            continue;
-        }
-        let path = replica_path(&issue.project, &issue.id);
-        // An issue moved to another project: its replica moves with it (same id,
-        // new path), so the old path goes, or the peer would hold two replicas of
-        // one issue.
-        for old in shared_now.elsewhere(&issue.id, &path)? {
-            writes.push(FileWrite {
-                path: old,
-                content: None,
-            });
-        }
-        let replica = if issue.deleted {
-            Ok(Some(tombstone(&me, issue)))
-        } else {
-            rules
-                .run_outgoing(issue, &OutgoingContext { site: &me, peer })
-                .map_err(|e| e.to_string())
-        };
-        let replica = match replica {
-            Ok(Some(mut replica)) => attachments::export(
-                site,
-                connection,
-                issue,
-                head,
-                &mut replica,
-                &mut shipped,
-                &mut writes,
-            )?
-            .map(|()| Some(replica)),
-            other => other,
-        };
-        match replica {
-            Ok(Some(replica)) => {
-                comment_count += replica.comments.len();
-                issue_count += 1;
-                let bytes = replica.to_yaml().into_bytes();
-                let unchanged = shared_now.blob(&path)?.is_some_and(|oid| {
-                    Oid::hash_object(git2::ObjectType::Blob, &bytes).ok() == Some(oid)
+    let progress = crate::progress::bar(changed.len(), format!("export {peer}"));
+    let mut blobs = NewBlobs::default();
+    for page in changed.pages(&*site.tracker, cursor) {
+        let page = page?;
+        progress.inc(page.len() as u64);
+        // What the rule is asked about, in the tracker's order.
+        let mut candidates = Vec::new();
+        for issue in page {
+            newest = newest.max(Some(issue.updated));
+            if connection.remote_project(&issue.project).is_none() {
+                continue;
+            }
+            let connected = site.ledger.is_connected(peer, &issue.id)?;
+            if !connected && (issue.deleted || !connection.query.matches(&issue)) {
+                continue;
+            }
+            let path = replica_path(&issue.project, &issue.id);
+            // An issue moved to another project: its replica moves with it (same
+            // id, new path), so the old path goes, or the peer would hold two
+            // replicas of one issue.
+            for old in shared_now.elsewhere(&issue.id, &path)? {
+                writes.push(FileWrite {
+                    path: old,
+                    content: None,
                 });
-                // An unchanged replica is not written again: the commit's cost
-                // follows the change, not the number of issues looked at.
-                if !unchanged {
-                    report.written.push(issue.key.clone());
-                    if !issue.deleted {
-                        carried.push(super::conflict::carried(issue));
+            }
+            candidates.push((issue, path));
+        }
+
+        // The rule and the serialisation are pure and run on every core; what
+        // reads or writes the site (attachments, ledger) stays in order here.
+        let context = OutgoingContext { site: &me, peer };
+        let replicas: Vec<Result<Option<Replica>, String>> = candidates
+            .par_iter()
+            .map(|(issue, _)| {
+                if issue.deleted {
+                    Ok(Some(tombstone(&me, issue)))
+                } else {
+                    rules
+                        .run_outgoing(issue, &context)
+                        .map_err(|e| e.to_string())
+                }
+            })
+            .collect();
+        let mut outcomes = Vec::with_capacity(candidates.len());
+        for ((issue, path), replica) in candidates.into_iter().zip(replicas) {
+            let replica = match replica {
+                Ok(Some(mut replica)) => attachments::export(
+                    site,
+                    connection,
+                    &issue,
+                    head,
+                    &mut replica,
+                    &mut shipped,
+                    &mut writes,
+                )?
+                .map(|()| Some(replica)),
+                other => other,
+            };
+            outcomes.push((issue, path, replica));
+        }
+        let serialised: Vec<Option<(Oid, Vec<u8>)>> = outcomes
+            .par_iter()
+            .map(|(_, _, replica)| match replica {
+                Ok(Some(replica)) => {
+                    let bytes = replica.to_yaml().into_bytes();
+                    Some((blob_id(&bytes), bytes))
+                }
+                _ => None,
+            })
+            .collect();
+
+        let mut new = Vec::new();
+        for ((issue, path, replica), blob) in outcomes.into_iter().zip(serialised) {
+            match (replica, blob) {
+                (Ok(Some(replica)), Some((oid, bytes))) => {
+                    comment_count += replica.comments.len();
+                    issue_count += 1;
+                    // An unchanged replica is not written again: the commit's
+                    // cost follows the change, not the number of issues looked at.
+                    if shared_now.blob(&path)? != Some(oid) {
+                        report.written.push(issue.key.clone());
+                        if !issue.deleted {
+                            carried.push(super::conflict::carried(&issue));
+                        }
+                        writes.push(FileWrite {
+                            path,
+                            content: Some(Content::Blob(oid)),
+                        });
+                        new.push((oid, bytes));
                     }
-                    writes.push(FileWrite {
-                        path,
-                        content: Some(Content::Bytes(bytes)),
-                    });
+                    exported_ids.push(issue.id.clone());
                 }
-                exported_ids.push(issue.id.clone());
-            }
-            Ok(None) => {
-                if shared_now.blob(&path)?.is_some() {
-                    report.removed.push(issue.key.clone());
-                    writes.push(FileWrite {
-                        path,
-                        content: None,
-                    });
+                (Ok(Some(_)), None) => unreachable!("every replica is serialised"),
+                (Ok(None), _) => {
+                    if shared_now.blob(&path)?.is_some() {
+                        report.removed.push(issue.key.clone());
+                        writes.push(FileWrite {
+                            path,
+                            content: None,
+                        });
+                    }
                 }
-            }
-            Err(e) => {
-                oldest_failure =
-                    Some(oldest_failure.map_or(issue.updated, |t| t.min(issue.updated)));
-                report
-                    .errors
-                    .push(issue_error(site, connection, &issue.key, e)?);
+                (Err(e), _) => {
+                    oldest_failure =
+                        Some(oldest_failure.map_or(issue.updated, |t| t.min(issue.updated)));
+                    report
+                        .errors
+                        .push(issue_error(site, connection, &issue.key, e)?);
+                }
             }
         }
+        blobs.add(&site.exchange, new)?;
     }
 
     if !report.written.is_empty() || !report.removed.is_empty() {
@@ -205,6 +282,7 @@ pub fn export(
             comment_count,
             plural(comment_count),
         );
+        site.exchange.write_blobs(blobs)?;
         report.commit = site.exchange.commit(&branch, &writes, &message, &me)?;
         failpoint::hit("after-commit");
     }

@@ -40,6 +40,7 @@ pub(crate) const CHECKS: &[(&str, Check)] = &[
     ("origins", origins),
     ("delete_leaves_tombstone", delete_leaves_tombstone),
     ("changed_since_is_at_or_after", changed_since_is_at_or_after),
+    ("changed_ids_then_get_many", changed_ids_then_get_many),
     ("attachments", attachments),
 ];
 
@@ -348,6 +349,29 @@ fn changed_since_is_at_or_after(tracker: &mut dyn Tracker, setup: &Setup) {
     assert!(!has(issue.updated + chrono::Duration::seconds(1)));
     let all = tracker.changed_since(None).expect("changed_since");
     assert_eq!(all.iter().find(|i| i.id == issue.id), Some(&issue));
+}
+
+/// Listing ids and reading them in pages gives what `changed_since` gives.
+fn changed_ids_then_get_many(tracker: &mut dyn Tracker, setup: &Setup) {
+    let first = tracker
+        .create(&new_issue(setup, "Paged 1"))
+        .expect("create");
+    let second = tracker
+        .create(&new_issue(setup, "Paged 2"))
+        .expect("create");
+    let since = Some(first.updated);
+    let whole = tracker.changed_since(since).expect("changed_since");
+    assert!(whole.iter().any(|i| i.id == second.id));
+    if let Some(ids) = tracker.changed_ids(since).expect("changed_ids") {
+        let listed: Vec<&str> = whole.iter().map(|i| i.id.as_str()).collect();
+        assert_eq!(ids, listed);
+    }
+    let ids = vec![second.id.clone(), "987654321".to_string(), first.id.clone()];
+    let read = tracker.get_many(&ids).expect("get_many");
+    assert_eq!(
+        read,
+        vec![reload(tracker, &second), reload(tracker, &first)]
+    );
 }
 
 /// An attached file comes back byte for byte with its name, size and (when the

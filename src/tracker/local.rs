@@ -173,6 +173,7 @@ enum Filter<'a> {
     Origin(&'a Origin),
     Live,
     Since(Option<i64>),
+    Ids(&'a [i64]),
 }
 
 impl Filter<'_> {
@@ -196,6 +197,10 @@ impl Filter<'_> {
             Filter::Live => ("deleted = 0", Vec::new()),
             Filter::Since(Some(since)) => ("updated >= ?1", vec![Value::Integer(*since)]),
             Filter::Since(None) => ("1", Vec::new()),
+            Filter::Ids(ids) => (
+                "id IN (SELECT value FROM json_each(?1))",
+                vec![Value::Text(serde_json::json!(ids).to_string())],
+            ),
         }
     }
 }
@@ -438,6 +443,33 @@ impl Tracker for LocalTracker {
 
     fn changed_since(&self, since: Option<DateTime<Utc>>) -> Result<Vec<Issue>, TrackerError> {
         self.read(|conn| load(conn, &Filter::Since(since.map(|t| t.timestamp()))))
+    }
+
+    fn changed_ids(
+        &self,
+        since: Option<DateTime<Utc>>,
+    ) -> Result<Option<Vec<String>>, TrackerError> {
+        self.read(|conn| {
+            let (clause, args) = Filter::Since(since.map(|t| t.timestamp())).clause();
+            // The order of `load`, and its `+` (see there).
+            let sql = format!("SELECT id FROM issues WHERE {clause} ORDER BY +project, +number");
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let ids = stmt
+                .query_map(rusqlite::params_from_iter(args), |r| r.get::<_, i64>(0))?
+                .map(|id| id.map(|id| id.to_string()))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Some(ids))
+        })
+    }
+
+    fn get_many(&self, ids: &[String]) -> Result<Vec<Issue>, TrackerError> {
+        let numbers: Vec<i64> = ids.iter().filter_map(|id| parse_id(id)).collect();
+        let mut by_id: HashMap<String, Issue> = self
+            .read(|conn| load(conn, &Filter::Ids(&numbers)))?
+            .into_iter()
+            .map(|issue| (issue.id.clone(), issue))
+            .collect();
+        Ok(ids.iter().filter_map(|id| by_id.remove(id)).collect())
     }
 
     fn get(&self, id: &str) -> Result<Option<Issue>, TrackerError> {

@@ -143,8 +143,29 @@ pub trait Tracker {
     /// in the same second as the previous run's last one.
     fn changed_since(&self, since: Option<DateTime<Utc>>) -> Result<Vec<Issue>, TrackerError>;
 
+    /// The ids of the issues [`Tracker::changed_since`] returns, in its order,
+    /// for a tracker that can list them without reading the issues; `None` for
+    /// one that cannot. An export of many issues then reads them a page at a
+    /// time with [`Tracker::get_many`] instead of holding all of them at once.
+    fn changed_ids(
+        &self,
+        since: Option<DateTime<Utc>>,
+    ) -> Result<Option<Vec<String>>, TrackerError> {
+        let _ = since;
+        Ok(None)
+    }
+
     /// One issue by stable id, `None` when it does not exist.
     fn get(&self, id: &str) -> Result<Option<Issue>, TrackerError>;
+
+    /// The issues with these ids, in this order; ids with no issue are left out.
+    fn get_many(&self, ids: &[String]) -> Result<Vec<Issue>, TrackerError> {
+        let mut issues = Vec::with_capacity(ids.len());
+        for id in ids {
+            issues.extend(self.get(id)?);
+        }
+        Ok(issues)
+    }
 
     /// One issue by its current key (`SUP-1`), the way people name issues; deleted
     /// ones included (with `deleted: true`) so that a caller can say the issue was

@@ -2,7 +2,7 @@
 //! and five over bundle folders: each peer gets exactly what its query selects,
 //! and a sync with nothing new writes nothing anywhere.
 
-use super::World;
+use super::{World, git};
 
 const PEERS: usize = 20;
 /// Peers above this number use bundle folders instead of the shared repository.
@@ -183,4 +183,67 @@ fn a_quiet_run_reads_no_issue_once_the_second_is_over() {
     assert!(exported(&w).contains("issues=1"));
     w.now = Some("2026-11-23T10:10:00Z");
     assert!(exported(&w).contains("issues=0"));
+}
+
+/// An export of more issues than it holds at once (a page is 1 000) reads them a
+/// page at a time and runs the rule on every core; the commit must be what one
+/// issue at a time gives. `ferry rules test` is the oracle: it renders each
+/// replica of the last commit again, one by one, and compares.
+#[test]
+fn an_export_larger_than_a_page_is_the_sum_of_its_issues() {
+    let mut w = World::new();
+    w.now = Some("2026-11-24T01:00:00Z");
+    std::fs::create_dir_all(w.path("big")).unwrap();
+    w.ok("big", &["init", "--site", "big", "--tracker", "local"]);
+    let mut add = vec!["connection", "add", "peer", "--channel", "../exchange.git"];
+    let projects = ["P1=P1", "P2=P2", "P3=P3"];
+    for pair in &projects {
+        add.extend(["--project", pair]);
+    }
+    w.ok("big", &add);
+    w.ok(
+        "big",
+        &[
+            "tracker",
+            "generate",
+            "2500",
+            "--project",
+            "P",
+            "--projects",
+            "3",
+            "--comments",
+            "2",
+        ],
+    );
+    w.ok("big", &["export"]);
+
+    let exchange = w.path("big/.ferry/exchange.git");
+    let files = git(&exchange, &["ls-tree", "-r", "--name-only", "big/peer"]);
+    let replicas = files.lines().filter(|p| p.starts_with("issues/")).count();
+    assert_eq!(replicas, 2500, "{files}");
+    git(&exchange, &["fsck", "--full", "--strict", "--no-dangling"]);
+
+    let replay = w.ok("big", &["rules", "test"]);
+    assert!(
+        replay.contains("2500 issues replayed"),
+        "{}",
+        &replay[..replay.len().min(2000)]
+    );
+    let differing: Vec<&str> = replay
+        .lines()
+        .filter(|l| l.starts_with("  ") && !l.ends_with(": no difference"))
+        .collect();
+    assert!(differing.is_empty(), "{differing:?}");
+
+    // Read again (same second: the cursor is at-or-after), all unchanged.
+    let head = git(&exchange, &["rev-parse", "big/peer"]);
+    w.ok("big", &["export"]);
+    assert_eq!(git(&exchange, &["rev-parse", "big/peer"]), head);
+
+    w.ok("big", &["tracker", "edit", "P2-400", "--summary", "Edited"]);
+    w.ok("big", &["export"]);
+    let changed = git(&exchange, &["diff", "--name-only", head.trim(), "big/peer"]);
+    let changed: Vec<&str> = changed.lines().collect();
+    assert_eq!(changed.len(), 1, "{changed:?}");
+    assert!(changed[0].starts_with("issues/P2/"), "{changed:?}");
 }
