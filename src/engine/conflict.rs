@@ -472,11 +472,11 @@ pub fn record_import(
 
 /// What an export carries of one issue, for the baselines: its local values now.
 pub fn carried(issue: &Issue) -> NewExport {
-    NewExport {
-        local_id: issue.id.clone(),
-        updated: issue.updated,
-        fields: field_values(&TargetIssue::from(issue)),
-    }
+    NewExport::new(
+        issue.id.clone(),
+        issue.updated,
+        field_values(&TargetIssue::from(issue)),
+    )
 }
 
 #[cfg(test)]
