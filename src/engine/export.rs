@@ -21,7 +21,8 @@ use crate::model::Issue;
 use crate::replica::{
     Replica, SCHEMA_VERSION, SITE_FILE, SiteFile, parse_replica_path, replica_path,
 };
-use crate::rules::OutgoingContext;
+use crate::ledger::NewExport;
+use crate::rules::{OutgoingContext, RuleScript};
 use crate::site::Site;
 use crate::tracker::Tracker;
 use crate::words::plural;
@@ -157,7 +158,9 @@ pub fn export(
     );
     let progress = crate::progress::bar(changed.len(), format!("export {peer}"));
     let mut blobs = NewBlobs::default();
-    for page in changed.pages(&*site.tracker, cursor) {
+    let mut pages = changed.pages(&*site.tracker, cursor);
+    let mut next = pages.next();
+    while let Some(page) = next.take() {
         let page = page?;
         progress.inc(page.len() as u64);
         // What the rule is asked about, in the tracker's order.
@@ -184,25 +187,32 @@ pub fn export(
             candidates.push((issue, path));
         }
 
-        // The rule and the serialisation are pure and run on every core; what
-        // reads or writes the site (attachments, ledger) stays in order here.
+        // The rule and the serialisation are pure: they run on every core while
+        // this thread reads the next page. What reads or writes the site
+        // (attachments, ledger) stays on this thread, in order.
         let context = OutgoingContext { site: &me, peer };
-        let replicas: Vec<Result<Option<Replica>, String>> = candidates
-            .par_iter()
-            .map(|(issue, _)| {
-                if issue.deleted {
-                    Ok(Some(tombstone(&me, issue)))
-                } else {
-                    rules
-                        .run_outgoing(issue, &context)
-                        .map_err(|e| e.to_string())
-                }
-            })
-            .collect();
+        let rendered: Vec<Rendered> = std::thread::scope(|scope| {
+            let worker = scope.spawn(|| {
+                candidates
+                    .par_iter()
+                    .map(|(issue, _)| Rendered::new(&rules, &context, issue))
+                    .collect()
+            });
+            next = pages.next();
+            worker
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        });
         let mut outcomes = Vec::with_capacity(candidates.len());
-        for ((issue, path), replica) in candidates.into_iter().zip(replicas) {
-            let replica = match replica {
-                Ok(Some(mut replica)) => attachments::export(
+        for ((issue, path), rendered) in candidates.into_iter().zip(rendered) {
+            let Rendered {
+                replica,
+                blob,
+                carried: carried_fields,
+            } = rendered;
+            let (replica, blob) = match (replica, blob) {
+                // Its attachments are looked up before it is serialised.
+                (Ok(Some(mut replica)), None) => match attachments::export(
                     site,
                     connection,
                     &issue,
@@ -210,25 +220,20 @@ pub fn export(
                     &mut replica,
                     &mut shipped,
                     &mut writes,
-                )?
-                .map(|()| Some(replica)),
+                )? {
+                    Ok(()) => {
+                        let blob = serialise(&replica);
+                        (Ok(Some(replica)), Some(blob))
+                    }
+                    Err(e) => (Err(e), None),
+                },
                 other => other,
             };
-            outcomes.push((issue, path, replica));
+            outcomes.push((issue, path, replica, blob, carried_fields));
         }
-        let serialised: Vec<Option<(Oid, Vec<u8>)>> = outcomes
-            .par_iter()
-            .map(|(_, _, replica)| match replica {
-                Ok(Some(replica)) => {
-                    let bytes = replica.to_yaml().into_bytes();
-                    Some((blob_id(&bytes), bytes))
-                }
-                _ => None,
-            })
-            .collect();
 
         let mut new = Vec::new();
-        for ((issue, path, replica), blob) in outcomes.into_iter().zip(serialised) {
+        for (issue, path, replica, blob, carried_fields) in outcomes {
             match (replica, blob) {
                 (Ok(Some(replica)), Some((oid, bytes))) => {
                     comment_count += replica.comments.len();
@@ -237,9 +242,7 @@ pub fn export(
                     // cost follows the change, not the number of issues looked at.
                     if shared_now.blob(&path)? != Some(oid) {
                         report.written.push(issue.key.clone());
-                        if !issue.deleted {
-                            carried.push(super::conflict::carried(&issue));
-                        }
+                        carried.extend(carried_fields);
                         writes.push(FileWrite {
                             path,
                             content: Some(Content::Blob(oid)),
@@ -314,6 +317,44 @@ pub fn export(
     site.ledger.checkpoint()?;
     failpoint::hit("after-cursor");
     Ok(report)
+}
+
+/// What the outgoing rule made of one issue, made off the site's thread.
+struct Rendered {
+    /// The replica, `None` when the rule does not share the issue.
+    replica: Result<Option<Replica>, String>,
+    /// The replica serialised, with its blob id; `None` until its attachments
+    /// were looked up, when it has any.
+    blob: Option<(Oid, Vec<u8>)>,
+    /// The issue's field values, for the conflict baselines if it is written.
+    carried: Option<NewExport>,
+}
+
+impl Rendered {
+    fn new(rules: &RuleScript, context: &OutgoingContext, issue: &Issue) -> Rendered {
+        let replica = if issue.deleted {
+            Ok(Some(tombstone(context.site, issue)))
+        } else {
+            rules
+                .run_outgoing(issue, context)
+                .map_err(|e| e.to_string())
+        };
+        let blob = match &replica {
+            Ok(Some(replica)) if replica.attachments.is_empty() => Some(serialise(replica)),
+            _ => None,
+        };
+        Rendered {
+            replica,
+            blob,
+            carried: (!issue.deleted).then(|| super::conflict::carried(issue)),
+        }
+    }
+}
+
+/// A replica's bytes and blob id.
+fn serialise(replica: &Replica) -> (Oid, Vec<u8>) {
+    let bytes = replica.to_yaml().into_bytes();
+    (blob_id(&bytes), bytes)
 }
 
 /// Up to this many issues to look at, an export looks their replicas up in the
