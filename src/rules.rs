@@ -477,29 +477,39 @@ impl RuleScript {
         issue: &Issue,
         ctx: &OutgoingContext,
     ) -> Result<Option<Replica>, RuleError> {
-        let base = to_json(&Replica::from_issue(ctx.site, issue));
+        let base = Replica::from_issue(ctx.site, issue);
         let mut scope = self.scope(ctx.site, ctx.peer);
-        scope.push_constant_dynamic(var::ISSUE, self.script_value(issue_value(to_json(issue)))?);
-        scope.push_dynamic(
-            var::REPLICA,
-            self.script_value(replica_value(base.clone()))?,
-        );
+        scope.push_constant_dynamic(var::ISSUE, issue_value(self.script_value(issue)?));
+        scope.push_dynamic(var::REPLICA, replica_value(self.script_value(&base)?));
         self.run(&mut scope, "outgoing")?;
 
-        let shared = take(&mut scope, var::REPLICA);
+        let shared = take(&mut scope, var::REPLICA).flatten();
         if shared.is_unit() {
             return Ok(None);
         }
-        let mut shared = self.read_back(var::REPLICA, shared)?;
-        if let (Value::Object(shared), Value::Object(base)) = (&mut shared, &base) {
-            for key in IDENTITY_KEYS {
-                match base.get(*key) {
-                    Some(value) => shared.insert((*key).to_string(), value.clone()),
-                    None => shared.remove(*key),
-                };
+        let mut replica = match from_dynamic::<Replica>(&shared) {
+            // What nearly every rule leaves: a replica as is. Its identity is
+            // put back field by field.
+            Ok(mut replica) => {
+                keep_identity(&mut replica, &base);
+                replica
             }
-        }
-        let mut replica: Replica = self.decode(var::REPLICA, shared)?;
+            // Otherwise the identity keys are put back first (a rule may have
+            // removed one), and what still does not fit is named precisely.
+            Err(_) => {
+                let mut shared = self.read_back(var::REPLICA, shared)?;
+                let base = to_json(&base);
+                if let (Value::Object(shared), Value::Object(base)) = (&mut shared, &base) {
+                    for key in IDENTITY_KEYS {
+                        match base.get(*key) {
+                            Some(value) => shared.insert((*key).to_string(), value.clone()),
+                            None => shared.remove(*key),
+                        };
+                    }
+                }
+                self.decode(var::REPLICA, shared)?
+            }
+        };
         let internal: BTreeSet<&str> = issue
             .comments
             .iter()
@@ -516,27 +526,21 @@ impl RuleScript {
     /// Runs an incoming rule; `None` when the rule skips the replica.
     pub fn run_incoming(&self, input: &IncomingInput) -> Result<Option<IncomingResult>, RuleError> {
         let mut scope = self.scope(input.site, input.peer);
-        let replica = self.script_value(replica_value(to_json(input.replica)))?;
+        let replica = replica_value(self.script_value(input.replica)?);
         scope.push_constant_dynamic(var::REPLICA, replica);
         let previous = match input.previous {
-            Some(previous) => self.script_value(replica_value(to_json(previous)))?,
+            Some(previous) => replica_value(self.script_value(previous)?),
             None => Dynamic::UNIT,
         };
         scope.push_constant_dynamic(var::PREVIOUS, previous);
         scope.push_constant(var::IS_NEW, input.local.is_none());
-        let added = Value::Array(
-            input
-                .added_comments
-                .iter()
-                .map(|c| comment_value(to_json(c)))
-                .collect(),
-        );
-        scope.push_constant_dynamic(var::ADDED_COMMENTS, self.script_value(added)?);
+        let mut added = self.script_value(input.added_comments)?;
+        complete_all(&mut added, COMMENT_KEYS);
+        scope.push_constant_dynamic(var::ADDED_COMMENTS, added);
         for (name, list) in [
             (var::ADDED_ATTACHMENTS, input.added_attachments),
             (var::REMOVED_ATTACHMENTS, input.removed_attachments),
         ] {
-            let list = Value::Array(list.iter().map(to_json).collect());
             scope.push_constant_dynamic(name, self.script_value(list)?);
         }
         let changed: Array = input
@@ -546,8 +550,7 @@ impl RuleScript {
             .collect();
         scope.push_constant(var::CHANGED_FIELDS, changed);
         scope.push_constant(var::DELETED, input.replica.deleted);
-        let conflicts = Value::Array(input.conflicts.iter().map(to_json).collect());
-        scope.push_constant_dynamic(var::CONFLICTS, self.script_value(conflicts)?);
+        scope.push_constant_dynamic(var::CONFLICTS, self.script_value(input.conflicts)?);
         let target = match input.local {
             Some(local) => TargetIssue::from(local),
             None => TargetIssue {
@@ -555,7 +558,7 @@ impl RuleScript {
                 ..TargetIssue::from(&input.replica.to_issue())
             },
         };
-        scope.push_dynamic(var::ISSUE, self.script_value(to_json(&target))?);
+        scope.push_dynamic(var::ISSUE, self.script_value(&target)?);
         scope.push(var::NEW_COMMENTS, Array::new());
         scope.push(var::NEW_ATTACHMENTS, Array::new());
         scope.push(var::REMOVE_ATTACHMENTS, Array::new());
@@ -703,7 +706,7 @@ impl RuleScript {
     }
 
     /// Converts ferry data into a script value.
-    fn script_value(&self, value: Value) -> Result<Dynamic, RuleError> {
+    fn script_value<T: Serialize + ?Sized>(&self, value: &T) -> Result<Dynamic, RuleError> {
         to_dynamic(value).map_err(|e| RuleError::in_file(&self.path, e.to_string()))
     }
 
@@ -835,27 +838,44 @@ const ISSUE_KEYS: &[(&str, Empty)] = &[
 const COMMENT_KEYS: &[(&str, Empty)] = &[("internal", Empty::False), ("origin", Empty::Unit)];
 const ATTACHMENT_KEYS: &[(&str, Empty)] = &[("author", Empty::Unit)];
 
-fn complete(value: &mut Value, keys: &[(&str, Empty)]) {
-    if let Value::Object(map) = value {
-        for (key, empty) in keys {
-            map.entry(*key).or_insert_with(|| match empty {
-                Empty::Unit => Value::Null,
-                Empty::False => Value::Bool(false),
-                Empty::List => Value::Array(Vec::new()),
-                Empty::Map => Value::Object(serde_json::Map::new()),
-            });
+impl Empty {
+    fn value(self) -> Dynamic {
+        match self {
+            Empty::Unit => Dynamic::UNIT,
+            Empty::False => Dynamic::FALSE,
+            Empty::List => Dynamic::from_array(Array::new()),
+            Empty::Map => Dynamic::from_map(Map::new()),
         }
     }
 }
 
-fn complete_each(value: &mut Value, list: &str, keys: &[(&str, Empty)]) {
-    if let Some(Value::Array(items)) = value.get_mut(list) {
+/// Adds the keys of `keys` that the map `value` lacks.
+fn complete(value: &mut Dynamic, keys: &[(&str, Empty)]) {
+    if let Some(mut map) = value.write_lock::<Map>() {
+        for (key, empty) in keys {
+            map.entry((*key).into()).or_insert_with(|| empty.value());
+        }
+    }
+}
+
+/// [`complete`] on each map of the list `value`.
+fn complete_all(value: &mut Dynamic, keys: &[(&str, Empty)]) {
+    if let Some(mut items) = value.write_lock::<Array>() {
         items.iter_mut().for_each(|item| complete(item, keys));
     }
 }
 
+/// [`complete_all`] on the list under `list` of the map `value`.
+fn complete_each(value: &mut Dynamic, list: &str, keys: &[(&str, Empty)]) {
+    if let Some(mut map) = value.write_lock::<Map>()
+        && let Some(items) = map.get_mut(list)
+    {
+        complete_all(items, keys);
+    }
+}
+
 /// An issue as scripts see it, every key present.
-fn issue_value(mut value: Value) -> Value {
+fn issue_value(mut value: Dynamic) -> Dynamic {
     complete(&mut value, ISSUE_KEYS);
     complete_each(&mut value, "comments", COMMENT_KEYS);
     complete_each(&mut value, "attachments", ATTACHMENT_KEYS);
@@ -863,16 +883,24 @@ fn issue_value(mut value: Value) -> Value {
 }
 
 /// A replica as scripts see it, every key present.
-fn replica_value(value: Value) -> Value {
+fn replica_value(value: Dynamic) -> Dynamic {
     let mut value = issue_value(value);
     complete(&mut value, &[("custom_keys", Empty::Map)]);
     value
 }
 
-/// A comment as scripts see it, every key present.
-fn comment_value(mut value: Value) -> Value {
-    complete(&mut value, COMMENT_KEYS);
-    value
+/// Puts back the keys of `replica` that only the issue decides
+/// ([`IDENTITY_KEYS`]), from `base`.
+fn keep_identity(replica: &mut Replica, base: &Replica) {
+    replica.ferry = base.ferry;
+    replica.site.clone_from(&base.site);
+    replica.id.clone_from(&base.id);
+    replica.key.clone_from(&base.key);
+    replica.project.clone_from(&base.project);
+    replica.created = base.created;
+    replica.updated = base.updated;
+    replica.origin.clone_from(&base.origin);
+    replica.deleted = base.deleted;
 }
 
 /// Builds the sandboxed engine of one script; see the module documentation.
@@ -1251,6 +1279,25 @@ mod tests {
         );
         assert_eq!((replica.origin, replica.deleted), (None, false));
         assert_eq!(replica.summary, "Shared summary");
+    }
+
+    /// Well-formed forgeries decode as they are (the fast path of
+    /// `run_outgoing`); the identity is put back all the same.
+    #[test]
+    fn outgoing_identity_cannot_be_forged_with_well_formed_values() {
+        let issue = sample_issue();
+        let replica = script(
+            "replica.id = \"1\"; replica.site = \"engineering\"; replica.key = \"X-1\";
+             replica.project = \"X\"; replica.created = \"2001-01-01T00:00:00Z\";
+             replica.updated = \"2001-01-01T00:00:00Z\"; replica.ferry = 99;
+             replica.origin = #{site: \"x\", id: \"y\"}; replica.deleted = true;",
+        )
+        .run_outgoing(&issue, &CTX)
+        .unwrap()
+        .unwrap();
+        let mut expected = Replica::from_issue("support", &issue);
+        expected.comments.retain(|c| !c.internal);
+        assert_eq!(replica, expected);
     }
 
     #[test]

@@ -17,11 +17,11 @@ use rayon::prelude::*;
 
 use crate::exchange::{Content, Exchange, FileWrite, NewBlobs, applied_ref, blob_id, own_branch};
 use crate::failpoint;
+use crate::ledger::NewExport;
 use crate::model::Issue;
 use crate::replica::{
     Replica, SCHEMA_VERSION, SITE_FILE, SiteFile, parse_replica_path, replica_path,
 };
-use crate::ledger::NewExport;
 use crate::rules::{OutgoingContext, RuleScript};
 use crate::site::Site;
 use crate::tracker::Tracker;
