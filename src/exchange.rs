@@ -294,25 +294,33 @@ fn check_path(path: &str) -> Result<(), ExchangeError> {
 const PACK_THRESHOLD: usize = 64;
 
 /// Blobs a commit will hold that the exchange lacks, gathered as they are made
-/// so that a large export holds them compressed rather than whole, and written
-/// by [`Exchange::write_blobs`]: loose when few, as one pack from
-/// [`PACK_THRESHOLD`] on.
+/// and written by [`Exchange::write_blobs`]: loose when few; from
+/// [`PACK_THRESHOLD`] on, compressed on every core as they come and appended to
+/// a pack file, so that a large export holds neither the blobs nor the pack.
 ///
 /// One loose file per blob would leave 100 000 files in `objects/` after a
 /// first export of 100 000 replicas, slow to write and slow for every later git
 /// command. The pack is written without deltas (like `git fast-import`:
-/// replicas are small and a delta search costs more than it saves here),
-/// compressed on every core, and indexed by libgit2; a pack the ref never
-/// reaches (a crash before the commit) is only unreachable objects.
+/// replicas are small and a delta search costs more than it saves here) and
+/// indexed here: every id is known already, where libgit2's indexer would
+/// inflate and hash every object again. A pack the ref never reaches (a crash
+/// before the commit) is only unreachable objects.
 #[derive(Default)]
 pub struct NewBlobs {
-    /// Blobs not compressed yet: all of them while there are few.
-    whole: Vec<Vec<u8>>,
-    /// Pack entries (undeltified, zlib at its fastest level), back to back.
-    packed: Vec<u8>,
-    /// How many entries `packed` holds.
-    packed_count: usize,
+    /// Blobs not written yet: all of them while there are few.
+    whole: Vec<(Oid, Vec<u8>)>,
+    /// The pack being written, once there are many.
+    pack: Option<PackFile>,
     seen: std::collections::HashSet<Oid>,
+}
+
+/// A pack in the making, in a temporary file of `objects/pack`.
+struct PackFile {
+    file: tempfile::NamedTempFile,
+    /// Bytes written so far, the header included.
+    written: u64,
+    /// Id, offset and CRC-32 of each entry, as the index lists them.
+    entries: Vec<(Oid, u64, u32)>,
 }
 
 impl NewBlobs {
@@ -330,18 +338,18 @@ impl NewBlobs {
             // A miss makes libgit2 rescan the pack folder unless told not to:
             // 100 000 rescans for a first export.
             if self.seen.insert(oid) && !odb.exists_ext(oid, git2::OdbLookupFlags::NO_REFRESH) {
-                self.whole.push(bytes);
+                self.whole.push((oid, bytes));
             }
         }
-        if self.packed_count + self.whole.len() >= PACK_THRESHOLD {
-            self.compress();
+        if self.pack.is_some() || self.whole.len() >= PACK_THRESHOLD {
+            self.append_to_pack(exchange)?;
         }
         Ok(())
     }
 
     /// How many blobs there are to write.
     pub fn len(&self) -> usize {
-        self.packed_count + self.whole.len()
+        self.whole.len() + self.pack.as_ref().map_or(0, |p| p.entries.len())
     }
 
     /// Whether there is nothing to write.
@@ -349,25 +357,124 @@ impl NewBlobs {
         self.len() == 0
     }
 
-    /// Moves the whole blobs into pack entries, compressed on every core.
-    fn compress(&mut self) {
+    /// Compresses the whole blobs on every core and appends them to the pack.
+    fn append_to_pack(&mut self, exchange: &Exchange) -> Result<(), ExchangeError> {
         use rayon::prelude::*;
+        use std::io::Write;
+        let dir = exchange.repo.path().join("objects").join("pack");
+        let io = |source| ExchangeError::Io {
+            context: format!("writing a pack in {}", dir.display()),
+            source,
+        };
+        let pack = match &mut self.pack {
+            Some(pack) => pack,
+            None => {
+                let mut file = tempfile::Builder::new()
+                    .prefix("tmp_pack_")
+                    .tempfile_in(&dir)
+                    .map_err(io)?;
+                // The count is filled in when the pack is finished.
+                file.write_all(&pack::pack_header(0)).map_err(io)?;
+                self.pack.insert(PackFile {
+                    file,
+                    written: 12,
+                    entries: Vec::new(),
+                })
+            }
+        };
         let whole = std::mem::take(&mut self.whole);
-        let entries: Vec<Vec<u8>> = whole
-            .par_chunks(64)
-            .map(|chunk| {
-                let mut out = Vec::new();
-                for blob in chunk {
-                    pack_entry(&mut out, blob);
-                }
-                out
+        let compressed: Vec<(Oid, Vec<u8>)> = whole
+            .par_iter()
+            .map(|(oid, bytes)| {
+                let mut entry = Vec::with_capacity(bytes.len() / 2 + 16);
+                pack_entry(&mut entry, bytes);
+                (*oid, entry)
             })
             .collect();
-        for entry in entries {
-            self.packed.extend_from_slice(&entry);
+        drop(whole);
+        for (oid, entry) in compressed {
+            pack.file.write_all(&entry).map_err(io)?;
+            pack.entries
+                .push((oid, pack.written, crc32fast::hash(&entry)));
+            pack.written += entry.len() as u64;
         }
-        self.packed_count += whole.len();
+        Ok(())
     }
+}
+
+/// Fills in the object count of a pack written with a zero count and appends
+/// its SHA-1 trailer; returns the checksum (the pack's name) and the file.
+fn finish_pack(
+    mut file: tempfile::NamedTempFile,
+    count: u32,
+) -> std::io::Result<([u8; 20], tempfile::NamedTempFile)> {
+    use sha1::Digest;
+    use std::io::{Read, Seek, SeekFrom, Write};
+    file.seek(SeekFrom::Start(0))?;
+    file.write_all(&pack::pack_header(count))?;
+    file.seek(SeekFrom::Start(0))?;
+    let mut hasher = sha1::Sha1::new();
+    let mut buffer = vec![0; 1 << 20];
+    loop {
+        let read = file.read(&mut buffer)?;
+        if read == 0 {
+            break;
+        }
+        hasher.update(&buffer[..read]);
+    }
+    let checksum: [u8; 20] = hasher.finalize().into();
+    file.seek(SeekFrom::End(0))?;
+    file.write_all(&checksum)?;
+    Ok((checksum, file))
+}
+
+/// The index (version 2, `gitformat-pack`) of a pack whose entries are at
+/// these offsets with these CRC-32s.
+fn pack_index(mut entries: Vec<(Oid, u64, u32)>, pack_checksum: &[u8; 20]) -> Vec<u8> {
+    use sha1::Digest;
+    entries.sort_unstable_by_key(|(oid, _, _)| *oid);
+    let mut index = Vec::with_capacity(8 + 256 * 4 + entries.len() * 28 + 40);
+    index.extend_from_slice(b"\xfftOc");
+    index.extend_from_slice(&2u32.to_be_bytes());
+    let mut fanout = [0u32; 256];
+    for (oid, _, _) in &entries {
+        fanout[usize::from(oid.as_bytes()[0])] += 1;
+    }
+    let mut total = 0;
+    for count in fanout {
+        total += count;
+        index.extend_from_slice(&total.to_be_bytes());
+    }
+    for (oid, _, _) in &entries {
+        index.extend_from_slice(oid.as_bytes());
+    }
+    for (_, _, crc) in &entries {
+        index.extend_from_slice(&crc.to_be_bytes());
+    }
+    // Offsets from 2 GiB on go to a table of 8-byte offsets.
+    let mut large = Vec::new();
+    for (_, offset, _) in &entries {
+        let small = match u32::try_from(*offset) {
+            Ok(small) if small < 0x8000_0000 => small,
+            _ => {
+                large.push(*offset);
+                0x8000_0000 | (large.len() as u32 - 1)
+            }
+        };
+        index.extend_from_slice(&small.to_be_bytes());
+    }
+    for offset in large {
+        index.extend_from_slice(&offset.to_be_bytes());
+    }
+    index.extend_from_slice(pack_checksum);
+    let checksum = sha1::Sha1::digest(&index);
+    index.extend_from_slice(&checksum);
+    index
+}
+
+/// Lower-case hex of `bytes`.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The id git gives a blob of these bytes.
@@ -919,40 +1026,48 @@ impl Exchange {
         Ok(Some(oid))
     }
 
-    /// Writes `blobs` into the object database: loose when few, else as one
-    /// pack streamed into libgit2's indexer (see [`NewBlobs`]).
+    /// Writes `blobs` into the object database (see [`NewBlobs`]).
     pub fn write_blobs(&self, mut blobs: NewBlobs) -> Result<(), ExchangeError> {
-        let count = blobs.len();
-        let context = || format!("writing {count} blobs");
-        if blobs.packed_count == 0 {
-            for bytes in &blobs.whole {
-                git(self.repo.blob(bytes), context)?;
+        use std::os::unix::fs::PermissionsExt;
+        if blobs.pack.is_none() {
+            for (_, bytes) in &blobs.whole {
+                git(self.repo.blob(bytes), || "writing a blob".to_string())?;
             }
             return Ok(());
         }
-        blobs.compress();
-        let count = u32::try_from(count).map_err(|_| ExchangeError::Git {
-            context: context(),
-            source: git2::Error::from_str("too many objects for one pack"),
-        })?;
-        let odb = git(self.repo.odb(), context)?;
-        let mut writer = git(odb.packwriter(), context)?;
-        let header = pack::pack_header(count);
-        let mut checksum = <sha1::Sha1 as sha1::Digest>::new();
-        sha1::Digest::update(&mut checksum, header);
-        sha1::Digest::update(&mut checksum, &blobs.packed);
-        let trailer = sha1::Digest::finalize(checksum);
+        blobs.append_to_pack(self)?;
+        let pack = blobs.pack.take().expect("appended to above");
+        let dir = self.repo.path().join("objects").join("pack");
         let io = |source| ExchangeError::Io {
-            context: context(),
+            context: format!("writing a pack in {}", dir.display()),
             source,
         };
-        use std::io::Write;
-        writer.write_all(&header).map_err(io)?;
-        for chunk in blobs.packed.chunks(1 << 20) {
-            writer.write_all(chunk).map_err(io)?;
+        let count = u32::try_from(pack.entries.len()).map_err(|_| ExchangeError::Git {
+            context: format!("writing {} blobs", pack.entries.len()),
+            source: git2::Error::from_str("too many objects for one pack"),
+        })?;
+        let (checksum, file) = finish_pack(pack.file, count).map_err(io)?;
+        let index = pack_index(pack.entries, &checksum);
+        let name = dir.join(format!("pack-{}", hex(&checksum)));
+        let mut index_file = tempfile::Builder::new()
+            .prefix("tmp_idx_")
+            .tempfile_in(&dir)
+            .map_err(io)?;
+        std::io::Write::write_all(&mut index_file, &index).map_err(io)?;
+        // Read-only, as git and libgit2 leave packs.
+        for path in [file.path(), index_file.path()] {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o444)).map_err(io)?;
         }
-        writer.write_all(&trailer).map_err(io)?;
-        git(writer.commit(), context)?;
+        // The pack first: an index is what makes a pack visible.
+        file.persist(name.with_extension("pack"))
+            .map_err(|e| io(e.error))?;
+        index_file
+            .persist(name.with_extension("idx"))
+            .map_err(|e| io(e.error))?;
+        let odb = git(self.repo.odb(), || {
+            "opening the object database".to_string()
+        })?;
+        git(odb.refresh(), || "reading the new pack's index".to_string())?;
         Ok(())
     }
 
@@ -1264,6 +1379,21 @@ fn first_line(message: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Offsets from 2 GiB on are in the 8-byte table, referenced by position.
+    #[test]
+    fn a_pack_index_refers_to_large_offsets_through_its_table() {
+        let small = Oid::from_bytes(&[1; 20]).unwrap();
+        let large = Oid::from_bytes(&[2; 20]).unwrap();
+        let index = pack_index(vec![(large, 5 << 31, 7), (small, 12, 9)], &[0; 20]);
+        let offsets = 8 + 256 * 4 + 2 * 20 + 2 * 4;
+        let word = |at: usize| u32::from_be_bytes(index[at..at + 4].try_into().unwrap());
+        assert_eq!((word(offsets), word(offsets + 4)), (12, 0x8000_0000));
+        let table = offsets + 8;
+        let large_offset = u64::from_be_bytes(index[table..table + 8].try_into().unwrap());
+        assert_eq!(large_offset, 5 << 31);
+        assert_eq!(index.len(), table + 8 + 40);
+    }
     use crate::signing::SiteKey;
     use std::process::Command;
 

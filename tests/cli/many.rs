@@ -222,6 +222,27 @@ fn an_export_larger_than_a_page_is_the_sum_of_its_issues() {
     let replicas = files.lines().filter(|p| p.starts_with("issues/")).count();
     assert_eq!(replicas, 2500, "{files}");
     git(&exchange, &["fsck", "--full", "--strict", "--no-dangling"]);
+    // ferry indexes the pack it writes itself: byte for byte what git makes.
+    let packs = exchange.join("objects/pack");
+    let pack = std::fs::read_dir(&packs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "pack"))
+        .expect("the export wrote a pack");
+    let by_git = w.path("by-git.idx");
+    git(
+        &packs,
+        &[
+            "index-pack",
+            "-o",
+            by_git.to_str().unwrap(),
+            pack.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        std::fs::read(pack.with_extension("idx")).unwrap() == std::fs::read(&by_git).unwrap(),
+        "the index ferry wrote differs from git index-pack's"
+    );
 
     let replay = w.ok("big", &["rules", "test"]);
     assert!(
