@@ -977,6 +977,13 @@ CREATE TABLE IF NOT EXISTS exported (
     fields TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS exported_issue ON exported (peer, local_id, seq);
+CREATE TABLE IF NOT EXISTS staged_exports (
+    seq INTEGER PRIMARY KEY,
+    peer TEXT NOT NULL,
+    local_id TEXT NOT NULL,
+    updated TEXT NOT NULL,
+    fields TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS identity (
     name TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -1007,7 +1014,7 @@ pub struct ExportRecord {
     pub fields: BTreeMap<String, serde_json::Value>,
 }
 
-/// What one export carried of one issue, for [`Ledger::record_exports`].
+/// What one export carried of one issue, for [`Ledger::stage_exports`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewExport {
     /// The local issue.
@@ -1096,16 +1103,11 @@ impl Ledger {
         result.map_err(|e| self.wrap(e))
     }
 
-    /// Records what one export commit carried, in one transaction, keeping the
-    /// newest [`KEPT_EXPORTS`] records of each issue: older ones only matter until
-    /// the peer acknowledges a newer one, and a peer that stays silent must not
-    /// make the table grow without end.
-    pub fn record_exports(
-        &mut self,
-        peer: &str,
-        commit: &str,
-        exports: &[NewExport],
-    ) -> Result<(), LedgerError> {
+    /// Keeps what an export is about to commit, until [`Ledger::record_staged_exports`]
+    /// knows the commit: a large export then holds a page of these, not all.
+    /// Nothing reads staged records; [`Ledger::drop_staged_exports`] clears what
+    /// a run that died before its commit left.
+    pub fn stage_exports(&mut self, peer: &str, exports: &[NewExport]) -> Result<(), LedgerError> {
         let path = self.path.clone();
         let tx = self
             .conn
@@ -1114,24 +1116,60 @@ impl Ledger {
         let result = (|| {
             for export in exports {
                 tx.prepare_cached(
-                    "INSERT INTO exported (peer, local_id, commit_id, updated, fields)
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    "INSERT INTO staged_exports (peer, local_id, updated, fields)
+                     VALUES (?1, ?2, ?3, ?4)",
                 )?
                 .execute(params![
                     peer,
                     export.local_id,
-                    commit,
                     format_timestamp(&export.updated),
                     export.fields
                 ])?;
-                // Everything up to the newest record beyond the kept ones: two
-                // index lookups, and none at all for an issue with few records.
-                tx.prepare_cached(PRUNE_EXPORTS)?
-                    .execute(params![peer, export.local_id])?;
             }
             tx.commit()
         })();
         result.map_err(|e| self.wrap(e))
+    }
+
+    /// Records the staged exports as carried by `commit`, in one transaction,
+    /// keeping the newest [`KEPT_EXPORTS`] records of each issue: older ones only
+    /// matter until the peer acknowledges a newer one, and a peer that stays
+    /// silent must not make the table grow without end.
+    pub fn record_staged_exports(&mut self, peer: &str, commit: &str) -> Result<(), LedgerError> {
+        let path = self.path.clone();
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(|source| LedgerError { path, source })?;
+        let result = (|| {
+            tx.prepare_cached(
+                "INSERT INTO exported (peer, local_id, commit_id, updated, fields)
+                 SELECT peer, local_id, ?2, updated, fields FROM staged_exports
+                 WHERE peer = ?1 ORDER BY seq",
+            )?
+            .execute(params![peer, commit])?;
+            let issues: Vec<String> = tx
+                .prepare_cached("SELECT DISTINCT local_id FROM staged_exports WHERE peer = ?1")?
+                .query_map([peer], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            for local_id in issues {
+                // Everything up to the newest record beyond the kept ones: two
+                // index lookups, and none at all for an issue with few records.
+                tx.prepare_cached(PRUNE_EXPORTS)?
+                    .execute(params![peer, local_id])?;
+            }
+            tx.prepare_cached("DELETE FROM staged_exports WHERE peer = ?1")?
+                .execute([peer])?;
+            tx.commit()
+        })();
+        result.map_err(|e| self.wrap(e))
+    }
+
+    /// Forgets staged exports no commit carries.
+    pub fn drop_staged_exports(&self, peer: &str) -> Result<(), LedgerError> {
+        self.exec("DELETE FROM staged_exports WHERE peer = ?1", [peer])
+            .map(drop)
+            .map_err(|e| self.wrap(e))
     }
 
     /// The recorded exports of an issue, oldest first.
@@ -1482,6 +1520,34 @@ mod tests {
         assert_eq!(ledger.unnotified_errors(HOUR).unwrap().len(), 1);
     }
 
+    /// Staging then recording, as an export does around its commit.
+    trait RecordExports {
+        fn record(&mut self, at: (&str, &str), exports: &[NewExport]) -> Result<(), LedgerError>;
+    }
+
+    impl RecordExports for Ledger {
+        fn record(
+            &mut self,
+            (peer, commit): (&str, &str),
+            exports: &[NewExport],
+        ) -> Result<(), LedgerError> {
+            self.stage_exports(peer, exports)?;
+            self.record_staged_exports(peer, commit)
+        }
+    }
+
+    #[test]
+    fn staged_exports_no_commit_carries_are_dropped() {
+        let (_dir, mut ledger) = ledger();
+        ledger.stage_exports("eng", &[export("7", "Open")]).unwrap();
+        ledger.drop_staged_exports("eng").unwrap();
+        ledger
+            .record(("eng", "c1"), &[export("8", "Open")])
+            .unwrap();
+        assert!(ledger.exports("eng", "7").unwrap().is_empty());
+        assert_eq!(ledger.exports("eng", "8").unwrap()[0].commit, "c1");
+    }
+
     fn values(status: &str) -> BTreeMap<String, serde_json::Value> {
         BTreeMap::from([("status".to_string(), serde_json::json!(status))])
     }
@@ -1494,10 +1560,10 @@ mod tests {
     fn a_baseline_value_is_replaced_only_by_a_newer_one() {
         let (_dir, mut ledger) = ledger();
         ledger
-            .record_exports("eng", "c1", &[export("7", "Open")])
+            .record(("eng", "c1"), &[export("7", "Open")])
             .unwrap();
         ledger
-            .record_exports("eng", "c2", &[export("7", "Closed")])
+            .record(("eng", "c2"), &[export("7", "Closed")])
             .unwrap();
         let exports = ledger.exports("eng", "7").unwrap();
         assert_eq!(exports.len(), 2);
@@ -1512,7 +1578,7 @@ mod tests {
         assert_eq!(ledger.baseline("eng", "7").unwrap()["status"].0, "Resolved");
         // An export made after the import, once acknowledged, replaces it.
         ledger
-            .record_exports("eng", "c3", &[export("7", "Closed")])
+            .record(("eng", "c3"), &[export("7", "Closed")])
             .unwrap();
         let third = ledger.exports("eng", "7").unwrap()[2].seq;
         ledger
@@ -1528,11 +1594,11 @@ mod tests {
         let (_dir, mut ledger) = ledger();
         for i in 0..KEPT_EXPORTS + 5 {
             ledger
-                .record_exports("eng", &format!("c{i}"), &[export("7", "Open")])
+                .record(("eng", &format!("c{i}")), &[export("7", "Open")])
                 .unwrap();
         }
         ledger
-            .record_exports("eng", "other", &[export("8", "Open")])
+            .record(("eng", "other"), &[export("8", "Open")])
             .unwrap();
         let kept = ledger.exports("eng", "7").unwrap();
         assert_eq!(kept.len() as i64, KEPT_EXPORTS);

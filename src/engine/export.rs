@@ -141,9 +141,12 @@ pub fn export(
     let mut report = ExportReport::default();
     let mut writes = Vec::new();
     let mut exported_ids = Vec::new();
-    // Issues whose new replica goes into this export's commit, for the conflict
-    // baselines (see `conflict`).
-    let mut carried = Vec::new();
+    // The field values of issues whose new replica goes into this export's
+    // commit, for the conflict baselines (see `conflict`), staged in the ledger
+    // page by page until the commit exists. Baselines only serve imports; a
+    // connection that never imports keeps none.
+    let keeps_baselines = connection.settings.direction.imports();
+    site.ledger.drop_staged_exports(peer)?;
     let mut newest: Option<DateTime<Utc>> = cursor;
     let mut shipped = attachments::Shipped::default();
     let mut oldest_failure: Option<DateTime<Utc>> = None;
@@ -233,6 +236,7 @@ pub fn export(
         }
 
         let mut new = Vec::new();
+        let mut carried = Vec::new();
         for (issue, path, replica, blob, carried_fields) in outcomes {
             match (replica, blob) {
                 (Ok(Some(replica)), Some((oid, bytes))) => {
@@ -271,6 +275,9 @@ pub fn export(
             }
         }
         blobs.add(&site.exchange, new)?;
+        if keeps_baselines && !carried.is_empty() {
+            site.ledger.stage_exports(peer, &carried)?;
+        }
     }
 
     if !report.written.is_empty() || !report.removed.is_empty() {
@@ -290,13 +297,11 @@ pub fn export(
         failpoint::hit("after-commit");
     }
     site.ledger.mark_shared(peer, &exported_ids)?;
-    // Baselines only serve imports; a connection that never imports keeps none.
-    if let Some(commit) = report
-        .commit
-        .filter(|_| connection.settings.direction.imports())
-    {
-        site.ledger
-            .record_exports(peer, &commit.to_string(), &carried)?;
+    match report.commit.filter(|_| keeps_baselines) {
+        Some(commit) => site
+            .ledger
+            .record_staged_exports(peer, &commit.to_string())?,
+        None => site.ledger.drop_staged_exports(peer)?,
     }
     // A failed issue must be looked at again next run, so the cursor stops at it.
     // Otherwise the cursor is at-or-after the newest change seen, so the issues of
