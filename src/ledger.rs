@@ -356,6 +356,27 @@ impl Ledger {
         .map_err(|e| self.wrap(e))
     }
 
+    /// Which of `local_ids` are connected to `peer` ([`Ledger::is_connected`]),
+    /// in one query: an export asks for a page of issues at a time.
+    pub fn connected_among(
+        &self,
+        peer: &str,
+        local_ids: &[&str],
+    ) -> Result<std::collections::HashSet<String>, LedgerError> {
+        let ids = serde_json::json!(local_ids).to_string();
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT value FROM json_each(?2) AS i
+                 WHERE EXISTS (SELECT 1 FROM shared WHERE peer = ?1 AND local_id = i.value)
+                    OR EXISTS (SELECT 1 FROM links WHERE peer = ?1 AND local_id = i.value)",
+            )
+            .map_err(|e| self.wrap(e))?;
+        stmt.query_map(params![peer, ids], |r| r.get(0))
+            .and_then(|rows| rows.collect())
+            .map_err(|e| self.wrap(e))
+    }
+
     /// Records that local issues are shared with a peer, in one transaction.
     pub fn mark_shared(&mut self, peer: &str, local_ids: &[String]) -> Result<(), LedgerError> {
         let path = self.path.clone();
@@ -996,10 +1017,14 @@ CREATE TABLE IF NOT EXISTS identity (
 /// to be seen, never hide one.
 pub const KEPT_EXPORTS: i64 = 16;
 
-/// Deletes an issue's export records older than the newest [`KEPT_EXPORTS`].
-const PRUNE_EXPORTS: &str = "DELETE FROM exported WHERE peer = ?1 AND local_id = ?2 AND seq <=
-     (SELECT seq FROM exported WHERE peer = ?1 AND local_id = ?2
-      ORDER BY seq DESC LIMIT 1 OFFSET 16)";
+/// Deletes the export records older than the newest [`KEPT_EXPORTS`] of each
+/// staged issue: one pass over those issues' records, in index order.
+const PRUNE_EXPORTS: &str = "DELETE FROM exported WHERE seq IN (
+     SELECT seq FROM (
+         SELECT seq, row_number() OVER (PARTITION BY local_id ORDER BY seq DESC) AS newer
+         FROM exported
+         WHERE peer = ?1 AND local_id IN (SELECT local_id FROM staged_exports WHERE peer = ?1)
+     ) WHERE newer > 16)";
 
 /// One export of one issue, as [`Ledger::exports`] returns it.
 #[derive(Debug, Clone, PartialEq)]
@@ -1148,16 +1173,7 @@ impl Ledger {
                  WHERE peer = ?1 ORDER BY seq",
             )?
             .execute(params![peer, commit])?;
-            let issues: Vec<String> = tx
-                .prepare_cached("SELECT DISTINCT local_id FROM staged_exports WHERE peer = ?1")?
-                .query_map([peer], |r| r.get(0))?
-                .collect::<Result<_, _>>()?;
-            for local_id in issues {
-                // Everything up to the newest record beyond the kept ones: two
-                // index lookups, and none at all for an issue with few records.
-                tx.prepare_cached(PRUNE_EXPORTS)?
-                    .execute(params![peer, local_id])?;
-            }
+            tx.prepare_cached(PRUNE_EXPORTS)?.execute([peer])?;
             tx.prepare_cached("DELETE FROM staged_exports WHERE peer = ?1")?
                 .execute([peer])?;
             tx.commit()
@@ -1387,6 +1403,10 @@ mod tests {
         assert!(!ledger.is_connected("qa", "7").unwrap());
         ledger.mark_shared("qa", &["7".into()]).unwrap();
         assert!(ledger.is_connected("qa", "7").unwrap());
+        assert_eq!(
+            ledger.connected_among("eng", &["7", "8"]).unwrap(),
+            std::collections::HashSet::from(["7".to_string()])
+        );
     }
 
     #[test]

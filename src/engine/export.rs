@@ -168,13 +168,16 @@ pub fn export(
         progress.inc(page.len() as u64);
         // What the rule is asked about, in the tracker's order.
         let mut candidates = Vec::new();
+        let ids: Vec<&str> = page.iter().map(|issue| issue.id.as_str()).collect();
+        let connected = site.ledger.connected_among(peer, &ids)?;
         for issue in page {
             newest = newest.max(Some(issue.updated));
             if connection.remote_project(&issue.project).is_none() {
                 continue;
             }
-            let connected = site.ledger.is_connected(peer, &issue.id)?;
-            if !connected && (issue.deleted || !connection.query.matches(&issue)) {
+            if !connected.contains(&issue.id)
+                && (issue.deleted || !connection.query.matches(&issue))
+            {
                 continue;
             }
             let path = replica_path(&issue.project, &issue.id);
