@@ -892,14 +892,16 @@ pub(crate) mod tests {
                 .stdout(std::process::Stdio::null())
                 .spawn()
                 .expect("ssh-agent runs");
-            // The agent creates its socket once it listens; wait for it, bounded.
+            // The socket file appears at bind, a moment before the agent listens
+            // (a connection in between is refused): wait until one is accepted.
+            let listening = || std::os::unix::net::UnixStream::connect(&socket).is_ok();
             for _ in 0..500 {
-                if socket.exists() {
+                if listening() {
                     break;
                 }
                 std::thread::sleep(std::time::Duration::from_millis(10));
             }
-            assert!(socket.exists(), "ssh-agent did not create its socket");
+            assert!(listening(), "ssh-agent did not start listening");
             Agent { child, socket }
         }
 
