@@ -23,8 +23,9 @@ use git2::{
     PushOptions, RemoteCallbacks, Repository,
 };
 
-use super::{Channel, FetchOutcome, Limits, PushOutcome, TransportError, admit};
+use super::{Channel, FetchOutcome, Limits, PushOutcome, TransportError, admit, pack};
 use crate::exchange::{Exchange, ExchangeError, own_branch, peer_branch};
+use crate::failpoint;
 use crate::signing::Trust;
 
 /// How many times a push is tried (each rejection reconciles first) before giving up.
@@ -188,12 +189,14 @@ impl GitRemote {
 
     /// Fetches the channel's `src` into the local ref `dst` (forced: `dst` is a
     /// scratch ref) and returns what it points at, `None` when the channel has no
-    /// `src`.
+    /// `src`. `have` is a local commit the channel probably holds too: a folder
+    /// channel then sends only what is new since (see [`GitRemote::open_folder`]).
     fn fetch_into(
         &self,
         repo: &Repository,
         src: &str,
         dst: &str,
+        have: Option<Oid>,
     ) -> Result<Option<Oid>, TransportError> {
         let action = || format!("fetching {src}");
         // A refspec whose source is missing is silently skipped by libgit2, so a
@@ -202,6 +205,22 @@ impl GitRemote {
             Ok(mut stale) => stale.delete().map_err(|e| self.git_err(action(), e))?,
             Err(e) if e.code() == ErrorCode::NotFound => {}
             Err(e) => return Err(self.git_err(action(), e)),
+        }
+        if let Some(channel) = self.open_folder()? {
+            let Some(theirs) = lookup(&channel, src).map_err(|e| self.git_err(action(), e))? else {
+                return Ok(None);
+            };
+            pack::send(&channel, have.as_slice(), theirs, repo)
+                .map_err(|e| self.git_err(action(), e))?;
+            failpoint::hit("fetch-after-pack");
+            repo.reference(
+                dst,
+                theirs,
+                true,
+                &format!("ferry: fetch {src} from {}", self.channel()),
+            )
+            .map_err(|e| self.git_err(action(), e))?;
+            return Ok(Some(theirs));
         }
         let mut remote = repo
             .remote_anonymous(&self.target)
@@ -225,14 +244,97 @@ impl GitRemote {
         }
     }
 
+    /// The channel's repository, opened directly when the channel is a folder on
+    /// this machine; `None` for a URL, which goes through libgit2's transports.
+    ///
+    /// libgit2's local transport would serve a folder like a server: its
+    /// packbuilder lists every object of the trees the other side already has
+    /// as not to be sent, a walk of the whole tree, which at 100 000 replicas is
+    /// the cost of the site. Opened directly, a fetch or push sends a pack of the
+    /// objects a tree diff by id finds new ([`pack::send`]) and moves the ref
+    /// itself, with the same rules as a server: fast-forward only, and a
+    /// compare-and-swap under the ref's lock file.
+    fn open_folder(&self) -> Result<Option<Repository>, TransportError> {
+        let Some(dir) = &self.local_dir else {
+            return Ok(None);
+        };
+        Repository::open_bare(dir)
+            .map(Some)
+            .map_err(|e| self.git_err(format!("opening {} as a bare repository", dir.display()), e))
+    }
+
+    /// One push of `branch` (at `tip`) to a folder channel: stop if it already
+    /// has `tip`; refuse what would not be a fast-forward of the channel's
+    /// branch; send the new objects; move the channel's branch from what was
+    /// read to `tip`, failing (a rejection, reconciled like any other) if another
+    /// push moved it meanwhile.
+    fn push_to_folder(
+        &self,
+        exchange: &Exchange,
+        channel: &Repository,
+        branch: &str,
+        tip: Oid,
+    ) -> Result<Attempt, TransportError> {
+        let action = || format!("pushing {branch}");
+        let theirs = lookup(channel, branch).map_err(|e| self.git_err(action(), e))?;
+        if theirs == Some(tip) {
+            return Ok(Attempt::UpToDate);
+        }
+        if let Some(theirs) = theirs {
+            let ours = exchange
+                .repo()
+                .odb()
+                .map_err(|e| self.git_err(action(), e))?;
+            if !ours.exists(theirs)
+                || !exchange
+                    .is_ancestor(theirs, tip)
+                    .map_err(|e| self.ex_err(e))?
+            {
+                return Ok(Attempt::Rejected(format!(
+                    "{branch}: the channel has {theirs}, which {tip} does not descend from \
+                     (not a fast-forward)"
+                )));
+            }
+        }
+        pack::send(exchange.repo(), theirs.as_slice(), tip, channel)
+            .map_err(|e| self.git_err(action(), e))?;
+        failpoint::hit("push-after-pack");
+        let reason = format!("ferry: push {branch}");
+        let moved = match theirs {
+            Some(theirs) => channel.reference_matching(branch, tip, true, theirs, &reason),
+            None => channel.reference(branch, tip, false, &reason),
+        };
+        match moved {
+            Ok(_) => Ok(Attempt::Accepted),
+            // Modified: another push moved it; Exists: another push created it;
+            // NotFound: it was deleted meanwhile.
+            Err(e)
+                if matches!(
+                    e.code(),
+                    ErrorCode::Modified | ErrorCode::Exists | ErrorCode::NotFound
+                ) =>
+            {
+                Ok(Attempt::Rejected(format!(
+                    "{branch}: moved on the channel during the push ({})",
+                    e.message()
+                )))
+            }
+            Err(e) => Err(self.git_err(action(), e)),
+        }
+    }
+
     /// One push of `branch` (at `tip`) over a single connection: list the
     /// channel's refs, stop if it already has `tip`, push otherwise.
     fn push_once(
         &self,
-        repo: &Repository,
+        exchange: &Exchange,
         branch: &str,
         tip: Oid,
     ) -> Result<Attempt, TransportError> {
+        if let Some(channel) = self.open_folder()? {
+            return self.push_to_folder(exchange, &channel, branch, tip);
+        }
+        let repo = exchange.repo();
         let action = || format!("pushing {branch}");
         let mut remote = repo
             .remote_anonymous(&self.target)
@@ -293,7 +395,7 @@ impl GitRemote {
         tip: Oid,
     ) -> Result<(), TransportError> {
         let scratch = format!("refs/ferry/remote-own/{peer}");
-        let Some(theirs) = self.fetch_into(exchange.repo(), branch, &scratch)? else {
+        let Some(theirs) = self.fetch_into(exchange.repo(), branch, &scratch, Some(tip))? else {
             // The branch vanished from the channel meanwhile: a plain retry creates it.
             return Ok(());
         };
@@ -339,7 +441,7 @@ impl Channel for GitRemote {
         let branch = peer_branch(site, peer);
         let scratch = format!("refs/ferry/fetched/{peer}");
         let before = exchange.resolve(&branch).map_err(|e| self.ex_err(e))?;
-        let Some(fetched) = self.fetch_into(exchange.repo(), &branch, &scratch)? else {
+        let Some(fetched) = self.fetch_into(exchange.repo(), &branch, &scratch, before)? else {
             // The peer has not shared anything with us yet.
             return Ok(FetchOutcome {
                 before,
@@ -417,7 +519,7 @@ impl Channel for GitRemote {
             let Some(tip) = exchange.resolve(&branch).map_err(|e| self.ex_err(e))? else {
                 return Ok(PushOutcome::UpToDate);
             };
-            match self.push_once(exchange.repo(), &branch, tip)? {
+            match self.push_once(exchange, &branch, tip)? {
                 Attempt::UpToDate => return Ok(PushOutcome::UpToDate),
                 Attempt::Accepted => return Ok(PushOutcome::Pushed(tip)),
                 Attempt::Rejected(why) => {
@@ -487,6 +589,15 @@ impl Channel for GitRemote {
 
     fn describe(&self) -> String {
         self.url.clone()
+    }
+}
+
+/// What `refname` points at in `repo`, `None` when there is no such ref.
+fn lookup(repo: &Repository, refname: &str) -> Result<Option<Oid>, git2::Error> {
+    match repo.refname_to_id(refname) {
+        Ok(oid) => Ok(Some(oid)),
+        Err(e) if e.code() == ErrorCode::NotFound => Ok(None),
+        Err(e) => Err(e),
     }
 }
 
