@@ -85,8 +85,7 @@ pub(crate) fn send(
     let from_odb = from.odb()?;
     let haves: Vec<Oid> = haves
         .iter()
-        .copied()
-        .filter(|&have| to_odb.exists(have) && from_odb.exists(have))
+        .filter_map(|&have| shared_ancestor(to, &from_odb, have))
         .collect();
     let mut entries = new_objects(from, &haves, tip)?;
     for entry in &mut entries {
@@ -103,6 +102,21 @@ pub(crate) fn send(
     }
     indexer.commit()?;
     Ok(())
+}
+
+/// `have` (a commit of `to`), or the nearest of its first-parent ancestors that
+/// `from` holds too, looking a few commits back: after a push was rejected,
+/// `to`'s tip is new to the channel but its parent usually is not.
+fn shared_ancestor(to: &Repository, from_odb: &Odb<'_>, have: Oid) -> Option<Oid> {
+    const LOOK_BACK: usize = 32;
+    let mut at = have;
+    for _ in 0..LOOK_BACK {
+        if from_odb.exists(at) {
+            return Some(at);
+        }
+        at = to.find_commit(at).ok()?.parent_id(0).ok()?;
+    }
+    None
 }
 
 /// The objects reachable from `tip` and not from `haves`, as pack entries in
