@@ -210,8 +210,14 @@ impl GitRemote {
             let Some(theirs) = lookup(&channel, src).map_err(|e| self.git_err(action(), e))? else {
                 return Ok(None);
             };
-            pack::send(&channel, have.as_slice(), theirs, repo)
-                .map_err(|e| self.git_err(action(), e))?;
+            pack::send(
+                &channel,
+                have.as_slice(),
+                theirs,
+                repo,
+                pack::Source::Shared,
+            )
+            .map_err(|e| self.git_err(action(), e))?;
             failpoint::hit("fetch-after-pack");
             repo.reference(
                 dst,
@@ -296,8 +302,14 @@ impl GitRemote {
                 )));
             }
         }
-        pack::send(exchange.repo(), theirs.as_slice(), tip, channel)
-            .map_err(|e| self.git_err(action(), e))?;
+        pack::send(
+            exchange.repo(),
+            theirs.as_slice(),
+            tip,
+            channel,
+            pack::Source::Own,
+        )
+        .map_err(|e| self.git_err(action(), e))?;
         failpoint::hit("push-after-pack");
         self.move_folder_branch(channel, branch, theirs, tip)
     }
@@ -1422,7 +1434,7 @@ mod tests {
         );
         git_cli(&bare, &["update-ref", &branch, &theirs]);
         let c2 = export(&w.support, "v2");
-        pack::send(w.support.repo(), &[c1], c2, &channel).unwrap();
+        pack::send(w.support.repo(), &[c1], c2, &channel, pack::Source::Own).unwrap();
         assert!(matches!(
             remote.move_folder_branch(&channel, &branch, Some(c1), c2),
             Ok(Attempt::Rejected(_))
