@@ -1,10 +1,12 @@
 //! [`GitRemote`]: an intermediate git repository both sites reach out to.
 //!
 //! Any URL git2 understands works: a local path (relative to the site folder),
-//! `file://`, `git://`, `ssh://` (or `user@host:path`) and `https://`. Each call
-//! uses an anonymous remote with explicit refspecs and no tags, so nothing about
-//! the channel is stored in the exchange repo's config and only the two branches
-//! of this connection ever move.
+//! `file://`, `git://`, `ssh://` (or `user@host:path`) and `https://`. A server
+//! URL is reached through an anonymous remote with explicit refspecs and no
+//! tags, so nothing about the channel is stored in the exchange repo's config
+//! and only the two branches of this connection ever move. A folder (a path or
+//! `file://`) is opened directly and written by ferry itself, so that a
+//! transfer costs what changed (see `GitRemote::open_folder`).
 //!
 //! Safety rules, both directions:
 //! - fetch only fast-forwards the local copy of the peer's branch; a rewritten
