@@ -28,6 +28,9 @@ pub const POINTS: &[&str] = &[
     // branch moved to it (it is archived only after that).
     "bundle-after-applying",
     "bundle-after-ref",
+    // Pull from a folder channel: the new objects are in the local clone, no
+    // ref has moved.
+    "fetch-after-pack",
     // Pull: the peer's branch moved in the local clone.
     "after-fetch",
     // Import, per replica.
@@ -46,6 +49,9 @@ pub const POINTS: &[&str] = &[
     "after-cursor",
     // Push.
     "before-push",
+    // Push to a folder channel: the new objects are in the channel, its branch
+    // has not moved.
+    "push-after-pack",
     // Push to a bundle outbox: the bundle is written, not yet recorded as sent.
     "bundle-after-write",
     "after-push",

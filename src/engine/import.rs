@@ -191,7 +191,11 @@ pub(super) fn pending_range(
     applied: Option<Oid>,
     head: Oid,
 ) -> anyhow::Result<PendingRange> {
-    let mut paths = std::collections::BTreeSet::new();
+    // Path → blob at the head: the diff names it already, so only retries are
+    // looked up (a lookup reads the project's tree, some 40 KB in a large site,
+    // too large for libgit2's object cache: once per replica it was the cost of
+    // the site, not of the change).
+    let mut paths = std::collections::BTreeMap::new();
     let mut outside = Vec::new();
     for change in site.exchange.diff_paths(applied, head)? {
         // Attachment content is read when a replica asks for it (and was checked
@@ -205,14 +209,22 @@ pub(super) fn pending_range(
         }
         // A removed replica means the peer stopped sharing the issue; only a
         // tombstone (`deleted: true`) means it was deleted.
-        if change.new.is_some() {
-            paths.insert(change.path);
+        if let Some(blob) = change.new {
+            paths.insert(change.path, Some(blob));
         }
     }
-    paths.extend(site.ledger.due_retries(peer)?);
+    for path in site.ledger.due_retries(peer)? {
+        if let std::collections::btree_map::Entry::Vacant(entry) = paths.entry(path) {
+            let blob = site
+                .exchange
+                .files(head, entry.key())?
+                .get(entry.key())
+                .copied();
+            entry.insert(blob);
+        }
+    }
     let mut replicas = Vec::new();
-    for path in paths {
-        let blob = site.exchange.files(head, &path)?.get(&path).copied();
+    for (path, blob) in paths {
         let applied_blob = site.ledger.applied_blob(peer, &path)?;
         if blob.is_some() && applied_blob == blob.map(|b| b.to_string()) {
             continue;

@@ -1,10 +1,12 @@
 //! [`GitRemote`]: an intermediate git repository both sites reach out to.
 //!
 //! Any URL git2 understands works: a local path (relative to the site folder),
-//! `file://`, `git://`, `ssh://` (or `user@host:path`) and `https://`. Each call
-//! uses an anonymous remote with explicit refspecs and no tags, so nothing about
-//! the channel is stored in the exchange repo's config and only the two branches
-//! of this connection ever move.
+//! `file://`, `git://`, `ssh://` (or `user@host:path`) and `https://`. A server
+//! URL is reached through an anonymous remote with explicit refspecs and no
+//! tags, so nothing about the channel is stored in the exchange repo's config
+//! and only the two branches of this connection ever move. A folder (a path or
+//! `file://`) is opened directly and written by ferry itself, so that a
+//! transfer costs what changed (see `GitRemote::open_folder`).
 //!
 //! Safety rules, both directions:
 //! - fetch only fast-forwards the local copy of the peer's branch; a rewritten
@@ -23,8 +25,9 @@ use git2::{
     PushOptions, RemoteCallbacks, Repository,
 };
 
-use super::{Channel, FetchOutcome, Limits, PushOutcome, TransportError, admit};
+use super::{Channel, FetchOutcome, Limits, PushOutcome, TransportError, admit, pack};
 use crate::exchange::{Exchange, ExchangeError, own_branch, peer_branch};
+use crate::failpoint;
 use crate::signing::Trust;
 
 /// How many times a push is tried (each rejection reconciles first) before giving up.
@@ -191,12 +194,14 @@ impl GitRemote {
 
     /// Fetches the channel's `src` into the local ref `dst` (forced: `dst` is a
     /// scratch ref) and returns what it points at, `None` when the channel has no
-    /// `src`.
+    /// `src`. `have` is a local commit the channel probably holds too: a folder
+    /// channel then sends only what is new since (see [`GitRemote::open_folder`]).
     fn fetch_into(
         &self,
         repo: &Repository,
         src: &str,
         dst: &str,
+        have: Option<Oid>,
     ) -> Result<Option<Oid>, TransportError> {
         let action = || format!("fetching {src}");
         // A refspec whose source is missing is silently skipped by libgit2, so a
@@ -205,6 +210,28 @@ impl GitRemote {
             Ok(mut stale) => stale.delete().map_err(|e| self.git_err(action(), e))?,
             Err(e) if e.code() == ErrorCode::NotFound => {}
             Err(e) => return Err(self.git_err(action(), e)),
+        }
+        if let Some(channel) = self.open_folder()? {
+            let Some(theirs) = lookup(&channel, src).map_err(|e| self.git_err(action(), e))? else {
+                return Ok(None);
+            };
+            pack::send(
+                &channel,
+                have.as_slice(),
+                theirs,
+                repo,
+                pack::Source::Shared,
+            )
+            .map_err(|e| self.git_err(action(), e))?;
+            failpoint::hit("fetch-after-pack");
+            repo.reference(
+                dst,
+                theirs,
+                true,
+                &format!("ferry: fetch {src} from {}", self.channel()),
+            )
+            .map_err(|e| self.git_err(action(), e))?;
+            return Ok(Some(theirs));
         }
         let mut remote = repo
             .remote_anonymous(&self.target)
@@ -228,14 +255,120 @@ impl GitRemote {
         }
     }
 
+    /// The channel's repository, opened directly when the channel is a folder on
+    /// this machine; `None` for a URL, which goes through libgit2's transports.
+    ///
+    /// libgit2's local transport would serve a folder like a server: its
+    /// packbuilder lists every object of the trees the other side already has
+    /// as not to be sent, a walk of the whole tree, which at 100 000 replicas is
+    /// the cost of the site. Opened directly, a fetch or push sends a pack of the
+    /// objects a tree diff by id finds new ([`pack::send`]) and moves the ref
+    /// itself, with the same rules as a server: fast-forward only, and a
+    /// compare-and-swap under the ref's lock file.
+    fn open_folder(&self) -> Result<Option<Repository>, TransportError> {
+        let Some(dir) = &self.local_dir else {
+            return Ok(None);
+        };
+        Repository::open_bare(dir)
+            .map(Some)
+            .map_err(|e| self.git_err(format!("opening {} as a bare repository", dir.display()), e))
+    }
+
+    /// One push of `branch` (at `tip`) to a folder channel: stop if it already
+    /// has `tip`; refuse what would not be a fast-forward of the channel's
+    /// branch; send the new objects; move the channel's branch from what was
+    /// read to `tip`, failing (a rejection, reconciled like any other) if another
+    /// push moved it meanwhile.
+    fn push_to_folder(
+        &self,
+        exchange: &Exchange,
+        channel: &Repository,
+        branch: &str,
+        tip: Oid,
+    ) -> Result<Attempt, TransportError> {
+        let action = || format!("pushing {branch}");
+        let theirs = lookup(channel, branch).map_err(|e| self.git_err(action(), e))?;
+        if theirs == Some(tip) {
+            return Ok(Attempt::UpToDate);
+        }
+        if let Some(theirs) = theirs {
+            let ours = exchange
+                .repo()
+                .odb()
+                .map_err(|e| self.git_err(action(), e))?;
+            if !ours.exists(theirs)
+                || !exchange
+                    .is_ancestor(theirs, tip)
+                    .map_err(|e| self.ex_err(e))?
+            {
+                return Ok(Attempt::Rejected(format!(
+                    "{branch}: the channel has {theirs}, which {tip} does not descend from \
+                     (not a fast-forward)"
+                )));
+            }
+        }
+        pack::send(
+            exchange.repo(),
+            theirs.as_slice(),
+            tip,
+            channel,
+            pack::Source::Own,
+        )
+        .map_err(|e| self.git_err(action(), e))?;
+        failpoint::hit("push-after-pack");
+        self.move_folder_branch(channel, branch, theirs, tip)
+    }
+
+    /// Moves the folder channel's `branch` from `expected` (`None`: it must not
+    /// exist) to `tip`: libgit2 takes the ref's lock file, as git's
+    /// receive-pack does, and compares under it, so of two pushes racing only one
+    /// moves the branch; the other is rejected and reconciles.
+    fn move_folder_branch(
+        &self,
+        channel: &Repository,
+        branch: &str,
+        expected: Option<Oid>,
+        tip: Oid,
+    ) -> Result<Attempt, TransportError> {
+        let reason = format!("ferry: push {branch}");
+        let moved = match expected {
+            Some(expected) => channel.reference_matching(branch, tip, true, expected, &reason),
+            None => channel.reference(branch, tip, false, &reason),
+        };
+        match moved {
+            Ok(_) => Ok(Attempt::Accepted),
+            // Modified: another push moved it; Exists: another push created it;
+            // NotFound: it was deleted meanwhile; Locked: another push holds it.
+            Err(e)
+                if matches!(
+                    e.code(),
+                    ErrorCode::Modified
+                        | ErrorCode::Exists
+                        | ErrorCode::NotFound
+                        | ErrorCode::Locked
+                ) =>
+            {
+                Ok(Attempt::Rejected(format!(
+                    "{branch}: moved on the channel during the push ({})",
+                    e.message()
+                )))
+            }
+            Err(e) => Err(self.git_err(format!("pushing {branch}"), e)),
+        }
+    }
+
     /// One push of `branch` (at `tip`) over a single connection: list the
     /// channel's refs, stop if it already has `tip`, push otherwise.
     fn push_once(
         &self,
-        repo: &Repository,
+        exchange: &Exchange,
         branch: &str,
         tip: Oid,
     ) -> Result<Attempt, TransportError> {
+        if let Some(channel) = self.open_folder()? {
+            return self.push_to_folder(exchange, &channel, branch, tip);
+        }
+        let repo = exchange.repo();
         let action = || format!("pushing {branch}");
         let mut remote = repo
             .remote_anonymous(&self.target)
@@ -296,7 +429,7 @@ impl GitRemote {
         tip: Oid,
     ) -> Result<(), TransportError> {
         let scratch = format!("refs/ferry/remote-own/{peer}");
-        let Some(theirs) = self.fetch_into(exchange.repo(), branch, &scratch)? else {
+        let Some(theirs) = self.fetch_into(exchange.repo(), branch, &scratch, Some(tip))? else {
             // The branch vanished from the channel meanwhile: a plain retry creates it.
             return Ok(());
         };
@@ -342,7 +475,7 @@ impl Channel for GitRemote {
         let branch = peer_branch(site, peer);
         let scratch = format!("refs/ferry/fetched/{peer}");
         let before = exchange.resolve(&branch).map_err(|e| self.ex_err(e))?;
-        let Some(fetched) = self.fetch_into(exchange.repo(), &branch, &scratch)? else {
+        let Some(fetched) = self.fetch_into(exchange.repo(), &branch, &scratch, before)? else {
             // The peer has not shared anything with us yet.
             return Ok(FetchOutcome {
                 before,
@@ -420,7 +553,7 @@ impl Channel for GitRemote {
             let Some(tip) = exchange.resolve(&branch).map_err(|e| self.ex_err(e))? else {
                 return Ok(PushOutcome::UpToDate);
             };
-            match self.push_once(exchange.repo(), &branch, tip)? {
+            match self.push_once(exchange, &branch, tip)? {
                 Attempt::UpToDate => return Ok(PushOutcome::UpToDate),
                 Attempt::Accepted => return Ok(PushOutcome::Pushed(tip)),
                 Attempt::Rejected(why) => {
@@ -490,6 +623,15 @@ impl Channel for GitRemote {
 
     fn describe(&self) -> String {
         self.url.clone()
+    }
+}
+
+/// What `refname` points at in `repo`, `None` when there is no such ref.
+fn lookup(repo: &Repository, refname: &str) -> Result<Option<Oid>, git2::Error> {
+    match repo.refname_to_id(refname) {
+        Ok(oid) => Ok(Some(oid)),
+        Err(e) if e.code() == ErrorCode::NotFound => Ok(None),
+        Err(e) => Err(e),
     }
 }
 
@@ -1112,6 +1254,13 @@ mod tests {
             "{message}"
         );
         assert_eq!(w.engineering.resolve(&branch).unwrap(), Some(c1));
+        // The forged history was fetched for inspection, complete, beside it.
+        let local = w.engineering.repo().path().to_path_buf();
+        assert_eq!(
+            git_cli(&local, &["rev-parse", "refs/ferry/fetched/support"]),
+            forged
+        );
+        git_cli(&local, &["fsck", "--full", "--strict"]);
     }
 
     #[test]
@@ -1161,6 +1310,231 @@ mod tests {
         let subject = git_cli(&bare, &["log", "-1", "--format=%s", &branch]);
         assert!(subject.contains("this site's snapshot wins"), "{subject}");
         git_cli(&bare, &["fsck", "--strict", "--no-dangling"]);
+    }
+
+    /// Writes replica `id` of each of `projects` with `summary` on support's
+    /// branch for engineering.
+    fn export_many(exchange: &Exchange, projects: &[&str], ids: &[&str], summary: &str) -> Oid {
+        let writes: Vec<FileWrite> = projects
+            .iter()
+            .flat_map(|project| {
+                ids.iter().map(move |id| FileWrite {
+                    path: format!("issues/{project}/{id}.yaml"),
+                    content: Some(crate::exchange::Content::Bytes(replica_yaml(
+                        SUPPORT, project, id, summary,
+                    ))),
+                })
+            })
+            .collect();
+        exchange
+            .commit(
+                &own_branch(SUPPORT, ENGINEERING),
+                &writes,
+                &format!("export: {summary}"),
+                SUPPORT,
+            )
+            .unwrap()
+            .expect("a new commit")
+    }
+
+    /// The pack files of a repository.
+    fn packs(repo: &Path) -> std::collections::BTreeSet<PathBuf> {
+        std::fs::read_dir(repo.join("objects/pack"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "idx"))
+            .collect()
+    }
+
+    /// The objects of the one pack `repo` gained since `before`, as git lists them.
+    fn new_pack_objects(
+        repo: &Path,
+        before: &std::collections::BTreeSet<PathBuf>,
+    ) -> std::collections::BTreeSet<String> {
+        let new: Vec<PathBuf> = packs(repo).difference(before).cloned().collect();
+        let [pack] = new.as_slice() else {
+            panic!("expected one new pack in {}, got {new:?}", repo.display());
+        };
+        git_cli(repo, &["verify-pack", "-v", &pack.display().to_string()])
+            .lines()
+            .filter_map(|line| line.split_whitespace().next())
+            .filter(|id| id.len() == 40 && id.bytes().all(|b| b.is_ascii_hexdigit()))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// What git says `to` has that `from` has not: `git rev-list --objects`.
+    fn git_new_objects(repo: &Path, from: Oid, to: Oid) -> std::collections::BTreeSet<String> {
+        git_cli(
+            repo,
+            &[
+                "rev-list",
+                "--objects",
+                &to.to_string(),
+                &format!("^{from}"),
+            ],
+        )
+        .lines()
+        .map(|line| line.split_whitespace().next().unwrap().to_string())
+        .collect()
+    }
+
+    #[test]
+    fn folder_transfers_send_exactly_what_git_says_is_new() {
+        let w = World::new();
+        let branch = own_branch(SUPPORT, ENGINEERING);
+        let projects = ["OPS", "SUP", "WEB"];
+        let c1 = export_many(&w.support, &projects, &["1", "2", "3"], "v1");
+        let to_channel = w.channel(SUPPORT);
+        let from_channel = w.channel(ENGINEERING);
+        to_channel.push(&w.support, SUPPORT, ENGINEERING).unwrap();
+        from_channel
+            .fetch(&w.engineering, ENGINEERING, SUPPORT, &w.engineering_trusts)
+            .unwrap();
+
+        // Two commits: one replica changed in one project, then one added in
+        // another; the other project's tree is never read.
+        let _ = export_many(&w.support, &["SUP"], &["2"], "v2");
+        let c3 = export_many(&w.support, &["WEB"], &["4"], "v3");
+        let bare = w.bare();
+        let before = packs(&bare);
+        assert_eq!(
+            to_channel.push(&w.support, SUPPORT, ENGINEERING).unwrap(),
+            PushOutcome::Pushed(c3)
+        );
+        let expected = git_new_objects(&bare, c1, c3);
+        // 2 commits, 2 root trees, 2 issues/ trees, SUP's and WEB's trees, 2 blobs.
+        assert_eq!(expected.len(), 10, "{expected:?}");
+        assert_eq!(new_pack_objects(&bare, &before), expected);
+
+        let local = w.engineering.repo().path().to_path_buf();
+        let before = packs(&local);
+        let got = from_channel
+            .fetch(&w.engineering, ENGINEERING, SUPPORT, &w.engineering_trusts)
+            .unwrap();
+        assert_eq!(got.after, Some(c3));
+        assert_eq!(new_pack_objects(&local, &before), expected);
+        for repo in [&bare, &local] {
+            git_cli(repo, &["fsck", "--full", "--strict", "--no-dangling"]);
+            assert_eq!(git_cli(repo, &["rev-parse", &branch]), c3.to_string());
+        }
+    }
+
+    #[test]
+    fn a_push_that_lost_a_race_moves_nothing_and_then_reconciles() {
+        let w = World::new();
+        let branch = own_branch(SUPPORT, ENGINEERING);
+        let c1 = export(&w.support, "v1");
+        let remote = w.channel(SUPPORT);
+        remote.push(&w.support, SUPPORT, ENGINEERING).unwrap();
+        let bare = w.bare();
+        let channel = Repository::open_bare(&bare).unwrap();
+
+        // We read c1; then another push moves the branch before our
+        // compare-and-swap: ours must fail and leave theirs.
+        let tree = git_cli(&bare, &["rev-parse", &format!("{c1}^{{tree}}")]);
+        let theirs = git_cli(
+            &bare,
+            &["commit-tree", &tree, "-p", &c1.to_string(), "-m", "x"],
+        );
+        git_cli(&bare, &["update-ref", &branch, &theirs]);
+        let c2 = export(&w.support, "v2");
+        pack::send(w.support.repo(), &[c1], c2, &channel, pack::Source::Own).unwrap();
+        assert!(matches!(
+            remote.move_folder_branch(&channel, &branch, Some(c1), c2),
+            Ok(Attempt::Rejected(_))
+        ));
+        assert_eq!(git_cli(&bare, &["rev-parse", &branch]), theirs);
+
+        // A branch created meanwhile, or locked by a push in progress, neither.
+        let lab = own_branch(SUPPORT, "lab");
+        git_cli(&bare, &["update-ref", &lab, &c1.to_string()]);
+        assert!(matches!(
+            remote.move_folder_branch(&channel, &lab, None, c2),
+            Ok(Attempt::Rejected(_))
+        ));
+        assert_eq!(git_cli(&bare, &["rev-parse", &lab]), c1.to_string());
+        let lock = bare.join(format!("{branch}.lock"));
+        std::fs::write(&lock, format!("{c1}\n")).unwrap();
+        let theirs_oid = Oid::from_str(&theirs).unwrap();
+        assert!(matches!(
+            remote.move_folder_branch(&channel, &branch, Some(theirs_oid), c2),
+            Ok(Attempt::Rejected(_))
+        ));
+        assert_eq!(git_cli(&bare, &["rev-parse", &branch]), theirs);
+        std::fs::remove_file(&lock).unwrap();
+
+        // The push itself reconciles: both histories stay.
+        let PushOutcome::Pushed(merge) = remote.push(&w.support, SUPPORT, ENGINEERING).unwrap()
+        else {
+            panic!("expected a push");
+        };
+        for kept in [theirs.clone(), c2.to_string()] {
+            git_cli(
+                &bare,
+                &["merge-base", "--is-ancestor", &kept, &merge.to_string()],
+            );
+        }
+        git_cli(&bare, &["fsck", "--full", "--strict", "--no-dangling"]);
+    }
+
+    #[test]
+    fn pushes_racing_from_two_clones_lose_no_commit() {
+        let w = World::new();
+        let branch = own_branch(SUPPORT, ENGINEERING);
+        export(&w.support, "v0");
+        w.channel(SUPPORT)
+            .push(&w.support, SUPPORT, ENGINEERING)
+            .unwrap();
+        let root = w.root.path().to_path_buf();
+        // Both push at the same moment each round.
+        let start = std::sync::Arc::new(std::sync::Barrier::new(2));
+        let pushers: Vec<_> = ["first", "second"]
+            .into_iter()
+            .map(|name| {
+                let root = root.clone();
+                let branch = branch.clone();
+                let start = start.clone();
+                std::thread::spawn(move || {
+                    let (exchange, _) = signing_site(&root, name);
+                    let remote = GitRemote::new("../exchange.git", &root.join(name));
+                    remote
+                        .fetch_into(exchange.repo(), &branch, &branch, None)
+                        .unwrap();
+                    let mut tips = Vec::new();
+                    for round in 0..6 {
+                        let tip = export(&exchange, &format!("{name} {round}"));
+                        tips.push(tip);
+                        start.wait();
+                        // push() without its removal of a stale lock, which
+                        // assumes one pusher per branch (the site lock).
+                        for _ in 0..50 {
+                            let tip = exchange.resolve(&branch).unwrap().unwrap();
+                            match remote.push_once(&exchange, &branch, tip).unwrap() {
+                                Attempt::Accepted | Attempt::UpToDate => break,
+                                Attempt::Rejected(_) => remote
+                                    .reconcile(&exchange, SUPPORT, ENGINEERING, &branch, tip)
+                                    .unwrap(),
+                            }
+                        }
+                    }
+                    tips
+                })
+            })
+            .collect();
+        let tips: Vec<Oid> = pushers
+            .into_iter()
+            .flat_map(|pusher| pusher.join().unwrap())
+            .collect();
+        let bare = w.bare();
+        let head = git_cli(&bare, &["rev-parse", &branch]);
+        for tip in tips {
+            git_cli(
+                &bare,
+                &["merge-base", "--is-ancestor", &tip.to_string(), &head],
+            );
+        }
+        git_cli(&bare, &["fsck", "--full", "--strict", "--no-dangling"]);
     }
 
     /// A `git daemon` serving a folder, killed when dropped.

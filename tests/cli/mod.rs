@@ -6,6 +6,7 @@ mod bad_input;
 mod bundles;
 mod doctor;
 mod errors;
+mod folder_channel;
 mod git_server;
 mod https;
 mod interface;
