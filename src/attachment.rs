@@ -79,7 +79,9 @@ pub fn safe_file_name(name: &str) -> String {
         while !safe.is_char_boundary(cut) {
             cut -= 1;
         }
-        safe = format!("{}{extension}", &safe[..cut]);
+        // Cut where it may, a name still must not end in a dot or a space.
+        let stem = safe[..cut].trim_end_matches(['.', ' ']);
+        safe = format!("{stem}{extension}");
     }
     if safe.is_empty() {
         safe = "attachment".into();
@@ -170,6 +172,9 @@ mod tests {
         ] {
             assert_eq!(safe_file_name(name), safe, "{name:?}");
         }
+        // Cut inside a run of spaces, with no extension to keep.
+        let spaced = format!("{} {}", "a".repeat(MAX_NAME_BYTES - 1), "b".repeat(40));
+        assert_eq!(safe_file_name(&spaced), "a".repeat(MAX_NAME_BYTES - 1));
         let long = format!("{}.tar.gz", "é".repeat(300));
         let safe = safe_file_name(&long);
         assert!(
