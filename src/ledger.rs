@@ -109,6 +109,19 @@ pub struct Step {
     pub started_at: String,
 }
 
+/// A tracker write to journal with [`Ledger::begin_steps`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewStep {
+    /// The replica path it applies.
+    pub path: String,
+    /// The replica blob it applies.
+    pub blob: String,
+    /// `create`, `update`, `comment`, ...
+    pub kind: &'static str,
+    /// The local issue it writes, when known before the write.
+    pub target: Option<String>,
+}
+
 /// A reviewer's verdict on a peer's commit.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ReviewVerdict {
@@ -411,10 +424,32 @@ impl Ledger {
         .map_err(|e| self.wrap(e))
     }
 
+    /// Runs `f` in one transaction, committed only if it succeeds: an import's
+    /// bookkeeping for many replicas costs one commit instead of a dozen each. The
+    /// methods that keep their own transaction nest in it as savepoints.
+    pub fn in_transaction<T>(
+        &mut self,
+        f: impl FnOnce(&mut Ledger) -> Result<T, LedgerError>,
+    ) -> Result<T, LedgerError> {
+        self.conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(|e| self.wrap(e))?;
+        let result = f(self).and_then(|value| {
+            self.conn
+                .execute_batch("COMMIT")
+                .map_err(|e| self.wrap(e))?;
+            Ok(value)
+        });
+        if result.is_err() && !self.conn.is_autocommit() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+        result
+    }
+
     /// Records a replica blob as applied and clears its retry entry and its step
     /// journal, in one transaction.
     pub fn mark_applied(&mut self, peer: &str, path: &str, blob: &str) -> Result<(), LedgerError> {
-        let tx = self.conn.transaction().map_err(|e| LedgerError {
+        let tx = self.conn.savepoint().map_err(|e| LedgerError {
             path: self.path.clone(),
             source: e,
         })?;
@@ -467,6 +502,28 @@ impl Ledger {
         )
         .map_err(|e| self.wrap(e))?;
         Ok(self.conn.last_insert_rowid())
+    }
+
+    /// Journals tracker writes that have run but do not take effect before the
+    /// tracker commits them (a batch, see [`crate::tracker::Tracker::begin_batch`]),
+    /// all in one transaction, just before that commit; returns their ids for
+    /// [`Ledger::finish_step`], once it is done. A run killed in between leaves
+    /// them all unfinished, as [`Ledger::begin_step`] does for one write.
+    pub fn begin_steps(&mut self, peer: &str, steps: &[NewStep]) -> Result<Vec<i64>, LedgerError> {
+        self.in_transaction(|ledger| {
+            steps
+                .iter()
+                .map(|step| {
+                    ledger.begin_step(
+                        peer,
+                        &step.path,
+                        &step.blob,
+                        step.kind,
+                        step.target.as_deref(),
+                    )
+                })
+                .collect()
+        })
     }
 
     /// Journals that a tracker write is done.
@@ -1051,7 +1108,7 @@ impl Ledger {
         let path = self.path.clone();
         let tx = self
             .conn
-            .transaction()
+            .savepoint()
             .map_err(|source| LedgerError { path, source })?;
         let result = (|| {
             let seq: i64 = match seq {
