@@ -454,23 +454,19 @@ impl Ledger {
             source: e,
         })?;
         let result = tx
-            .execute(
+            .prepare_cached(
                 "INSERT INTO applied (peer, path, blob) VALUES (?1, ?2, ?3)
                  ON CONFLICT (peer, path) DO UPDATE SET blob = ?3",
-                params![peer, path, blob],
             )
+            .and_then(|mut s| s.execute(params![peer, path, blob]))
             .and_then(|_| {
-                tx.execute(
-                    "DELETE FROM pending WHERE peer = ?1 AND path = ?2",
-                    params![peer, path],
-                )
+                tx.prepare_cached("DELETE FROM pending WHERE peer = ?1 AND path = ?2")?
+                    .execute(params![peer, path])
             })
             // The replica is in the tracker: its journal has served its purpose.
             .and_then(|_| {
-                tx.execute(
-                    "DELETE FROM steps WHERE peer = ?1 AND path = ?2",
-                    params![peer, path],
-                )
+                tx.prepare_cached("DELETE FROM steps WHERE peer = ?1 AND path = ?2")?
+                    .execute(params![peer, path])
             })
             .and_then(|_| tx.commit());
         result.map_err(|e| self.wrap(e))
@@ -545,7 +541,7 @@ impl Ledger {
     ) -> Result<Vec<Step>, LedgerError> {
         let mut stmt = self
             .conn
-            .prepare(
+            .prepare_cached(
                 "SELECT id, path, blob, kind, target, started_at FROM steps
                  WHERE peer = ?1 AND finished_at IS NULL AND (?2 IS NULL OR path = ?2)
                  ORDER BY id",
@@ -1079,7 +1075,9 @@ impl Ledger {
     pub fn baseline(&self, peer: &str, local_id: &str) -> Result<BaselineFields, LedgerError> {
         let mut stmt = self
             .conn
-            .prepare("SELECT field, value, seq FROM baselines WHERE peer = ?1 AND local_id = ?2")
+            .prepare_cached(
+                "SELECT field, value, seq FROM baselines WHERE peer = ?1 AND local_id = ?2",
+            )
             .map_err(|e| self.wrap(e))?;
         let rows = stmt
             .query_map(params![peer, local_id], |r| {
@@ -1113,18 +1111,19 @@ impl Ledger {
         let result = (|| {
             let seq: i64 = match seq {
                 Some(seq) => seq,
-                None => tx.query_row("SELECT COALESCE(MAX(seq), 0) FROM exported", [], |r| {
-                    r.get(0)
-                })?,
+                None => tx
+                    .prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM exported")?
+                    .query_row([], |r| r.get(0))?,
             };
+            let mut merge = tx.prepare_cached(
+                "INSERT INTO baselines (peer, local_id, field, value, seq) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (peer, local_id, field) DO UPDATE SET value = ?4, seq = ?5
+                 WHERE baselines.seq <= ?5",
+            )?;
             for (field, value) in fields {
-                tx.execute(
-                    "INSERT INTO baselines (peer, local_id, field, value, seq) VALUES (?1, ?2, ?3, ?4, ?5)
-                     ON CONFLICT (peer, local_id, field) DO UPDATE SET value = ?4, seq = ?5
-                     WHERE baselines.seq <= ?5",
-                    params![peer, local_id, field, value.to_string(), seq],
-                )?;
+                merge.execute(params![peer, local_id, field, value.to_string(), seq])?;
             }
+            drop(merge);
             tx.commit()
         })();
         result.map_err(|e| self.wrap(e))
@@ -1175,7 +1174,7 @@ impl Ledger {
     pub fn exports(&self, peer: &str, local_id: &str) -> Result<Vec<ExportRecord>, LedgerError> {
         let mut stmt = self
             .conn
-            .prepare(
+            .prepare_cached(
                 "SELECT seq, commit_id, updated, fields FROM exported
                  WHERE peer = ?1 AND local_id = ?2 ORDER BY seq",
             )
@@ -1313,17 +1312,16 @@ impl Ledger {
         attachment: &str,
         known: &KnownAttachment,
     ) -> Result<(), LedgerError> {
-        self.conn
-            .execute(
-                "INSERT INTO attachments (local_id, attachment, sha256, size, peer) \
-                 VALUES (?1, ?2, ?3, ?4, ?5) \
-                 ON CONFLICT (local_id, attachment) DO UPDATE SET \
-                 sha256 = excluded.sha256, size = excluded.size, \
-                 peer = COALESCE(excluded.peer, attachments.peer)",
-                params![local_id, attachment, known.sha256, known.size, known.peer],
-            )
-            .map(|_| ())
-            .map_err(|e| self.wrap(e))
+        self.exec(
+            "INSERT INTO attachments (local_id, attachment, sha256, size, peer) \
+             VALUES (?1, ?2, ?3, ?4, ?5) \
+             ON CONFLICT (local_id, attachment) DO UPDATE SET \
+             sha256 = excluded.sha256, size = excluded.size, \
+             peer = COALESCE(excluded.peer, attachments.peer)",
+            params![local_id, attachment, known.sha256, known.size, known.peer],
+        )
+        .map(|_| ())
+        .map_err(|e| self.wrap(e))
     }
 }
 
