@@ -321,18 +321,22 @@ fn import_one(
             replica.site
         )));
     }
-    let mut upload_interrupted = false;
-    for step in site
+    let interrupted = site
         .ledger
         .interrupted_steps(peer, Some(path))
-        .map_err(fatal)?
-    {
-        upload_interrupted |= step.kind == StepKind::Attach.name();
+        .map_err(fatal)?;
+    let upload_interrupted = interrupted
+        .iter()
+        .any(|step| step.kind == StepKind::Attach.name());
+    if let Some(first) = interrupted.first() {
+        // One line per replica: a batch killed before its bookkeeping leaves
+        // every write of hundreds of replicas open.
+        let kinds: Vec<&str> = interrupted.iter().map(|step| step.kind.as_str()).collect();
         tracing::warn!(
             "{path}: resuming after a run that died during its {} (started {}); \
-             the write is looked up by origin marker, not repeated",
-            step.kind,
-            step.started_at
+             each write is looked up by origin marker, not repeated",
+            kinds.join(", "),
+            first.started_at
         );
     }
     let previous = previous_replica(site, peer, path).map_err(fatal)?;
