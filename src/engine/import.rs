@@ -6,7 +6,9 @@
 //! applied ref only moves after every replica of the range has been handled, so a
 //! run that dies halfway resumes where it stopped: replicas already applied are
 //! skipped by blob id, and a create retried after a crash finds the issue it made
-//! through its origin marker instead of making a second one.
+//! through its origin marker instead of making a second one. Replicas are
+//! imported in batches, each committed to the tracker and the ledger at once
+//! (see [`batch`]).
 
 use git2::Oid;
 
