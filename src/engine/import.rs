@@ -10,6 +10,8 @@
 //! imported in batches, each committed to the tracker and the ledger at once
 //! (see [`batch`]).
 
+use std::collections::HashMap;
+
 use git2::Oid;
 
 use self::batch::{Batch, Subject};
@@ -19,7 +21,7 @@ use crate::attachment::safe_file_name;
 use crate::config::Connection;
 use crate::exchange::{applied_ref, approved_ref, peer_branch};
 use crate::failpoint;
-use crate::ledger::KnownAttachment;
+use crate::ledger::{KnownAttachment, Step};
 use crate::model::{Attachment, Comment, Issue, Origin};
 use crate::replica::{MAX_REPLICA_BYTES, Replica};
 use crate::rules::{IncomingInput, RuleScript, TargetIssue};
@@ -175,6 +177,11 @@ fn apply_range(
 ) -> anyhow::Result<()> {
     let peer = connection.peer.clone();
     let short = short_id(head);
+    // What a killed run left open, read once: each replica says what it resumes.
+    let mut interrupted: HashMap<String, Vec<Step>> = HashMap::new();
+    for step in site.ledger.interrupted_steps(&peer, None)? {
+        interrupted.entry(step.path.clone()).or_default().push(step);
+    }
     let progress = crate::progress::bar(replicas.len(), format!("import {peer}"));
     for (path, blob) in replicas {
         progress.inc(1);
@@ -193,7 +200,17 @@ fn apply_range(
         };
         tracing::debug!(%peer, %path, blob = %short_id(blob), "import replica");
         batch.enter();
-        match import_one(site, connection, rules, ack, head, &subject, blob, batch) {
+        match import_one(
+            site,
+            connection,
+            rules,
+            ack,
+            head,
+            &subject,
+            blob,
+            batch,
+            &mut interrupted,
+        ) {
             Ok(done) => {
                 batch.applied(&subject);
                 report.issues.push(done);
@@ -305,6 +322,7 @@ fn import_one(
     subject: &Subject,
     blob: Oid,
     batch: &mut Batch,
+    interrupted: &mut HashMap<String, Vec<Step>>,
 ) -> Result<ImportedIssue, ImportFailure> {
     let path = subject.path;
     let me = site.name().to_string();
@@ -323,10 +341,7 @@ fn import_one(
             replica.site
         )));
     }
-    let interrupted = site
-        .ledger
-        .interrupted_steps(peer, Some(path))
-        .map_err(fatal)?;
+    let interrupted = interrupted.remove(path).unwrap_or_default();
     let upload_interrupted = interrupted
         .iter()
         .any(|step| step.kind == StepKind::Attach.name());

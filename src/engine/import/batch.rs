@@ -204,7 +204,16 @@ impl Batch {
         for kind in kinds {
             failpoint::hit(kind.failpoint());
         }
-        mark_applied(site, &self.peer, &applied, ids, later)?;
+        // The steps of replicas marked applied go with the mark; only those of
+        // replicas that failed after some writes are kept, finished.
+        let done: HashSet<&str> = applied.iter().map(|(path, _)| path.as_str()).collect();
+        let finished = ids
+            .into_iter()
+            .zip(&journal)
+            .filter(|(_, step)| !done.contains(step.path.as_str()))
+            .map(|(id, _)| id)
+            .collect();
+        mark_applied(site, &self.peer, &applied, finished, later)?;
         if reopen {
             self.deferred = site.tracker.begin_batch()?;
         }
