@@ -22,9 +22,10 @@
 //! back would lose it (and a rolled-back issue's id may be given to the next).
 //!
 //! Reads in between see the batch's tracker writes (same connection) but not its
-//! pending bookkeeping; a replica about an issue the batch already touched
-//! commits the batch first ([`Batch::touches`]), so it reads the ledger as a
-//! one-by-one import would.
+//! pending bookkeeping; a replica about an issue the batch already wrote or
+//! keeps bookkeeping for commits the batch first ([`Batch::touches`]), so it
+//! reads the ledger as a one-by-one import would, and whatever it records in
+//! the ledger at once (an attachment's hash, say) is about committed writes.
 //!
 //! A tracker that cannot batch (a server) writes at once: each write is
 //! journaled before and after it runs, the bookkeeping is done at once, and every
@@ -68,7 +69,8 @@ pub(super) struct Batch {
     later: Vec<LedgerWrite>,
     /// Replicas done, (path, blob): marked applied after the commit.
     applied: Vec<(String, String)>,
-    /// The peer's issues and the local issues with bookkeeping pending.
+    /// The peer's issues and the local issues the batch wrote or keeps
+    /// bookkeeping for.
     remote_ids: HashSet<String>,
     local_ids: HashSet<String>,
     /// Replicas in the batch, and when the first one came.
@@ -111,9 +113,9 @@ impl Batch {
             || self.started.is_some_and(|t| t.elapsed() >= MAX_TIME)
     }
 
-    /// Whether bookkeeping of the batch concerns the peer's issue `remote_id` or
-    /// the local issue `local_id`: then the batch must be committed before the
-    /// ledger is read about it.
+    /// Whether the batch wrote or keeps bookkeeping for the peer's issue
+    /// `remote_id` or the local issue `local_id`: then it must be committed
+    /// before the ledger is read or written about it.
     pub fn touches(&self, remote_id: Option<&str>, local_id: Option<&str>) -> bool {
         remote_id.is_some_and(|id| self.remote_ids.contains(id))
             || local_id.is_some_and(|id| self.local_ids.contains(id))
@@ -136,6 +138,7 @@ impl Batch {
         if self.deferred {
             // A failed write left nothing in the batch: nothing to journal.
             let value = write(site.tracker.as_mut())?;
+            self.local_ids.extend(target.map(str::to_string));
             let step = NewStep {
                 path: subject.path.to_string(),
                 blob: subject.blob.to_string(),
