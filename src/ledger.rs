@@ -227,6 +227,9 @@ CREATE TABLE IF NOT EXISTS errors (
     count INTEGER NOT NULL DEFAULT 1,
     resolved INTEGER NOT NULL DEFAULT 0
 );
+-- Every applied replica resolves its open errors: without this, each import
+-- scanned every error the site ever had.
+CREATE INDEX IF NOT EXISTS errors_open ON errors (connection, subject) WHERE resolved = 0;
 ";
 
 impl Ledger {
