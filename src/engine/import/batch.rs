@@ -8,7 +8,8 @@
 //! ([`Tracker::begin_batch`]), a batch of replicas is three commits, in this
 //! order, which is what keeps a killed run honest:
 //!
-//! 1. the journal: one row per tracker write of the batch, unfinished;
+//! 1. the journal: a row per tracker write of the batch (one for consecutive
+//!    writes of a kind to one issue, such as a replica's comments), unfinished;
 //! 2. the tracker: every write of the batch at once;
 //! 3. the bookkeeping: the journal rows finished, links, baselines, attachment
 //!    records, applied marks.
@@ -197,7 +198,10 @@ impl Batch {
         if !self.deferred {
             return mark_applied(site, &self.peer, &applied, Vec::new(), later);
         }
-        let (journal, kinds): (Vec<NewStep>, Vec<StepKind>) = steps.into_iter().unzip();
+        let (mut journal, kinds): (Vec<NewStep>, Vec<StepKind>) = steps.into_iter().unzip();
+        // One row for a replica's run of writes of one kind to one issue (its
+        // five comments, say): all a later run or an operator learns from it.
+        journal.dedup();
         let ids = if journal.is_empty() {
             Vec::new()
         } else {
