@@ -109,6 +109,19 @@ pub struct Step {
     pub started_at: String,
 }
 
+/// A tracker write to journal with [`Ledger::begin_steps`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewStep {
+    /// The replica path it applies.
+    pub path: String,
+    /// The replica blob it applies.
+    pub blob: String,
+    /// `create`, `update`, `comment`, ...
+    pub kind: &'static str,
+    /// The local issue it writes, when known before the write.
+    pub target: Option<String>,
+}
+
 /// A reviewer's verdict on a peer's commit.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ReviewVerdict {
@@ -214,6 +227,9 @@ CREATE TABLE IF NOT EXISTS errors (
     count INTEGER NOT NULL DEFAULT 1,
     resolved INTEGER NOT NULL DEFAULT 0
 );
+-- Every applied replica resolves its open errors: without this, each import
+-- scanned every error the site ever had.
+CREATE INDEX IF NOT EXISTS errors_open ON errors (connection, subject) WHERE resolved = 0;
 ";
 
 impl Ledger {
@@ -432,31 +448,49 @@ impl Ledger {
         .map_err(|e| self.wrap(e))
     }
 
+    /// Runs `f` in one transaction, committed only if it succeeds: an import's
+    /// bookkeeping for many replicas costs one commit instead of a dozen each. The
+    /// methods that keep their own transaction nest in it as savepoints.
+    pub fn in_transaction<T>(
+        &mut self,
+        f: impl FnOnce(&mut Ledger) -> Result<T, LedgerError>,
+    ) -> Result<T, LedgerError> {
+        self.conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(|e| self.wrap(e))?;
+        let result = f(self).and_then(|value| {
+            self.conn
+                .execute_batch("COMMIT")
+                .map_err(|e| self.wrap(e))?;
+            Ok(value)
+        });
+        if result.is_err() && !self.conn.is_autocommit() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+        result
+    }
+
     /// Records a replica blob as applied and clears its retry entry and its step
     /// journal, in one transaction.
     pub fn mark_applied(&mut self, peer: &str, path: &str, blob: &str) -> Result<(), LedgerError> {
-        let tx = self.conn.transaction().map_err(|e| LedgerError {
+        let tx = self.conn.savepoint().map_err(|e| LedgerError {
             path: self.path.clone(),
             source: e,
         })?;
         let result = tx
-            .execute(
+            .prepare_cached(
                 "INSERT INTO applied (peer, path, blob) VALUES (?1, ?2, ?3)
                  ON CONFLICT (peer, path) DO UPDATE SET blob = ?3",
-                params![peer, path, blob],
             )
+            .and_then(|mut s| s.execute(params![peer, path, blob]))
             .and_then(|_| {
-                tx.execute(
-                    "DELETE FROM pending WHERE peer = ?1 AND path = ?2",
-                    params![peer, path],
-                )
+                tx.prepare_cached("DELETE FROM pending WHERE peer = ?1 AND path = ?2")?
+                    .execute(params![peer, path])
             })
             // The replica is in the tracker: its journal has served its purpose.
             .and_then(|_| {
-                tx.execute(
-                    "DELETE FROM steps WHERE peer = ?1 AND path = ?2",
-                    params![peer, path],
-                )
+                tx.prepare_cached("DELETE FROM steps WHERE peer = ?1 AND path = ?2")?
+                    .execute(params![peer, path])
             })
             .and_then(|_| tx.commit());
         result.map_err(|e| self.wrap(e))
@@ -490,6 +524,28 @@ impl Ledger {
         Ok(self.conn.last_insert_rowid())
     }
 
+    /// Journals tracker writes that have run but do not take effect before the
+    /// tracker commits them (a batch, see [`crate::tracker::Tracker::begin_batch`]),
+    /// all in one transaction, just before that commit; returns their ids for
+    /// [`Ledger::finish_step`], once it is done. A run killed in between leaves
+    /// them all unfinished, as [`Ledger::begin_step`] does for one write.
+    pub fn begin_steps(&mut self, peer: &str, steps: &[NewStep]) -> Result<Vec<i64>, LedgerError> {
+        self.in_transaction(|ledger| {
+            steps
+                .iter()
+                .map(|step| {
+                    ledger.begin_step(
+                        peer,
+                        &step.path,
+                        &step.blob,
+                        step.kind,
+                        step.target.as_deref(),
+                    )
+                })
+                .collect()
+        })
+    }
+
     /// Journals that a tracker write is done.
     pub fn finish_step(&self, id: i64) -> Result<(), LedgerError> {
         self.exec(
@@ -509,7 +565,7 @@ impl Ledger {
     ) -> Result<Vec<Step>, LedgerError> {
         let mut stmt = self
             .conn
-            .prepare(
+            .prepare_cached(
                 "SELECT id, path, blob, kind, target, started_at FROM steps
                  WHERE peer = ?1 AND finished_at IS NULL AND (?2 IS NULL OR path = ?2)
                  ORDER BY id",
@@ -1077,7 +1133,9 @@ impl Ledger {
     pub fn baseline(&self, peer: &str, local_id: &str) -> Result<BaselineFields, LedgerError> {
         let mut stmt = self
             .conn
-            .prepare("SELECT field, value, seq FROM baselines WHERE peer = ?1 AND local_id = ?2")
+            .prepare_cached(
+                "SELECT field, value, seq FROM baselines WHERE peer = ?1 AND local_id = ?2",
+            )
             .map_err(|e| self.wrap(e))?;
         let rows = stmt
             .query_map(params![peer, local_id], |r| {
@@ -1106,23 +1164,24 @@ impl Ledger {
         let path = self.path.clone();
         let tx = self
             .conn
-            .transaction()
+            .savepoint()
             .map_err(|source| LedgerError { path, source })?;
         let result = (|| {
             let seq: i64 = match seq {
                 Some(seq) => seq,
-                None => tx.query_row("SELECT COALESCE(MAX(seq), 0) FROM exported", [], |r| {
-                    r.get(0)
-                })?,
+                None => tx
+                    .prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM exported")?
+                    .query_row([], |r| r.get(0))?,
             };
+            let mut merge = tx.prepare_cached(
+                "INSERT INTO baselines (peer, local_id, field, value, seq) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (peer, local_id, field) DO UPDATE SET value = ?4, seq = ?5
+                 WHERE baselines.seq <= ?5",
+            )?;
             for (field, value) in fields {
-                tx.execute(
-                    "INSERT INTO baselines (peer, local_id, field, value, seq) VALUES (?1, ?2, ?3, ?4, ?5)
-                     ON CONFLICT (peer, local_id, field) DO UPDATE SET value = ?4, seq = ?5
-                     WHERE baselines.seq <= ?5",
-                    params![peer, local_id, field, value.to_string(), seq],
-                )?;
+                merge.execute(params![peer, local_id, field, value.to_string(), seq])?;
             }
+            drop(merge);
             tx.commit()
         })();
         result.map_err(|e| self.wrap(e))
@@ -1192,7 +1251,7 @@ impl Ledger {
     pub fn exports(&self, peer: &str, local_id: &str) -> Result<Vec<ExportRecord>, LedgerError> {
         let mut stmt = self
             .conn
-            .prepare(
+            .prepare_cached(
                 "SELECT seq, commit_id, updated, fields FROM exported
                  WHERE peer = ?1 AND local_id = ?2 ORDER BY seq",
             )
@@ -1330,17 +1389,16 @@ impl Ledger {
         attachment: &str,
         known: &KnownAttachment,
     ) -> Result<(), LedgerError> {
-        self.conn
-            .execute(
-                "INSERT INTO attachments (local_id, attachment, sha256, size, peer) \
-                 VALUES (?1, ?2, ?3, ?4, ?5) \
-                 ON CONFLICT (local_id, attachment) DO UPDATE SET \
-                 sha256 = excluded.sha256, size = excluded.size, \
-                 peer = COALESCE(excluded.peer, attachments.peer)",
-                params![local_id, attachment, known.sha256, known.size, known.peer],
-            )
-            .map(|_| ())
-            .map_err(|e| self.wrap(e))
+        self.exec(
+            "INSERT INTO attachments (local_id, attachment, sha256, size, peer) \
+             VALUES (?1, ?2, ?3, ?4, ?5) \
+             ON CONFLICT (local_id, attachment) DO UPDATE SET \
+             sha256 = excluded.sha256, size = excluded.size, \
+             peer = COALESCE(excluded.peer, attachments.peer)",
+            params![local_id, attachment, known.sha256, known.size, known.peer],
+        )
+        .map(|_| ())
+        .map_err(|e| self.wrap(e))
     }
 }
 

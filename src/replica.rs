@@ -226,33 +226,35 @@ impl Replica {
             });
         }
         let (project, id) = parse_replica_path(path)?;
-        // Look at the version before the full shape, so a newer schema is reported
-        // as such and not as a pile of unknown fields.
-        #[derive(Deserialize)]
-        struct Version {
-            ferry: Option<u32>,
-        }
         let malformed = |e: serde_yaml::Error| ReplicaError::Malformed {
             path: path.to_string(),
             message: e.to_string(),
         };
-        let version: Version = serde_yaml::from_slice(bytes).map_err(malformed)?;
-        match version.ferry {
-            None => {
-                return Err(ReplicaError::Invalid {
-                    path: path.to_string(),
-                    message: "missing `ferry:` schema version".into(),
+        // One parse when all is well (an import parses thousands); only a
+        // replica that does not parse, or has another version, is looked at
+        // again for its version alone, so that a newer schema is reported as
+        // such and not as a pile of unknown fields.
+        let replica = match serde_yaml::from_slice::<Replica>(bytes) {
+            Ok(replica) if replica.ferry == SCHEMA_VERSION => replica,
+            full => {
+                #[derive(Deserialize)]
+                struct Version {
+                    ferry: Option<u32>,
+                }
+                let version: Version = serde_yaml::from_slice(bytes).map_err(malformed)?;
+                return Err(match (version.ferry, full) {
+                    (None, _) => ReplicaError::Invalid {
+                        path: path.to_string(),
+                        message: "missing `ferry:` schema version".into(),
+                    },
+                    (Some(SCHEMA_VERSION), Err(e)) => malformed(e),
+                    (Some(found), _) => ReplicaError::UnknownSchema {
+                        path: path.to_string(),
+                        found,
+                    },
                 });
             }
-            Some(SCHEMA_VERSION) => {}
-            Some(found) => {
-                return Err(ReplicaError::UnknownSchema {
-                    path: path.to_string(),
-                    found,
-                });
-            }
-        }
-        let replica: Replica = serde_yaml::from_slice(bytes).map_err(malformed)?;
+        };
         let invalid = |message: String| ReplicaError::Invalid {
             path: path.to_string(),
             message,

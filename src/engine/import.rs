@@ -6,23 +6,30 @@
 //! applied ref only moves after every replica of the range has been handled, so a
 //! run that dies halfway resumes where it stopped: replicas already applied are
 //! skipped by blob id, and a create retried after a crash finds the issue it made
-//! through its origin marker instead of making a second one.
+//! through its origin marker instead of making a second one. Replicas are
+//! imported in batches, each committed to the tracker and the ledger at once
+//! (see [`batch`]).
+
+use std::collections::HashMap;
 
 use git2::Oid;
 
+use self::batch::{Batch, Subject};
 use super::conflict::{self, Settled, Settlement};
 use super::{IssueError, attachments, issue_error, load_rule};
 use crate::attachment::safe_file_name;
 use crate::config::Connection;
 use crate::exchange::{applied_ref, approved_ref, peer_branch};
 use crate::failpoint;
-use crate::ledger::KnownAttachment;
+use crate::ledger::{KnownAttachment, Step};
 use crate::model::{Attachment, Comment, Issue, Origin};
 use crate::replica::{MAX_REPLICA_BYTES, Replica};
 use crate::rules::{IncomingInput, RuleScript, TargetIssue};
 use crate::site::Site;
-use crate::tracker::{IssuePatch, NewAttachment, NewComment, NewIssue, Tracker, TrackerError};
+use crate::tracker::{IssuePatch, NewAttachment, NewComment, NewIssue, TrackerError};
 use crate::words::short_id;
+
+mod batch;
 
 /// What happened to one replica.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,21 +136,83 @@ pub fn import(site: &mut Site, connection: &Connection) -> anyhow::Result<Import
             .push(issue_error(site, connection, path, message)?);
     }
 
-    let progress = crate::progress::bar(range.replicas.len(), format!("import {peer}"));
-    for (path, blob) in range.replicas {
+    let mut batch = Batch::open(site, &peer)?;
+    let applied_all = apply_range(
+        site,
+        connection,
+        &rules,
+        ack,
+        head,
+        range.replicas,
+        &mut batch,
+        &mut report,
+    )
+    .and_then(|()| batch.flush(site, false));
+    if let Err(e) = applied_all {
+        batch.abandon(site);
+        return Err(e);
+    }
+    site.ledger.checkpoint()?;
+    failpoint::hit("before-applied-ref");
+    site.exchange.set_ref(
+        &applied_ref(&peer),
+        head,
+        &format!("ferry import from {peer}"),
+    )?;
+    Ok(report)
+}
+
+/// Imports the replicas of a range, in batches (see [`batch`]); the last batch
+/// is left for the caller to commit.
+#[allow(clippy::too_many_arguments)]
+fn apply_range(
+    site: &mut Site,
+    connection: &Connection,
+    rules: &RuleScript,
+    ack: Option<Oid>,
+    head: Oid,
+    replicas: Vec<(String, Option<Oid>)>,
+    batch: &mut Batch,
+    report: &mut ImportReport,
+) -> anyhow::Result<()> {
+    let peer = connection.peer.clone();
+    let short = short_id(head);
+    // What a killed run left open, read once: each replica says what it resumes.
+    let mut interrupted: HashMap<String, Vec<Step>> = HashMap::new();
+    for step in site.ledger.interrupted_steps(&peer, None)? {
+        interrupted.entry(step.path.clone()).or_default().push(step);
+    }
+    let progress = crate::progress::bar(replicas.len(), format!("import {peer}"));
+    for (path, blob) in replicas {
         progress.inc(1);
+        if batch.full() {
+            batch.flush(site, true)?;
+        }
         let Some(blob) = blob else {
             // Was pending, and the peer has stopped sharing it since.
             site.ledger.mark_applied(&peer, &path, "")?;
             continue;
         };
         let blob_id = blob.to_string();
+        let subject = Subject {
+            path: &path,
+            blob: &blob_id,
+        };
         tracing::debug!(%peer, %path, blob = %short_id(blob), "import replica");
-        match import_one(site, connection, &rules, ack, head, &path, blob) {
+        batch.enter();
+        match import_one(
+            site,
+            connection,
+            rules,
+            ack,
+            head,
+            &subject,
+            blob,
+            batch,
+            &mut interrupted,
+        ) {
             Ok(done) => {
-                site.ledger.mark_applied(&peer, &path, &blob_id)?;
-                failpoint::hit("after-mark-applied");
-                site.ledger.resolve_subject(&peer, &path)?;
+                batch.applied(&subject);
                 report.issues.push(done);
             }
             Err(ImportFailure::Issue(message)) => {
@@ -165,14 +234,7 @@ pub fn import(site: &mut Site, connection: &Connection) -> anyhow::Result<Import
             Err(ImportFailure::Fatal(e)) => return Err(e),
         }
     }
-    site.ledger.checkpoint()?;
-    failpoint::hit("before-applied-ref");
-    site.exchange.set_ref(
-        &applied_ref(&peer),
-        head,
-        &format!("ferry import from {peer}"),
-    )?;
-    Ok(report)
+    Ok(())
 }
 
 /// What a peer's new commits ask of this site.
@@ -262,15 +324,19 @@ fn fatal<E: Into<anyhow::Error>>(e: E) -> ImportFailure {
     ImportFailure::Fatal(e.into())
 }
 
+#[allow(clippy::too_many_arguments)]
 fn import_one(
     site: &mut Site,
     connection: &Connection,
     rules: &RuleScript,
     ack: Option<Oid>,
     head: Oid,
-    path: &str,
+    subject: &Subject,
     blob: Oid,
+    batch: &mut Batch,
+    interrupted: &mut HashMap<String, Vec<Step>>,
 ) -> Result<ImportedIssue, ImportFailure> {
+    let path = subject.path;
     let me = site.name().to_string();
     let peer = connection.peer.as_str();
     let size = site.exchange.blob_size(blob).map_err(fatal)?;
@@ -287,23 +353,19 @@ fn import_one(
             replica.site
         )));
     }
-    let journal = Journal {
-        peer,
-        path,
-        blob: blob.to_string(),
-    };
-    let mut upload_interrupted = false;
-    for step in site
-        .ledger
-        .interrupted_steps(peer, Some(path))
-        .map_err(fatal)?
-    {
-        upload_interrupted |= step.kind == StepKind::Attach.name();
+    let interrupted = interrupted.remove(path).unwrap_or_default();
+    let upload_interrupted = interrupted
+        .iter()
+        .any(|step| step.kind == StepKind::Attach.name());
+    if let Some(first) = interrupted.first() {
+        // One line per replica: a batch killed before its bookkeeping leaves
+        // every write of hundreds of replicas open.
+        let kinds: Vec<&str> = interrupted.iter().map(|step| step.kind.as_str()).collect();
         tracing::warn!(
             "{path}: resuming after a run that died during its {} (started {}); \
-             the write is looked up by origin marker, not repeated",
-            step.kind,
-            step.started_at
+             each write is looked up by origin marker, not repeated",
+            kinds.join(", "),
+            first.started_at
         );
     }
     let previous = previous_replica(site, peer, path).map_err(fatal)?;
@@ -315,7 +377,16 @@ fn import_one(
     };
 
     let origin = replica.effective_origin();
+    // What the ledger says of this issue must include the batch's bookkeeping.
+    if batch.touches(Some(&replica.id), None) {
+        batch.flush(site, true).map_err(fatal)?;
+    }
     let local = find_local(site, peer, &me, &replica, &origin)?;
+    if let Some(local) = &local
+        && batch.touches(None, Some(&local.id))
+    {
+        batch.flush(site, true).map_err(fatal)?;
+    }
     let mut done = ImportedIssue {
         path: path.to_string(),
         remote_key: replica.key.clone(),
@@ -327,9 +398,7 @@ fn import_one(
         conflicts: Vec::new(),
     };
     if let Some(local) = &local {
-        site.ledger
-            .link(peer, &replica.id, &replica.key, &local.id)
-            .map_err(fatal)?;
+        link(site, batch, peer, &replica, &local.id)?;
         if local.deleted {
             done.action = ImportAction::Skipped;
             return Ok(done);
@@ -415,7 +484,7 @@ fn import_one(
             } else {
                 done.action = ImportAction::Updated;
                 let id = local.id.clone();
-                journal.run(site, StepKind::Update, Some(&id), |t| {
+                batch.write(site, subject, StepKind::Update, Some(&id), |t| {
                     t.update(&id, &patch, &author)
                 })?
             }
@@ -428,10 +497,8 @@ fn import_one(
                 author: author.clone(),
                 origin: Some(origin.clone()),
             };
-            let created = journal.run(site, StepKind::Create, None, |t| t.create(&new))?;
-            site.ledger
-                .link(peer, &replica.id, &replica.key, &created.id)
-                .map_err(fatal)?;
+            let created = batch.write(site, subject, StepKind::Create, None, |t| t.create(&new))?;
+            link(site, batch, peer, &replica, &created.id)?;
             done.action = ImportAction::Created;
             created
         }
@@ -466,7 +533,7 @@ fn import_one(
             internal: comment.internal,
             origin: Some(origin),
         };
-        journal.run(site, StepKind::Comment, Some(&local.id), |t| {
+        batch.write(site, subject, StepKind::Comment, Some(&local.id), |t| {
             t.add_comment(&local.id, &new)
         })?;
         done.comments_added += 1;
@@ -475,7 +542,7 @@ fn import_one(
         let Some(wanted) = added_attachments.iter().find(|a| &a.id == id) else {
             continue;
         };
-        upload(site, &journal, head, &local, wanted, &author)?;
+        upload(site, batch, subject, head, &local, wanted, &author)?;
         done.attachments_added += 1;
     }
     for id in &result.remove_attachments {
@@ -486,9 +553,13 @@ fn import_one(
         else {
             continue;
         };
-        journal.run(site, StepKind::RemoveAttachment, Some(&local.id), |t| {
-            t.delete_attachment(&local.id, &copy.id, &author)
-        })?;
+        batch.write(
+            site,
+            subject,
+            StepKind::RemoveAttachment,
+            Some(&local.id),
+            |t| t.delete_attachment(&local.id, &copy.id, &author),
+        )?;
         done.attachments_removed += 1;
     }
     let added = done.comments_added + done.attachments_added + done.attachments_removed;
@@ -496,11 +567,13 @@ fn import_one(
         done.action = ImportAction::Updated;
     }
     if !result.delete_issue {
-        conflict::record_import(&mut site.ledger, peer, &local, &remote_target, &baseline)
-            .map_err(fatal)?;
+        let (owner, issue) = (peer.to_string(), local.clone());
+        batch.later(site, None, &local.id, move |ledger| {
+            conflict::record_import(ledger, &owner, &issue, &remote_target, &baseline)
+        })?;
     }
     if result.delete_issue {
-        journal.run(site, StepKind::Delete, Some(&local.id), |t| {
+        batch.write(site, subject, StepKind::Delete, Some(&local.id), |t| {
             t.delete(&local.id, &author)
         })?;
         done.action = ImportAction::Deleted;
@@ -514,7 +587,8 @@ fn import_one(
 /// so it is never sent back.
 fn upload(
     site: &mut Site,
-    journal: &Journal,
+    batch: &mut Batch,
+    subject: &Subject,
     head: Oid,
     local: &Issue,
     wanted: &Attachment,
@@ -535,7 +609,7 @@ fn upload(
     };
     let mut attempt = 1;
     let attached = loop {
-        match journal.run(site, StepKind::Attach, Some(&local.id), |t| {
+        match batch.write(site, subject, StepKind::Attach, Some(&local.id), |t| {
             t.attach(&local.id, &new)
         }) {
             Ok(attached) => break attached,
@@ -555,18 +629,17 @@ fn upload(
             Err(fatal) => return Err(fatal),
         }
     };
-    site.ledger
-        .record_attachment(
-            &local.id,
-            &attached.id,
-            &KnownAttachment {
-                sha256: wanted.sha256.clone(),
-                size: wanted.size,
-                peer: Some(journal.peer.to_string()),
-            },
-        )
-        .map_err(fatal)?;
-    Ok(())
+    let (issue, known) = (
+        local.id.clone(),
+        KnownAttachment {
+            sha256: wanted.sha256.clone(),
+            size: wanted.size,
+            peer: Some(batch.peer().to_string()),
+        },
+    );
+    batch.later(site, None, &local.id, move |ledger| {
+        ledger.record_attachment(&issue, &attached.id, &known)
+    })
 }
 
 /// The tracker writes an import is made of.
@@ -606,34 +679,24 @@ impl StepKind {
     }
 }
 
-/// Journals each tracker write of one replica's import in the ledger, before and
-/// after it runs (see [`crate::ledger::Ledger::begin_step`]).
-struct Journal<'a> {
-    peer: &'a str,
-    path: &'a str,
-    blob: String,
-}
-
-impl Journal<'_> {
-    /// Runs one write. The step is closed whether the write succeeded or failed:
-    /// only a run killed during the write leaves it open. Its fail point
-    /// (`after-<kind>`) sits after the write, before the journal hears of it.
-    fn run<T>(
-        &self,
-        site: &mut Site,
-        kind: StepKind,
-        target: Option<&str>,
-        write: impl FnOnce(&mut dyn Tracker) -> Result<T, TrackerError>,
-    ) -> Result<T, ImportFailure> {
-        let step = site
-            .ledger
-            .begin_step(self.peer, self.path, &self.blob, kind.name(), target)
-            .map_err(fatal)?;
-        let result = write(site.tracker.as_mut());
-        failpoint::hit(kind.failpoint());
-        site.ledger.finish_step(step).map_err(fatal)?;
-        Ok(result?)
-    }
+/// Links the peer's issue of `replica` to the local issue `local_id`, once the
+/// batch's writes are in the tracker.
+fn link(
+    site: &mut Site,
+    batch: &mut Batch,
+    peer: &str,
+    replica: &Replica,
+    local_id: &str,
+) -> Result<(), ImportFailure> {
+    let (owner, remote_id, remote_key, local) = (
+        peer.to_string(),
+        replica.id.clone(),
+        replica.key.clone(),
+        local_id.to_string(),
+    );
+    batch.later(site, Some(&replica.id), local_id, move |ledger| {
+        ledger.link(&owner, &remote_id, &remote_key, &local)
+    })
 }
 
 /// The local issue a replica is about: our own issue coming back, one we already

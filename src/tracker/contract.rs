@@ -42,6 +42,7 @@ pub(crate) const CHECKS: &[(&str, Check)] = &[
     ("changed_since_is_at_or_after", changed_since_is_at_or_after),
     ("changed_ids_then_get_many", changed_ids_then_get_many),
     ("attachments", attachments),
+    ("batches", batches),
 ];
 
 /// Gives a check the tracker under test.
@@ -422,4 +423,50 @@ fn attachments(tracker: &mut dyn Tracker, setup: &Setup) {
     let after = reload(tracker, &issue);
     assert!(after.attachments.is_empty());
     assert!(after.updated > stored.updated, "removing bumps updated");
+}
+
+/// A batch's writes are read back before the commit and kept by it; a write
+/// refused inside a batch leaves no trace and keeps the others; a rolled-back
+/// batch leaves nothing. A tracker that cannot batch says so and writes at once.
+fn batches(tracker: &mut dyn Tracker, setup: &Setup) {
+    let marked = |summary: &str| {
+        let mut issue = new_issue(setup, summary);
+        issue.origin = Some(Origin {
+            site: "contract".into(),
+            id: unique(summary).replace(' ', "-"),
+        });
+        issue
+    };
+    let kept = marked("Batched");
+    let batched = tracker.begin_batch().expect("begin");
+    let created = tracker.create(&kept).expect("create");
+    let origin = kept.origin.as_ref().expect("origin");
+    assert_eq!(
+        tracker.find_by_origin(origin).expect("find"),
+        Some(created.clone())
+    );
+    let mut refused = new_issue(setup, "");
+    refused.patch.summary = Some(String::new());
+    assert!(matches!(
+        tracker.create(&refused),
+        Err(TrackerError::Rejected { .. })
+    ));
+    let note = tracker
+        .add_comment(&created.id, &comment(setup, "Kept.", false, None))
+        .expect("comment");
+    tracker.commit_batch().expect("commit");
+    assert_eq!(reload(tracker, &created).comments, [note]);
+
+    let dropped = marked("Rolled back");
+    assert_eq!(tracker.begin_batch().expect("begin"), batched);
+    let created = tracker.create(&dropped).expect("create");
+    tracker.rollback_batch().expect("rollback");
+    let found = tracker
+        .find_by_origin(dropped.origin.as_ref().expect("origin"))
+        .expect("find")
+        .map(|issue| issue.id);
+    assert_eq!(found, (!batched).then_some(created.id));
+    // Without a batch open, both are no-ops.
+    tracker.commit_batch().expect("commit");
+    tracker.rollback_batch().expect("rollback");
 }

@@ -211,4 +211,27 @@ pub trait Tracker {
         attachment: &str,
         author: &str,
     ) -> Result<(), TrackerError>;
+
+    /// Starts a batch: the writes that follow take effect together at
+    /// [`Tracker::commit_batch`], or not at all ([`Tracker::rollback_batch`], or
+    /// the process dying first), while reads in between already see them. A write
+    /// that fails inside a batch leaves no trace and does not undo the others.
+    ///
+    /// An import groups many replicas' writes this way, because a transaction per
+    /// write is most of its cost on an embedded database. Returns `false` when
+    /// the tracker cannot (a server's writes take effect one by one): its writes
+    /// then take effect at once, and the caller journals each on its own.
+    fn begin_batch(&mut self) -> Result<bool, TrackerError> {
+        Ok(false)
+    }
+
+    /// Makes the writes of the batch take effect; nothing when there is none.
+    fn commit_batch(&mut self) -> Result<(), TrackerError> {
+        Ok(())
+    }
+
+    /// Drops the writes of the batch; nothing when there is none.
+    fn rollback_batch(&mut self) -> Result<(), TrackerError> {
+        Ok(())
+    }
 }

@@ -3,6 +3,7 @@
 
 mod attachments;
 mod bad_input;
+mod batches;
 mod bundles;
 mod doctor;
 mod errors;

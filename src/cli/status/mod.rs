@@ -16,6 +16,9 @@ use crate::signing::SignaturePolicy;
 use crate::site::{EXCHANGE_DIR, LEDGER_FILE};
 use crate::words::plural;
 
+/// Interrupted steps listed one per line; more are counted.
+const SHOWN_STEPS: usize = 10;
+
 /// Show each connection: channel, direction and method, what was last exported
 /// and imported, what is pending, which of the peer's signing keys are trusted,
 /// and unresolved errors by level. With an issue key: that issue's sync panel.
@@ -179,11 +182,20 @@ pub fn run(args: StatusArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
             r.linked_issues,
             errors,
         )?;
-        for step in &r.interrupted_steps {
+        // A run killed during a batch of the embedded tracker leaves every write
+        // of the batch open: the first few say what it is.
+        for step in r.interrupted_steps.iter().take(SHOWN_STEPS) {
             writeln!(
                 ctx.out,
                 "  resuming  {} of {} (a run died during it at {}; the next import finishes it)",
                 step.kind, step.path, step.started_at
+            )?;
+        }
+        if r.interrupted_steps.len() > SHOWN_STEPS {
+            writeln!(
+                ctx.out,
+                "  resuming  {} more steps (`ferry status --json` lists them)",
+                r.interrupted_steps.len() - SHOWN_STEPS
             )?;
         }
         if let Some(pause) = &r.paused {
