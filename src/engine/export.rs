@@ -105,22 +105,38 @@ impl Changed {
         &'a self,
         tracker: &'a dyn Tracker,
         cursor: Option<DateTime<Utc>>,
-    ) -> impl Iterator<Item = anyhow::Result<Vec<Issue>>> + 'a {
+    ) -> impl Iterator<Item = anyhow::Result<Page<'a>>> + 'a {
         debug_assert!(self.since.is_none() || cursor.is_some_and(|c| Some(c) >= self.since));
         let keep = move |issue: &Issue| cursor.is_none_or(|c| issue.updated >= c);
-        let pages: Box<dyn Iterator<Item = anyhow::Result<Vec<Issue>>>> = match &self.issues {
-            ChangedIssues::Read(issues) => Box::new(std::iter::once(Ok(issues
-                .iter()
-                .filter(|issue| keep(issue))
-                .cloned()
-                .collect()))),
+        let pages: Box<dyn Iterator<Item = anyhow::Result<Page<'a>>>> = match &self.issues {
+            // Shared by the connections: lent, not copied, to each.
+            ChangedIssues::Read(issues) => Box::new(std::iter::once(Ok(Page::Lent(
+                issues.iter().filter(|issue| keep(issue)).collect(),
+            )))),
             ChangedIssues::Listed(ids) => Box::new(ids.chunks(PAGE).map(move |ids| {
                 let mut issues = tracker.get_many(ids)?;
                 issues.retain(|issue| keep(issue));
-                Ok(issues)
+                Ok(Page::Read(issues))
             })),
         };
         pages
+    }
+}
+
+/// A page of issues to export.
+enum Page<'a> {
+    /// From those [`Changed`] holds.
+    Lent(Vec<&'a Issue>),
+    /// Read for this page.
+    Read(Vec<Issue>),
+}
+
+impl Page<'_> {
+    fn issues(&self) -> Vec<&Issue> {
+        match self {
+            Page::Lent(issues) => issues.clone(),
+            Page::Read(issues) => issues.iter().collect(),
+        }
     }
 }
 
@@ -165,6 +181,7 @@ pub fn export(
     let mut next = pages.next();
     while let Some(page) = next.take() {
         let page = page?;
+        let page = page.issues();
         progress.inc(page.len() as u64);
         // What the rule is asked about, in the tracker's order.
         let mut candidates = Vec::new();
@@ -175,8 +192,7 @@ pub fn export(
             if connection.remote_project(&issue.project).is_none() {
                 continue;
             }
-            if !connected.contains(&issue.id)
-                && (issue.deleted || !connection.query.matches(&issue))
+            if !connected.contains(&issue.id) && (issue.deleted || !connection.query.matches(issue))
             {
                 continue;
             }
@@ -221,7 +237,7 @@ pub fn export(
                 (Ok(Some(mut replica)), None) => match attachments::export(
                     site,
                     connection,
-                    &issue,
+                    issue,
                     head,
                     &mut replica,
                     &mut shipped,
