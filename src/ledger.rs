@@ -395,21 +395,14 @@ impl Ledger {
 
     /// Records that local issues are shared with a peer, in one transaction.
     pub fn mark_shared(&mut self, peer: &str, local_ids: &[String]) -> Result<(), LedgerError> {
-        let path = self.path.clone();
-        let tx = self
-            .conn
-            .transaction()
-            .map_err(|source| LedgerError { path, source })?;
-        let result = (|| {
+        self.atomically(|tx| {
             let mut insert =
                 tx.prepare_cached("INSERT OR IGNORE INTO shared (peer, local_id) VALUES (?1, ?2)")?;
             for id in local_ids {
                 insert.execute(params![peer, id])?;
             }
-            drop(insert);
-            tx.commit()
-        })();
-        result.map_err(|e| self.wrap(e))
+            Ok(())
+        })
     }
 
     /// Writes what the ledger holds through to the disk (a WAL checkpoint, which
@@ -470,30 +463,37 @@ impl Ledger {
         result
     }
 
+    /// Runs `f` as one unit: a transaction of its own, or a savepoint when
+    /// inside [`Ledger::in_transaction`].
+    fn atomically<T>(
+        &mut self,
+        f: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, LedgerError> {
+        let result = (|| {
+            let unit = self.conn.savepoint()?;
+            let value = f(&unit)?;
+            unit.commit()?;
+            Ok(value)
+        })();
+        result.map_err(|e| self.wrap(e))
+    }
+
     /// Records a replica blob as applied and clears its retry entry and its step
     /// journal, in one transaction.
     pub fn mark_applied(&mut self, peer: &str, path: &str, blob: &str) -> Result<(), LedgerError> {
-        let tx = self.conn.savepoint().map_err(|e| LedgerError {
-            path: self.path.clone(),
-            source: e,
-        })?;
-        let result = tx
-            .prepare_cached(
+        self.atomically(|tx| {
+            tx.prepare_cached(
                 "INSERT INTO applied (peer, path, blob) VALUES (?1, ?2, ?3)
                  ON CONFLICT (peer, path) DO UPDATE SET blob = ?3",
-            )
-            .and_then(|mut s| s.execute(params![peer, path, blob]))
-            .and_then(|_| {
-                tx.prepare_cached("DELETE FROM pending WHERE peer = ?1 AND path = ?2")?
-                    .execute(params![peer, path])
-            })
+            )?
+            .execute(params![peer, path, blob])?;
+            tx.prepare_cached("DELETE FROM pending WHERE peer = ?1 AND path = ?2")?
+                .execute(params![peer, path])?;
             // The replica is in the tracker: its journal has served its purpose.
-            .and_then(|_| {
-                tx.prepare_cached("DELETE FROM steps WHERE peer = ?1 AND path = ?2")?
-                    .execute(params![peer, path])
-            })
-            .and_then(|_| tx.commit());
-        result.map_err(|e| self.wrap(e))
+            tx.prepare_cached("DELETE FROM steps WHERE peer = ?1 AND path = ?2")?
+                .execute(params![peer, path])?;
+            Ok(())
+        })
     }
 
     /// Journals a tracker write before it runs. Together with [`Ledger::finish_step`]
@@ -973,18 +973,12 @@ impl Ledger {
         value: Option<&str>,
     ) -> Result<(), LedgerError> {
         let sql = format!("UPDATE errors SET {assignment} WHERE id = ?1");
-        let tx = self.conn.transaction().map_err(|e| LedgerError {
-            path: self.path.clone(),
-            source: e,
-        })?;
-        let result = ids
-            .iter()
-            .try_for_each(|id| match value {
+        self.atomically(|tx| {
+            ids.iter().try_for_each(|id| match value {
                 Some(value) => tx.execute(&sql, params![id, value]).map(drop),
                 None => tx.execute(&sql, params![id]).map(drop),
             })
-            .and_then(|()| tx.commit());
-        result.map_err(|e| self.wrap(e))
+        })
     }
 
     /// Records that a notification listing these errors was accepted by the mail
@@ -1161,12 +1155,7 @@ impl Ledger {
         fields: &BTreeMap<String, serde_json::Value>,
         seq: Option<i64>,
     ) -> Result<(), LedgerError> {
-        let path = self.path.clone();
-        let tx = self
-            .conn
-            .savepoint()
-            .map_err(|source| LedgerError { path, source })?;
-        let result = (|| {
+        self.atomically(|tx| {
             let seq: i64 = match seq {
                 Some(seq) => seq,
                 None => tx
@@ -1181,10 +1170,8 @@ impl Ledger {
             for (field, value) in fields {
                 merge.execute(params![peer, local_id, field, value.to_string(), seq])?;
             }
-            drop(merge);
-            tx.commit()
-        })();
-        result.map_err(|e| self.wrap(e))
+            Ok(())
+        })
     }
 
     /// Keeps what an export is about to commit, until [`Ledger::record_staged_exports`]
@@ -1192,12 +1179,7 @@ impl Ledger {
     /// Nothing reads staged records; [`Ledger::drop_staged_exports`] clears what
     /// a run that died before its commit left.
     pub fn stage_exports(&mut self, peer: &str, exports: &[NewExport]) -> Result<(), LedgerError> {
-        let path = self.path.clone();
-        let tx = self
-            .conn
-            .transaction()
-            .map_err(|source| LedgerError { path, source })?;
-        let result = (|| {
+        self.atomically(|tx| {
             for export in exports {
                 tx.prepare_cached(
                     "INSERT INTO staged_exports (peer, local_id, updated, fields)
@@ -1210,9 +1192,8 @@ impl Ledger {
                     export.fields
                 ])?;
             }
-            tx.commit()
-        })();
-        result.map_err(|e| self.wrap(e))
+            Ok(())
+        })
     }
 
     /// Records the staged exports as carried by `commit`, in one transaction,
@@ -1220,12 +1201,7 @@ impl Ledger {
     /// matter until the peer acknowledges a newer one, and a peer that stays
     /// silent must not make the table grow without end.
     pub fn record_staged_exports(&mut self, peer: &str, commit: &str) -> Result<(), LedgerError> {
-        let path = self.path.clone();
-        let tx = self
-            .conn
-            .transaction()
-            .map_err(|source| LedgerError { path, source })?;
-        let result = (|| {
+        self.atomically(|tx| {
             tx.prepare_cached(
                 "INSERT INTO exported (peer, local_id, commit_id, updated, fields)
                  SELECT peer, local_id, ?2, updated, fields FROM staged_exports
@@ -1235,9 +1211,8 @@ impl Ledger {
             tx.prepare_cached(PRUNE_EXPORTS)?.execute([peer])?;
             tx.prepare_cached("DELETE FROM staged_exports WHERE peer = ?1")?
                 .execute([peer])?;
-            tx.commit()
-        })();
-        result.map_err(|e| self.wrap(e))
+            Ok(())
+        })
     }
 
     /// Forgets staged exports no commit carries.

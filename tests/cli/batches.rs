@@ -3,8 +3,6 @@
 //! a run is killed, the next one must end exactly where an uninterrupted import
 //! ends, and a write the tracker refuses must fail its own replica only.
 
-use std::os::unix::process::ExitStatusExt;
-
 use ferry::model::Issue;
 use ferry::tracker::local::LocalTracker;
 
@@ -38,21 +36,6 @@ fn pulled() -> World {
     w.ok("support", &["sync"]);
     w.ok("engineering", &["pull"]);
     w
-}
-
-/// Runs `ferry import` at engineering with `point` armed; it must kill it.
-fn killed_at(w: &World, point: &str) {
-    let out = w
-        .command("engineering", &["import"])
-        .env("FERRY_FAILPOINT", point)
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.signal(),
-        Some(9),
-        "fail point {point} did not fire: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// engineering's tracker, and the rows of its ledger an import writes.
@@ -101,19 +84,19 @@ fn a_batched_import_killed_anywhere_ends_as_an_uninterrupted_one() {
     let w = pulled();
     // Each kill leaves work for the next: a batch holds at most 500 replicas.
     // In the middle of the first batch, before anything is committed.
-    killed_at(&w, "before-create:10");
+    w.killed_at("engineering", &["import"], "before-create:10");
     // Right after a batch's tracker commit, before its bookkeeping: the journal
     // tells what was written, and the next run finds it instead of repeating it.
-    killed_at(&w, "after-create");
+    w.killed_at("engineering", &["import"], "after-create");
     let status = w.ok("engineering", &["status"]);
     assert!(
         status.contains("resuming  create of issues/GEN/"),
         "{status}"
     );
     assert!(status.contains("more steps"), "{status}");
-    killed_at(&w, "after-comment");
-    killed_at(&w, "after-mark-applied");
-    killed_at(&w, "before-applied-ref");
+    w.killed_at("engineering", &["import"], "after-comment");
+    w.killed_at("engineering", &["import"], "after-mark-applied");
+    w.killed_at("engineering", &["import"], "before-applied-ref");
     w.ok("engineering", &["import"]);
 
     let (issues, ledger) = state(&w);

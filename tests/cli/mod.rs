@@ -90,16 +90,9 @@ impl World {
     /// the process there.
     pub fn killed_at(&self, site: &str, args: &[&str], point: &str) {
         use std::os::unix::process::ExitStatusExt;
-        let out = Command::cargo_bin("ferry")
-            .unwrap()
-            .current_dir(self.path(site))
-            .args(args)
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("FERRY_USER", "tester")
+        let out = self
+            .command(site, args)
             .env("FERRY_FAILPOINT", point)
-            .env_remove("FERRY_DIR")
-            .env_remove("FERRY_NOW")
             .output()
             .unwrap();
         assert_eq!(
