@@ -4,6 +4,7 @@
 mod attachments;
 mod bad_input;
 mod batches;
+mod bench;
 mod bundles;
 mod doctor;
 mod errors;

@@ -1,0 +1,50 @@
+//! `ferry bench` at a scale a test can afford: the command runs every step of
+//! the benchmark (the sites, the exports, git fast-import, the syncs, the
+//! bundle) and prints the table of the five items, so it cannot rot unseen
+//! between the runs at full scale that docs/performance.md records.
+
+use super::World;
+
+#[test]
+fn the_benchmark_runs_every_item_at_a_small_scale() {
+    let w = World::new();
+    std::fs::create_dir_all(w.path("bench")).unwrap();
+    let baseline = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/fastimport_baseline.py");
+    let keep = w.path("kept");
+    let out = w.ok(
+        "bench",
+        &[
+            "bench",
+            "--issues",
+            "120",
+            "--projects",
+            "3",
+            "--comments",
+            "2",
+            "--changed",
+            "10",
+            "--small",
+            "40",
+            "--import",
+            "50",
+            "--baseline",
+            baseline,
+            "--keep",
+            keep.to_str().unwrap(),
+        ],
+    );
+    for item in [
+        "1 full export, 120 issues × 2 comments, 3 projects",
+        "2 incremental, 10 changed in 120 issues",
+        "2 incremental, 10 changed in 40 issues",
+        "3 import of 50 new replicas, ledger on",
+        "4 incremental bundle, 10 changed issues",
+        "5 peak RSS, highest of the items above",
+    ] {
+        assert!(out.contains(item), "{item:?} missing from:\n{out}");
+    }
+    assert!(out.contains("× fast-import"), "{out}");
+    // The sites stay for a look: b imported all of a's issues.
+    let listed = w.ok("kept/big/b", &["tracker", "list"]);
+    assert_eq!(listed.lines().count(), 120, "{listed}");
+}
