@@ -639,7 +639,9 @@ impl Exchange {
 
     /// Removes the `*.lock` files a killed writer left in this repository (ref
     /// locks, and top-level ones such as `packed-refs.lock`, `shallow.lock`,
-    /// `config.lock`) and returns their paths.
+    /// `config.lock`), and the packs a killed run was writing (ferry's
+    /// `tmp_pack_*`/`tmp_idx_*`, libgit2's indexer's `pack_git2_*`, in
+    /// `objects/pack`), and returns their paths.
     ///
     /// git and libgit2 take a lock by creating `<file>.lock` and release it by
     /// renaming; a process killed in between leaves the lock behind, and every
@@ -647,21 +649,30 @@ impl Exchange {
     /// deletes it. Only call this on a site's private clone while holding the site
     /// lock: then no other writer exists, so every lock file is stale by
     /// definition. Never on a shared repository.
-    pub fn remove_stale_locks(&self) -> Result<Vec<PathBuf>, ExchangeError> {
+    pub fn remove_stale_files(&self) -> Result<Vec<PathBuf>, ExchangeError> {
         let root = self.repo.path();
         let mut removed = Vec::new();
         let top_level = walkdir::WalkDir::new(root).min_depth(1).max_depth(1);
         let refs = walkdir::WalkDir::new(root.join("refs"));
+        let packs = walkdir::WalkDir::new(root.join("objects").join("pack")).max_depth(1);
         let files = top_level
             .into_iter()
             .chain(refs)
+            .chain(packs)
             .filter_map(Result::ok)
             .filter(|e| e.file_type().is_file())
             .map(walkdir::DirEntry::into_path);
         for path in files {
-            if path.extension().is_some_and(|e| e == "lock") {
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy())
+                .unwrap_or_default();
+            let pack_in_the_making = ["tmp_pack_", "tmp_idx_", "pack_git2_"]
+                .iter()
+                .any(|prefix| name.starts_with(prefix));
+            if path.extension().is_some_and(|e| e == "lock") || pack_in_the_making {
                 std::fs::remove_file(&path).map_err(|source| ExchangeError::Io {
-                    context: format!("removing the stale lock file {}", path.display()),
+                    context: format!("removing the stale file {}", path.display()),
                     source,
                 })?;
                 removed.push(path);

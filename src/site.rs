@@ -89,9 +89,9 @@ impl Site {
             .map_err(recorded)?;
         exchange.sign_with(SiteKey::load(&config.signing_key_path())?);
         // We hold the site lock, so nobody else writes the private clone: any lock
-        // file in it was left by a run that was killed.
+        // file or pack in the making in it was left by a run that was killed.
         for stale in exchange
-            .remove_stale_locks()
+            .remove_stale_files()
             .map_err(anyhow::Error::from)
             .map_err(recorded)?
         {

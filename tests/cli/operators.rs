@@ -42,8 +42,32 @@ fn a_run_killed_holding_the_lock_does_not_block_the_next() {
         "",
     )
     .unwrap();
+    // And so are the packs a killed run was writing (ferry's own, libgit2's
+    // indexer's); the packs in use stay.
+    let packs = w.path("support/.ferry/exchange.git/objects/pack");
+    let in_use = |dir: &std::path::Path| {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let before = in_use(&packs);
+    for leftover in [
+        "tmp_pack_Xy12ab",
+        "tmp_idx_Q9z",
+        "pack_git2_0123456789abcdef",
+    ] {
+        std::fs::write(packs.join(leftover), "half a pack").unwrap();
+    }
 
     w.ok("support", &["sync"]);
+    let after: Vec<String> = in_use(&packs)
+        .into_iter()
+        .filter(|name| before.contains(name) || !name.starts_with("pack-"))
+        .collect();
+    assert_eq!(after, before, "leftovers removed, packs kept");
     w.ok("engineering", &["sync"]);
     assert_eq!(w.list("engineering").len(), 1);
     assert_eq!(
