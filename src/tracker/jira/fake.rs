@@ -30,6 +30,14 @@ impl Recorded {
     pub fn json(&self) -> Value {
         serde_json::from_slice(&self.body).unwrap_or(Value::Null)
     }
+
+    /// The query parameter `name` as a number, `default` when absent or not one.
+    fn number(&self, name: &str, default: usize) -> usize {
+        self.query
+            .get(name)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(default)
+    }
 }
 
 struct FakeIssue {
@@ -665,17 +673,8 @@ impl State {
             }
             ("GET", ["comment"]) => {
                 let issue = &self.issues[&id];
-                let start: usize = r
-                    .query
-                    .get("startAt")
-                    .and_then(|s| s.parse().ok())
-                    .unwrap_or(0);
-                let max: usize = r
-                    .query
-                    .get("maxResults")
-                    .and_then(|s| s.parse().ok())
-                    .unwrap_or(50)
-                    .min(2);
+                let start = r.number("startAt", 0);
+                let max = r.number("maxResults", 50).min(2);
                 let props = r
                     .query
                     .get("expand")
@@ -759,22 +758,11 @@ impl State {
                 return reply(400, &json!({"errorMessages": [message], "errors": {}}));
             }
         };
-        let max: usize = r
-            .query
-            .get("maxResults")
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(50)
-            .min(2);
-        let start: usize = if v3 {
-            r.query
-                .get("nextPageToken")
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(0)
+        let max = r.number("maxResults", 50).min(2);
+        let start = if v3 {
+            r.number("nextPageToken", 0)
         } else {
-            r.query
-                .get("startAt")
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(0)
+            r.number("startAt", 0)
         };
         let only_id = r.query.get("fields").is_some_and(|f| f == "id");
         let page: Vec<Value> = matching
