@@ -347,16 +347,6 @@ impl NewBlobs {
         Ok(())
     }
 
-    /// How many blobs there are to write.
-    pub fn len(&self) -> usize {
-        self.whole.len() + self.pack.as_ref().map_or(0, |p| p.entries.len())
-    }
-
-    /// Whether there is nothing to write.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Compresses the whole blobs on every core and appends them to the pack.
     fn append_to_pack(&mut self, exchange: &Exchange) -> Result<(), ExchangeError> {
         use rayon::prelude::*;
@@ -471,11 +461,6 @@ fn pack_index(mut entries: Vec<(Oid, u64, u32)>, pack_checksum: &[u8; 20]) -> Ve
     let checksum = sha1::Sha1::digest(&index);
     index.extend_from_slice(&checksum);
     index
-}
-
-/// Lower-case hex of `bytes`.
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The id git gives a blob of these bytes. Plain SHA-1 (with the CPU's SHA
@@ -1072,7 +1057,10 @@ impl Exchange {
         })?;
         let (checksum, file) = finish_pack(pack.file, count).map_err(io)?;
         let index = pack_index(pack.entries, &checksum);
-        let name = dir.join(format!("pack-{}", hex(&checksum)));
+        let name = dir.join(format!(
+            "pack-{}",
+            Oid::from_bytes(&checksum).expect("a SHA-1 is 20 bytes")
+        ));
         let mut index_file = tempfile::Builder::new()
             .prefix("tmp_idx_")
             .tempfile_in(&dir)

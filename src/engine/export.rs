@@ -225,16 +225,13 @@ pub fn export(
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
         });
-        let mut outcomes = Vec::with_capacity(candidates.len());
+        let mut new = Vec::new();
+        let mut carried = Vec::new();
         for ((issue, path), rendered) in candidates.into_iter().zip(rendered) {
-            let Rendered {
-                replica,
-                blob,
-                carried: carried_fields,
-            } = rendered;
-            let (replica, blob) = match (replica, blob) {
+            let shared = match (rendered.replica, rendered.blob) {
+                (Ok(Some(replica)), Some(blob)) => Ok(Some((replica, blob))),
                 // Its attachments are looked up before it is serialised.
-                (Ok(Some(mut replica)), None) => match attachments::export(
+                (Ok(Some(mut replica)), None) => attachments::export(
                     site,
                     connection,
                     issue,
@@ -242,30 +239,23 @@ pub fn export(
                     &mut replica,
                     &mut shipped,
                     &mut writes,
-                )? {
-                    Ok(()) => {
-                        let blob = serialise(&replica);
-                        (Ok(Some(replica)), Some(blob))
-                    }
-                    Err(e) => (Err(e), None),
-                },
-                other => other,
+                )?
+                .map(|()| {
+                    let blob = serialise(&replica);
+                    Some((replica, blob))
+                }),
+                (Ok(None), _) => Ok(None),
+                (Err(e), _) => Err(e),
             };
-            outcomes.push((issue, path, replica, blob, carried_fields));
-        }
-
-        let mut new = Vec::new();
-        let mut carried = Vec::new();
-        for (issue, path, replica, blob, carried_fields) in outcomes {
-            match (replica, blob) {
-                (Ok(Some(replica)), Some((oid, bytes))) => {
+            match shared {
+                Ok(Some((replica, (oid, bytes)))) => {
                     comment_count += replica.comments.len();
                     issue_count += 1;
                     // An unchanged replica is not written again: the commit's
                     // cost follows the change, not the number of issues looked at.
                     if shared_now.blob(&path)? != Some(oid) {
                         report.written.push(issue.key.clone());
-                        carried.extend(carried_fields);
+                        carried.extend(rendered.carried);
                         writes.push(FileWrite {
                             path,
                             content: Some(Content::Blob(oid)),
@@ -274,8 +264,7 @@ pub fn export(
                     }
                     exported_ids.push(issue.id.clone());
                 }
-                (Ok(Some(_)), None) => unreachable!("every replica is serialised"),
-                (Ok(None), _) => {
+                Ok(None) => {
                     if shared_now.blob(&path)?.is_some() {
                         report.removed.push(issue.key.clone());
                         writes.push(FileWrite {
@@ -284,7 +273,7 @@ pub fn export(
                         });
                     }
                 }
-                (Err(e), _) => {
+                Err(e) => {
                     oldest_failure =
                         Some(oldest_failure.map_or(issue.updated, |t| t.min(issue.updated)));
                     report
