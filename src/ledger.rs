@@ -1069,12 +1069,16 @@ pub const KEPT_EXPORTS: i64 = 16;
 
 /// Deletes the export records older than the newest [`KEPT_EXPORTS`] of each
 /// staged issue: one pass over those issues' records, in index order.
-const PRUNE_EXPORTS: &str = "DELETE FROM exported WHERE seq IN (
-     SELECT seq FROM (
-         SELECT seq, row_number() OVER (PARTITION BY local_id ORDER BY seq DESC) AS newer
-         FROM exported
-         WHERE peer = ?1 AND local_id IN (SELECT local_id FROM staged_exports WHERE peer = ?1)
-     ) WHERE newer > 16)";
+fn prune_exports() -> String {
+    format!(
+        "DELETE FROM exported WHERE seq IN (
+             SELECT seq FROM (
+                 SELECT seq, row_number() OVER (PARTITION BY local_id ORDER BY seq DESC) AS newer
+                 FROM exported
+                 WHERE peer = ?1 AND local_id IN (SELECT local_id FROM staged_exports WHERE peer = ?1)
+             ) WHERE newer > {KEPT_EXPORTS})"
+    )
+}
 
 /// One export of one issue, as [`Ledger::exports`] returns it.
 #[derive(Debug, Clone, PartialEq)]
@@ -1208,7 +1212,7 @@ impl Ledger {
                  WHERE peer = ?1 ORDER BY seq",
             )?
             .execute(params![peer, commit])?;
-            tx.prepare_cached(PRUNE_EXPORTS)?.execute([peer])?;
+            tx.prepare_cached(&prune_exports())?.execute([peer])?;
             tx.prepare_cached("DELETE FROM staged_exports WHERE peer = ?1")?
                 .execute([peer])?;
             Ok(())
