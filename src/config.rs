@@ -605,6 +605,11 @@ fn load_connection(file: &Path) -> Result<Connection, ConfigError> {
     })
 }
 
+/// The URL schemes a git channel may use: libgit2's transports. Anything else
+/// (a typo such as `htps://`) would reach libgit2 as a local path or fail with
+/// a message about some unrelated part of the URL.
+const CHANNEL_SCHEMES: &[&str] = &["file", "git", "ssh", "git+ssh", "ssh+git", "http", "https"];
+
 /// Checks a connection's settings and parses its query; shared by loading and by
 /// `ferry connection add`, so a bad query is refused before it is ever written.
 pub fn validate_connection(file: &Path, settings: &ConnectionFile) -> Result<Query, ConfigError> {
@@ -633,7 +638,21 @@ pub fn validate_connection(file: &Path, settings: &ConnectionFile) -> Result<Que
                 return Err(invalid("`channel`: `max_bytes` must be above 0".into()));
             }
         }
-        ChannelSetting::Git(_) => {}
+        ChannelSetting::Git(url) => {
+            if let Some((scheme, _)) = url.split_once("://")
+                && !CHANNEL_SCHEMES.contains(&scheme.to_ascii_lowercase().as_str())
+            {
+                return Err(invalid(format!(
+                    "`channel: {url}`: ferry does not know the scheme {scheme:?}; a channel is \
+                     a path to a bare repository, or a URL starting with {}",
+                    CHANNEL_SCHEMES
+                        .iter()
+                        .map(|s| format!("{s}://"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+        }
     }
     if settings.projects.is_empty() {
         return Err(invalid(
@@ -740,6 +759,32 @@ mod tests {
         // What `connection add` writes reads back the same.
         let written = serde_yaml::to_string(&bundles).unwrap();
         assert_eq!(parse(&written).unwrap(), bundles);
+    }
+
+    #[test]
+    fn a_channel_url_with_an_unknown_scheme_is_refused_naming_it() {
+        let file = Path::new("connections/eng.yaml");
+        for url in ["htps://host/x.git", "sftp://host/x.git"] {
+            let settings = parse(&format!("channel: {url}\nprojects: {{SUP: ENG}}\n")).unwrap();
+            let e = validate_connection(file, &settings)
+                .unwrap_err()
+                .to_string();
+            let scheme = url.split_once("://").unwrap().0;
+            assert!(e.contains(&format!("scheme {scheme:?}")), "{e}");
+            assert!(
+                e.contains("https://") && e.contains("connections/eng.yaml"),
+                "{e}"
+            );
+        }
+        for url in [
+            "HTTPS://host/x.git",
+            "ssh://git@host/x.git",
+            "git@host:x.git",
+            "../ex.git",
+        ] {
+            let settings = parse(&format!("channel: {url}\nprojects: {{SUP: ENG}}\n")).unwrap();
+            validate_connection(file, &settings).unwrap();
+        }
     }
 
     #[test]

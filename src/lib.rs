@@ -10,6 +10,7 @@
 pub mod attachment;
 pub mod cli;
 pub mod config;
+pub mod disk;
 pub mod engine;
 pub mod exchange;
 pub mod failpoint;

@@ -38,6 +38,88 @@ pub struct LockError {
     pub holder: Option<String>,
 }
 
+/// What opening a site may create when its state is not there.
+///
+/// `ferry init` makes the state folder, the ledger and the exchange clone, so
+/// afterwards a missing one was lost or is misnamed. Creating it empty then would
+/// be the worst answer: an empty ledger knows no link, so the next sync would send
+/// every shared issue again and create the peer's issues a second time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Missing {
+    /// `ferry init`: a new site, or one whose whole state folder was lost (init
+    /// keeps every file that exists).
+    Create,
+    /// `ferry relink`: the state folder must exist; a lost ledger is what relink
+    /// rebuilds.
+    NewLedger,
+    /// Every other command.
+    Refuse,
+}
+
+/// The state folder or its ledger is not there.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// `state:` names a folder that does not exist.
+    #[error(
+        "{}: `state: {}` names {}, which does not exist. If `state:` is mistyped or \
+         the folder was moved, fix ferry.yaml; if the folder was lost, restore it from \
+         a backup, or run `ferry init` (it keeps every existing file), `ferry pull` \
+         and `ferry relink`",
+        .config.display(),
+        .setting.display(),
+        .path.display()
+    )]
+    MissingFolder {
+        /// `ferry.yaml`.
+        config: PathBuf,
+        /// The `state:` setting as written.
+        setting: PathBuf,
+        /// The folder it resolves to.
+        path: PathBuf,
+    },
+    /// The state folder exists but the ledger does not.
+    #[error(
+        "the ledger {} does not exist. If this site has synced before, its ledger was \
+         lost: restore it from a backup, or rebuild it with `ferry relink` (an empty \
+         ledger would send every shared issue again and import the peer's twice); a \
+         new site is set up with `ferry init`",
+        .path.display()
+    )]
+    MissingLedger {
+        /// Where the ledger should be.
+        path: PathBuf,
+    },
+}
+
+/// The site's state folder, created only if `missing` is [`Missing::Create`].
+pub fn state_folder(config: &Config, missing: Missing) -> anyhow::Result<PathBuf> {
+    let state = config.state_dir();
+    if state.is_dir() {
+        return Ok(state);
+    }
+    if missing != Missing::Create {
+        return Err(StateError::MissingFolder {
+            config: config.root.join(CONFIG_FILE),
+            setting: config.site.state.clone(),
+            path: state,
+        }
+        .into());
+    }
+    fs::create_dir_all(&state)
+        .with_context(|| format!("cannot create state folder {}", state.display()))?;
+    Ok(state)
+}
+
+/// Opens the site's ledger, creating the state folder or the ledger only as far
+/// as `missing` allows.
+pub fn open_ledger(config: &Config, missing: Missing) -> anyhow::Result<Ledger> {
+    let path = state_folder(config, missing)?.join(LEDGER_FILE);
+    if missing == Missing::Refuse && !path.exists() {
+        return Err(StateError::MissingLedger { path }.into());
+    }
+    Ok(Ledger::open(&path)?)
+}
+
 /// Ledger file name inside the state folder.
 pub const LEDGER_FILE: &str = "ledger.db";
 /// Exchange clone folder name inside the state folder.
@@ -62,7 +144,13 @@ impl Site {
     /// Loads the configuration under `dir`, takes the lock, opens the state, and
     /// checks that this is the site its ledger belongs to (see [`crate::identity`]).
     pub fn open(dir: &Path) -> anyhow::Result<Site> {
-        let site = Site::open_unverified(dir)?;
+        Site::open_with(dir, Missing::Refuse)
+    }
+
+    /// [`Site::open`], creating missing state as far as `missing` allows: for
+    /// `ferry init` and `ferry relink`.
+    pub fn open_with(dir: &Path, missing: Missing) -> anyhow::Result<Site> {
+        let site = Site::open_state(dir, missing)?;
         let now = crate::identity::current(site.name(), site.tracker.as_ref())?;
         let ledger_path = site.config.state_dir().join(LEDGER_FILE);
         crate::identity::verify(&site.ledger, &now, dir, &ledger_path)?;
@@ -72,12 +160,14 @@ impl Site {
     /// [`Site::open`] without the identity check: for `ferry site confirm`, which
     /// exists to settle a mismatch.
     pub fn open_unverified(dir: &Path) -> anyhow::Result<Site> {
+        Site::open_state(dir, Missing::Refuse)
+    }
+
+    fn open_state(dir: &Path, missing: Missing) -> anyhow::Result<Site> {
         let config = Config::load(dir)?;
-        let state = config.state_dir();
-        fs::create_dir_all(&state)
-            .with_context(|| format!("cannot create state folder {}", state.display()))?;
+        let state = state_folder(&config, missing)?;
         let lock = take_lock(&state.join(LOCK_FILE))?;
-        let ledger = Ledger::open(&state.join(LEDGER_FILE))?;
+        let ledger = open_ledger(&config, missing)?;
         // From here on the ledger can keep what goes wrong, for `ferry errors` and
         // the notification.
         let recorded = |e: anyhow::Error| {

@@ -11,7 +11,7 @@ use crate::config::{
 use crate::ledger::Ledger;
 use crate::replica::is_plain_name;
 use crate::signing::{SignaturePolicy, add_trusted_key, parse_public_key};
-use crate::site::LEDGER_FILE;
+use crate::site::Missing;
 use crate::words::plural;
 
 /// Manage the connections to peer sites.
@@ -112,9 +112,7 @@ pub fn run(cmd: ConnectionCommand, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> 
 fn ledger_for(ctx: &Ctx, peer: &str) -> anyhow::Result<Ledger> {
     let config = Config::load(&ctx.dir)?;
     config.connection(peer)?;
-    let state = config.state_dir();
-    std::fs::create_dir_all(&state)?;
-    Ok(Ledger::open(&state.join(LEDGER_FILE))?)
+    crate::site::open_ledger(&config, Missing::Refuse)
 }
 
 fn pause(args: PeerArg, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {

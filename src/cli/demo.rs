@@ -20,7 +20,7 @@ use crate::engine::{self, SyncOptions};
 use crate::exchange::own_branch;
 use crate::model::Issue;
 use crate::signing::{SignaturePolicy, SiteKey, add_trusted_key};
-use crate::site::{LOCAL_TRACKER_YAML, Site, ensure_signing_key, scaffold};
+use crate::site::{LOCAL_TRACKER_YAML, Missing, Site, ensure_signing_key, scaffold};
 use crate::tracker::{IssuePatch, NewComment, NewIssue};
 
 /// Run the two-site story in a temporary folder and narrate it.
@@ -347,7 +347,8 @@ impl<'a> Story<'a> {
         };
         let file = dir.join(CONNECTIONS_DIR).join(format!("{peer}.yaml"));
         crate::config::write_atomic(&file, serde_yaml::to_string(&connection)?.as_bytes())?;
-        drop(Site::open(&dir)?);
+        // As `ferry init` does: opening the new site creates its state.
+        drop(Site::open_with(&dir, Missing::Create)?);
         Ok(())
     }
 

@@ -13,9 +13,8 @@ use super::{Ctx, ExitStatus};
 use crate::config::Config;
 use crate::engine::load_rule;
 use crate::exchange::Exchange;
-use crate::ledger::Ledger;
 use crate::signing::{SignaturePolicy, SiteKey};
-use crate::site::{EXCHANGE_DIR, LEDGER_FILE, open_tracker};
+use crate::site::{EXCHANGE_DIR, LEDGER_FILE, Missing, open_ledger, open_tracker, state_folder};
 use crate::transport::open_channel;
 
 /// Check everything a sync needs, one line per check with what to do when it
@@ -120,36 +119,34 @@ fn diagnose(dir: &Path, min_free_mib: u64, checks: &mut Checks) {
             return;
         }
     };
-    let state = config.state_dir();
-
-    let ledger = match Ledger::open(&state.join(LEDGER_FILE)) {
-        Ok(ledger) => match ledger.quick_check() {
-            Ok(()) => {
-                checks.pass(
-                    "ledger",
-                    format!("{} is healthy", state.join(LEDGER_FILE).display()),
-                );
-                Some(ledger)
-            }
-            Err(e) => {
-                checks.fail(
-                    "ledger",
-                    e,
-                    "restore the ledger from a backup, or move it aside and run `ferry relink`",
-                );
-                None
-            }
-        },
+    let state = match state_folder(&config, Missing::Refuse) {
+        Ok(state) => state,
         Err(e) => {
+            // Every other check reads or writes the state folder.
             checks.fail(
-                "ledger",
-                e,
-                "restore the ledger from a backup, or move it aside and run `ferry relink`",
+                "state",
+                crate::words::error_chain(&e),
+                "fix `state:` in ferry.yaml, or restore the folder (see the README's disaster recovery)",
             );
-            None
+            return;
         }
     };
-    drop(ledger);
+    // On a full disk SQLite and git report errors that read like damage; the
+    // advice for damage (restore, relink) would then be wrong.
+    let full_disk = crate::disk::full_disk_advice(&state);
+    let or_full = |advice: &str| full_disk.clone().unwrap_or_else(|| advice.to_string());
+
+    match open_ledger(&config, Missing::Refuse).and_then(|l| Ok(l.quick_check()?)) {
+        Ok(()) => checks.pass(
+            "ledger",
+            format!("{} is healthy", state.join(LEDGER_FILE).display()),
+        ),
+        Err(e) => checks.fail(
+            "ledger",
+            crate::words::error_chain(&e),
+            or_full("restore the ledger from a backup, or move it aside and run `ferry relink`"),
+        ),
+    }
 
     match SiteKey::load(&config.signing_key_path()) {
         Ok(key) => checks.pass(
@@ -171,7 +168,7 @@ fn diagnose(dir: &Path, min_free_mib: u64, checks: &mut Checks) {
         Err(e) => checks.fail(
             "tracker",
             e,
-            "check the tracker settings in ferry.yaml and that the tracker is up",
+            or_full("check the tracker settings in ferry.yaml and that the tracker is up"),
         ),
     }
 
@@ -180,7 +177,7 @@ fn diagnose(dir: &Path, min_free_mib: u64, checks: &mut Checks) {
         checks.fail(
             "exchange clone",
             e,
-            "move the folder aside; the next `ferry pull` makes a new clone",
+            or_full("move the folder aside; the next `ferry pull` makes a new clone"),
         );
     }
     for c in config.connections.values() {
@@ -246,7 +243,7 @@ fn diagnose(dir: &Path, min_free_mib: u64, checks: &mut Checks) {
         }
     }
 
-    match free_mib(&state) {
+    match crate::disk::free_mib(&state) {
         Ok(free) if free >= min_free_mib => {
             checks.pass("disk", format!("{free} MiB free for {}", state.display()))
         }
@@ -264,23 +261,4 @@ fn diagnose(dir: &Path, min_free_mib: u64, checks: &mut Checks) {
             "check the state folder exists",
         ),
     }
-}
-
-/// Free space, in MiB, on the file system holding `dir`.
-fn free_mib(dir: &Path) -> std::io::Result<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let path = std::ffi::CString::new(dir.as_os_str().as_bytes())?;
-    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();
-    // SAFETY: `path` is a valid NUL-terminated string and `stat` is writable
-    // memory of the right type; statvfs(3) initialises it on success.
-    let rc = unsafe { libc::statvfs(path.as_ptr(), stat.as_mut_ptr()) };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: statvfs returned 0, so `stat` is initialised.
-    let stat = unsafe { stat.assume_init() };
-    // The field types differ between platforms (u32 on some 32-bit ones).
-    #[allow(clippy::useless_conversion)]
-    let (blocks, size) = (u64::from(stat.f_bavail), u64::from(stat.f_frsize));
-    Ok(blocks.saturating_mul(size) / (1024 * 1024))
 }

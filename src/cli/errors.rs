@@ -9,7 +9,7 @@ use super::{Ctx, ExitStatus, UsageError};
 use crate::config::Config;
 use crate::engine::level;
 use crate::ledger::{ErrorRecord, Ledger};
-use crate::site::LEDGER_FILE;
+use crate::site::{Missing, StateError, open_ledger};
 
 /// List unresolved errors kept in the ledger (oldest first), at four levels:
 /// issue, connection, site, node.
@@ -50,22 +50,25 @@ pub struct ResolveArgs {
     id: i64,
 }
 
-fn open_ledger(ctx: &Ctx) -> anyhow::Result<Ledger> {
-    let config = Config::load(&ctx.dir)?;
-    let state = config.state_dir();
-    std::fs::create_dir_all(&state)?;
-    Ok(Ledger::open(&state.join(LEDGER_FILE))?)
-}
-
 /// Runs `ferry errors`.
 pub fn run(args: ErrorsArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
-    let ledger = match open_ledger(ctx) {
-        Ok(ledger) => ledger,
-        Err(e) if e.chain().any(|c| c.is::<crate::ledger::LedgerError>()) => {
+    let config = Config::load(&ctx.dir)?;
+    let errors = match open_ledger(&config, Missing::Refuse).and_then(|l| Ok(l.open_errors()?)) {
+        Ok(errors) => errors,
+        Err(e)
+            if e.chain().any(|c| {
+                c.is::<crate::ledger::LedgerError>()
+                    || matches!(c.downcast_ref(), Some(StateError::MissingLedger { .. }))
+            }) =>
+        {
+            let advice = crate::disk::full_disk_advice(&config.state_dir()).unwrap_or_else(|| {
+                "restore the ledger from a backup, or move it aside and rebuild it with \
+                 `ferry relink`"
+                    .into()
+            });
             writeln!(
                 ctx.out,
-                "#- {} (ledger unusable)\n    {}\n    restore the ledger from a backup, or \
-                 move it aside and rebuild it with `ferry relink`",
+                "#- {} (ledger unusable)\n    {}\n    {advice}",
                 level::NODE,
                 crate::words::error_chain(&e)
             )?;
@@ -73,7 +76,6 @@ pub fn run(args: ErrorsArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
         }
         Err(e) => return Err(e),
     };
-    let errors = ledger.open_errors()?;
     if args.json {
         writeln!(ctx.out, "{}", serde_json::to_string_pretty(&errors)?)?;
         return Ok(ExitStatus::Success);
@@ -136,7 +138,7 @@ fn queued(e: &ErrorRecord) -> Option<(&str, &str)> {
 
 /// Runs `ferry retry`.
 pub fn retry(args: RetryArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
-    let ledger = open_ledger(ctx)?;
+    let ledger = open_ledger(&Config::load(&ctx.dir)?, Missing::Refuse)?;
     let errors = match args.id {
         Some(id) => vec![find(&ledger, id)?],
         None => ledger.open_errors()?,
@@ -169,7 +171,7 @@ pub fn retry(args: RetryArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
 
 /// Runs `ferry resolve`.
 pub fn resolve(args: ResolveArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
-    let ledger = open_ledger(ctx)?;
+    let ledger = open_ledger(&Config::load(&ctx.dir)?, Missing::Refuse)?;
     let e = find(&ledger, args.id)?;
     if let Some((peer, path)) = queued(&e) {
         ledger.forget_retry(peer, path)?;

@@ -3,7 +3,7 @@
 use super::{Ctx, ExitStatus, UsageError};
 use crate::config::{CONFIG_FILE, Config, TrackerConfig};
 use crate::replica::is_plain_name;
-use crate::site::{LOCAL_TRACKER_YAML, Site, ensure_signing_key, scaffold};
+use crate::site::{LOCAL_TRACKER_YAML, Missing, Site, ensure_signing_key, scaffold};
 use crate::tracker::jira::{
     ENV_API_TOKEN, ENV_EMAIL, ENV_PAT, Flavour, InternalComments, JiraConfig,
 };
@@ -171,7 +171,7 @@ pub fn run(args: InitArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
         key.path().display()
     )?;
     // Opening the site creates the ledger, the exchange clone and the tracker.
-    drop(Site::open(&dir)?);
+    drop(Site::open_with(&dir, Missing::Create)?);
     writeln!(
         ctx.out,
         "site {} ready in {}\n\

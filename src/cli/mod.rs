@@ -29,7 +29,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::ConfigError;
+use crate::config::{Config, ConfigError};
 use crate::signing::KeyError;
 use crate::site::LockError;
 
@@ -159,6 +159,9 @@ pub fn run() -> ExitCode {
         Err(err) => {
             let _ = ctx.out.flush();
             eprintln!("error: {}", crate::words::error_chain(&err));
+            if let Some(advice) = full_disk_advice(&ctx.dir) {
+                eprintln!("hint: {advice}");
+            }
             let status = classify(&err);
             // For --log-file only: stderr already has it, worded for people.
             tracing::error!(
@@ -246,6 +249,13 @@ fn classify(err: &anyhow::Error) -> ExitStatus {
         if cause.is::<ConfigError>() || cause.is::<UsageError>() || cause.is::<KeyError>() {
             return ExitStatus::Usage;
         }
+        // A `state:` that names no folder is a setting to fix, like a bad config.
+        if matches!(
+            cause.downcast_ref::<crate::site::StateError>(),
+            Some(crate::site::StateError::MissingFolder { .. })
+        ) {
+            return ExitStatus::Usage;
+        }
         // Not a failure that goes away by itself like exit 3: like issue errors,
         // it waits for an operator (`ferry site confirm`).
         if matches!(
@@ -256,6 +266,15 @@ fn classify(err: &anyhow::Error) -> ExitStatus {
         }
     }
     ExitStatus::Failed
+}
+
+/// Advice when the disk under the site's state is full: what failed then reads
+/// like damage, and the operator should free space, not restore anything.
+fn full_disk_advice(dir: &std::path::Path) -> Option<String> {
+    let state = Config::load(dir)
+        .map(|c| c.state_dir())
+        .unwrap_or_else(|_| dir.to_path_buf());
+    crate::disk::full_disk_advice(&state)
 }
 
 fn is_broken_pipe(err: &anyhow::Error) -> bool {

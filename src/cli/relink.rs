@@ -2,7 +2,7 @@
 
 use super::{Ctx, ExitStatus};
 use crate::engine::{self, SyncOptions};
-use crate::site::Site;
+use crate::site::{Missing, Site};
 use crate::words::{plural, short_id};
 
 /// Rebuild the ledger's links, shared issues and applied positions from the
@@ -20,7 +20,7 @@ pub struct RelinkArgs {
 
 /// Runs `ferry relink`.
 pub fn run(args: RelinkArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
-    let mut site = Site::open(&ctx.dir)?;
+    let mut site = Site::open_with(&ctx.dir, Missing::NewLedger)?;
     let connections = engine::selected(
         &site,
         &SyncOptions {

@@ -3,9 +3,8 @@
 use super::{Ctx, ExitStatus, report};
 use crate::config::{Config, Connection};
 use crate::engine::{self, SyncOptions};
-use crate::ledger::Ledger;
 use crate::notify;
-use crate::site::{LEDGER_FILE, Site};
+use crate::site::{Missing, Site};
 
 /// What cron runs: pull the exchange repo, import what peers changed, export what
 /// this site changed, push.
@@ -119,7 +118,7 @@ fn notify_unopened(ctx: &mut Ctx, e: &anyhow::Error) -> anyhow::Result<()> {
     let Some(notify_config) = &config.notify else {
         return Ok(());
     };
-    let Ok(mut ledger) = Ledger::open(&config.state_dir().join(LEDGER_FILE)) else {
+    let Ok(mut ledger) = crate::site::open_ledger(&config, Missing::Refuse) else {
         return Ok(());
     };
     let outcome = notify::send_pending(notify_config, config.site_name(), &mut ledger);

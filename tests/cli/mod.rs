@@ -6,6 +6,7 @@ mod bad_input;
 mod batches;
 mod bench;
 mod bundles;
+mod careless_operator;
 mod doctor;
 mod errors;
 mod folder_channel;

@@ -8,10 +8,10 @@ use serde::Serialize;
 use crate::cli::{Ctx, ExitStatus, UsageError};
 use crate::config::Config;
 use crate::exchange::{Exchange, own_branch};
-use crate::ledger::{ErrorRecord, Ledger, Step};
+use crate::ledger::{ErrorRecord, Step};
 use crate::model::{Origin, format_timestamp};
 use crate::replica::{Replica, replica_path};
-use crate::site::{EXCHANGE_DIR, LEDGER_FILE, open_tracker};
+use crate::site::{EXCHANGE_DIR, Missing, open_ledger, open_tracker};
 use crate::words::short_id;
 
 /// The panel.
@@ -60,8 +60,8 @@ struct Version {
 /// Runs `ferry status ISSUE`.
 pub fn run(key: &str, json: bool, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
     let config = Config::load(&ctx.dir)?;
+    let ledger = open_ledger(&config, Missing::Refuse)?;
     let state = config.state_dir();
-    let ledger = Ledger::open(&state.join(LEDGER_FILE))?;
     let exchange = Exchange::open_or_init(&state.join(EXCHANGE_DIR))?;
     let tracker = open_tracker(&config)?;
     let Some(issue) = tracker.get_by_key(key)? else {

@@ -11,9 +11,9 @@ use serde::Serialize;
 use super::{Ctx, ExitStatus};
 use crate::config::Config;
 use crate::exchange::{Exchange, applied_ref, own_branch, peer_branch};
-use crate::ledger::{Ledger, Pause, Step};
+use crate::ledger::{Pause, Step};
 use crate::signing::SignaturePolicy;
-use crate::site::{EXCHANGE_DIR, LEDGER_FILE};
+use crate::site::{EXCHANGE_DIR, Missing, open_ledger};
 use crate::words::plural;
 
 /// Interrupted steps listed one per line; more are counted.
@@ -76,8 +76,8 @@ pub fn run(args: StatusArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
         return issue::run(key, args.json, ctx);
     }
     let config = Config::load(&ctx.dir)?;
+    let ledger = open_ledger(&config, Missing::Refuse)?;
     let state = config.state_dir();
-    let ledger = Ledger::open(&state.join(LEDGER_FILE))?;
     let exchange = Exchange::open_or_init(&state.join(EXCHANGE_DIR))?;
     let errors = ledger.open_errors()?;
     let me = config.site_name();
