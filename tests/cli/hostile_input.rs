@@ -4,10 +4,13 @@
 //! Every run has a generous timeout that only guards against a hang: the
 //! assertions are about what ferry says, not how fast it says it.
 
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::bad_input::peer_commit;
+use super::bundles::bundle_site;
 use super::{Run, World};
 
 /// Long enough for any machine, short enough that a hang fails the test.
@@ -154,4 +157,151 @@ fn a_site_yaml_with_an_unknown_key_or_deep_nesting_is_refused() {
         run.stdout
     );
     assert!(w.list("support").is_empty(), "nothing applied");
+}
+
+// ---------------------------------------------------------------------------
+// The inbox of a bundle channel: regular files only.
+
+const TO_ENG: &str = "usb/support-to-engineering";
+
+/// Engineering with a bundle inbox; support is never created.
+fn receiving() -> World {
+    let w = World::new();
+    bundle_site(&w, "engineering", "support", "ENG=SUP", "");
+    w
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+/// A link in the inbox to a secret elsewhere is refused for what it is: never
+/// followed, nothing of the secret in the report, the reason file (0600), the
+/// ledger or `ferry errors`.
+#[test]
+fn a_symlink_in_the_inbox_is_refused_without_reading_its_target() {
+    let w = receiving();
+    let secret = w.path("token");
+    std::fs::write(&secret, "TOKEN-hunter2-do-not-leak\nsecond line\n").unwrap();
+    let inbox = w.path(TO_ENG);
+    std::os::unix::fs::symlink(&secret, inbox.join("x.bundle")).unwrap();
+    let run = ferry_guarded(&w, "engineering", &["sync"]);
+    assert_eq!(run.code, 3, "{}\n{}", run.stdout, run.stderr);
+    let all = format!("{}{}", run.stdout, run.stderr);
+    assert!(!all.contains("hunter2"), "the secret leaked:\n{all}");
+    assert!(
+        run.stdout.contains("x.bundle") && run.stdout.contains("a symbolic link"),
+        "{}",
+        run.stdout
+    );
+    let reason = inbox.join("rejected/x.bundle.reason");
+    let text = std::fs::read_to_string(&reason).unwrap();
+    assert!(text.contains("a symbolic link"), "{text}");
+    assert!(!text.contains("hunter2"), "{text}");
+    assert_eq!(mode(&reason), 0o600, "reason files are private");
+    assert!(
+        inbox
+            .join("rejected/x.bundle")
+            .symlink_metadata()
+            .unwrap()
+            .file_type()
+            .is_symlink(),
+        "the link itself was moved aside"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&secret).unwrap(),
+        "TOKEN-hunter2-do-not-leak\nsecond line\n",
+        "the target is untouched"
+    );
+    let errors = w.ok("engineering", &["errors"]);
+    assert!(!errors.contains("hunter2"), "{errors}");
+    assert!(errors.contains("x.bundle"), "{errors}");
+    // The next run is clean: the link was moved out of the inbox.
+    let run = ferry_guarded(&w, "engineering", &["sync"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+
+    // A bundle whose content is not a bundle is refused without quoting it.
+    std::fs::write(inbox.join("y.bundle"), "TOKEN-hunter2-in-a-file\n").unwrap();
+    let run = ferry_guarded(&w, "engineering", &["sync"]);
+    assert_eq!(run.code, 3, "{}\n{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("not a git bundle"), "{}", run.stdout);
+    let all = format!("{}{}", run.stdout, run.stderr);
+    assert!(!all.contains("hunter2"), "the content was echoed:\n{all}");
+    let text = std::fs::read_to_string(inbox.join("rejected/y.bundle.reason")).unwrap();
+    assert!(!text.contains("hunter2"), "{text}");
+}
+
+/// A FIFO, a socket and a folder named like bundles are each reported for what
+/// they are, and none of them hangs the run; `ferry bundle import` of a FIFO
+/// does not hang either.
+#[test]
+fn fifos_sockets_and_folders_in_the_inbox_are_reported_not_waited_on() {
+    let w = receiving();
+    let inbox = w.path(TO_ENG);
+    let fifo = inbox.join("a-fifo.bundle");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    let _socket = std::os::unix::net::UnixListener::bind(inbox.join("b-socket.bundle")).unwrap();
+    std::fs::create_dir(inbox.join("c-folder.bundle")).unwrap();
+
+    let run = ferry_guarded(
+        &w,
+        "engineering",
+        &["bundle", "import", fifo.to_str().unwrap()],
+    );
+    assert_ne!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert!(run.stderr.contains("a FIFO"), "{}", run.stderr);
+
+    let run = ferry_guarded(&w, "engineering", &["sync"]);
+    assert_eq!(run.code, 3, "{}\n{}", run.stdout, run.stderr);
+    for (name, what) in [
+        ("a-fifo.bundle", "a FIFO"),
+        ("b-socket.bundle", "a socket"),
+        ("c-folder.bundle", "a folder"),
+    ] {
+        let line = run
+            .stdout
+            .split("; ")
+            .find(|l| l.contains(name))
+            .unwrap_or_else(|| panic!("{name} not reported:\n{}", run.stdout));
+        assert!(line.contains(what), "{name}: {line}");
+        let reason = inbox.join(format!("rejected/{name}.reason"));
+        assert!(
+            std::fs::read_to_string(&reason).unwrap().contains(what),
+            "{name}"
+        );
+        assert!(!inbox.join(name).exists(), "{name} moved aside");
+    }
+}
+
+/// A bundle whose name leaves no room for `.reason` (file names are at most 255
+/// bytes) still gets its reason written, under a shortened name the report gives.
+#[test]
+fn a_bundle_name_too_long_for_its_reason_file_still_gets_one() {
+    let w = receiving();
+    let inbox = w.path(TO_ENG);
+    let name = format!("{}.bundle", "n".repeat(255 - ".bundle".len()));
+    std::fs::write(inbox.join(&name), "not a bundle\n").unwrap();
+    let run = ferry_guarded(&w, "engineering", &["sync"]);
+    assert_eq!(run.code, 3, "{}\n{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains(&name), "{}", run.stdout);
+    assert!(run.stdout.contains("not a git bundle"), "{}", run.stdout);
+    assert!(inbox.join("rejected").join(&name).exists(), "moved aside");
+    let reasons: Vec<String> = std::fs::read_dir(inbox.join("rejected"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".reason"))
+        .collect();
+    assert_eq!(reasons.len(), 1, "{reasons:?}");
+    assert!(reasons[0].len() <= 255, "{reasons:?}");
+    assert!(
+        run.stdout.contains(&reasons[0]),
+        "the report names the reason file {}:\n{}",
+        reasons[0],
+        run.stdout
+    );
+    let text = std::fs::read_to_string(inbox.join("rejected").join(&reasons[0])).unwrap();
+    assert!(text.contains(&name), "the reason names its bundle: {text}");
+    assert!(text.contains("not a git bundle"), "{text}");
 }
