@@ -172,8 +172,13 @@ impl Scanner<'_> {
         self.column = 0;
     }
 
+    /// The nesting the parser may be at: the open collections, plus the block
+    /// mapping a possible simple key would open around what is being read (a
+    /// flow collection can be a key: `[[a]]: b`; the scanner opens that mapping
+    /// only when it meets the colon).
     fn depth(&self) -> usize {
-        self.levels.len() + self.indentless_count + self.flow
+        let pending_mapping = self.key.is_some_and(|key| key.column > self.indent);
+        self.levels.len() + self.indentless_count + self.flow + usize::from(pending_mapping)
     }
 
     fn check_depth(&self) -> Result<(), TooDeep> {
@@ -607,6 +612,9 @@ mod tests {
             check(deep.as_bytes(), 64),
             Err(TooDeep { line: 2, limit: 64 })
         );
+        // A flow collection as a key nests inside the mapping it opens.
+        let key = format!("{}x{}: v\n", "[".repeat(64), "]".repeat(64));
+        assert!(!depth_ok(&key, 64), "found by the fuzz harness");
         let mixed = format!("x: {}\n", "{a: [".repeat(40));
         assert!(!depth_ok(&mixed, 64));
     }
