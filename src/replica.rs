@@ -522,6 +522,36 @@ mod tests {
     }
 
     #[test]
+    fn site_file_is_strict_and_shallow() {
+        let good = "ferry: 1\nsite: a\npeer: b\nack: 0123456789abcdef0123456789abcdef01234567\n";
+        assert_eq!(SiteFile::parse(good.as_bytes()).unwrap().peer, "b");
+        let extra = SiteFile::parse(format!("{good}more: x\n").as_bytes()).unwrap_err();
+        assert!(
+            extra.to_string().contains("unknown field `more`"),
+            "{extra}"
+        );
+        let deep = format!("{good}x: {}\n", "[".repeat(10_000));
+        let err = SiteFile::parse(deep.as_bytes()).unwrap_err().to_string();
+        assert!(err.starts_with("line 5: YAML nested more than 64"), "{err}");
+    }
+
+    #[test]
+    fn deep_replicas_are_refused_naming_path_and_line() {
+        let deep = format!(
+            "{}fields:\n  x: {}\n",
+            sample().to_yaml(),
+            "{a: ".repeat(100)
+        );
+        let err = Replica::parse("issues/SUP/10042.yaml", deep.as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("issues/SUP/10042.yaml: line 22: YAML nested more than 64"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn refusals_name_the_path_and_the_problem() {
         let good = sample().to_yaml();
         let cases = [

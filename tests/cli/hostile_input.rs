@@ -305,3 +305,42 @@ fn a_bundle_name_too_long_for_its_reason_file_still_gets_one() {
     assert!(text.contains(&name), "the reason names its bundle: {text}");
     assert!(text.contains("not a git bundle"), "{text}");
 }
+
+/// Links left in the folders below the inbox are never written through: a link
+/// at a reason file's name is replaced, and a `rejected/` that is a link stops
+/// the run, naming it, with nothing written where it points.
+#[test]
+fn links_planted_below_the_inbox_are_not_written_through() {
+    let w = receiving();
+    let inbox = w.path(TO_ENG);
+    let victim = w.path("victim");
+    std::fs::write(&victim, "keep me\n").unwrap();
+    std::fs::create_dir_all(inbox.join("rejected")).unwrap();
+    std::os::unix::fs::symlink(&victim, inbox.join("rejected/y.bundle.reason")).unwrap();
+    std::fs::write(inbox.join("y.bundle"), "not a bundle\n").unwrap();
+    let run = ferry_guarded(&w, "engineering", &["sync"]);
+    assert_eq!(run.code, 3, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me\n");
+    let reason = inbox.join("rejected/y.bundle.reason");
+    assert!(
+        reason.symlink_metadata().unwrap().is_file(),
+        "the link was replaced"
+    );
+    assert!(
+        std::fs::read_to_string(&reason)
+            .unwrap()
+            .contains("not a git bundle")
+    );
+
+    let elsewhere = w.path("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    std::fs::remove_dir_all(inbox.join("rejected")).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, inbox.join("rejected")).unwrap();
+    std::fs::write(inbox.join("z.bundle"), "not a bundle either\n").unwrap();
+    let run = ferry_guarded(&w, "engineering", &["sync"]);
+    assert_eq!(run.code, 3, "{}\n{}", run.stdout, run.stderr);
+    let all = format!("{}{}", run.stdout, run.stderr);
+    assert!(all.contains("rejected is a symbolic link"), "{all}");
+    assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
+    assert!(inbox.join("z.bundle").exists(), "left in the inbox");
+}
