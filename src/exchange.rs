@@ -809,7 +809,7 @@ impl Exchange {
         let Some((_, bytes)) = self.read_file(head, SITE_FILE)? else {
             return Ok(None);
         };
-        Ok(serde_yaml::from_slice::<SiteFile>(&bytes)
+        Ok(SiteFile::parse(&bytes)
             .ok()
             .and_then(|file| file.ack)
             .and_then(|ack| Oid::from_str(&ack).ok()))

@@ -29,3 +29,4 @@ pub mod site;
 pub mod tracker;
 pub mod transport;
 pub mod words;
+pub mod yaml_depth;

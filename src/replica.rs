@@ -117,6 +117,14 @@ pub enum ReplicaError {
         /// What is wrong.
         message: String,
     },
+    /// Nested deeper than [`crate::yaml_depth::MAX_DEPTH`]; refused unparsed.
+    #[error("{path}: {source}")]
+    TooDeep {
+        /// Path inside the exchange repo.
+        path: String,
+        /// Where and how deep.
+        source: crate::yaml_depth::TooDeep,
+    },
     /// Larger than [`MAX_REPLICA_BYTES`].
     #[error("{path}: replica is {size} bytes, over the limit of {MAX_REPLICA_BYTES}")]
     TooLarge {
@@ -226,6 +234,12 @@ impl Replica {
             });
         }
         let (project, id) = parse_replica_path(path)?;
+        crate::yaml_depth::check(bytes, crate::yaml_depth::MAX_DEPTH).map_err(|source| {
+            ReplicaError::TooDeep {
+                path: path.to_string(),
+                source,
+            }
+        })?;
         let malformed = |e: serde_yaml::Error| ReplicaError::Malformed {
             path: path.to_string(),
             message: e.to_string(),
@@ -286,8 +300,10 @@ impl Replica {
 pub const SITE_FILE: &str = "site.yaml";
 
 /// The contents of `site.yaml` at the root of a site's branch: who wrote the
-/// branch, for whom, and the acknowledgement that travels back with it.
+/// branch, for whom, and the acknowledgement that travels back with it. The
+/// schema is strict (a key no ferry writes is refused): it comes from a peer.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SiteFile {
     /// Schema version of the branch layout.
     pub ferry: u32,
@@ -298,6 +314,25 @@ pub struct SiteFile {
     /// The last commit of the peer's branch this site has applied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ack: Option<String>,
+}
+
+/// Why a `site.yaml` was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SiteFileError {
+    /// Nested deeper than [`crate::yaml_depth::MAX_DEPTH`]; refused unparsed.
+    #[error(transparent)]
+    TooDeep(#[from] crate::yaml_depth::TooDeep),
+    /// Not parseable YAML, or not the schema (with line and column).
+    #[error("malformed YAML: {0}")]
+    Malformed(#[from] serde_yaml::Error),
+}
+
+impl SiteFile {
+    /// Parses a `site.yaml`, refusing deep nesting before the parser sees it.
+    pub fn parse(bytes: &[u8]) -> Result<SiteFile, SiteFileError> {
+        crate::yaml_depth::check(bytes, crate::yaml_depth::MAX_DEPTH)?;
+        Ok(serde_yaml::from_slice(bytes)?)
+    }
 }
 
 /// `issues/<project>/<id>.yaml`.
@@ -484,6 +519,36 @@ mod tests {
         fields:
           Customer: ACME
         ");
+    }
+
+    #[test]
+    fn site_file_is_strict_and_shallow() {
+        let good = "ferry: 1\nsite: a\npeer: b\nack: 0123456789abcdef0123456789abcdef01234567\n";
+        assert_eq!(SiteFile::parse(good.as_bytes()).unwrap().peer, "b");
+        let extra = SiteFile::parse(format!("{good}more: x\n").as_bytes()).unwrap_err();
+        assert!(
+            extra.to_string().contains("unknown field `more`"),
+            "{extra}"
+        );
+        let deep = format!("{good}x: {}\n", "[".repeat(10_000));
+        let err = SiteFile::parse(deep.as_bytes()).unwrap_err().to_string();
+        assert!(err.starts_with("line 5: YAML nested more than 64"), "{err}");
+    }
+
+    #[test]
+    fn deep_replicas_are_refused_naming_path_and_line() {
+        let deep = format!(
+            "{}fields:\n  x: {}\n",
+            sample().to_yaml(),
+            "{a: ".repeat(100)
+        );
+        let err = Replica::parse("issues/SUP/10042.yaml", deep.as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("issues/SUP/10042.yaml: line 22: YAML nested more than 64"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -140,7 +140,7 @@ fn own_ack(site: &Site, me: &str, peer: &str) -> anyhow::Result<Option<Oid>> {
     let Some((_, bytes)) = site.exchange.read_file(own, "site.yaml")? else {
         return Ok(None);
     };
-    let file: crate::replica::SiteFile = serde_yaml::from_slice(&bytes)?;
+    let file = crate::replica::SiteFile::parse(&bytes)?;
     let Some(ack) = file.ack else {
         return Ok(None);
     };

@@ -453,8 +453,7 @@ fn check_entry(
             ));
         }
     } else {
-        let file: SiteFile =
-            serde_yaml::from_slice(&bytes).map_err(|e| format!("malformed YAML: {e}"))?;
+        let file = SiteFile::parse(&bytes).map_err(|e| e.to_string())?;
         if file.site != peer || file.peer != site {
             return Err(format!(
                 "names site {:?} and peer {:?}, but this is {peer}'s branch for {site}",

@@ -11,6 +11,7 @@ mod doctor;
 mod errors;
 mod folder_channel;
 mod git_server;
+mod hostile_input;
 mod https;
 mod interface;
 mod jira;

@@ -58,7 +58,11 @@ pub fn run(args: ImportArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
             match peers.as_slice() {
                 [peer] => peer.to_string(),
                 _ => {
-                    let refs: Vec<&str> = header.refs.iter().map(|(r, _)| r.as_str()).collect();
+                    let refs: Vec<String> = header
+                        .refs
+                        .iter()
+                        .map(|(r, _)| bundle::shown_ref(r))
+                        .collect();
                     return Err(UsageError(format!(
                         "{}: its refs ({}) name no connection of {me}; pass --connection PEER",
                         args.file.display(),

@@ -5,14 +5,17 @@
 //! inbox → `applying/` → (the peer's branch moves) → `archive/`, so a bundle is
 //! never taken twice and a run killed anywhere is finished by the next one; a
 //! refused bundle moves to `rejected/` with a `.reason` file for an operator.
+use std::ffi::OsStr;
 use std::fs;
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use git2::Oid;
 
 use super::{
-    APPLYING_DIR, ARCHIVE_DIR, BundleError, ENCRYPTED_SUFFIX, EXTENSION, REJECTED_DIR,
-    TEMPORARY_PREFIX, is_encrypted, open_sealed, plan, verify, write,
+    APPLYING_DIR, ARCHIVE_DIR, BundleError, ENCRYPTED_SUFFIX, EXTENSION, NotAFile, REJECTED_DIR,
+    TEMPORARY_PREFIX, escaped, is_encrypted, open_sealed, plan, verify, write,
 };
 use crate::config::BundleSettings;
 use crate::exchange::{Exchange, own_branch, peer_branch};
@@ -97,11 +100,11 @@ impl BundleChannel {
         }
     }
 
-    /// Moves `from` to `to`, creating `to`'s folder.
+    /// Moves `from` to `to`, creating `to`'s folder when it is one of the
+    /// inbox's own (`applying/`, `archive/`, `rejected/`).
     fn move_file(&self, from: &Path, to: &Path) -> Result<(), TransportError> {
         if let Some(dir) = to.parent() {
-            fs::create_dir_all(dir)
-                .map_err(|e| self.failed(format!("cannot create {}: {e}", dir.display())))?;
+            self.own_dir(dir)?;
         }
         fs::rename(from, to).map_err(|e| {
             self.failed(format!(
@@ -112,10 +115,36 @@ impl BundleChannel {
         })
     }
 
-    /// Bundle files in `dir`, by name (ferry's names sort in branch order).
+    /// Makes sure `dir`, a folder below the inbox that ferry writes into, is a
+    /// real folder: whoever carries the medium could have left a link there
+    /// pointing anywhere on this machine. The inbox itself was checked by
+    /// [`BundleChannel::check_dir`] (and may well be a link to a mount point).
+    fn own_dir(&self, dir: &Path) -> Result<(), TransportError> {
+        if dir == self.inbox {
+            return Ok(());
+        }
+        match fs::symlink_metadata(dir) {
+            Ok(meta) if meta.is_dir() => Ok(()),
+            Ok(meta) => Err(self.failed(format!(
+                "{} is {}, not a folder; ferry writes only into real folders below the inbox: \
+                 remove it",
+                dir.display(),
+                NotAFile::of(meta.file_type()).map_or("a file".to_string(), |k| k.to_string())
+            ))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => fs::create_dir(dir)
+                .map_err(|e| self.failed(format!("cannot create {}: {e}", dir.display()))),
+            Err(e) => Err(self.failed(format!("cannot read {}: {e}", dir.display()))),
+        }
+    }
+
+    /// Inbox entries in `dir` named like bundles, by name (ferry's names sort in
+    /// branch order). Entries that are not regular files are listed too, so that
+    /// they are refused for what they are rather than silently skipped; nothing
+    /// here follows a link.
     fn bundles_in(&self, dir: &Path) -> Result<Vec<PathBuf>, TransportError> {
-        if !dir.is_dir() {
-            return Ok(Vec::new());
+        match fs::symlink_metadata(dir) {
+            Ok(meta) if meta.is_dir() || dir == self.inbox => {}
+            _ => return Ok(Vec::new()),
         }
         let entries = fs::read_dir(dir)
             .map_err(|e| self.failed(format!("cannot list {}: {e}", dir.display())))?;
@@ -124,11 +153,11 @@ impl BundleChannel {
             let path = entry
                 .map_err(|e| self.failed(format!("cannot list {}: {e}", dir.display())))?
                 .path();
-            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            let name = path.file_name().unwrap_or_default().as_bytes();
             // Dot files are bundles still being written (see `write`).
-            if path.is_file()
-                && !name.starts_with('.')
-                && (path.extension().is_some_and(|e| e == EXTENSION) || is_encrypted(&path))
+            if !name.starts_with(b".")
+                && (name.ends_with(format!(".{EXTENSION}").as_bytes())
+                    || name.ends_with(ENCRYPTED_SUFFIX.as_bytes()))
             {
                 files.push(path);
             }
@@ -157,20 +186,29 @@ impl BundleChannel {
         Ok(())
     }
 
-    /// Moves a refused bundle to `rejected/` with a `.reason` file beside it.
-    fn reject(&self, file: &Path, reason: &str) -> Result<PathBuf, TransportError> {
+    /// Moves a refused bundle to `rejected/` with a reason file beside it, and
+    /// returns the reason file's name when it is not `<name>.reason` (a name that
+    /// long would pass the file system's limit).
+    ///
+    /// The reason file is created private (0600) under a temporary name and
+    /// renamed into place, so a link someone left at its name is replaced, never
+    /// written through.
+    fn reject(&self, file: &Path, reason: &str) -> Result<Option<String>, TransportError> {
         let name = file.file_name().unwrap_or_default();
-        let to = self.inbox.join(REJECTED_DIR).join(name);
-        self.move_file(file, &to)?;
-        let mut reason_file = to.clone().into_os_string();
-        reason_file.push(".reason");
-        fs::write(&reason_file, format!("{reason}\n")).map_err(|e| {
-            self.failed(format!(
-                "cannot write {}: {e}",
-                PathBuf::from(&reason_file).display()
-            ))
-        })?;
-        Ok(to)
+        let dir = self.inbox.join(REJECTED_DIR);
+        self.move_file(file, &dir.join(name))?;
+        let (reason_name, shortened) = reason_file_name(name.as_bytes());
+        let reason_path = dir.join(OsStr::from_bytes(&reason_name));
+        let failed =
+            |e: std::io::Error| self.failed(format!("cannot write {}: {e}", reason_path.display()));
+        let mut tmp = tempfile::Builder::new()
+            .prefix(TEMPORARY_PREFIX)
+            .tempfile_in(&dir)
+            .map_err(failed)?;
+        tmp.write_all(format!("{}: {reason}\n", shown_name(name)).as_bytes())
+            .map_err(failed)?;
+        tmp.persist(&reason_path).map_err(|e| failed(e.error))?;
+        Ok(shortened.then(|| shown_name(OsStr::from_bytes(&reason_name))))
     }
 
     /// Processes one bundle: verify, mark it applying, move the ref, archive it.
@@ -185,7 +223,7 @@ impl BundleChannel {
         file: &Path,
     ) -> Result<Step, TransportError> {
         let name = file.file_name().unwrap_or_default().to_owned();
-        let display = name.to_string_lossy().into_owned();
+        let display = shown_name(&name);
         let applying = self.inbox.join(APPLYING_DIR).join(&name);
         let archived = self.inbox.join(ARCHIVE_DIR).join(&name);
         let recovering = file == applying;
@@ -256,12 +294,45 @@ impl BundleChannel {
             }
             Err(e) if e.is_refusal() => {
                 let reason = e.to_string();
-                self.reject(file, &reason)?;
-                Ok(Step::Refused(format!("{display}: {reason}")))
+                let elsewhere = self.reject(file, &reason)?;
+                Ok(Step::Refused(match elsewhere {
+                    None => format!("{display}: {reason}"),
+                    Some(reason_file) => format!(
+                        "{display}: {reason} (the reason is in {REJECTED_DIR}/{reason_file}, \
+                         the name being too long for {display}.reason)"
+                    ),
+                }))
             }
             Err(e) => Err(self.bundle_err(e)),
         }
     }
+}
+
+/// The longest file name, in bytes, the file systems ferry runs on take.
+const MAX_NAME_BYTES: usize = 255;
+
+/// The reason file's name for the bundle named `name`: `<name>.reason`, or, when
+/// that would be too long, as much of the name as fits with a hash of all of it
+/// (so two long names never share a reason file); with whether it was shortened.
+fn reason_file_name(name: &[u8]) -> (Vec<u8>, bool) {
+    const SUFFIX: &[u8] = b".reason";
+    if name.len() + SUFFIX.len() <= MAX_NAME_BYTES {
+        return ([name, SUFFIX].concat(), false);
+    }
+    use sha2::Digest;
+    let hash = format!("-{:x}", sha2::Sha256::digest(name));
+    let hash = &hash.as_bytes()[..17];
+    let mut keep = MAX_NAME_BYTES - SUFFIX.len() - hash.len();
+    // Cut between characters, not inside one.
+    while keep > 0 && name.get(keep).is_some_and(|b| b & 0xC0 == 0x80) {
+        keep -= 1;
+    }
+    ([&name[..keep], hash, SUFFIX].concat(), true)
+}
+
+/// An inbox file name for a message: whoever wrote the medium chose it.
+fn shown_name(name: &OsStr) -> String {
+    escaped(&name.to_string_lossy())
 }
 
 impl Channel for BundleChannel {

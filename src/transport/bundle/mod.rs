@@ -87,6 +87,15 @@ pub enum BundleError {
         /// The limit.
         limit: u64,
     },
+    /// The inbox entry (or the file named) is not a regular file.
+    #[error(
+        "{kind}, not a regular file: ferry reads bundles only from plain files and never \
+         follows links"
+    )]
+    NotAFile {
+        /// What it is.
+        kind: NotAFile,
+    },
     /// The header is not a git bundle header ferry can read.
     #[error("not a git bundle ferry can read: {0}")]
     Format(String),
@@ -208,9 +217,14 @@ pub struct BundleHeader {
 
 /// Parses a bundle header up to and including its blank line, leaving `reader`
 /// at the first byte of the pack.
-fn parse_header(reader: &mut impl BufRead) -> Result<BundleHeader, BundleError> {
+///
+/// Errors name the line and what is wrong with it, never its bytes: a bundle is
+/// whatever someone put in an inbox, and its text goes into reports, reason files
+/// on the medium, the ledger and e-mail.
+pub fn parse_header(reader: &mut impl BufRead) -> Result<BundleHeader, BundleError> {
     let mut limited = reader.take(MAX_HEADER_BYTES);
-    let mut next_line = || -> Result<String, BundleError> {
+    let mut number = 0usize;
+    let mut next_line = || -> Result<(usize, String), BundleError> {
         let mut line = Vec::new();
         limited
             .read_until(b'\n', &mut line)
@@ -221,54 +235,62 @@ fn parse_header(reader: &mut impl BufRead) -> Result<BundleHeader, BundleError> 
             ));
         }
         line.pop();
-        String::from_utf8(line).map_err(|_| BundleError::Format("the header is not UTF-8".into()))
+        number += 1;
+        let text = String::from_utf8(line)
+            .map_err(|_| BundleError::Format(format!("line {number} is not UTF-8")))?;
+        Ok((number, text))
     };
-    let signature = next_line()?;
+    let (_, signature) = next_line()?;
     let v3 = match signature.as_str() {
         SIGNATURE_V2 => false,
         SIGNATURE_V3 => true,
-        other => {
+        _ => {
             return Err(BundleError::Format(format!(
-                "first line {other:?} is not {SIGNATURE_V2:?}"
+                "the first line is not {SIGNATURE_V2:?}"
             )));
         }
     };
-    let oid = |text: &str, line: &str| {
+    let oid = |text: &str, number: usize| {
         if text.len() != 40 {
             return Err(BundleError::Format(format!(
-                "{line:?}: {text:?} is not a SHA-1 object id"
+                "line {number}: not a SHA-1 object id (40 hex digits)"
             )));
         }
         Oid::from_str(text)
-            .map_err(|_| BundleError::Format(format!("{line:?}: {text:?} is not an object id")))
+            .map_err(|_| BundleError::Format(format!("line {number}: not an object id")))
     };
     let mut header = BundleHeader {
         prerequisites: Vec::new(),
         refs: Vec::new(),
     };
     loop {
-        let line = next_line()?;
+        let (number, line) = next_line()?;
         if line.is_empty() {
             break;
         }
         if let Some(capability) = line.strip_prefix('@') {
             // git aborts on capabilities it does not know; so does ferry.
             if !v3 || capability != "object-format=sha1" {
+                let which = match capability.split_once('=').map_or(capability, |(k, _)| k) {
+                    "object-format" if v3 => "@object-format other than sha1",
+                    "filter" => "@filter (a partial bundle)",
+                    _ if !v3 => "a capability in a v2 bundle",
+                    _ => "an unknown capability",
+                };
                 return Err(BundleError::Format(format!(
-                    "capability @{capability} is not supported (only v3's \
-                     @object-format=sha1)"
+                    "line {number}: {which} is not supported (only v3's @object-format=sha1)"
                 )));
             }
         } else if let Some(rest) = line.strip_prefix('-') {
             let id = rest.split_once(' ').map_or(rest, |(id, _comment)| id);
-            header.prerequisites.push(oid(id, &line)?);
+            header.prerequisites.push(oid(id, number)?);
         } else {
             let Some((id, refname)) = line.split_once(' ') else {
                 return Err(BundleError::Format(format!(
-                    "{line:?} is neither a prerequisite nor a ref"
+                    "line {number} is neither a prerequisite nor a ref"
                 )));
             };
-            header.refs.push((refname.to_string(), oid(id, &line)?));
+            header.refs.push((refname.to_string(), oid(id, number)?));
         }
     }
     if header.refs.is_empty() {
@@ -277,19 +299,122 @@ fn parse_header(reader: &mut impl BufRead) -> Result<BundleHeader, BundleError> 
     Ok(header)
 }
 
-/// Opens a bundle file for reading.
-fn open(path: &Path) -> Result<BufReader<fs::File>, BundleError> {
-    let file = fs::File::open(path).map_err(|source| BundleError::Io {
+/// A ref name read from a bundle, fit for a message: git's own ref names as they
+/// are (with anything a terminal would act on escaped), anything else only
+/// described.
+pub fn shown_ref(refname: &str) -> String {
+    if refname.len() <= 200 && git2::Reference::is_valid_name(refname) {
+        escaped(refname)
+    } else {
+        "a ref name git does not accept".to_string()
+    }
+}
+
+/// `text` with the characters a terminal acts on escaped: C0 controls, DEL, C1
+/// controls, and the bidirectional overrides and isolates that make text read
+/// differently from what it is (the "Trojan Source" class).
+pub fn escaped(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}') {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+/// What an inbox entry is, when it is not a regular file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotAFile {
+    /// A symbolic link (never followed: it could point at a secret).
+    SymbolicLink,
+    /// A folder.
+    Folder,
+    /// A FIFO: opening or reading one waits for a writer that may never come.
+    Fifo,
+    /// A Unix socket.
+    Socket,
+    /// A block device.
+    BlockDevice,
+    /// A character device.
+    CharDevice,
+}
+
+impl NotAFile {
+    /// What `file_type` is, or `None` for a regular file.
+    pub fn of(file_type: fs::FileType) -> Option<NotAFile> {
+        use std::os::unix::fs::FileTypeExt;
+        if file_type.is_file() {
+            None
+        } else if file_type.is_symlink() {
+            Some(NotAFile::SymbolicLink)
+        } else if file_type.is_dir() {
+            Some(NotAFile::Folder)
+        } else if file_type.is_fifo() {
+            Some(NotAFile::Fifo)
+        } else if file_type.is_socket() {
+            Some(NotAFile::Socket)
+        } else if file_type.is_block_device() {
+            Some(NotAFile::BlockDevice)
+        } else {
+            Some(NotAFile::CharDevice)
+        }
+    }
+}
+
+impl std::fmt::Display for NotAFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            NotAFile::SymbolicLink => "a symbolic link",
+            NotAFile::Folder => "a folder",
+            NotAFile::Fifo => "a FIFO (named pipe)",
+            NotAFile::Socket => "a socket",
+            NotAFile::BlockDevice => "a block device",
+            NotAFile::CharDevice => "a character device",
+        })
+    }
+}
+
+/// Opens the bundle file at `path` for reading, refusing anything but a regular
+/// file: the name is looked at without following links, opened without following
+/// them either (`O_NOFOLLOW`), without waiting for a FIFO's writer
+/// (`O_NONBLOCK`, which a regular file's reads ignore) and without acquiring a
+/// terminal (`O_NOCTTY`), and the file opened is checked once more, since the
+/// name may have changed in between.
+pub fn open_regular(path: &Path) -> Result<fs::File, BundleError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let io_error = |source| BundleError::Io {
         action: "cannot open bundle",
         path: path.to_path_buf(),
         source,
-    })?;
-    Ok(BufReader::new(file))
+    };
+    let refuse = |kind| Err(BundleError::NotAFile { kind });
+    let named = fs::symlink_metadata(path).map_err(io_error)?;
+    if let Some(kind) = NotAFile::of(named.file_type()) {
+        return refuse(kind);
+    }
+    let file = match fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+    {
+        Ok(file) => file,
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return refuse(NotAFile::SymbolicLink),
+        Err(e) => return Err(io_error(e)),
+    };
+    let opened = file.metadata().map_err(io_error)?;
+    if let Some(kind) = NotAFile::of(opened.file_type()) {
+        return refuse(kind);
+    }
+    Ok(file)
 }
 
-/// Reads only the header of the bundle at `path`.
+/// Reads only the header of the bundle at `path` (a regular file, see
+/// [`open_regular`]).
 pub fn read_header(path: &Path) -> Result<BundleHeader, BundleError> {
-    parse_header(&mut open(path)?)
+    parse_header(&mut BufReader::new(open_regular(path)?))
 }
 
 /// What a new bundle for the peer should hold.
@@ -484,14 +609,14 @@ pub fn open_sealed(
         path: path.to_path_buf(),
         source,
     };
-    let size = fs::metadata(path).map_err(read_error)?.len();
+    let sealed = open_regular(path)?;
+    let size = sealed.metadata().map_err(read_error)?.len();
     if size > max_bytes {
         return Err(BundleError::TooLarge {
             size,
             limit: max_bytes,
         });
     }
-    let sealed = fs::File::open(path).map_err(read_error)?;
     let plain =
         seal::decrypting_reader(key, io::BufReader::new(sealed)).map_err(BundleError::Unseal)?;
     let dir = exchange.repo().path();
@@ -596,7 +721,9 @@ pub fn verify<'a>(
     trust: &Trust,
     limits: &Limits,
 ) -> Result<Verified<'a>, BundleError> {
-    let size = fs::metadata(path)
+    let file = open_regular(path)?;
+    let size = file
+        .metadata()
         .map_err(|source| BundleError::Io {
             action: "cannot read",
             path: path.to_path_buf(),
@@ -609,13 +736,13 @@ pub fn verify<'a>(
             limit: max_bytes,
         });
     }
-    let mut reader = open(path)?;
+    let mut reader = BufReader::new(file);
     let header = parse_header(&mut reader)?;
     let expected = peer_branch(site, peer);
     let tip = match header.refs.as_slice() {
         [(refname, tip)] if *refname == expected => *tip,
         refs => {
-            let found: Vec<&str> = refs.iter().map(|(r, _)| r.as_str()).collect();
+            let found: Vec<String> = refs.iter().map(|(r, _)| shown_ref(r)).collect();
             return Err(BundleError::ForeignRef {
                 peer: peer.to_string(),
                 found: found.join(", "),
@@ -1022,21 +1149,37 @@ mod tests {
             ),
             (
                 &format!("# v2 git bundle\n@object-format=sha1\n{id} refs/heads/a/b\n\n"),
-                "capability @object-format=sha1 is not supported",
+                "line 2: a capability in a v2 bundle is not supported",
             ),
             (
                 &format!("# v3 git bundle\n@object-format=sha256\n{id} refs/heads/a/b\n\n"),
-                "capability @object-format=sha256",
+                "line 2: @object-format other than sha1",
             ),
             (
                 &format!("# v3 git bundle\n@filter=blob:none\n{id} refs/heads/a/b\n\n"),
-                "capability @filter=blob:none",
+                "line 2: @filter (a partial bundle)",
             ),
         ];
         for (text, expected) in cases {
             let err = parse_header(&mut text.as_bytes()).unwrap_err().to_string();
             assert!(err.contains(expected), "{text:?}: {err}");
         }
+        // Nothing of the file is quoted back: it may be anything.
+        for text in [
+            "SECRET\n\n".to_string(),
+            format!("# v2 git bundle\nSECRET {id}\n\n"),
+            format!("# v2 git bundle\n-SECRET\n{id} refs/heads/a/b\n\n"),
+            "# v2 git bundle\nSECRET\n\n".to_string(),
+            format!("# v3 git bundle\n@SECRET\n{id} refs/heads/a/b\n\n"),
+        ] {
+            let err = parse_header(&mut text.as_bytes()).unwrap_err().to_string();
+            assert!(!err.contains("SECRET"), "{text:?}: {err}");
+        }
+        assert_eq!(shown_ref("refs/heads/a\u{202E}b"), "refs/heads/a\\u{202e}b");
+        assert_eq!(
+            shown_ref("refs/heads/a b"),
+            "a ref name git does not accept"
+        );
         let good = format!(
             "# v3 git bundle\n@object-format=sha1\n-{id} a subject\n{id} refs/heads/a/b\n\nPACK"
         );
