@@ -372,6 +372,18 @@ impl Ledger {
         .map_err(|e| self.wrap(e))
     }
 
+    /// Whether this site exported the local issue to `peer` (the `shared`
+    /// records of [`Ledger::mark_shared`]): only then may a replica of the peer
+    /// that names this site's issue as its origin touch it.
+    pub fn is_shared(&self, peer: &str, local_id: &str) -> Result<bool, LedgerError> {
+        self.row(
+            "SELECT EXISTS (SELECT 1 FROM shared WHERE peer = ?1 AND local_id = ?2)",
+            params![peer, local_id],
+            |r| r.get(0),
+        )
+        .map_err(|e| self.wrap(e))
+    }
+
     /// Which of `local_ids` are connected to `peer` ([`Ledger::is_connected`]),
     /// in one query: an export asks for a page of issues at a time.
     pub fn connected_among(

@@ -16,7 +16,7 @@ use crate::exchange::Exchange;
 use crate::ledger::Ledger;
 use crate::signing::{SignaturePolicy, SiteKey};
 use crate::site::{EXCHANGE_DIR, LEDGER_FILE, open_tracker};
-use crate::transport::open_channel;
+use crate::transport::{TransportError, open_channel};
 
 /// Check everything a sync needs, one line per check with what to do when it
 /// fails: configuration, rule scripts, signing key, trusted peer keys, tracker,
@@ -151,17 +151,27 @@ fn diagnose(dir: &Path, min_free_mib: u64, checks: &mut Checks) {
     };
     drop(ledger);
 
-    match SiteKey::load(&config.signing_key_path()) {
-        Ok(key) => checks.pass(
-            "signing key",
-            format!("{} ({})", key.path().display(), key.public_key().fingerprint(Default::default())),
-        ),
-        Err(e) => checks.fail(
-            "signing key",
-            e,
-            "run `ferry init` in the site folder to create one, or name a key with `signing_key:` in ferry.yaml",
-        ),
-    }
+    let key = match SiteKey::load(&config.signing_key_path()) {
+        Ok(key) => {
+            checks.pass(
+                "signing key",
+                format!(
+                    "{} ({})",
+                    key.path().display(),
+                    key.public_key().fingerprint(Default::default())
+                ),
+            );
+            Some(key)
+        }
+        Err(e) => {
+            checks.fail(
+                "signing key",
+                e,
+                "run `ferry init` in the site folder to create one, or name a key with `signing_key:` in ferry.yaml",
+            );
+            None
+        }
+    };
 
     match open_tracker(&config).and_then(|t| t.instance().map(|i| (t, i))) {
         Ok((_, instance)) => checks.pass(
@@ -175,7 +185,14 @@ fn diagnose(dir: &Path, min_free_mib: u64, checks: &mut Checks) {
         ),
     }
 
-    let exchange = Exchange::open_or_init(&state.join(EXCHANGE_DIR));
+    // With the site's key, the channel check tells this site's commits from
+    // others on its own branch; nothing is signed.
+    let exchange = Exchange::open_or_init(&state.join(EXCHANGE_DIR)).map(|mut exchange| {
+        if let Some(key) = key {
+            exchange.sign_with(key);
+        }
+        exchange
+    });
     if let Err(e) = &exchange {
         checks.fail(
             "exchange clone",
@@ -221,11 +238,23 @@ fn diagnose(dir: &Path, min_free_mib: u64, checks: &mut Checks) {
             let channel = open_channel(&c.settings.channel, &config.root, &c.trust);
             match channel.check(exchange, config.site_name(), peer) {
                 Ok(detail) => checks.pass(name, format!("{}: {detail}", channel.describe())),
-                Err(e) => checks.fail(
-                    name,
-                    e,
-                    "check the channel URL in the connection file, the network path and the credentials",
-                ),
+                Err(e) => {
+                    let fix = match &e {
+                        TransportError::ForeignOwnCommit { .. } => format!(
+                            "put the channel's branch back to this site's tip, or adopt the \
+                             tip if this site made it with an old key: the commands are above; \
+                             until then every sync with {peer} stops at its push"
+                        ),
+                        TransportError::PeerBranchGone { .. } => format!(
+                            "ask {peer} to run `ferry sync`, which pushes its branch again, or \
+                             restore the channel from a backup"
+                        ),
+                        _ => "check the channel URL in the connection file, the network path \
+                              and the credentials"
+                            .to_string(),
+                    };
+                    checks.fail(name, e, fix)
+                }
             }
         }
     }

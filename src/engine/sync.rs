@@ -103,8 +103,14 @@ pub fn pull(site: &Site, connection: &Connection) -> anyhow::Result<FetchOutcome
     Ok(outcome)
 }
 
-/// Pushes this site's branch for the peer to the connection's channel.
-pub fn push(site: &Site, connection: &Connection) -> anyhow::Result<PushOutcome> {
+/// Pushes this site's branch for the peer to the connection's channel; `adopt`
+/// is a tip of this site's branch on the channel the operator vouches for
+/// (`ferry push --adopt`).
+pub fn push(
+    site: &Site,
+    connection: &Connection,
+    adopt: Option<git2::Oid>,
+) -> anyhow::Result<PushOutcome> {
     tracing::info!(peer = %connection.peer, channel = %connection.settings.channel, "push");
     let channel = open_channel(
         &connection.settings.channel,
@@ -112,7 +118,7 @@ pub fn push(site: &Site, connection: &Connection) -> anyhow::Result<PushOutcome>
         &connection.trust,
     );
     failpoint::hit("before-push");
-    let outcome = channel.push(&site.exchange, site.name(), &connection.peer)?;
+    let outcome = channel.push(&site.exchange, site.name(), &connection.peer, adopt)?;
     failpoint::hit("after-push");
     Ok(outcome)
 }
@@ -176,7 +182,7 @@ pub fn sync(site: &mut Site, options: &SyncOptions) -> anyhow::Result<SyncReport
             && report.paused.is_none()
         {
             run_step(site, connection, report, |site, report| {
-                report.pushed = Some(push(site, connection).context("push")?);
+                report.pushed = Some(push(site, connection, None).context("push")?);
                 Ok(())
             })?;
         }

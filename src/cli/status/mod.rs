@@ -60,6 +60,8 @@ struct ConnectionStatus {
     linked_issues: i64,
     /// Unresolved errors: (level, count).
     errors: Vec<(String, usize)>,
+    /// What keeps the connection down: its unresolved connection-level errors.
+    failing: Vec<String>,
     /// Set while an operator has paused the connection.
     paused: Option<Pause>,
     /// Tracker writes a killed run left unfinished (the next import resumes them).
@@ -92,10 +94,14 @@ pub fn run(args: StatusArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
         };
         let (shared_issues, linked_issues, retries) = ledger.counts(peer)?;
         let mut by_level: Vec<(String, usize)> = Vec::new();
+        let mut failing = Vec::new();
         for e in errors
             .iter()
             .filter(|e| e.connection.as_deref() == Some(peer))
         {
+            if e.level == crate::engine::level::CONNECTION {
+                failing.push(e.message.clone());
+            }
             match by_level.iter_mut().find(|(l, _)| *l == e.level) {
                 Some((_, n)) => *n += 1,
                 None => by_level.push((e.level.clone(), 1)),
@@ -122,6 +128,7 @@ pub fn run(args: StatusArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
             shared_issues,
             linked_issues,
             errors: by_level,
+            failing,
             paused: ledger.paused(peer)?,
             interrupted_steps: ledger.interrupted_steps(peer, None)?,
             signatures: c.settings.signatures,
@@ -182,6 +189,9 @@ pub fn run(args: StatusArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
             r.linked_issues,
             errors,
         )?;
+        for message in &r.failing {
+            writeln!(ctx.out, "  failing   {message}")?;
+        }
         // A run killed during a batch of the embedded tracker leaves every write
         // of the batch open: the first few say what it is.
         for step in r.interrupted_steps.iter().take(SHOWN_STEPS) {

@@ -331,7 +331,19 @@ impl Channel for BundleChannel {
         exchange: &Exchange,
         site: &str,
         peer: &str,
+        adopt: Option<Oid>,
     ) -> Result<PushOutcome, TransportError> {
+        if let Some(adopt) = adopt {
+            // Nobody else writes this site's bundles: there is no shared copy of
+            // its branch that could have moved.
+            return Err(TransportError::Failed {
+                channel: self.description.clone(),
+                message: format!(
+                    "--adopt {adopt}: a bundle channel holds no copy of this site's branch \
+                     to adopt; it is for git channels"
+                ),
+            });
+        }
         self.check_dir("outbox", &self.outbox)?;
         self.remove_unfinished_bundles()?;
         let ex_err = |source| TransportError::Exchange {
