@@ -46,6 +46,24 @@ pub enum TransportError {
         /// The resolved path.
         path: PathBuf,
     },
+    /// The channel is a local folder, but not a bare repository.
+    #[error(
+        "channel {}: {}; a channel must be a bare repository: create one with \
+         `git init --bare PATH` and name PATH in the connection file",
+        .path.display(),
+        if *.working_tree {
+            "is a git repository with a working tree (pushing into it would leave its \
+             checked-out files behind its branches)"
+        } else {
+            "is a folder, but not a git repository"
+        }
+    )]
+    NotBare {
+        /// The resolved path.
+        path: PathBuf,
+        /// Whether it is a repository with a working tree (else not one at all).
+        working_tree: bool,
+    },
     /// git failed while talking to the channel.
     #[error("{channel}: {action}: {source}{}", hint_suffix(*.hint))]
     Git {

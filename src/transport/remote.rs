@@ -275,9 +275,25 @@ impl GitRemote {
         let Some(dir) = &self.local_dir else {
             return Ok(None);
         };
-        Repository::open_bare(dir)
-            .map(Some)
-            .map_err(|e| self.git_err(format!("opening {} as a bare repository", dir.display()), e))
+        self.open_bare(dir).map(Some)
+    }
+
+    /// Opens the folder channel `dir`, saying what it is when it is not a bare
+    /// repository (libgit2 only says "not a repository", even of a repository
+    /// with a working tree).
+    fn open_bare(&self, dir: &Path) -> Result<Repository, TransportError> {
+        match Repository::open_bare(dir) {
+            Ok(repo) => Ok(repo),
+            Err(e) if e.code() == ErrorCode::NotFound && dir.is_dir() => {
+                Err(TransportError::NotBare {
+                    path: dir.to_path_buf(),
+                    working_tree: Repository::open(dir).is_ok_and(|repo| !repo.is_bare()),
+                })
+            }
+            Err(e) => {
+                Err(self.git_err(format!("opening {} as a bare repository", dir.display()), e))
+            }
+        }
     }
 
     /// One push of `branch` (at `tip`) to a folder channel: stop if it already
@@ -753,9 +769,7 @@ impl Channel for GitRemote {
         if let Some(dir) = &self.local_dir {
             // A folder channel is written by this process: a bare repository whose
             // refs folder we may write is all a push needs.
-            let repo = Repository::open_bare(dir).map_err(|e| {
-                self.git_err(format!("opening {} as a bare repository", dir.display()), e)
-            })?;
+            let repo = self.open_bare(dir)?;
             let probe = dir
                 .join("refs/heads")
                 .join(format!(".ferry-doctor-{}", std::process::id()));

@@ -566,3 +566,56 @@ fn a_peer_branch_deleted_from_the_channel_is_said_everywhere() {
     assert!(!w.ok("support", &["status"]).contains("failing"));
     assert_eq!(w.ferry("support", &["doctor"]).code, 0);
 }
+
+/// support with one connection whose channel is `channel` (relative to its folder).
+fn site_with_channel(w: &World, channel: &str) {
+    std::fs::create_dir_all(w.path("support")).unwrap();
+    w.ok(
+        "support",
+        &["init", "--site", "support", "--tracker", "local"],
+    );
+    w.ok(
+        "support",
+        &[
+            "connection",
+            "add",
+            "engineering",
+            "--channel",
+            channel,
+            "--project",
+            "SUP=ENG",
+            "--signatures",
+            "off",
+        ],
+    );
+    w.escalate("Printer on fire");
+}
+
+#[test]
+fn a_channel_with_a_working_tree_says_it_must_be_bare() {
+    let w = World::new();
+    git(w.root.path(), &["init", "-q", "worktree-repo"]);
+    site_with_channel(&w, "../worktree-repo");
+    for args in [&["sync"][..], &["doctor"][..]] {
+        let run = w.ferry("support", args);
+        let all = format!("{}\n{}", run.stdout, run.stderr);
+        assert_ne!(run.code, 0, "{all}");
+        assert!(all.contains("working tree"), "{args:?}: {all}");
+        assert!(all.contains("git init --bare"), "{args:?}: {all}");
+        assert!(!all.contains("not a repository"), "{args:?}: {all}");
+    }
+}
+
+#[test]
+fn a_channel_that_is_a_plain_folder_says_it_must_be_a_bare_repository() {
+    let w = World::new();
+    std::fs::create_dir_all(w.path("plain")).unwrap();
+    site_with_channel(&w, "../plain");
+    for args in [&["sync"][..], &["doctor"][..]] {
+        let run = w.ferry("support", args);
+        let all = format!("{}\n{}", run.stdout, run.stderr);
+        assert_ne!(run.code, 0, "{all}");
+        assert!(all.contains("not a git repository"), "{args:?}: {all}");
+        assert!(all.contains("git init --bare"), "{args:?}: {all}");
+    }
+}
