@@ -38,8 +38,11 @@ pub struct DoctorArgs {
 struct Check {
     name: String,
     ok: bool,
+    /// Passed, but something needs a look (it does not fail the run).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    warning: bool,
     detail: String,
-    /// What to do, when it failed.
+    /// What to do, when it failed or warns.
     fix: Option<String>,
 }
 
@@ -50,8 +53,19 @@ impl Checks {
         self.0.push(Check {
             name: name.into(),
             ok: true,
+            warning: false,
             detail: detail.into(),
             fix: None,
+        });
+    }
+
+    fn warn(&mut self, name: impl Into<String>, detail: impl Into<String>, fix: impl Into<String>) {
+        self.0.push(Check {
+            name: name.into(),
+            ok: true,
+            warning: true,
+            detail: detail.into(),
+            fix: Some(fix.into()),
         });
     }
 
@@ -59,6 +73,7 @@ impl Checks {
         self.0.push(Check {
             name: name.into(),
             ok: false,
+            warning: false,
             detail: detail.to_string(),
             fix: Some(fix.into()),
         });
@@ -77,7 +92,11 @@ pub fn run(args: DoctorArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
             writeln!(
                 ctx.out,
                 "{} {}: {}",
-                if c.ok { "ok  " } else { "FAIL" },
+                match (c.ok, c.warning) {
+                    (false, _) => "FAIL",
+                    (true, true) => "WARN",
+                    (true, false) => "ok  ",
+                },
                 c.name,
                 c.detail
             )?;
@@ -149,7 +168,6 @@ fn diagnose(dir: &Path, min_free_mib: u64, checks: &mut Checks) {
             None
         }
     };
-    drop(ledger);
 
     let key = match SiteKey::load(&config.signing_key_path()) {
         Ok(key) => {
@@ -256,6 +274,42 @@ fn diagnose(dir: &Path, min_free_mib: u64, checks: &mut Checks) {
                     checks.fail(name, e, fix)
                 }
             }
+        }
+    }
+
+    // Bundles waiting for a predecessor, as the last fetch found them: the
+    // link is silent though something came.
+    for c in config.connections.values() {
+        let Some(ledger) = &ledger else {
+            break;
+        };
+        let peer = &c.peer;
+        match ledger.waiting(peer) {
+            Ok(waiting) if waiting.is_empty() => {}
+            Ok(waiting) => checks.warn(
+                format!("inbox {peer}"),
+                format!(
+                    "{} bundle{} from {peer} wait{} for a predecessor that has not arrived: {}",
+                    waiting.len(),
+                    crate::words::plural(waiting.len()),
+                    if waiting.len() == 1 { "s" } else { "" },
+                    waiting
+                        .iter()
+                        .map(|w| format!("{} (needs {}, since {})", w.file, w.needs, w.since))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                format!(
+                    "ask {peer} to send the missing bundle again, or a bundle made after what \
+                     this site has (`ferry bundle create --after COMMIT` at {peer}, with the \
+                     last commit `ferry status` shows as fetched here)"
+                ),
+            ),
+            Err(e) => checks.fail(
+                format!("inbox {peer}"),
+                e,
+                "restore the ledger from a backup, or move it aside and run `ferry relink`",
+            ),
         }
     }
 

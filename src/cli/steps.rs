@@ -143,12 +143,12 @@ fn notify_unopened(ctx: &mut Ctx, e: &anyhow::Error) -> anyhow::Result<()> {
 
 /// Runs `ferry pull`.
 pub fn pull(args: PullArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
-    let (site, connections) = open(ctx, args.connection)?;
+    let (mut site, connections) = open(ctx, args.connection)?;
     for c in connections
         .iter()
         .filter(|c| c.settings.direction.imports())
     {
-        let fetched = engine::pull(&site, c)?;
+        let fetched = engine::pull(&mut site, c)?;
         report::fetched(ctx.out, &c.peer, &fetched)?;
     }
     Ok(ExitStatus::Success)

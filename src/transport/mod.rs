@@ -236,8 +236,21 @@ pub struct FetchOutcome {
     /// The peer branch after.
     pub after: Option<Oid>,
     /// What the operator should know and that is not an error, e.g. a bundle
-    /// waiting in the inbox for its predecessor.
+    /// delivered twice.
     pub notes: Vec<String>,
+    /// Bundles left in the inbox because their predecessor has not arrived:
+    /// nothing they bring can be applied, so the link is as silent as if they
+    /// had never come.
+    pub waiting: Vec<WaitingBundle>,
+}
+
+/// A bundle in the inbox that needs a commit this site does not have.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WaitingBundle {
+    /// Its file name in the inbox.
+    pub file: String,
+    /// The prerequisite commit it waits for.
+    pub needs: Oid,
 }
 
 /// What a push did.

@@ -672,6 +672,7 @@ impl Channel for GitRemote {
                 before,
                 after: before,
                 notes: Vec::new(),
+                waiting: Vec::new(),
             });
         };
         // A branch pointing at a tag, tree or blob is not something a peer's ferry
@@ -700,6 +701,7 @@ impl Channel for GitRemote {
                 before,
                 after: before,
                 notes: Vec::new(),
+                waiting: Vec::new(),
             });
         }
         admit(
@@ -727,6 +729,7 @@ impl Channel for GitRemote {
             before,
             after: Some(fetched),
             notes: Vec::new(),
+            waiting: Vec::new(),
         })
     }
 
@@ -1116,6 +1119,7 @@ mod tests {
                 before: None,
                 after: Some(c2),
                 notes: Vec::new(),
+                waiting: Vec::new(),
             }
         );
         assert_eq!(w.engineering.commits_between(None, c2).unwrap(), [c1, c2]);
@@ -1135,6 +1139,7 @@ mod tests {
                 before: Some(c2),
                 after: Some(c2),
                 notes: Vec::new(),
+                waiting: Vec::new(),
             }
         );
 
@@ -1152,6 +1157,7 @@ mod tests {
                 before: Some(c2),
                 after: Some(c3),
                 notes: Vec::new(),
+                waiting: Vec::new(),
             }
         );
         assert_eq!(w.engineering.resolve(&branch).unwrap(), Some(c3));
@@ -1401,6 +1407,7 @@ mod tests {
                 before: None,
                 after: None,
                 notes: Vec::new(),
+                waiting: Vec::new(),
             }
         );
     }
@@ -1885,6 +1892,7 @@ mod tests {
                 before: None,
                 after: Some(c1),
                 notes: Vec::new(),
+                waiting: Vec::new(),
             }
         );
 

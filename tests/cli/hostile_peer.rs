@@ -619,3 +619,88 @@ fn a_channel_that_is_a_plain_folder_says_it_must_be_a_bare_repository() {
         assert!(all.contains("git init --bare"), "{args:?}: {all}");
     }
 }
+
+/// Bundle files directly in `dir`, by name.
+fn bundle_files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".bundle"))
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_bundle_whose_predecessor_never_comes_is_a_silent_link() {
+    let mut w = World::new();
+    w.now = Some("2026-11-20T10:00:00Z");
+    let inbox = w.path("usb/support-to-engineering");
+    super::bundles::bundle_site(&w, "support", "engineering", "SUP=ENG", "labels = escalate");
+    super::bundles::bundle_site(&w, "engineering", "support", "ENG=SUP", "");
+    let file = w.path("engineering/connections/support.yaml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, format!("{text}stale_after_hours: 48\n")).unwrap();
+    w.ok("engineering", &["sync"]);
+
+    // The first bundle is lost on the way; the second, made by hand after it,
+    // needs it.
+    let key = w.escalate("Printer on fire");
+    w.ok("support", &["sync"]);
+    let first = bundle_files(&inbox);
+    assert_eq!(first.len(), 1, "{first:?}");
+    std::fs::rename(inbox.join(&first[0]), w.path("lost.bundle")).unwrap();
+    let after = git(
+        &w.path("support/.ferry/exchange.git"),
+        &["rev-parse", "support/engineering"],
+    );
+    w.ok("support", &["tracker", "edit", &key, "--summary", "Smoke"]);
+    w.ok("support", &["export"]);
+    w.ok(
+        "support",
+        &[
+            "bundle",
+            "create",
+            "--connection",
+            "engineering",
+            "--out",
+            "../usb/support-to-engineering/later.bundle",
+            "--after",
+            after.trim(),
+        ],
+    );
+    let second = &"later.bundle".to_string();
+
+    w.now = Some("2026-11-20T11:00:00Z");
+    let out = w.ok("engineering", &["sync"]);
+    assert!(out.contains(second.as_str()), "{out}");
+    let status = w.ok("engineering", &["status"]);
+    let line = status
+        .lines()
+        .find(|l| l.trim_start().starts_with("waiting"))
+        .unwrap_or_else(|| panic!("status does not show it:\n{status}"));
+    assert!(line.contains(second.as_str()), "{line}");
+    let json = w.ok("engineering", &["status", "--json"]);
+    assert!(json.contains("waiting_bundles"), "{json}");
+    let doctor = w.ferry("engineering", &["doctor"]);
+    assert_eq!(
+        doctor.code, 0,
+        "a warning, not a failure:\n{}",
+        doctor.stdout
+    );
+    assert!(
+        doctor
+            .stdout
+            .lines()
+            .any(|l| l.starts_with("WARN") && l.contains(second.as_str())),
+        "{}",
+        doctor.stdout
+    );
+
+    // Past stale_after_hours, the silence error names the waiting bundle.
+    w.now = Some("2026-11-23T11:00:00Z");
+    w.ferry("engineering", &["sync"]);
+    let errors = w.ok("engineering", &["errors"]);
+    assert!(errors.contains("nothing has arrived"), "{errors}");
+    assert!(errors.contains(second.as_str()), "{errors}");
+}

@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::{Ctx, ExitStatus};
 use crate::config::Config;
 use crate::exchange::{Exchange, applied_ref, own_branch, peer_branch};
-use crate::ledger::{Ledger, Pause, Step};
+use crate::ledger::{Ledger, Pause, Step, Waiting};
 use crate::signing::SignaturePolicy;
 use crate::site::{EXCHANGE_DIR, LEDGER_FILE};
 use crate::words::plural;
@@ -62,6 +62,8 @@ struct ConnectionStatus {
     errors: Vec<(String, usize)>,
     /// What keeps the connection down: its unresolved connection-level errors.
     failing: Vec<String>,
+    /// Bundles in the inbox waiting for a predecessor (the link is silent).
+    waiting_bundles: Vec<Waiting>,
     /// Set while an operator has paused the connection.
     paused: Option<Pause>,
     /// Tracker writes a killed run left unfinished (the next import resumes them).
@@ -129,6 +131,7 @@ pub fn run(args: StatusArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
             linked_issues,
             errors: by_level,
             failing,
+            waiting_bundles: ledger.waiting(peer)?,
             paused: ledger.paused(peer)?,
             interrupted_steps: ledger.interrupted_steps(peer, None)?,
             signatures: c.settings.signatures,
@@ -189,6 +192,16 @@ pub fn run(args: StatusArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
             r.linked_issues,
             errors,
         )?;
+        for bundle in &r.waiting_bundles {
+            writeln!(
+                ctx.out,
+                "  waiting   {} since {}: it needs {}, which has not arrived; nothing comes \
+                 through until it does",
+                bundle.file,
+                bundle.since,
+                &bundle.needs[..bundle.needs.len().min(10)]
+            )?;
+        }
         for message in &r.failing {
             writeln!(ctx.out, "  failing   {message}")?;
         }

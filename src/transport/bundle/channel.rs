@@ -18,7 +18,7 @@ use crate::config::BundleSettings;
 use crate::exchange::{Exchange, own_branch, peer_branch};
 use crate::failpoint;
 use crate::signing::Trust;
-use crate::transport::{Channel, FetchOutcome, Limits, PushOutcome, TransportError};
+use crate::transport::{Channel, FetchOutcome, Limits, PushOutcome, TransportError, WaitingBundle};
 use crate::words::short_id;
 use ssh_key::PublicKey;
 
@@ -33,7 +33,7 @@ enum Step {
     /// Applied and archived.
     Applied(Oid),
     /// Waiting for its predecessor; left in the inbox.
-    Waiting(String),
+    Waiting(WaitingBundle),
     /// The commit this site already has; archived.
     Duplicate(String),
     /// Refused and moved aside.
@@ -248,11 +248,10 @@ impl BundleChannel {
                 if recovering {
                     self.move_file(file, &self.inbox.join(&name))?;
                 }
-                Ok(Step::Waiting(format!(
-                    "{display} waits in the inbox for the bundle that brings {} \
-                     (its predecessor has not arrived)",
-                    short_id(oid)
-                )))
+                Ok(Step::Waiting(WaitingBundle {
+                    file: display,
+                    needs: oid,
+                }))
             }
             Err(e) if e.is_refusal() => {
                 let reason = e.to_string();
@@ -281,7 +280,7 @@ impl Channel for BundleChannel {
             })?;
         let mut after = before;
         let mut refused = Vec::new();
-        let mut notes = Vec::new();
+        let mut waiting = Vec::new();
         let mut duplicates = Vec::new();
         for file in self.bundles_in(&self.inbox.join(APPLYING_DIR))? {
             match self.process(exchange, site, peer, trust, &file)? {
@@ -295,19 +294,19 @@ impl Channel for BundleChannel {
         // predecessor's still goes in once the predecessor did.
         loop {
             let mut progress = false;
-            notes.clear();
+            waiting.clear();
             for file in self.bundles_in(&self.inbox)? {
                 match self.process(exchange, site, peer, trust, &file)? {
                     Step::Applied(tip) => {
                         after = Some(tip);
                         progress = true;
                     }
-                    Step::Waiting(note) => notes.push(note),
+                    Step::Waiting(bundle) => waiting.push(bundle),
                     Step::Duplicate(note) => duplicates.push(note),
                     Step::Refused(reason) => refused.push(reason),
                 }
             }
-            if !progress || notes.is_empty() {
+            if !progress || waiting.is_empty() {
                 break;
             }
         }
@@ -318,11 +317,11 @@ impl Channel for BundleChannel {
                 refused,
             });
         }
-        duplicates.append(&mut notes);
         Ok(FetchOutcome {
             before,
             after,
             notes: duplicates,
+            waiting,
         })
     }
 
