@@ -254,7 +254,7 @@ fn diagnose(dir: &Path, min_free_mib: u64, checks: &mut Checks) {
         if let Ok(exchange) = &exchange {
             let name = format!("channel {peer}");
             let channel = open_channel(&c.settings.channel, &config.root, &c.trust);
-            match channel.check(exchange, config.site_name(), peer) {
+            match channel.check(exchange, config.site_name(), peer, &c.trust) {
                 Ok(detail) => checks.pass(name, format!("{}: {detail}", channel.describe())),
                 Err(e) => {
                     let fix = match &e {
@@ -262,6 +262,10 @@ fn diagnose(dir: &Path, min_free_mib: u64, checks: &mut Checks) {
                             "put the channel's branch back to this site's tip, or adopt the \
                              tip if this site made it with an old key: the commands are above; \
                              until then every sync with {peer} stops at its push"
+                        ),
+                        TransportError::Refused { .. } => format!(
+                            "ask {peer} what wrote that commit: this site imports nothing \
+                             from {peer} until its branch holds only commits it admits"
                         ),
                         TransportError::PeerBranchGone { .. } => format!(
                             "ask {peer} to run `ferry sync`, which pushes its branch again, or \

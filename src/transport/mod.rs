@@ -284,10 +284,17 @@ pub trait Channel {
         adopt: Option<Oid>,
     ) -> Result<PushOutcome, TransportError>;
     /// Checks that the channel can be used for a sync without moving anything:
-    /// reachable, the peer's branch readable (and not gone once received), this
-    /// site's branch writable and holding only this site's commits. Says what it
-    /// verified (for `ferry doctor`).
-    fn check(&self, exchange: &Exchange, site: &str, peer: &str) -> Result<String, TransportError>;
+    /// reachable, the peer's branch readable (not gone once received, and its
+    /// new commits signed as `trust` requires, as far as they can be read
+    /// without fetching), this site's branch writable and holding only this
+    /// site's commits. Says what it verified (for `ferry doctor`).
+    fn check(
+        &self,
+        exchange: &Exchange,
+        site: &str,
+        peer: &str,
+        trust: &Trust,
+    ) -> Result<String, TransportError>;
     /// A human description (the URL as configured).
     fn describe(&self) -> String;
 }

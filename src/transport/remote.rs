@@ -519,11 +519,14 @@ impl GitRemote {
     }
 
     /// For `ferry doctor`, what a sync would find wrong with the two branches,
-    /// fetching nothing: the peer's branch gone after this site received it,
-    /// and this site's own branch on the channel (at `own`, `None` when absent)
-    /// holding what [`GitRemote::check_own_history`] refuses. `channel` is the
-    /// folder channel's repository; for a URL, only commits the local clone
-    /// already has can be checked, and an unknown tip is reported as such.
+    /// fetching nothing: the peer's branch gone after this site received it, or
+    /// at `peer_tip` holding a commit `trust` refuses; this site's own branch on
+    /// the channel (at `own`, `None` when absent) holding what
+    /// [`GitRemote::check_own_history`] refuses. `channel` is the folder
+    /// channel's repository; for a URL, only commits the local clone already
+    /// has (a refused fetch keeps them) can be checked, and an unknown tip of
+    /// this site's branch is reported as such.
+    #[allow(clippy::too_many_arguments)]
     fn check_branches(
         &self,
         exchange: &Exchange,
@@ -532,12 +535,16 @@ impl GitRemote {
         peer: &str,
         own: Option<Oid>,
         peer_tip: Option<Oid>,
+        trust: &Trust,
     ) -> Result<(), TransportError> {
         let incoming = peer_branch(site, peer);
-        if peer_tip.is_none()
-            && let Some(known) = exchange.resolve(&incoming).map_err(|e| self.ex_err(e))?
-        {
-            return Err(self.peer_branch_gone(peer, &incoming, known));
+        let known = exchange.resolve(&incoming).map_err(|e| self.ex_err(e))?;
+        match (peer_tip, known) {
+            (None, Some(known)) => return Err(self.peer_branch_gone(peer, &incoming, known)),
+            (Some(tip), known) if known != Some(tip) => {
+                self.check_peer_commits(exchange, channel, &incoming, tip, known, trust)?
+            }
+            _ => {}
         }
         let Some(theirs) = own else {
             return Ok(());
@@ -580,6 +587,49 @@ impl GitRemote {
             None => None,
         };
         self.check_own_history(exchange, channel, site, peer, shared, theirs)
+    }
+
+    /// The signatures of the commits the peer's branch `incoming` on the channel
+    /// (at `tip`) adds over what this site has (`known`), as a fetch would
+    /// check them, read from the local clone when a fetch brought them already,
+    /// else from a folder channel; a tip that is neither is left to the next
+    /// fetch. A connection that trusts no key is said by doctor's trust check.
+    fn check_peer_commits(
+        &self,
+        exchange: &Exchange,
+        channel: Option<&Repository>,
+        incoming: &str,
+        tip: Oid,
+        known: Option<Oid>,
+        trust: &Trust,
+    ) -> Result<(), TransportError> {
+        let has = |repo: &Repository, oid: Oid| {
+            repo.odb()
+                .map(|odb| odb.exists(oid))
+                .map_err(|e| self.git_err(format!("checking {incoming}"), e))
+        };
+        let repo = if has(exchange.repo(), tip)? {
+            exchange.repo()
+        } else if let Some(channel) = channel {
+            channel
+        } else {
+            return Ok(());
+        };
+        let hide = match known {
+            Some(known) if has(repo, known)? => Some(known),
+            _ => None,
+        };
+        match trust.admit(repo, hide, tip, incoming) {
+            Ok(_) | Err(SignatureError::NoTrustedKey { .. }) => Ok(()),
+            Err(refused @ SignatureError::Refused { .. }) => Err(TransportError::Refused {
+                channel: self.channel(),
+                source: Box::new(super::AdmitError::Signature(Box::new(refused))),
+            }),
+            Err(other) => Err(TransportError::Failed {
+                channel: self.channel(),
+                message: format!("checking the peer's branch {incoming}: {other}"),
+            }),
+        }
     }
 
     /// After a rejection: fetch the channel's copy of our branch and, unless it is
@@ -766,7 +816,13 @@ impl Channel for GitRemote {
         })
     }
 
-    fn check(&self, exchange: &Exchange, site: &str, peer: &str) -> Result<String, TransportError> {
+    fn check(
+        &self,
+        exchange: &Exchange,
+        site: &str,
+        peer: &str,
+        trust: &Trust,
+    ) -> Result<String, TransportError> {
         self.check_usable()?;
         let branch = own_branch(site, peer);
         if let Some(dir) = &self.local_dir {
@@ -789,7 +845,7 @@ impl Channel for GitRemote {
             let own = lookup(&repo, &branch).map_err(|e| self.git_err(action(), e))?;
             let peer_tip =
                 lookup(&repo, &peer_branch(site, peer)).map_err(|e| self.git_err(action(), e))?;
-            self.check_branches(exchange, Some(&repo), site, peer, own, peer_tip)?;
+            self.check_branches(exchange, Some(&repo), site, peer, own, peer_tip, trust)?;
             return Ok(format!(
                 "{} is a bare repository this site can write",
                 dir.display()
@@ -815,7 +871,7 @@ impl Channel for GitRemote {
         remote
             .connect_auth(Direction::Push, Some(callbacks()), None)
             .map_err(|e| self.git_err(format!("connecting to push {branch}"), e))?;
-        self.check_branches(exchange, None, site, peer, own, peer_tip)?;
+        self.check_branches(exchange, None, site, peer, own, peer_tip, trust)?;
         Ok(format!(
             "reachable; fetch lists {refs} ref{}, push connects",
             if refs == 1 { "" } else { "s" }

@@ -704,3 +704,26 @@ fn a_bundle_whose_predecessor_never_comes_is_a_silent_link() {
     assert!(errors.contains("nothing has arrived"), "{errors}");
     assert!(errors.contains(second.as_str()), "{errors}");
 }
+
+/// The other side of a foreign commit: the site that receives the branch
+/// refuses it on every run, and its doctor says so too.
+#[test]
+fn doctor_names_a_commit_on_the_peer_branch_that_this_site_refuses() {
+    let (w, _url, _daemon, _key) = pair_via(Via::Path);
+    w.ok("support", &["sync"]);
+    let forged = forge(
+        &w.path("exchange.git"),
+        "engineering/support",
+        &[("issues/ENG/5.yaml", &eng_replica("5", "Planted", None))],
+        None,
+    );
+    assert_eq!(w.ferry("support", &["sync"]).code, 3);
+    let doctor = w.ferry("support", &["doctor"]);
+    assert_eq!(doctor.code, 1, "{}", doctor.stdout);
+    let line = doctor
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("FAIL") && l.contains(&forged))
+        .unwrap_or_else(|| panic!("no failing line names it:\n{}", doctor.stdout));
+    assert!(line.contains("it is not signed"), "{line}");
+}

@@ -384,6 +384,7 @@ impl Channel for BundleChannel {
         _exchange: &Exchange,
         _site: &str,
         _peer: &str,
+        _trust: &Trust,
     ) -> Result<String, TransportError> {
         self.check_dir("inbox", &self.inbox)?;
         self.check_dir("outbox", &self.outbox)?;
