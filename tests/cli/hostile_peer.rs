@@ -727,3 +727,29 @@ fn doctor_names_a_commit_on_the_peer_branch_that_this_site_refuses() {
         .unwrap_or_else(|| panic!("no failing line names it:\n{}", doctor.stdout));
     assert!(line.contains("it is not signed"), "{line}");
 }
+
+/// Review shows the refusal the import would make, not a change to apply.
+#[test]
+fn review_shows_a_claim_on_an_issue_never_shared_as_refused() {
+    let (w, _shared, private) = pair_with_private_issue();
+    let id = local_id(&w, "support", &private);
+    let key = w.path("engineering/.ferry/signing_key");
+    forge(
+        &w.path("exchange.git"),
+        "engineering/support",
+        &[(
+            "issues/ENG/666.yaml",
+            &eng_replica("666", "Taken", Some(("support", &id))),
+        )],
+        Some(&key),
+    );
+    w.ok("support", &["pull"]);
+    let run = w.ferry("support", &["review"]);
+    let all = format!("{}\n{}", run.stdout, run.stderr);
+    assert_eq!(run.code, 0, "review lists it among the rest:\n{all}");
+    assert!(
+        run.stdout.contains("never shared with engineering"),
+        "{all}"
+    );
+    assert!(!all.contains(&format!("→ {private}")), "{all}");
+}
