@@ -142,8 +142,7 @@ pub enum TransportError {
     /// `--adopt` named a commit the channel's copy of our branch is not at.
     #[error(
         "{channel}: --adopt {adopt}, but this site's branch {refname} on the channel is at \
-         {}; nothing was merged (adopt exactly the tip the refusal named)",
-        .tip.map_or("nothing".to_string(), |t| t.to_string())
+         {tip}; nothing was merged (adopt exactly the tip the refusal named)"
     )]
     AdoptMismatch {
         /// The channel (URL).
@@ -152,8 +151,8 @@ pub enum TransportError {
         refname: String,
         /// What the operator named.
         adopt: Oid,
-        /// The channel's tip, if the branch is there.
-        tip: Option<Oid>,
+        /// The channel's tip.
+        tip: Oid,
     },
     /// The channel kept refusing our branch even after reconciling with it.
     #[error("{channel}: push of {refname} was rejected {attempts} times; last reason: {reason}")]

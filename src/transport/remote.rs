@@ -669,7 +669,7 @@ impl GitRemote {
                     channel: self.channel(),
                     refname: branch.to_string(),
                     adopt,
-                    tip: Some(theirs),
+                    tip: theirs,
                 });
             }
             None => {
