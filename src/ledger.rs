@@ -146,6 +146,17 @@ pub struct Pause {
     pub by: String,
 }
 
+/// A bundle in a connection's inbox that waits for a predecessor.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Waiting {
+    /// Its file name in the inbox.
+    pub file: String,
+    /// The commit it needs and this site does not have.
+    pub needs: String,
+    /// When a fetch first found it waiting.
+    pub since: String,
+}
+
 /// A site's ledger.
 pub struct Ledger {
     conn: Connection,
@@ -210,6 +221,13 @@ CREATE TABLE IF NOT EXISTS reviews (
     at TEXT NOT NULL,
     reason TEXT,
     superseded INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS waiting_bundles (
+    peer TEXT NOT NULL,
+    file TEXT NOT NULL,
+    needs TEXT NOT NULL,
+    since TEXT NOT NULL,
+    PRIMARY KEY (peer, file)
 );
 CREATE TABLE IF NOT EXISTS paused (
     peer TEXT PRIMARY KEY,
@@ -369,6 +387,65 @@ impl Ledger {
             params![peer, local_id],
             |r| r.get(0),
         )
+        .map_err(|e| self.wrap(e))
+    }
+
+    /// Whether this site exported the local issue to `peer` (the `shared`
+    /// records of [`Ledger::mark_shared`]): only then may a replica of the peer
+    /// that names this site's issue as its origin touch it.
+    pub fn is_shared(&self, peer: &str, local_id: &str) -> Result<bool, LedgerError> {
+        self.row(
+            "SELECT EXISTS (SELECT 1 FROM shared WHERE peer = ?1 AND local_id = ?2)",
+            params![peer, local_id],
+            |r| r.get(0),
+        )
+        .map_err(|e| self.wrap(e))
+    }
+
+    /// Records the bundles of `peer`'s inbox that wait for a predecessor, as
+    /// the last fetch found them (file, prerequisite), replacing the earlier
+    /// list; a bundle still waiting keeps the time it was first seen waiting.
+    pub fn set_waiting(
+        &mut self,
+        peer: &str,
+        bundles: &[(String, String)],
+    ) -> Result<(), LedgerError> {
+        let now = format_timestamp(&self.now());
+        self.atomically(|tx| {
+            let files =
+                serde_json::json!(bundles.iter().map(|(f, _)| f).collect::<Vec<_>>()).to_string();
+            tx.prepare_cached(
+                "DELETE FROM waiting_bundles WHERE peer = ?1
+                 AND file NOT IN (SELECT value FROM json_each(?2))",
+            )?
+            .execute(params![peer, files])?;
+            for (file, needs) in bundles {
+                tx.prepare_cached(
+                    "INSERT INTO waiting_bundles (peer, file, needs, since) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (peer, file) DO UPDATE SET needs = ?3",
+                )?
+                .execute(params![peer, file, needs, now])?;
+            }
+            Ok(())
+        })
+    }
+
+    /// The bundles of `peer`'s inbox waiting for a predecessor, by file name.
+    pub fn waiting(&self, peer: &str) -> Result<Vec<Waiting>, LedgerError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT file, needs, since FROM waiting_bundles WHERE peer = ?1 ORDER BY file",
+            )
+            .map_err(|e| self.wrap(e))?;
+        stmt.query_map([peer], |r| {
+            Ok(Waiting {
+                file: r.get(0)?,
+                needs: r.get(1)?,
+                since: r.get(2)?,
+            })
+        })
+        .and_then(|rows| rows.collect())
         .map_err(|e| self.wrap(e))
     }
 

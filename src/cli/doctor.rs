@@ -15,7 +15,7 @@ use crate::engine::load_rule;
 use crate::exchange::Exchange;
 use crate::signing::{SignaturePolicy, SiteKey};
 use crate::site::{EXCHANGE_DIR, LEDGER_FILE, Missing, open_ledger, open_tracker, state_folder};
-use crate::transport::open_channel;
+use crate::transport::{TransportError, open_channel};
 
 /// Check everything a sync needs, one line per check with what to do when it
 /// fails: configuration, rule scripts, signing key, trusted peer keys, tracker,
@@ -37,8 +37,11 @@ pub struct DoctorArgs {
 struct Check {
     name: String,
     ok: bool,
+    /// Passed, but something needs a look (it does not fail the run).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    warning: bool,
     detail: String,
-    /// What to do, when it failed.
+    /// What to do, when it failed or warns.
     fix: Option<String>,
 }
 
@@ -49,8 +52,19 @@ impl Checks {
         self.0.push(Check {
             name: name.into(),
             ok: true,
+            warning: false,
             detail: detail.into(),
             fix: None,
+        });
+    }
+
+    fn warn(&mut self, name: impl Into<String>, detail: impl Into<String>, fix: impl Into<String>) {
+        self.0.push(Check {
+            name: name.into(),
+            ok: true,
+            warning: true,
+            detail: detail.into(),
+            fix: Some(fix.into()),
         });
     }
 
@@ -58,6 +72,7 @@ impl Checks {
         self.0.push(Check {
             name: name.into(),
             ok: false,
+            warning: false,
             detail: detail.to_string(),
             fix: Some(fix.into()),
         });
@@ -76,7 +91,11 @@ pub fn run(args: DoctorArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
             writeln!(
                 ctx.out,
                 "{} {}: {}",
-                if c.ok { "ok  " } else { "FAIL" },
+                match (c.ok, c.warning) {
+                    (false, _) => "FAIL",
+                    (true, true) => "WARN",
+                    (true, false) => "ok  ",
+                },
                 c.name,
                 c.detail
             )?;
@@ -136,29 +155,48 @@ fn diagnose(dir: &Path, min_free_mib: u64, checks: &mut Checks) {
     let full_disk = crate::disk::full_disk_advice(&state);
     let or_full = |advice: &str| full_disk.clone().unwrap_or_else(|| advice.to_string());
 
-    match open_ledger(&config, Missing::Refuse).and_then(|l| Ok(l.quick_check()?)) {
-        Ok(()) => checks.pass(
-            "ledger",
-            format!("{} is healthy", state.join(LEDGER_FILE).display()),
-        ),
-        Err(e) => checks.fail(
-            "ledger",
-            crate::words::error_chain(&e),
-            or_full("restore the ledger from a backup, or move it aside and run `ferry relink`"),
-        ),
-    }
+    let ledger = match open_ledger(&config, Missing::Refuse).and_then(|l| {
+        l.quick_check()?;
+        Ok(l)
+    }) {
+        Ok(ledger) => {
+            checks.pass(
+                "ledger",
+                format!("{} is healthy", state.join(LEDGER_FILE).display()),
+            );
+            Some(ledger)
+        }
+        Err(e) => {
+            checks.fail(
+                "ledger",
+                crate::words::error_chain(&e),
+                or_full("restore the ledger from a backup, or move it aside and run `ferry relink`"),
+            );
+            None
+        }
+    };
 
-    match SiteKey::load(&config.signing_key_path()) {
-        Ok(key) => checks.pass(
-            "signing key",
-            format!("{} ({})", key.path().display(), key.public_key().fingerprint(Default::default())),
-        ),
-        Err(e) => checks.fail(
-            "signing key",
-            e,
-            "run `ferry init` in the site folder to create one, or name a key with `signing_key:` in ferry.yaml",
-        ),
-    }
+    let key = match SiteKey::load(&config.signing_key_path()) {
+        Ok(key) => {
+            checks.pass(
+                "signing key",
+                format!(
+                    "{} ({})",
+                    key.path().display(),
+                    key.public_key().fingerprint(Default::default())
+                ),
+            );
+            Some(key)
+        }
+        Err(e) => {
+            checks.fail(
+                "signing key",
+                e,
+                "run `ferry init` in the site folder to create one, or name a key with `signing_key:` in ferry.yaml",
+            );
+            None
+        }
+    };
 
     match open_tracker(&config).and_then(|t| t.instance().map(|i| (t, i))) {
         Ok((_, instance)) => checks.pass(
@@ -172,7 +210,14 @@ fn diagnose(dir: &Path, min_free_mib: u64, checks: &mut Checks) {
         ),
     }
 
-    let exchange = Exchange::open_or_init(&state.join(EXCHANGE_DIR));
+    // With the site's key, the channel check tells this site's commits from
+    // others on its own branch; nothing is signed.
+    let exchange = Exchange::open_or_init(&state.join(EXCHANGE_DIR)).map(|mut exchange| {
+        if let Some(key) = key {
+            exchange.sign_with(key);
+        }
+        exchange
+    });
     if let Err(e) = &exchange {
         checks.fail(
             "exchange clone",
@@ -216,14 +261,66 @@ fn diagnose(dir: &Path, min_free_mib: u64, checks: &mut Checks) {
         if let Ok(exchange) = &exchange {
             let name = format!("channel {peer}");
             let channel = open_channel(&c.settings.channel, &config.root, &c.trust);
-            match channel.check(exchange, config.site_name(), peer) {
+            match channel.check(exchange, config.site_name(), peer, &c.trust) {
                 Ok(detail) => checks.pass(name, format!("{}: {detail}", channel.describe())),
-                Err(e) => checks.fail(
-                    name,
-                    e,
-                    "check the channel URL in the connection file, the network path and the credentials",
-                ),
+                Err(e) => {
+                    let fix = match &e {
+                        TransportError::ForeignOwnCommit { .. } => format!(
+                            "put the channel's branch back to this site's tip, or adopt the \
+                             tip if this site made it with an old key: the commands are above; \
+                             until then every sync with {peer} stops at its push"
+                        ),
+                        TransportError::Refused { .. } => format!(
+                            "ask {peer} what wrote that commit: this site imports nothing \
+                             from {peer} until its branch holds only commits it admits"
+                        ),
+                        TransportError::PeerBranchGone { .. } => format!(
+                            "ask {peer} to run `ferry sync`, which pushes its branch again, or \
+                             restore the channel from a backup"
+                        ),
+                        _ => "check the channel URL in the connection file, the network path \
+                              and the credentials"
+                            .to_string(),
+                    };
+                    checks.fail(name, e, fix)
+                }
             }
+        }
+    }
+
+    // Bundles waiting for a predecessor, as the last fetch found them: the
+    // link is silent though something came.
+    for c in config.connections.values() {
+        let Some(ledger) = &ledger else {
+            break;
+        };
+        let peer = &c.peer;
+        match ledger.waiting(peer) {
+            Ok(waiting) if waiting.is_empty() => {}
+            Ok(waiting) => checks.warn(
+                format!("inbox {peer}"),
+                format!(
+                    "{} bundle{} from {peer} wait{} for a predecessor that has not arrived: {}",
+                    waiting.len(),
+                    crate::words::plural(waiting.len()),
+                    if waiting.len() == 1 { "s" } else { "" },
+                    waiting
+                        .iter()
+                        .map(|w| format!("{} (needs {}, since {})", w.file, w.needs, w.since))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                format!(
+                    "ask {peer} to send the missing bundle again, or a bundle made after what \
+                     this site has (`ferry bundle create --after COMMIT` at {peer}, with the \
+                     last commit `ferry status` shows as fetched here)"
+                ),
+            ),
+            Err(e) => checks.fail(
+                format!("inbox {peer}"),
+                e,
+                "restore the ledger from a backup, or move it aside and run `ferry relink`",
+            ),
         }
     }
 

@@ -47,6 +47,9 @@ pub fn run(args: RelinkArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
         for problem in &r.unreadable {
             writeln!(ctx.out, "  unreadable {problem}")?;
         }
+        for problem in &r.refused {
+            writeln!(ctx.out, "  not linked {problem}")?;
+        }
     }
     Ok(ExitStatus::Success)
 }

@@ -16,6 +16,15 @@ pub fn fetched(out: &mut dyn Write, peer: &str, f: &FetchOutcome) -> io::Result<
     for note in &f.notes {
         writeln!(out, "pull   {peer}: {note}")?;
     }
+    for bundle in &f.waiting {
+        writeln!(
+            out,
+            "pull   {peer}: {} waits in the inbox for the bundle that brings {} \
+             (its predecessor has not arrived)",
+            bundle.file,
+            short_id(bundle.needs)
+        )?;
+    }
     match (f.before, f.after) {
         (_, None) => writeln!(out, "pull   {peer}: nothing shared yet"),
         (before, Some(after)) if before == Some(after) => {

@@ -57,6 +57,20 @@ pub struct PushArgs {
     /// Only this connection.
     #[arg(long, value_name = "PEER")]
     connection: Option<String>,
+    /// Build on this site's branch as the channel has it, at COMMIT, although
+    /// this site's key did not sign it: only for the site's own commits made
+    /// with a key it no longer has (a lost state folder). A push refused for a
+    /// foreign commit names the tip to give here.
+    #[arg(long, value_name = "COMMIT", requires = "connection", value_parser = parse_commit)]
+    adopt: Option<git2::Oid>,
+}
+
+/// A full commit id, as a refusal prints it.
+fn parse_commit(text: &str) -> Result<git2::Oid, String> {
+    if text.len() != 40 {
+        return Err(format!("{text:?}: give the full 40-character commit id"));
+    }
+    git2::Oid::from_str(text).map_err(|e| format!("{text:?}: {}", e.message()))
 }
 
 /// Opens the site and the connections a step covers, leaving out (and saying so)
@@ -128,12 +142,12 @@ fn notify_unopened(ctx: &mut Ctx, e: &anyhow::Error) -> anyhow::Result<()> {
 
 /// Runs `ferry pull`.
 pub fn pull(args: PullArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
-    let (site, connections) = open(ctx, args.connection)?;
+    let (mut site, connections) = open(ctx, args.connection)?;
     for c in connections
         .iter()
         .filter(|c| c.settings.direction.imports())
     {
-        let fetched = engine::pull(&site, c)?;
+        let fetched = engine::pull(&mut site, c)?;
         report::fetched(ctx.out, &c.peer, &fetched)?;
     }
     Ok(ExitStatus::Success)
@@ -184,7 +198,7 @@ pub fn push(args: PushArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
         .iter()
         .filter(|c| c.settings.direction.exports())
     {
-        let pushed = engine::push(&site, c)?;
+        let pushed = engine::push(&site, c, args.adopt)?;
         report::pushed(ctx.out, &c.peer, &pushed)?;
     }
     Ok(ExitStatus::Success)

@@ -354,6 +354,9 @@ fn import_one(
         )));
     }
     let interrupted = interrupted.remove(path).unwrap_or_default();
+    let create_interrupted = interrupted
+        .iter()
+        .any(|step| step.kind == StepKind::Create.name());
     let upload_interrupted = interrupted
         .iter()
         .any(|step| step.kind == StepKind::Attach.name());
@@ -381,12 +384,20 @@ fn import_one(
     if batch.touches(Some(&replica.id), None) {
         batch.flush(site, true).map_err(fatal)?;
     }
-    let local = find_local(site, peer, &me, &replica, &origin)?;
-    if let Some(local) = &local
-        && batch.touches(None, Some(&local.id))
+    let found = locate(site, peer, &me, &replica, &origin)?;
+    if let Some(found) = &found
+        && batch.touches(None, Some(&found.issue().id))
     {
         batch.flush(site, true).map_err(fatal)?;
     }
+    let local = match found {
+        None => None,
+        Some(Found::Linked(issue)) => Some(issue),
+        Some(Found::Claimed(issue)) => {
+            vet_claim(site, peer, &replica, &origin, &issue, create_interrupted)?;
+            Some(issue)
+        }
+    };
     let mut done = ImportedIssue {
         path: path.to_string(),
         remote_key: replica.key.clone(),
@@ -699,8 +710,104 @@ fn link(
     })
 }
 
-/// The local issue a replica is about: our own issue coming back, one we already
-/// linked, or one a previous (perhaps interrupted) run created with this origin.
+/// How a replica found its local issue.
+pub(super) enum Found {
+    /// Through the ledger's link of the peer's issue, which this site made
+    /// itself: the replica owns the issue.
+    Linked(Issue),
+    /// Through the origin the replica names: only a claim, which
+    /// [`vet_claim`] accepts or refuses.
+    Claimed(Issue),
+}
+
+impl Found {
+    /// The local issue, however it was found.
+    pub(super) fn issue(&self) -> &Issue {
+        match self {
+            Found::Linked(issue) | Found::Claimed(issue) => issue,
+        }
+    }
+}
+
+/// The local issue a replica is about: one we already linked to the peer's
+/// issue, our own issue coming back, or one a previous (perhaps interrupted) run
+/// created with this origin. What the replica says of its origin is the peer's
+/// word, so an issue found that way is a [`Found::Claimed`] to vet.
+pub(super) fn locate(
+    site: &Site,
+    peer: &str,
+    me: &str,
+    replica: &Replica,
+    origin: &Origin,
+) -> Result<Option<Found>, ImportFailure> {
+    if let Some(id) = site.ledger.local_for(peer, &replica.id).map_err(fatal)?
+        && let Some(issue) = site.tracker.get(&id)?
+    {
+        return Ok(Some(Found::Linked(issue)));
+    }
+    let claimed = if origin.site == me {
+        site.tracker.get(&origin.id)?
+    } else {
+        site.tracker.find_by_origin(origin)?
+    };
+    Ok(claimed.map(Found::Claimed))
+}
+
+/// Whether the peer's replica may take the local issue it claims through its
+/// origin. A signature only proves the peer wrote the replica, not that the
+/// issue it names is the peer's business: a peer, or whoever holds its key,
+/// could otherwise name any local issue, overwrite it and, once linked, receive
+/// it and its public comments with the next export. So the claim holds only for
+///
+/// - an issue this site exported to this very peer (the ledger's `shared`
+///   records), which the peer then legitimately holds a copy of;
+/// - an issue this site made from the peer's own issue (its origin is the
+///   peer's: found by the marker of `origin`, which names the peer);
+/// - the issue a create of this replica, interrupted by a killed run, made
+///   (`resuming_create`): the journal says this site made it for this peer;
+///
+/// and never for an issue already linked to another of the peer's issues: one
+/// local issue is one of the peer's issues, and the one linked first (by this
+/// site, through an import it did) keeps it. Two new replicas claiming the
+/// same issue in one range cannot be told apart by their signatures (the same
+/// key made both); the first in path order links, the other is refused, and
+/// either way the peer only reaches an issue it was already given.
+pub(super) fn vet_claim(
+    site: &Site,
+    peer: &str,
+    replica: &Replica,
+    origin: &Origin,
+    local: &Issue,
+    resuming_create: bool,
+) -> Result<(), ImportFailure> {
+    let path = replica.path();
+    if let Some((_, other)) = site
+        .ledger
+        .remote_for(peer, &local.id)
+        .map_err(fatal)?
+        .filter(|(remote_id, _)| remote_id != &replica.id)
+    {
+        return Err(ImportFailure::Issue(format!(
+            "{path}: refused: it claims the local issue {} through its origin, but that \
+             issue is already linked to {peer}'s {other}; only that replica may change it",
+            local.key
+        )));
+    }
+    let allowed = resuming_create
+        || origin.site == peer
+        || site.ledger.is_shared(peer, &local.id).map_err(fatal)?;
+    if allowed {
+        return Ok(());
+    }
+    Err(ImportFailure::Issue(format!(
+        "{path}: refused: it claims the local issue {} through its origin ({}:{}), but that \
+         issue was never shared with {peer}; nothing was changed and it is not linked",
+        local.key, origin.site, origin.id
+    )))
+}
+
+/// [`locate`] and [`vet_claim`] together, for callers with no batch to commit in
+/// between.
 pub(super) fn find_local(
     site: &Site,
     peer: &str,
@@ -708,15 +815,14 @@ pub(super) fn find_local(
     replica: &Replica,
     origin: &Origin,
 ) -> Result<Option<Issue>, ImportFailure> {
-    if origin.site == me {
-        return Ok(site.tracker.get(&origin.id)?);
+    match locate(site, peer, me, replica, origin)? {
+        None => Ok(None),
+        Some(Found::Linked(issue)) => Ok(Some(issue)),
+        Some(Found::Claimed(issue)) => {
+            vet_claim(site, peer, replica, origin, &issue, false)?;
+            Ok(Some(issue))
+        }
     }
-    if let Some(id) = site.ledger.local_for(peer, &replica.id).map_err(fatal)?
-        && let Some(issue) = site.tracker.get(&id)?
-    {
-        return Ok(Some(issue));
-    }
-    Ok(site.tracker.find_by_origin(origin)?)
 }
 
 pub(super) fn previous_replica(

@@ -29,6 +29,7 @@
 use git2::Oid;
 
 use super::conflict;
+use super::import::{ImportFailure, find_local};
 use crate::config::Connection;
 use crate::exchange::{applied_ref, own_branch, peer_branch};
 use crate::replica::{Replica, parse_replica_path};
@@ -52,6 +53,9 @@ pub struct RelinkReport {
     pub queued: Vec<String>,
     /// Replicas that could not be read, with why; left to the import to report.
     pub unreadable: Vec<String>,
+    /// Replicas whose origin names a local issue they may not take, with why;
+    /// not linked, and refused again by the import.
+    pub refused: Vec<String>,
 }
 
 /// Rebuilds the ledger's links, shared issues, applied positions and baselines for
@@ -98,10 +102,16 @@ pub fn relink(site: &mut Site, connection: &Connection) -> anyhow::Result<Relink
             }
         };
         let origin = replica.effective_origin();
-        let local = if origin.site == me {
-            site.tracker.get(&origin.id)?
-        } else {
-            site.tracker.find_by_origin(&origin)?
+        // The same trust as an import: a replica links only to an issue this
+        // site shared with the peer (recorded above from its own branch) or made
+        // from the peer's issue, and one local issue to one of the peer's.
+        let local = match find_local(site, peer, &me, &replica, &origin) {
+            Ok(local) => local,
+            Err(ImportFailure::Issue(why)) => {
+                report.refused.push(why);
+                continue;
+            }
+            Err(ImportFailure::Fatal(e)) => return Err(e),
         };
         let Some(local) = local else {
             site.ledger.queue_import(peer, &path)?;

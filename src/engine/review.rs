@@ -9,7 +9,8 @@ use serde::Serialize;
 
 use super::conflict::{self, Settlement};
 use super::import::{
-    changed_fields, find_local, new_comments, patch_for, pending_range, previous_replica,
+    ImportFailure, changed_fields, find_local, new_comments, patch_for, pending_range,
+    previous_replica,
 };
 use super::load_rule;
 use crate::config::Connection;
@@ -188,7 +189,15 @@ pub(super) fn review_one(
         }
     };
     let previous = previous_replica(site, peer, path)?;
-    let local = find_local(site, peer, me, &replica, &replica.effective_origin())?;
+    let local = match find_local(site, peer, me, &replica, &replica.effective_origin()) {
+        Ok(local) => local,
+        // A replica claiming an issue it may not take: the import refuses it.
+        Err(ImportFailure::Issue(message)) => {
+            pending.verdict = Verdict::Error { message };
+            return Ok(pending);
+        }
+        Err(ImportFailure::Fatal(e)) => return Err(e),
+    };
     pending.remote_key = Some(replica.key.clone());
     pending.local_key = local.as_ref().map(|l| l.key.clone());
     pending.deleted = replica.deleted;

@@ -85,8 +85,10 @@ pub fn selected(site: &Site, options: &SyncOptions) -> anyhow::Result<Vec<Connec
     }
 }
 
-/// Fetches the peer's branch from the connection's channel.
-pub fn pull(site: &Site, connection: &Connection) -> anyhow::Result<FetchOutcome> {
+/// Fetches the peer's branch from the connection's channel, and keeps in the
+/// ledger which bundles wait in its inbox for a predecessor (for `status`,
+/// `doctor` and the silence warning).
+pub fn pull(site: &mut Site, connection: &Connection) -> anyhow::Result<FetchOutcome> {
     tracing::info!(peer = %connection.peer, channel = %connection.settings.channel, "pull");
     let channel = open_channel(
         &connection.settings.channel,
@@ -100,11 +102,23 @@ pub fn pull(site: &Site, connection: &Connection) -> anyhow::Result<FetchOutcome
         &connection.trust,
     )?;
     failpoint::hit("after-fetch");
+    let waiting: Vec<(String, String)> = outcome
+        .waiting
+        .iter()
+        .map(|b| (b.file.clone(), b.needs.to_string()))
+        .collect();
+    site.ledger.set_waiting(&connection.peer, &waiting)?;
     Ok(outcome)
 }
 
-/// Pushes this site's branch for the peer to the connection's channel.
-pub fn push(site: &Site, connection: &Connection) -> anyhow::Result<PushOutcome> {
+/// Pushes this site's branch for the peer to the connection's channel; `adopt`
+/// is a tip of this site's branch on the channel the operator vouches for
+/// (`ferry push --adopt`).
+pub fn push(
+    site: &Site,
+    connection: &Connection,
+    adopt: Option<git2::Oid>,
+) -> anyhow::Result<PushOutcome> {
     tracing::info!(peer = %connection.peer, channel = %connection.settings.channel, "push");
     let channel = open_channel(
         &connection.settings.channel,
@@ -112,7 +126,7 @@ pub fn push(site: &Site, connection: &Connection) -> anyhow::Result<PushOutcome>
         &connection.trust,
     );
     failpoint::hit("before-push");
-    let outcome = channel.push(&site.exchange, site.name(), &connection.peer)?;
+    let outcome = channel.push(&site.exchange, site.name(), &connection.peer, adopt)?;
     failpoint::hit("after-push");
     Ok(outcome)
 }
@@ -176,7 +190,7 @@ pub fn sync(site: &mut Site, options: &SyncOptions) -> anyhow::Result<SyncReport
             && report.paused.is_none()
         {
             run_step(site, connection, report, |site, report| {
-                report.pushed = Some(push(site, connection).context("push")?);
+                report.pushed = Some(push(site, connection, None).context("push")?);
                 Ok(())
             })?;
         }
@@ -222,8 +236,26 @@ fn watch_silence(
         return Ok(());
     };
     if silent_for > chrono::Duration::hours(hours.into()) {
+        // A bundle waiting for its predecessor is something that came and
+        // cannot be used: the link is silent all the same, and the bundle says
+        // what to ask the peer for.
+        let waiting = match fetched.waiting.as_slice() {
+            [] => String::new(),
+            bundles => format!(
+                "; {} bundle{} wait{} in the inbox for a predecessor that never arrived ({}): \
+                 ask {peer} to send it again, or a bundle made after what this site has",
+                bundles.len(),
+                crate::words::plural(bundles.len()),
+                if bundles.len() == 1 { "s" } else { "" },
+                bundles
+                    .iter()
+                    .map(|b| format!("{} needs {}", b.file, crate::words::short_id(b.needs)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
         let message = format!(
-            "nothing has arrived from {peer} since {} (more than stale_after_hours: {hours}); \
+            "nothing has arrived from {peer} since {} (more than stale_after_hours: {hours}){waiting}; \
              check the channel (a bundle not carried over, a full inbox) and {peer}'s \
              scheduled sync",
             crate::model::format_timestamp(&since)

@@ -46,6 +46,24 @@ pub enum TransportError {
         /// The resolved path.
         path: PathBuf,
     },
+    /// The channel is a local folder, but not a bare repository.
+    #[error(
+        "channel {}: {}; a channel must be a bare repository: create one with \
+         `git init --bare PATH` and name PATH in the connection file",
+        .path.display(),
+        if *.working_tree {
+            "is a git repository with a working tree (pushing into it would leave its \
+             checked-out files behind its branches)"
+        } else {
+            "is a folder, but not a git repository"
+        }
+    )]
+    NotBare {
+        /// The resolved path.
+        path: PathBuf,
+        /// Whether it is a repository with a working tree (else not one at all).
+        working_tree: bool,
+    },
     /// git failed while talking to the channel.
     #[error("{channel}: {action}: {source}{}", hint_suffix(*.hint))]
     Git {
@@ -78,6 +96,63 @@ pub enum TransportError {
         local: Oid,
         /// What the channel offered.
         fetched: Oid,
+    },
+    /// This site's own branch on the channel holds a commit this site did not
+    /// make: not signed by its key for this branch. Nothing was merged or pushed.
+    #[error(
+        "{channel}: this site's branch {} on the channel is at {}, and its commit {} was \
+         not made by this site: {}; ferry builds only on its own signed history, so \
+         nothing was merged and nothing was pushed. If another party wrote to the \
+         channel, put the branch back to this site's own tip, from the site folder: \
+         `git --git-dir .ferry/exchange.git push --force {channel} {}` (the peer refuses \
+         such commits, so it loses nothing). If {} is this site's own, signed with a key \
+         it no longer has (a lost state folder), build on it: \
+         `ferry push --connection {} --adopt {}`",
+        .found.refname, .found.tip, .found.commit, .found.reason,
+        .found.refname.strip_prefix("refs/heads/").unwrap_or(&.found.refname),
+        .found.tip, .found.peer, .found.tip
+    )]
+    ForeignOwnCommit {
+        /// The channel (URL).
+        channel: String,
+        /// What was found (boxed: it is larger than the other variants).
+        found: Box<ForeignCommit>,
+    },
+    /// The peer's branch, which this site already received commits of, is gone
+    /// from the channel: nothing can arrive until it is back. A connection
+    /// failure (exit 3), not a warning: the link is cut as surely as by an
+    /// unreachable channel, and a warning would read like a quiet peer, which
+    /// is how it went unnoticed.
+    #[error(
+        "{channel}: {peer}'s branch {refname} is gone from the channel, though this site \
+         already received it up to {known}: deleted there, or the channel was replaced; \
+         nothing can arrive from {peer} until it is back. Ask {peer} to run `ferry sync` \
+         (its push puts the branch back), or restore the channel from a backup"
+    )]
+    PeerBranchGone {
+        /// The channel (URL).
+        channel: String,
+        /// The peer.
+        peer: String,
+        /// The peer's branch for this site.
+        refname: String,
+        /// The last commit of it this site has.
+        known: Oid,
+    },
+    /// `--adopt` named a commit the channel's copy of our branch is not at.
+    #[error(
+        "{channel}: --adopt {adopt}, but this site's branch {refname} on the channel is at \
+         {tip}; nothing was merged (adopt exactly the tip the refusal named)"
+    )]
+    AdoptMismatch {
+        /// The channel (URL).
+        channel: String,
+        /// This site's branch.
+        refname: String,
+        /// What the operator named.
+        adopt: Oid,
+        /// The channel's tip.
+        tip: Oid,
     },
     /// The channel kept refusing our branch even after reconciling with it.
     #[error("{channel}: push of {refname} was rejected {attempts} times; last reason: {reason}")]
@@ -132,6 +207,21 @@ pub enum TransportError {
     },
 }
 
+/// A commit on this site's own branch in a channel that this site did not make.
+#[derive(Debug)]
+pub struct ForeignCommit {
+    /// The peer the branch is for.
+    pub peer: String,
+    /// This site's branch.
+    pub refname: String,
+    /// The channel's tip of the branch.
+    pub tip: Oid,
+    /// The first commit that is not this site's.
+    pub commit: Oid,
+    /// Why it is not.
+    pub reason: String,
+}
+
 /// Renders an optional hint after an error message.
 fn hint_suffix(hint: Option<&'static str>) -> String {
     hint.map(|h| format!(" (hint: {h})")).unwrap_or_default()
@@ -145,8 +235,21 @@ pub struct FetchOutcome {
     /// The peer branch after.
     pub after: Option<Oid>,
     /// What the operator should know and that is not an error, e.g. a bundle
-    /// waiting in the inbox for its predecessor.
+    /// delivered twice.
     pub notes: Vec<String>,
+    /// Bundles left in the inbox because their predecessor has not arrived:
+    /// nothing they bring can be applied, so the link is as silent as if they
+    /// had never come.
+    pub waiting: Vec<WaitingBundle>,
+}
+
+/// A bundle in the inbox that needs a commit this site does not have.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WaitingBundle {
+    /// Its file name in the inbox.
+    pub file: String,
+    /// The prerequisite commit it waits for.
+    pub needs: Oid,
 }
 
 /// What a push did.
@@ -169,17 +272,28 @@ pub trait Channel {
         peer: &str,
         trust: &Trust,
     ) -> Result<FetchOutcome, TransportError>;
-    /// Sends this site's branch for the peer, never forced.
+    /// Sends this site's branch for the peer, never forced. `adopt` is a tip of
+    /// this site's branch on the channel the operator vouches for although this
+    /// site's key did not sign it (see [`remote::GitRemote`]).
     fn push(
         &self,
         exchange: &Exchange,
         site: &str,
         peer: &str,
+        adopt: Option<Oid>,
     ) -> Result<PushOutcome, TransportError>;
     /// Checks that the channel can be used for a sync without moving anything:
-    /// reachable, the peer's branch readable, this site's branch writable. Says
-    /// what it verified (for `ferry doctor`).
-    fn check(&self, exchange: &Exchange, site: &str, peer: &str) -> Result<String, TransportError>;
+    /// reachable, the peer's branch readable (not gone once received, and its
+    /// new commits signed as `trust` requires, as far as they can be read
+    /// without fetching), this site's branch writable and holding only this
+    /// site's commits. Says what it verified (for `ferry doctor`).
+    fn check(
+        &self,
+        exchange: &Exchange,
+        site: &str,
+        peer: &str,
+        trust: &Trust,
+    ) -> Result<String, TransportError>;
     /// A human description (the URL as configured).
     fn describe(&self) -> String;
 }

@@ -17,6 +17,10 @@
 //!   whose tree is ours and push that as a fast-forward. Ours wins because the
 //!   branch is a snapshot of this site's own tracker, which is authoritative for
 //!   it: whatever the channel holds is at best an older snapshot of the same data.
+//!   Only this site's own history is merged, though: every commit the channel
+//!   adds must be signed by this site's key for this branch (see
+//!   `GitRemote::check_own_history`), or the push stops, names the commit and
+//!   merges nothing.
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 
@@ -25,10 +29,12 @@ use git2::{
     PushOptions, RemoteCallbacks, Repository,
 };
 
-use super::{Channel, FetchOutcome, Limits, PushOutcome, TransportError, admit, pack};
+use super::{
+    Channel, FetchOutcome, ForeignCommit, Limits, PushOutcome, TransportError, admit, pack,
+};
 use crate::exchange::{Exchange, ExchangeError, own_branch, peer_branch};
 use crate::failpoint;
-use crate::signing::Trust;
+use crate::signing::{AdmitError as SignatureError, Refusal, SignaturePolicy, Trust};
 
 /// How many times a push is tried (each rejection reconciles first) before giving up.
 const MAX_PUSH_ATTEMPTS: u32 = 3;
@@ -269,9 +275,25 @@ impl GitRemote {
         let Some(dir) = &self.local_dir else {
             return Ok(None);
         };
-        Repository::open_bare(dir)
-            .map(Some)
-            .map_err(|e| self.git_err(format!("opening {} as a bare repository", dir.display()), e))
+        self.open_bare(dir).map(Some)
+    }
+
+    /// Opens the folder channel `dir`, saying what it is when it is not a bare
+    /// repository (libgit2 only says "not a repository", even of a repository
+    /// with a working tree).
+    fn open_bare(&self, dir: &Path) -> Result<Repository, TransportError> {
+        match Repository::open_bare(dir) {
+            Ok(repo) => Ok(repo),
+            Err(e) if e.code() == ErrorCode::NotFound && dir.is_dir() => {
+                Err(TransportError::NotBare {
+                    path: dir.to_path_buf(),
+                    working_tree: Repository::open(dir).is_ok_and(|repo| !repo.is_bare()),
+                })
+            }
+            Err(e) => {
+                Err(self.git_err(format!("opening {} as a bare repository", dir.display()), e))
+            }
+        }
     }
 
     /// One push of `branch` (at `tip`) to a folder channel: stop if it already
@@ -417,9 +439,203 @@ impl GitRemote {
         }
     }
 
+    /// Checks that every commit `theirs` adds over `ours` in `repo` (the local
+    /// clone, or a folder channel itself) is this site's own: signed by the key
+    /// `exchange` signs with, and naming this site's branch for `peer` in its
+    /// `Ferry-Branch` trailer, the same check a peer makes ([`Trust::admit`])
+    /// with this site's key as the only trusted one.
+    ///
+    /// Why merging such a history is still safe, and why nothing else is: the
+    /// merge exists for a channel restored from a backup, or this site pushing
+    /// from another machine (the site folder and its key copied). Both only ever
+    /// hold commits this site signed for this branch, and the merge keeps this
+    /// site's tree, so what the peer receives is this site's snapshot with its
+    /// own older snapshots in the history, all of which the peer admits. Anything
+    /// else on the branch was written by someone who can write to the channel but
+    /// does not hold this site's key: merged, it would sit in the history the
+    /// peer checks, so the peer would refuse the branch on every run while this
+    /// site reported success. Who holds this site's key can sign anything anyway;
+    /// that is no reason to accept less from who does not.
+    fn check_own_history(
+        &self,
+        exchange: &Exchange,
+        repo: &Repository,
+        site: &str,
+        peer: &str,
+        ours: Option<Oid>,
+        theirs: Oid,
+    ) -> Result<(), TransportError> {
+        let branch = own_branch(site, peer);
+        let Some(key) = exchange.signer() else {
+            return Err(TransportError::Failed {
+                channel: self.channel(),
+                message: format!(
+                    "cannot check {branch} on the channel: no signing key is loaded to tell \
+                     this site's commits from others"
+                ),
+            });
+        };
+        let trust = Trust {
+            peer: site.to_string(),
+            file: key.path().to_path_buf(),
+            policy: SignaturePolicy::Required,
+            keys: vec![key.public_key()],
+        };
+        match trust.admit(repo, ours, theirs, &branch) {
+            Ok(_) => Ok(()),
+            Err(SignatureError::Refused { commit, reason, .. }) => {
+                Err(TransportError::ForeignOwnCommit {
+                    channel: self.channel(),
+                    found: Box::new(ForeignCommit {
+                        peer: peer.to_string(),
+                        refname: branch,
+                        tip: theirs,
+                        commit,
+                        reason: match reason {
+                            Refusal::UnknownSigner { fingerprint, .. } => {
+                                format!("it is signed by {fingerprint}, not by this site's key")
+                            }
+                            other => other.to_string(),
+                        },
+                    }),
+                })
+            }
+            Err(other) => Err(TransportError::Failed {
+                channel: self.channel(),
+                message: format!("checking this site's branch {branch} on the channel: {other}"),
+            }),
+        }
+    }
+
+    /// The error for the peer's `branch`, received up to `known`, missing from
+    /// the channel.
+    fn peer_branch_gone(&self, peer: &str, branch: &str, known: Oid) -> TransportError {
+        TransportError::PeerBranchGone {
+            channel: self.channel(),
+            peer: peer.to_string(),
+            refname: branch.to_string(),
+            known,
+        }
+    }
+
+    /// For `ferry doctor`, what a sync would find wrong with the two branches,
+    /// fetching nothing: the peer's branch gone after this site received it, or
+    /// at `peer_tip` holding a commit `trust` refuses; this site's own branch on
+    /// the channel (at `own`, `None` when absent) holding what
+    /// [`GitRemote::check_own_history`] refuses. `channel` is the folder
+    /// channel's repository; for a URL, only commits the local clone already
+    /// has (a refused fetch keeps them) can be checked, and an unknown tip of
+    /// this site's branch is reported as such.
+    #[allow(clippy::too_many_arguments)]
+    fn check_branches(
+        &self,
+        exchange: &Exchange,
+        channel: Option<&Repository>,
+        site: &str,
+        peer: &str,
+        own: Option<Oid>,
+        peer_tip: Option<Oid>,
+        trust: &Trust,
+    ) -> Result<(), TransportError> {
+        let incoming = peer_branch(site, peer);
+        let known = exchange.resolve(&incoming).map_err(|e| self.ex_err(e))?;
+        match (peer_tip, known) {
+            (None, Some(known)) => return Err(self.peer_branch_gone(peer, &incoming, known)),
+            (Some(tip), known) if known != Some(tip) => {
+                self.check_peer_commits(exchange, channel, &incoming, tip, known, trust)?
+            }
+            _ => {}
+        }
+        let Some(theirs) = own else {
+            return Ok(());
+        };
+        let branch = own_branch(site, peer);
+        let ours = exchange.resolve(&branch).map_err(|e| self.ex_err(e))?;
+        let local = exchange.repo();
+        let known_here = local
+            .odb()
+            .map(|odb| odb.exists(theirs))
+            .map_err(|e| self.git_err(format!("checking {branch}"), e))?;
+        if known_here {
+            if let Some(ours) = ours
+                && exchange
+                    .is_ancestor(theirs, ours)
+                    .map_err(|e| self.ex_err(e))?
+            {
+                return Ok(());
+            }
+            return self.check_own_history(exchange, local, site, peer, ours, theirs);
+        }
+        let Some(channel) = channel else {
+            return Err(TransportError::Failed {
+                channel: self.channel(),
+                message: format!(
+                    "this site's branch {branch} on the channel is at {theirs}, a commit this \
+                     site does not have (pushed from another machine of this site, restored \
+                     from a backup, or written by someone else); the next `ferry sync` \
+                     fetches it and builds on it only if this site signed it"
+                ),
+            });
+        };
+        // Walk the channel's own copy, up to what both have.
+        let shared = match ours {
+            Some(ours) => channel
+                .odb()
+                .map(|odb| odb.exists(ours))
+                .map_err(|e| self.git_err(format!("checking {branch}"), e))?
+                .then_some(ours),
+            None => None,
+        };
+        self.check_own_history(exchange, channel, site, peer, shared, theirs)
+    }
+
+    /// The signatures of the commits the peer's branch `incoming` on the channel
+    /// (at `tip`) adds over what this site has (`known`), as a fetch would
+    /// check them, read from the local clone when a fetch brought them already,
+    /// else from a folder channel; a tip that is neither is left to the next
+    /// fetch. A connection that trusts no key is said by doctor's trust check.
+    fn check_peer_commits(
+        &self,
+        exchange: &Exchange,
+        channel: Option<&Repository>,
+        incoming: &str,
+        tip: Oid,
+        known: Option<Oid>,
+        trust: &Trust,
+    ) -> Result<(), TransportError> {
+        let has = |repo: &Repository, oid: Oid| {
+            repo.odb()
+                .map(|odb| odb.exists(oid))
+                .map_err(|e| self.git_err(format!("checking {incoming}"), e))
+        };
+        let repo = if has(exchange.repo(), tip)? {
+            exchange.repo()
+        } else if let Some(channel) = channel {
+            channel
+        } else {
+            return Ok(());
+        };
+        let hide = match known {
+            Some(known) if has(repo, known)? => Some(known),
+            _ => None,
+        };
+        match trust.admit(repo, hide, tip, incoming) {
+            Ok(_) | Err(SignatureError::NoTrustedKey { .. }) => Ok(()),
+            Err(refused @ SignatureError::Refused { .. }) => Err(TransportError::Refused {
+                channel: self.channel(),
+                source: Box::new(super::AdmitError::Signature(Box::new(refused))),
+            }),
+            Err(other) => Err(TransportError::Failed {
+                channel: self.channel(),
+                message: format!("checking the peer's branch {incoming}: {other}"),
+            }),
+        }
+    }
+
     /// After a rejection: fetch the channel's copy of our branch and, unless it is
     /// already part of our history, merge it in keeping our tree, so that the next
-    /// push is a fast-forward.
+    /// push is a fast-forward; but only once [`GitRemote::check_own_history`]
+    /// found it to be this site's own, or the operator adopted exactly that tip.
     fn reconcile(
         &self,
         exchange: &Exchange,
@@ -427,6 +643,7 @@ impl GitRemote {
         peer: &str,
         branch: &str,
         tip: Oid,
+        adopt: Option<Oid>,
     ) -> Result<(), TransportError> {
         let scratch = format!("refs/ferry/remote-own/{peer}");
         let Some(theirs) = self.fetch_into(exchange.repo(), branch, &scratch, Some(tip))? else {
@@ -439,6 +656,25 @@ impl GitRemote {
         {
             // The channel is behind us (we lacked its objects, or it raced): retry.
             return Ok(());
+        }
+        match adopt {
+            Some(adopt) if adopt == theirs => tracing::warn!(
+                channel = %self.channel(),
+                branch,
+                theirs = %theirs,
+                "adopting the channel's copy of our branch as this site's own, as asked"
+            ),
+            Some(adopt) => {
+                return Err(TransportError::AdoptMismatch {
+                    channel: self.channel(),
+                    refname: branch.to_string(),
+                    adopt,
+                    tip: theirs,
+                });
+            }
+            None => {
+                self.check_own_history(exchange, exchange.repo(), site, peer, Some(tip), theirs)?
+            }
         }
         let message = format!(
             "Merge {branch} as found on the channel ({theirs:.7}) \
@@ -476,11 +712,17 @@ impl Channel for GitRemote {
         let scratch = format!("refs/ferry/fetched/{peer}");
         let before = exchange.resolve(&branch).map_err(|e| self.ex_err(e))?;
         let Some(fetched) = self.fetch_into(exchange.repo(), &branch, &scratch, before)? else {
+            // A branch this site received before does not vanish by itself: the
+            // link is cut, and saying "nothing new" would hide it for good.
+            if let Some(known) = before {
+                return Err(self.peer_branch_gone(peer, &branch, known));
+            }
             // The peer has not shared anything with us yet.
             return Ok(FetchOutcome {
                 before,
                 after: before,
                 notes: Vec::new(),
+                waiting: Vec::new(),
             });
         };
         // A branch pointing at a tag, tree or blob is not something a peer's ferry
@@ -509,6 +751,7 @@ impl Channel for GitRemote {
                 before,
                 after: before,
                 notes: Vec::new(),
+                waiting: Vec::new(),
             });
         }
         admit(
@@ -536,6 +779,7 @@ impl Channel for GitRemote {
             before,
             after: Some(fetched),
             notes: Vec::new(),
+            waiting: Vec::new(),
         })
     }
 
@@ -544,6 +788,7 @@ impl Channel for GitRemote {
         exchange: &Exchange,
         site: &str,
         peer: &str,
+        adopt: Option<Oid>,
     ) -> Result<PushOutcome, TransportError> {
         self.check_usable()?;
         let branch = own_branch(site, peer);
@@ -559,7 +804,7 @@ impl Channel for GitRemote {
                 Attempt::Rejected(why) => {
                     tracing::info!(channel = %self.channel(), branch, reason = %why, "push rejected; reconciling");
                     reason = why;
-                    self.reconcile(exchange, site, peer, &branch, tip)?;
+                    self.reconcile(exchange, site, peer, &branch, tip, adopt)?;
                 }
             }
         }
@@ -571,15 +816,19 @@ impl Channel for GitRemote {
         })
     }
 
-    fn check(&self, exchange: &Exchange, site: &str, peer: &str) -> Result<String, TransportError> {
+    fn check(
+        &self,
+        exchange: &Exchange,
+        site: &str,
+        peer: &str,
+        trust: &Trust,
+    ) -> Result<String, TransportError> {
         self.check_usable()?;
         let branch = own_branch(site, peer);
         if let Some(dir) = &self.local_dir {
             // A folder channel is written by this process: a bare repository whose
             // refs folder we may write is all a push needs.
-            Repository::open_bare(dir).map_err(|e| {
-                self.git_err(format!("opening {} as a bare repository", dir.display()), e)
-            })?;
+            let repo = self.open_bare(dir)?;
             let probe = dir
                 .join("refs/heads")
                 .join(format!(".ferry-doctor-{}", std::process::id()));
@@ -592,6 +841,11 @@ impl Channel for GitRemote {
                         dir.join("refs/heads").display()
                     ),
                 })?;
+            let action = || format!("reading {branch}");
+            let own = lookup(&repo, &branch).map_err(|e| self.git_err(action(), e))?;
+            let peer_tip =
+                lookup(&repo, &peer_branch(site, peer)).map_err(|e| self.git_err(action(), e))?;
+            self.check_branches(exchange, Some(&repo), site, peer, own, peer_tip, trust)?;
             return Ok(format!(
                 "{} is a bare repository this site can write",
                 dir.display()
@@ -601,20 +855,23 @@ impl Channel for GitRemote {
             .repo()
             .remote_anonymous(&self.target)
             .map_err(|e| self.git_err("connecting", e))?;
-        let refs = {
+        let incoming = peer_branch(site, peer);
+        let (refs, own, peer_tip) = {
             let connection = remote
                 .connect_auth(Direction::Fetch, Some(callbacks()), None)
                 .map_err(|e| self.git_err("connecting to fetch", e))?;
-            connection
+            let heads = connection
                 .list()
-                .map_err(|e| self.git_err("listing refs", e))?
-                .len()
+                .map_err(|e| self.git_err("listing refs", e))?;
+            let tip = |name: &str| heads.iter().find(|h| h.name() == name).map(|h| h.oid());
+            (heads.len(), tip(&branch), tip(&incoming))
         };
         // The server advertises receive-pack only to a client allowed to push;
         // whether this very branch is allowed is the server's rule, seen at push.
         remote
             .connect_auth(Direction::Push, Some(callbacks()), None)
             .map_err(|e| self.git_err(format!("connecting to push {branch}"), e))?;
+        self.check_branches(exchange, None, site, peer, own, peer_tip, trust)?;
         Ok(format!(
             "reachable; fetch lists {refs} ref{}, push connects",
             if refs == 1 { "" } else { "s" }
@@ -756,6 +1013,34 @@ mod tests {
         String::from_utf8(out.stdout).unwrap().trim().to_string()
     }
 
+    /// A commit made in `repo` by git itself, signed with support's key for its
+    /// branch for engineering: support's own commit, made on another machine.
+    fn own_commit_tree(
+        repo: &Path,
+        root: &Path,
+        tree: &str,
+        parent: &str,
+        subject: &str,
+    ) -> String {
+        let key = root.join(SUPPORT).join("signing_key");
+        git_cli(
+            repo,
+            &[
+                "-c",
+                "gpg.format=ssh",
+                "-c",
+                &format!("user.signingkey={}", key.display()),
+                "commit-tree",
+                "-S",
+                tree,
+                "-p",
+                parent,
+                "-m",
+                &format!("{subject}\n\nFerry-Branch: {SUPPORT}/{ENGINEERING}"),
+            ],
+        )
+    }
+
     /// [`git_cli`] with `input` on standard input (hash-object, mktree).
     fn git_cli_with_input(dir: &Path, args: &[&str], input: &str) -> String {
         use std::io::Write;
@@ -867,12 +1152,16 @@ mod tests {
         let to_channel = w.channel(SUPPORT);
         assert_eq!(to_channel.describe(), "../exchange.git");
         assert_eq!(
-            to_channel.push(&w.support, SUPPORT, ENGINEERING).unwrap(),
+            to_channel
+                .push(&w.support, SUPPORT, ENGINEERING, None)
+                .unwrap(),
             PushOutcome::Pushed(c2)
         );
         assert_eq!(git_cli(&w.bare(), &["rev-parse", &branch]), c2.to_string());
         assert_eq!(
-            to_channel.push(&w.support, SUPPORT, ENGINEERING).unwrap(),
+            to_channel
+                .push(&w.support, SUPPORT, ENGINEERING, None)
+                .unwrap(),
             PushOutcome::UpToDate
         );
 
@@ -886,6 +1175,7 @@ mod tests {
                 before: None,
                 after: Some(c2),
                 notes: Vec::new(),
+                waiting: Vec::new(),
             }
         );
         assert_eq!(w.engineering.commits_between(None, c2).unwrap(), [c1, c2]);
@@ -905,12 +1195,15 @@ mod tests {
                 before: Some(c2),
                 after: Some(c2),
                 notes: Vec::new(),
+                waiting: Vec::new(),
             }
         );
 
         // A later export fast-forwards.
         let c3 = export(&w.support, "v3");
-        to_channel.push(&w.support, SUPPORT, ENGINEERING).unwrap();
+        to_channel
+            .push(&w.support, SUPPORT, ENGINEERING, None)
+            .unwrap();
         let next = from_channel
             .fetch(&w.engineering, ENGINEERING, SUPPORT, &w.engineering_trusts)
             .unwrap();
@@ -920,6 +1213,7 @@ mod tests {
                 before: Some(c2),
                 after: Some(c3),
                 notes: Vec::new(),
+                waiting: Vec::new(),
             }
         );
         assert_eq!(w.engineering.resolve(&branch).unwrap(), Some(c3));
@@ -930,7 +1224,7 @@ mod tests {
     fn fetched_once(w: &World) -> Oid {
         let c1 = export(&w.support, "v1");
         w.channel(SUPPORT)
-            .push(&w.support, SUPPORT, ENGINEERING)
+            .push(&w.support, SUPPORT, ENGINEERING, None)
             .unwrap();
         w.channel(ENGINEERING)
             .fetch(&w.engineering, ENGINEERING, SUPPORT, &w.engineering_trusts)
@@ -1043,7 +1337,7 @@ mod tests {
         let c1 = fetched_once(&w);
         let c2 = export(&w.support, "v2");
         w.channel(SUPPORT)
-            .push(&w.support, SUPPORT, ENGINEERING)
+            .push(&w.support, SUPPORT, ENGINEERING, None)
             .unwrap();
         // The signature is kept, the message changed: what an edit of the object
         // on the server would look like.
@@ -1114,7 +1408,7 @@ mod tests {
         let w = World::new();
         let c1 = export(&w.support, "v1");
         w.channel(SUPPORT)
-            .push(&w.support, SUPPORT, ENGINEERING)
+            .push(&w.support, SUPPORT, ENGINEERING, None)
             .unwrap();
         let nobody = trusting(w.root.path(), SUPPORT, &[]);
         let err = w
@@ -1156,7 +1450,9 @@ mod tests {
         let w = World::new();
         let channel = w.channel(SUPPORT);
         assert_eq!(
-            channel.push(&w.support, SUPPORT, ENGINEERING).unwrap(),
+            channel
+                .push(&w.support, SUPPORT, ENGINEERING, None)
+                .unwrap(),
             PushOutcome::UpToDate
         );
         assert_eq!(
@@ -1167,6 +1463,7 @@ mod tests {
                 before: None,
                 after: None,
                 notes: Vec::new(),
+                waiting: Vec::new(),
             }
         );
     }
@@ -1188,7 +1485,7 @@ mod tests {
             )
         );
         assert!(matches!(
-            channel.push(&w.support, SUPPORT, ENGINEERING),
+            channel.push(&w.support, SUPPORT, ENGINEERING, None),
             Err(TransportError::NotFound { .. })
         ));
     }
@@ -1200,7 +1497,9 @@ mod tests {
         let channel = GitRemote::new(&url, Path::new("/unused"));
         let c1 = export(&w.support, "v1");
         assert_eq!(
-            channel.push(&w.support, SUPPORT, ENGINEERING).unwrap(),
+            channel
+                .push(&w.support, SUPPORT, ENGINEERING, None)
+                .unwrap(),
             PushOutcome::Pushed(c1)
         );
         let got = channel
@@ -1215,7 +1514,7 @@ mod tests {
         let branch = own_branch(SUPPORT, ENGINEERING);
         let c1 = export(&w.support, "v1");
         w.channel(SUPPORT)
-            .push(&w.support, SUPPORT, ENGINEERING)
+            .push(&w.support, SUPPORT, ENGINEERING, None)
             .unwrap();
         let from_channel = w.channel(ENGINEERING);
         from_channel
@@ -1269,27 +1568,22 @@ mod tests {
         let branch = own_branch(SUPPORT, ENGINEERING);
         let c1 = export(&w.support, "v1");
         let channel = w.channel(SUPPORT);
-        channel.push(&w.support, SUPPORT, ENGINEERING).unwrap();
+        channel
+            .push(&w.support, SUPPORT, ENGINEERING, None)
+            .unwrap();
 
-        // The channel moves behind our back (e.g. another machine pushed): a commit
-        // on top of c1 that this site does not have, made in the bare repo by git.
+        // The channel moves behind our back (e.g. another machine of this site
+        // pushed): a commit on top of c1 that this site does not have, made in the
+        // bare repo by git and signed with this site's key.
         let bare = w.bare();
         let tree = git_cli(&bare, &["rev-parse", &format!("{c1}^{{tree}}")]);
-        let theirs = git_cli(
-            &bare,
-            &[
-                "commit-tree",
-                &tree,
-                "-p",
-                &c1.to_string(),
-                "-m",
-                "elsewhere",
-            ],
-        );
+        let theirs = own_commit_tree(&bare, w.root.path(), &tree, &c1.to_string(), "elsewhere");
         git_cli(&bare, &["update-ref", &branch, &theirs]);
 
         let c2 = export(&w.support, "v2");
-        let PushOutcome::Pushed(merge) = channel.push(&w.support, SUPPORT, ENGINEERING).unwrap()
+        let PushOutcome::Pushed(merge) = channel
+            .push(&w.support, SUPPORT, ENGINEERING, None)
+            .unwrap()
         else {
             panic!("expected a push");
         };
@@ -1310,6 +1604,38 @@ mod tests {
         let subject = git_cli(&bare, &["log", "-1", "--format=%s", &branch]);
         assert!(subject.contains("this site's snapshot wins"), "{subject}");
         git_cli(&bare, &["fsck", "--strict", "--no-dangling"]);
+    }
+
+    #[test]
+    fn a_moved_remote_holding_a_commit_not_ours_is_not_merged() {
+        let w = World::new();
+        let branch = own_branch(SUPPORT, ENGINEERING);
+        let c1 = export(&w.support, "v1");
+        let channel = w.channel(SUPPORT);
+        channel
+            .push(&w.support, SUPPORT, ENGINEERING, None)
+            .unwrap();
+        let bare = w.bare();
+        let tree = git_cli(&bare, &["rev-parse", &format!("{c1}^{{tree}}")]);
+        let theirs = git_cli(
+            &bare,
+            &["commit-tree", &tree, "-p", &c1.to_string(), "-m", "planted"],
+        );
+        git_cli(&bare, &["update-ref", &branch, &theirs]);
+        let c2 = export(&w.support, "v2");
+        let err = channel
+            .push(&w.support, SUPPORT, ENGINEERING, None)
+            .unwrap_err();
+        let TransportError::ForeignOwnCommit { found, .. } = &err else {
+            panic!("{err}");
+        };
+        assert_eq!(
+            (found.commit.to_string(), found.tip.to_string()),
+            (theirs.clone(), theirs.clone())
+        );
+        assert!(err.to_string().contains("it is not signed"), "{err}");
+        assert_eq!(w.support.resolve(&branch).unwrap(), Some(c2));
+        assert_eq!(git_cli(&bare, &["rev-parse", &branch]), theirs);
     }
 
     /// Writes replica `id` of each of `projects` with `summary` on support's
@@ -1387,7 +1713,9 @@ mod tests {
         let c1 = export_many(&w.support, &projects, &["1", "2", "3"], "v1");
         let to_channel = w.channel(SUPPORT);
         let from_channel = w.channel(ENGINEERING);
-        to_channel.push(&w.support, SUPPORT, ENGINEERING).unwrap();
+        to_channel
+            .push(&w.support, SUPPORT, ENGINEERING, None)
+            .unwrap();
         from_channel
             .fetch(&w.engineering, ENGINEERING, SUPPORT, &w.engineering_trusts)
             .unwrap();
@@ -1399,7 +1727,9 @@ mod tests {
         let bare = w.bare();
         let before = packs(&bare);
         assert_eq!(
-            to_channel.push(&w.support, SUPPORT, ENGINEERING).unwrap(),
+            to_channel
+                .push(&w.support, SUPPORT, ENGINEERING, None)
+                .unwrap(),
             PushOutcome::Pushed(c3)
         );
         let expected = git_new_objects(&bare, c1, c3);
@@ -1426,17 +1756,14 @@ mod tests {
         let branch = own_branch(SUPPORT, ENGINEERING);
         let c1 = export(&w.support, "v1");
         let remote = w.channel(SUPPORT);
-        remote.push(&w.support, SUPPORT, ENGINEERING).unwrap();
+        remote.push(&w.support, SUPPORT, ENGINEERING, None).unwrap();
         let bare = w.bare();
         let channel = Repository::open_bare(&bare).unwrap();
 
         // We read c1; then another push moves the branch before our
         // compare-and-swap: ours must fail and leave theirs.
         let tree = git_cli(&bare, &["rev-parse", &format!("{c1}^{{tree}}")]);
-        let theirs = git_cli(
-            &bare,
-            &["commit-tree", &tree, "-p", &c1.to_string(), "-m", "x"],
-        );
+        let theirs = own_commit_tree(&bare, w.root.path(), &tree, &c1.to_string(), "x");
         git_cli(&bare, &["update-ref", &branch, &theirs]);
         let c2 = export(&w.support, "v2");
         pack::send(w.support.repo(), &[c1], c2, &channel, pack::Source::Own).unwrap();
@@ -1465,7 +1792,8 @@ mod tests {
         std::fs::remove_file(&lock).unwrap();
 
         // The push itself reconciles: both histories stay.
-        let PushOutcome::Pushed(merge) = remote.push(&w.support, SUPPORT, ENGINEERING).unwrap()
+        let PushOutcome::Pushed(merge) =
+            remote.push(&w.support, SUPPORT, ENGINEERING, None).unwrap()
         else {
             panic!("expected a push");
         };
@@ -1484,9 +1812,11 @@ mod tests {
         let branch = own_branch(SUPPORT, ENGINEERING);
         export(&w.support, "v0");
         w.channel(SUPPORT)
-            .push(&w.support, SUPPORT, ENGINEERING)
+            .push(&w.support, SUPPORT, ENGINEERING, None)
             .unwrap();
         let root = w.root.path().to_path_buf();
+        // Two machines of one site: one key.
+        let key = root.join(SUPPORT).join("signing_key");
         // Both push at the same moment each round.
         let start = std::sync::Arc::new(std::sync::Barrier::new(2));
         let pushers: Vec<_> = ["first", "second"]
@@ -1495,8 +1825,11 @@ mod tests {
                 let root = root.clone();
                 let branch = branch.clone();
                 let start = start.clone();
+                let key = key.clone();
                 std::thread::spawn(move || {
-                    let (exchange, _) = signing_site(&root, name);
+                    let mut exchange =
+                        Exchange::open_or_init(&root.join(name).join("exchange.git")).unwrap();
+                    exchange.sign_with(SiteKey::load(&key).unwrap());
                     let remote = GitRemote::new("../exchange.git", &root.join(name));
                     remote
                         .fetch_into(exchange.repo(), &branch, &branch, None)
@@ -1513,7 +1846,7 @@ mod tests {
                             match remote.push_once(&exchange, &branch, tip).unwrap() {
                                 Attempt::Accepted | Attempt::UpToDate => break,
                                 Attempt::Rejected(_) => remote
-                                    .reconcile(&exchange, SUPPORT, ENGINEERING, &branch, tip)
+                                    .reconcile(&exchange, SUPPORT, ENGINEERING, &branch, tip, None)
                                     .unwrap(),
                             }
                         }
@@ -1595,11 +1928,15 @@ mod tests {
 
         let c1 = export(&w.support, "v1");
         assert_eq!(
-            channel.push(&w.support, SUPPORT, ENGINEERING).unwrap(),
+            channel
+                .push(&w.support, SUPPORT, ENGINEERING, None)
+                .unwrap(),
             PushOutcome::Pushed(c1)
         );
         assert_eq!(
-            channel.push(&w.support, SUPPORT, ENGINEERING).unwrap(),
+            channel
+                .push(&w.support, SUPPORT, ENGINEERING, None)
+                .unwrap(),
             PushOutcome::UpToDate
         );
         let got = channel
@@ -1611,6 +1948,7 @@ mod tests {
                 before: None,
                 after: Some(c1),
                 notes: Vec::new(),
+                waiting: Vec::new(),
             }
         );
 
@@ -1621,7 +1959,9 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
         export(&w.support, "v2");
-        let err = channel.push(&w.support, SUPPORT, ENGINEERING).unwrap_err();
+        let err = channel
+            .push(&w.support, SUPPORT, ENGINEERING, None)
+            .unwrap_err();
         assert!(
             matches!(
                 err,

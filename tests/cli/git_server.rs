@@ -8,13 +8,13 @@ use std::time::{Duration, Instant};
 use super::World;
 
 /// `git daemon` serving the world's root on a free loopback port; killed on drop.
-struct Daemon {
+pub(super) struct Daemon {
     child: Child,
-    port: u16,
+    pub(super) port: u16,
 }
 
 impl Daemon {
-    fn start(w: &World) -> Daemon {
+    pub(super) fn start(w: &World) -> Daemon {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()

@@ -12,6 +12,7 @@ mod errors;
 mod folder_channel;
 mod git_server;
 mod hostile_input;
+mod hostile_peer;
 mod https;
 mod interface;
 mod jira;

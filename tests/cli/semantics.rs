@@ -641,20 +641,43 @@ fn relink_after_losing_the_whole_state_folder_pulls_first() {
     w.trust("engineering", "support");
     w.ok("support", &["pull"]);
     // The clone is new: it knows no applied position, so the peer's replicas are
-    // imported again, each onto the issue its origin marker names.
+    // imported again, each onto the issue its origin marker names. With this
+    // site's own branch lost too, nothing says SUP-1 was shared with
+    // engineering, so engineering's copy of it does not link yet.
     let run = w.ok("support", &["relink"]);
     assert!(
-        run.starts_with("relink engineering: 2 links, 0 shared, applied at (nothing)"),
+        run.starts_with("relink engineering: 1 link, 0 shared, applied at (nothing)"),
         "{run}"
     );
-    settle(&mut w, 5);
+    assert!(run.contains("not linked issues/ENG/1.yaml"), "{run}");
+    // The first sync shares SUP-1 again, and stops at the push: the channel's
+    // copy of support's branch was signed with the lost key, which support can
+    // no longer tell from anyone else's. The operator adopts it by name.
+    let sync = w.ferry("support", &["sync"]);
+    assert_eq!(sync.code, 3, "{}", sync.stdout);
+    let tip = git(
+        &w.path("exchange.git"),
+        &["rev-parse", "support/engineering"],
+    );
+    let tip = tip.trim();
+    assert!(
+        sync.stdout.contains(&format!("--adopt {tip}")),
+        "{}",
+        sync.stdout
+    );
+    w.ok(
+        "support",
+        &["push", "--connection", "engineering", "--adopt", tip],
+    );
+    // After the retry delay, engineering's copy of SUP-1 links: it is shared now.
+    settle(&mut w, 15);
     assert_eq!(w.list("support").len(), 2, "no duplicates at support");
     assert_eq!(
         w.list("engineering").len(),
         2,
         "no duplicates at engineering"
     );
-    w.now = Some(at(6));
+    w.now = Some(at(16));
     w.ok(
         "support",
         &["tracker", "edit", "SUP-1", "--summary", "Printer fixed?"],
@@ -663,13 +686,13 @@ fn relink_after_losing_the_whole_state_folder_pulls_first() {
         "engineering",
         &["tracker", "edit", "ENG-2", "--status", "In Progress"],
     );
-    settle(&mut w, 7);
+    settle(&mut w, 17);
     assert_eq!(
         field(&w, "engineering", "ENG-1", "summary"),
         "Printer fixed?"
     );
     assert_eq!(field(&w, "support", "SUP-2", "status"), "In Progress");
-    assert_quiet(&mut w, 8);
+    assert_quiet(&mut w, 18);
 }
 
 #[test]

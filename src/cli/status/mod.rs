@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::{Ctx, ExitStatus};
 use crate::config::Config;
 use crate::exchange::{Exchange, applied_ref, own_branch, peer_branch};
-use crate::ledger::{Pause, Step};
+use crate::ledger::{Pause, Step, Waiting};
 use crate::signing::SignaturePolicy;
 use crate::site::{EXCHANGE_DIR, Missing, open_ledger};
 use crate::words::plural;
@@ -60,6 +60,10 @@ struct ConnectionStatus {
     linked_issues: i64,
     /// Unresolved errors: (level, count).
     errors: Vec<(String, usize)>,
+    /// What keeps the connection down: its unresolved connection-level errors.
+    failing: Vec<String>,
+    /// Bundles in the inbox waiting for a predecessor (the link is silent).
+    waiting_bundles: Vec<Waiting>,
     /// Set while an operator has paused the connection.
     paused: Option<Pause>,
     /// Tracker writes a killed run left unfinished (the next import resumes them).
@@ -92,10 +96,14 @@ pub fn run(args: StatusArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
         };
         let (shared_issues, linked_issues, retries) = ledger.counts(peer)?;
         let mut by_level: Vec<(String, usize)> = Vec::new();
+        let mut failing = Vec::new();
         for e in errors
             .iter()
             .filter(|e| e.connection.as_deref() == Some(peer))
         {
+            if e.level == crate::engine::level::CONNECTION {
+                failing.push(e.message.clone());
+            }
             match by_level.iter_mut().find(|(l, _)| *l == e.level) {
                 Some((_, n)) => *n += 1,
                 None => by_level.push((e.level.clone(), 1)),
@@ -122,6 +130,8 @@ pub fn run(args: StatusArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
             shared_issues,
             linked_issues,
             errors: by_level,
+            failing,
+            waiting_bundles: ledger.waiting(peer)?,
             paused: ledger.paused(peer)?,
             interrupted_steps: ledger.interrupted_steps(peer, None)?,
             signatures: c.settings.signatures,
@@ -182,6 +192,19 @@ pub fn run(args: StatusArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
             r.linked_issues,
             errors,
         )?;
+        for bundle in &r.waiting_bundles {
+            writeln!(
+                ctx.out,
+                "  waiting   {} since {}: it needs {}, which has not arrived; nothing comes \
+                 through until it does",
+                bundle.file,
+                bundle.since,
+                &bundle.needs[..bundle.needs.len().min(10)]
+            )?;
+        }
+        for message in &r.failing {
+            writeln!(ctx.out, "  failing   {message}")?;
+        }
         // A run killed during a batch of the embedded tracker leaves every write
         // of the batch open: the first few say what it is.
         for step in r.interrupted_steps.iter().take(SHOWN_STEPS) {

@@ -21,7 +21,7 @@ use crate::config::BundleSettings;
 use crate::exchange::{Exchange, own_branch, peer_branch};
 use crate::failpoint;
 use crate::signing::Trust;
-use crate::transport::{Channel, FetchOutcome, Limits, PushOutcome, TransportError};
+use crate::transport::{Channel, FetchOutcome, Limits, PushOutcome, TransportError, WaitingBundle};
 use crate::words::short_id;
 use ssh_key::PublicKey;
 
@@ -36,7 +36,7 @@ enum Step {
     /// Applied and archived.
     Applied(Oid),
     /// Waiting for its predecessor; left in the inbox.
-    Waiting(String),
+    Waiting(WaitingBundle),
     /// The commit this site already has; archived.
     Duplicate(String),
     /// Refused and moved aside.
@@ -286,11 +286,10 @@ impl BundleChannel {
                 if recovering {
                     self.move_file(file, &self.inbox.join(&name))?;
                 }
-                Ok(Step::Waiting(format!(
-                    "{display} waits in the inbox for the bundle that brings {} \
-                     (its predecessor has not arrived)",
-                    short_id(oid)
-                )))
+                Ok(Step::Waiting(WaitingBundle {
+                    file: display,
+                    needs: oid,
+                }))
             }
             Err(e) if e.is_refusal() => {
                 let reason = e.to_string();
@@ -352,7 +351,7 @@ impl Channel for BundleChannel {
             })?;
         let mut after = before;
         let mut refused = Vec::new();
-        let mut notes = Vec::new();
+        let mut waiting = Vec::new();
         let mut duplicates = Vec::new();
         for file in self.bundles_in(&self.inbox.join(APPLYING_DIR))? {
             match self.process(exchange, site, peer, trust, &file)? {
@@ -366,19 +365,19 @@ impl Channel for BundleChannel {
         // predecessor's still goes in once the predecessor did.
         loop {
             let mut progress = false;
-            notes.clear();
+            waiting.clear();
             for file in self.bundles_in(&self.inbox)? {
                 match self.process(exchange, site, peer, trust, &file)? {
                     Step::Applied(tip) => {
                         after = Some(tip);
                         progress = true;
                     }
-                    Step::Waiting(note) => notes.push(note),
+                    Step::Waiting(bundle) => waiting.push(bundle),
                     Step::Duplicate(note) => duplicates.push(note),
                     Step::Refused(reason) => refused.push(reason),
                 }
             }
-            if !progress || notes.is_empty() {
+            if !progress || waiting.is_empty() {
                 break;
             }
         }
@@ -389,11 +388,11 @@ impl Channel for BundleChannel {
                 refused,
             });
         }
-        duplicates.append(&mut notes);
         Ok(FetchOutcome {
             before,
             after,
             notes: duplicates,
+            waiting,
         })
     }
 
@@ -402,7 +401,19 @@ impl Channel for BundleChannel {
         exchange: &Exchange,
         site: &str,
         peer: &str,
+        adopt: Option<Oid>,
     ) -> Result<PushOutcome, TransportError> {
+        if let Some(adopt) = adopt {
+            // Nobody else writes this site's bundles: there is no shared copy of
+            // its branch that could have moved.
+            return Err(TransportError::Failed {
+                channel: self.description.clone(),
+                message: format!(
+                    "--adopt {adopt}: a bundle channel holds no copy of this site's branch \
+                     to adopt; it is for git channels"
+                ),
+            });
+        }
         self.check_dir("outbox", &self.outbox)?;
         self.remove_unfinished_bundles()?;
         let ex_err = |source| TransportError::Exchange {
@@ -444,6 +455,7 @@ impl Channel for BundleChannel {
         _exchange: &Exchange,
         _site: &str,
         _peer: &str,
+        _trust: &Trust,
     ) -> Result<String, TransportError> {
         self.check_dir("inbox", &self.inbox)?;
         self.check_dir("outbox", &self.outbox)?;

@@ -704,6 +704,7 @@ impl Verified<'_> {
             before: self.before,
             after: Some(self.tip),
             notes: Vec::new(),
+            waiting: Vec::new(),
         })
     }
 }
