@@ -21,6 +21,7 @@ use crate::ledger::RetryPolicy;
 use crate::notify::{NotifyConfig, NotifySettings};
 use crate::query::Query;
 use crate::replica::is_plain_name;
+use crate::rules::RuleSettings;
 use crate::signing::{KEY_FILE, SignaturePolicy, Trust, trust_file};
 
 /// Name of the site configuration file.
@@ -133,6 +134,9 @@ pub struct SiteConfig {
     /// How failing imports are retried before they are parked for an operator.
     #[serde(default, skip_serializing_if = "is_default_retry")]
     pub retry: RetryPolicy,
+    /// The budget of every rule run (see [`crate::rules`]).
+    #[serde(default, skip_serializing_if = "RuleSettings::is_default")]
+    pub rules: RuleSettings,
 }
 
 fn is_default_retry(policy: &RetryPolicy) -> bool {
@@ -506,6 +510,16 @@ impl Config {
             return Err(ConfigError::Invalid {
                 path: site_path,
                 message,
+            });
+        }
+        if site.rules.max_memory_mib == 0 {
+            return Err(ConfigError::Invalid {
+                path: site_path,
+                message: format!(
+                    "rules.max_memory_mib is 0: no rule could run; leave it out for the default \
+                     of {} MiB",
+                    crate::rules::DEFAULT_MEMORY_MIB
+                ),
             });
         }
         let mut connections = BTreeMap::new();

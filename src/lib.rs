@@ -28,3 +28,8 @@ pub mod site;
 pub mod tracker;
 pub mod transport;
 pub mod words;
+
+/// Counts what each rule run allocates, for its memory budget (see
+/// [`rules::budget`]); everything else goes straight to the system allocator.
+#[global_allocator]
+static ALLOCATOR: rules::budget::Counting = rules::budget::Counting;

@@ -10,6 +10,7 @@ mod doctor;
 mod errors;
 mod folder_channel;
 mod git_server;
+mod hostile_rules;
 mod https;
 mod interface;
 mod jira;
