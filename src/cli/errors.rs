@@ -10,6 +10,7 @@ use crate::config::Config;
 use crate::engine::level;
 use crate::ledger::{ErrorRecord, Ledger};
 use crate::site::LEDGER_FILE;
+use std::io::Write;
 
 /// List unresolved errors kept in the ledger (oldest first), at four levels:
 /// issue, connection, site, node.
@@ -75,7 +76,7 @@ pub fn run(args: ErrorsArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
     };
     let errors = ledger.open_errors()?;
     if args.json {
-        writeln!(ctx.out, "{}", serde_json::to_string_pretty(&errors)?)?;
+        writeln!(ctx.out.raw(), "{}", serde_json::to_string_pretty(&errors)?)?;
         return Ok(ExitStatus::Success);
     }
     if errors.is_empty() {

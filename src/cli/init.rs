@@ -7,6 +7,7 @@ use crate::site::{LOCAL_TRACKER_YAML, Site, ensure_signing_key, scaffold};
 use crate::tracker::jira::{
     ENV_API_TOKEN, ENV_EMAIL, ENV_PAT, Flavour, InternalComments, JiraConfig,
 };
+use std::io::Write;
 
 /// Create a site: ferry.yaml, default rule scripts and the state folder.
 ///

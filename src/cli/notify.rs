@@ -8,6 +8,7 @@
 use super::{Ctx, ExitStatus, UsageError};
 use crate::config::{CONFIG_FILE, Config, NOTIFY_FILE, write_atomic};
 use crate::notify::{self, Level, NotifyConfig, NotifySettings, RecipientSettings};
+use std::io::Write;
 
 /// E-mail notifications of new errors (settings in notify.yaml).
 #[derive(Debug, clap::Subcommand)]

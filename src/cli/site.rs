@@ -2,6 +2,7 @@
 
 use super::{Ctx, ExitStatus};
 use crate::site::Site;
+use std::io::Write;
 
 /// The site as a whole.
 #[derive(Debug, clap::Subcommand)]

@@ -207,3 +207,109 @@ fn a_deeply_nested_field_from_the_outgoing_rule_is_the_rules_error() {
     // Nothing the peer would refuse was sent.
     w.ok("engineering", &["sync"]);
 }
+
+/// What a hostile peer puts in a summary: clear the screen, retitle the window,
+/// a C1 CSI, DEL, a right-to-left override hiding the order of "fire", and a
+/// newline forging a line of ferry's own.
+const SUMMARY: &str = "Printer\x1b[2J\x1b]0;owned\x07 on \u{202e}erif\u{202c}\u{9b}31m\x7f\n    => nothing changes here";
+/// A comment author with an isolate and a mark, and a body that hides itself.
+const AUTHOR: &str = "kev\u{2066}in\u{200f}";
+const BODY: &str = "Looks fine.\x1b[8m hidden\x1b[0m\r\nApprove it.";
+
+/// Raw characters that must never reach a terminal from peer data.
+const RAW: &[char] = &[
+    '\x1b', '\x07', '\x7f', '\r', '\u{9b}', '\u{202e}', '\u{202c}', '\u{2066}', '\u{200f}',
+];
+
+fn assert_escaped(what: &str, out: &str) {
+    assert!(
+        !out.contains(RAW),
+        "{what} printed a raw control character:\n{}",
+        out.escape_debug()
+    );
+    assert!(
+        !out.contains("\n    => nothing changes here"),
+        "{what} let a newline forge a line:\n{out}"
+    );
+}
+
+#[test]
+fn what_a_peer_wrote_cannot_drive_the_reviewers_terminal() {
+    let w = World::escalating_pair();
+    w.new_issue(
+        "engineering",
+        &[
+            "--project",
+            "ENG",
+            "--summary",
+            SUMMARY,
+            "--label",
+            "escalate",
+        ],
+    );
+    w.ok(
+        "engineering",
+        &["tracker", "comment", "ENG-1", "--as", AUTHOR, BODY],
+    );
+    for (what, args) in [
+        ("tracker list", &["tracker", "list"][..]),
+        ("tracker show", &["tracker", "show", "ENG-1"]),
+        ("status", &["status", "ENG-1"]),
+    ] {
+        assert_escaped(what, &w.ok("engineering", args));
+    }
+    w.ok("engineering", &["sync"]);
+    w.ok("support", &["pull"]);
+
+    let review = w.ok("support", &["review"]);
+    assert_escaped("review", &review);
+    assert!(
+        review.contains("summary: Printer\\u{1b}[2J\\u{1b}]0;owned\\u{7} on \\u{202e}erif\\u{202c}\\u{9b}31m\\u{7f}\\n    => nothing changes here\n"),
+        "{review}"
+    );
+    assert!(
+        review.contains("+ comment by kev\\u{2066}in\\u{200f} at "),
+        "{review}"
+    );
+    assert!(
+        review.contains("Looks fine.\\u{1b}[8m hidden\\u{1b}[0m\n"),
+        "{review}"
+    );
+    // The JSON is exact.
+    let json: serde_json::Value =
+        serde_json::from_str(&w.ok("support", &["review", "--json"])).unwrap();
+    let issue = &json[0]["issues"][0];
+    assert_eq!(issue["new_issue"]["summary"], SUMMARY, "{issue}");
+    assert_eq!(issue["added_comments"][0]["author"], AUTHOR, "{issue}");
+
+    // An error quoting the peer's text.
+    let incoming = w.path("support/rules/incoming.rhai");
+    let rule = std::fs::read_to_string(&incoming).unwrap();
+    std::fs::write(&incoming, "throw replica.summary;").unwrap();
+    let run = w.ferry("support", &["import"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert_escaped("import", &run.stdout);
+    assert_escaped("import's stderr", &run.stderr);
+    assert_escaped("errors", &w.ok("support", &["errors"]));
+    let errors = errors(&w, "support");
+    assert!(
+        errors[0]["message"].as_str().unwrap().ends_with(SUMMARY),
+        "{errors:?}"
+    );
+
+    std::fs::write(&incoming, rule).unwrap();
+    w.ok("support", &["retry", "--all"]);
+    w.ok("support", &["import"]);
+    for (what, args) in [
+        ("tracker list", &["tracker", "list"][..]),
+        ("tracker show", &["tracker", "show", "SUP-1"]),
+        ("status", &["status", "SUP-1"]),
+        ("status", &["status"]),
+    ] {
+        assert_escaped(what, &w.ok("support", args));
+    }
+    let copy = w.show("support", "SUP-1");
+    assert_eq!(copy["summary"], SUMMARY);
+    assert_eq!(copy["comments"][0]["author"], AUTHOR);
+    assert_eq!(copy["comments"][0]["body"], BODY);
+}

@@ -4,6 +4,7 @@
 
 use git2::Oid;
 use serde::Serialize;
+use std::io::Write;
 
 use crate::cli::{Ctx, ExitStatus, UsageError};
 use crate::config::Config;
@@ -129,7 +130,7 @@ pub fn run(key: &str, json: bool, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
         connections,
     };
     if json {
-        writeln!(ctx.out, "{}", serde_json::to_string_pretty(&panel)?)?;
+        writeln!(ctx.out.raw(), "{}", serde_json::to_string_pretty(&panel)?)?;
     } else {
         render(ctx, &panel)?;
     }

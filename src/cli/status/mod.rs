@@ -4,6 +4,8 @@
 //! Reads the configuration, the ledger and the exchange clone without taking the
 //! site's lock, so it answers while cron is syncing.
 
+use std::io::Write;
+
 mod issue;
 
 use serde::Serialize;
@@ -129,7 +131,7 @@ pub fn run(args: StatusArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
         });
     }
     if args.json {
-        writeln!(ctx.out, "{}", serde_json::to_string_pretty(&rows)?)?;
+        writeln!(ctx.out.raw(), "{}", serde_json::to_string_pretty(&rows)?)?;
         return Ok(ExitStatus::Success);
     }
     writeln!(ctx.out, "site {me}")?;

@@ -1,6 +1,7 @@
 //! `ferry tracker attach`: attach a file to an issue.
 
 use anyhow::Context;
+use std::io::Write;
 
 use crate::attachment::copy_hashing;
 use crate::cli::{Ctx, ExitStatus};

@@ -2,6 +2,7 @@
 
 use crate::cli::{Ctx, ExitStatus};
 use crate::tracker::{NewComment, Tracker};
+use std::io::Write;
 
 use super::{Actor, find_live, open};
 

@@ -2,6 +2,7 @@
 
 use crate::cli::{Ctx, ExitStatus};
 use crate::tracker::Tracker;
+use std::io::Write;
 
 use super::{Actor, find_attachment, find_live, open};
 

@@ -3,6 +3,7 @@
 use crate::cli::{Ctx, ExitStatus};
 use crate::model::FieldValue;
 use crate::tracker::{IssuePatch, Tracker};
+use std::io::Write;
 
 use super::{Actor, clearable, find_live, open, parse_field, usage};
 

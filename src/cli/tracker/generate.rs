@@ -2,6 +2,7 @@
 
 use crate::cli::{Ctx, ExitStatus};
 use crate::tracker::local::GenerateShape;
+use std::io::Write;
 
 use super::open;
 

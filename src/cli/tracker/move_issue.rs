@@ -1,6 +1,7 @@
 //! `ferry tracker move`: move an issue to another project.
 
 use crate::cli::{Ctx, ExitStatus};
+use std::io::Write;
 
 use super::{find_live, open};
 

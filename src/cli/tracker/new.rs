@@ -3,6 +3,7 @@
 use crate::cli::{Ctx, ExitStatus};
 use crate::model::FieldValue;
 use crate::tracker::{IssuePatch, NewIssue, Tracker};
+use std::io::Write;
 
 use super::{Actor, open, parse_field};
 
