@@ -775,4 +775,27 @@ mod tests {
             "{err}"
         );
     }
+
+    #[test]
+    fn the_rules_budget_is_a_setting_and_never_zero() {
+        let dir = tempfile::tempdir().unwrap();
+        let site = "site: support\ntracker: {kind: local, path: tracker.db}\n";
+        fs::write(dir.path().join(CONFIG_FILE), site).unwrap();
+        let config = Config::load(dir.path()).unwrap();
+        assert_eq!(config.site.rules.max_memory_mib, 256);
+        fs::write(
+            dir.path().join(CONFIG_FILE),
+            format!("{site}rules:\n  max_memory_mib: 1024\n"),
+        )
+        .unwrap();
+        let config = Config::load(dir.path()).unwrap();
+        assert_eq!(config.site.rules.max_memory_mib, 1024);
+        fs::write(
+            dir.path().join(CONFIG_FILE),
+            format!("{site}rules:\n  max_memory_mib: 0\n"),
+        )
+        .unwrap();
+        let err = Config::load(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("rules.max_memory_mib is 0"), "{err}");
+    }
 }

@@ -35,9 +35,12 @@
 //!
 //! The count is per thread (a thread-local without destructor, so reading it
 //! never allocates), so rules running on several threads at once each see their
-//! own. One built-in operation can overshoot before the next check: its result is
-//! bounded by rhai's per-value limits, so the overshoot is a few times
-//! [`super::MAX_STRING_SIZE`] at most for strings.
+//! own. The check runs between operations, so one built-in operation can
+//! overshoot while it builds its result, which rhai's per-value limits refuse
+//! only once built: string concatenation at most twice [`super::MAX_STRING_SIZE`],
+//! but splitting a 15 MB description into single characters (`split("")`) held
+//! about 1 GB for a moment (measured) before rhai refused the 15-million-item
+//! list. Allocation cannot fail softly (Rust aborts), so that is a known limit.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;

@@ -235,7 +235,16 @@ fn assert_escaped(what: &str, out: &str) {
 
 #[test]
 fn what_a_peer_wrote_cannot_drive_the_reviewers_terminal() {
-    let w = World::escalating_pair();
+    let mut w = World::new();
+    w.now = Some("2026-11-20T10:00:00Z");
+    w.site(
+        "support",
+        &[("engineering", "SUP=ENG", "labels = escalate")],
+    );
+    w.site(
+        "engineering",
+        &[("support", "ENG=SUP", "labels = escalate")],
+    );
     w.new_issue(
         "engineering",
         &[
@@ -263,6 +272,17 @@ fn what_a_peer_wrote_cannot_drive_the_reviewers_terminal() {
 
     let review = w.ok("support", &["review"]);
     assert_escaped("review", &review);
+    insta::assert_snapshot!(review, @r"
+    engineering: 1 commit pending, 1 issue
+
+      ENG-1 (new here)
+        summary: Printer\u{1b}[2J\u{1b}]0;owned\u{7} on \u{202e}erif\u{202c}\u{9b}31m\u{7f}\n    => nothing changes here
+        type: Task   status: Open
+        + comment by kev\u{2066}in\u{200f} at 2026-11-20T10:00:00Z:
+          Looks fine.\u{1b}[8m hidden\u{1b}[0m
+          Approve it.
+        => create an issue in SUP
+    ");
     assert!(
         review.contains("summary: Printer\\u{1b}[2J\\u{1b}]0;owned\\u{7} on \\u{202e}erif\\u{202c}\\u{9b}31m\\u{7f}\\n    => nothing changes here\n"),
         "{review}"
