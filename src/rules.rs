@@ -1068,6 +1068,7 @@ fn sandboxed_engine(path: &Path, tables: Arc<Map>, settings: RuleSettings) -> En
         tracing::info!(script = %script, line = pos.line(), "{text}");
     });
 
+    register_bounded_splits(&mut engine);
     engine.register_fn("map_value", map_value);
     let table_of = Arc::clone(&tables);
     engine.register_fn(
@@ -1104,6 +1105,117 @@ fn sandboxed_engine(path: &Path, tables: Arc<Map>, settings: RuleSettings) -> En
         },
     );
     engine
+}
+
+/// Replaces rhai's `split`, `split_rev` and `to_chars` of strings with the same
+/// functions that count the pieces before making them. rhai refuses a list over
+/// [`MAX_ARRAY_SIZE`] only once it is built: splitting a 15 MB description into
+/// characters held about 1 GB for a moment, enough to kill the process under a
+/// memory limit, since the budget is checked between operations. Registered
+/// functions take precedence over rhai's packages; the results are rhai's own.
+fn register_bounded_splits(engine: &mut Engine) {
+    type Pieces = Result<Array, Box<EvalAltResult>>;
+    /// Refuses `count` pieces over the array limit, or makes them.
+    fn bounded<'a>(
+        name: &str,
+        count: usize,
+        pieces: impl Iterator<Item = &'a str>,
+    ) -> Result<Array, Box<EvalAltResult>> {
+        if count > MAX_ARRAY_SIZE {
+            return Err(format!(
+                "{name}: the text would split into {count} pieces, over the limit of {MAX_ARRAY_SIZE} items"
+            )
+            .into());
+        }
+        Ok(pieces
+            .map(|piece| Dynamic::from(piece.to_string()))
+            .collect())
+    }
+    /// Pieces of `text` split by `delimiter`, as `str::split` makes them.
+    fn count(text: &str, delimiter: &str) -> usize {
+        if delimiter.is_empty() {
+            text.chars().count() + 2
+        } else {
+            text.matches(delimiter).count() + 1
+        }
+    }
+    /// At most `segments` (rhai: up to 1 means the whole text).
+    fn segments(segments: i64) -> usize {
+        usize::try_from(segments).unwrap_or(usize::MAX).max(1)
+    }
+    fn whole(text: &str) -> Array {
+        vec![Dynamic::from(text.to_string())]
+    }
+
+    engine.register_fn("to_chars", |s: &str| -> Pieces {
+        let count = s.chars().count();
+        if count > MAX_ARRAY_SIZE {
+            return bounded("to_chars", count, std::iter::empty());
+        }
+        Ok(s.chars().map(Dynamic::from).collect())
+    });
+    engine.register_fn("split", |s: &str| -> Pieces {
+        if s.is_empty() {
+            return Ok(whole(s));
+        }
+        bounded("split", s.split_whitespace().count(), s.split_whitespace())
+    });
+    engine.register_fn("split", |s: &str, d: &str| -> Pieces {
+        if s.is_empty() || (!d.is_empty() && !s.contains(d)) {
+            return Ok(whole(s));
+        }
+        bounded("split", count(s, d), s.split(d))
+    });
+    engine.register_fn("split", |s: &str, d: &str, n: i64| -> Pieces {
+        if n <= 1 || s.is_empty() || (!d.is_empty() && !s.contains(d)) {
+            return Ok(whole(s));
+        }
+        let n = segments(n);
+        bounded("split", count(s, d).min(n), s.splitn(n, d))
+    });
+    engine.register_fn("split", |s: &str, d: char| -> Pieces {
+        if s.is_empty() || !s.contains(d) {
+            return Ok(whole(s));
+        }
+        bounded("split", s.matches(d).count() + 1, s.split(d))
+    });
+    engine.register_fn("split", |s: &str, d: char, n: i64| -> Pieces {
+        if n <= 1 || s.is_empty() || !s.contains(d) {
+            return Ok(whole(s));
+        }
+        let n = segments(n);
+        bounded("split", (s.matches(d).count() + 1).min(n), s.splitn(n, d))
+    });
+    engine.register_fn("split_rev", |s: &str, d: &str| -> Pieces {
+        if s.is_empty() || (!d.is_empty() && !s.contains(d)) {
+            return Ok(whole(s));
+        }
+        bounded("split_rev", count(s, d), s.rsplit(d))
+    });
+    engine.register_fn("split_rev", |s: &str, d: &str, n: i64| -> Pieces {
+        if n <= 1 || s.is_empty() || (!d.is_empty() && !s.contains(d)) {
+            return Ok(whole(s));
+        }
+        let n = segments(n);
+        bounded("split_rev", count(s, d).min(n), s.rsplitn(n, d))
+    });
+    engine.register_fn("split_rev", |s: &str, d: char| -> Pieces {
+        if s.is_empty() || !s.contains(d) {
+            return Ok(whole(s));
+        }
+        bounded("split_rev", s.matches(d).count() + 1, s.rsplit(d))
+    });
+    engine.register_fn("split_rev", |s: &str, d: char, n: i64| -> Pieces {
+        if n <= 1 || s.is_empty() || !s.contains(d) {
+            return Ok(whole(s));
+        }
+        let n = segments(n);
+        bounded(
+            "split_rev",
+            (s.matches(d).count() + 1).min(n),
+            s.rsplitn(n, d),
+        )
+    });
 }
 
 /// The text of a key used to look something up; `None` for `()`.
@@ -1830,6 +1942,53 @@ mod tests {
         );
         assert_eq!(err.line, Some(3), "{err}");
         assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    }
+
+    #[test]
+    fn splitting_counts_the_pieces_before_making_them() {
+        let mut issue = sample_issue();
+        issue.description = Some("x\n".repeat(1_100_000));
+        for call in [
+            "split(\"\")",
+            "split(\"\\n\")",
+            "split('\\n')",
+            "split_rev(\"\\n\")",
+            "split()",
+            "to_chars()",
+        ] {
+            let source = format!("let parts = issue.description.{call};");
+            let err = script(&source).run_outgoing(&issue, &CTX).unwrap_err();
+            assert!(
+                err.message
+                    .contains("pieces, over the limit of 1048576 items"),
+                "{call}: {err}"
+            );
+        }
+        // Otherwise they are rhai's.
+        let replica = script(
+            "let a = \"a,b,,c\".split(\",\");\n\
+             let b = \"a,b,c\".split(\",\", 2);\n\
+             let c = \"a b  c\".split();\n\
+             let d = \"a-b-c\".split_rev('-', 2);\n\
+             let e = \"ab\".split(\"\");\n\
+             let f = \"\".split(\",\");\n\
+             replica.fields.parts = [a, b, c, d, e, f, \"héllo\".to_chars()];",
+        )
+        .run_outgoing(&sample_issue(), &CTX)
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            serde_json::to_value(&replica.fields["parts"]).unwrap(),
+            serde_json::json!([
+                ["a", "b", "", "c"],
+                ["a", "b,c"],
+                ["a", "b", "c"],
+                ["c", "a-b"],
+                ["", "a", "b", ""],
+                [""],
+                ["h", "é", "l", "l", "o"]
+            ])
+        );
     }
 
     #[test]

@@ -37,10 +37,11 @@
 //! never allocates), so rules running on several threads at once each see their
 //! own. The check runs between operations, so one built-in operation can
 //! overshoot while it builds its result, which rhai's per-value limits refuse
-//! only once built: string concatenation at most twice [`super::MAX_STRING_SIZE`],
-//! but splitting a 15 MB description into single characters (`split("")`) held
-//! about 1 GB for a moment (measured) before rhai refused the 15-million-item
-//! list. Allocation cannot fail softly (Rust aborts), so that is a known limit.
+//! only once built (allocation cannot fail softly: Rust aborts). String
+//! concatenation overshoots by at most twice [`super::MAX_STRING_SIZE`]; splitting
+//! a 15 MB description into characters held about 1 GB for a moment, so `split`,
+//! `split_rev` and `to_chars` are replaced by versions that count the pieces
+//! first (125 MB peak, and an error naming the limit).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
