@@ -5,12 +5,13 @@
 //! can act while cron is running a sync (SQLite serialises the writes; a retry
 //! takes effect at the next run).
 
+use std::io::Write;
+
 use super::{Ctx, ExitStatus, UsageError};
 use crate::config::Config;
 use crate::engine::level;
 use crate::ledger::{ErrorRecord, Ledger};
 use crate::site::LEDGER_FILE;
-use std::io::Write;
 
 /// List unresolved errors kept in the ledger (oldest first), at four levels:
 /// issue, connection, site, node.

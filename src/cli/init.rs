@@ -1,5 +1,7 @@
 //! `ferry init`: scaffold a site folder.
 
+use std::io::Write;
+
 use super::{Ctx, ExitStatus, UsageError};
 use crate::config::{CONFIG_FILE, Config, TrackerConfig};
 use crate::replica::is_plain_name;
@@ -7,7 +9,6 @@ use crate::site::{LOCAL_TRACKER_YAML, Site, ensure_signing_key, scaffold};
 use crate::tracker::jira::{
     ENV_API_TOKEN, ENV_EMAIL, ENV_PAT, Flavour, InternalComments, JiraConfig,
 };
-use std::io::Write;
 
 /// Create a site: ferry.yaml, default rule scripts and the state folder.
 ///

@@ -1,9 +1,10 @@
 //! `ferry key ...`: this site's signing key.
 
+use std::io::Write;
+
 use super::{Ctx, ExitStatus};
 use crate::config::Config;
 use crate::signing::SiteKey;
-use std::io::Write;
 
 /// This site's SSH signing key, which signs every commit ferry makes.
 #[derive(Debug, clap::Subcommand)]

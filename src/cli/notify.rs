@@ -5,10 +5,11 @@
 //! server's answer, so a wrong port or password shows up at set-up time rather
 //! than on the first failing night.
 
+use std::io::Write;
+
 use super::{Ctx, ExitStatus, UsageError};
 use crate::config::{CONFIG_FILE, Config, NOTIFY_FILE, write_atomic};
 use crate::notify::{self, Level, NotifyConfig, NotifySettings, RecipientSettings};
-use std::io::Write;
 
 /// E-mail notifications of new errors (settings in notify.yaml).
 #[derive(Debug, clap::Subcommand)]

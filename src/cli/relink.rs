@@ -1,10 +1,11 @@
 //! `ferry relink`: rebuild the ledger from the exchange repo and the tracker.
 
+use std::io::Write;
+
 use super::{Ctx, ExitStatus};
 use crate::engine::{self, SyncOptions};
 use crate::site::Site;
 use crate::words::{plural, short_id};
-use std::io::Write;
 
 /// Rebuild the ledger's links, shared issues and applied positions from the
 /// exchange repo and the origin markers in the tracker, after the ledger was lost

@@ -1,8 +1,9 @@
 //! `ferry site confirm`: settle a site identity mismatch (see [`crate::identity`]).
 
+use std::io::Write;
+
 use super::{Ctx, ExitStatus};
 use crate::site::Site;
-use std::io::Write;
 
 /// The site as a whole.
 #[derive(Debug, clap::Subcommand)]

@@ -2,9 +2,10 @@
 //! most ("did SUP-42 reach engineering, and what came back?") answered from the
 //! ledger, the exchange clone and the tracker, without the site lock.
 
+use std::io::Write;
+
 use git2::Oid;
 use serde::Serialize;
-use std::io::Write;
 
 use crate::cli::{Ctx, ExitStatus, UsageError};
 use crate::config::Config;

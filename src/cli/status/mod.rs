@@ -4,9 +4,9 @@
 //! Reads the configuration, the ledger and the exchange clone without taking the
 //! site's lock, so it answers while cron is syncing.
 
-use std::io::Write;
-
 mod issue;
+
+use std::io::Write;
 
 use serde::Serialize;
 

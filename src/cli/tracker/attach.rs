@@ -1,7 +1,8 @@
 //! `ferry tracker attach`: attach a file to an issue.
 
-use anyhow::Context;
 use std::io::Write;
+
+use anyhow::Context;
 
 use crate::attachment::copy_hashing;
 use crate::cli::{Ctx, ExitStatus};

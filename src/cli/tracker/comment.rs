@@ -1,8 +1,9 @@
 //! `ferry tracker comment`: add a comment to an issue.
 
+use std::io::Write;
+
 use crate::cli::{Ctx, ExitStatus};
 use crate::tracker::{NewComment, Tracker};
-use std::io::Write;
 
 use super::{Actor, find_live, open};
 

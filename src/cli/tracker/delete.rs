@@ -1,8 +1,9 @@
 //! `ferry tracker delete`: delete an issue.
 
+use std::io::Write;
+
 use crate::cli::{Ctx, ExitStatus};
 use crate::tracker::Tracker;
-use std::io::Write;
 
 use super::{Actor, find, open};
 

@@ -1,9 +1,10 @@
 //! `ferry tracker edit`: change an issue's fields.
 
+use std::io::Write;
+
 use crate::cli::{Ctx, ExitStatus};
 use crate::model::FieldValue;
 use crate::tracker::{IssuePatch, Tracker};
-use std::io::Write;
 
 use super::{Actor, clearable, find_live, open, parse_field, usage};
 

@@ -1,8 +1,9 @@
 //! `ferry tracker generate`: fill the tracker with synthetic issues.
 
+use std::io::Write;
+
 use crate::cli::{Ctx, ExitStatus};
 use crate::tracker::local::GenerateShape;
-use std::io::Write;
 
 use super::open;
 

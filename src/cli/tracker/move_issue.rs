@@ -1,7 +1,8 @@
 //! `ferry tracker move`: move an issue to another project.
 
-use crate::cli::{Ctx, ExitStatus};
 use std::io::Write;
+
+use crate::cli::{Ctx, ExitStatus};
 
 use super::{find_live, open};
 

@@ -1,9 +1,10 @@
 //! `ferry tracker new`: create an issue.
 
+use std::io::Write;
+
 use crate::cli::{Ctx, ExitStatus};
 use crate::model::FieldValue;
 use crate::tracker::{IssuePatch, NewIssue, Tracker};
-use std::io::Write;
 
 use super::{Actor, open, parse_field};
 

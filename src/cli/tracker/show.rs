@@ -5,10 +5,11 @@
 //! custom fields, description, attachments, comments oldest first. Multi-line
 //! texts are indented under their heading.
 
+use std::io::Write;
+
 use crate::cli::terminal::one_line;
 use crate::cli::{Ctx, ExitStatus};
 use crate::model::{FieldValue, Issue, format_timestamp};
-use std::io::Write;
 
 use super::{find, open};
 
