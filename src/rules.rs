@@ -18,7 +18,10 @@
 //!   up what it holds: the strings of all comments of a list count together);
 //! - a memory budget per run ([`RuleSettings::max_memory_mib`], `rules:` in
 //!   `ferry.yaml`), counted by the allocator (see [`budget`]): the bytes a run
-//!   holds, and four times that allocated in all;
+//!   holds, four times that allocated in all, [`budget::MAX_STACK`] of stack
+//!   below the run's start (values nested thousands deep), and
+//!   [`budget::MAX_RUN_TIME`]; `split`, `split_rev` and `to_chars` count their
+//!   pieces before making them;
 //! - values a script leaves for ferry (the replica, the issue, new comments) nest
 //!   arrays and maps at most [`MAX_VALUE_DEPTH`] deep;
 //! - strict variables: a misspelt variable name is a load error, not a silent `()`;
@@ -97,7 +100,7 @@ use serde_json::Value;
 use crate::model::{Attachment, Comment, FieldValue, Issue, normalize_set};
 use crate::replica::{MAX_REPLICA_BYTES, Replica};
 
-pub(crate) mod budget;
+pub mod budget;
 
 use budget::Meter;
 

@@ -82,13 +82,17 @@ fn an_issue_over_the_replica_limit_names_the_limit() {
     assert_eq!(w.list("engineering").len(), 1);
 }
 
-/// Runs `ferry sync` at `site` under an address-space limit of `mib` MiB, so a
-/// rule that ran away fails the test instead of the machine.
+/// Runs `ferry sync` at `site` under an address-space limit of `mib` MiB and a
+/// two-minute timeout, so a rule that ran away fails the test instead of the
+/// machine.
 fn sync_limited(w: &World, site: &str, mib: u64) -> (super::Run, Duration) {
     let ferry = w.command(site, &["sync"]);
     let mut cmd = std::process::Command::new("sh");
     cmd.arg("-c")
-        .arg(format!("ulimit -v {}; exec \"$0\" \"$@\"", mib * 1024))
+        .arg(format!(
+            "ulimit -v {}; exec timeout 120 \"$0\" \"$@\"",
+            mib * 1024
+        ))
         .arg(ferry.get_program())
         .args(ferry.get_args())
         .current_dir(w.path(site));
