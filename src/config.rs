@@ -21,6 +21,7 @@ use crate::ledger::RetryPolicy;
 use crate::notify::{NotifyConfig, NotifySettings};
 use crate::query::Query;
 use crate::replica::is_plain_name;
+use crate::rules::RuleSettings;
 use crate::signing::{KEY_FILE, SignaturePolicy, Trust, trust_file};
 
 /// Name of the site configuration file.
@@ -133,6 +134,9 @@ pub struct SiteConfig {
     /// How failing imports are retried before they are parked for an operator.
     #[serde(default, skip_serializing_if = "is_default_retry")]
     pub retry: RetryPolicy,
+    /// The budget of every rule run (see [`crate::rules`]).
+    #[serde(default, skip_serializing_if = "RuleSettings::is_default")]
+    pub rules: RuleSettings,
 }
 
 fn is_default_retry(policy: &RetryPolicy) -> bool {
@@ -508,6 +512,16 @@ impl Config {
                 message,
             });
         }
+        if site.rules.max_memory_mib == 0 {
+            return Err(ConfigError::Invalid {
+                path: site_path,
+                message: format!(
+                    "rules.max_memory_mib is 0: no rule could run; leave it out for the default \
+                     of {} MiB",
+                    crate::rules::DEFAULT_MEMORY_MIB
+                ),
+            });
+        }
         let mut connections = BTreeMap::new();
         let dir = root.join(CONNECTIONS_DIR);
         if dir.is_dir() {
@@ -805,5 +819,28 @@ mod tests {
             err.to_string().contains("would read its own bundles"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn the_rules_budget_is_a_setting_and_never_zero() {
+        let dir = tempfile::tempdir().unwrap();
+        let site = "site: support\ntracker: {kind: local, path: tracker.db}\n";
+        fs::write(dir.path().join(CONFIG_FILE), site).unwrap();
+        let config = Config::load(dir.path()).unwrap();
+        assert_eq!(config.site.rules.max_memory_mib, 256);
+        fs::write(
+            dir.path().join(CONFIG_FILE),
+            format!("{site}rules:\n  max_memory_mib: 1024\n"),
+        )
+        .unwrap();
+        let config = Config::load(dir.path()).unwrap();
+        assert_eq!(config.site.rules.max_memory_mib, 1024);
+        fs::write(
+            dir.path().join(CONFIG_FILE),
+            format!("{site}rules:\n  max_memory_mib: 0\n"),
+        )
+        .unwrap();
+        let err = Config::load(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("rules.max_memory_mib is 0"), "{err}");
     }
 }

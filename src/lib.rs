@@ -30,3 +30,8 @@ pub mod tracker;
 pub mod transport;
 pub mod words;
 pub mod yaml_depth;
+
+/// Counts what each rule run allocates, for its memory budget (see
+/// [`rules::budget`]); everything else goes straight to the system allocator.
+#[global_allocator]
+static ALLOCATOR: rules::budget::Counting = rules::budget::Counting;

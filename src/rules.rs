@@ -14,7 +14,16 @@
 //! - limits: [`MAX_OPERATIONS`] operations per run, [`MAX_CALL_LEVELS`] nested
 //!   function calls, [`MAX_EXPR_DEPTH`] nested expressions, strings up to
 //!   [`MAX_STRING_SIZE`] bytes, arrays up to [`MAX_ARRAY_SIZE`] items and maps up to
-//!   [`MAX_MAP_SIZE`] entries;
+//!   [`MAX_MAP_SIZE`] entries (rhai applies these to one value at a time, adding
+//!   up what it holds: the strings of all comments of a list count together);
+//! - a memory budget per run ([`RuleSettings::max_memory_mib`], `rules:` in
+//!   `ferry.yaml`), counted by the allocator (see [`budget`]): the bytes a run
+//!   holds, four times that allocated in all, [`budget::MAX_STACK`] of stack
+//!   below the run's start (values nested thousands deep), and
+//!   [`budget::MAX_RUN_TIME`]; `split`, `split_rev` and `to_chars` count their
+//!   pieces before making them;
+//! - values a script leaves for ferry (the replica, the issue, new comments) nest
+//!   arrays and maps at most [`MAX_VALUE_DEPTH`] deep;
 //! - strict variables: a misspelt variable name is a load error, not a silent `()`;
 //! - `print` and `debug` go to the log (`tracing`, level info) with the script path.
 //!
@@ -89,7 +98,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::model::{Attachment, Comment, FieldValue, Issue, normalize_set};
-use crate::replica::Replica;
+use crate::replica::{MAX_REPLICA_BYTES, Replica};
+
+pub mod budget;
+
+use budget::Meter;
 
 /// Operations one run may perform: generous for any real rule (a rule touching a
 /// few hundred comments uses tens of thousands), small enough that an endless loop
@@ -100,12 +113,66 @@ pub const MAX_OPERATIONS: u64 = 1_000_000;
 pub const MAX_CALL_LEVELS: usize = 32;
 /// Nesting depth of expressions at the top level (functions get half of it).
 pub const MAX_EXPR_DEPTH: usize = 64;
-/// Largest string a script may build, in bytes.
-pub const MAX_STRING_SIZE: usize = 1024 * 1024;
-/// Largest array a script may build.
-pub const MAX_ARRAY_SIZE: usize = 100_000;
-/// Largest map a script may build.
-pub const MAX_MAP_SIZE: usize = 100_000;
+/// Largest string a script may build, in bytes: the replica limit, since a value
+/// can be no larger than the replica carrying it. rhai adds up the strings one
+/// value holds (an array of comments, a whole replica), so this also bounds the
+/// text of one value in all, which no replica a peer accepts exceeds either.
+pub const MAX_STRING_SIZE: usize = MAX_REPLICA_BYTES;
+/// Most items one array may hold, counting those of arrays inside it: more than
+/// the comments of any replica (each takes over 60 bytes of YAML), while a single
+/// operation on such an array (rhai checks its size by walking it) stays short.
+pub const MAX_ARRAY_SIZE: usize = MAX_REPLICA_BYTES / 16;
+/// Most entries one map may hold, counting those of maps inside it (a replica of
+/// many comments is a map of that many comment maps of six entries each).
+pub const MAX_MAP_SIZE: usize = MAX_REPLICA_BYTES / 16;
+/// How deep arrays and maps may nest in what a script leaves for ferry: a replica
+/// holds comments holding an origin (4 levels), leaving room for structured custom
+/// fields. Deeper values are a runaway rule, and parsers (serde_json at 128
+/// levels, the peer's YAML parser) refuse them later, far from the rule.
+pub const MAX_VALUE_DEPTH: usize = 16;
+
+/// The `rules:` settings of `ferry.yaml`: the budget of every rule run.
+///
+/// ```yaml
+/// rules:
+///   max_memory_mib: 256
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSettings {
+    /// Memory one run of a rule script may hold, in MiB (and four times that
+    /// allocated in all). The default holds the rule of the largest issue a
+    /// replica can carry (16 MiB of text) several times over.
+    #[serde(default = "default_memory_mib")]
+    pub max_memory_mib: u64,
+}
+
+/// The default memory budget of a rule run, in MiB.
+pub const DEFAULT_MEMORY_MIB: u64 = 256;
+
+fn default_memory_mib() -> u64 {
+    DEFAULT_MEMORY_MIB
+}
+
+impl Default for RuleSettings {
+    fn default() -> Self {
+        RuleSettings {
+            max_memory_mib: DEFAULT_MEMORY_MIB,
+        }
+    }
+}
+
+impl RuleSettings {
+    /// Whether these are the defaults (then `ferry.yaml` need not say them).
+    pub fn is_default(&self) -> bool {
+        *self == RuleSettings::default()
+    }
+
+    /// The memory budget in bytes.
+    fn budget(&self) -> u64 {
+        self.max_memory_mib.saturating_mul(1024 * 1024)
+    }
+}
 
 /// Mapping tables loaded from `rules/tables/*.yaml`, by file stem.
 pub type Tables = BTreeMap<String, serde_json::Value>;
@@ -162,6 +229,8 @@ pub struct RuleScript {
     ast: AST,
     /// The tables as a rhai map, copied into each run's scope as `tables`.
     tables: Arc<Map>,
+    /// The budget of each run.
+    settings: RuleSettings,
 }
 
 /// What an outgoing rule knows besides the issue.
@@ -434,15 +503,25 @@ const IDENTITY_KEYS: &[&str] = &[
 ];
 
 impl RuleScript {
-    /// Reads and compiles a script. `tables` are what `lookup` and `tables` see.
-    pub fn load(path: &Path, tables: Tables) -> Result<RuleScript, RuleError> {
+    /// Reads and compiles a script. `tables` are what `lookup` and `tables` see;
+    /// `settings` the budget of each run.
+    pub fn load(
+        path: &Path,
+        tables: Tables,
+        settings: RuleSettings,
+    ) -> Result<RuleScript, RuleError> {
         let source = std::fs::read_to_string(path)
             .map_err(|e| RuleError::in_file(path, format!("cannot read rule script: {e}")))?;
-        RuleScript::from_source(path, &source, tables)
+        RuleScript::from_source(path, &source, tables, settings)
     }
 
     /// Compiles `source`; `path` names the script in errors and log lines.
-    pub fn from_source(path: &Path, source: &str, tables: Tables) -> Result<RuleScript, RuleError> {
+    pub fn from_source(
+        path: &Path,
+        source: &str,
+        tables: Tables,
+        settings: RuleSettings,
+    ) -> Result<RuleScript, RuleError> {
         let mut table_map = Map::new();
         for (name, table) in &tables {
             let table = to_dynamic(table)
@@ -450,7 +529,7 @@ impl RuleScript {
             table_map.insert(name.into(), table);
         }
         let tables = Arc::new(table_map);
-        let engine = sandboxed_engine(path, Arc::clone(&tables));
+        let engine = sandboxed_engine(path, Arc::clone(&tables), settings);
         let mut declared = Scope::new();
         for name in var::ALL {
             // Plain variables, not constants: the optimiser would fold constant
@@ -465,6 +544,7 @@ impl RuleScript {
             engine,
             ast,
             tables,
+            settings,
         })
     }
 
@@ -487,6 +567,7 @@ impl RuleScript {
         if shared.is_unit() {
             return Ok(None);
         }
+        self.check_depth(var::REPLICA, &shared)?;
         let mut replica = match from_dynamic::<Replica>(&shared) {
             // What nearly every rule leaves: a replica as is. Its identity is
             // put back field by field.
@@ -571,16 +652,17 @@ impl RuleScript {
         if wanted.is_unit() {
             return Ok(None);
         }
+        self.check_depth(var::ISSUE, &wanted)?;
         let mut issue: TargetIssue =
             self.decode(var::ISSUE, self.read_back(var::ISSUE, wanted)?)?;
         normalize_set(&mut issue.labels);
         normalize_set(&mut issue.components);
 
-        let comments = take(&mut scope, var::NEW_COMMENTS)
-            .into_array()
-            .map_err(|found| {
-                self.after_run(format!("`new_comments` must be an array, not {found}"))
-            })?;
+        let comments = take(&mut scope, var::NEW_COMMENTS);
+        self.check_depth(var::NEW_COMMENTS, &comments)?;
+        let comments = comments.into_array().map_err(|found| {
+            self.after_run(format!("`new_comments` must be an array, not {found}"))
+        })?;
         let mut sources = BTreeSet::new();
         let mut new_comments = Vec::with_capacity(comments.len());
         for (i, comment) in comments.into_iter().enumerate() {
@@ -681,7 +763,18 @@ impl RuleScript {
     /// Runs the script in `scope`; `kind` ("outgoing", "incoming") explains a
     /// variable the script uses but this kind of script does not have.
     fn run(&self, scope: &mut Scope, kind: &str) -> Result<(), RuleError> {
-        let Err(err) = self.engine.run_ast_with_scope(scope, &self.ast) else {
+        let meter = Meter::start();
+        let outcome = self.engine.run_ast_with_scope(scope, &self.ast);
+        let usage = Meter::usage();
+        drop(meter);
+        tracing::debug!(
+            script = %self.path.display(),
+            live = usage.live,
+            allocated = usage.allocated,
+            stack = usage.stack,
+            "rule run: bytes held at the end, allocated in all, and of stack"
+        );
+        let Err(err) = outcome else {
             return Ok(());
         };
         // Compilation accepted every variable of either kind of script.
@@ -702,7 +795,7 @@ impl RuleScript {
                 ),
             ));
         }
-        Err(runtime_error(&self.path, err))
+        Err(runtime_error(&self.path, err, &self.settings))
     }
 
     /// Converts ferry data into a script value.
@@ -727,10 +820,61 @@ impl RuleScript {
         })
     }
 
+    /// Refuses a value the script left in `name` whose arrays and maps nest
+    /// deeper than [`MAX_VALUE_DEPTH`], naming the field that holds the deep part.
+    fn check_depth(&self, name: &str, value: &Dynamic) -> Result<(), RuleError> {
+        let mut path = Vec::new();
+        if !too_deep(value, MAX_VALUE_DEPTH, &mut path) {
+            return Ok(());
+        }
+        // The field, not every index of the runaway nesting below it.
+        let field: String = path
+            .iter()
+            .map_while(|step| match step {
+                Step::Key(key) => Some(format!(".{key}")),
+                Step::Index(_) => None,
+            })
+            .collect();
+        Err(self.after_run(format!(
+            "`{name}{field}` holds arrays or maps nested deeper than {MAX_VALUE_DEPTH} levels, \
+             the most a value a rule leaves for ferry may have"
+        )))
+    }
+
     /// An error found in what the script left behind.
     fn after_run(&self, message: String) -> RuleError {
         RuleError::in_file(&self.path, format!("after the script ran: {message}"))
     }
+}
+
+/// Whether arrays and maps nest in `value` more than `left` levels deep; `path`
+/// then leads to the first place where they do. Descends at most `left + 1`
+/// levels, so a runaway value costs no deeper recursion than a legal one.
+fn too_deep(value: &Dynamic, left: usize, path: &mut Vec<Step>) -> bool {
+    if let Some(items) = value.read_lock::<Array>() {
+        if left == 0 {
+            return true;
+        }
+        for (i, item) in items.iter().enumerate() {
+            path.push(Step::Index(i));
+            if too_deep(item, left - 1, path) {
+                return true;
+            }
+            path.pop();
+        }
+    } else if let Some(entries) = value.read_lock::<Map>() {
+        if left == 0 {
+            return true;
+        }
+        for (key, item) in entries.iter() {
+            path.push(Step::Key(key.to_string()));
+            if too_deep(item, left - 1, path) {
+                return true;
+            }
+            path.pop();
+        }
+    }
+    false
 }
 
 /// One step into a JSON value.
@@ -904,7 +1048,7 @@ fn keep_identity(replica: &mut Replica, base: &Replica) {
 }
 
 /// Builds the sandboxed engine of one script; see the module documentation.
-fn sandboxed_engine(path: &Path, tables: Arc<Map>) -> Engine {
+fn sandboxed_engine(path: &Path, tables: Arc<Map>, settings: RuleSettings) -> Engine {
     let mut engine = Engine::new();
     engine
         .set_module_resolver(DummyModuleResolver::new())
@@ -916,6 +1060,9 @@ fn sandboxed_engine(path: &Path, tables: Arc<Map>) -> Engine {
         .set_max_string_size(MAX_STRING_SIZE)
         .set_max_array_size(MAX_ARRAY_SIZE)
         .set_max_map_size(MAX_MAP_SIZE);
+    // Before every operation: the run's memory, as the allocator counted it.
+    let budget = settings.budget();
+    engine.on_progress(move |_| Meter::exceeded(budget).map(|over| Dynamic::from_int(over.code())));
 
     let script = path.display().to_string();
     let name = script.clone();
@@ -924,6 +1071,7 @@ fn sandboxed_engine(path: &Path, tables: Arc<Map>) -> Engine {
         tracing::info!(script = %script, line = pos.line(), "{text}");
     });
 
+    register_bounded_splits(&mut engine);
     engine.register_fn("map_value", map_value);
     let table_of = Arc::clone(&tables);
     engine.register_fn(
@@ -960,6 +1108,117 @@ fn sandboxed_engine(path: &Path, tables: Arc<Map>) -> Engine {
         },
     );
     engine
+}
+
+/// Replaces rhai's `split`, `split_rev` and `to_chars` of strings with the same
+/// functions that count the pieces before making them. rhai refuses a list over
+/// [`MAX_ARRAY_SIZE`] only once it is built: splitting a 15 MB description into
+/// characters held about 1 GB for a moment, enough to kill the process under a
+/// memory limit, since the budget is checked between operations. Registered
+/// functions take precedence over rhai's packages; the results are rhai's own.
+fn register_bounded_splits(engine: &mut Engine) {
+    type Pieces = Result<Array, Box<EvalAltResult>>;
+    /// Refuses `count` pieces over the array limit, or makes them.
+    fn bounded<'a>(
+        name: &str,
+        count: usize,
+        pieces: impl Iterator<Item = &'a str>,
+    ) -> Result<Array, Box<EvalAltResult>> {
+        if count > MAX_ARRAY_SIZE {
+            return Err(format!(
+                "{name}: the text would split into {count} pieces, over the limit of {MAX_ARRAY_SIZE} items"
+            )
+            .into());
+        }
+        Ok(pieces
+            .map(|piece| Dynamic::from(piece.to_string()))
+            .collect())
+    }
+    /// Pieces of `text` split by `delimiter`, as `str::split` makes them.
+    fn count(text: &str, delimiter: &str) -> usize {
+        if delimiter.is_empty() {
+            text.chars().count() + 2
+        } else {
+            text.matches(delimiter).count() + 1
+        }
+    }
+    /// At most `segments` (rhai: up to 1 means the whole text).
+    fn segments(segments: i64) -> usize {
+        usize::try_from(segments).unwrap_or(usize::MAX).max(1)
+    }
+    fn whole(text: &str) -> Array {
+        vec![Dynamic::from(text.to_string())]
+    }
+
+    engine.register_fn("to_chars", |s: &str| -> Pieces {
+        let count = s.chars().count();
+        if count > MAX_ARRAY_SIZE {
+            return bounded("to_chars", count, std::iter::empty());
+        }
+        Ok(s.chars().map(Dynamic::from).collect())
+    });
+    engine.register_fn("split", |s: &str| -> Pieces {
+        if s.is_empty() {
+            return Ok(whole(s));
+        }
+        bounded("split", s.split_whitespace().count(), s.split_whitespace())
+    });
+    engine.register_fn("split", |s: &str, d: &str| -> Pieces {
+        if s.is_empty() || (!d.is_empty() && !s.contains(d)) {
+            return Ok(whole(s));
+        }
+        bounded("split", count(s, d), s.split(d))
+    });
+    engine.register_fn("split", |s: &str, d: &str, n: i64| -> Pieces {
+        if n <= 1 || s.is_empty() || (!d.is_empty() && !s.contains(d)) {
+            return Ok(whole(s));
+        }
+        let n = segments(n);
+        bounded("split", count(s, d).min(n), s.splitn(n, d))
+    });
+    engine.register_fn("split", |s: &str, d: char| -> Pieces {
+        if s.is_empty() || !s.contains(d) {
+            return Ok(whole(s));
+        }
+        bounded("split", s.matches(d).count() + 1, s.split(d))
+    });
+    engine.register_fn("split", |s: &str, d: char, n: i64| -> Pieces {
+        if n <= 1 || s.is_empty() || !s.contains(d) {
+            return Ok(whole(s));
+        }
+        let n = segments(n);
+        bounded("split", (s.matches(d).count() + 1).min(n), s.splitn(n, d))
+    });
+    engine.register_fn("split_rev", |s: &str, d: &str| -> Pieces {
+        if s.is_empty() || (!d.is_empty() && !s.contains(d)) {
+            return Ok(whole(s));
+        }
+        bounded("split_rev", count(s, d), s.rsplit(d))
+    });
+    engine.register_fn("split_rev", |s: &str, d: &str, n: i64| -> Pieces {
+        if n <= 1 || s.is_empty() || (!d.is_empty() && !s.contains(d)) {
+            return Ok(whole(s));
+        }
+        let n = segments(n);
+        bounded("split_rev", count(s, d).min(n), s.rsplitn(n, d))
+    });
+    engine.register_fn("split_rev", |s: &str, d: char| -> Pieces {
+        if s.is_empty() || !s.contains(d) {
+            return Ok(whole(s));
+        }
+        bounded("split_rev", s.matches(d).count() + 1, s.rsplit(d))
+    });
+    engine.register_fn("split_rev", |s: &str, d: char, n: i64| -> Pieces {
+        if n <= 1 || s.is_empty() || !s.contains(d) {
+            return Ok(whole(s));
+        }
+        let n = segments(n);
+        bounded(
+            "split_rev",
+            (s.matches(d).count() + 1).min(n),
+            s.rsplitn(n, d),
+        )
+    });
 }
 
 /// The text of a key used to look something up; `None` for `()`.
@@ -1051,7 +1310,7 @@ fn new_comment(author: ImmutableString, body: ImmutableString, source: Immutable
 
 /// Turns a rhai runtime error into a [`RuleError`] at the innermost position: for
 /// an error inside a script function, the line in that function.
-fn runtime_error(path: &Path, err: Box<EvalAltResult>) -> RuleError {
+fn runtime_error(path: &Path, err: Box<EvalAltResult>, settings: &RuleSettings) -> RuleError {
     let mut function = None;
     let mut pos = err.position();
     let mut inner = err;
@@ -1066,7 +1325,7 @@ fn runtime_error(path: &Path, err: Box<EvalAltResult>) -> RuleError {
         }
         inner = next;
     }
-    let mut message = describe(*inner);
+    let mut message = describe(*inner, settings);
     if let Some(function) = function {
         message.push_str(&format!(" (in function `{function}`)"));
     }
@@ -1074,7 +1333,7 @@ fn runtime_error(path: &Path, err: Box<EvalAltResult>) -> RuleError {
 }
 
 /// A message for one rhai error, with advice where the cause is usually the same.
-fn describe(err: EvalAltResult) -> String {
+fn describe(err: EvalAltResult, settings: &RuleSettings) -> String {
     match err {
         EvalAltResult::ErrorTooManyOperations(_) => {
             format!("too many operations (limit {MAX_OPERATIONS}): does the script loop forever?")
@@ -1084,13 +1343,40 @@ fn describe(err: EvalAltResult) -> String {
         ),
         EvalAltResult::ErrorDataTooLarge(what, _) => {
             let limit = if what.contains("string") {
-                format!("{MAX_STRING_SIZE} bytes")
+                format!(
+                    "{MAX_STRING_SIZE} bytes: the text of one value (a string, or all strings of a list or map) can be no larger than the replica limit, which is fixed"
+                )
             } else if what.contains("array") {
-                format!("{MAX_ARRAY_SIZE} items")
+                format!("{MAX_ARRAY_SIZE} items (counting those of nested lists)")
             } else {
-                format!("{MAX_MAP_SIZE} entries")
+                format!("{MAX_MAP_SIZE} entries (counting those of nested maps)")
             };
             format!("{} over the limit of {limit}", what.to_lowercase())
+        }
+        EvalAltResult::ErrorTerminated(token, _) => {
+            match token.as_int().ok().and_then(budget::Over::from_code) {
+                Some(budget::Over::Memory) => format!(
+                    "the rule went over its memory budget of {} MiB \
+                     (rules.max_memory_mib in ferry.yaml raises it): does it build ever larger values?",
+                    settings.max_memory_mib
+                ),
+                Some(budget::Over::Work) => format!(
+                    "the rule allocated more than {} MiB in all, {}× its memory budget \
+                     (rules.max_memory_mib in ferry.yaml raises it): does it copy large values over and over?",
+                    settings.max_memory_mib.saturating_mul(budget::WORK_FACTOR),
+                    budget::WORK_FACTOR
+                ),
+                Some(budget::Over::Nesting) => format!(
+                    "the rule nests arrays or maps too deeply (thousands of levels: over the \
+                     budget of {} KiB of stack for copying them): does it put a value inside itself?",
+                    budget::MAX_STACK / 1024
+                ),
+                Some(budget::Over::Time) => format!(
+                    "the rule ran longer than {} s: does it loop over ever larger values?",
+                    budget::MAX_RUN_TIME.as_secs()
+                ),
+                None => format!("the rule was stopped: {token}"),
+            }
         }
         EvalAltResult::ErrorModuleNotFound(name, _) => {
             format!("cannot import {name:?}: rule scripts cannot import modules")
@@ -1170,14 +1456,20 @@ mod tests {
     }
 
     fn script(source: &str) -> RuleScript {
-        RuleScript::from_source(Path::new("test.rhai"), source, Tables::new()).unwrap()
+        RuleScript::from_source(
+            Path::new("test.rhai"),
+            source,
+            Tables::new(),
+            RuleSettings::default(),
+        )
+        .unwrap()
     }
 
     fn template(name: &str) -> RuleScript {
         let path = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("templates")
             .join(name);
-        RuleScript::load(&path, Tables::new()).unwrap()
+        RuleScript::load(&path, Tables::new(), RuleSettings::default()).unwrap()
     }
 
     const CTX: OutgoingContext<'static> = OutgoingContext {
@@ -1213,7 +1505,12 @@ mod tests {
     }
 
     fn compile_error(source: &str) -> RuleError {
-        match RuleScript::from_source(Path::new("test.rhai"), source, Tables::new()) {
+        match RuleScript::from_source(
+            Path::new("test.rhai"),
+            source,
+            Tables::new(),
+            RuleSettings::default(),
+        ) {
             Ok(_) => panic!("the script must not compile"),
             Err(e) => e,
         }
@@ -1518,6 +1815,7 @@ mod tests {
              issue.priority = map_value((), #{}, \"Normal\");
              issue.description = tables.users.raj;",
             tables,
+            RuleSettings::default(),
         )
         .unwrap()
         .run_incoming(&incoming(&replica, None, None, &[]))
@@ -1573,7 +1871,7 @@ mod tests {
         let err = outgoing_error("let s = \"x\";\nwhile true {\n    s += s;\n}");
         assert!(
             err.message
-                .contains("string over the limit of 1048576 bytes"),
+                .contains("string over the limit of 16777216 bytes"),
             "{err}"
         );
         assert_eq!(err.line, Some(3), "{err}");
@@ -1581,11 +1879,141 @@ mod tests {
 
     #[test]
     fn a_huge_array_hits_the_size_limit() {
-        let err = outgoing_error("let a = [];\na.pad(200000, 0);");
+        let err = outgoing_error("let a = [];\na.pad(2000000, 0);");
         assert!(
-            err.message.contains("over the limit of 100000 items"),
+            err.message.contains("over the limit of 1048576 items"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn one_value_may_hold_as_much_text_as_a_replica() {
+        // Fifteen strings of 1 MiB in one list: 15 MiB of text in one value.
+        let shared = script(
+            "let s = \"x\";\nwhile s.len() < 1024 * 1024 { s += s; }\n\
+             let all = [];\nfor i in 0..15 { all.push(s + i); }\n\
+             replica.description = all[14];",
+        )
+        .run_outgoing(&sample_issue(), &CTX)
+        .unwrap()
+        .unwrap();
+        assert!(shared.description.unwrap().len() > 1024 * 1024);
+    }
+
+    #[test]
+    fn a_rule_over_its_memory_budget_is_stopped_naming_the_budget() {
+        let source = "let s = \"x\";\nwhile s.len() < 1024 * 1024 { s += s; }\n\
+                      let m = #{};\nfor i in 0..100 { m[\"k\" + i] = s + i; }";
+        let small = RuleSettings { max_memory_mib: 16 };
+        let err = RuleScript::from_source(Path::new("test.rhai"), source, Tables::new(), small)
+            .unwrap()
+            .run_outgoing(&sample_issue(), &CTX)
+            .unwrap_err();
+        assert_eq!(err.line, Some(4), "{err}");
+        assert!(
+            err.message.contains("memory budget of 16 MiB")
+                && err.message.contains("rules.max_memory_mib"),
+            "{err}"
+        );
+        // The default budget holds it (100 MiB).
+        script(source).run_outgoing(&sample_issue(), &CTX).unwrap();
+    }
+
+    #[test]
+    fn copying_a_value_over_and_over_hits_the_allocation_budget() {
+        let source = "let s = \"x\";\nwhile s.len() < 1024 * 1024 { s += s; }\n\
+                      for i in 0..200 { let t = s + i; }";
+        let err = RuleScript::from_source(
+            Path::new("test.rhai"),
+            source,
+            Tables::new(),
+            RuleSettings { max_memory_mib: 16 },
+        )
+        .unwrap()
+        .run_outgoing(&sample_issue(), &CTX)
+        .unwrap_err();
+        assert!(err.message.contains("more than 64 MiB in all"), "{err}");
+    }
+
+    #[test]
+    fn a_value_put_inside_itself_is_stopped_quickly() {
+        let started = std::time::Instant::now();
+        let err = outgoing_error("let a = [];\nfor i in 0..100000 {\n    a = [a];\n}");
+        assert!(
+            err.message.contains("nests arrays or maps too deeply"),
+            "{err}"
+        );
+        assert_eq!(err.line, Some(3), "{err}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    }
+
+    #[test]
+    fn splitting_counts_the_pieces_before_making_them() {
+        let mut issue = sample_issue();
+        issue.description = Some("x\n".repeat(1_100_000));
+        for call in [
+            "split(\"\")",
+            "split(\"\\n\")",
+            "split('\\n')",
+            "split_rev(\"\\n\")",
+            "split()",
+            "to_chars()",
+        ] {
+            let source = format!("let parts = issue.description.{call};");
+            let err = script(&source).run_outgoing(&issue, &CTX).unwrap_err();
+            assert!(
+                err.message
+                    .contains("pieces, over the limit of 1048576 items"),
+                "{call}: {err}"
+            );
+        }
+        // Otherwise they are rhai's.
+        let replica = script(
+            "let a = \"a,b,,c\".split(\",\");\n\
+             let b = \"a,b,c\".split(\",\", 2);\n\
+             let c = \"a b  c\".split();\n\
+             let d = \"a-b-c\".split_rev('-', 2);\n\
+             let e = \"ab\".split(\"\");\n\
+             let f = \"\".split(\",\");\n\
+             replica.fields.parts = [a, b, c, d, e, f, \"héllo\".to_chars()];",
+        )
+        .run_outgoing(&sample_issue(), &CTX)
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            serde_json::to_value(&replica.fields["parts"]).unwrap(),
+            serde_json::json!([
+                ["a", "b", "", "c"],
+                ["a", "b,c"],
+                ["a", "b", "c"],
+                ["c", "a-b"],
+                ["", "a", "b", ""],
+                [""],
+                ["h", "é", "l", "l", "o"]
+            ])
+        );
+    }
+
+    #[test]
+    fn values_left_for_ferry_nest_at_most_the_depth_limit() {
+        let deep = |depth: usize, target: &str| {
+            format!("let v = 1;\nfor i in 0..{depth} {{ v = [v]; }}\n{target} = v;")
+        };
+        let fits = MAX_VALUE_DEPTH - 2; // replica, fields, then the value's own
+        script(&deep(fits, "replica.fields.deep"))
+            .run_outgoing(&sample_issue(), &CTX)
+            .unwrap();
+        let err = outgoing_error(&deep(fits + 1, "replica.fields.deep"));
+        assert_eq!(
+            err.to_string(),
+            "test.rhai: after the script ran: `replica.fields.deep` holds arrays or maps nested \
+             deeper than 16 levels, the most a value a rule leaves for ferry may have"
+        );
+        let replica = peer_replica();
+        let err = script(&deep(40, "new_comments"))
+            .run_incoming(&incoming(&replica, None, None, &[]))
+            .unwrap_err();
+        assert!(err.message.contains("`new_comments`"), "{err}");
     }
 
     #[test]
@@ -1636,9 +2064,13 @@ mod tests {
 
     #[test]
     fn a_missing_script_names_its_path() {
-        let err = RuleScript::load(Path::new("/nonexistent/outgoing.rhai"), Tables::new())
-            .err()
-            .unwrap();
+        let err = RuleScript::load(
+            Path::new("/nonexistent/outgoing.rhai"),
+            Tables::new(),
+            RuleSettings::default(),
+        )
+        .err()
+        .unwrap();
         assert!(
             err.to_string()
                 .starts_with("/nonexistent/outgoing.rhai: cannot read"),
@@ -1696,7 +2128,7 @@ mod tests {
         other.components = vec!["scanning".into()];
         let replica = peer_replica();
         for path in names {
-            let script = RuleScript::load(&path, tables.clone()).unwrap();
+            let script = RuleScript::load(&path, tables.clone(), RuleSettings::default()).unwrap();
             let name = path.file_name().unwrap().to_str().unwrap();
             if name.ends_with("-outgoing.rhai") {
                 let shared = script.run_outgoing(&issue, &CTX).unwrap();
@@ -1718,7 +2150,9 @@ mod tests {
     fn samples_do_what_they_say() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/rules");
         let tables = load_tables(&dir.join("tables")).unwrap();
-        let load = |name: &str| RuleScript::load(&dir.join(name), tables.clone()).unwrap();
+        let load = |name: &str| {
+            RuleScript::load(&dir.join(name), tables.clone(), RuleSettings::default()).unwrap()
+        };
         let issue = sample_issue();
 
         let replica = load("drop-custom-field-outgoing.rhai")

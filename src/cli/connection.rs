@@ -1,6 +1,7 @@
 //! `ferry connection ...`: the links of this site to its peers.
 
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::path::PathBuf;
 
 use super::{Ctx, ExitStatus, UsageError, operator};

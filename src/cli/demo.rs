@@ -60,7 +60,7 @@ pub fn run(args: DemoArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
             temp.path().to_path_buf()
         }
     };
-    Story::new(&root, args.bundles, ctx.out)?.tell()?;
+    Story::new(&root, args.bundles, &mut ctx.out)?.tell()?;
     Ok(ExitStatus::Success)
 }
 

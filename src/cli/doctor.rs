@@ -5,6 +5,7 @@
 //! Nothing is changed: no lock taken, no ref moved, nothing pushed or sent (the
 //! mail server and the channels are connected to and left).
 
+use std::io::Write;
 use std::path::Path;
 
 use serde::Serialize;
@@ -85,7 +86,11 @@ pub fn run(args: DoctorArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
     diagnose(&ctx.dir, args.min_free_mib, &mut checks);
     let failed = checks.0.iter().any(|c| !c.ok);
     if args.json {
-        writeln!(ctx.out, "{}", serde_json::to_string_pretty(&checks.0)?)?;
+        writeln!(
+            ctx.out.raw(),
+            "{}",
+            serde_json::to_string_pretty(&checks.0)?
+        )?;
     } else {
         for c in &checks.0 {
             writeln!(

@@ -5,6 +5,8 @@
 //! can act while cron is running a sync (SQLite serialises the writes; a retry
 //! takes effect at the next run).
 
+use std::io::Write;
+
 use super::{Ctx, ExitStatus, UsageError};
 use crate::config::Config;
 use crate::engine::level;
@@ -77,7 +79,7 @@ pub fn run(args: ErrorsArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
         Err(e) => return Err(e),
     };
     if args.json {
-        writeln!(ctx.out, "{}", serde_json::to_string_pretty(&errors)?)?;
+        writeln!(ctx.out.raw(), "{}", serde_json::to_string_pretty(&errors)?)?;
         return Ok(ExitStatus::Success);
     }
     if errors.is_empty() {

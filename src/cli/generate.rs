@@ -24,12 +24,12 @@ pub fn completions(args: CompletionsArgs, ctx: &mut Ctx) -> anyhow::Result<ExitS
     // (`ferry completions bash | head`) is an ordinary, quiet write error.
     let mut script = Vec::new();
     clap_complete::generate(args.shell, &mut Cli::command(), "ferry", &mut script);
-    ctx.out.write_all(&script)?;
+    ctx.out.raw().write_all(&script)?;
     Ok(ExitStatus::Success)
 }
 
 /// Runs `ferry man`.
 pub fn man(_args: ManArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
-    clap_mangen::Man::new(Cli::command()).render(ctx.out)?;
+    clap_mangen::Man::new(Cli::command()).render(ctx.out.raw())?;
     Ok(ExitStatus::Success)
 }

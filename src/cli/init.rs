@@ -1,5 +1,7 @@
 //! `ferry init`: scaffold a site folder.
 
+use std::io::Write;
+
 use super::{Ctx, ExitStatus, UsageError};
 use crate::config::{CONFIG_FILE, Config, TrackerConfig};
 use crate::replica::is_plain_name;

@@ -1,5 +1,7 @@
 //! `ferry key ...`: this site's signing key.
 
+use std::io::Write;
+
 use super::{Ctx, ExitStatus};
 use crate::config::Config;
 use crate::signing::SiteKey;

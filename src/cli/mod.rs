@@ -21,6 +21,7 @@ mod rules;
 mod site;
 mod status;
 mod steps;
+mod terminal;
 mod tracker;
 
 use std::io::Write;
@@ -112,8 +113,9 @@ enum Command {
 pub struct Ctx<'a> {
     /// The site folder.
     pub dir: PathBuf,
-    /// Standard output (tests pass a buffer).
-    pub out: &'a mut dyn Write,
+    /// Standard output (tests pass a buffer), escaping what could drive a
+    /// terminal; `out.raw()` for `--json`.
+    pub out: terminal::Human<'a>,
 }
 
 /// Parses the command line, runs the command, prints errors and maps the outcome
@@ -146,7 +148,7 @@ pub fn run() -> ExitCode {
     };
     let mut ctx = Ctx {
         dir,
-        out: &mut *out,
+        out: terminal::Human::new(&mut *out),
     };
     let status = match dispatch(cli.command, &mut ctx) {
         Ok(status) => {
@@ -158,9 +160,12 @@ pub fn run() -> ExitCode {
         Err(err) if is_broken_pipe(&err) => ExitStatus::Success,
         Err(err) => {
             let _ = ctx.out.flush();
-            eprintln!("error: {}", crate::words::error_chain(&err));
+            eprintln!(
+                "error: {}",
+                terminal::escaped(&crate::words::error_chain(&err))
+            );
             if let Some(advice) = full_disk_advice(&ctx.dir) {
-                eprintln!("hint: {advice}");
+                eprintln!("hint: {}", terminal::escaped(&advice));
             }
             let status = classify(&err);
             // For --log-file only: stderr already has it, worded for people.
@@ -190,7 +195,7 @@ pub(crate) fn run_in(
     let cli = Cli::try_parse_from(std::iter::once("ferry").chain(args.iter().copied()))?;
     let mut ctx = Ctx {
         dir: dir.to_path_buf(),
-        out,
+        out: terminal::Human::new(out),
     };
     dispatch(cli.command, &mut ctx)
 }
@@ -310,7 +315,7 @@ fn init_tracing(cli: &Cli) -> anyhow::Result<()> {
         .add_directive(WIRE_DUMP_OFF.parse()?);
     // No colour codes in what cron mails or a pipe stores.
     let stderr = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
+        .with_writer(|| terminal::LogRecord::new(std::io::stderr()))
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .with_filter(stderr_filter);

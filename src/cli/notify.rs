@@ -5,6 +5,8 @@
 //! server's answer, so a wrong port or password shows up at set-up time rather
 //! than on the first failing night.
 
+use std::io::Write;
+
 use super::{Ctx, ExitStatus, UsageError};
 use crate::config::{CONFIG_FILE, Config, NOTIFY_FILE, write_atomic};
 use crate::notify::{self, Level, NotifyConfig, NotifySettings, RecipientSettings};

@@ -1,5 +1,7 @@
 //! `ferry relink`: rebuild the ledger from the exchange repo and the tracker.
 
+use std::io::Write;
+
 use super::{Ctx, ExitStatus};
 use crate::engine::{self, SyncOptions};
 use crate::site::{Missing, Site};

@@ -9,6 +9,7 @@ use crate::notify::{NotifyError, NotifyOutcome};
 use crate::transport::{FetchOutcome, PushOutcome};
 
 use super::ExitStatus;
+use super::terminal::one_line;
 use crate::words::{plural, short_id};
 
 /// Writes what a fetch brought.
@@ -81,7 +82,7 @@ pub fn imported(out: &mut dyn Write, peer: &str, r: &ImportReport) -> io::Result
         writeln!(
             out,
             "  {} → {} {action}{comments}{files}",
-            i.remote_key,
+            one_line(&i.remote_key),
             i.local_key.as_deref().unwrap_or("-"),
         )?;
         for c in &i.conflicts {
@@ -102,7 +103,7 @@ pub fn imported(out: &mut dyn Write, peer: &str, r: &ImportReport) -> io::Result
         }
     }
     for e in &r.errors {
-        writeln!(out, "  error: {e}")?;
+        writeln!(out, "  error: {}", one_line(&e.to_string()))?;
     }
     Ok(())
 }
@@ -122,7 +123,7 @@ pub fn exported(out: &mut dyn Write, peer: &str, r: &ExportReport) -> io::Result
         }
     }
     for e in &r.errors {
-        writeln!(out, "  error: {e}")?;
+        writeln!(out, "  error: {}", one_line(&e.to_string()))?;
     }
     Ok(())
 }
@@ -153,7 +154,7 @@ pub fn connection(out: &mut dyn Write, c: &ConnectionReport) -> io::Result<()> {
         pushed(out, &c.peer, p)?;
     }
     if let Some(failure) = &c.failure {
-        writeln!(out, "error  {}: {failure}", c.peer)?;
+        writeln!(out, "error  {}: {}", c.peer, one_line(failure))?;
     }
     Ok(())
 }

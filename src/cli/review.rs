@@ -5,6 +5,7 @@ use std::io::{IsTerminal, Write};
 
 use git2::Oid;
 
+use super::terminal::{Human, one_line};
 use super::{Ctx, ExitStatus, UsageError, operator};
 use crate::config::Connection;
 use crate::engine::{self, FieldChange, PendingIssue, Review, SyncOptions, Verdict, level};
@@ -49,29 +50,23 @@ enum ColorChoice {
     Never,
 }
 
-/// ANSI styles, or none.
+/// ANSI styles, or none. They are written around the text, never into it: the
+/// text itself goes through [`Human`], so a peer's own escape codes show as text.
 #[derive(Debug, Clone, Copy)]
 struct Paint(bool);
 
 impl Paint {
-    fn wrap(self, code: &str, text: &str) -> String {
-        if self.0 {
-            format!("\x1b[{code}m{text}\x1b[m")
-        } else {
-            text.to_string()
-        }
+    fn removed(self, out: &mut Human, text: &str) -> std::io::Result<()> {
+        out.styled(self.0, "31", text)
     }
-    fn removed(self, text: &str) -> String {
-        self.wrap("31", text)
+    fn added(self, out: &mut Human, text: &str) -> std::io::Result<()> {
+        out.styled(self.0, "32", text)
     }
-    fn added(self, text: &str) -> String {
-        self.wrap("32", text)
+    fn warning(self, out: &mut Human, text: &str) -> std::io::Result<()> {
+        out.styled(self.0, "33", text)
     }
-    fn warning(self, text: &str) -> String {
-        self.wrap("33", text)
-    }
-    fn heading(self, text: &str) -> String {
-        self.wrap("1", text)
+    fn heading(self, out: &mut Human, text: &str) -> std::io::Result<()> {
+        out.styled(self.0, "1", text)
     }
 }
 
@@ -129,7 +124,7 @@ pub fn run(args: ReviewArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
         reviews.push(engine::review(&site, c)?);
     }
     if args.json {
-        writeln!(ctx.out, "{}", serde_json::to_string_pretty(&reviews)?)?;
+        writeln!(ctx.out.raw(), "{}", serde_json::to_string_pretty(&reviews)?)?;
         return Ok(ExitStatus::Success);
     }
     let terminal = std::io::stdout().is_terminal();
@@ -139,13 +134,17 @@ pub fn run(args: ReviewArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
         ColorChoice::Auto => terminal && std::env::var_os("NO_COLOR").is_none(),
     });
     let mut text = Vec::new();
-    for review in &reviews {
-        render(&mut text, review, paint)?;
+    {
+        let mut human = Human::new(&mut text);
+        for review in &reviews {
+            render(&mut human, review, paint)?;
+        }
     }
+    // Escaped already, and holding the colour codes.
     if terminal && !args.no_pager {
         page(&text)?;
     } else {
-        ctx.out.write_all(&text)?;
+        ctx.out.raw().write_all(&text)?;
     }
     Ok(ExitStatus::Success)
 }
@@ -344,7 +343,7 @@ fn review_subject(commit: Oid) -> String {
     format!("review {}", short_id(commit))
 }
 
-fn render(out: &mut dyn Write, review: &Review, paint: Paint) -> std::io::Result<()> {
+fn render(out: &mut Human, review: &Review, paint: Paint) -> std::io::Result<()> {
     if review.review_required {
         match &review.approved {
             Some(a) => writeln!(
@@ -369,7 +368,7 @@ fn render(out: &mut dyn Write, review: &Review, paint: Paint) -> std::io::Result
                 &r.commit[..10],
                 r.by,
                 r.at,
-                r.reason.as_deref().unwrap_or("")
+                one_line(r.reason.as_deref().unwrap_or(""))
             )?;
         }
     }
@@ -386,7 +385,7 @@ fn render(out: &mut dyn Write, review: &Review, paint: Paint) -> std::io::Result
         plural(review.issues.len())
     )?;
     for path in &review.refused_paths {
-        writeln!(out, "  refused: {path} (outside issues/)")?;
+        writeln!(out, "  refused: {} (outside issues/)", one_line(path))?;
     }
     for issue in &review.issues {
         render_issue(out, issue, paint)?;
@@ -394,8 +393,10 @@ fn render(out: &mut dyn Write, review: &Review, paint: Paint) -> std::io::Result
     Ok(())
 }
 
-fn render_issue(out: &mut dyn Write, issue: &PendingIssue, paint: Paint) -> std::io::Result<()> {
-    let remote = issue.remote_key.as_deref().unwrap_or(&issue.path);
+/// One issue of the review. Every value that comes from the peer and belongs on
+/// one line goes through [`one_line`], so a newline in it cannot forge a line.
+fn render_issue(out: &mut Human, issue: &PendingIssue, paint: Paint) -> std::io::Result<()> {
+    let remote = one_line(issue.remote_key.as_deref().unwrap_or(&issue.path));
     let local = issue
         .local_key
         .as_deref()
@@ -406,14 +407,17 @@ fn render_issue(out: &mut dyn Write, issue: &PendingIssue, paint: Paint) -> std:
     } else {
         ""
     };
-    writeln!(
-        out,
-        "\n  {}",
-        paint.heading(&format!("{remote}{local}{deleted}"))
-    )?;
+    write!(out, "\n  ")?;
+    paint.heading(out, &format!("{remote}{local}{deleted}"))?;
+    writeln!(out)?;
     if let Some(new) = &issue.new_issue {
-        writeln!(out, "    summary: {}", new.summary)?;
-        writeln!(out, "    type: {}   status: {}", new.issue_type, new.status)?;
+        writeln!(out, "    summary: {}", one_line(&new.summary))?;
+        writeln!(
+            out,
+            "    type: {}   status: {}",
+            one_line(&new.issue_type),
+            one_line(&new.status)
+        )?;
     }
     for change in issue.changes.iter().filter(|c| c.field != "description") {
         if issue.new_issue.is_none() {
@@ -421,38 +425,46 @@ fn render_issue(out: &mut dyn Write, issue: &PendingIssue, paint: Paint) -> std:
         }
     }
     if let Some((old, new)) = &issue.description {
-        writeln!(out, "    description: {}", word_diff(old, new, paint))?;
+        write!(out, "    description: ")?;
+        word_diff(out, old, new, paint)?;
+        writeln!(out)?;
     }
     for c in &issue.added_comments {
         let heading = format!(
             "+ comment by {} at {}:",
-            c.author,
+            one_line(&c.author),
             crate::model::format_timestamp(&c.created)
         );
-        writeln!(out, "    {}", paint.added(&heading))?;
+        write!(out, "    ")?;
+        paint.added(out, &heading)?;
+        writeln!(out)?;
         for line in c.body.lines() {
-            writeln!(out, "      {}", paint.added(line))?;
+            write!(out, "      ")?;
+            paint.added(out, line)?;
+            writeln!(out)?;
         }
     }
     for a in &issue.added_attachments {
         let line = format!(
             "+ attachment {} ({} bytes, sha256 {})",
-            a.name,
+            one_line(&a.name),
             a.size,
-            &a.sha256[..a.sha256.len().min(12)]
+            one_line(a.sha256.get(..12).unwrap_or(&a.sha256))
         );
-        writeln!(out, "    {}", paint.added(&line))?;
+        write!(out, "    ")?;
+        paint.added(out, &line)?;
+        writeln!(out)?;
     }
     for a in &issue.removed_attachments {
-        let line = format!("- attachment {} (removed by the peer)", a.name);
-        writeln!(out, "    {}", paint.removed(&line))?;
+        let line = format!("- attachment {} (removed by the peer)", one_line(&a.name));
+        write!(out, "    ")?;
+        paint.removed(out, &line)?;
+        writeln!(out)?;
     }
     for miss in &issue.unmapped {
-        writeln!(
-            out,
-            "    {}",
-            paint.warning(&format!("! not mapped: {miss}"))
-        )?;
+        write!(out, "    ")?;
+        paint.warning(out, &format!("! not mapped: {}", one_line(miss)))?;
+        writeln!(out)?;
     }
     let verdict = match &issue.verdict {
         Verdict::Create { project } => format!("create an issue in {project}"),
@@ -472,17 +484,18 @@ fn render_issue(out: &mut dyn Write, issue: &PendingIssue, paint: Paint) -> std:
         }
         Verdict::Nothing => "nothing changes here".into(),
         Verdict::Skip => "skipped by the incoming rule".into(),
-        Verdict::Error { message } => format!("ERROR: {message}"),
+        Verdict::Error { message } => format!("ERROR: {}", one_line(message)),
     };
     writeln!(out, "    => {verdict}")
 }
 
+/// `field: old → new`, on one line whatever the values hold.
 pub(super) fn describe(change: &FieldChange) -> String {
     format!(
         "{}: {} → {}",
-        change.field,
-        value(change.old.as_ref()),
-        value(change.new.as_ref())
+        one_line(&change.field),
+        one_line(&value(change.old.as_ref())),
+        one_line(&value(change.new.as_ref()))
     )
 }
 
@@ -499,38 +512,44 @@ fn value(v: Option<&FieldValue>) -> String {
 }
 
 /// git's `--word-diff=plain` rendering: runs of removed and added words each in
-/// one bracket.
-fn word_diff(old: &str, new: &str, paint: Paint) -> String {
+/// one bracket. Descriptions are multi-line: their newlines stay.
+fn word_diff(out: &mut Human, old: &str, new: &str, paint: Paint) -> std::io::Result<()> {
     use similar::{ChangeTag, TextDiff};
-    let flush = |text: &mut String, tag: ChangeTag, run: &mut String| {
-        match tag {
-            ChangeTag::Equal => text.push_str(run),
-            ChangeTag::Delete => text.push_str(&paint.removed(&format!("[-{run}-]"))),
-            ChangeTag::Insert => text.push_str(&paint.added(&format!("{{+{run}+}}"))),
-        }
+    let flush = |out: &mut Human, tag: ChangeTag, run: &mut String| {
+        let written = match tag {
+            ChangeTag::Equal => out.write_all(run.as_bytes()),
+            ChangeTag::Delete => paint.removed(out, &format!("[-{run}-]")),
+            ChangeTag::Insert => paint.added(out, &format!("{{+{run}+}}")),
+        };
         run.clear();
+        written
     };
     let diff = TextDiff::from_words(old, new);
-    let (mut text, mut run, mut tag) = (String::new(), String::new(), ChangeTag::Equal);
+    let (mut run, mut tag) = (String::new(), ChangeTag::Equal);
     for change in diff.iter_all_changes() {
         if change.tag() != tag {
-            flush(&mut text, tag, &mut run);
+            flush(out, tag, &mut run)?;
             tag = change.tag();
         }
         run.push_str(change.value());
     }
-    flush(&mut text, tag, &mut run);
-    text
+    flush(out, tag, &mut run)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{Paint, word_diff};
+    use super::{Human, Paint, word_diff};
+
+    fn diff(old: &str, new: &str, paint: Paint) -> String {
+        let mut text = Vec::new();
+        word_diff(&mut Human::new(&mut text), old, new, paint).unwrap();
+        String::from_utf8(text).unwrap()
+    }
 
     #[test]
     fn word_diff_marks_removed_and_added_words() {
         assert_eq!(
-            word_diff(
+            diff(
                 "Smoke seen after update.",
                 "Smoke seen after the firmware update.",
                 Paint(false)
@@ -538,8 +557,8 @@ mod tests {
             "Smoke seen after {+the firmware +}update."
         );
         assert_eq!(
-            word_diff("a b", "a c", Paint(true)),
-            "a \x1b[31m[-b-]\x1b[m\x1b[32m{+c+}\x1b[m"
+            diff("a b", "a c\x1b[8m", Paint(true)),
+            "a \x1b[31m[-b-]\x1b[m\x1b[32m{+c\\u{1b}[8m+}\x1b[m"
         );
     }
 }

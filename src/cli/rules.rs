@@ -1,7 +1,9 @@
 //! `ferry rules test`: try edited rule scripts on what was really exchanged.
 
+use std::io::Write;
 use std::path::PathBuf;
 
+use super::terminal::one_line;
 use super::{Ctx, ExitStatus};
 use crate::engine::{self, SyncOptions, Verdict};
 use crate::site::Site;
@@ -67,7 +69,7 @@ fn test(args: TestArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
     let failed = tests.iter().any(|(t, _, _)| t.has_errors());
     if args.json {
         let all: Vec<&engine::RulesTest> = tests.iter().map(|(t, _, _)| t).collect();
-        writeln!(ctx.out, "{}", serde_json::to_string_pretty(&all)?)?;
+        writeln!(ctx.out.raw(), "{}", serde_json::to_string_pretty(&all)?)?;
     } else {
         for (test, incoming, outgoing) in &tests {
             render(ctx, test, incoming, outgoing)?;
@@ -96,9 +98,9 @@ fn render(
     )?;
     for i in &test.incoming {
         let name = match (&i.remote_key, &i.local_key) {
-            (Some(remote), Some(local)) => format!("{remote} → {local}"),
-            (Some(remote), None) => remote.clone(),
-            _ => i.path.clone(),
+            (Some(remote), Some(local)) => format!("{} → {local}", one_line(remote)),
+            (Some(remote), None) => one_line(remote).into_owned(),
+            _ => one_line(&i.path).into_owned(),
         };
         let outcome = match &i.verdict {
             Verdict::Nothing => "no difference".to_string(),
@@ -118,7 +120,7 @@ fn render(
             }
             Verdict::Create { project } => format!("would create an issue in {project}"),
             Verdict::Skip => "would skip it".to_string(),
-            Verdict::Error { message } => format!("FAILS: {message}"),
+            Verdict::Error { message } => format!("FAILS: {}", one_line(message)),
         };
         writeln!(ctx.out, "  {name}: {outcome}")?;
     }

@@ -1,5 +1,7 @@
 //! `ferry site confirm`: settle a site identity mismatch (see [`crate::identity`]).
 
+use std::io::Write;
+
 use super::{Ctx, ExitStatus};
 use crate::site::Site;
 

@@ -80,7 +80,7 @@ fn open(ctx: &mut Ctx, connection: Option<String>) -> anyhow::Result<(Site, Vec<
     let mut active = Vec::new();
     for c in engine::selected(&site, &SyncOptions { connection })? {
         match site.ledger.paused(&c.peer)? {
-            Some(pause) => report::paused(ctx.out, &c.peer, &pause)?,
+            Some(pause) => report::paused(&mut ctx.out, &c.peer, &pause)?,
             None => active.push(c),
         }
     }
@@ -103,7 +103,7 @@ pub fn sync(args: SyncArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
         },
     );
     let status = match &run {
-        Ok(run) => report::sync(ctx.out, run),
+        Ok(run) => report::sync(&mut ctx.out, run),
         Err(e) => {
             engine::record_run_failure(&site.ledger, e);
             Ok(ExitStatus::Failed)
@@ -112,7 +112,7 @@ pub fn sync(args: SyncArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
     // Site- and node-level errors are news too: notify before giving up.
     if let Some(config) = &site.config.notify {
         let outcome = notify::send_pending(config, site.config.site_name(), &mut site.ledger);
-        report::notified(ctx.out, &outcome)?;
+        report::notified(&mut ctx.out, &outcome)?;
     }
     run?;
     Ok(status?)
@@ -136,7 +136,7 @@ fn notify_unopened(ctx: &mut Ctx, e: &anyhow::Error) -> anyhow::Result<()> {
         return Ok(());
     };
     let outcome = notify::send_pending(notify_config, config.site_name(), &mut ledger);
-    report::notified(ctx.out, &outcome)?;
+    report::notified(&mut ctx.out, &outcome)?;
     Ok(())
 }
 
@@ -148,7 +148,7 @@ pub fn pull(args: PullArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
         .filter(|c| c.settings.direction.imports())
     {
         let fetched = engine::pull(&mut site, c)?;
-        report::fetched(ctx.out, &c.peer, &fetched)?;
+        report::fetched(&mut ctx.out, &c.peer, &fetched)?;
     }
     Ok(ExitStatus::Success)
 }
@@ -162,7 +162,7 @@ pub fn import(args: ImportArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
         .filter(|c| c.settings.direction.imports())
     {
         let imported = engine::import(&mut site, c)?;
-        report::imported(ctx.out, &c.peer, &imported)?;
+        report::imported(&mut ctx.out, &c.peer, &imported)?;
         if !imported.errors.is_empty() {
             status = ExitStatus::IssueErrors;
         }
@@ -183,7 +183,7 @@ pub fn export(args: ExportArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
         }
         let changed = engine::Changed::read(&site, &[c])?;
         let exported = engine::export(&mut site, c, &changed)?;
-        report::exported(ctx.out, &c.peer, &exported)?;
+        report::exported(&mut ctx.out, &c.peer, &exported)?;
         if !exported.errors.is_empty() {
             status = ExitStatus::IssueErrors;
         }
@@ -199,7 +199,7 @@ pub fn push(args: PushArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
         .filter(|c| c.settings.direction.exports())
     {
         let pushed = engine::push(&site, c, args.adopt)?;
-        report::pushed(ctx.out, &c.peer, &pushed)?;
+        report::pushed(&mut ctx.out, &c.peer, &pushed)?;
     }
     Ok(ExitStatus::Success)
 }

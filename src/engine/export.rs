@@ -20,9 +20,10 @@ use crate::failpoint;
 use crate::ledger::NewExport;
 use crate::model::Issue;
 use crate::replica::{
-    Replica, SCHEMA_VERSION, SITE_FILE, SiteFile, parse_replica_path, replica_path,
+    MAX_REPLICA_BYTES, Replica, SCHEMA_VERSION, SITE_FILE, SiteFile, parse_replica_path,
+    replica_path,
 };
-use crate::rules::{OutgoingContext, RuleScript};
+use crate::rules::{MAX_STRING_SIZE, OutgoingContext, RuleScript};
 use crate::site::Site;
 use crate::tracker::Tracker;
 use crate::words::plural;
@@ -247,6 +248,18 @@ pub fn export(
                 (Ok(None), _) => Ok(None),
                 (Err(e), _) => Err(e),
             };
+            // The peer refuses a larger replica (and with it the whole commit), so
+            // it fails here, as this issue's error, and the others still go.
+            let shared = shared.and_then(|shared| match shared {
+                Some((_, (_, bytes))) if bytes.len() > MAX_REPLICA_BYTES => Err(format!(
+                    "its replica would be {} bytes, over the replica limit of {MAX_REPLICA_BYTES} \
+                     bytes that every peer enforces (fixed by the replica format; no setting \
+                     raises it): leave text or comments out of it in {}",
+                    bytes.len(),
+                    connection.settings.outgoing.display()
+                )),
+                shared => Ok(shared),
+            });
             match shared {
                 Ok(Some((replica, (oid, bytes)))) => {
                     comment_count += replica.comments.len();
@@ -345,8 +358,18 @@ struct Rendered {
 
 impl Rendered {
     fn new(rules: &RuleScript, context: &OutgoingContext, issue: &Issue) -> Rendered {
+        let text = issue_text(issue);
         let replica = if issue.deleted {
             Ok(Some(tombstone(context.site, issue)))
+        } else if text > MAX_STRING_SIZE {
+            // rhai refuses any value holding more text, the issue included, so
+            // the rule would fail on the first line that reads the issue.
+            Err(format!(
+                "it holds {text} bytes of text (summary, description and comments, internal \
+                 ones included), over the replica limit of {MAX_REPLICA_BYTES} bytes: no rule \
+                 can work on it and no peer would accept it (the limit is fixed by the replica \
+                 format; no setting raises it)"
+            ))
         } else {
             rules
                 .run_outgoing(issue, context)
@@ -362,6 +385,14 @@ impl Rendered {
             carried: (!issue.deleted).then(|| super::conflict::carried(issue)),
         }
     }
+}
+
+/// The bytes of the texts of an issue that can be long: a lower bound of what the
+/// rule sandbox counts as the issue's text, cheap enough to take for every issue.
+fn issue_text(issue: &Issue) -> usize {
+    issue.summary.len()
+        + issue.description.as_ref().map_or(0, String::len)
+        + issue.comments.iter().map(|c| c.body.len()).sum::<usize>()
 }
 
 /// A replica's bytes and blob id.

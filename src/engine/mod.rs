@@ -95,7 +95,7 @@ pub fn load_rule(config: &Config, script: &Path) -> Result<RuleScript, RuleError
         .map(|p| p.join("tables"))
         .unwrap_or_else(|| config.root.join("rules/tables"));
     let tables = load_tables(&tables_dir)?;
-    RuleScript::load(&path, tables)
+    RuleScript::load(&path, tables, config.site.rules)
 }
 
 /// Records an issue error in the ledger and returns it for the report.

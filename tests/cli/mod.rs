@@ -13,6 +13,7 @@ mod folder_channel;
 mod git_server;
 mod hostile_input;
 mod hostile_peer;
+mod hostile_rules;
 mod https;
 mod interface;
 mod jira;

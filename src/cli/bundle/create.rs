@@ -1,5 +1,6 @@
 //! `ferry bundle create`.
 
+use std::io::Write;
 use std::path::PathBuf;
 
 use crate::cli::{Ctx, ExitStatus, UsageError};

@@ -97,9 +97,9 @@ pub fn run(args: ImportArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
     )
     .and_then(bundle::Verified::apply)
     .with_context(refusing)?;
-    report::fetched(ctx.out, &peer, &fetched)?;
+    report::fetched(&mut ctx.out, &peer, &fetched)?;
     let imported = engine::import(&mut site, &connection)?;
-    report::imported(ctx.out, &peer, &imported)?;
+    report::imported(&mut ctx.out, &peer, &imported)?;
     Ok(if imported.errors.is_empty() {
         ExitStatus::Success
     } else {

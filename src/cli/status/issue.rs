@@ -2,6 +2,8 @@
 //! most ("did SUP-42 reach engineering, and what came back?") answered from the
 //! ledger, the exchange clone and the tracker, without the site lock.
 
+use std::io::Write;
+
 use git2::Oid;
 use serde::Serialize;
 
@@ -129,7 +131,7 @@ pub fn run(key: &str, json: bool, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
         connections,
     };
     if json {
-        writeln!(ctx.out, "{}", serde_json::to_string_pretty(&panel)?)?;
+        writeln!(ctx.out.raw(), "{}", serde_json::to_string_pretty(&panel)?)?;
     } else {
         render(ctx, &panel)?;
     }

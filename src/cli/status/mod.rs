@@ -6,6 +6,8 @@
 
 mod issue;
 
+use std::io::Write;
+
 use serde::Serialize;
 
 use super::{Ctx, ExitStatus};
@@ -139,7 +141,7 @@ pub fn run(args: StatusArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
         });
     }
     if args.json {
-        writeln!(ctx.out, "{}", serde_json::to_string_pretty(&rows)?)?;
+        writeln!(ctx.out.raw(), "{}", serde_json::to_string_pretty(&rows)?)?;
         return Ok(ExitStatus::Success);
     }
     writeln!(ctx.out, "site {me}")?;

@@ -1,5 +1,7 @@
 //! `ferry tracker attach`: attach a file to an issue.
 
+use std::io::Write;
+
 use anyhow::Context;
 
 use crate::attachment::copy_hashing;

@@ -1,5 +1,7 @@
 //! `ferry tracker comment`: add a comment to an issue.
 
+use std::io::Write;
+
 use crate::cli::{Ctx, ExitStatus};
 use crate::tracker::{NewComment, Tracker};
 

@@ -1,5 +1,7 @@
 //! `ferry tracker detach`: remove an attachment from an issue.
 
+use std::io::Write;
+
 use crate::cli::{Ctx, ExitStatus};
 use crate::tracker::Tracker;
 

@@ -1,5 +1,7 @@
 //! `ferry tracker edit`: change an issue's fields.
 
+use std::io::Write;
+
 use crate::cli::{Ctx, ExitStatus};
 use crate::model::FieldValue;
 use crate::tracker::{IssuePatch, Tracker};

@@ -1,5 +1,7 @@
 //! `ferry tracker generate`: fill the tracker with synthetic issues.
 
+use std::io::Write;
+
 use crate::cli::{Ctx, ExitStatus};
 use crate::tracker::local::GenerateShape;
 

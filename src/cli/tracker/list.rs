@@ -28,13 +28,13 @@ pub fn run(args: ListArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
         tracker.list()?
     };
     if args.json {
-        let mut out = BufWriter::new(&mut *ctx.out);
+        let mut out = BufWriter::new(ctx.out.raw());
         serde_json::to_writer(&mut out, &issues)?;
         writeln!(out)?;
         out.flush()?;
         return Ok(ExitStatus::Success);
     }
-    let mut out = BufWriter::new(&mut *ctx.out);
+    let mut out = BufWriter::new(&mut ctx.out);
     let key_width = issues.iter().map(|i| i.key.len()).max().unwrap_or(0);
     let status_width = issues.iter().map(|i| i.status.len()).max().unwrap_or(0);
     for issue in &issues {

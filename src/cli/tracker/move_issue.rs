@@ -1,5 +1,7 @@
 //! `ferry tracker move`: move an issue to another project.
 
+use std::io::Write;
+
 use crate::cli::{Ctx, ExitStatus};
 
 use super::{find_live, open};

@@ -1,5 +1,7 @@
 //! `ferry tracker new`: create an issue.
 
+use std::io::Write;
+
 use crate::cli::{Ctx, ExitStatus};
 use crate::model::FieldValue;
 use crate::tracker::{IssuePatch, NewIssue, Tracker};

@@ -5,6 +5,9 @@
 //! custom fields, description, attachments, comments oldest first. Multi-line
 //! texts are indented under their heading.
 
+use std::io::Write;
+
+use crate::cli::terminal::one_line;
 use crate::cli::{Ctx, ExitStatus};
 use crate::model::{FieldValue, Issue, format_timestamp};
 
@@ -25,7 +28,7 @@ pub fn run(args: ShowArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
     let tracker = open(ctx)?;
     let issue = find(&tracker, &args.key)?;
     if args.json {
-        serde_json::to_writer_pretty(&mut *ctx.out, &issue)?;
+        serde_json::to_writer_pretty(ctx.out.raw(), &issue)?;
         writeln!(ctx.out)?;
     } else {
         ctx.out.write_all(render(&issue).as_bytes())?;
@@ -38,13 +41,15 @@ fn render(issue: &Issue) -> String {
     let mut text = format!(
         "{}  {}{}\n",
         issue.key,
-        issue.summary,
+        one_line(&issue.summary),
         if issue.deleted { "  [deleted]" } else { "" }
     );
-    let dash = |value: Option<&str>| value.filter(|v| !v.is_empty()).unwrap_or("-").to_string();
+    // Values that belong on one line stay there, whatever a peer put in them.
+    let dash =
+        |value: Option<&str>| one_line(value.filter(|v| !v.is_empty()).unwrap_or("-")).into_owned();
     let mut lines = vec![
-        ("type", issue.issue_type.clone()),
-        ("status", issue.status.clone()),
+        ("type", one_line(&issue.issue_type).into_owned()),
+        ("status", one_line(&issue.status).into_owned()),
         ("priority", dash(issue.priority.as_deref())),
         ("assignee", dash(issue.assignee.as_deref())),
         ("reporter", dash(issue.reporter.as_deref())),
@@ -76,9 +81,10 @@ fn render(issue: &Issue) -> String {
         for a in &issue.attachments {
             let short = a.sha256.get(..12).unwrap_or(&a.sha256);
             text.push_str(&format!(
-                "  {} ({} bytes, sha256 {short}) by {} at {}\n",
-                a.name,
+                "  {} ({} bytes, sha256 {}) by {} at {}\n",
+                one_line(&a.name),
                 a.size,
+                one_line(short),
                 dash(a.author.as_deref()),
                 format_timestamp(&a.created)
             ));
@@ -92,15 +98,15 @@ fn render(issue: &Issue) -> String {
             }
             text.push_str(&format!(
                 "  #{} by {} at {}",
-                c.id,
-                c.author,
+                one_line(&c.id),
+                one_line(&c.author),
                 format_timestamp(&c.created)
             ));
             if c.internal {
                 text.push_str(" [internal]");
             }
             if let Some(origin) = &c.origin {
-                text.push_str(&format!(" via {}", origin.site));
+                text.push_str(&format!(" via {}", one_line(&origin.site)));
             }
             text.push('\n');
             push_indented(&mut text, "    ", &c.body);
