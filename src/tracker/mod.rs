@@ -33,6 +33,16 @@ pub enum TrackerError {
         /// The tracker's own words.
         message: String,
     },
+    /// The tracker did not give this issue this time but may on the next run (an
+    /// issue ferry has seen answering 404 before a later run confirms the
+    /// deletion, a 403 on one issue): fails that issue, which is retried.
+    #[error("{issue}: {message}")]
+    Transient {
+        /// Issue key.
+        issue: String,
+        /// What happened and what ferry does about it.
+        message: String,
+    },
     /// The tracker cannot be used at all (unreachable, bad credentials, corrupt db).
     #[error("tracker unavailable: {0}")]
     Unavailable(String),

@@ -8,7 +8,7 @@
 //! request so tests can check method, path, query and body, and can be told to
 //! answer the next requests with a status of a test's choosing (429, 503).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
@@ -57,6 +57,8 @@ struct State {
     auth: String,
     project: String,
     issues: BTreeMap<u64, FakeIssue>,
+    /// Issues that answer 404 and are missing from searches for now.
+    hidden: BTreeSet<u64>,
     next_id: u64,
     next_key: u64,
     log: Vec<Recorded>,
@@ -91,6 +93,7 @@ impl FakeJira {
             auth: auth.into(),
             project: project.into(),
             issues: BTreeMap::new(),
+            hidden: BTreeSet::new(),
             next_id: 10_000,
             next_key: 1,
             log: Vec::new(),
@@ -132,6 +135,20 @@ impl FakeJira {
     pub fn delete_directly(&self, id: &str) {
         let id: u64 = id.parse().expect("numeric id");
         self.state.lock().unwrap().issues.remove(&id);
+    }
+
+    /// Makes an issue answer 404 and drop out of searches until
+    /// [`FakeJira::unhide`], as real Jira does for a moment while a node's
+    /// index lags or a permission scheme is edited.
+    pub fn hide(&self, id: &str) {
+        let id: u64 = id.parse().expect("numeric id");
+        self.state.lock().unwrap().hidden.insert(id);
+    }
+
+    /// Ends [`FakeJira::hide`].
+    pub fn unhide(&self, id: &str) {
+        let id: u64 = id.parse().expect("numeric id");
+        self.state.lock().unwrap().hidden.remove(&id);
     }
 }
 
@@ -345,6 +362,7 @@ impl State {
     fn find(&self, id_or_key: &str) -> Option<u64> {
         self.issues
             .values()
+            .filter(|i| !self.hidden.contains(&i.id))
             .find(|i| i.id.to_string() == id_or_key || i.key == id_or_key)
             .map(|i| i.id)
     }
@@ -823,7 +841,11 @@ impl State {
             self.clause(&probe, clause)?;
         }
         let mut ids = Vec::new();
-        for issue in self.issues.values() {
+        for issue in self
+            .issues
+            .values()
+            .filter(|i| !self.hidden.contains(&i.id))
+        {
             let mut all = true;
             for clause in &clauses {
                 all &= self.clause(issue, clause)?;

@@ -12,7 +12,8 @@
 //!   author on the peer) is a comment property `ferry`.
 //! - **Tombstones.** Jira forgets a deleted issue. The connector remembers what it
 //!   has seen in `<state>/jira-known.json`; an issue that has vanished from the
-//!   scope and answers 404 is reported as a tombstone from then on.
+//!   scope and answers 404 in two runs is reported as a tombstone from then on
+//!   (one 404 may be Jira's index or permissions for a moment).
 //! - **Second-precise change queries.** JQL compares dates by the minute in the
 //!   user's time zone. `changed_since` asks for a relative window
 //!   (`updated >= "-Nm"`, measured on Jira's clock, time-zone free) a minute
@@ -27,8 +28,8 @@ mod client;
 #[cfg(test)]
 mod fake;
 
-use std::cell::OnceCell;
-use std::collections::BTreeMap;
+use std::cell::{OnceCell, RefCell};
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -170,6 +171,9 @@ pub struct JiraTracker {
     known_path: PathBuf,
     field_defs: OnceCell<BTreeMap<String, FieldDef>>,
     me: OnceCell<String>,
+    /// Issues this run found missing: a 404 in the run that first saw it cannot
+    /// confirm itself.
+    suspected_here: RefCell<BTreeSet<String>>,
 }
 
 /// What the connector remembers between runs: the last state of every issue it
@@ -177,6 +181,20 @@ pub struct JiraTracker {
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Known {
     issues: BTreeMap<String, Issue>,
+    /// Seen issues that answered 404 in some run, by id, with when that run
+    /// began suspecting it: a deletion only once a later run confirms it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    suspected: BTreeMap<String, DateTime<Utc>>,
+}
+
+/// What a 404 on a remembered issue means.
+enum Vanished {
+    /// Never seen: nothing to bury.
+    Unknown,
+    /// Seen, and missing in this run only: the issue's key, for the message.
+    Suspected(String),
+    /// Deleted: missing in an earlier run too, or deleted through ferry.
+    Confirmed(Box<Issue>),
 }
 
 impl JiraTracker {
@@ -250,6 +268,7 @@ impl JiraTracker {
             known_path: state_dir.join(KNOWN_FILE),
             field_defs: OnceCell::new(),
             me: OnceCell::new(),
+            suspected_here: RefCell::new(BTreeSet::new()),
         }
     }
 
@@ -371,6 +390,9 @@ impl JiraTracker {
                 known.issues.insert(issue.id.clone(), slim);
                 changed = true;
             }
+            if !issue.deleted && known.suspected.remove(&issue.id).is_some() {
+                changed = true;
+            }
         }
         if changed {
             self.save_known(&known)?;
@@ -381,6 +403,7 @@ impl JiraTracker {
     /// Marks a remembered issue deleted (at `when`) and returns its tombstone.
     fn bury(&self, id: &str, when: DateTime<Utc>) -> Result<Option<Issue>, TrackerError> {
         let mut known = self.load_known();
+        known.suspected.remove(id);
         let Some(issue) = known.issues.get_mut(id) else {
             return Ok(None);
         };
@@ -394,11 +417,79 @@ impl JiraTracker {
         Ok(Some(issue.clone()))
     }
 
-    /// Reads one issue by id or key, with all its comments; `None` on 404.
+    /// A remembered issue answered 404. Jira says so for a deleted issue, but
+    /// also for a while when a node's index lags or a permission scheme is being
+    /// edited, and a tombstone is for good (the peer stops syncing the issue).
+    /// So the first run that finds it missing only suspects it; a later run that
+    /// finds it missing again confirms the deletion. An issue that answers in
+    /// between is cleared ([`JiraTracker::remember`]).
+    fn vanished(&self, id: &str) -> Result<Vanished, TrackerError> {
+        let mut known = self.load_known();
+        let Some(issue) = known.issues.get(id) else {
+            return Ok(Vanished::Unknown);
+        };
+        if issue.deleted {
+            return Ok(Vanished::Confirmed(Box::new(issue.clone())));
+        }
+        let key = issue.key.clone();
+        let earlier_run =
+            known.suspected.contains_key(id) && !self.suspected_here.borrow().contains(id);
+        if earlier_run {
+            let tomb = self.bury(id, self.now()?)?;
+            return Ok(tomb.map_or(Vanished::Unknown, |t| Vanished::Confirmed(Box::new(t))));
+        }
+        if !known.suspected.contains_key(id) {
+            known.suspected.insert(id.to_string(), self.now()?);
+            self.save_known(&known)?;
+        }
+        self.suspected_here.borrow_mut().insert(id.to_string());
+        tracing::warn!(
+            "Jira answers 404 for {key}; it counts as deleted only if a later run \
+             cannot find it either"
+        );
+        Ok(Vanished::Suspected(key))
+    }
+
+    /// What a 404 on `id` means to a reader: the tombstone of a confirmed
+    /// deletion, nothing for an id never seen, an error to retry otherwise.
+    fn missing(&self, id: &str) -> Result<Option<Issue>, TrackerError> {
+        match self.vanished(id)? {
+            Vanished::Unknown => Ok(None),
+            Vanished::Confirmed(tomb) => Ok(Some(*tomb)),
+            Vanished::Suspected(key) => Err(TrackerError::Transient {
+                issue: key,
+                message: "Jira answers that it does not exist (404); ferry takes it as \
+                          deleted only if the next run cannot find it either, and tries \
+                          again then"
+                    .into(),
+            }),
+        }
+    }
+
+    /// How messages name an issue known by its Jira id: its key when the
+    /// connector has seen it (people know issues by key, not by Jira's internal
+    /// id).
+    fn name_of(&self, id: &str) -> String {
+        self.load_known()
+            .issues
+            .get(id)
+            .map_or_else(|| format!("Jira issue id {id}"), |i| i.key.clone())
+    }
+
+    /// Reads one issue by id or key, with all its comments; `None` on 404. A 403
+    /// is about this issue (a security level), so it fails the issue, not the
+    /// site.
     fn fetch(&self, id_or_key: &str) -> Result<Option<Issue>, TrackerError> {
         match self.get_json(&format!("/issue/{}", client::encode(id_or_key)), &[]) {
             Ok(raw) => self.complete(&raw).map(Some),
             Err(Failure::Status { status: 404, .. }) => Ok(None),
+            Err(Failure::Status {
+                status: 403,
+                message,
+            }) => Err(TrackerError::Transient {
+                issue: self.name_of(id_or_key),
+                message: format!("Jira refuses to show it (403: {message})"),
+            }),
             Err(e) => Err(site_error(e)),
         }
     }
@@ -406,7 +497,7 @@ impl JiraTracker {
     /// One issue from its JSON (an issue GET or a search hit), comments fetched.
     fn complete(&self, raw: &Value) -> Result<Issue, TrackerError> {
         let mut issue = self.parse_issue(raw)?;
-        issue.comments = self.comments(&issue.id)?;
+        issue.comments = self.comments(&issue.id, &issue.key)?;
         issue.normalize();
         Ok(issue)
     }
@@ -488,21 +579,22 @@ impl JiraTracker {
         })
     }
 
-    fn comments(&self, issue: &str) -> Result<Vec<Comment>, TrackerError> {
+    /// All comments of issue `id` (`name` for messages), with their properties.
+    fn comments(&self, id: &str, name: &str) -> Result<Vec<Comment>, TrackerError> {
         let mut comments = Vec::new();
         let mut start = 0usize;
         loop {
             let at = start.to_string();
             let page = self
                 .get_json(
-                    &format!("/issue/{issue}/comment"),
+                    &format!("/issue/{id}/comment"),
                     &[
                         ("startAt", &at),
                         ("maxResults", "100"),
                         ("expand", "properties"),
                     ],
                 )
-                .map_err(|e| issue_error(e, issue))?;
+                .map_err(|e| issue_error(e, name))?;
             let items = page["comments"].as_array().cloned().unwrap_or_default();
             for c in &items {
                 comments.push(self.parse_comment(c)?);
@@ -744,17 +836,18 @@ impl JiraTracker {
     fn existing(&self, id: &str) -> Result<Issue, TrackerError> {
         match self.fetch(id)? {
             Some(issue) => Ok(issue),
-            None => Err(TrackerError::NotFound(id.to_string())),
+            None => Err(TrackerError::NotFound(self.name_of(id))),
         }
     }
 
     fn comment_with_origin(
         &self,
         id: &str,
+        name: &str,
         origin: &Origin,
     ) -> Result<Option<Comment>, TrackerError> {
         Ok(self
-            .comments(id)?
+            .comments(id, name)?
             .into_iter()
             .find(|c| c.origin.as_ref() == Some(origin)))
     }
@@ -809,14 +902,19 @@ impl Tracker for JiraTracker {
             .map(|raw| string_id(&raw["id"]))
             .collect();
         let known = self.load_known();
-        let now = self.now()?;
         let mut forgotten = Vec::new();
         for (id, issue) in &known.issues {
             let tomb = if issue.deleted {
                 Some(issue.clone())
             } else if !present.contains(id) && issue.project == self.config.project {
                 match self.get_json(&format!("/issue/{id}"), &[("fields", "summary")]) {
-                    Err(Failure::Status { status: 404, .. }) => self.bury(id, now)?,
+                    Err(Failure::Status { status: 404, .. }) => match self.vanished(id)? {
+                        Vanished::Confirmed(tomb) => Some(*tomb),
+                        Vanished::Suspected(_) | Vanished::Unknown => None,
+                    },
+                    // Hidden from this account for now (a security level): not
+                    // a deletion, and still remembered for the next run.
+                    Err(Failure::Status { status: 403, .. }) => None,
                     Ok(_) => {
                         forgotten.push(id.clone());
                         None
@@ -846,7 +944,7 @@ impl Tracker for JiraTracker {
                 self.remember([&issue])?;
                 Ok(Some(issue))
             }
-            None => self.bury(id, self.now()?),
+            None => self.missing(id),
         }
     }
 
@@ -864,7 +962,7 @@ impl Tracker for JiraTracker {
                     .find(|i| i.key == key)
                     .map(|i| i.id.clone());
                 match id {
-                    Some(id) => self.bury(&id, self.now()?),
+                    Some(id) => self.missing(&id),
                     None => Ok(None),
                 }
             }
@@ -938,8 +1036,9 @@ impl Tracker for JiraTracker {
     }
 
     fn add_comment(&mut self, id: &str, comment: &NewComment) -> Result<Comment, TrackerError> {
+        let name = self.name_of(id);
         if let Some(origin) = &comment.origin
-            && let Some(existing) = self.comment_with_origin(id, origin)?
+            && let Some(existing) = self.comment_with_origin(id, &name, origin)?
         {
             return Ok(existing);
         }
@@ -970,14 +1069,14 @@ impl Tracker for JiraTracker {
         let posted = self
             .client
             .json("POST", &path, &[], &Body::Json(&body))
-            .map_err(|e| issue_error(e, id))?;
+            .map_err(|e| issue_error(e, &name))?;
         let cid = string_id(&posted["id"]);
         let stored = self
             .get_json(
                 &format!("/issue/{id}/comment/{cid}"),
                 &[("expand", "properties")],
             )
-            .map_err(|e| issue_error(e, id))?;
+            .map_err(|e| issue_error(e, &name))?;
         self.parse_comment(&stored)
     }
 
@@ -1004,13 +1103,15 @@ impl Tracker for JiraTracker {
     ) -> Result<u64, TrackerError> {
         let raw = self
             .get_json(&format!("/issue/{id}"), &[("fields", "attachment")])
-            .map_err(|e| issue_error(e, id))?;
+            .map_err(|e| issue_error(e, &self.name_of(id)))?;
         let meta = raw["fields"]["attachment"]
             .as_array()
             .into_iter()
             .flatten()
             .find(|a| string_id(&a["id"]) == attachment)
-            .ok_or_else(|| TrackerError::NotFound(format!("{id} attachment {attachment}")))?;
+            .ok_or_else(|| {
+                TrackerError::NotFound(format!("{} attachment {attachment}", self.name_of(id)))
+            })?;
         let url = meta["content"].as_str().map_or_else(
             || self.api(&format!("/attachment/content/{attachment}")),
             str::to_string,
@@ -1018,10 +1119,13 @@ impl Tracker for JiraTracker {
         let response = self
             .client
             .call("GET", &url, &[], &Body::Empty)
-            .map_err(|e| issue_error(e, id))?;
+            .map_err(|e| issue_error(e, &self.name_of(id)))?;
         let mut reader = response.into_body().into_reader();
         std::io::copy(&mut reader, out).map_err(|e| {
-            TrackerError::Unavailable(format!("reading attachment {attachment} of {id}: {e}"))
+            TrackerError::Unavailable(format!(
+                "reading attachment {attachment} of {}: {e}",
+                self.name_of(id)
+            ))
         })
     }
 
@@ -1038,7 +1142,7 @@ impl Tracker for JiraTracker {
                 &[],
                 &body,
             )
-            .map_err(|e| issue_error(e, id))?;
+            .map_err(|e| issue_error(e, &self.name_of(id)))?;
         let meta = posted
             .as_array()
             .and_then(|list| list.first())
@@ -1058,7 +1162,7 @@ impl Tracker for JiraTracker {
         let path = self.api(&format!("/attachment/{}", client::encode(attachment)));
         match self.client.json("DELETE", &path, &[], &Body::Empty) {
             Ok(_) | Err(Failure::Status { status: 404, .. }) => Ok(()),
-            Err(e) => Err(issue_error(e, id)),
+            Err(e) => Err(issue_error(e, &self.name_of(id))),
         }
     }
 }

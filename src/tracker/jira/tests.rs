@@ -13,7 +13,25 @@ const DC_USER: &str = "fred";
 struct Rig {
     fake: FakeJira,
     jira: JiraTracker,
-    _state: tempfile::TempDir,
+    config: JiraConfig,
+    auth: Auth,
+    state: tempfile::TempDir,
+}
+
+impl Rig {
+    /// The connector of a later run: same Jira, same state folder.
+    fn next_run(&self) -> JiraTracker {
+        let backoff = Backoff {
+            attempts: 4,
+            base: Duration::from_millis(10),
+            max_wait: Duration::from_secs(2),
+        };
+        JiraTracker::with_client(
+            &self.config,
+            Client::new(self.fake.url(), self.auth.clone(), backoff),
+            self.state.path(),
+        )
+    }
 }
 
 fn config(flavour: Flavour, url: &str) -> JiraConfig {
@@ -46,13 +64,15 @@ fn rig_with(flavour: Flavour, tweak: impl FnOnce(&mut JiraConfig)) -> Rig {
     let state = tempfile::tempdir().expect("temp dir");
     let jira = JiraTracker::with_client(
         &config,
-        Client::new(fake.url(), auth, backoff),
+        Client::new(fake.url(), auth.clone(), backoff),
         state.path(),
     );
     Rig {
         fake,
         jira,
-        _state: state,
+        config,
+        auth,
+        state,
     }
 }
 
@@ -454,19 +474,110 @@ fn attachments_go_up_as_multipart_with_the_no_check_header() {
 }
 
 #[test]
-fn an_issue_deleted_in_jira_becomes_a_tombstone() {
+fn an_issue_deleted_in_jira_becomes_a_tombstone_once_a_later_run_confirms_it() {
     let mut rig = rig(Flavour::Cloud);
     let issue = rig.jira.create(&new_issue("gone")).expect("create");
     let before = rig.jira.now().unwrap();
     rig.fake.delete_directly(&issue.id);
     let changed = rig.jira.changed_since(Some(before)).expect("changed");
+    assert!(
+        changed.iter().all(|i| i.id != issue.id),
+        "one run's 404 is not yet a deletion: {changed:?}"
+    );
+    let err = rig.jira.get(&issue.id).expect_err("unconfirmed");
+    assert!(
+        matches!(&err, TrackerError::Transient { issue: key, .. } if *key == issue.key),
+        "{err:?}"
+    );
+
+    let later = rig.next_run();
+    let changed = later.changed_since(Some(before)).expect("changed");
     let tomb = changed
         .iter()
         .find(|i| i.id == issue.id)
         .expect("tombstone");
     assert!(tomb.deleted && tomb.key == issue.key && tomb.summary == "gone");
-    assert!(rig.jira.get(&issue.id).unwrap().unwrap().deleted);
-    assert!(rig.jira.get_by_key(&issue.key).unwrap().unwrap().deleted);
+    assert!(later.get(&issue.id).unwrap().unwrap().deleted);
+    assert!(later.get_by_key(&issue.key).unwrap().unwrap().deleted);
+}
+
+/// Jira answers 404 for a moment while a node's index lags or a permission
+/// scheme is being edited; the issue is back on the next run and was never
+/// deleted.
+#[test]
+fn a_transient_404_is_an_error_to_retry_naming_the_key() {
+    let rig = rig(Flavour::Datacenter);
+    let mut jira = rig.next_run();
+    let issue = jira.create(&new_issue("flaky")).expect("create");
+    let before = jira.now().unwrap();
+    rig.fake.hide(&issue.id);
+    assert!(
+        jira.changed_since(Some(before))
+            .unwrap()
+            .iter()
+            .all(|i| i.id != issue.id)
+    );
+    let err = jira.get(&issue.id).expect_err("a 404 this run");
+    let message = err.to_string();
+    assert!(
+        matches!(err, TrackerError::Transient { .. })
+            && message.contains(&issue.key)
+            && !message.contains(&issue.id),
+        "{message}"
+    );
+    let err = jira
+        .add_comment(
+            &issue.id,
+            &NewComment {
+                author: DC_USER.into(),
+                body: "x".into(),
+                internal: false,
+                origin: None,
+            },
+        )
+        .expect_err("gone for now");
+    assert!(
+        err.to_string().contains(&issue.key) && !err.to_string().contains(&issue.id),
+        "{err}"
+    );
+
+    rig.fake.unhide(&issue.id);
+    let later = rig.next_run();
+    assert!(
+        later
+            .changed_since(Some(before))
+            .unwrap()
+            .iter()
+            .all(|i| !i.deleted),
+        "back, and never buried"
+    );
+    assert!(!later.get(&issue.id).unwrap().unwrap().deleted);
+    // Its suspicion is cleared: a single 404 in a third run is again only that.
+    rig.fake.hide(&issue.id);
+    let third = rig.next_run();
+    assert!(matches!(
+        third.get(&issue.id),
+        Err(TrackerError::Transient { .. })
+    ));
+}
+
+/// A 403 on an issue is about that issue (a security level, a permission
+/// scheme), not about the site, and never a deletion.
+#[test]
+fn a_403_on_one_issue_fails_that_issue_only() {
+    let rig = rig(Flavour::Cloud);
+    let mut jira = rig.next_run();
+    let issue = jira.create(&new_issue("secret")).expect("create");
+    rig.fake.fail_next(
+        403,
+        &[],
+        r#"{"errorMessages":["You do not have the permission to see the specified issue."],"errors":{}}"#,
+    );
+    let err = jira.get(&issue.id).expect_err("403");
+    assert!(
+        matches!(&err, TrackerError::Transient { issue: key, message } if *key == issue.key && message.contains("permission")),
+        "{err:?}"
+    );
 }
 
 #[test]
