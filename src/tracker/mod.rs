@@ -137,8 +137,38 @@ pub struct TrackerInstance {
     pub id: String,
 }
 
+/// What a site asks of its tracker, for the checks `init` and `doctor` make
+/// before any run: the permissions they check follow from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Needs {
+    /// Some connection imports: issues are created, edited, moved through the
+    /// workflow, commented and attached to.
+    pub import: bool,
+    /// Some incoming rule may delete issues (`delete_issue = true`).
+    pub delete: bool,
+}
+
+/// One check of [`Tracker::preflight`]: its name, and what was found or what
+/// is wrong and what to do about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Probe {
+    /// Short name (`jira project`).
+    pub name: String,
+    /// `Ok(what was found)` or `Err((what is wrong, what to do))`.
+    pub outcome: Result<String, (String, String)>,
+}
+
 /// A connector to one issue tracker.
 pub trait Tracker {
+    /// Checks beyond reaching the tracker that catch a wrong setting before the
+    /// first run does: who the credentials belong to, that the project exists,
+    /// the permissions `needs` call for. None for a tracker that has nothing to
+    /// check beyond [`Tracker::instance`].
+    fn preflight(&self, needs: Needs) -> Vec<Probe> {
+        let _ = needs;
+        Vec::new()
+    }
+
     /// Which tracker this is.
     fn instance(&self) -> Result<TrackerInstance, TrackerError>;
 

@@ -59,6 +59,8 @@ struct State {
     issues: BTreeMap<u64, FakeIssue>,
     /// Issues that answer 404 and are missing from searches for now.
     hidden: BTreeSet<u64>,
+    /// Permission keys the account lacks in the project.
+    denied: BTreeSet<String>,
     next_id: u64,
     next_key: u64,
     log: Vec<Recorded>,
@@ -94,6 +96,7 @@ impl FakeJira {
             project: project.into(),
             issues: BTreeMap::new(),
             hidden: BTreeSet::new(),
+            denied: BTreeSet::new(),
             next_id: 10_000,
             next_key: 1,
             log: Vec::new(),
@@ -143,6 +146,15 @@ impl FakeJira {
     pub fn hide(&self, id: &str) {
         let id: u64 = id.parse().expect("numeric id");
         self.state.lock().unwrap().hidden.insert(id);
+    }
+
+    /// Takes a project permission (`CREATE_ISSUES`) from the account.
+    pub fn deny(&self, permission: &str) {
+        self.state
+            .lock()
+            .unwrap()
+            .denied
+            .insert(permission.to_string());
     }
 
     /// Ends [`FakeJira::hide`].
@@ -552,7 +564,25 @@ impl State {
         None
     }
 
+    /// Jira's answer for a project key it does not know (made by the fake: the
+    /// envelope is the recorded one, the words Jira's).
+    fn no_project(key: &str) -> Reply {
+        reply(
+            404,
+            &json!({"errorMessages": [format!("No project could be found with key '{key}'.")], "errors": {}}),
+        )
+    }
+
     fn handle(&mut self, r: &Recorded) -> Reply {
+        // Jira answers serverInfo to anyone, signed in or not: reaching it
+        // proves nothing about the credentials.
+        if r.path == format!("{}/serverInfo", self.api()) {
+            let mut info = fixture("v2/serverinfo.json");
+            info["baseUrl"] = json!(self.base);
+            info["serverTime"] = json!(stamp(self.now()));
+            info["deploymentType"] = json!(if self.v3 { "Cloud" } else { "Server" });
+            return reply(200, &info);
+        }
         if r.headers.get("authorization") != Some(&self.auth) {
             return reply(401, &json!({"errors": recorded_error(401)["errors"]}));
         }
@@ -573,14 +603,43 @@ impl State {
         let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         let now = self.now();
         match (r.method.as_str(), segments.as_slice()) {
-            ("GET", ["serverInfo"]) => {
-                let mut info = fixture("v2/serverinfo.json");
-                info["baseUrl"] = json!(self.base);
-                info["serverTime"] = json!(stamp(now));
-                info["deploymentType"] = json!(if self.v3 { "Cloud" } else { "Server" });
-                reply(200, &info)
+            ("GET", ["myself"]) => {
+                let mut me = fixture(if self.v3 {
+                    "v3/myself.json"
+                } else {
+                    "v2/myself.json"
+                });
+                let key = if self.v3 { "accountId" } else { "name" };
+                me[key] = json!(self.user);
+                me["self"] = self.user_object(&self.user)["self"].clone();
+                reply(200, &me)
             }
-            ("GET", ["myself"]) => reply(200, &self.user_object(&self.user.clone())),
+            ("GET", ["project", key]) => {
+                if *key != self.project {
+                    return Self::no_project(key);
+                }
+                let mut project = fixture("v3/project-get.json");
+                project["key"] = json!(self.project);
+                project["name"] = json!(format!("{} project", self.project));
+                project["self"] = json!(format!("{}{api}/project/{}", self.base, self.project));
+                reply(200, &project)
+            }
+            ("GET", ["mypermissions"]) => {
+                let key = r.query.get("projectKey").cloned().unwrap_or_default();
+                if key != self.project {
+                    return Self::no_project(&key);
+                }
+                let mut all = fixture("v2/mypermissions.json");
+                let asked: Option<BTreeSet<&str>> =
+                    r.query.get("permissions").map(|p| p.split(',').collect());
+                if let Some(map) = all["permissions"].as_object_mut() {
+                    map.retain(|k, _| asked.as_ref().is_none_or(|a| a.contains(k.as_str())));
+                    for (k, v) in map.iter_mut() {
+                        v["havePermission"] = json!(!self.denied.contains(k));
+                    }
+                }
+                reply(200, &all)
+            }
             ("GET", ["field"]) => reply(200, &self.field_list()),
             ("GET", ["search"]) if !self.v3 => self.search(r, false),
             ("GET", ["search", "jql"]) if self.v3 => self.search(r, true),

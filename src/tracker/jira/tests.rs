@@ -842,3 +842,189 @@ fn a_local_site_and_a_jira_site_sync_through_the_engine() {
         "no echo, no duplicate"
     );
 }
+
+/// Runs ferry in `dir` inside this process: its exit status and output, or
+/// its error.
+fn ferry_run(
+    dir: &std::path::Path,
+    args: &[&str],
+) -> (anyhow::Result<crate::cli::ExitStatus>, String) {
+    let mut out = Vec::new();
+    let status = crate::cli::run_in(dir, args, &mut out);
+    (status, String::from_utf8(out).unwrap())
+}
+
+/// The line after `FAIL <check>`: the advice.
+fn advice<'a>(out: &'a str, check: &str) -> &'a str {
+    let mut lines = out.lines();
+    lines
+        .find(|l| l.starts_with(&format!("FAIL {check}: ")))
+        .unwrap_or_else(|| panic!("no failing {check:?} in\n{out}"));
+    lines.next().unwrap_or_default()
+}
+
+/// A Data Center site folder on the fake, its token in a file.
+fn jira_site(fake: &FakeJira, project: &str) -> tempfile::TempDir {
+    let site = tempfile::tempdir().unwrap();
+    std::fs::write(
+        site.path().join("ferry.yaml"),
+        format!(
+            "site: eng\ntracker:\n  kind: jira\n  url: \"{}\"\n  flavour: datacenter\n  \
+             project: {project}\n  token_file: jira.token\nsync_user: ferry-bot\n",
+            fake.url()
+        ),
+    )
+    .unwrap();
+    std::fs::write(site.path().join("jira.token"), "pat-123\n").unwrap();
+    site
+}
+
+#[test]
+fn doctor_checks_the_account_the_project_and_each_permission() {
+    let fake = FakeJira::start(false, "ENG", "ferry-bot", &Auth::bearer("pat-123").0);
+    let site = jira_site(&fake, "ENG");
+    ferry(site.path(), &["init", "--site", "eng"]);
+    let (status, out) = ferry_run(site.path(), &["doctor"]);
+    assert_eq!(status.unwrap(), crate::cli::ExitStatus::Success, "{out}");
+    assert!(
+        out.contains("ok   jira account: ") && out.contains("ferry-bot"),
+        "{out}"
+    );
+    assert!(out.contains("ok   jira project: ENG"), "{out}");
+    for permission in [
+        "Browse Projects",
+        "Create Issues",
+        "Edit Issues",
+        "Transition Issues",
+        "Add Comments",
+        "Create Attachments",
+    ] {
+        assert!(
+            out.contains(&format!("ok   jira permission {permission}: ")),
+            "{permission}:\n{out}"
+        );
+    }
+    assert!(
+        !out.contains("Delete Issues"),
+        "the default incoming rule deletes nothing: {out}"
+    );
+    let asked = fake
+        .requests()
+        .into_iter()
+        .find(|r| r.path == "/rest/api/2/mypermissions")
+        .expect("mypermissions asked");
+    assert_eq!(asked.query["projectKey"], "ENG");
+
+    fake.deny("TRANSITION_ISSUES");
+    let (status, out) = ferry_run(site.path(), &["doctor"]);
+    assert_eq!(
+        status.unwrap(),
+        crate::cli::ExitStatus::IssueErrors,
+        "{out}"
+    );
+    let fix = advice(&out, "jira permission Transition Issues");
+    assert!(
+        fix.contains("permission scheme") && fix.contains("ENG") && fix.contains("ferry-bot"),
+        "{fix}"
+    );
+
+    // An incoming rule that deletes needs Delete Issues.
+    let exchange = tempfile::tempdir().unwrap();
+    git2::Repository::init_bare(exchange.path()).unwrap();
+    ferry(
+        site.path(),
+        &[
+            "connection",
+            "add",
+            "support",
+            "--channel",
+            exchange.path().to_str().unwrap(),
+            "--project",
+            "ENG=SUP",
+        ],
+    );
+    let rule = site.path().join("rules/incoming.rhai");
+    let mut script = std::fs::read_to_string(&rule).unwrap();
+    script.push_str("\nif deleted { delete_issue = true; }\n");
+    std::fs::write(&rule, script).unwrap();
+    fake.deny("DELETE_ISSUES");
+    let (_, out) = ferry_run(site.path(), &["doctor"]);
+    assert!(
+        advice(&out, "jira permission Delete Issues").contains("delete_issue"),
+        "{out}"
+    );
+
+    let yaml = std::fs::read_to_string(site.path().join("ferry.yaml")).unwrap();
+    std::fs::write(
+        site.path().join("ferry.yaml"),
+        yaml.replace("project: ENG", "project: NOPE"),
+    )
+    .unwrap();
+    let (_, out) = ferry_run(site.path(), &["doctor"]);
+    let fix = advice(&out, "jira project");
+    assert!(fix.contains("tracker.project"), "{out}");
+    assert!(
+        !out.contains("jira permission"),
+        "no permission lines without a project: {out}"
+    );
+    std::fs::write(site.path().join("ferry.yaml"), yaml).unwrap();
+
+    // serverInfo answers anyone: a wrong token passes the reachability check
+    // and fails the account check.
+    std::fs::write(site.path().join("jira.token"), "expired\n").unwrap();
+    let (_, out) = ferry_run(site.path(), &["doctor"]);
+    assert!(out.contains("ok   tracker: "), "{out}");
+    let fix = advice(&out, "jira account");
+    assert!(
+        fix.contains("tracker.token_file") && fix.contains(ENV_PAT),
+        "{fix}"
+    );
+}
+
+#[test]
+fn init_refuses_a_project_jira_does_not_have_and_takes_a_token_file() {
+    let fake = FakeJira::start(false, "ENG", "ferry-bot", &Auth::bearer("pat-123").0);
+    let init = |project: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("jira.token"), "pat-123\n").unwrap();
+        let (status, out) = ferry_run(
+            dir.path(),
+            &[
+                "init",
+                "--site",
+                "eng",
+                "--tracker",
+                "jira",
+                "--url",
+                fake.url(),
+                "--flavour",
+                "datacenter",
+                "--project",
+                project,
+                "--token-file",
+                "jira.token",
+            ],
+        );
+        (dir, status, out)
+    };
+    let (_dir, status, out) = init("NOPE");
+    let err = status.expect_err("no such project");
+    let message = format!("{err:#}");
+    assert!(
+        message.contains("NOPE") && message.contains("tracker.project"),
+        "{message}\n{out}"
+    );
+    assert!(
+        err.chain().any(|c| matches!(
+            c.downcast_ref::<TrackerError>(),
+            Some(TrackerError::Unavailable(_))
+        )),
+        "a site failure (exit 3): {err:?}"
+    );
+
+    let (dir, status, out) = init("ENG");
+    assert_eq!(status.unwrap(), crate::cli::ExitStatus::Success, "{out}");
+    assert!(out.contains("ok   jira permission Create Issues"), "{out}");
+    let yaml = std::fs::read_to_string(dir.path().join("ferry.yaml")).unwrap();
+    assert!(yaml.contains("  token_file: \"jira.token\"\n"), "{yaml}");
+}
