@@ -19,7 +19,8 @@ use crate::tracker::Needs;
 use crate::transport::open_channel;
 
 /// Check everything a sync needs, one line per check with what to do when it
-/// fails: configuration, rule scripts, signing key, trusted peer keys, tracker,
+/// fails: configuration, rule scripts, signing key, trusted peer keys, tracker
+/// (for Jira also the account, the project and each permission sync needs),
 /// channels (fetch, and push permission), mail server, ledger, disk space.
 ///
 /// Exit status 1 when a check fails. Nothing is changed or sent.
