@@ -1,6 +1,8 @@
 //! `ferry init`: scaffold a site folder.
 
 use super::{Ctx, ExitStatus, UsageError};
+use std::collections::BTreeMap;
+
 use crate::config::{CONFIG_FILE, Config, TrackerConfig};
 use crate::replica::is_plain_name;
 use crate::site::{LOCAL_TRACKER_YAML, Missing, Site, ensure_signing_key, scaffold};
@@ -100,6 +102,7 @@ fn tracker_yaml(args: &InitArgs) -> Result<String, UsageError> {
         default_type: String::new(),
         internal_comments: InternalComments::default(),
         token_file: None,
+        transition_fields: BTreeMap::new(),
         email: None,
     }
     .check()
@@ -140,7 +143,10 @@ fn tracker_yaml(args: &InitArgs) -> Result<String, UsageError> {
   # Issue type of created issues that name none:
   # default_type: Task
   # How internal comments are restricted (role, group, or servicedesk):
-  # internal_comments: {{type: role, value: Administrators}}",
+  # internal_comments: {{type: role, value: Administrators}}
+  # Values for fields a workflow transition requires when the incoming rule
+  # gives none (a done status usually needs a Resolution):
+  # transition_fields: {{Resolution: Done}}",
         quote(url),
         quote(project)
     ))

@@ -62,6 +62,9 @@ pub struct IssuePatch {
     pub status: Option<String>,
     /// Priority (`Some(None)` clears it).
     pub priority: Option<Option<String>>,
+    /// Resolution, for a tracker that keeps one (Jira sets it with the status
+    /// change that needs it); others ignore it.
+    pub resolution: Option<Option<String>>,
     /// Assignee (`Some(None)` clears it).
     pub assignee: Option<Option<String>>,
     /// Reporter (`Some(None)` clears it).

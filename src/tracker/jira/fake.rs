@@ -472,6 +472,14 @@ impl State {
                 None => Value::Null,
             };
         }
+        f["resolution"] = match fields.get("resolution") {
+            Some(r) => {
+                let mut o = fixture("v3/resolutions.json")[0].clone();
+                o["name"] = r["name"].clone();
+                o
+            }
+            None => Value::Null,
+        };
         f["labels"] = fields.get("labels").cloned().unwrap_or(json!([]));
         f["components"] = fields.get("components").cloned().unwrap_or(json!([]));
         for (k, v) in fields {
@@ -498,15 +506,43 @@ impl State {
         out
     }
 
-    fn transitions(&self, issue: &FakeIssue) -> Value {
+    /// The recorded transitions from the issue's status. With `expand`
+    /// (`expand=transitions.fields`) each carries its screen's fields, and, as
+    /// in Jira's classic workflows, a transition into a done status asks for a
+    /// Resolution (the field's schema from the recorded field list, its allowed
+    /// values the recorded resolutions).
+    fn transitions(&self, issue: &FakeIssue, expand: bool) -> Value {
         let mut t = fixture(if self.v3 {
             "v3/transitions.json"
         } else {
             "v2/transitions.json"
         });
         let current = issue.fields["status"]["name"].clone();
+        let resolution = json!({
+            "required": true,
+            "schema": fixture("v3/fields.json")
+                .as_array()
+                .and_then(|l| l.iter().find(|f| f["id"] == "resolution"))
+                .map(|f| f["schema"].clone())
+                .unwrap_or_default(),
+            "name": "Resolution",
+            "key": "resolution",
+            "hasDefaultValue": false,
+            "operations": ["set"],
+            "allowedValues": fixture("v3/resolutions.json"),
+        });
         if let Some(list) = t["transitions"].as_array_mut() {
             list.retain(|t| t["to"]["name"] != current);
+            for transition in list.iter_mut() {
+                let Some(obj) = transition.as_object_mut() else {
+                    continue;
+                };
+                if !expand {
+                    obj.remove("fields");
+                } else if done_category(&obj["to"]) {
+                    obj["fields"]["resolution"] = resolution.clone();
+                }
+            }
         }
         t
     }
@@ -728,10 +764,17 @@ impl State {
                 self.issues.remove(&id);
                 no_content()
             }
-            ("GET", ["transitions"]) => reply(200, &self.transitions(&self.issues[&id])),
+            ("GET", ["transitions"]) => {
+                let expand = r
+                    .query
+                    .get("expand")
+                    .is_some_and(|e| e.contains("transitions.fields"));
+                reply(200, &self.transitions(&self.issues[&id], expand))
+            }
             ("POST", ["transitions"]) => {
-                let wanted = r.json()["transition"]["id"].clone();
-                let list = self.transitions(&self.issues[&id]);
+                let body = r.json();
+                let wanted = body["transition"]["id"].clone();
+                let list = self.transitions(&self.issues[&id], true);
                 let Some(t) = list["transitions"]
                     .as_array()
                     .and_then(|l| l.iter().find(|t| t["id"] == wanted))
@@ -741,10 +784,47 @@ impl State {
                         &json!({"errorMessages": ["Transition id is not valid for this issue."], "errors": {}}),
                     );
                 };
+                // Jira's checks of the transition screen: required fields
+                // without a default must come with the request, and a
+                // resolution must be one Jira has.
+                let screen = t["fields"].as_object().cloned().unwrap_or_default();
+                for (field, meta) in &screen {
+                    let given = &body["fields"][field];
+                    if meta["required"] == true
+                        && meta["hasDefaultValue"] != true
+                        && given.is_null()
+                    {
+                        let name = meta["name"].as_str().unwrap_or(field);
+                        return bad_request(field, &format!("Field {name} is required."));
+                    }
+                    if field == "resolution"
+                        && !given.is_null()
+                        && !meta["allowedValues"]
+                            .as_array()
+                            .is_some_and(|l| l.iter().any(|v| v["name"] == given["name"]))
+                    {
+                        return bad_request(
+                            field,
+                            "Could not find valid 'id' or 'name' in resolution object.",
+                        );
+                    }
+                }
+                let done = done_category(&t["to"]);
                 let issue = self.issues.get_mut(&id).expect("issue");
                 issue
                     .fields
                     .insert("status".into(), json!({"name": t["to"]["name"]}));
+                match &body["fields"]["resolution"] {
+                    resolution if done && !resolution.is_null() => {
+                        issue.fields.insert("resolution".into(), resolution.clone());
+                    }
+                    // Reopening clears it, as the classic workflows' post
+                    // functions do.
+                    _ if !done => {
+                        issue.fields.remove("resolution");
+                    }
+                    _ => {}
+                }
                 issue.updated = now;
                 no_content()
             }
@@ -957,6 +1037,15 @@ impl State {
             )),
         }
     }
+}
+
+/// Whether a transition's target status is in the done category (`done` on
+/// current Jira, `completed` in the recorded older answers).
+fn done_category(status: &Value) -> bool {
+    matches!(
+        status["statusCategory"]["key"].as_str(),
+        Some("done" | "completed")
+    )
 }
 
 /// Splits on ` AND ` outside parentheses and quotes.

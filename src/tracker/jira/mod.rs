@@ -172,6 +172,11 @@ pub struct JiraConfig {
     /// The restriction an internal comment gets.
     #[serde(default)]
     pub internal_comments: InternalComments,
+    /// Values for fields a transition's screen requires (`Resolution: Done`),
+    /// by Jira field name or id, used when the incoming rule gives none: a
+    /// classic workflow will not enter a done status without a resolution.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub transition_fields: BTreeMap<String, FieldValue>,
     /// A file (relative to the site folder) holding the API token (Cloud) or the
     /// personal access token (Data Center), for when the environment cannot carry
     /// it (systemd credentials, container secrets). The environment wins.
@@ -582,6 +587,7 @@ impl JiraTracker {
         }
         let id = string_id(&raw["id"]);
         let issue = Issue {
+            resolution: name(&f["resolution"]),
             key: raw["key"].as_str().unwrap_or_default().to_string(),
             project: f["project"]["key"].as_str().unwrap_or_default().to_string(),
             issue_type: name(&f["issuetype"]).unwrap_or_default(),
@@ -846,15 +852,31 @@ impl JiraTracker {
         Ok(out)
     }
 
-    /// Moves an issue to `status` through the workflow.
-    fn transition(&self, issue: &Issue, status: &str) -> Result<(), TrackerError> {
+    /// Moves an issue to `status` through the workflow. The transition's screen
+    /// (`expand=transitions.fields`) may require fields: a classic workflow asks
+    /// for a Resolution on the way into a done status and refuses the move
+    /// without one. The resolution comes from the replica (as the incoming rule
+    /// mapped it), any required field from `tracker.transition_fields`; one
+    /// neither supplies fails the issue before anything is sent, naming the
+    /// field and where to supply it.
+    fn transition(
+        &self,
+        issue: &Issue,
+        status: &str,
+        resolution: Option<&str>,
+    ) -> Result<(), TrackerError> {
         if issue.status.eq_ignore_ascii_case(status) {
             return Ok(());
         }
         let path = self.api(&format!("/issue/{}/transitions", issue.id));
         let list = self
             .client
-            .json("GET", &path, &[], &Body::Empty)
+            .json(
+                "GET",
+                &path,
+                &[("expand", "transitions.fields")],
+                &Body::Empty,
+            )
             .map_err(|e| issue_error(e, &issue.key))?;
         let transitions = list["transitions"].as_array().cloned().unwrap_or_default();
         let found = transitions.iter().find(|t| {
@@ -883,11 +905,92 @@ impl JiraTracker {
                 ),
             });
         };
-        let body = json!({"transition": {"id": t["id"]}});
+        let fields = self.screen_fields(issue, status, t, resolution)?;
+        let mut body = json!({"transition": {"id": t["id"]}});
+        if !fields.is_empty() {
+            body["fields"] = Value::Object(fields);
+        }
         self.client
             .json("POST", &path, &[], &Body::Json(&body))
             .map_err(|e| issue_error(e, &issue.key))?;
         Ok(())
+    }
+
+    /// The `fields` of a transition request: the resolution when the screen
+    /// has one and the replica gives one, and every required field without a
+    /// default, from the replica or `tracker.transition_fields` (by name or id).
+    fn screen_fields(
+        &self,
+        issue: &Issue,
+        status: &str,
+        transition: &Value,
+        resolution: Option<&str>,
+    ) -> Result<serde_json::Map<String, Value>, TrackerError> {
+        let mut out = serde_json::Map::new();
+        let Some(screen) = transition["fields"].as_object() else {
+            return Ok(out);
+        };
+        for (id, meta) in screen {
+            let required = meta["required"] == Value::Bool(true)
+                && meta["hasDefaultValue"] != Value::Bool(true);
+            let name = meta["name"].as_str().unwrap_or(id);
+            let from_replica = resolution
+                .filter(|_| id == "resolution")
+                .map(|r| Value::String(r.to_string()));
+            let configured = || {
+                self.config
+                    .transition_fields
+                    .get(name)
+                    .or_else(|| self.config.transition_fields.get(id))
+                    .cloned()
+            };
+            let value = match from_replica {
+                Some(v) => Some(v),
+                None if required => configured(),
+                None => None,
+            };
+            match value {
+                Some(v) => {
+                    out.insert(id.clone(), write_field(&v, &meta["schema"], self));
+                }
+                None if required => {
+                    let offered: Vec<String> = meta["allowedValues"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|v| v.get("name").or_else(|| v.get("value")))
+                        .filter_map(Value::as_str)
+                        .map(str::to_string)
+                        .collect();
+                    let example = offered.first().map_or("…", String::as_str);
+                    let rule = if id == "resolution" {
+                        "set `issue.resolution` in the incoming rule (map the peer's resolutions \
+                         there as its statuses are), or "
+                    } else {
+                        ""
+                    };
+                    return Err(TrackerError::Rejected {
+                        issue: issue.key.clone(),
+                        message: format!(
+                            "moving it from {:?} to {status:?} needs {name}, which the workflow \
+                             of {} issues in project {} requires on that transition and nothing \
+                             supplied: {rule}give a default in ferry.yaml with \
+                             tracker.transition_fields: {{{name}: {example}}}{}",
+                            issue.status,
+                            issue.issue_type,
+                            issue.project,
+                            if offered.is_empty() {
+                                String::new()
+                            } else {
+                                format!(" (Jira offers: {})", offered.join(", "))
+                            }
+                        ),
+                    });
+                }
+                None => {}
+            }
+        }
+        Ok(out)
     }
 
     fn existing(&self, id: &str) -> Result<Issue, TrackerError> {
@@ -1201,7 +1304,8 @@ impl Tracker for JiraTracker {
         let id = string_id(&created["id"]);
         let mut stored = self.existing(&id)?;
         if let Some(status) = &issue.patch.status {
-            self.transition(&stored, status)?;
+            let resolution = issue.patch.resolution.as_ref().and_then(Option::as_deref);
+            self.transition(&stored, status, resolution)?;
             stored = self.existing(&id)?;
         }
         self.remember([&stored])?;
@@ -1232,7 +1336,12 @@ impl Tracker for JiraTracker {
         if let Some(status) = &patch.status
             && !current.status.eq_ignore_ascii_case(status)
         {
-            self.transition(&current, status)?;
+            let resolution = patch
+                .resolution
+                .as_ref()
+                .and_then(Option::as_deref)
+                .or(current.resolution.as_deref());
+            self.transition(&current, status, resolution)?;
             changed = true;
         }
         let stored = if changed { self.existing(id)? } else { current };
@@ -1474,7 +1583,7 @@ fn write_field(v: &FieldValue, schema: &Value, jira: &JiraTracker) -> Value {
     let shape = |kind: &str, v: &Value| match (kind, v) {
         (_, Value::Null) => Value::Null,
         ("option", v) => json!({"value": v}),
-        ("version" | "component" | "priority", v) => json!({"name": v}),
+        ("version" | "component" | "priority" | "resolution", v) => json!({"name": v}),
         ("user", Value::String(u)) => jira.user_value(u),
         (_, v) => v.clone(),
     };

@@ -44,6 +44,7 @@ fn config(flavour: Flavour, url: &str) -> JiraConfig {
         default_type: "Task".into(),
         internal_comments: InternalComments::default(),
         token_file: None,
+        transition_fields: BTreeMap::new(),
         email: None,
     }
 }
@@ -84,6 +85,7 @@ fn contract(flavour: Flavour, user: &str) {
     let setup = Setup {
         project: "SUP",
         user,
+        done: Some(("Closed", "Fixed")),
     };
     run_all(&setup, &mut |check| {
         let mut rig = rig(flavour);
@@ -192,14 +194,7 @@ fn changed_since_asks_for_a_relative_window_within_the_scope() {
     let c = rig.jira.create(&new_issue("three")).expect("create");
     let d = rig.jira.create(&new_issue("four")).expect("create");
     rig.jira
-        .update(
-            &c.id,
-            &IssuePatch {
-                status: Some("Closed".into()),
-                ..IssuePatch::default()
-            },
-            DC_USER,
-        )
+        .update(&c.id, &to_closed(Some("Fixed")), DC_USER)
         .expect("close");
     let since = a.updated - chrono::Duration::minutes(3);
     let changed = rig.jira.changed_since(Some(since)).expect("changed");
@@ -1027,4 +1022,109 @@ fn init_refuses_a_project_jira_does_not_have_and_takes_a_token_file() {
     assert!(out.contains("ok   jira permission Create Issues"), "{out}");
     let yaml = std::fs::read_to_string(dir.path().join("ferry.yaml")).unwrap();
     assert!(yaml.contains("  token_file: \"jira.token\"\n"), "{yaml}");
+}
+
+fn to_closed(resolution: Option<&str>) -> IssuePatch {
+    IssuePatch {
+        status: Some("Closed".into()),
+        resolution: resolution.map(|r| Some(r.to_string())),
+        ..IssuePatch::default()
+    }
+}
+
+/// Jira's classic workflows ask for a Resolution on the way into a done
+/// status: the connector reads the transition's screen and fills it.
+#[test]
+fn a_done_status_gets_the_resolution_its_screen_requires() {
+    for flavour in [Flavour::Cloud, Flavour::Datacenter] {
+        let mut rig = rig(flavour);
+        let issue = rig.jira.create(&new_issue("fixed soon")).expect("create");
+        let user = if flavour == Flavour::Cloud {
+            CLOUD_USER
+        } else {
+            DC_USER
+        };
+        let done = rig
+            .jira
+            .update(&issue.id, &to_closed(Some("Fixed")), user)
+            .expect("closed");
+        assert_eq!(
+            (done.status.as_str(), done.resolution.as_deref()),
+            ("Closed", Some("Fixed"))
+        );
+        let requests = rig.fake.requests();
+        let listed = requests
+            .iter()
+            .find(|r| r.method == "GET" && r.path.ends_with("/transitions"))
+            .expect("transitions listed");
+        assert_eq!(listed.query["expand"], "transitions.fields");
+        let posted = requests
+            .iter()
+            .find(|r| r.method == "POST" && r.path.ends_with("/transitions"))
+            .expect("transition posted");
+        assert_eq!(
+            posted.json()["fields"]["resolution"],
+            json!({"name": "Fixed"})
+        );
+    }
+}
+
+#[test]
+fn a_required_field_nobody_supplies_fails_naming_it_and_where_to_set_it() {
+    let mut rig = rig(Flavour::Datacenter);
+    let issue = rig.jira.create(&new_issue("stuck")).expect("create");
+    // The fake refuses what Jira refuses.
+    let path = format!("/rest/api/2/issue/{}/transitions", issue.id);
+    let bare = json!({"transition": {"id": "711"}});
+    let refused = rig
+        .jira
+        .client
+        .json("POST", &path, &[], &Body::Json(&bare))
+        .expect_err("400");
+    assert!(
+        refused
+            .to_string()
+            .contains("resolution: Field Resolution is required."),
+        "{refused}"
+    );
+
+    let before = rig.fake.requests().len();
+    let err = rig
+        .jira
+        .update(&issue.id, &to_closed(None), DC_USER)
+        .expect_err("no resolution");
+    let TrackerError::Rejected {
+        issue: key,
+        message,
+    } = &err
+    else {
+        panic!("{err:?}");
+    };
+    assert_eq!(key, &issue.key);
+    for part in [
+        "Resolution",
+        "issue.resolution",
+        "tracker.transition_fields",
+        "Fixed",
+    ] {
+        assert!(message.contains(part), "{part}: {message}");
+    }
+    assert!(
+        rig.fake.requests()[before..]
+            .iter()
+            .all(|r| r.method != "POST"),
+        "nothing posted that Jira would refuse"
+    );
+
+    // A default in ferry.yaml supplies it.
+    let mut rig = rig_with(Flavour::Datacenter, |c| {
+        c.transition_fields
+            .insert("Resolution".into(), json!("Works as designed"));
+    });
+    let issue = rig.jira.create(&new_issue("by design")).expect("create");
+    let done = rig
+        .jira
+        .update(&issue.id, &to_closed(None), DC_USER)
+        .expect("default resolution");
+    assert_eq!(done.resolution.as_deref(), Some("Works as designed"));
 }
