@@ -65,6 +65,11 @@ struct State {
     next_key: u64,
     log: Vec<Recorded>,
     faults: VecDeque<Reply>,
+    /// The most issues (search) or comments (comment list) one page holds:
+    /// two by default, to make every reader page; Jira's real caps are larger.
+    page: usize,
+    /// Time added to every answer, for a server across a network.
+    latency: std::time::Duration,
 }
 
 /// A running fake Jira.
@@ -101,6 +106,8 @@ impl FakeJira {
             next_key: 1,
             log: Vec::new(),
             faults: VecDeque::new(),
+            page: 2,
+            latency: std::time::Duration::ZERO,
         }));
         let shared = Arc::clone(&state);
         std::thread::spawn(move || {
@@ -148,6 +155,67 @@ impl FakeJira {
         self.state.lock().unwrap().hidden.insert(id);
     }
 
+    /// Pages of up to `size` issues or comments, as Jira's own cap (100 for a
+    /// search) instead of the paging-forcing default of two.
+    pub fn page_size(&self, size: usize) {
+        self.state.lock().unwrap().page = size;
+    }
+
+    /// Adds `latency` to every answer (served outside the lock, so concurrent
+    /// requests overlap as they would on a real server).
+    pub fn latency(&self, latency: std::time::Duration) {
+        self.state.lock().unwrap().latency = latency;
+    }
+
+    /// Creates `count` issues with `comments` comments each, written in Jira by
+    /// `author` (not through the connector), and returns their ids.
+    pub fn seed(&self, count: usize, comments: usize, author: &str) -> Vec<String> {
+        let mut state = self.state.lock().unwrap();
+        let now = state.now();
+        let mut ids = Vec::new();
+        for n in 0..count {
+            let id = state.next_id;
+            state.next_id += 1;
+            let key = format!("{}-{}", state.project, state.next_key);
+            state.next_key += 1;
+            let mut fields = serde_json::Map::new();
+            fields.insert("summary".into(), json!(format!("Seeded issue {n}")));
+            fields.insert("status".into(), json!({"name": "Backlog"}));
+            fields.insert("issuetype".into(), json!({"name": "Task"}));
+            let v3 = state.v3;
+            let text = |t: &str| {
+                if v3 {
+                    json!({"version": 1, "type": "doc", "content": [{"type": "paragraph",
+                           "content": [{"type": "text", "text": t}]}]})
+                } else {
+                    json!(t)
+                }
+            };
+            let mut list = Vec::new();
+            for c in 0..comments {
+                let cid = state.next_id;
+                state.next_id += 1;
+                list.push(json!({"id": cid.to_string(), "author": author,
+                    "body": text(&format!("Comment {c} on issue {n}")),
+                    "created": stamp(now), "updated": stamp(now), "properties": []}));
+            }
+            state.issues.insert(
+                id,
+                FakeIssue {
+                    id,
+                    key,
+                    fields,
+                    comments: list,
+                    attachments: Vec::new(),
+                    created: now,
+                    updated: now,
+                },
+            );
+            ids.push(id.to_string());
+        }
+        ids
+    }
+
     /// Takes a project permission (`CREATE_ISSUES`) from the account.
     pub fn deny(&self, permission: &str) {
         self.state
@@ -170,14 +238,16 @@ fn serve(stream: TcpStream, state: &Mutex<State>) {
         let Some(request) = read_request(&mut reader) else {
             return;
         };
-        let (status, headers, body) = {
+        let (latency, (status, headers, body)) = {
             let mut state = state.lock().unwrap();
             state.log.push(request.clone());
-            match state.faults.pop_front() {
+            let reply = match state.faults.pop_front() {
                 Some(fault) => fault,
                 None => state.handle(&request),
-            }
+            };
+            (state.latency, reply)
         };
+        std::thread::sleep(latency);
         let mut out = &stream;
         let mut head = format!(
             "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: keep-alive\r\n",
@@ -831,7 +901,7 @@ impl State {
             ("GET", ["comment"]) => {
                 let issue = &self.issues[&id];
                 let start = r.number("startAt", 0);
-                let max = r.number("maxResults", 50).min(2);
+                let max = r.number("maxResults", 50).min(self.page);
                 let props = r
                     .query
                     .get("expand")
@@ -915,7 +985,7 @@ impl State {
                 return reply(400, &json!({"errorMessages": [message], "errors": {}}));
             }
         };
-        let max = r.number("maxResults", 50).min(2);
+        let max = r.number("maxResults", 50).min(self.page);
         let start = if v3 {
             r.number("nextPageToken", 0)
         } else {

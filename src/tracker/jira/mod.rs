@@ -556,12 +556,46 @@ impl JiraTracker {
         }
     }
 
-    /// One issue from its JSON (an issue GET or a search hit), comments fetched.
+    /// One issue from its JSON (an issue GET or a search hit) with its comments.
     fn complete(&self, raw: &Value) -> Result<Issue, TrackerError> {
         let mut issue = self.parse_issue(raw)?;
-        issue.comments = self.comments(&issue.id, &issue.key)?;
+        issue.comments = match self.embedded_comments(raw)? {
+            Some(comments) => comments,
+            None => self.comments(&issue.id, &issue.key)?,
+        };
         issue.normalize();
         Ok(issue)
+    }
+
+    /// The comments an issue GET or search hit carries in its `comment` field,
+    /// when they are all of them and none was posted by ferry's account. A
+    /// request per issue for its comments would bound a first export by round
+    /// trips; but embedded comments come without their properties, and ferry's
+    /// origin marker and the peer author are a property of the comments ferry
+    /// posted (all as its own account), so those issues' comments are read
+    /// from the comment endpoint instead (`None`), as are truncated lists.
+    fn embedded_comments(&self, raw: &Value) -> Result<Option<Vec<Comment>>, TrackerError> {
+        let embedded = &raw["fields"]["comment"];
+        let Some(list) = embedded["comments"].as_array() else {
+            return Ok(None);
+        };
+        let total = embedded["total"]
+            .as_u64()
+            .map_or(list.len(), |t| t as usize);
+        if total > list.len() {
+            return Ok(None);
+        }
+        let me = self.me()?;
+        if list
+            .iter()
+            .any(|c| self.user_name(&c["author"]).as_deref() == Some(me))
+        {
+            return Ok(None);
+        }
+        list.iter()
+            .map(|c| self.parse_comment(c))
+            .collect::<Result<_, _>>()
+            .map(Some)
     }
 
     fn parse_issue(&self, raw: &Value) -> Result<Issue, TrackerError> {

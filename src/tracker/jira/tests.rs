@@ -1128,3 +1128,50 @@ fn a_required_field_nobody_supplies_fails_naming_it_and_where_to_set_it() {
         .expect("default resolution");
     assert_eq!(done.resolution.as_deref(), Some("Works as designed"));
 }
+
+/// Reading issues takes their comments from the search (or the issue GET)
+/// itself; only an issue holding a comment ferry posted (whose origin marker is
+/// a comment property, which embedded comments lack) has its comments fetched.
+#[test]
+fn comments_come_with_the_search_unless_ferry_posted_one() {
+    for flavour in [Flavour::Cloud, Flavour::Datacenter] {
+        let mut rig = rig(flavour);
+        rig.fake.page_size(100);
+        let ids = rig.fake.seed(200, 2, "alice");
+        let posted = rig
+            .jira
+            .add_comment(
+                &ids[7],
+                &NewComment {
+                    author: "zoe".into(),
+                    body: "From the peer.".into(),
+                    internal: false,
+                    origin: Some(Origin {
+                        site: "eng".into(),
+                        id: "c-1".into(),
+                    }),
+                },
+            )
+            .expect("comment");
+        let before = rig.fake.requests().len();
+        let issues = rig.jira.changed_since(None).expect("changed");
+        let requests = &rig.fake.requests()[before..];
+        assert_eq!(issues.len(), 200);
+        assert!(issues.iter().all(|i| i.comments.len() >= 2));
+        let copied = &issues.iter().find(|i| i.id == ids[7]).unwrap().comments;
+        assert_eq!(copied.last(), Some(&posted), "origin and author kept");
+        let comment_reads = requests
+            .iter()
+            .filter(|r| r.method == "GET" && r.path.ends_with("/comment"))
+            .count();
+        assert_eq!(comment_reads, 1, "only the issue holding ferry's comment");
+        // Two search pages of issues, two of ids for deletion detection, the
+        // clock, and that one comment list.
+        assert!(
+            requests.len() <= 10,
+            "{} requests for 200 issues: {:?}",
+            requests.len(),
+            requests.iter().map(|r| &r.path).collect::<Vec<_>>()
+        );
+    }
+}
