@@ -7,7 +7,7 @@ use crate::config::{CONFIG_FILE, Config, TrackerConfig};
 use crate::replica::is_plain_name;
 use crate::site::{LOCAL_TRACKER_YAML, Missing, Site, ensure_signing_key, scaffold};
 use crate::tracker::jira::{
-    ENV_API_TOKEN, ENV_EMAIL, ENV_PAT, Flavour, InternalComments, JiraConfig,
+    DEFAULT_CONCURRENCY, ENV_API_TOKEN, ENV_EMAIL, ENV_PAT, Flavour, InternalComments, JiraConfig,
 };
 use crate::tracker::{Needs, TrackerError};
 
@@ -103,6 +103,7 @@ fn tracker_yaml(args: &InitArgs) -> Result<String, UsageError> {
         internal_comments: InternalComments::default(),
         token_file: None,
         transition_fields: BTreeMap::new(),
+        concurrency: DEFAULT_CONCURRENCY,
         email: None,
     }
     .check()
@@ -146,7 +147,9 @@ fn tracker_yaml(args: &InitArgs) -> Result<String, UsageError> {
   # internal_comments: {{type: role, value: Administrators}}
   # Values for fields a workflow transition requires when the incoming rule
   # gives none (a done status usually needs a Resolution):
-  # transition_fields: {{Resolution: Done}}",
+  # transition_fields: {{Resolution: Done}}
+  # Requests about single issues run at once (comment lists):
+  # concurrency: 4",
         quote(url),
         quote(project)
     ))

@@ -70,6 +70,9 @@ struct State {
     page: usize,
     /// Time added to every answer, for a server across a network.
     latency: std::time::Duration,
+    /// Requests being answered now, and the most there have been at once.
+    in_flight: usize,
+    most_in_flight: usize,
 }
 
 /// A running fake Jira.
@@ -108,6 +111,8 @@ impl FakeJira {
             faults: VecDeque::new(),
             page: 2,
             latency: std::time::Duration::ZERO,
+            in_flight: 0,
+            most_in_flight: 0,
         }));
         let shared = Arc::clone(&state);
         std::thread::spawn(move || {
@@ -165,6 +170,11 @@ impl FakeJira {
     /// requests overlap as they would on a real server).
     pub fn latency(&self, latency: std::time::Duration) {
         self.state.lock().unwrap().latency = latency;
+    }
+
+    /// The most requests the fake was answering at one time.
+    pub fn most_in_flight(&self) -> usize {
+        self.state.lock().unwrap().most_in_flight
     }
 
     /// Creates `count` issues with `comments` comments each, written in Jira by
@@ -245,9 +255,12 @@ fn serve(stream: TcpStream, state: &Mutex<State>) {
                 Some(fault) => fault,
                 None => state.handle(&request),
             };
+            state.in_flight += 1;
+            state.most_in_flight = state.most_in_flight.max(state.in_flight);
             (state.latency, reply)
         };
         std::thread::sleep(latency);
+        state.lock().unwrap().in_flight -= 1;
         let mut out = &stream;
         let mut head = format!(
             "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: keep-alive\r\n",

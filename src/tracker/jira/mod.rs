@@ -28,10 +28,10 @@ mod client;
 #[cfg(test)]
 mod fake;
 
-use std::cell::{OnceCell, RefCell};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::{Mutex, OnceLock, PoisonError};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -177,6 +177,13 @@ pub struct JiraConfig {
     /// classic workflow will not enter a done status without a resolution.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub transition_fields: BTreeMap<String, FieldValue>,
+    /// How many requests about single issues (comment lists) run at once: a
+    /// first export is bound by round trips, not by Jira's work.
+    #[serde(
+        default = "default_concurrency",
+        skip_serializing_if = "is_default_concurrency"
+    )]
+    pub concurrency: usize,
     /// A file (relative to the site folder) holding the API token (Cloud) or the
     /// personal access token (Data Center), for when the environment cannot carry
     /// it (systemd credentials, container secrets). The environment wins.
@@ -219,6 +226,19 @@ fn default_type() -> String {
     "Task".into()
 }
 
+/// Four requests at once: a fourfold speed-up on a distant server, well
+/// inside what Jira Cloud's rate limits and a Data Center node allow one
+/// client.
+pub const DEFAULT_CONCURRENCY: usize = 4;
+
+fn default_concurrency() -> usize {
+    DEFAULT_CONCURRENCY
+}
+
+fn is_default_concurrency(n: &usize) -> bool {
+    *n == DEFAULT_CONCURRENCY
+}
+
 /// One field of Jira's field list.
 #[derive(Debug, Clone)]
 struct FieldDef {
@@ -231,11 +251,11 @@ pub struct JiraTracker {
     client: Client,
     config: JiraConfig,
     known_path: PathBuf,
-    field_defs: OnceCell<BTreeMap<String, FieldDef>>,
-    me: OnceCell<String>,
+    field_defs: OnceLock<BTreeMap<String, FieldDef>>,
+    me: OnceLock<String>,
     /// Issues this run found missing: a 404 in the run that first saw it cannot
     /// confirm itself.
-    suspected_here: RefCell<BTreeSet<String>>,
+    suspected_here: Mutex<BTreeSet<String>>,
 }
 
 /// What the connector remembers between runs: the last state of every issue it
@@ -328,9 +348,9 @@ impl JiraTracker {
             client,
             config: config.clone(),
             known_path: state_dir.join(KNOWN_FILE),
-            field_defs: OnceCell::new(),
-            me: OnceCell::new(),
-            suspected_here: RefCell::new(BTreeSet::new()),
+            field_defs: OnceLock::new(),
+            me: OnceLock::new(),
+            suspected_here: Mutex::new(BTreeSet::new()),
         }
     }
 
@@ -494,8 +514,12 @@ impl JiraTracker {
             return Ok(Vanished::Confirmed(Box::new(issue.clone())));
         }
         let key = issue.key.clone();
-        let earlier_run =
-            known.suspected.contains_key(id) && !self.suspected_here.borrow().contains(id);
+        let earlier_run = known.suspected.contains_key(id)
+            && !self
+                .suspected_here
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .contains(id);
         if earlier_run {
             let tomb = self.bury(id, self.now()?)?;
             return Ok(tomb.map_or(Vanished::Unknown, |t| Vanished::Confirmed(Box::new(t))));
@@ -504,7 +528,10 @@ impl JiraTracker {
             known.suspected.insert(id.to_string(), self.now()?);
             self.save_known(&known)?;
         }
-        self.suspected_here.borrow_mut().insert(id.to_string());
+        self.suspected_here
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id.to_string());
         tracing::warn!(
             "Jira answers 404 for {key}; it counts as deleted only if a later run \
              cannot find it either"
@@ -565,6 +592,51 @@ impl JiraTracker {
         };
         issue.normalize();
         Ok(issue)
+    }
+
+    /// [`JiraTracker::complete`] for many search hits: the comment lists that
+    /// must be read on their own are read side by side, `concurrency` at a
+    /// time, since each costs a round trip and not Jira's work.
+    fn complete_all(&self, raws: &[Value]) -> Result<Vec<Issue>, TrackerError> {
+        let mut issues = Vec::with_capacity(raws.len());
+        let mut pending = Vec::new();
+        for raw in raws {
+            let mut issue = self.parse_issue(raw)?;
+            match self.embedded_comments(raw)? {
+                Some(comments) => {
+                    issue.comments = comments;
+                    issue.normalize();
+                }
+                None => pending.push(issues.len()),
+            }
+            issues.push(issue);
+        }
+        for chunk in pending.chunks(self.config.concurrency.max(1)) {
+            let read: Vec<Result<Vec<Comment>, TrackerError>> = std::thread::scope(|scope| {
+                let readers: Vec<_> = chunk
+                    .iter()
+                    .map(|&i| {
+                        let issue = &issues[i];
+                        scope.spawn(move || self.comments(&issue.id, &issue.key))
+                    })
+                    .collect();
+                readers
+                    .into_iter()
+                    .map(|reader| {
+                        reader.join().unwrap_or_else(|_| {
+                            Err(TrackerError::Unavailable(
+                                "a Jira comment reader stopped unexpectedly".into(),
+                            ))
+                        })
+                    })
+                    .collect()
+            });
+            for (&i, comments) in chunk.iter().zip(read) {
+                issues[i].comments = comments?;
+                issues[i].normalize();
+            }
+        }
+        Ok(issues)
     }
 
     /// The comments an issue GET or search hit carries in its `comment` field,
@@ -1228,8 +1300,7 @@ impl Tracker for JiraTracker {
             None => format!("{scope} ORDER BY updated ASC"),
         };
         let mut issues = Vec::new();
-        for raw in self.search(&jql, "*all")? {
-            let issue = self.complete(&raw)?;
+        for issue in self.complete_all(&self.search(&jql, "*all")?)? {
             if since.is_none_or(|s| issue.updated >= s) {
                 issues.push(issue);
             }

@@ -45,6 +45,7 @@ fn config(flavour: Flavour, url: &str) -> JiraConfig {
         internal_comments: InternalComments::default(),
         token_file: None,
         transition_fields: BTreeMap::new(),
+        concurrency: DEFAULT_CONCURRENCY,
         email: None,
     }
 }
@@ -1174,4 +1175,24 @@ fn comments_come_with_the_search_unless_ferry_posted_one() {
             requests.iter().map(|r| &r.path).collect::<Vec<_>>()
         );
     }
+}
+
+/// Comment lists read on their own (here: every issue holds a comment of
+/// ferry's account) are read `concurrency` at a time, not one round trip after
+/// the other.
+#[test]
+fn comment_lists_are_read_side_by_side_up_to_the_setting() {
+    let rig = rig_with(Flavour::Datacenter, |c| c.concurrency = 8);
+    rig.fake.page_size(100);
+    rig.fake.seed(40, 1, DC_USER);
+    rig.fake.latency(Duration::from_millis(100));
+    let started = Instant::now();
+    let issues = rig.jira.changed_since(None).expect("changed");
+    let took = started.elapsed();
+    assert_eq!(issues.len(), 40);
+    assert!(issues.iter().all(|i| i.comments.len() == 1));
+    let most = rig.fake.most_in_flight();
+    assert!((2..=8).contains(&most), "{most} at once");
+    // One after the other, the 40 comment lists alone would take 4 s.
+    assert!(took < Duration::from_secs(3), "{took:?}");
 }
