@@ -1441,11 +1441,7 @@ impl Tracker for JiraTracker {
         if let Some(status) = &patch.status
             && !current.status.eq_ignore_ascii_case(status)
         {
-            let resolution = patch
-                .resolution
-                .as_ref()
-                .and_then(Option::as_deref)
-                .or(current.resolution.as_deref());
+            let resolution = patch.resolution.as_ref().and_then(Option::as_deref);
             self.transition(&current, status, resolution)?;
             changed = true;
         }

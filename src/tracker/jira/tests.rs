@@ -837,6 +837,42 @@ fn a_local_site_and_a_jira_site_sync_through_the_engine() {
         1,
         "no echo, no duplicate"
     );
+
+    // Closed on the embedded tracker, which keeps no resolution: Jira's
+    // workflow wants one on the way into Closed, and nothing supplies it.
+    ferry(
+        &support,
+        &["tracker", "edit", "SUP-1", "--status", "Closed"],
+    );
+    ferry(&support, &["sync"]);
+    let (status, out) = ferry_run(&eng, &["sync"]);
+    assert_eq!(
+        status.unwrap(),
+        crate::cli::ExitStatus::IssueErrors,
+        "{out}"
+    );
+    let (_, errors) = ferry_run(&eng, &["errors"]);
+    assert!(
+        errors.contains("needs Resolution") && errors.contains("tracker.transition_fields"),
+        "{errors}"
+    );
+    // A default in ferry.yaml supplies it on the retry.
+    let yaml = std::fs::read_to_string(eng.join("ferry.yaml")).unwrap();
+    std::fs::write(
+        eng.join("ferry.yaml"),
+        yaml.replace(
+            "  token_file: jira.token\n",
+            "  token_file: jira.token\n  transition_fields: {Resolution: Fixed}\n",
+        ),
+    )
+    .unwrap();
+    ferry(&eng, &["retry", "--all"]);
+    ferry(&eng, &["sync"]);
+    let closed = jira.get(&issues[0].id).unwrap().unwrap();
+    assert_eq!(
+        (closed.status.as_str(), closed.resolution.as_deref()),
+        ("Closed", Some("Fixed"))
+    );
 }
 
 /// Runs ferry in `dir` inside this process: its exit status and output, or
