@@ -321,6 +321,7 @@ pub const CONFLICT_FIELDS: &[&str] = &[
     "description",
     "status",
     "priority",
+    "resolution",
     "assignee",
     "reporter",
     "labels",

@@ -52,6 +52,10 @@ pub struct Issue {
     /// Priority name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<String>,
+    /// Why a done issue is done (Jira's Fixed, Won't Fix, Duplicate), where the
+    /// tracker keeps one; absent otherwise, and then absent from the replica too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolution: Option<String>,
     /// Assignee user name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub assignee: Option<String>,

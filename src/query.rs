@@ -846,6 +846,7 @@ mod tests {
     fn issue() -> Issue {
         let t = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
         Issue {
+            resolution: None,
             id: "10042".into(),
             key: "SUP-42".into(),
             project: "SUP".into(),

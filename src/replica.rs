@@ -49,6 +49,11 @@ pub struct Replica {
     /// Priority name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<String>,
+    /// Resolution at the owner (Jira's Fixed, Won't Fix), when its tracker keeps
+    /// one. Omitted when absent, so replicas of trackers without resolutions keep
+    /// the bytes they had before the key existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolution: Option<String>,
     /// Assignee.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub assignee: Option<String>,
@@ -152,6 +157,7 @@ impl Replica {
             description: issue.description,
             status: issue.status,
             priority: issue.priority,
+            resolution: issue.resolution,
             assignee: issue.assignee,
             reporter: issue.reporter,
             labels: issue.labels,
@@ -178,6 +184,7 @@ impl Replica {
             description: self.description.clone(),
             status: self.status.clone(),
             priority: self.priority.clone(),
+            resolution: self.resolution.clone(),
             assignee: self.assignee.clone(),
             reporter: self.reporter.clone(),
             labels: self.labels.clone(),
@@ -428,6 +435,7 @@ mod tests {
             id in "[0-9]{1,6}", project in "[A-Z]{2,5}", issue_type in name(),
             summary in text(), description in proptest::option::of(text()),
             status in text(), priority in proptest::option::of(name()),
+            resolution in proptest::option::of(name()),
             assignee in proptest::option::of(name()),
             labels in proptest::collection::vec(name(), 0..5),
             components in proptest::collection::vec(name(), 0..3),
@@ -438,7 +446,7 @@ mod tests {
         ) -> Issue {
             Issue {
                 key: format!("{project}-{id}"), id, project, issue_type, summary, description,
-                status, priority, assignee, reporter: None, labels, components,
+                status, priority, resolution, assignee, reporter: None, labels, components,
                 created: time(created), updated: time(updated), fields,
                 // Comment ids are unique within an issue at every tracker.
                 comments: comments.into_iter().enumerate().map(|(i, mut c)| { c.id = i.to_string(); c }).collect(),
@@ -472,6 +480,7 @@ mod tests {
         Replica::from_issue(
             "support",
             &Issue {
+                resolution: None,
                 id: "10042".into(),
                 key: "SUP-42".into(),
                 project: "SUP".into(),
@@ -519,6 +528,25 @@ mod tests {
         fields:
           Customer: ACME
         ");
+    }
+
+    /// A resolution is written after the priority when there is one, and a
+    /// replica without one keeps the bytes of a replica from before the key
+    /// existed (the snapshot above).
+    #[test]
+    fn a_resolution_is_written_only_when_present() {
+        let mut issue = sample().to_issue();
+        issue.resolution = Some("Won't Fix".into());
+        let replica = Replica::from_issue("support", &issue);
+        let yaml = replica.to_yaml();
+        assert!(
+            yaml.contains("priority: High\nresolution: Won't Fix\nreporter: ann\n"),
+            "{yaml}"
+        );
+        let parsed = Replica::parse("issues/SUP/10042.yaml", yaml.as_bytes()).unwrap();
+        assert_eq!(parsed, replica);
+        assert_eq!(parsed.to_issue().resolution.as_deref(), Some("Won't Fix"));
+        assert!(!sample().to_yaml().contains("resolution"));
     }
 
     #[test]

@@ -34,7 +34,7 @@
 //!
 //! | variable | |
 //! | --- | --- |
-//! | `issue` | the local issue (read-only): `id`, `key`, `project`, `type`, `summary`, `description`, `status`, `priority`, `assignee`, `reporter`, `labels`, `components`, `created`, `updated` (RFC 3339 strings), `fields`, `comments` (each `id`, `author`, `created`, `body`, `internal`, `origin`), `attachments`, `origin`, `deleted` |
+//! | `issue` | the local issue (read-only): `id`, `key`, `project`, `type`, `summary`, `description`, `status`, `resolution` (or `()`), `priority`, `assignee`, `reporter`, `labels`, `components`, `created`, `updated` (RFC 3339 strings), `fields`, `comments` (each `id`, `author`, `created`, `body`, `internal`, `origin`), `attachments`, `origin`, `deleted` |
 //! | `replica` | what will be shared, pre-filled with the whole issue; the script edits it, or sets it to `()` to not share the issue |
 //! | `site`, `peer` | this site's name and the peer's (read-only) |
 //! | `tables` | the mapping tables, `tables.users` for `tables/users.yaml` (read-only) |
@@ -63,7 +63,7 @@
 //! | `deleted` | the peer deleted the issue (read-only) |
 //! | `conflicts` | fields both sites changed since the last exchange whose connection policy is `rule`, each `#{field, base, local, remote}` (local names and values, after this rule's mapping); empty unless the rule is asked to settle them (read-only, see [`crate::engine::conflict`]) |
 //! | `site`, `peer`, `tables` | as for outgoing scripts |
-//! | `issue` | the local issue to create or update: `project`, `type`, `summary`, `description`, `status`, `priority`, `assignee`, `reporter`, `labels`, `components`, `fields`; pre-filled from the local issue, or for a new one from the replica (in the connection's local project). Set it to `()` to skip this replica. |
+//! | `issue` | the local issue to create or update: `project`, `type`, `summary`, `description`, `status`, `resolution`, `priority`, `assignee`, `reporter`, `labels`, `components`, `fields`; pre-filled from the local issue, or for a new one from the replica (in the connection's local project). Set it to `()` to skip this replica. |
 //! | `new_comments` | comments to add, empty at first; each `#{author, body, source}` plus optional `internal`, where `source` is the `id` of one of `added_comments`; without `source` it is a note of the rule's own (written once per replica version) |
 //! | `new_attachments` | attachments to upload here, empty at first: push entries of `added_attachments` (their content is verified against the SHA-256 before upload) |
 //! | `remove_attachments` | copies to remove here, empty at first: push entries of `removed_attachments` |
@@ -302,6 +302,10 @@ pub struct TargetIssue {
     /// Priority.
     #[serde(default)]
     pub priority: Option<String>,
+    /// Resolution, for a tracker that keeps one (Jira asks for it when an issue
+    /// enters a done status).
+    #[serde(default)]
+    pub resolution: Option<String>,
     /// Assignee.
     #[serde(default)]
     pub assignee: Option<String>,
@@ -328,6 +332,7 @@ impl From<&Issue> for TargetIssue {
             description: issue.description.clone(),
             status: issue.status.clone(),
             priority: issue.priority.clone(),
+            resolution: issue.resolution.clone(),
             assignee: issue.assignee.clone(),
             reporter: issue.reporter.clone(),
             labels: issue.labels.clone(),
@@ -600,6 +605,11 @@ impl RuleScript {
         replica
             .comments
             .retain(|c| !c.internal && !internal.contains(c.id.as_str()));
+        // A peer that reads only the first exchange format refuses a replica key
+        // it does not know, and with it the whole commit. So the resolution is read
+        // (a newer peer may send it) but not yet sent: it starts to travel with the
+        // format upgrade that both sites of a pair announce.
+        replica.resolution = None;
         replica.normalize();
         Ok(Some(replica))
     }
@@ -969,6 +979,7 @@ enum Empty {
 const ISSUE_KEYS: &[(&str, Empty)] = &[
     ("description", Empty::Unit),
     ("priority", Empty::Unit),
+    ("resolution", Empty::Unit),
     ("assignee", Empty::Unit),
     ("reporter", Empty::Unit),
     ("labels", Empty::List),
@@ -1411,6 +1422,7 @@ mod tests {
 
     fn sample_issue() -> Issue {
         Issue {
+            resolution: None,
             id: "10042".into(),
             key: "SUP-42".into(),
             project: "SUP".into(),
@@ -1533,6 +1545,18 @@ mod tests {
         expected.comments.retain(|c| c.id == "881");
         assert_eq!(replica, expected);
         assert_eq!(replica.fields["Customer"], Value::from("ACME"));
+    }
+
+    #[test]
+    fn a_resolution_is_not_sent_to_peers_of_the_first_format() {
+        let mut issue = sample_issue();
+        issue.resolution = Some("Fixed".into());
+        let kept = script("replica.resolution = issue.resolution;")
+            .run_outgoing(&issue, &CTX)
+            .unwrap()
+            .unwrap();
+        assert_eq!(kept.resolution, None);
+        assert!(!kept.to_yaml().contains("resolution"));
     }
 
     #[test]
@@ -1806,13 +1830,15 @@ mod tests {
             "users".to_string(),
             serde_json::json!({"zoe": "z.kowalski", "raj": "r.patel"}),
         )]);
-        let replica = peer_replica();
+        let mut replica = peer_replica();
+        replica.resolution = Some("Fixed".into());
         let result = RuleScript::from_source(
             Path::new("test.rhai"),
             "issue.assignee = lookup(\"users\", replica.assignee);
              issue.reporter = lookup(\"users\", replica.reporter, \"nobody\");
              issue.status = map_value(replica.status, #{\"In Progress\": \"Escalated\"}, \"?\");
              issue.priority = map_value((), #{}, \"Normal\");
+             issue.resolution = map_value(replica.resolution, #{\"Fixed\": \"Done\"}, issue.resolution);
              issue.description = tables.users.raj;",
             tables,
             RuleSettings::default(),
@@ -1824,6 +1850,7 @@ mod tests {
         assert_eq!(result.issue.assignee.as_deref(), Some("z.kowalski"));
         assert_eq!(result.issue.reporter.as_deref(), Some("nobody"));
         assert_eq!(result.issue.status, "Escalated");
+        assert_eq!(result.issue.resolution.as_deref(), Some("Done"));
         assert_eq!(result.issue.priority.as_deref(), Some("Normal"));
         assert_eq!(result.issue.description.as_deref(), Some("r.patel"));
     }

@@ -16,10 +16,12 @@ use crate::engine::load_rule;
 use crate::exchange::Exchange;
 use crate::signing::{SignaturePolicy, SiteKey};
 use crate::site::{EXCHANGE_DIR, LEDGER_FILE, Missing, open_ledger, open_tracker, state_folder};
+use crate::tracker::Needs;
 use crate::transport::{TransportError, open_channel};
 
 /// Check everything a sync needs, one line per check with what to do when it
-/// fails: configuration, rule scripts, signing key, trusted peer keys, tracker,
+/// fails: configuration, rule scripts, signing key, trusted peer keys, tracker
+/// (for Jira also the account, the project and each permission sync needs),
 /// channels (fetch, and push permission), mail server, ledger, disk space.
 ///
 /// Exit status 1 when a check fails. Nothing is changed or sent.
@@ -116,6 +118,35 @@ pub fn run(args: DoctorArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
     })
 }
 
+/// What the site's connections ask of the tracker. A site without connections
+/// yet is taken to import, as a new site soon will.
+fn needs(config: &Config) -> Needs {
+    let importing: Vec<_> = config
+        .connections
+        .values()
+        .filter(|c| c.settings.direction.imports())
+        .collect();
+    Needs {
+        import: config.connections.is_empty() || !importing.is_empty(),
+        delete: importing
+            .iter()
+            .any(|c| may_delete(&config.resolve(&c.settings.incoming))),
+    }
+}
+
+/// Whether an incoming rule script sets `delete_issue = true` outside a
+/// comment: then the tracker account needs the right to delete. Read as text,
+/// since whether it does depends on the replicas it will see.
+fn may_delete(script: &Path) -> bool {
+    std::fs::read_to_string(script).is_ok_and(|text| {
+        text.lines().any(|line| {
+            let code = line.split("//").next().unwrap_or_default();
+            let code: String = code.chars().filter(|c| !c.is_whitespace()).collect();
+            code.contains("delete_issue=true")
+        })
+    })
+}
+
 fn diagnose(dir: &Path, min_free_mib: u64, checks: &mut Checks) {
     let config = match Config::load(dir) {
         Ok(config) => {
@@ -175,7 +206,9 @@ fn diagnose(dir: &Path, min_free_mib: u64, checks: &mut Checks) {
             checks.fail(
                 "ledger",
                 crate::words::error_chain(&e),
-                or_full("restore the ledger from a backup, or move it aside and run `ferry relink`"),
+                or_full(
+                    "restore the ledger from a backup, or move it aside and run `ferry relink`",
+                ),
             );
             None
         }
@@ -204,10 +237,18 @@ fn diagnose(dir: &Path, min_free_mib: u64, checks: &mut Checks) {
     };
 
     match open_tracker(&config).and_then(|t| t.instance().map(|i| (t, i))) {
-        Ok((_, instance)) => checks.pass(
-            "tracker",
-            format!("{} tracker at {} answers", instance.kind, instance.location),
-        ),
+        Ok((tracker, instance)) => {
+            checks.pass(
+                "tracker",
+                format!("{} tracker at {} answers", instance.kind, instance.location),
+            );
+            for probe in tracker.preflight(needs(&config)) {
+                match probe.outcome {
+                    Ok(detail) => checks.pass(probe.name, detail),
+                    Err((problem, fix)) => checks.fail(probe.name, problem, fix),
+                }
+            }
+        }
         Err(e) => checks.fail(
             "tracker",
             e,

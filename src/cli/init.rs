@@ -3,12 +3,15 @@
 use std::io::Write;
 
 use super::{Ctx, ExitStatus, UsageError};
+use std::collections::BTreeMap;
+
 use crate::config::{CONFIG_FILE, Config, TrackerConfig};
 use crate::replica::is_plain_name;
 use crate::site::{LOCAL_TRACKER_YAML, Missing, Site, ensure_signing_key, scaffold};
 use crate::tracker::jira::{
-    ENV_API_TOKEN, ENV_EMAIL, ENV_PAT, Flavour, InternalComments, JiraConfig,
+    DEFAULT_CONCURRENCY, ENV_API_TOKEN, ENV_EMAIL, ENV_PAT, Flavour, InternalComments, JiraConfig,
 };
+use crate::tracker::{Needs, TrackerError};
 
 /// Create a site: ferry.yaml, default rule scripts and the state folder.
 ///
@@ -35,6 +38,10 @@ pub struct InitArgs {
     /// without it the key comes from FERRY_REDMINE_API_KEY.
     #[arg(long)]
     api_key_file: Option<String>,
+    /// Jira: a file holding the API token (Cloud) or personal access token (Data
+    /// Center), first line, relative to the site folder; the environment wins.
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -97,23 +104,41 @@ fn tracker_yaml(args: &InitArgs) -> Result<String, UsageError> {
         default_type: String::new(),
         internal_comments: InternalComments::default(),
         token_file: None,
+        transition_fields: BTreeMap::new(),
+        concurrency: DEFAULT_CONCURRENCY,
         email: None,
     }
     .check()
     .map_err(|e| UsageError(format!("{e} (from --url and --project)")))?;
     // JSON strings are YAML strings: no quoting rules to get wrong.
     let quote = |s: &str| serde_json::Value::from(s).to_string();
-    let (flavour, secrets) = match flavour {
-        Flavour::Cloud => ("cloud", format!("{ENV_EMAIL} and {ENV_API_TOKEN}")),
-        Flavour::Datacenter => ("datacenter", ENV_PAT.to_string()),
+    let (flavour, secrets, token) = match flavour {
+        Flavour::Cloud => (
+            "cloud",
+            format!("{ENV_EMAIL} and {ENV_API_TOKEN}"),
+            "API token",
+        ),
+        Flavour::Datacenter => ("datacenter", ENV_PAT.to_string(), "personal access token"),
+    };
+    let token_file = match &args.token_file {
+        Some(file) => format!("\n  token_file: {}", quote(file)),
+        None => "\n  # token_file: jira.token".into(),
+    };
+    let email = match flavour {
+        "cloud" => {
+            "\n  # The account's e-mail, when not in the environment (not a secret):\n  \
+                    # email: ferry@example.com"
+        }
+        _ => "",
     };
     Ok(format!(
         "  # A Jira project. Credentials come from the environment ({secrets}),
-  # never from this file. See docs/jira.md.
+  # or from the file token_file names (first line: the {token}, relative to
+  # this folder; the environment wins); never from this file. See docs/jira.md.
   kind: jira
   url: {}
   flavour: {flavour}
-  project: {}
+  project: {}{token_file}{email}
   # Extra JQL ANDed with the project (no ORDER BY):
   # jql: component = Printers
   # Further fields sync carries, by their Jira name:
@@ -121,7 +146,12 @@ fn tracker_yaml(args: &InitArgs) -> Result<String, UsageError> {
   # Issue type of created issues that name none:
   # default_type: Task
   # How internal comments are restricted (role, group, or servicedesk):
-  # internal_comments: {{type: role, value: Administrators}}",
+  # internal_comments: {{type: role, value: Administrators}}
+  # Values for fields a workflow transition requires when the incoming rule
+  # gives none (a done status usually needs a Resolution):
+  # transition_fields: {{Resolution: Done}}
+  # Requests about single issues run at once (comment lists):
+  # concurrency: 4",
         quote(url),
         quote(project)
     ))
@@ -173,7 +203,24 @@ pub fn run(args: InitArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
         key.path().display()
     )?;
     // Opening the site creates the ledger, the exchange clone and the tracker.
-    drop(Site::open_with(&dir, Missing::Create)?);
+    let site = Site::open_with(&dir, Missing::Create)?;
+    // A new site soon imports; whether a rule deletes is `ferry doctor`'s to say.
+    let needs = Needs {
+        import: true,
+        delete: false,
+    };
+    let mut failed = Vec::new();
+    for probe in site.tracker.preflight(needs) {
+        match probe.outcome {
+            Ok(detail) => writeln!(ctx.out, "ok   {}: {detail}", probe.name)?,
+            Err((problem, fix)) => failed.push(format!("{}: {problem}\n  → {fix}", probe.name)),
+        }
+    }
+    drop(site);
+    if !failed.is_empty() {
+        // The files stay: fix the setting or the account, and run init again.
+        return Err(TrackerError::Unavailable(failed.join("\n")).into());
+    }
     writeln!(
         ctx.out,
         "site {} ready in {}\n\

@@ -80,6 +80,9 @@ pub fn field_values(issue: &TargetIssue) -> FieldValues {
     for (name, value) in map {
         match (name.as_str(), value) {
             ("project", _) => {}
+            // Only some trackers keep a resolution: an absent one is no value,
+            // as in the baselines recorded before the field existed.
+            ("resolution", Value::Null) => {}
             ("fields", Value::Object(fields)) => {
                 for (field, value) in fields {
                     values.insert(format!("fields.{field}"), value);
@@ -104,6 +107,7 @@ fn with_values(target: &TargetIssue, values: &FieldValues) -> TargetIssue {
             "status" => out.status = text().unwrap_or_default(),
             "description" => out.description = text(),
             "priority" => out.priority = text(),
+            "resolution" => out.resolution = text(),
             "assignee" => out.assignee = text(),
             "reporter" => out.reporter = text(),
             "labels" => out.labels = string_list(value),
@@ -490,6 +494,7 @@ mod tests {
 
     fn issue(status: &str, summary: &str, updated: &str) -> Issue {
         Issue {
+            resolution: None,
             id: "7".into(),
             key: "SUP-7".into(),
             project: "SUP".into(),

@@ -904,6 +904,13 @@ pub(super) fn patch_for(target: &TargetIssue, local: Option<&Issue>) -> IssuePat
         description: differs(&target.description, local.map(|l| &l.description)),
         status: differs(&target.status, local.map(|l| &l.status)),
         priority: differs(&target.priority, local.map(|l| &l.priority)),
+        // Trackers set a resolution with the status change that needs it
+        // (Jira's transition screens); alone it would be a change that some
+        // trackers cannot store, so it travels with a status change only.
+        // The workflow step takes the resolution the rule wants, not the one
+        // the issue had (a reopened issue's old one).
+        resolution: (local.map(|l| &l.status) != Some(&target.status))
+            .then(|| target.resolution.clone()),
         assignee: differs(&target.assignee, local.map(|l| &l.assignee)),
         reporter: differs(&target.reporter, local.map(|l| &l.reporter)),
         labels: differs(&labels, local.map(|l| &l.labels)),

@@ -24,6 +24,9 @@ pub(crate) struct Setup<'a> {
     pub project: &'a str,
     /// A user issues may be assigned to and comments written by.
     pub user: &'a str,
+    /// For a tracker that keeps resolutions: a status whose workflow step asks
+    /// for one (a done status) and a resolution it accepts.
+    pub done: Option<(&'a str, &'a str)>,
 }
 
 /// One contract check.
@@ -40,6 +43,7 @@ pub(crate) const CHECKS: &[(&str, Check)] = &[
     ("origins", origins),
     ("delete_leaves_tombstone", delete_leaves_tombstone),
     ("changed_since_is_at_or_after", changed_since_is_at_or_after),
+    ("done_takes_a_resolution", done_takes_a_resolution),
     ("changed_ids_then_get_many", changed_ids_then_get_many),
     ("attachments", attachments),
     ("batches", batches),
@@ -214,6 +218,28 @@ fn noop_update_keeps_updated(tracker: &mut dyn Tracker, setup: &Setup) {
     assert_eq!(Some(&changed.summary), change.summary.as_ref());
     assert!(changed.updated > created.updated);
     assert_eq!(reload(tracker, &created), changed);
+}
+
+/// Entering a done status with a resolution stores both, even where the
+/// workflow step refuses to move without one.
+fn done_takes_a_resolution(tracker: &mut dyn Tracker, setup: &Setup) {
+    let Some((status, resolution)) = setup.done else {
+        return;
+    };
+    let created = tracker
+        .create(&new_issue(setup, "Done soon"))
+        .expect("create");
+    let patch = IssuePatch {
+        status: Some(status.into()),
+        resolution: Some(Some(resolution.into())),
+        ..IssuePatch::default()
+    };
+    let done = tracker
+        .update(&created.id, &patch, setup.user)
+        .expect("update");
+    assert_eq!(done.status, status);
+    assert_eq!(done.resolution.as_deref(), Some(resolution));
+    assert_eq!(reload(tracker, &created), done);
 }
 
 /// Labels and components are replaced as whole sets; custom fields are set one by

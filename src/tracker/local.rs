@@ -1212,6 +1212,7 @@ fn read_issue_row(row: &rusqlite::Row) -> Result<(i64, Issue), Fail> {
     let number: i64 = row.get(2)?;
     let origin = origin(row.get(13)?, row.get(14)?);
     let issue = Issue {
+        resolution: None,
         id: id.to_string(),
         key: format!("{project}-{number}"),
         project,
@@ -1511,6 +1512,7 @@ mod tests {
         let setup = contract::Setup {
             project: "SUP",
             user: "ann",
+            done: None,
         };
         contract::run_all(&setup, &mut |check| {
             let dir = tempfile::tempdir().unwrap();

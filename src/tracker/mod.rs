@@ -33,6 +33,16 @@ pub enum TrackerError {
         /// The tracker's own words.
         message: String,
     },
+    /// The tracker did not give this issue this time but may on the next run (an
+    /// issue ferry has seen answering 404 before a later run confirms the
+    /// deletion, a 403 on one issue): fails that issue, which is retried.
+    #[error("{issue}: {message}")]
+    Transient {
+        /// Issue key.
+        issue: String,
+        /// What happened and what ferry does about it.
+        message: String,
+    },
     /// The tracker cannot be used at all (unreachable, bad credentials, corrupt db).
     #[error("tracker unavailable: {0}")]
     Unavailable(String),
@@ -52,6 +62,9 @@ pub struct IssuePatch {
     pub status: Option<String>,
     /// Priority (`Some(None)` clears it).
     pub priority: Option<Option<String>>,
+    /// Resolution, for a tracker that keeps one (Jira sets it with the status
+    /// change that needs it); others ignore it.
+    pub resolution: Option<Option<String>>,
     /// Assignee (`Some(None)` clears it).
     pub assignee: Option<Option<String>>,
     /// Reporter (`Some(None)` clears it).
@@ -127,8 +140,38 @@ pub struct TrackerInstance {
     pub id: String,
 }
 
+/// What a site asks of its tracker, for the checks `init` and `doctor` make
+/// before any run: the permissions they check follow from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Needs {
+    /// Some connection imports: issues are created, edited, moved through the
+    /// workflow, commented and attached to.
+    pub import: bool,
+    /// Some incoming rule may delete issues (`delete_issue = true`).
+    pub delete: bool,
+}
+
+/// One check of [`Tracker::preflight`]: its name, and what was found or what
+/// is wrong and what to do about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Probe {
+    /// Short name (`jira project`).
+    pub name: String,
+    /// `Ok(what was found)` or `Err((what is wrong, what to do))`.
+    pub outcome: Result<String, (String, String)>,
+}
+
 /// A connector to one issue tracker.
 pub trait Tracker {
+    /// Checks beyond reaching the tracker that catch a wrong setting before the
+    /// first run does: who the credentials belong to, that the project exists,
+    /// the permissions `needs` call for. None for a tracker that has nothing to
+    /// check beyond [`Tracker::instance`].
+    fn preflight(&self, needs: Needs) -> Vec<Probe> {
+        let _ = needs;
+        Vec::new()
+    }
+
     /// Which tracker this is.
     fn instance(&self) -> Result<TrackerInstance, TrackerError>;
 

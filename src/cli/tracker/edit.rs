@@ -71,6 +71,7 @@ pub fn run(args: EditArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
         labels
     });
     let patch = IssuePatch {
+        resolution: None,
         issue_type: args.issue_type,
         summary: args.summary,
         description: clearable(args.description),

@@ -51,6 +51,7 @@ pub fn run(args: NewArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
     let new = NewIssue {
         project: args.project,
         patch: IssuePatch {
+            resolution: None,
             issue_type: args.issue_type,
             summary: Some(args.summary),
             description: args.description.map(Some),

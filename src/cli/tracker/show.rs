@@ -162,6 +162,7 @@ mod tests {
     fn renders_fields_sections_and_comments() {
         let at = |s| parse_timestamp(s).unwrap();
         let issue = Issue {
+            resolution: None,
             id: "1".into(),
             key: "SUP-1".into(),
             project: "SUP".into(),

@@ -8,7 +8,7 @@
 //! request so tests can check method, path, query and body, and can be told to
 //! answer the next requests with a status of a test's choosing (429, 503).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
@@ -57,10 +57,22 @@ struct State {
     auth: String,
     project: String,
     issues: BTreeMap<u64, FakeIssue>,
+    /// Issues that answer 404 and are missing from searches for now.
+    hidden: BTreeSet<u64>,
+    /// Permission keys the account lacks in the project.
+    denied: BTreeSet<String>,
     next_id: u64,
     next_key: u64,
     log: Vec<Recorded>,
     faults: VecDeque<Reply>,
+    /// The most issues (search) or comments (comment list) one page holds:
+    /// two by default, to make every reader page; Jira's real caps are larger.
+    page: usize,
+    /// Time added to every answer, for a server across a network.
+    latency: std::time::Duration,
+    /// Requests being answered now, and the most there have been at once.
+    in_flight: usize,
+    most_in_flight: usize,
 }
 
 /// A running fake Jira.
@@ -91,10 +103,16 @@ impl FakeJira {
             auth: auth.into(),
             project: project.into(),
             issues: BTreeMap::new(),
+            hidden: BTreeSet::new(),
+            denied: BTreeSet::new(),
             next_id: 10_000,
             next_key: 1,
             log: Vec::new(),
             faults: VecDeque::new(),
+            page: 2,
+            latency: std::time::Duration::ZERO,
+            in_flight: 0,
+            most_in_flight: 0,
         }));
         let shared = Arc::clone(&state);
         std::thread::spawn(move || {
@@ -133,6 +151,95 @@ impl FakeJira {
         let id: u64 = id.parse().expect("numeric id");
         self.state.lock().unwrap().issues.remove(&id);
     }
+
+    /// Makes an issue answer 404 and drop out of searches until
+    /// [`FakeJira::unhide`], as real Jira does for a moment while a node's
+    /// index lags or a permission scheme is edited.
+    pub fn hide(&self, id: &str) {
+        let id: u64 = id.parse().expect("numeric id");
+        self.state.lock().unwrap().hidden.insert(id);
+    }
+
+    /// Pages of up to `size` issues or comments, as Jira's own cap (100 for a
+    /// search) instead of the paging-forcing default of two.
+    pub fn page_size(&self, size: usize) {
+        self.state.lock().unwrap().page = size;
+    }
+
+    /// Adds `latency` to every answer (served outside the lock, so concurrent
+    /// requests overlap as they would on a real server).
+    pub fn latency(&self, latency: std::time::Duration) {
+        self.state.lock().unwrap().latency = latency;
+    }
+
+    /// The most requests the fake was answering at one time.
+    pub fn most_in_flight(&self) -> usize {
+        self.state.lock().unwrap().most_in_flight
+    }
+
+    /// Creates `count` issues with `comments` comments each, written in Jira by
+    /// `author` (not through the connector), and returns their ids.
+    pub fn seed(&self, count: usize, comments: usize, author: &str) -> Vec<String> {
+        let mut state = self.state.lock().unwrap();
+        let now = state.now();
+        let mut ids = Vec::new();
+        for n in 0..count {
+            let id = state.next_id;
+            state.next_id += 1;
+            let key = format!("{}-{}", state.project, state.next_key);
+            state.next_key += 1;
+            let mut fields = serde_json::Map::new();
+            fields.insert("summary".into(), json!(format!("Seeded issue {n}")));
+            fields.insert("status".into(), json!({"name": "Backlog"}));
+            fields.insert("issuetype".into(), json!({"name": "Task"}));
+            let v3 = state.v3;
+            let text = |t: &str| {
+                if v3 {
+                    json!({"version": 1, "type": "doc", "content": [{"type": "paragraph",
+                           "content": [{"type": "text", "text": t}]}]})
+                } else {
+                    json!(t)
+                }
+            };
+            let mut list = Vec::new();
+            for c in 0..comments {
+                let cid = state.next_id;
+                state.next_id += 1;
+                list.push(json!({"id": cid.to_string(), "author": author,
+                    "body": text(&format!("Comment {c} on issue {n}")),
+                    "created": stamp(now), "updated": stamp(now), "properties": []}));
+            }
+            state.issues.insert(
+                id,
+                FakeIssue {
+                    id,
+                    key,
+                    fields,
+                    comments: list,
+                    attachments: Vec::new(),
+                    created: now,
+                    updated: now,
+                },
+            );
+            ids.push(id.to_string());
+        }
+        ids
+    }
+
+    /// Takes a project permission (`CREATE_ISSUES`) from the account.
+    pub fn deny(&self, permission: &str) {
+        self.state
+            .lock()
+            .unwrap()
+            .denied
+            .insert(permission.to_string());
+    }
+
+    /// Ends [`FakeJira::hide`].
+    pub fn unhide(&self, id: &str) {
+        let id: u64 = id.parse().expect("numeric id");
+        self.state.lock().unwrap().hidden.remove(&id);
+    }
 }
 
 fn serve(stream: TcpStream, state: &Mutex<State>) {
@@ -141,14 +248,19 @@ fn serve(stream: TcpStream, state: &Mutex<State>) {
         let Some(request) = read_request(&mut reader) else {
             return;
         };
-        let (status, headers, body) = {
+        let (latency, (status, headers, body)) = {
             let mut state = state.lock().unwrap();
             state.log.push(request.clone());
-            match state.faults.pop_front() {
+            let reply = match state.faults.pop_front() {
                 Some(fault) => fault,
                 None => state.handle(&request),
-            }
+            };
+            state.in_flight += 1;
+            state.most_in_flight = state.most_in_flight.max(state.in_flight);
+            (state.latency, reply)
         };
+        std::thread::sleep(latency);
+        state.lock().unwrap().in_flight -= 1;
         let mut out = &stream;
         let mut head = format!(
             "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: keep-alive\r\n",
@@ -345,6 +457,7 @@ impl State {
     fn find(&self, id_or_key: &str) -> Option<u64> {
         self.issues
             .values()
+            .filter(|i| !self.hidden.contains(&i.id))
             .find(|i| i.id.to_string() == id_or_key || i.key == id_or_key)
             .map(|i| i.id)
     }
@@ -442,6 +555,14 @@ impl State {
                 None => Value::Null,
             };
         }
+        f["resolution"] = match fields.get("resolution") {
+            Some(r) => {
+                let mut o = fixture("v3/resolutions.json")[0].clone();
+                o["name"] = r["name"].clone();
+                o
+            }
+            None => Value::Null,
+        };
         f["labels"] = fields.get("labels").cloned().unwrap_or(json!([]));
         f["components"] = fields.get("components").cloned().unwrap_or(json!([]));
         for (k, v) in fields {
@@ -468,15 +589,43 @@ impl State {
         out
     }
 
-    fn transitions(&self, issue: &FakeIssue) -> Value {
+    /// The recorded transitions from the issue's status. With `expand`
+    /// (`expand=transitions.fields`) each carries its screen's fields, and, as
+    /// in Jira's classic workflows, a transition into a done status asks for a
+    /// Resolution (the field's schema from the recorded field list, its allowed
+    /// values the recorded resolutions).
+    fn transitions(&self, issue: &FakeIssue, expand: bool) -> Value {
         let mut t = fixture(if self.v3 {
             "v3/transitions.json"
         } else {
             "v2/transitions.json"
         });
         let current = issue.fields["status"]["name"].clone();
+        let resolution = json!({
+            "required": true,
+            "schema": fixture("v3/fields.json")
+                .as_array()
+                .and_then(|l| l.iter().find(|f| f["id"] == "resolution"))
+                .map(|f| f["schema"].clone())
+                .unwrap_or_default(),
+            "name": "Resolution",
+            "key": "resolution",
+            "hasDefaultValue": false,
+            "operations": ["set"],
+            "allowedValues": fixture("v3/resolutions.json"),
+        });
         if let Some(list) = t["transitions"].as_array_mut() {
             list.retain(|t| t["to"]["name"] != current);
+            for transition in list.iter_mut() {
+                let Some(obj) = transition.as_object_mut() else {
+                    continue;
+                };
+                if !expand {
+                    obj.remove("fields");
+                } else if done_category(&obj["to"]) {
+                    obj["fields"]["resolution"] = resolution.clone();
+                }
+            }
         }
         t
     }
@@ -534,7 +683,25 @@ impl State {
         None
     }
 
+    /// Jira's answer for a project key it does not know (made by the fake: the
+    /// envelope is the recorded one, the words Jira's).
+    fn no_project(key: &str) -> Reply {
+        reply(
+            404,
+            &json!({"errorMessages": [format!("No project could be found with key '{key}'.")], "errors": {}}),
+        )
+    }
+
     fn handle(&mut self, r: &Recorded) -> Reply {
+        // Jira answers serverInfo to anyone, signed in or not: reaching it
+        // proves nothing about the credentials.
+        if r.path == format!("{}/serverInfo", self.api()) {
+            let mut info = fixture("v2/serverinfo.json");
+            info["baseUrl"] = json!(self.base);
+            info["serverTime"] = json!(stamp(self.now()));
+            info["deploymentType"] = json!(if self.v3 { "Cloud" } else { "Server" });
+            return reply(200, &info);
+        }
         if r.headers.get("authorization") != Some(&self.auth) {
             return reply(401, &json!({"errors": recorded_error(401)["errors"]}));
         }
@@ -555,14 +722,43 @@ impl State {
         let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         let now = self.now();
         match (r.method.as_str(), segments.as_slice()) {
-            ("GET", ["serverInfo"]) => {
-                let mut info = fixture("v2/serverinfo.json");
-                info["baseUrl"] = json!(self.base);
-                info["serverTime"] = json!(stamp(now));
-                info["deploymentType"] = json!(if self.v3 { "Cloud" } else { "Server" });
-                reply(200, &info)
+            ("GET", ["myself"]) => {
+                let mut me = fixture(if self.v3 {
+                    "v3/myself.json"
+                } else {
+                    "v2/myself.json"
+                });
+                let key = if self.v3 { "accountId" } else { "name" };
+                me[key] = json!(self.user);
+                me["self"] = self.user_object(&self.user)["self"].clone();
+                reply(200, &me)
             }
-            ("GET", ["myself"]) => reply(200, &self.user_object(&self.user.clone())),
+            ("GET", ["project", key]) => {
+                if *key != self.project {
+                    return Self::no_project(key);
+                }
+                let mut project = fixture("v3/project-get.json");
+                project["key"] = json!(self.project);
+                project["name"] = json!(format!("{} project", self.project));
+                project["self"] = json!(format!("{}{api}/project/{}", self.base, self.project));
+                reply(200, &project)
+            }
+            ("GET", ["mypermissions"]) => {
+                let key = r.query.get("projectKey").cloned().unwrap_or_default();
+                if key != self.project {
+                    return Self::no_project(&key);
+                }
+                let mut all = fixture("v2/mypermissions.json");
+                let asked: Option<BTreeSet<&str>> =
+                    r.query.get("permissions").map(|p| p.split(',').collect());
+                if let Some(map) = all["permissions"].as_object_mut() {
+                    map.retain(|k, _| asked.as_ref().is_none_or(|a| a.contains(k.as_str())));
+                    for (k, v) in map.iter_mut() {
+                        v["havePermission"] = json!(!self.denied.contains(k));
+                    }
+                }
+                reply(200, &all)
+            }
             ("GET", ["field"]) => reply(200, &self.field_list()),
             ("GET", ["search"]) if !self.v3 => self.search(r, false),
             ("GET", ["search", "jql"]) if self.v3 => self.search(r, true),
@@ -651,10 +847,17 @@ impl State {
                 self.issues.remove(&id);
                 no_content()
             }
-            ("GET", ["transitions"]) => reply(200, &self.transitions(&self.issues[&id])),
+            ("GET", ["transitions"]) => {
+                let expand = r
+                    .query
+                    .get("expand")
+                    .is_some_and(|e| e.contains("transitions.fields"));
+                reply(200, &self.transitions(&self.issues[&id], expand))
+            }
             ("POST", ["transitions"]) => {
-                let wanted = r.json()["transition"]["id"].clone();
-                let list = self.transitions(&self.issues[&id]);
+                let body = r.json();
+                let wanted = body["transition"]["id"].clone();
+                let list = self.transitions(&self.issues[&id], true);
                 let Some(t) = list["transitions"]
                     .as_array()
                     .and_then(|l| l.iter().find(|t| t["id"] == wanted))
@@ -664,17 +867,54 @@ impl State {
                         &json!({"errorMessages": ["Transition id is not valid for this issue."], "errors": {}}),
                     );
                 };
+                // Jira's checks of the transition screen: required fields
+                // without a default must come with the request, and a
+                // resolution must be one Jira has.
+                let screen = t["fields"].as_object().cloned().unwrap_or_default();
+                for (field, meta) in &screen {
+                    let given = &body["fields"][field];
+                    if meta["required"] == true
+                        && meta["hasDefaultValue"] != true
+                        && given.is_null()
+                    {
+                        let name = meta["name"].as_str().unwrap_or(field);
+                        return bad_request(field, &format!("Field {name} is required."));
+                    }
+                    if field == "resolution"
+                        && !given.is_null()
+                        && !meta["allowedValues"]
+                            .as_array()
+                            .is_some_and(|l| l.iter().any(|v| v["name"] == given["name"]))
+                    {
+                        return bad_request(
+                            field,
+                            "Could not find valid 'id' or 'name' in resolution object.",
+                        );
+                    }
+                }
+                let done = done_category(&t["to"]);
                 let issue = self.issues.get_mut(&id).expect("issue");
                 issue
                     .fields
                     .insert("status".into(), json!({"name": t["to"]["name"]}));
+                match &body["fields"]["resolution"] {
+                    resolution if done && !resolution.is_null() => {
+                        issue.fields.insert("resolution".into(), resolution.clone());
+                    }
+                    // Reopening clears it, as the classic workflows' post
+                    // functions do.
+                    _ if !done => {
+                        issue.fields.remove("resolution");
+                    }
+                    _ => {}
+                }
                 issue.updated = now;
                 no_content()
             }
             ("GET", ["comment"]) => {
                 let issue = &self.issues[&id];
                 let start = r.number("startAt", 0);
-                let max = r.number("maxResults", 50).min(2);
+                let max = r.number("maxResults", 50).min(self.page);
                 let props = r
                     .query
                     .get("expand")
@@ -758,7 +998,7 @@ impl State {
                 return reply(400, &json!({"errorMessages": [message], "errors": {}}));
             }
         };
-        let max = r.number("maxResults", 50).min(2);
+        let max = r.number("maxResults", 50).min(self.page);
         let start = if v3 {
             r.number("nextPageToken", 0)
         } else {
@@ -823,7 +1063,11 @@ impl State {
             self.clause(&probe, clause)?;
         }
         let mut ids = Vec::new();
-        for issue in self.issues.values() {
+        for issue in self
+            .issues
+            .values()
+            .filter(|i| !self.hidden.contains(&i.id))
+        {
             let mut all = true;
             for clause in &clauses {
                 all &= self.clause(issue, clause)?;
@@ -876,6 +1120,15 @@ impl State {
             )),
         }
     }
+}
+
+/// Whether a transition's target status is in the done category (`done` on
+/// current Jira, `completed` in the recorded older answers).
+fn done_category(status: &Value) -> bool {
+    matches!(
+        status["statusCategory"]["key"].as_str(),
+        Some("done" | "completed")
+    )
 }
 
 /// Splits on ` AND ` outside parentheses and quotes.

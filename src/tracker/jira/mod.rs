@@ -12,7 +12,8 @@
 //!   author on the peer) is a comment property `ferry`.
 //! - **Tombstones.** Jira forgets a deleted issue. The connector remembers what it
 //!   has seen in `<state>/jira-known.json`; an issue that has vanished from the
-//!   scope and answers 404 is reported as a tombstone from then on.
+//!   scope and answers 404 in two runs is reported as a tombstone from then on
+//!   (one 404 may be Jira's index or permissions for a moment).
 //! - **Second-precise change queries.** JQL compares dates by the minute in the
 //!   user's time zone. `changed_since` asks for a relative window
 //!   (`updated >= "-Nm"`, measured on Jira's clock, time-zone free) a minute
@@ -27,10 +28,10 @@ mod client;
 #[cfg(test)]
 mod fake;
 
-use std::cell::OnceCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::{Mutex, OnceLock, PoisonError};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -38,7 +39,8 @@ use serde_json::{Value, json};
 
 use self::client::{Auth, Backoff, Body, Client, Failure};
 use super::{
-    IssuePatch, NewAttachment, NewComment, NewIssue, Tracker, TrackerError, TrackerInstance,
+    IssuePatch, Needs, NewAttachment, NewComment, NewIssue, Probe, Tracker, TrackerError,
+    TrackerInstance,
 };
 use crate::model::{Attachment, Comment, FieldValue, Issue, Origin, normalize_set};
 
@@ -52,6 +54,62 @@ pub const ENV_PAT: &str = "FERRY_JIRA_PAT";
 pub const KNOWN_FILE: &str = "jira-known.json";
 
 const ORIGIN_LABEL: &str = "ferry-origin:";
+
+/// A project permission ferry uses: Jira's key, its name in Jira's
+/// administration pages, and what ferry cannot do without it.
+struct Permission {
+    key: &'static str,
+    name: &'static str,
+    without: &'static str,
+    /// Another way out than the grant, when there is one.
+    instead: &'static str,
+}
+
+const BROWSE: Permission = Permission {
+    key: "BROWSE_PROJECTS",
+    name: "Browse Projects",
+    without: "read the project's issues",
+    instead: "",
+};
+/// What importing a peer's replicas does in Jira.
+const IMPORT_PERMISSIONS: [Permission; 5] = [
+    Permission {
+        key: "CREATE_ISSUES",
+        name: "Create Issues",
+        without: "create the issues a peer sends",
+        instead: "",
+    },
+    Permission {
+        key: "EDIT_ISSUES",
+        name: "Edit Issues",
+        without: "apply a peer's changes",
+        instead: "",
+    },
+    Permission {
+        key: "TRANSITION_ISSUES",
+        name: "Transition Issues",
+        without: "move issues to the status a peer's change maps to",
+        instead: "",
+    },
+    Permission {
+        key: "ADD_COMMENTS",
+        name: "Add Comments",
+        without: "add a peer's comments",
+        instead: "",
+    },
+    Permission {
+        key: "CREATE_ATTACHMENTS",
+        name: "Create Attachments",
+        without: "attach a peer's files",
+        instead: "",
+    },
+];
+const DELETE: Permission = Permission {
+    key: "DELETE_ISSUES",
+    name: "Delete Issues",
+    without: "delete issues when an incoming rule sets delete_issue",
+    instead: ", or make the incoming rules keep issues instead of setting delete_issue",
+};
 const COMMENT_PROPERTY: &str = "ferry";
 const SD_PROPERTY: &str = "sd.public.comment";
 
@@ -114,6 +172,18 @@ pub struct JiraConfig {
     /// The restriction an internal comment gets.
     #[serde(default)]
     pub internal_comments: InternalComments,
+    /// Values for fields a transition's screen requires (`Resolution: Done`),
+    /// by Jira field name or id, used when the incoming rule gives none: a
+    /// classic workflow will not enter a done status without a resolution.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub transition_fields: BTreeMap<String, FieldValue>,
+    /// How many requests about single issues (comment lists) run at once: a
+    /// first export is bound by round trips, not by Jira's work.
+    #[serde(
+        default = "default_concurrency",
+        skip_serializing_if = "is_default_concurrency"
+    )]
+    pub concurrency: usize,
     /// A file (relative to the site folder) holding the API token (Cloud) or the
     /// personal access token (Data Center), for when the environment cannot carry
     /// it (systemd credentials, container secrets). The environment wins.
@@ -156,6 +226,19 @@ fn default_type() -> String {
     "Task".into()
 }
 
+/// Four requests at once: a fourfold speed-up on a distant server, well
+/// inside what Jira Cloud's rate limits and a Data Center node allow one
+/// client.
+pub const DEFAULT_CONCURRENCY: usize = 4;
+
+fn default_concurrency() -> usize {
+    DEFAULT_CONCURRENCY
+}
+
+fn is_default_concurrency(n: &usize) -> bool {
+    *n == DEFAULT_CONCURRENCY
+}
+
 /// One field of Jira's field list.
 #[derive(Debug, Clone)]
 struct FieldDef {
@@ -168,8 +251,11 @@ pub struct JiraTracker {
     client: Client,
     config: JiraConfig,
     known_path: PathBuf,
-    field_defs: OnceCell<BTreeMap<String, FieldDef>>,
-    me: OnceCell<String>,
+    field_defs: OnceLock<BTreeMap<String, FieldDef>>,
+    me: OnceLock<String>,
+    /// Issues this run found missing: a 404 in the run that first saw it cannot
+    /// confirm itself.
+    suspected_here: Mutex<BTreeSet<String>>,
 }
 
 /// What the connector remembers between runs: the last state of every issue it
@@ -177,6 +263,20 @@ pub struct JiraTracker {
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Known {
     issues: BTreeMap<String, Issue>,
+    /// Seen issues that answered 404 in some run, by id, with when that run
+    /// began suspecting it: a deletion only once a later run confirms it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    suspected: BTreeMap<String, DateTime<Utc>>,
+}
+
+/// What a 404 on a remembered issue means.
+enum Vanished {
+    /// Never seen: nothing to bury.
+    Unknown,
+    /// Seen, and missing in this run only: the issue's key, for the message.
+    Suspected(String),
+    /// Deleted: missing in an earlier run too, or deleted through ferry.
+    Confirmed(Box<Issue>),
 }
 
 impl JiraTracker {
@@ -248,8 +348,9 @@ impl JiraTracker {
             client,
             config: config.clone(),
             known_path: state_dir.join(KNOWN_FILE),
-            field_defs: OnceCell::new(),
-            me: OnceCell::new(),
+            field_defs: OnceLock::new(),
+            me: OnceLock::new(),
+            suspected_here: Mutex::new(BTreeSet::new()),
         }
     }
 
@@ -371,6 +472,9 @@ impl JiraTracker {
                 known.issues.insert(issue.id.clone(), slim);
                 changed = true;
             }
+            if !issue.deleted && known.suspected.remove(&issue.id).is_some() {
+                changed = true;
+            }
         }
         if changed {
             self.save_known(&known)?;
@@ -381,6 +485,7 @@ impl JiraTracker {
     /// Marks a remembered issue deleted (at `when`) and returns its tombstone.
     fn bury(&self, id: &str, when: DateTime<Utc>) -> Result<Option<Issue>, TrackerError> {
         let mut known = self.load_known();
+        known.suspected.remove(id);
         let Some(issue) = known.issues.get_mut(id) else {
             return Ok(None);
         };
@@ -394,21 +499,175 @@ impl JiraTracker {
         Ok(Some(issue.clone()))
     }
 
-    /// Reads one issue by id or key, with all its comments; `None` on 404.
+    /// A remembered issue answered 404. Jira says so for a deleted issue, but
+    /// also for a while when a node's index lags or a permission scheme is being
+    /// edited, and a tombstone is for good (the peer stops syncing the issue).
+    /// So the first run that finds it missing only suspects it; a later run that
+    /// finds it missing again confirms the deletion. An issue that answers in
+    /// between is cleared ([`JiraTracker::remember`]).
+    fn vanished(&self, id: &str) -> Result<Vanished, TrackerError> {
+        let mut known = self.load_known();
+        let Some(issue) = known.issues.get(id) else {
+            return Ok(Vanished::Unknown);
+        };
+        if issue.deleted {
+            return Ok(Vanished::Confirmed(Box::new(issue.clone())));
+        }
+        let key = issue.key.clone();
+        let earlier_run = known.suspected.contains_key(id)
+            && !self
+                .suspected_here
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .contains(id);
+        if earlier_run {
+            let tomb = self.bury(id, self.now()?)?;
+            return Ok(tomb.map_or(Vanished::Unknown, |t| Vanished::Confirmed(Box::new(t))));
+        }
+        if !known.suspected.contains_key(id) {
+            known.suspected.insert(id.to_string(), self.now()?);
+            self.save_known(&known)?;
+        }
+        self.suspected_here
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id.to_string());
+        tracing::warn!(
+            "Jira answers 404 for {key}; it counts as deleted only if a later run \
+             cannot find it either"
+        );
+        Ok(Vanished::Suspected(key))
+    }
+
+    /// What a 404 on `id` means to a reader: the tombstone of a confirmed
+    /// deletion, nothing for an id never seen, an error to retry otherwise.
+    fn missing(&self, id: &str) -> Result<Option<Issue>, TrackerError> {
+        match self.vanished(id)? {
+            Vanished::Unknown => Ok(None),
+            Vanished::Confirmed(tomb) => Ok(Some(*tomb)),
+            Vanished::Suspected(key) => Err(TrackerError::Transient {
+                issue: key,
+                message: "Jira answers that it does not exist (404); ferry takes it as \
+                          deleted only if the next run cannot find it either, and tries \
+                          again then"
+                    .into(),
+            }),
+        }
+    }
+
+    /// How messages name an issue known by its Jira id: its key when the
+    /// connector has seen it (people know issues by key, not by Jira's internal
+    /// id).
+    fn name_of(&self, id: &str) -> String {
+        self.load_known()
+            .issues
+            .get(id)
+            .map_or_else(|| format!("Jira issue id {id}"), |i| i.key.clone())
+    }
+
+    /// Reads one issue by id or key, with all its comments; `None` on 404. A 403
+    /// is about this issue (a security level), so it fails the issue, not the
+    /// site.
     fn fetch(&self, id_or_key: &str) -> Result<Option<Issue>, TrackerError> {
         match self.get_json(&format!("/issue/{}", client::encode(id_or_key)), &[]) {
             Ok(raw) => self.complete(&raw).map(Some),
             Err(Failure::Status { status: 404, .. }) => Ok(None),
+            Err(Failure::Status {
+                status: 403,
+                message,
+            }) => Err(TrackerError::Transient {
+                issue: self.name_of(id_or_key),
+                message: format!("Jira refuses to show it (403: {message})"),
+            }),
             Err(e) => Err(site_error(e)),
         }
     }
 
-    /// One issue from its JSON (an issue GET or a search hit), comments fetched.
+    /// One issue from its JSON (an issue GET or a search hit) with its comments.
     fn complete(&self, raw: &Value) -> Result<Issue, TrackerError> {
         let mut issue = self.parse_issue(raw)?;
-        issue.comments = self.comments(&issue.id)?;
+        issue.comments = match self.embedded_comments(raw)? {
+            Some(comments) => comments,
+            None => self.comments(&issue.id, &issue.key)?,
+        };
         issue.normalize();
         Ok(issue)
+    }
+
+    /// [`JiraTracker::complete`] for many search hits: the comment lists that
+    /// must be read on their own are read side by side, `concurrency` at a
+    /// time, since each costs a round trip and not Jira's work.
+    fn complete_all(&self, raws: &[Value]) -> Result<Vec<Issue>, TrackerError> {
+        let mut issues = Vec::with_capacity(raws.len());
+        let mut pending = Vec::new();
+        for raw in raws {
+            let mut issue = self.parse_issue(raw)?;
+            match self.embedded_comments(raw)? {
+                Some(comments) => {
+                    issue.comments = comments;
+                    issue.normalize();
+                }
+                None => pending.push(issues.len()),
+            }
+            issues.push(issue);
+        }
+        for chunk in pending.chunks(self.config.concurrency.max(1)) {
+            let read: Vec<Result<Vec<Comment>, TrackerError>> = std::thread::scope(|scope| {
+                let readers: Vec<_> = chunk
+                    .iter()
+                    .map(|&i| {
+                        let issue = &issues[i];
+                        scope.spawn(move || self.comments(&issue.id, &issue.key))
+                    })
+                    .collect();
+                readers
+                    .into_iter()
+                    .map(|reader| {
+                        reader.join().unwrap_or_else(|_| {
+                            Err(TrackerError::Unavailable(
+                                "a Jira comment reader stopped unexpectedly".into(),
+                            ))
+                        })
+                    })
+                    .collect()
+            });
+            for (&i, comments) in chunk.iter().zip(read) {
+                issues[i].comments = comments?;
+                issues[i].normalize();
+            }
+        }
+        Ok(issues)
+    }
+
+    /// The comments an issue GET or search hit carries in its `comment` field,
+    /// when they are all of them and none was posted by ferry's account. A
+    /// request per issue for its comments would bound a first export by round
+    /// trips; but embedded comments come without their properties, and ferry's
+    /// origin marker and the peer author are a property of the comments ferry
+    /// posted (all as its own account), so those issues' comments are read
+    /// from the comment endpoint instead (`None`), as are truncated lists.
+    fn embedded_comments(&self, raw: &Value) -> Result<Option<Vec<Comment>>, TrackerError> {
+        let embedded = &raw["fields"]["comment"];
+        let Some(list) = embedded["comments"].as_array() else {
+            return Ok(None);
+        };
+        let total = embedded["total"]
+            .as_u64()
+            .map_or(list.len(), |t| t as usize);
+        if total > list.len() {
+            return Ok(None);
+        }
+        let me = self.me()?;
+        if list
+            .iter()
+            .any(|c| self.user_name(&c["author"]).as_deref() == Some(me))
+        {
+            return Ok(None);
+        }
+        list.iter()
+            .map(|c| self.parse_comment(c))
+            .collect::<Result<_, _>>()
+            .map(Some)
     }
 
     fn parse_issue(&self, raw: &Value) -> Result<Issue, TrackerError> {
@@ -434,6 +693,7 @@ impl JiraTracker {
         }
         let id = string_id(&raw["id"]);
         let issue = Issue {
+            resolution: name(&f["resolution"]),
             key: raw["key"].as_str().unwrap_or_default().to_string(),
             project: f["project"]["key"].as_str().unwrap_or_default().to_string(),
             issue_type: name(&f["issuetype"]).unwrap_or_default(),
@@ -488,21 +748,22 @@ impl JiraTracker {
         })
     }
 
-    fn comments(&self, issue: &str) -> Result<Vec<Comment>, TrackerError> {
+    /// All comments of issue `id` (`name` for messages), with their properties.
+    fn comments(&self, id: &str, name: &str) -> Result<Vec<Comment>, TrackerError> {
         let mut comments = Vec::new();
         let mut start = 0usize;
         loop {
             let at = start.to_string();
             let page = self
                 .get_json(
-                    &format!("/issue/{issue}/comment"),
+                    &format!("/issue/{id}/comment"),
                     &[
                         ("startAt", &at),
                         ("maxResults", "100"),
                         ("expand", "properties"),
                     ],
                 )
-                .map_err(|e| issue_error(e, issue))?;
+                .map_err(|e| issue_error(e, name))?;
             let items = page["comments"].as_array().cloned().unwrap_or_default();
             for c in &items {
                 comments.push(self.parse_comment(c)?);
@@ -697,15 +958,31 @@ impl JiraTracker {
         Ok(out)
     }
 
-    /// Moves an issue to `status` through the workflow.
-    fn transition(&self, issue: &Issue, status: &str) -> Result<(), TrackerError> {
+    /// Moves an issue to `status` through the workflow. The transition's screen
+    /// (`expand=transitions.fields`) may require fields: a classic workflow asks
+    /// for a Resolution on the way into a done status and refuses the move
+    /// without one. The resolution comes from the replica (as the incoming rule
+    /// mapped it), any required field from `tracker.transition_fields`; one
+    /// neither supplies fails the issue before anything is sent, naming the
+    /// field and where to supply it.
+    fn transition(
+        &self,
+        issue: &Issue,
+        status: &str,
+        resolution: Option<&str>,
+    ) -> Result<(), TrackerError> {
         if issue.status.eq_ignore_ascii_case(status) {
             return Ok(());
         }
         let path = self.api(&format!("/issue/{}/transitions", issue.id));
         let list = self
             .client
-            .json("GET", &path, &[], &Body::Empty)
+            .json(
+                "GET",
+                &path,
+                &[("expand", "transitions.fields")],
+                &Body::Empty,
+            )
             .map_err(|e| issue_error(e, &issue.key))?;
         let transitions = list["transitions"].as_array().cloned().unwrap_or_default();
         let found = transitions.iter().find(|t| {
@@ -734,29 +1011,234 @@ impl JiraTracker {
                 ),
             });
         };
-        let body = json!({"transition": {"id": t["id"]}});
+        let fields = self.screen_fields(issue, status, t, resolution)?;
+        let mut body = json!({"transition": {"id": t["id"]}});
+        if !fields.is_empty() {
+            body["fields"] = Value::Object(fields);
+        }
         self.client
             .json("POST", &path, &[], &Body::Json(&body))
             .map_err(|e| issue_error(e, &issue.key))?;
         Ok(())
     }
 
+    /// The `fields` of a transition request: the resolution when the screen
+    /// has one and the replica gives one, and every required field without a
+    /// default, from the replica or `tracker.transition_fields` (by name or id).
+    fn screen_fields(
+        &self,
+        issue: &Issue,
+        status: &str,
+        transition: &Value,
+        resolution: Option<&str>,
+    ) -> Result<serde_json::Map<String, Value>, TrackerError> {
+        let mut out = serde_json::Map::new();
+        let Some(screen) = transition["fields"].as_object() else {
+            return Ok(out);
+        };
+        for (id, meta) in screen {
+            let required = meta["required"] == Value::Bool(true)
+                && meta["hasDefaultValue"] != Value::Bool(true);
+            let name = meta["name"].as_str().unwrap_or(id);
+            let from_replica = resolution
+                .filter(|_| id == "resolution")
+                .map(|r| Value::String(r.to_string()));
+            let configured = || {
+                self.config
+                    .transition_fields
+                    .get(name)
+                    .or_else(|| self.config.transition_fields.get(id))
+                    .cloned()
+            };
+            let value = match from_replica {
+                Some(v) => Some(v),
+                None if required => configured(),
+                None => None,
+            };
+            match value {
+                Some(v) => {
+                    out.insert(id.clone(), write_field(&v, &meta["schema"], self));
+                }
+                None if required => {
+                    let offered: Vec<String> = meta["allowedValues"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|v| v.get("name").or_else(|| v.get("value")))
+                        .filter_map(Value::as_str)
+                        .map(str::to_string)
+                        .collect();
+                    let example = offered.first().map_or("…", String::as_str);
+                    let rule = if id == "resolution" {
+                        "set `issue.resolution` in the incoming rule (map the peer's resolutions \
+                         there as its statuses are), or "
+                    } else {
+                        ""
+                    };
+                    return Err(TrackerError::Rejected {
+                        issue: issue.key.clone(),
+                        message: format!(
+                            "moving it from {:?} to {status:?} needs {name}, which the workflow \
+                             of {} issues in project {} requires on that transition and nothing \
+                             supplied: {rule}give a default in ferry.yaml with \
+                             tracker.transition_fields: {{{name}: {example}}}{}",
+                            issue.status,
+                            issue.issue_type,
+                            issue.project,
+                            if offered.is_empty() {
+                                String::new()
+                            } else {
+                                format!(" (Jira offers: {})", offered.join(", "))
+                            }
+                        ),
+                    });
+                }
+                None => {}
+            }
+        }
+        Ok(out)
+    }
+
     fn existing(&self, id: &str) -> Result<Issue, TrackerError> {
         match self.fetch(id)? {
             Some(issue) => Ok(issue),
-            None => Err(TrackerError::NotFound(id.to_string())),
+            None => Err(TrackerError::NotFound(self.name_of(id))),
         }
     }
 
     fn comment_with_origin(
         &self,
         id: &str,
+        name: &str,
         origin: &Origin,
     ) -> Result<Option<Comment>, TrackerError> {
         Ok(self
-            .comments(id)?
+            .comments(id, name)?
             .into_iter()
             .find(|c| c.origin.as_ref() == Some(origin)))
+    }
+
+    /// What to do about credentials Jira refuses.
+    fn credentials_fix(&self) -> String {
+        match self.config.flavour {
+            Flavour::Cloud => format!(
+                "set {ENV_EMAIL} and {ENV_API_TOKEN} (or tracker.email and tracker.token_file in \
+                 ferry.yaml) to the account's e-mail and a current API token"
+            ),
+            Flavour::Datacenter => format!(
+                "put a current personal access token (Jira: profile → Personal Access Tokens) in \
+                 {ENV_PAT} or in the file tracker.token_file names"
+            ),
+        }
+    }
+
+    /// The account check of [`Tracker::preflight`]: who the credentials are.
+    fn probe_account(&self) -> Result<String, (String, String)> {
+        let me = match self.get_json("/myself", &[]) {
+            Ok(me) => me,
+            Err(Failure::Status {
+                status: status @ (401 | 403),
+                message,
+            }) => {
+                return Err((
+                    format!("Jira refuses these credentials ({status}: {message})"),
+                    self.credentials_fix(),
+                ));
+            }
+            Err(e) => {
+                return Err((
+                    format!("cannot ask Jira who these credentials belong to: {e}"),
+                    "check tracker.url in ferry.yaml and that Jira is up".into(),
+                ));
+            }
+        };
+        let Some(name) = self.user_name(&me) else {
+            return Err((
+                "Jira's /myself names no user for these credentials".into(),
+                self.credentials_fix(),
+            ));
+        };
+        let display = me["displayName"].as_str().unwrap_or(&name).to_string();
+        let _ = self.me.set(name.clone());
+        Ok(format!("signed in as {display} ({name})"))
+    }
+
+    /// The project check of [`Tracker::preflight`].
+    fn probe_project(&self, me: &str) -> Result<String, (String, String)> {
+        let key = &self.config.project;
+        match self.get_json(&format!("/project/{}", client::encode(key)), &[]) {
+            Ok(project) => Ok(format!(
+                "{key} ({})",
+                project["name"].as_str().unwrap_or_default()
+            )),
+            Err(Failure::Status {
+                status: 404,
+                message,
+            }) => Err((
+                format!("Jira has no project {key} that {me} can see ({message})"),
+                format!(
+                    "set tracker.project in ferry.yaml to the project's key (the part before the \
+                     dash in its issue keys), or ask a Jira administrator to let {me} browse {key}"
+                ),
+            )),
+            Err(e) => Err((
+                format!("cannot read project {key}: {e}"),
+                "check tracker.url in ferry.yaml and that Jira is up".into(),
+            )),
+        }
+    }
+
+    /// The permission checks of [`Tracker::preflight`]: one per permission
+    /// `needs` calls for, from one `mypermissions` request.
+    fn probe_permissions(&self, me: &str, needs: Needs) -> Vec<Probe> {
+        let key = &self.config.project;
+        let mut wanted = vec![&BROWSE];
+        if needs.import {
+            wanted.extend(IMPORT_PERMISSIONS.iter());
+        }
+        if needs.delete {
+            wanted.push(&DELETE);
+        }
+        let asked: Vec<&str> = wanted.iter().map(|p| p.key).collect();
+        let asked = asked.join(",");
+        let answer = match self.get_json(
+            "/mypermissions",
+            &[("projectKey", key), ("permissions", &asked)],
+        ) {
+            Ok(answer) => answer,
+            Err(e) => {
+                return vec![Probe {
+                    name: "jira permissions".into(),
+                    outcome: Err((
+                        format!("cannot ask Jira for {me}'s permissions in {key}: {e}"),
+                        "check tracker.project in ferry.yaml and that Jira is up".into(),
+                    )),
+                }];
+            }
+        };
+        wanted
+            .into_iter()
+            .map(|p| {
+                // Some Data Center versions ignore `permissions` and send every
+                // permission: pick the ones asked for.
+                let granted = answer["permissions"][p.key]["havePermission"] == Value::Bool(true);
+                Probe {
+                    name: format!("jira permission {}", p.name),
+                    outcome: if granted {
+                        Ok(format!("{me} has it in {key}"))
+                    } else {
+                        Err((
+                            format!("{me} lacks it in {key}, so ferry cannot {}", p.without),
+                            format!(
+                                "ask a Jira administrator to grant {} ({}) to {me} in the \
+                                 permission scheme of project {key}{}",
+                                p.name, p.key, p.instead
+                            ),
+                        ))
+                    },
+                }
+            })
+            .collect()
     }
 
     fn server_info(&self) -> Result<Value, TrackerError> {
@@ -765,6 +1247,31 @@ impl JiraTracker {
 }
 
 impl Tracker for JiraTracker {
+    /// `serverInfo` answers anyone, signed in or not, so reaching Jira proves
+    /// nothing about the token, the project key or the permissions: each is
+    /// asked for here.
+    fn preflight(&self, needs: Needs) -> Vec<Probe> {
+        let account = self.probe_account();
+        let failed = account.is_err();
+        let mut probes = vec![Probe {
+            name: "jira account".into(),
+            outcome: account,
+        }];
+        let Some(me) = self.me.get().filter(|_| !failed) else {
+            return probes;
+        };
+        let project = self.probe_project(me);
+        let failed = project.is_err();
+        probes.push(Probe {
+            name: "jira project".into(),
+            outcome: project,
+        });
+        if !failed {
+            probes.extend(self.probe_permissions(me, needs));
+        }
+        probes
+    }
+
     fn instance(&self) -> Result<TrackerInstance, TrackerError> {
         let info = self.server_info()?;
         let id = info["baseUrl"]
@@ -793,8 +1300,7 @@ impl Tracker for JiraTracker {
             None => format!("{scope} ORDER BY updated ASC"),
         };
         let mut issues = Vec::new();
-        for raw in self.search(&jql, "*all")? {
-            let issue = self.complete(&raw)?;
+        for issue in self.complete_all(&self.search(&jql, "*all")?)? {
             if since.is_none_or(|s| issue.updated >= s) {
                 issues.push(issue);
             }
@@ -809,14 +1315,19 @@ impl Tracker for JiraTracker {
             .map(|raw| string_id(&raw["id"]))
             .collect();
         let known = self.load_known();
-        let now = self.now()?;
         let mut forgotten = Vec::new();
         for (id, issue) in &known.issues {
             let tomb = if issue.deleted {
                 Some(issue.clone())
             } else if !present.contains(id) && issue.project == self.config.project {
                 match self.get_json(&format!("/issue/{id}"), &[("fields", "summary")]) {
-                    Err(Failure::Status { status: 404, .. }) => self.bury(id, now)?,
+                    Err(Failure::Status { status: 404, .. }) => match self.vanished(id)? {
+                        Vanished::Confirmed(tomb) => Some(*tomb),
+                        Vanished::Suspected(_) | Vanished::Unknown => None,
+                    },
+                    // Hidden from this account for now (a security level): not
+                    // a deletion, and still remembered for the next run.
+                    Err(Failure::Status { status: 403, .. }) => None,
                     Ok(_) => {
                         forgotten.push(id.clone());
                         None
@@ -846,7 +1357,7 @@ impl Tracker for JiraTracker {
                 self.remember([&issue])?;
                 Ok(Some(issue))
             }
-            None => self.bury(id, self.now()?),
+            None => self.missing(id),
         }
     }
 
@@ -864,7 +1375,7 @@ impl Tracker for JiraTracker {
                     .find(|i| i.key == key)
                     .map(|i| i.id.clone());
                 match id {
-                    Some(id) => self.bury(&id, self.now()?),
+                    Some(id) => self.missing(&id),
                     None => Ok(None),
                 }
             }
@@ -898,7 +1409,8 @@ impl Tracker for JiraTracker {
         let id = string_id(&created["id"]);
         let mut stored = self.existing(&id)?;
         if let Some(status) = &issue.patch.status {
-            self.transition(&stored, status)?;
+            let resolution = issue.patch.resolution.as_ref().and_then(Option::as_deref);
+            self.transition(&stored, status, resolution)?;
             stored = self.existing(&id)?;
         }
         self.remember([&stored])?;
@@ -929,7 +1441,8 @@ impl Tracker for JiraTracker {
         if let Some(status) = &patch.status
             && !current.status.eq_ignore_ascii_case(status)
         {
-            self.transition(&current, status)?;
+            let resolution = patch.resolution.as_ref().and_then(Option::as_deref);
+            self.transition(&current, status, resolution)?;
             changed = true;
         }
         let stored = if changed { self.existing(id)? } else { current };
@@ -938,8 +1451,9 @@ impl Tracker for JiraTracker {
     }
 
     fn add_comment(&mut self, id: &str, comment: &NewComment) -> Result<Comment, TrackerError> {
+        let name = self.name_of(id);
         if let Some(origin) = &comment.origin
-            && let Some(existing) = self.comment_with_origin(id, origin)?
+            && let Some(existing) = self.comment_with_origin(id, &name, origin)?
         {
             return Ok(existing);
         }
@@ -970,14 +1484,14 @@ impl Tracker for JiraTracker {
         let posted = self
             .client
             .json("POST", &path, &[], &Body::Json(&body))
-            .map_err(|e| issue_error(e, id))?;
+            .map_err(|e| issue_error(e, &name))?;
         let cid = string_id(&posted["id"]);
         let stored = self
             .get_json(
                 &format!("/issue/{id}/comment/{cid}"),
                 &[("expand", "properties")],
             )
-            .map_err(|e| issue_error(e, id))?;
+            .map_err(|e| issue_error(e, &name))?;
         self.parse_comment(&stored)
     }
 
@@ -1004,13 +1518,15 @@ impl Tracker for JiraTracker {
     ) -> Result<u64, TrackerError> {
         let raw = self
             .get_json(&format!("/issue/{id}"), &[("fields", "attachment")])
-            .map_err(|e| issue_error(e, id))?;
+            .map_err(|e| issue_error(e, &self.name_of(id)))?;
         let meta = raw["fields"]["attachment"]
             .as_array()
             .into_iter()
             .flatten()
             .find(|a| string_id(&a["id"]) == attachment)
-            .ok_or_else(|| TrackerError::NotFound(format!("{id} attachment {attachment}")))?;
+            .ok_or_else(|| {
+                TrackerError::NotFound(format!("{} attachment {attachment}", self.name_of(id)))
+            })?;
         let url = meta["content"].as_str().map_or_else(
             || self.api(&format!("/attachment/content/{attachment}")),
             str::to_string,
@@ -1018,10 +1534,13 @@ impl Tracker for JiraTracker {
         let response = self
             .client
             .call("GET", &url, &[], &Body::Empty)
-            .map_err(|e| issue_error(e, id))?;
+            .map_err(|e| issue_error(e, &self.name_of(id)))?;
         let mut reader = response.into_body().into_reader();
         std::io::copy(&mut reader, out).map_err(|e| {
-            TrackerError::Unavailable(format!("reading attachment {attachment} of {id}: {e}"))
+            TrackerError::Unavailable(format!(
+                "reading attachment {attachment} of {}: {e}",
+                self.name_of(id)
+            ))
         })
     }
 
@@ -1038,7 +1557,7 @@ impl Tracker for JiraTracker {
                 &[],
                 &body,
             )
-            .map_err(|e| issue_error(e, id))?;
+            .map_err(|e| issue_error(e, &self.name_of(id)))?;
         let meta = posted
             .as_array()
             .and_then(|list| list.first())
@@ -1058,7 +1577,7 @@ impl Tracker for JiraTracker {
         let path = self.api(&format!("/attachment/{}", client::encode(attachment)));
         match self.client.json("DELETE", &path, &[], &Body::Empty) {
             Ok(_) | Err(Failure::Status { status: 404, .. }) => Ok(()),
-            Err(e) => Err(issue_error(e, id)),
+            Err(e) => Err(issue_error(e, &self.name_of(id))),
         }
     }
 }
@@ -1165,7 +1684,7 @@ fn write_field(v: &FieldValue, schema: &Value, jira: &JiraTracker) -> Value {
     let shape = |kind: &str, v: &Value| match (kind, v) {
         (_, Value::Null) => Value::Null,
         ("option", v) => json!({"value": v}),
-        ("version" | "component" | "priority", v) => json!({"name": v}),
+        ("version" | "component" | "priority" | "resolution", v) => json!({"name": v}),
         ("user", Value::String(u)) => jira.user_value(u),
         (_, v) => v.clone(),
     };

@@ -148,6 +148,7 @@ impl Known {
 fn tombstone(id: &str, seen: &Seen) -> Issue {
     let deleted = seen.deleted.unwrap_or(seen.created);
     Issue {
+        resolution: None,
         id: id.into(),
         key: seen.key.clone(),
         project: seen.project.clone(),

@@ -507,6 +507,7 @@ impl RedmineTracker {
             });
         }
         let mut issue = Issue {
+            resolution: None,
             id: id.to_string(),
             key: format!("{project}-{id}"),
             project,

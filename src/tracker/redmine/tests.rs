@@ -49,6 +49,7 @@ fn contract() {
     let setup = contract::Setup {
         project: &project,
         user: "admin",
+        done: None,
     };
     eprintln!("running the tracker contract against Redmine at {url}, project {project}");
     contract::run_all(&setup, &mut |check| {
