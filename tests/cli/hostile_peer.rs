@@ -154,21 +154,27 @@ fn support_sends(w: &World, id: &str) -> bool {
     files.lines().any(|l| l == format!("issues/SUP/{id}.yaml"))
 }
 
+/// engineering, with its real key, sends a replica of its own claiming support's
+/// local issue `id`; returns the commit.
+fn claim_as_engineering(w: &World, id: &str) -> String {
+    let key = w.path("engineering/.ferry/signing_key");
+    forge(
+        &w.path("exchange.git"),
+        "engineering/support",
+        &[(
+            "issues/ENG/666.yaml",
+            &eng_replica("666", "Taken", Some(("support", id))),
+        )],
+        Some(&key),
+    )
+}
+
 #[test]
 fn a_trusted_peer_cannot_take_over_an_issue_never_shared_with_it() {
     let (w, _shared, private) = pair_with_private_issue();
     let id = local_id(&w, "support", &private);
     assert!(!support_sends(&w, &id));
-    let key = w.path("engineering/.ferry/signing_key");
-    let commit = forge(
-        &w.path("exchange.git"),
-        "engineering/support",
-        &[(
-            "issues/ENG/666.yaml",
-            &eng_replica("666", "Taken", Some(("support", &id))),
-        )],
-        Some(&key),
-    );
+    let commit = claim_as_engineering(&w, &id);
 
     let run = w.ferry("support", &["sync"]);
     let all = format!("{}\n{}", run.stdout, run.stderr);
@@ -239,16 +245,7 @@ fn of_two_peer_replicas_claiming_one_issue_only_its_own_applies() {
 fn relink_does_not_link_an_issue_never_shared_with_the_peer() {
     let (w, _shared, private) = pair_with_private_issue();
     let id = local_id(&w, "support", &private);
-    let key = w.path("engineering/.ferry/signing_key");
-    forge(
-        &w.path("exchange.git"),
-        "engineering/support",
-        &[(
-            "issues/ENG/666.yaml",
-            &eng_replica("666", "Taken", Some(("support", &id))),
-        )],
-        Some(&key),
-    );
+    claim_as_engineering(&w, &id);
     // support fetches it, nothing imported yet, then loses its ledger.
     w.ok("support", &["pull"]);
     std::fs::remove_file(w.path("support/.ferry/ledger.db")).unwrap();
@@ -733,16 +730,7 @@ fn doctor_names_a_commit_on_the_peer_branch_that_this_site_refuses() {
 fn review_shows_a_claim_on_an_issue_never_shared_as_refused() {
     let (w, _shared, private) = pair_with_private_issue();
     let id = local_id(&w, "support", &private);
-    let key = w.path("engineering/.ferry/signing_key");
-    forge(
-        &w.path("exchange.git"),
-        "engineering/support",
-        &[(
-            "issues/ENG/666.yaml",
-            &eng_replica("666", "Taken", Some(("support", &id))),
-        )],
-        Some(&key),
-    );
+    claim_as_engineering(&w, &id);
     w.ok("support", &["pull"]);
     let run = w.ferry("support", &["review"]);
     let all = format!("{}\n{}", run.stdout, run.stderr);
