@@ -375,7 +375,7 @@ impl<'a> Story<'a> {
         let run = engine::sync(&mut site, &SyncOptions::default())?;
         writeln!(self.out, "   $ ferry sync    (at {name})")?;
         let mut text = Vec::new();
-        let status = report::sync(&mut text, &run)?;
+        let status = report::sync(&mut text, &run, report::Listing::All)?;
         self.say(&String::from_utf8_lossy(&text))?;
         anyhow::ensure!(
             status == ExitStatus::Success,

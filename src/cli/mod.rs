@@ -116,6 +116,8 @@ pub struct Ctx<'a> {
     /// Standard output (tests pass a buffer), escaping what could drive a
     /// terminal; `out.raw()` for `--json`.
     pub out: terminal::Human<'a>,
+    /// How much of a run's per-issue lines to print (all with `-v`).
+    pub listing: report::Listing,
 }
 
 /// Parses the command line, runs the command, prints errors and maps the outcome
@@ -149,6 +151,11 @@ pub fn run() -> ExitCode {
     let mut ctx = Ctx {
         dir,
         out: terminal::Human::new(&mut *out),
+        listing: if cli.verbose > 0 {
+            report::Listing::All
+        } else {
+            report::Listing::DEFAULT
+        },
     };
     let status = match dispatch(cli.command, &mut ctx) {
         Ok(status) => {
@@ -196,6 +203,7 @@ pub(crate) fn run_in(
     let mut ctx = Ctx {
         dir: dir.to_path_buf(),
         out: terminal::Human::new(out),
+        listing: report::Listing::DEFAULT,
     };
     dispatch(cli.command, &mut ctx)
 }

@@ -12,6 +12,41 @@ use super::ExitStatus;
 use super::terminal::one_line;
 use crate::words::{plural, short_id};
 
+/// How much of a run's per-issue lines a report prints. A first export of a
+/// large site writes a hundred thousand replicas: a line each would bury the
+/// lines that matter (errors, conflicts) and flood cron's mail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listing {
+    /// The first few lines of each list, then how many more there are.
+    First(usize),
+    /// Every line (`-v`).
+    All,
+}
+
+impl Listing {
+    /// What a run prints without `-v`.
+    pub const DEFAULT: Listing = Listing::First(10);
+
+    /// Whether the line at `index` (from 0) of a list is printed.
+    fn shows(self, index: usize) -> bool {
+        match self {
+            Listing::First(n) => index < n,
+            Listing::All => true,
+        }
+    }
+}
+
+/// Says how many lines of a list of `total` were left out, if any.
+fn more(out: &mut dyn Write, left_out: usize, total: usize, what: &str) -> io::Result<()> {
+    if left_out == 0 {
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "  … and {left_out} more ({total} {what} in all; `ferry -v` lists every one)"
+    )
+}
+
 /// Writes what a fetch brought.
 pub fn fetched(out: &mut dyn Write, peer: &str, f: &FetchOutcome) -> io::Result<()> {
     for note in &f.notes {
@@ -40,8 +75,14 @@ pub fn fetched(out: &mut dyn Write, peer: &str, f: &FetchOutcome) -> io::Result<
     }
 }
 
-/// Writes what an import did.
-pub fn imported(out: &mut dyn Write, peer: &str, r: &ImportReport) -> io::Result<()> {
+/// Writes what an import did: every conflict and error, and the other issues as
+/// far as `listing` says.
+pub fn imported(
+    out: &mut dyn Write,
+    peer: &str,
+    r: &ImportReport,
+    listing: Listing,
+) -> io::Result<()> {
     if r.awaiting_review > 0 {
         writeln!(
             out,
@@ -61,7 +102,12 @@ pub fn imported(out: &mut dyn Write, peer: &str, r: &ImportReport) -> io::Result
         r.errors.len(),
         plural(r.errors.len())
     )?;
+    let mut listed = 0;
     for i in &r.issues {
+        if i.conflicts.is_empty() && !listing.shows(listed) {
+            continue;
+        }
+        listed += 1;
         let action = match i.action {
             ImportAction::Created => "created",
             ImportAction::Updated => "updated",
@@ -102,24 +148,40 @@ pub fn imported(out: &mut dyn Write, peer: &str, r: &ImportReport) -> io::Result
             )?;
         }
     }
+    more(out, r.issues.len() - listed, r.issues.len(), "replicas")?;
     for e in &r.errors {
         writeln!(out, "  error: {}", one_line(&e.to_string()))?;
     }
     Ok(())
 }
 
-/// Writes what an export did.
-pub fn exported(out: &mut dyn Write, peer: &str, r: &ExportReport) -> io::Result<()> {
+/// Writes what an export did: every error, and the replicas written and removed
+/// as far as `listing` says.
+pub fn exported(
+    out: &mut dyn Write,
+    peer: &str,
+    r: &ExportReport,
+    listing: Listing,
+) -> io::Result<()> {
     match r.commit {
         None => writeln!(out, "export {peer}: no change, no commit")?,
         Some(commit) => {
             writeln!(out, "export {peer}: commit {}", short_id(commit))?;
-            for key in &r.written {
-                writeln!(out, "  wrote   {key}")?;
+            let lines = r
+                .written
+                .iter()
+                .map(|key| ("wrote  ", key))
+                .chain(r.removed.iter().map(|key| ("removed", key)));
+            let total = r.written.len() + r.removed.len();
+            let mut listed = 0;
+            for (what, key) in lines {
+                if !listing.shows(listed) {
+                    break;
+                }
+                writeln!(out, "  {what} {key}")?;
+                listed += 1;
             }
-            for key in &r.removed {
-                writeln!(out, "  removed {key}")?;
-            }
+            more(out, total - listed, total, "replicas written or removed")?;
         }
     }
     for e in &r.errors {
@@ -137,7 +199,7 @@ pub fn pushed(out: &mut dyn Write, peer: &str, p: &PushOutcome) -> io::Result<()
 }
 
 /// Writes one connection's part of a sync.
-pub fn connection(out: &mut dyn Write, c: &ConnectionReport) -> io::Result<()> {
+pub fn connection(out: &mut dyn Write, c: &ConnectionReport, listing: Listing) -> io::Result<()> {
     if let Some(pause) = &c.paused {
         return paused(out, &c.peer, pause);
     }
@@ -145,10 +207,10 @@ pub fn connection(out: &mut dyn Write, c: &ConnectionReport) -> io::Result<()> {
         fetched(out, &c.peer, f)?;
     }
     if let Some(r) = &c.imported {
-        imported(out, &c.peer, r)?;
+        imported(out, &c.peer, r, listing)?;
     }
     if let Some(r) = &c.exported {
-        exported(out, &c.peer, r)?;
+        exported(out, &c.peer, r, listing)?;
     }
     if let Some(p) = &c.pushed {
         pushed(out, &c.peer, p)?;
@@ -170,7 +232,7 @@ pub fn paused(out: &mut dyn Write, peer: &str, pause: &Pause) -> io::Result<()> 
 }
 
 /// Writes a whole sync and returns the exit status it deserves.
-pub fn sync(out: &mut dyn Write, r: &SyncReport) -> io::Result<ExitStatus> {
+pub fn sync(out: &mut dyn Write, r: &SyncReport, listing: Listing) -> io::Result<ExitStatus> {
     if r.connections.is_empty() {
         writeln!(
             out,
@@ -178,7 +240,7 @@ pub fn sync(out: &mut dyn Write, r: &SyncReport) -> io::Result<ExitStatus> {
         )?;
     }
     for c in &r.connections {
-        connection(out, c)?;
+        connection(out, c, listing)?;
     }
     Ok(if r.failed_connections() > 0 {
         ExitStatus::Failed

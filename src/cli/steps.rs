@@ -103,7 +103,7 @@ pub fn sync(args: SyncArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
         },
     );
     let status = match &run {
-        Ok(run) => report::sync(&mut ctx.out, run),
+        Ok(run) => report::sync(&mut ctx.out, run, ctx.listing),
         Err(e) => {
             engine::record_run_failure(&site.ledger, e);
             Ok(ExitStatus::Failed)
@@ -162,7 +162,7 @@ pub fn import(args: ImportArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
         .filter(|c| c.settings.direction.imports())
     {
         let imported = engine::import(&mut site, c)?;
-        report::imported(&mut ctx.out, &c.peer, &imported)?;
+        report::imported(&mut ctx.out, &c.peer, &imported, ctx.listing)?;
         if !imported.errors.is_empty() {
             status = ExitStatus::IssueErrors;
         }
@@ -183,7 +183,7 @@ pub fn export(args: ExportArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
         }
         let changed = engine::Changed::read(&site, &[c])?;
         let exported = engine::export(&mut site, c, &changed)?;
-        report::exported(&mut ctx.out, &c.peer, &exported)?;
+        report::exported(&mut ctx.out, &c.peer, &exported, ctx.listing)?;
         if !exported.errors.is_empty() {
             status = ExitStatus::IssueErrors;
         }

@@ -117,3 +117,24 @@ fn log_file_gets_json_lines_for_log_shippers() {
         "{last}"
     );
 }
+
+#[test]
+fn a_big_run_lists_the_first_replicas_and_counts_the_rest_unless_verbose() {
+    let w = World::escalating_pair();
+    for i in 0..25 {
+        w.escalate(&format!("Fire {i}"));
+    }
+    let export = w.ok("support", &["export"]);
+    let wrote: Vec<&str> = export.lines().filter(|l| l.contains("wrote")).collect();
+    assert_eq!(wrote.len(), 10, "{export}");
+    assert!(
+        export.contains("… and 15 more (25 replicas written or removed in all; `ferry -v`"),
+        "{export}"
+    );
+    w.ok("support", &["push"]);
+
+    let import = w.ok("engineering", &["-v", "sync"]);
+    let created = import.lines().filter(|l| l.contains(" created")).count();
+    assert_eq!(created, 25, "-v lists every replica:\n{import}");
+    assert!(!import.contains("more ("), "{import}");
+}

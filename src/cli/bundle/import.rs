@@ -99,7 +99,7 @@ pub fn run(args: ImportArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
     .with_context(refusing)?;
     report::fetched(&mut ctx.out, &peer, &fetched)?;
     let imported = engine::import(&mut site, &connection)?;
-    report::imported(&mut ctx.out, &peer, &imported)?;
+    report::imported(&mut ctx.out, &peer, &imported, ctx.listing)?;
     Ok(if imported.errors.is_empty() {
         ExitStatus::Success
     } else {
