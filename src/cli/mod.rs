@@ -52,7 +52,7 @@ pub enum ExitStatus {
 
 /// ferry: offline issue sync between trackers, through files and git.
 #[derive(Debug, Parser)]
-#[command(name = "ferry", version, about, long_about = None)]
+#[command(name = "ferry", version = VERSION, about, long_about = None)]
 pub struct Cli {
     /// The site folder (holding ferry.yaml); defaults to the current folder.
     #[arg(long, global = true, value_name = "DIR", env = "FERRY_DIR")]
@@ -120,10 +120,51 @@ pub struct Ctx<'a> {
     pub listing: report::Listing,
 }
 
+/// The version and the commit it was built from (`-V`).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("FERRY_COMMIT"),
+    ")"
+);
+
+/// `--version`: [`VERSION`] and the optional parts this build has, as the linked
+/// libraries report them, so an operator can tell two sites' builds apart (a
+/// libgit2 without SSH cannot use an `ssh://` channel).
+fn long_version() -> String {
+    let git = git2::Version::get();
+    let (major, minor, patch) = git.libgit2_version();
+    let mut transports: Vec<&str> = Vec::new();
+    if git.ssh() {
+        transports.push("ssh");
+    }
+    if git.https() {
+        transports.push("https");
+    }
+    let transports = if transports.is_empty() {
+        "no ssh or https".to_string()
+    } else {
+        transports.join(", ")
+    };
+    format!(
+        "{VERSION}\n\
+         libgit2 {major}.{minor}.{patch} ({}): {transports}\n\
+         SQLite {} (bundled)\n\
+         SMTP over rustls; bundles sealed with age",
+        if git.vendored() { "bundled" } else { "system" },
+        rusqlite::version(),
+    )
+}
+
 /// Parses the command line, runs the command, prints errors and maps the outcome
 /// to an exit code.
 pub fn run() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    use clap::{CommandFactory, FromArgMatches};
+    let parsed = Cli::command()
+        .long_version(long_version())
+        .try_get_matches()
+        .and_then(|matches| Cli::from_arg_matches(&matches));
+    let cli = match parsed {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();

@@ -138,3 +138,31 @@ fn a_big_run_lists_the_first_replicas_and_counts_the_rest_unless_verbose() {
     assert_eq!(created, 25, "-v lists every replica:\n{import}");
     assert!(!import.contains("more ("), "{import}");
 }
+
+#[test]
+fn version_names_the_commit_and_the_optional_parts() {
+    let w = World::new();
+    let long = w.ok(".", &["--version"]);
+    assert!(
+        long.starts_with(&format!("ferry {} (commit ", env!("CARGO_PKG_VERSION"))),
+        "{long}"
+    );
+    // Built from this checkout: the commit is its HEAD (the build records it).
+    let head = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    if head.status.success() {
+        let head = String::from_utf8_lossy(&head.stdout).trim().to_string();
+        assert!(long.contains(&format!("(commit {head})")), "{long}");
+    }
+    assert!(
+        long.contains("libgit2 ") && long.contains("https"),
+        "{long}"
+    );
+    assert!(long.contains("SQLite "), "{long}");
+    let short = w.ok(".", &["-V"]);
+    assert_eq!(short.lines().count(), 1, "{short}");
+    assert!(long.starts_with(short.trim()), "{short}");
+}
