@@ -13,17 +13,20 @@
 //! not confirmed. The newest one therefore holds all that any older one in the
 //! outbox holds, and once it is complete (written, fsynced, renamed into place,
 //! the folder fsynced) `push` removes the older ones: the outbox holds one
-//! bundle per peer, and its size follows what is unacknowledged, not the number
-//! of runs since the stick last came back (a site syncing every ten minutes
-//! would otherwise put a thousand full copies on a weekly stick).
+//! bundle per peer, of what the peer had not acknowledged when it was written,
+//! whatever the number of runs since the stick last came back (a site syncing
+//! every ten minutes would otherwise put a thousand full copies on a weekly
+//! stick).
 //!
 //! We chose this over chaining each bundle on the previous one written (with
 //! gaps detected from the acks and re-sent) because it needs no gap detection
-//! at all, a lost or skipped bundle never matters, and its bound is plain: one
-//! bundle, the size of what the peer has not acknowledged. A chain is smaller
-//! per run but must keep every link until it is acknowledged, so without acks
-//! it grows by one file per run just the same, and the peer must receive every
-//! link in order.
+//! at all, a lost or skipped bundle never matters, any one bundle is enough,
+//! and its bound is plain: one bundle per peer. A chain writes less per run,
+//! but must keep every link until it is acknowledged (one more file per run
+//! while no ack comes), the peer must receive every link in order, and a lost
+//! link must be noticed from the acks and sent again. Until the first ack both
+//! carry the whole site once; after it, the cumulative bundle is a thin pack
+//! of what is unacknowledged, about what the links would add up to.
 //!
 //! A bundle someone already carried away stays good: its prerequisite is an
 //! ack the peer has, so it applies on its own; the peer archives one older than
