@@ -52,8 +52,10 @@ pub const POINTS: &[&str] = &[
     // Push to a folder channel: the new objects are in the channel, its branch
     // has not moved.
     "push-after-pack",
-    // Push to a bundle outbox: the bundle is written, not yet recorded as sent.
+    // Push to a bundle outbox: the bundle is written, not yet recorded as sent;
+    // then each older bundle it supersedes was removed.
     "bundle-after-write",
+    "bundle-after-remove-superseded",
     "after-push",
     // Notify: the server accepted the message; the ledger does not know yet.
     "after-notice-sent",

@@ -30,7 +30,9 @@ use crate::tracker::local::GenerateShape;
 ///    and for a SMALL one;
 /// 3. import of IMPORT new replicas into the local tracker (ledger on);
 /// 4. the incremental bundle of the CHANGED issues, against their replicas' bytes;
-/// 5. the peak memory of each.
+/// 5. the peak memory of each;
+/// 6. the bundle outbox after ten one-edit runs to a peer that never
+///    acknowledges, against the first (full) bundle.
 ///
 /// Needs git and python3. The default is the issue's scale and takes minutes;
 /// `--issues 10000 --import 2000` is a quick run.
@@ -271,6 +273,54 @@ impl World {
         })
     }
 
+    /// Gives `a` a bundle connection to a peer that never answers, writes the
+    /// first bundle, then makes `runs` runs that each export one edited issue
+    /// and push: the outbox's bytes then, against the first bundle's.
+    fn bundle_outbox(&self, runner: &Runner, runs: usize) -> anyhow::Result<Outbox> {
+        let usb = self.a.join("usb");
+        let (out, inbox) = (usb.join("out"), usb.join("in"));
+        for dir in [&out, &inbox] {
+            fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let (out_arg, in_arg) = (out.to_string_lossy(), inbox.to_string_lossy());
+        let mut args = vec![
+            "-q",
+            "connection",
+            "add",
+            "silent",
+            "--outbox",
+            &out_arg,
+            "--inbox",
+            &in_arg,
+        ];
+        let pairs: Vec<String> = self.projects.iter().map(|p| format!("{p}={p}")).collect();
+        for pair in &pairs {
+            args.extend(["--project", pair]);
+        }
+        runner.ferry(&self.a, &args)?;
+        let send = |runner: &Runner| -> anyhow::Result<Measured> {
+            Ok(runner
+                .ferry(&self.a, &["-q", "export", "--connection", "silent"])?
+                .then(runner.ferry(&self.a, &["-q", "push", "--connection", "silent"])?))
+        };
+        let mut measured = send(runner)?;
+        let first = folder_bytes(&out)?;
+        let key = format!("{}-1", self.projects[0]);
+        for run in 1..=runs {
+            let summary = format!("Edited while the peer is silent, run {run}");
+            runner.ferry(
+                &self.a,
+                &["-q", "tracker", "edit", &key, "--summary", &summary],
+            )?;
+            measured = measured.then(send(runner)?);
+        }
+        Ok(Outbox {
+            first,
+            after: folder_bytes(&out)?,
+            runs: measured,
+        })
+    }
+
     /// The head of `a`'s branch for `b`.
     fn head(&self) -> anyhow::Result<git2::Oid> {
         let site = Site::open(&self.a)?;
@@ -303,6 +353,33 @@ impl Steps {
             self.export.secs, self.push.secs, self.pull.secs, self.import.secs, total.cpu_secs
         )
     }
+}
+
+/// Runs with one edit each that item 6 makes while the peer is silent.
+const OUTBOX_RUNS: usize = 10;
+
+/// Item 6: the bundle outbox of a peer that never acknowledges.
+struct Outbox {
+    /// Bytes after the first run (one full bundle).
+    first: u64,
+    /// Bytes after the edited runs.
+    after: u64,
+    /// All the runs together.
+    runs: Measured,
+}
+
+/// The bytes of the files directly in `dir`.
+fn folder_bytes(dir: &Path) -> anyhow::Result<u64> {
+    let mut bytes = 0;
+    for entry in fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
+        let meta = entry
+            .and_then(|e| e.metadata())
+            .with_context(|| format!("listing {}", dir.display()))?;
+        if meta.is_file() {
+            bytes += meta.len();
+        }
+    }
+    Ok(bytes)
 }
 
 /// One row of the table.
@@ -542,6 +619,15 @@ pub fn run(args: BenchArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
         met: bundle_ratio <= 2.0,
         rss: Some(bundle),
     });
+    // 6. The bundle outbox while the peer acknowledges nothing.
+    let outbox = big.bundle_outbox(&runner, OUTBOX_RUNS)?;
+    say(
+        ctx,
+        format!(
+            "bundle outbox after {OUTBOX_RUNS} one-edit runs with no ack: {} B, first bundle {} B",
+            outbox.after, outbox.first
+        ),
+    )?;
     let peak = rows
         .iter()
         .filter_map(|r| r.rss)
@@ -556,6 +642,17 @@ pub fn run(args: BenchArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
         rss: None,
     });
 
+    let outbox_ratio = outbox.after as f64 / outbox.first.max(1) as f64;
+    rows.push(Row {
+        item: format!("6 bundle outbox, {OUTBOX_RUNS} one-edit runs, no ack"),
+        figure: format!(
+            "{} B = {outbox_ratio:.2} × the first bundle ({} B)",
+            outbox.after, outbox.first
+        ),
+        target: "≤ 1.1 × first bundle".into(),
+        met: outbox_ratio <= 1.1,
+        rss: Some(outbox.runs),
+    });
     print_table(ctx, &rows)?;
     write!(ctx.out, "{notes}")?;
     if args.keep.is_some() {

@@ -1,6 +1,6 @@
 //! `ferry bench` at a scale a test can afford: the command runs every step of
 //! the benchmark (the sites, the exports, git fast-import, the syncs, the
-//! bundle) and prints the table of the five items, so it cannot rot unseen
+//! bundle) and prints the table of the six items, so it cannot rot unseen
 //! between the runs at full scale that docs/performance.md records.
 
 use super::World;
@@ -40,6 +40,7 @@ fn the_benchmark_runs_every_item_at_a_small_scale() {
         "3 import of 50 new replicas, ledger on",
         "4 incremental bundle, 10 changed issues",
         "5 peak RSS, highest of the items above",
+        "6 bundle outbox, 10 one-edit runs, no ack",
     ] {
         assert!(out.contains(item), "{item:?} missing from:\n{out}");
     }

@@ -172,10 +172,14 @@ fn two_sites_over_bundles_only() {
         &["tracker", "edit", "ENG-1", "--status", "In Progress"],
     );
     // Engineering's first sync already sent the issue back (it is now shared
-    // both ways); this one sends one more bundle, and support takes both in order.
-    let answered = bundles(&w.path(TO_SUP)).len();
+    // both ways); this one writes a newer bundle holding that one's commits too,
+    // which replaces it in the outbox.
+    let answered = bundles(&w.path(TO_SUP));
+    assert_eq!(answered.len(), 1);
     w.ok("engineering", &["sync"]);
-    assert_eq!(bundles(&w.path(TO_SUP)).len(), answered + 1);
+    let answer = bundles(&w.path(TO_SUP));
+    assert_eq!(answer.len(), 1);
+    assert_ne!(answer, answered);
     w.ok("support", &["sync"]);
     assert!(bundles(&w.path(TO_SUP)).is_empty());
     let sup1 = w.show("support", &key);
@@ -189,9 +193,10 @@ fn two_sites_over_bundles_only() {
     // holds only what came after: git verifies it against engineering's repo.
     w.ok("support", &["tracker", "comment", &key, "Thanks!"]);
     w.ok("support", &["sync"]);
-    // (Two bundles: the import's own update of SUP-1, then the comment.)
+    // (One bundle of two commits: the import's own update of SUP-1, then the
+    // comment; the bundle of the first alone was replaced.)
     let next = bundles(&w.path(TO_ENG));
-    assert_eq!(next.len(), 2);
+    assert_eq!(next.len(), 1);
     for bundle in &next {
         let header = std::fs::read(bundle).unwrap();
         assert!(
@@ -202,7 +207,7 @@ fn two_sites_over_bundles_only() {
         git_verifies(&w.path("engineering/.ferry/exchange.git"), bundle);
     }
     let lacking = Command::new("git")
-        .args(["bundle", "verify", next[1].to_str().unwrap()])
+        .args(["bundle", "verify", next[0].to_str().unwrap()])
         .current_dir(w.path("oracle.git"))
         .env("GIT_CONFIG_GLOBAL", "/dev/null")
         .output()
@@ -458,6 +463,205 @@ fn an_incremental_bundle_is_proportional_to_the_changes() {
             .count(),
         10
     );
+}
+
+/// Total size of the bundle files directly in a folder.
+fn bytes_of(files: &[PathBuf]) -> u64 {
+    files
+        .iter()
+        .map(|f| std::fs::metadata(f).unwrap().len())
+        .sum()
+}
+
+/// Two bundle sites, support holding `issues` generated issues (GEN) that all
+/// go to engineering.
+fn generated_sites(issues: usize) -> World {
+    let w = World::new();
+    bundle_site(&w, "support", "engineering", "GEN=ENG", "");
+    bundle_site(&w, "engineering", "support", "ENG=GEN", "");
+    w.ok(
+        "support",
+        &[
+            "tracker",
+            "generate",
+            &issues.to_string(),
+            "--project",
+            "GEN",
+        ],
+    );
+    w
+}
+
+fn edit(w: &World, key: &str, summary: &str) {
+    w.ok("support", &["tracker", "edit", key, "--summary", summary]);
+}
+
+/// Until the peer answers, every bundle holds everything; the outbox keeps only
+/// the newest, so ten one-edit runs leave it barely bigger than the first
+/// bundle, and that one bundle brings everything.
+#[test]
+fn the_outbox_holds_one_bundle_however_many_runs_wait_for_an_ack() {
+    let w = generated_sites(1000);
+    w.ok("support", &["sync"]);
+    let first = bytes_of(&bundles(&w.path(TO_ENG)));
+    for n in 1..=10 {
+        edit(&w, "GEN-1", &format!("Edited {n}"));
+        w.ok("support", &["sync"]);
+    }
+    let outbox = bundles(&w.path(TO_ENG));
+    let total = bytes_of(&outbox);
+    assert!(
+        total * 10 <= first * 11,
+        "outbox after 10 one-edit runs: {} files, {total} bytes against {first} for the first \
+         bundle (at most 1.1 times expected)",
+        outbox.len()
+    );
+    assert_eq!(outbox.len(), 1, "{outbox:?}");
+    w.ok("engineering", &["sync"]);
+    let got = w.list("engineering");
+    assert_eq!(got.len(), 1000);
+    assert!(got.iter().any(|i| i["summary"] == "Edited 10"));
+}
+
+/// Support's first bundle, copied away (carried) before a second run replaced
+/// it in the outbox, and that second bundle; both as files outside the outbox.
+fn carried_and_newer(w: &World) -> (PathBuf, PathBuf) {
+    w.ok("support", &["sync"]);
+    let carried = w.path("carried-1.bundle");
+    std::fs::copy(&bundles(&w.path(TO_ENG))[0], &carried).unwrap();
+    edit(w, "GEN-2", "Second");
+    w.ok("support", &["sync"]);
+    let outbox = bundles(&w.path(TO_ENG));
+    assert_eq!(outbox.len(), 1, "the first is superseded: {outbox:?}");
+    let newer = w.path("carried-2.bundle");
+    std::fs::rename(&outbox[0], &newer).unwrap();
+    (carried, newer)
+}
+
+/// A bundle carried away before a newer one replaced it still applies: before
+/// the newer one, together with it, after it (archived, nothing moves back),
+/// and either delivered twice.
+#[test]
+fn a_superseded_bundle_carried_away_still_applies_in_any_order() {
+    // The older first, then the newer, then both again.
+    let w = generated_sites(5);
+    let (older, newer) = carried_and_newer(&w);
+    std::fs::copy(&older, w.path(TO_ENG).join("x-1.bundle")).unwrap();
+    w.ok("engineering", &["sync"]);
+    assert_eq!(w.list("engineering").len(), 5);
+    std::fs::copy(&newer, w.path(TO_ENG).join("x-2.bundle")).unwrap();
+    w.ok("engineering", &["sync"]);
+    assert!(
+        w.list("engineering")
+            .iter()
+            .any(|i| i["summary"] == "Second")
+    );
+    std::fs::copy(&older, w.path(TO_ENG).join("x-3.bundle")).unwrap();
+    std::fs::copy(&newer, w.path(TO_ENG).join("x-4.bundle")).unwrap();
+    let out = w.ok("engineering", &["sync"]);
+    assert!(
+        out.contains("x-3.bundle brings") && out.contains("superseded"),
+        "{out}"
+    );
+    assert!(
+        out.contains("x-4.bundle brings") && out.contains("delivered twice"),
+        "{out}"
+    );
+    assert!(!w.path(&format!("{TO_ENG}/rejected")).exists());
+
+    // The newer first, then the older: archived with a note, nothing refused.
+    let w = generated_sites(5);
+    let (older, newer) = carried_and_newer(&w);
+    std::fs::copy(&newer, w.path(TO_ENG).join("y-2.bundle")).unwrap();
+    w.ok("engineering", &["sync"]);
+    let before = refs(&w, "engineering");
+    std::fs::copy(&older, w.path(TO_ENG).join("y-1.bundle")).unwrap();
+    let out = w.ok("engineering", &["sync"]);
+    assert!(
+        out.contains("y-1.bundle brings") && out.contains("superseded"),
+        "{out}"
+    );
+    assert!(w.path(TO_ENG).join("archive/y-1.bundle").exists());
+    assert!(!w.path(&format!("{TO_ENG}/rejected")).exists());
+    let peer_branch = |refs: &str| {
+        refs.lines()
+            .find(|l| l.ends_with(" refs/heads/support/engineering"))
+            .map(str::to_string)
+    };
+    assert_eq!(peer_branch(&refs(&w, "engineering")), peer_branch(&before));
+    assert!(
+        w.list("engineering")
+            .iter()
+            .any(|i| i["summary"] == "Second")
+    );
+
+    // Both in the inbox at once: taken in name order.
+    let w = generated_sites(5);
+    let (older, newer) = carried_and_newer(&w);
+    std::fs::copy(&older, w.path(TO_ENG).join("z-1.bundle")).unwrap();
+    std::fs::copy(&newer, w.path(TO_ENG).join("z-2.bundle")).unwrap();
+    w.ok("engineering", &["sync"]);
+    assert_eq!(bundles(&w.path(&format!("{TO_ENG}/archive"))).len(), 2);
+    assert!(
+        w.list("engineering")
+            .iter()
+            .any(|i| i["summary"] == "Second")
+    );
+}
+
+/// `ferry sync` killed while it replaces older bundles by a newer one: the
+/// outbox always holds a bundle of everything, which engineering imports alone,
+/// and the next run leaves one bundle.
+#[test]
+fn a_run_killed_while_replacing_bundles_leaves_a_complete_one() {
+    for point in [
+        "bundle-after-write",
+        "bundle-after-remove-superseded",
+        "bundle-after-remove-superseded:2",
+    ] {
+        let w = generated_sites(5);
+        w.ok("support", &["sync"]);
+        // Two older bundles, as an earlier ferry left them piled up.
+        let first = bundles(&w.path(TO_ENG)).remove(0);
+        std::fs::copy(
+            &first,
+            w.path(TO_ENG)
+                .join("support-engineering-00000000-0000000000.bundle"),
+        )
+        .unwrap();
+        edit(&w, "GEN-3", "Killed");
+        w.killed_at("support", &["sync"], point);
+        let outbox = bundles(&w.path(TO_ENG));
+        assert!(!outbox.is_empty(), "{point}");
+        let newest = outbox.last().unwrap();
+        git_verifies(&w.path("support/.ferry/exchange.git"), newest);
+        // Only the newest is carried.
+        for older in &outbox[..outbox.len() - 1] {
+            std::fs::remove_file(older).unwrap();
+        }
+        w.ok("engineering", &["sync"]);
+        let got = w.list("engineering");
+        assert_eq!(got.len(), 5, "{point}");
+        assert!(
+            got.iter().any(|i| i["summary"] == "Killed"),
+            "{point}: the newest bundle lacks the last edit"
+        );
+
+        // Without the peer's answer, the next run finishes the replacement.
+        let w = generated_sites(5);
+        w.ok("support", &["sync"]);
+        let first = bundles(&w.path(TO_ENG)).remove(0);
+        std::fs::copy(
+            &first,
+            w.path(TO_ENG)
+                .join("support-engineering-00000000-0000000000.bundle"),
+        )
+        .unwrap();
+        edit(&w, "GEN-3", "Killed");
+        w.killed_at("support", &["sync"], point);
+        w.ok("support", &["sync"]);
+        assert_eq!(bundles(&w.path(TO_ENG)).len(), 1, "{point}");
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -884,6 +1088,8 @@ fn hostile_replica_site_or_id_not_matching() {
     refused(&w, &bad, "but is stored at issues/SUP/1.yaml");
 }
 
+/// An old bundle played again (or one the peer superseded, arriving late) is
+/// archived with a note: the branch never moves back.
 #[test]
 fn hostile_replay_of_an_old_bundle() {
     let (w, forge) = receiving();
@@ -900,7 +1106,15 @@ fn hostile_replay_of_an_old_bundle() {
     std::fs::copy(&newer, w.path(TO_ENG).join("2.bundle")).unwrap();
     w.ok("engineering", &["sync"]);
     assert_eq!(w.list("engineering").len(), 2);
-    refused(&w, &old, "replay");
+    let before = refs(&w, "engineering");
+    std::fs::copy(&old, w.path(TO_ENG).join("1-again.bundle")).unwrap();
+    let out = w.ok("engineering", &["sync"]);
+    assert!(out.contains("1-again.bundle brings"), "{out}");
+    assert!(out.contains("superseded"), "{out}");
+    assert!(w.path(TO_ENG).join("archive/1-again.bundle").exists());
+    assert!(!w.path(&format!("{TO_ENG}/rejected")).exists());
+    assert_eq!(refs(&w, "engineering"), before);
+    assert_eq!(w.list("engineering").len(), 2);
 }
 
 /// The same bundle delivered twice (its writer died between writing it and

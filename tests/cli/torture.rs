@@ -515,6 +515,18 @@ fn torture(channel: Channel) {
         }
     }
     let (issues, comments) = t.check();
+    if channel == Channel::Bundles {
+        // However many runs were killed while replacing bundles, each outbox
+        // ends with at most the one bundle of what is not acknowledged.
+        for outbox in ["usb/support-to-engineering", "usb/engineering-to-support"] {
+            let pending: Vec<_> = std::fs::read_dir(t.world.path(outbox))
+                .unwrap()
+                .filter_map(|e| e.ok().map(|e| e.file_name()))
+                .filter(|n| n.to_string_lossy().ends_with(".bundle"))
+                .collect();
+            assert!(pending.len() <= 1, "{outbox}: {pending:?}");
+        }
+    }
     let c = &t.counts;
     println!(
         "torture: {} kills ({} at fail points, {} at random instants) over {rounds} rounds \

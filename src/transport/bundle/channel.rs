@@ -5,6 +5,39 @@
 //! inbox → `applying/` → (the peer's branch moves) → `archive/`, so a bundle is
 //! never taken twice and a run killed anywhere is finished by the next one; a
 //! refused bundle moves to `rejected/` with a `.reason` file for an operator.
+//!
+//! # One pending bundle per peer
+//!
+//! Every bundle is *cumulative*: its prerequisite is the peer's last
+//! acknowledgement, so it holds everything of this site's branch the peer has
+//! not confirmed. The newest one therefore holds all that any older one in the
+//! outbox holds, and once it is complete (written, fsynced, renamed into place,
+//! the folder fsynced) `push` removes the older ones: the outbox holds one
+//! bundle per peer, of what the peer had not acknowledged when it was written,
+//! whatever the number of runs since the stick last came back (a site syncing
+//! every ten minutes would otherwise put a thousand full copies on a weekly
+//! stick).
+//!
+//! We chose this over chaining each bundle on the previous one written (with
+//! gaps detected from the acks and re-sent) because it needs no gap detection
+//! at all, a lost or skipped bundle never matters, any one bundle is enough,
+//! and its bound is plain: one bundle per peer. A chain writes less per run,
+//! but must keep every link until it is acknowledged (one more file per run
+//! while no ack comes), the peer must receive every link in order, and a lost
+//! link must be noticed from the acks and sent again. Until the first ack both
+//! carry the whole site once; after it, the cumulative bundle is a thin pack
+//! of what is unacknowledged, about what the links would add up to.
+//!
+//! A bundle someone already carried away stays good: its prerequisite is an
+//! ack the peer has, so it applies on its own; the peer archives one older than
+//! what it already has (it received a newer bundle first) with a note, since
+//! nothing in it is new, and takes a newer one after an older one as a
+//! fast-forward.
+//!
+//! A run killed at any point leaves a complete bundle of everything
+//! unacknowledged: the older ones go only after the newer one is in place, and
+//! `refs/ferry/bundled/<peer>` moves only after they went, so the next run
+//! writes the bundle again and finishes the removal.
 use std::ffi::OsStr;
 use std::fs;
 use std::io::Write;
@@ -37,7 +70,7 @@ enum Step {
     Applied(Oid),
     /// Waiting for its predecessor; left in the inbox.
     Waiting(WaitingBundle),
-    /// The commit this site already has; archived.
+    /// The commit this site already has, or an older one; archived.
     Duplicate(String),
     /// Refused and moved aside.
     Refused(String),
@@ -186,6 +219,56 @@ impl BundleChannel {
         Ok(())
     }
 
+    /// Removes the bundles for `peer` in the outbox other than `newest`, which
+    /// was just written and holds all they hold (see the module documentation).
+    ///
+    /// The outbox folder is fsynced first, so that a power cut cannot undo the
+    /// rename of `newest` and keep the removals. Only names this site writes for
+    /// this peer are removed ([`own_bundle_for`]): whatever else is in the
+    /// folder is left alone.
+    fn remove_superseded(
+        &self,
+        site: &str,
+        peer: &str,
+        newest: &str,
+    ) -> Result<(), TransportError> {
+        fs::File::open(&self.outbox)
+            .and_then(|dir| dir.sync_all())
+            .map_err(|e| self.failed(format!("cannot sync {}: {e}", self.outbox.display())))?;
+        let entries = fs::read_dir(&self.outbox)
+            .map_err(|e| self.failed(format!("cannot list {}: {e}", self.outbox.display())))?;
+        for entry in entries {
+            let entry = entry
+                .map_err(|e| self.failed(format!("cannot list {}: {e}", self.outbox.display())))?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else {
+                continue;
+            };
+            if name == newest || !own_bundle_for(name, site, peer) {
+                continue;
+            }
+            let is_file = entry.file_type().is_ok_and(|t| t.is_file());
+            if !is_file {
+                continue;
+            }
+            let path = entry.path();
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                // Carried away (moved off the stick) while we listed.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(self.failed(format!(
+                        "cannot remove {}, superseded by {newest}: {e}; remove it by hand \
+                         (the newer bundle holds all it holds)",
+                        path.display()
+                    )));
+                }
+            }
+            failpoint::hit("bundle-after-remove-superseded");
+        }
+        Ok(())
+    }
+
     /// Moves a refused bundle to `rejected/` with a reason file beside it, and
     /// returns the reason file's name when it is not `<name>.reason` (a name that
     /// long would pass the file system's limit).
@@ -274,12 +357,24 @@ impl BundleChannel {
             }
             // The very commit this site already has: the peer wrote the same bundle
             // twice (it died between writing it and recording that it had). Nothing
-            // to apply and nothing rolled back; an *older* bundle is refused below.
+            // to apply and nothing rolled back.
             Err(BundleError::Replay { tip, head, .. }) if tip == head => {
                 self.move_file(file, &archived)?;
                 Ok(Step::Duplicate(format!(
                     "{display} brings {}, which this site already has (delivered twice); archived",
                     short_id(tip)
+                )))
+            }
+            // Older than what this site has: the peer replaced it in its outbox by
+            // a newer bundle, which arrived first. The branch never moves back, so
+            // it is only archived.
+            Err(BundleError::Replay { tip, head, .. }) => {
+                self.move_file(file, &archived)?;
+                Ok(Step::Duplicate(format!(
+                    "{display} brings {}, older than {} which this site already has \
+                     (superseded by a newer bundle); archived",
+                    short_id(tip),
+                    short_id(head)
                 )))
             }
             Err(BundleError::MissingPrerequisite { oid, .. }) => {
@@ -305,6 +400,34 @@ impl BundleChannel {
             Err(e) => Err(self.bundle_err(e)),
         }
     }
+}
+
+/// Whether `name` is a bundle `push` writes for `site` → `peer`:
+/// `<site>-<peer>-<8 digits>-<hex>` with a bundle ending. The tail after the
+/// peer holds exactly one dash, so a peer whose name extends this one's
+/// (`b` and `b-c`) never matches the other's files.
+fn own_bundle_for(name: &str, site: &str, peer: &str) -> bool {
+    let Some(rest) = name
+        .strip_prefix(site)
+        .and_then(|r| r.strip_prefix('-'))
+        .and_then(|r| r.strip_prefix(peer))
+        .and_then(|r| r.strip_prefix('-'))
+    else {
+        return false;
+    };
+    let Some(stem) = rest
+        .strip_suffix(ENCRYPTED_SUFFIX)
+        .or_else(|| rest.strip_suffix(&format!(".{EXTENSION}")))
+    else {
+        return false;
+    };
+    let Some((count, commit)) = stem.split_once('-') else {
+        return false;
+    };
+    count.len() == 8
+        && count.bytes().all(|b| b.is_ascii_digit())
+        && !commit.is_empty()
+        && commit.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// The longest file name, in bytes, the file systems ferry runs on take.
@@ -436,9 +559,10 @@ impl Channel for BundleChannel {
                     ENCRYPTED_SUFFIX.to_string()
                 };
                 let name = format!("{site}-{peer}-{count:08}-{}{suffix}", short_id(tip));
-                write(exchange, &plan, &self.outbox.join(name), &self.seal_for)
+                write(exchange, &plan, &self.outbox.join(&name), &self.seal_for)
                     .map_err(|e| self.bundle_err(e))?;
                 failpoint::hit("bundle-after-write");
+                self.remove_superseded(site, peer, &name)?;
                 PushOutcome::Pushed(tip)
             }
             // The peer acknowledged this very commit (it came by `ferry bundle`).
@@ -476,5 +600,39 @@ impl Channel for BundleChannel {
 
     fn describe(&self) -> String {
         self.description.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::own_bundle_for;
+
+    #[test]
+    fn own_bundles_are_told_from_other_peers_and_other_files() {
+        let ours = "a-b-00000012-0123456789.bundle";
+        assert!(own_bundle_for(ours, "a", "b"));
+        assert!(own_bundle_for(
+            "a-b-00000012-0123456789.bundle.age",
+            "a",
+            "b"
+        ));
+        // Peer `b-c` of the same site, and the other way round.
+        assert!(!own_bundle_for(
+            "a-b-c-00000012-0123456789.bundle",
+            "a",
+            "b"
+        ));
+        assert!(!own_bundle_for(ours, "a", "b-c"));
+        assert!(!own_bundle_for(ours, "a-b", "c"));
+        for other in [
+            "a-b-00000012-0123456789.bundle.reason",
+            "a-b-0000012-0123456789.bundle",
+            "a-b-00000012-.bundle",
+            "a-b-00000012-xyz.bundle",
+            "notes.txt",
+            ".ferry-bundle-a-b-00000012-0123456789.bundle",
+        ] {
+            assert!(!own_bundle_for(other, "a", "b"), "{other}");
+        }
     }
 }
