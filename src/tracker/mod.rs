@@ -10,6 +10,7 @@ mod contract;
 pub mod jira;
 pub mod local;
 pub mod redmine;
+pub mod retry;
 
 use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;

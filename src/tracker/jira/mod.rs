@@ -37,7 +37,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use self::client::{Auth, Backoff, Body, Client, Failure};
+use self::client::{Auth, Body, Client, Failure};
+use super::retry::RetryPolicy;
 use super::{
     IssuePatch, Needs, NewAttachment, NewComment, NewIssue, Probe, Tracker, TrackerError,
     TrackerInstance,
@@ -338,7 +339,7 @@ impl JiraTracker {
         };
         Ok(Self::with_client(
             config,
-            Client::new(&config.url, auth, Backoff::default()),
+            Client::new(&config.url, auth, RetryPolicy::default()),
             state_dir,
         ))
     }

@@ -21,16 +21,22 @@ struct Rig {
 impl Rig {
     /// The connector of a later run: same Jira, same state folder.
     fn next_run(&self) -> JiraTracker {
-        let backoff = Backoff {
-            attempts: 4,
-            base: Duration::from_millis(10),
-            max_wait: Duration::from_secs(2),
-        };
         JiraTracker::with_client(
             &self.config,
-            Client::new(self.fake.url(), self.auth.clone(), backoff),
+            Client::new(self.fake.url(), self.auth.clone(), quick_retries()),
             self.state.path(),
         )
+    }
+}
+
+/// Four attempts with waits of milliseconds; a second of `Retry-After` is 20 ms.
+fn quick_retries() -> RetryPolicy {
+    RetryPolicy {
+        attempts: 4,
+        base: Duration::from_millis(10),
+        max_wait: Duration::from_secs(2),
+        max_total: Duration::from_secs(10),
+        second: Duration::from_millis(20),
     }
 }
 
@@ -58,15 +64,10 @@ fn rig_with(flavour: Flavour, tweak: impl FnOnce(&mut JiraConfig)) -> Rig {
     let fake = FakeJira::start(flavour == Flavour::Cloud, "SUP", user, &auth.0);
     let mut config = config(flavour, fake.url());
     tweak(&mut config);
-    let backoff = Backoff {
-        attempts: 4,
-        base: Duration::from_millis(10),
-        max_wait: Duration::from_secs(2),
-    };
     let state = tempfile::tempdir().expect("temp dir");
     let jira = JiraTracker::with_client(
         &config,
-        Client::new(fake.url(), auth.clone(), backoff),
+        Client::new(fake.url(), auth.clone(), quick_retries()),
         state.path(),
     );
     Rig {
@@ -423,8 +424,8 @@ fn throttling_and_outages_are_retried_with_bounds() {
     let started = Instant::now();
     rig.jira.now().expect("retried");
     assert!(
-        started.elapsed() >= Duration::from_secs(1),
-        "Retry-After honoured"
+        started.elapsed() >= Duration::from_millis(20),
+        "Retry-After honoured (1 s, scaled to 20 ms)"
     );
     assert_eq!(rig.fake.requests().len(), 3);
 
@@ -433,7 +434,7 @@ fn throttling_and_outages_are_retried_with_bounds() {
     }
     let err = rig.jira.now().expect_err("gives up");
     assert!(
-        matches!(&err, TrackerError::Unavailable(m) if m.contains("503") && m.contains("maintenance")),
+        matches!(&err, TrackerError::Unavailable(m) if m.contains("503") && m.contains("maintenance") && m.contains("(4 tries)")),
         "{err:?}"
     );
     assert_eq!(
@@ -585,7 +586,7 @@ fn bad_credentials_are_a_site_error() {
         Client::new(
             fake.url(),
             Auth::basic("me@example.com", "wrong"),
-            Backoff::default(),
+            RetryPolicy::default(),
         ),
         state.path(),
     );
@@ -793,7 +794,7 @@ fn a_local_site_and_a_jira_site_sync_through_the_engine() {
             project: "ENG".into(),
             ..config(Flavour::Datacenter, fake.url())
         },
-        Client::new(fake.url(), Auth::bearer("pat-123"), Backoff::default()),
+        Client::new(fake.url(), Auth::bearer("pat-123"), RetryPolicy::default()),
         state.path(),
     );
     let issues = jira.changed_since(None).unwrap();
