@@ -173,6 +173,13 @@ pub trait Tracker {
         Vec::new()
     }
 
+    /// The statuses an issue of the project can be in, in the tracker's order,
+    /// for `init` to write the incoming rule's status map with the names this
+    /// tracker really has; `None` for a tracker that does not list them.
+    fn statuses(&self) -> Result<Option<Vec<String>>, TrackerError> {
+        Ok(None)
+    }
+
     /// Which tracker this is.
     fn instance(&self) -> Result<TrackerInstance, TrackerError>;
 

@@ -1233,3 +1233,77 @@ fn comment_lists_are_read_side_by_side_up_to_the_setting() {
     // One after the other, the 40 comment lists alone would take 4 s.
     assert!(took < Duration::from_secs(3), "{took:?}");
 }
+
+/// The project's statuses come from Jira (v3 on Cloud, v2 on Data Center), in
+/// Jira's order, once each however many issue types share them.
+#[test]
+fn the_projects_statuses_are_read_from_jira() {
+    let recorded = fixture_json("v3/project-statuses.json");
+    assert_eq!(project_statuses(&recorded), ["In Progress", "Closed"]);
+    for (flavour, api) in [(Flavour::Cloud, "3"), (Flavour::Datacenter, "2")] {
+        let rig = rig(flavour);
+        assert_eq!(
+            rig.jira.statuses().unwrap(),
+            Some(vec![
+                "Backlog".to_string(),
+                "In Progress".into(),
+                "Closed".into()
+            ])
+        );
+        assert!(
+            rig.fake
+                .requests()
+                .iter()
+                .any(|r| r.method == "GET"
+                    && r.path == format!("/rest/api/{api}/project/SUP/statuses")),
+            "{flavour:?}"
+        );
+    }
+}
+
+/// `init` on a Jira site writes the incoming rule's status map from the
+/// project's real statuses, and leaves a map someone edited alone.
+#[test]
+fn init_scaffolds_the_status_map_from_the_projects_statuses() {
+    let fake = FakeJira::start(false, "ENG", "ferry-bot", &Auth::bearer("pat-123").0);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("jira.token"), "pat-123\n").unwrap();
+    let args = [
+        "init",
+        "--site",
+        "eng",
+        "--tracker",
+        "jira",
+        "--url",
+        fake.url(),
+        "--flavour",
+        "datacenter",
+        "--project",
+        "ENG",
+        "--token-file",
+        "jira.token",
+    ];
+    let out = ferry(dir.path(), &args);
+    let rule = dir.path().join("rules/incoming.rhai");
+    let text = std::fs::read_to_string(&rule).unwrap();
+    assert!(
+        text.contains(
+            "let statuses = #{ \"Backlog\": \"Backlog\", \"In Progress\": \"In Progress\", \
+             \"Closed\": \"Closed\" };"
+        ),
+        "{text}"
+    );
+    assert!(!text.contains("\"Resolved\""), "{text}");
+    assert!(out.contains("Backlog, In Progress, Closed"), "{out}");
+    crate::rules::RuleScript::load(
+        &rule,
+        crate::rules::Tables::default(),
+        crate::rules::RuleSettings::default(),
+    )
+    .expect("the scaffolded rule compiles");
+
+    let edited = text.replace("\"Backlog\": \"Backlog\"", "\"To Do\": \"Backlog\"");
+    std::fs::write(&rule, &edited).unwrap();
+    ferry(dir.path(), &args);
+    assert_eq!(std::fs::read_to_string(&rule).unwrap(), edited, "kept");
+}
