@@ -59,7 +59,7 @@
 //! | `added_comments` | the replica's comments not yet present here (read-only) |
 //! | `added_attachments` | the replica's attachments not yet present here (same name and SHA-256), each `#{id, name, size, sha256, author, created}` (read-only) |
 //! | `removed_attachments` | attachments the peer removed since `previous` whose copy is here (read-only) |
-//! | `changed_fields` | names of the replica keys that differ from `previous` (read-only) |
+//! | `changed_fields` | names of the replica keys that differ from `previous`, less those whose value is what this site last sent the peer (its own change coming back) (read-only) |
 //! | `deleted` | the peer deleted the issue (read-only) |
 //! | `conflicts` | fields both sites changed since the last exchange whose connection policy is `rule`, each `#{field, base, local, remote}` (local names and values, after this rule's mapping); empty unless the rule is asked to settle them (read-only, see [`crate::engine::conflict`]) |
 //! | `site`, `peer`, `tables` | as for outgoing scripts |

@@ -22,6 +22,7 @@ use crate::signing::{KeyError, SiteKey};
 use crate::tracker::jira::JiraTracker;
 use crate::tracker::local::LocalTracker;
 use crate::tracker::redmine::{self, RedmineTracker};
+use crate::tracker::retry::RetryPolicy;
 use crate::tracker::{Tracker, TrackerError};
 
 /// Another run of this site holds the lock.
@@ -232,6 +233,7 @@ pub fn open_tracker(config: &Config) -> Result<Box<dyn Tracker>, TrackerError> {
                 statuses: statuses.clone(),
                 labels_field: labels_field.clone(),
                 timeout: std::time::Duration::from_secs(*timeout),
+                retry: RetryPolicy::default(),
             };
             Ok(Box::new(RedmineTracker::open(
                 settings,

@@ -5,7 +5,9 @@ use std::io::Write;
 use super::{Ctx, ExitStatus, UsageError};
 use std::collections::BTreeMap;
 
-use crate::config::{CONFIG_FILE, Config, TrackerConfig};
+use anyhow::Context;
+
+use crate::config::{CONFIG_FILE, Config, TrackerConfig, write_atomic};
 use crate::replica::is_plain_name;
 use crate::site::{LOCAL_TRACKER_YAML, Missing, Site, ensure_signing_key, scaffold};
 use crate::tracker::jira::{
@@ -157,6 +159,37 @@ fn tracker_yaml(args: &InitArgs) -> Result<String, UsageError> {
     ))
 }
 
+/// The incoming rule `init` scaffolds.
+const INCOMING_RULE: &str = "rules/incoming.rhai";
+
+/// The status map of the incoming rule template, which names statuses a Jira
+/// project may not have.
+const TEMPLATE_STATUS_MAP: &str = "let statuses = #{ \"Open\": \"Open\", \"In Progress\": \
+     \"In Progress\", \"Resolved\": \"Resolved\", \"Closed\": \"Closed\" };";
+
+/// `rule` with the template's status map replaced by one from each of
+/// `statuses` to itself (a peer with the same names needs no edit; another
+/// one's names go on the left); `None` when the rule no longer has the
+/// template's map.
+fn tracker_status_map(rule: &str, statuses: &[String]) -> Option<String> {
+    if !rule.contains(TEMPLATE_STATUS_MAP) {
+        return None;
+    }
+    // A JSON string is a rhai string literal: quotes and backslashes escaped.
+    let quote = |s: &str| serde_json::Value::from(s).to_string();
+    let pairs: Vec<String> = statuses
+        .iter()
+        .map(|s| format!("{}: {}", quote(s), quote(s)))
+        .collect();
+    let map = format!(
+        "// This tracker's statuses, as `ferry init` found them: {}.\n\
+         let statuses = #{{ {} }};",
+        statuses.join(", "),
+        pairs.join(", ")
+    );
+    Some(rule.replacen(TEMPLATE_STATUS_MAP, &map, 1))
+}
+
 /// Runs `ferry init`.
 pub fn run(args: InitArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
     let tracker = tracker_yaml(&args)?;
@@ -216,11 +249,28 @@ pub fn run(args: InitArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
             Err((problem, fix)) => failed.push(format!("{}: {problem}\n  → {fix}", probe.name)),
         }
     }
-    drop(site);
     if !failed.is_empty() {
         // The files stay: fix the setting or the account, and run init again.
         return Err(TrackerError::Unavailable(failed.join("\n")).into());
     }
+    if let Some(statuses) = site.tracker.statuses()?
+        && !statuses.is_empty()
+    {
+        let rule = dir.join(INCOMING_RULE);
+        let text = std::fs::read_to_string(&rule)
+            .with_context(|| format!("cannot read {}", rule.display()))?;
+        // Only the template's map is replaced: one someone wrote stays theirs.
+        if let Some(text) = tracker_status_map(&text, &statuses) {
+            write_atomic(&rule, text.as_bytes())?;
+            writeln!(
+                ctx.out,
+                "status map in {INCOMING_RULE}: this tracker's statuses {}; \
+                 put the peer's name for each on the left",
+                statuses.join(", ")
+            )?;
+        }
+    }
+    drop(site);
     writeln!(
         ctx.out,
         "site {} ready in {}\n\

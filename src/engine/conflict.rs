@@ -148,6 +148,18 @@ pub struct Baseline {
     /// The newest export the peer has acknowledged, to fold into the ledger's
     /// baseline once the import succeeds.
     acknowledged: Option<ExportRecord>,
+    /// The fields whose shared value comes from that export; see [`Baseline::told`].
+    told: FieldValues,
+}
+
+impl Baseline {
+    /// Per field, the value this site's newest export the peer had applied
+    /// carried, where that export is the newest thing both sites share (later
+    /// than the last import that settled the field): what the peer was last
+    /// told and has not answered since.
+    pub fn told(&self) -> &FieldValues {
+        &self.told
+    }
 }
 
 /// Reads the baseline of a linked issue, folding in the newest export the peer
@@ -184,10 +196,12 @@ pub fn baseline(
         .iter()
         .map(|(field, (value, _))| (field.clone(), value.clone()))
         .collect();
+    let mut told = FieldValues::new();
     if let Some(acked) = &acknowledged {
         for (field, value) in &acked.fields {
             if stored.get(field).is_none_or(|(_, seq)| *seq < acked.seq) {
                 values.insert(field.clone(), value.clone());
+                told.insert(field.clone(), value.clone());
             }
         }
     }
@@ -195,6 +209,7 @@ pub fn baseline(
         values,
         exports,
         acknowledged,
+        told,
     })
 }
 

@@ -420,7 +420,15 @@ fn import_one(
     }
 
     let added_comments = new_comments(&me, &replica, local.as_ref());
-    let changed_fields = changed_fields(previous.as_ref(), &replica);
+    let baseline = match &local {
+        Some(local) => conflict::baseline(site, peer, ack, &local.id).map_err(fatal)?,
+        None => conflict::Baseline::default(),
+    };
+    let changed_fields = peer_changes(
+        changed_fields(previous.as_ref(), &replica),
+        &replica,
+        baseline.told(),
+    );
     let (added_attachments, removed_attachments) = attachments::changes(
         site,
         peer,
@@ -465,10 +473,6 @@ fn import_one(
     // Three-way against what both sites last shared (see `conflict`): fields only
     // this site changed stay, conflicts go to the connection's policy.
     let remote_target = result.issue.clone();
-    let baseline = match &local {
-        Some(local) => conflict::baseline(site, peer, ack, &local.id).map_err(fatal)?,
-        None => conflict::Baseline::default(),
-    };
     if let Some(local) = &local {
         let settlement =
             conflict::settle(connection, rules, &input, local, &baseline, &result.issue)
@@ -886,6 +890,31 @@ pub(super) fn changed_fields(previous: Option<&Replica>, replica: &Replica) -> V
     keys.into_iter()
         .filter(|k| new.get(*k) != old.get(*k))
         .cloned()
+        .collect()
+}
+
+/// `changed` without the fields whose value in the replica is the one this
+/// site last told the peer (`told`, see [`conflict::Baseline::told`], in the
+/// names of [`conflict::field_values`]): the peer holding what this site sent is this
+/// site's own change coming back, not the peer's. A rule that maps a field
+/// only when it changed (the template's status map) then leaves it alone: a
+/// many-to-one map would otherwise turn the echo of this site's Reopened into
+/// its Open.
+pub(super) fn peer_changes(
+    changed: Vec<String>,
+    replica: &Replica,
+    told: &conflict::FieldValues,
+) -> Vec<String> {
+    let Ok(serde_json::Value::Object(values)) = serde_json::to_value(replica) else {
+        return changed;
+    };
+    changed
+        .into_iter()
+        .filter(|field| {
+            // A value the replica leaves out is no value, as in `told`.
+            let sent = values.get(field).unwrap_or(&serde_json::Value::Null);
+            told.get(field) != Some(sent)
+        })
         .collect()
 }
 

@@ -9,8 +9,8 @@ use serde::Serialize;
 
 use super::conflict::{self, Settlement};
 use super::import::{
-    ImportFailure, changed_fields, find_local, new_comments, patch_for, pending_range,
-    previous_replica,
+    ImportFailure, changed_fields, find_local, new_comments, patch_for, peer_changes,
+    pending_range, previous_replica,
 };
 use super::load_rule;
 use crate::config::Connection;
@@ -147,9 +147,10 @@ pub fn review(site: &Site, connection: &Connection) -> anyhow::Result<Review> {
     let ack = site.exchange.peer_ack(me, peer)?;
     for (path, blob) in range.replicas {
         let Some(blob) = blob else { continue };
-        review
-            .issues
-            .push(review_one(site, connection, &rules, ack, &path, blob)?);
+        let previous = previous_replica(site, peer, &path)?;
+        review.issues.push(review_one(
+            site, connection, &rules, ack, &path, blob, previous,
+        )?);
     }
     Ok(review)
 }
@@ -161,6 +162,7 @@ pub(super) fn review_one(
     ack: Option<Oid>,
     path: &str,
     blob: Oid,
+    previous: Option<Replica>,
 ) -> anyhow::Result<PendingIssue> {
     let me = site.name();
     let peer = connection.peer.as_str();
@@ -188,7 +190,6 @@ pub(super) fn review_one(
             return Ok(pending);
         }
     };
-    let previous = previous_replica(site, peer, path)?;
     let local = match find_local(site, peer, me, &replica, &replica.effective_origin()) {
         Ok(local) => local,
         // A replica claiming an issue it may not take: the import refuses it.
@@ -231,7 +232,15 @@ pub(super) fn review_one(
         };
         return Ok(pending);
     };
-    let changed = changed_fields(previous.as_ref(), &replica);
+    let baseline = match &local {
+        Some(local) => conflict::baseline(site, peer, ack, &local.id)?,
+        None => conflict::Baseline::default(),
+    };
+    let changed = peer_changes(
+        changed_fields(previous.as_ref(), &replica),
+        &replica,
+        baseline.told(),
+    );
     let input = IncomingInput {
         site: me,
         peer,
@@ -260,7 +269,6 @@ pub(super) fn review_one(
             },
             Some(local) => {
                 // The same three-way settlement the import would make.
-                let baseline = conflict::baseline(site, peer, ack, &local.id)?;
                 let mut result = result;
                 match conflict::settle(connection, rules, &input, local, &baseline, &result.issue) {
                     Ok(Settlement::Apply { target, .. }) => result.issue = *target,

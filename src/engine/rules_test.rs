@@ -75,8 +75,15 @@ pub fn rules_test(
     if let Some(applied) = site.exchange.resolve(&applied_ref(peer))? {
         let ack = site.exchange.peer_ack(me, peer)?;
         for (path, blob) in recent_replicas(site, applied, last)? {
-            test.incoming
-                .push(review_one(site, connection, incoming, ack, &path, blob)?);
+            // The replay sees the change set the exchange had: the replica as
+            // it was before the newest commit that changed it.
+            let previous = match before_last_change(site, applied, &path)? {
+                Some(bytes) => Replica::parse(&path, &bytes).ok(),
+                None => None,
+            };
+            test.incoming.push(review_one(
+                site, connection, incoming, ack, &path, blob, previous,
+            )?);
         }
     }
     if let Some(head) = site.exchange.resolve(&own_branch(me, peer))? {
@@ -103,6 +110,26 @@ pub fn rules_test(
         }
     }
     Ok(test)
+}
+
+/// The content of `path` just before the newest commit up to `tip` that
+/// changed it; `None` when that commit created it.
+fn before_last_change(site: &Site, tip: git2::Oid, path: &str) -> anyhow::Result<Option<Vec<u8>>> {
+    for commit in site.exchange.commits_between(None, tip)?.iter().rev() {
+        let parent = site.exchange.repo().find_commit(*commit)?.parent_id(0).ok();
+        let changed = site
+            .exchange
+            .diff_paths(parent, *commit)?
+            .iter()
+            .any(|change| change.path == path);
+        if changed {
+            return Ok(match parent {
+                Some(parent) => site.exchange.read_file(parent, path)?.map(|(_, b)| b),
+                None => None,
+            });
+        }
+    }
+    Ok(None)
 }
 
 /// The replicas (path, blob at `tip`) that the last `last` commits up to `tip`

@@ -10,6 +10,7 @@ mod contract;
 pub mod jira;
 pub mod local;
 pub mod redmine;
+pub mod retry;
 
 use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
@@ -170,6 +171,13 @@ pub trait Tracker {
     fn preflight(&self, needs: Needs) -> Vec<Probe> {
         let _ = needs;
         Vec::new()
+    }
+
+    /// The statuses an issue of the project can be in, in the tracker's order,
+    /// for `init` to write the incoming rule's status map with the names this
+    /// tracker really has; `None` for a tracker that does not list them.
+    fn statuses(&self) -> Result<Option<Vec<String>>, TrackerError> {
+        Ok(None)
     }
 
     /// Which tracker this is.

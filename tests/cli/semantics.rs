@@ -740,3 +740,90 @@ fn an_ack_naming_an_unknown_commit_acknowledges_nothing_and_stops_nothing() {
         "Printer still on fire"
     );
 }
+
+/// The incoming rule template's status map, as `init` writes it.
+const TEMPLATE_STATUS_MAP: &str = r#"let statuses = #{ "Open": "Open", "In Progress": "In Progress", "Resolved": "Resolved", "Closed": "Closed" };"#;
+
+fn set_status_map(w: &World, site: &str, map: &str) {
+    let path = w.path(&format!("{site}/rules/incoming.rhai"));
+    let text = fs::read_to_string(&path).unwrap();
+    assert!(text.contains(TEMPLATE_STATUS_MAP), "{text}");
+    fs::write(path, text.replace(TEMPLATE_STATUS_MAP, map)).unwrap();
+}
+
+/// support maps engineering's Reopened and Open both onto its Open. Its own
+/// Reopened must not bounce back to Open when engineering's status did not
+/// change: neither when engineering holds it as it was, nor when engineering
+/// took support's Reopened and sends it back; a real change still arrives.
+#[test]
+fn a_many_to_one_status_map_does_not_bounce_a_status_back() {
+    let mut w = linked();
+    set_status_map(
+        &w,
+        "support",
+        r#"let statuses = #{ "Reopened": "Open", "Open": "Open" };"#,
+    );
+    assert_eq!(field(&w, "support", "SUP-1", "status"), "Open");
+
+    // engineering's map does not know Reopened: it keeps its Open.
+    w.now = Some(at(2));
+    w.ok(
+        "support",
+        &["tracker", "edit", "SUP-1", "--status", "Reopened"],
+    );
+    settle(&mut w, 3);
+    assert_eq!(field(&w, "engineering", "ENG-1", "status"), "Open");
+    w.now = Some(at(4));
+    w.ok(
+        "engineering",
+        &[
+            "tracker",
+            "edit",
+            "ENG-1",
+            "--summary",
+            "Printer still on fire",
+        ],
+    );
+    settle(&mut w, 5);
+    assert_eq!(
+        field(&w, "support", "SUP-1", "summary"),
+        "Printer still on fire"
+    );
+    assert_eq!(
+        field(&w, "support", "SUP-1", "status"),
+        "Reopened",
+        "engineering's Open did not change"
+    );
+
+    // Now engineering takes Reopened as it is, and its replica says so.
+    set_status_map(
+        &w,
+        "engineering",
+        r#"let statuses = #{ "Reopened": "Reopened", "Open": "Open" };"#,
+    );
+    w.now = Some(at(6));
+    w.ok("support", &["tracker", "edit", "SUP-1", "--status", "Open"]);
+    settle(&mut w, 7);
+    w.now = Some(at(8));
+    w.ok(
+        "support",
+        &["tracker", "edit", "SUP-1", "--status", "Reopened"],
+    );
+    settle(&mut w, 9);
+    assert_eq!(field(&w, "engineering", "ENG-1", "status"), "Reopened");
+    assert_eq!(
+        field(&w, "support", "SUP-1", "status"),
+        "Reopened",
+        "support's own Reopened, echoed"
+    );
+
+    // A status engineering really changes arrives.
+    w.now = Some(at(10));
+    w.ok(
+        "engineering",
+        &["tracker", "edit", "ENG-1", "--status", "Open"],
+    );
+    settle(&mut w, 11);
+    assert_eq!(field(&w, "support", "SUP-1", "status"), "Open");
+    assert_quiet(&mut w, 12);
+}

@@ -2,11 +2,11 @@
 //! envelope.
 //!
 //! Jira Cloud throttles with 429 and a `Retry-After` header, and both flavours
-//! answer 502/503 while a node restarts. A cron run that gives up on the first
-//! such answer fails a whole site for a blip, so every call is retried a bounded
-//! number of times: 429 waits what Jira asked for (capped), 5xx waits with
-//! exponential backoff. Other answers are final and are returned as they are, for
-//! the connector to map onto issue- or site-level errors.
+//! answer 502/503 while a node restarts: a call is sent again as the shared
+//! [`RetryPolicy`] allows (429 waits what Jira asked for, capped; a read is
+//! repeated after any 5xx, a write only when Jira cannot have done it). Other
+//! answers are final and are returned as they are, for the connector to map
+//! onto issue- or site-level errors.
 
 use std::fs::File;
 use std::io::{Cursor, Read};
@@ -16,6 +16,8 @@ use std::time::Duration;
 use base64::Engine;
 use serde_json::Value;
 use ureq::http::Response;
+
+use crate::tracker::retry::{self, RetryPolicy};
 
 /// How a failed call ended.
 #[derive(Debug)]
@@ -36,27 +38,6 @@ impl std::fmt::Display for Failure {
         match self {
             Failure::Status { status, message } => write!(f, "HTTP {status}: {message}"),
             Failure::Transport(e) => write!(f, "{e}"),
-        }
-    }
-}
-
-/// How long the client keeps trying.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Backoff {
-    /// Attempts in all, the first included.
-    pub attempts: u32,
-    /// First wait after a 5xx; doubled each time.
-    pub base: Duration,
-    /// The longest wait, for a `Retry-After` too.
-    pub max_wait: Duration,
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Backoff {
-            attempts: 5,
-            base: Duration::from_millis(500),
-            max_wait: Duration::from_secs(60),
         }
     }
 }
@@ -105,12 +86,12 @@ pub(crate) struct Client {
     agent: ureq::Agent,
     base: String,
     auth: Auth,
-    backoff: Backoff,
+    retry: RetryPolicy,
 }
 
 impl Client {
     /// A client for `base` (no trailing slash needed).
-    pub fn new(base: &str, auth: Auth, backoff: Backoff) -> Client {
+    pub fn new(base: &str, auth: Auth, retry: RetryPolicy) -> Client {
         let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_connect(Some(Duration::from_secs(30)))
@@ -120,7 +101,7 @@ impl Client {
             agent: ureq::Agent::new_with_config(config),
             base: base.trim_end_matches('/').to_string(),
             auth,
-            backoff,
+            retry,
         }
     }
 
@@ -144,34 +125,13 @@ impl Client {
         } else {
             format!("{}{path}", self.base)
         };
-        let mut attempt = 1;
-        loop {
-            let response = self.send(method, &url, query, body);
-            let wait = match &response {
-                Ok(r) if r.status().as_u16() == 429 => Some(
-                    retry_after(r)
-                        .unwrap_or_else(|| self.backoff.base * 2u32.pow(attempt - 1))
-                        .min(self.backoff.max_wait),
-                ),
-                Ok(r) if r.status().is_server_error() => {
-                    Some((self.backoff.base * 2u32.pow(attempt - 1)).min(self.backoff.max_wait))
-                }
-                // A GET that got no answer is safe to send again; a write may
-                // have been done, so it is not repeated blindly.
-                Err(_) if method == "GET" => {
-                    Some((self.backoff.base * 2u32.pow(attempt - 1)).min(self.backoff.max_wait))
-                }
-                _ => None,
-            };
-            match wait {
-                Some(wait) if attempt < self.backoff.attempts => {
-                    tracing::debug!(method, url, attempt, ?wait, "Jira asked to retry");
-                    std::thread::sleep(wait);
-                    attempt += 1;
-                }
-                _ => return finish(response),
-            }
-        }
+        let attempts = self.retry.run(|| {
+            let outcome = self.send(method, &url, query, body);
+            let verdict = retry::verdict(method, &outcome);
+            (outcome, verdict)
+        });
+        let tries = attempts.note();
+        finish(attempts.outcome, &tries)
     }
 
     /// [`Client::call`] for a JSON answer (`null` for 204).
@@ -287,15 +247,13 @@ pub(crate) fn encode(s: &str) -> String {
     out
 }
 
-fn retry_after(response: &Response<ureq::Body>) -> Option<Duration> {
-    let value = response.headers().get("Retry-After")?.to_str().ok()?;
-    value.trim().parse::<u64>().ok().map(Duration::from_secs)
-}
-
+/// The last attempt's outcome as a [`Failure`] unless it is a success; `tries`
+/// ends the message when the request was sent more than once.
 fn finish(
     response: Result<Response<ureq::Body>, ureq::Error>,
+    tries: &str,
 ) -> Result<Response<ureq::Body>, Failure> {
-    let mut response = response.map_err(|e| Failure::Transport(e.to_string()))?;
+    let mut response = response.map_err(|e| Failure::Transport(format!("{e}{tries}")))?;
     let status = response.status().as_u16();
     if (200..300).contains(&status) {
         return Ok(response);
@@ -308,7 +266,7 @@ fn finish(
         .unwrap_or_default();
     Err(Failure::Status {
         status,
-        message: error_message(&text),
+        message: format!("{}{tries}", error_message(&text)),
     })
 }
 

@@ -16,6 +16,9 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, Duration, Utc};
 use serde_json::{Value, json};
 
+/// The status of an issue just created (the start of the fake's workflow).
+const CREATED_STATUS: &str = "Backlog";
+
 /// One request as the fake received it.
 #[derive(Debug, Clone)]
 pub(crate) struct Recorded {
@@ -190,7 +193,7 @@ impl FakeJira {
             state.next_key += 1;
             let mut fields = serde_json::Map::new();
             fields.insert("summary".into(), json!(format!("Seeded issue {n}")));
-            fields.insert("status".into(), json!({"name": "Backlog"}));
+            fields.insert("status".into(), json!({"name": CREATED_STATUS}));
             fields.insert("issuetype".into(), json!({"name": "Task"}));
             let v3 = state.v3;
             let text = |t: &str| {
@@ -634,6 +637,46 @@ impl State {
         Utc::now()
     }
 
+    /// The recorded `project/KEY/statuses` answer with this fake's workflow in
+    /// it: the status issues are created in, then the recorded transitions'
+    /// targets, each shaped as a recorded status (id, name and URLs patched).
+    fn project_statuses(&self) -> Value {
+        let mut listed = fixture("v3/project-statuses.json");
+        let transitions = fixture(if self.v3 {
+            "v3/transitions.json"
+        } else {
+            "v2/transitions.json"
+        });
+        let mut names = vec![(CREATED_STATUS.to_string(), "1".to_string())];
+        for t in transitions["transitions"].as_array().into_iter().flatten() {
+            let name = t["to"]["name"].as_str().unwrap_or_default().to_string();
+            let id = t["to"]["id"].as_str().unwrap_or_default().to_string();
+            if !names.iter().any(|(n, _)| *n == name) {
+                names.push((name, id));
+            }
+        }
+        let api = self.api();
+        for issue_type in listed.as_array_mut().into_iter().flatten() {
+            let shape = issue_type["statuses"][0].clone();
+            issue_type["self"] = json!(format!(
+                "{}{api}/issuetype/{}",
+                self.base,
+                issue_type["id"].as_str().unwrap_or_default()
+            ));
+            issue_type["statuses"] = names
+                .iter()
+                .map(|(name, id)| {
+                    let mut status = shape.clone();
+                    status["name"] = json!(name);
+                    status["id"] = json!(id);
+                    status["self"] = json!(format!("{}{api}/status/{id}", self.base));
+                    status
+                })
+                .collect();
+        }
+        listed
+    }
+
     /// Applies `fields` of a create or an edit, Jira's checks included.
     fn apply(
         &self,
@@ -743,6 +786,12 @@ impl State {
                 project["self"] = json!(format!("{}{api}/project/{}", self.base, self.project));
                 reply(200, &project)
             }
+            ("GET", ["project", key, "statuses"]) => {
+                if *key != self.project {
+                    return Self::no_project(key);
+                }
+                reply(200, &self.project_statuses())
+            }
             ("GET", ["mypermissions"]) => {
                 let key = r.query.get("projectKey").cloned().unwrap_or_default();
                 if key != self.project {
@@ -780,7 +829,7 @@ impl State {
                 };
                 issue
                     .fields
-                    .insert("status".into(), json!({"name": "Backlog"}));
+                    .insert("status".into(), json!({"name": CREATED_STATUS}));
                 if let Some(err) = self.apply(&mut issue, &fields) {
                     return err;
                 }

@@ -37,7 +37,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use self::client::{Auth, Backoff, Body, Client, Failure};
+use self::client::{Auth, Body, Client, Failure};
+use super::retry::RetryPolicy;
 use super::{
     IssuePatch, Needs, NewAttachment, NewComment, NewIssue, Probe, Tracker, TrackerError,
     TrackerInstance,
@@ -338,7 +339,7 @@ impl JiraTracker {
         };
         Ok(Self::with_client(
             config,
-            Client::new(&config.url, auth, Backoff::default()),
+            Client::new(&config.url, auth, RetryPolicy::default()),
             state_dir,
         ))
     }
@@ -1272,6 +1273,14 @@ impl Tracker for JiraTracker {
         probes
     }
 
+    /// Every status of the project's workflows (`project/KEY/statuses` lists
+    /// them per issue type).
+    fn statuses(&self) -> Result<Option<Vec<String>>, TrackerError> {
+        let path = format!("/project/{}/statuses", client::encode(&self.config.project));
+        let listed = self.get_json(&path, &[]).map_err(site_error)?;
+        Ok(Some(project_statuses(&listed)))
+    }
+
     fn instance(&self) -> Result<TrackerInstance, TrackerError> {
         let info = self.server_info()?;
         let id = info["baseUrl"]
@@ -1695,6 +1704,23 @@ fn write_field(v: &FieldValue, schema: &Value, jira: &JiraTracker) -> Value {
         }
         (kind, v) => shape(kind, v),
     }
+}
+
+/// The status names of a `project/KEY/statuses` answer (issue types, each with
+/// its workflow's statuses), in Jira's order, each once.
+fn project_statuses(listed: &Value) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    let all = listed
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|t| t["statuses"].as_array().into_iter().flatten());
+    for name in all.filter_map(|s| s["name"].as_str()) {
+        if !names.iter().any(|n| n == name) {
+            names.push(name.to_string());
+        }
+    }
+    names
 }
 
 fn site_error(e: Failure) -> TrackerError {

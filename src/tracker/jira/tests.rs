@@ -21,16 +21,22 @@ struct Rig {
 impl Rig {
     /// The connector of a later run: same Jira, same state folder.
     fn next_run(&self) -> JiraTracker {
-        let backoff = Backoff {
-            attempts: 4,
-            base: Duration::from_millis(10),
-            max_wait: Duration::from_secs(2),
-        };
         JiraTracker::with_client(
             &self.config,
-            Client::new(self.fake.url(), self.auth.clone(), backoff),
+            Client::new(self.fake.url(), self.auth.clone(), quick_retries()),
             self.state.path(),
         )
+    }
+}
+
+/// Four attempts with waits of milliseconds; a second of `Retry-After` is 20 ms.
+fn quick_retries() -> RetryPolicy {
+    RetryPolicy {
+        attempts: 4,
+        base: Duration::from_millis(10),
+        max_wait: Duration::from_secs(2),
+        max_total: Duration::from_secs(10),
+        second: Duration::from_millis(20),
     }
 }
 
@@ -58,15 +64,10 @@ fn rig_with(flavour: Flavour, tweak: impl FnOnce(&mut JiraConfig)) -> Rig {
     let fake = FakeJira::start(flavour == Flavour::Cloud, "SUP", user, &auth.0);
     let mut config = config(flavour, fake.url());
     tweak(&mut config);
-    let backoff = Backoff {
-        attempts: 4,
-        base: Duration::from_millis(10),
-        max_wait: Duration::from_secs(2),
-    };
     let state = tempfile::tempdir().expect("temp dir");
     let jira = JiraTracker::with_client(
         &config,
-        Client::new(fake.url(), auth.clone(), backoff),
+        Client::new(fake.url(), auth.clone(), quick_retries()),
         state.path(),
     );
     Rig {
@@ -423,8 +424,8 @@ fn throttling_and_outages_are_retried_with_bounds() {
     let started = Instant::now();
     rig.jira.now().expect("retried");
     assert!(
-        started.elapsed() >= Duration::from_secs(1),
-        "Retry-After honoured"
+        started.elapsed() >= Duration::from_millis(20),
+        "Retry-After honoured (1 s, scaled to 20 ms)"
     );
     assert_eq!(rig.fake.requests().len(), 3);
 
@@ -433,7 +434,7 @@ fn throttling_and_outages_are_retried_with_bounds() {
     }
     let err = rig.jira.now().expect_err("gives up");
     assert!(
-        matches!(&err, TrackerError::Unavailable(m) if m.contains("503") && m.contains("maintenance")),
+        matches!(&err, TrackerError::Unavailable(m) if m.contains("503") && m.contains("maintenance") && m.contains("(4 tries)")),
         "{err:?}"
     );
     assert_eq!(
@@ -585,7 +586,7 @@ fn bad_credentials_are_a_site_error() {
         Client::new(
             fake.url(),
             Auth::basic("me@example.com", "wrong"),
-            Backoff::default(),
+            RetryPolicy::default(),
         ),
         state.path(),
     );
@@ -793,7 +794,7 @@ fn a_local_site_and_a_jira_site_sync_through_the_engine() {
             project: "ENG".into(),
             ..config(Flavour::Datacenter, fake.url())
         },
-        Client::new(fake.url(), Auth::bearer("pat-123"), Backoff::default()),
+        Client::new(fake.url(), Auth::bearer("pat-123"), RetryPolicy::default()),
         state.path(),
     );
     let issues = jira.changed_since(None).unwrap();
@@ -1231,4 +1232,232 @@ fn comment_lists_are_read_side_by_side_up_to_the_setting() {
     assert!((2..=8).contains(&most), "{most} at once");
     // One after the other, the 40 comment lists alone would take 4 s.
     assert!(took < Duration::from_secs(3), "{took:?}");
+}
+
+/// The project's statuses come from Jira (v3 on Cloud, v2 on Data Center), in
+/// Jira's order, once each however many issue types share them.
+#[test]
+fn the_projects_statuses_are_read_from_jira() {
+    let recorded = fixture_json("v3/project-statuses.json");
+    assert_eq!(project_statuses(&recorded), ["In Progress", "Closed"]);
+    for (flavour, api) in [(Flavour::Cloud, "3"), (Flavour::Datacenter, "2")] {
+        let rig = rig(flavour);
+        assert_eq!(
+            rig.jira.statuses().unwrap(),
+            Some(vec![
+                "Backlog".to_string(),
+                "In Progress".into(),
+                "Closed".into()
+            ])
+        );
+        assert!(
+            rig.fake
+                .requests()
+                .iter()
+                .any(|r| r.method == "GET"
+                    && r.path == format!("/rest/api/{api}/project/SUP/statuses")),
+            "{flavour:?}"
+        );
+    }
+}
+
+/// `init` on a Jira site writes the incoming rule's status map from the
+/// project's real statuses, and leaves a map someone edited alone.
+#[test]
+fn init_scaffolds_the_status_map_from_the_projects_statuses() {
+    let fake = FakeJira::start(false, "ENG", "ferry-bot", &Auth::bearer("pat-123").0);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("jira.token"), "pat-123\n").unwrap();
+    let args = [
+        "init",
+        "--site",
+        "eng",
+        "--tracker",
+        "jira",
+        "--url",
+        fake.url(),
+        "--flavour",
+        "datacenter",
+        "--project",
+        "ENG",
+        "--token-file",
+        "jira.token",
+    ];
+    let out = ferry(dir.path(), &args);
+    let rule = dir.path().join("rules/incoming.rhai");
+    let text = std::fs::read_to_string(&rule).unwrap();
+    assert!(
+        text.contains(
+            "let statuses = #{ \"Backlog\": \"Backlog\", \"In Progress\": \"In Progress\", \
+             \"Closed\": \"Closed\" };"
+        ),
+        "{text}"
+    );
+    assert!(!text.contains("\"Resolved\""), "{text}");
+    assert!(out.contains("Backlog, In Progress, Closed"), "{out}");
+    crate::rules::RuleScript::load(
+        &rule,
+        crate::rules::Tables::default(),
+        crate::rules::RuleSettings::default(),
+    )
+    .expect("the scaffolded rule compiles");
+
+    let edited = text.replace("\"Backlog\": \"Backlog\"", "\"To Do\": \"Backlog\"");
+    std::fs::write(&rule, &edited).unwrap();
+    ferry(dir.path(), &args);
+    assert_eq!(std::fs::read_to_string(&rule).unwrap(), edited, "kept");
+}
+
+/// The README's Jira quick start against two fake Jiras (both Data Center
+/// here, the commands are the same): init reads each project's statuses, the
+/// connections share what `--query` picks, a status set in one Jira arrives
+/// in the other through the map `init` wrote, and a done status there takes
+/// its Resolution from `tracker.transition_fields`.
+#[test]
+fn the_readme_quick_start_syncs_two_jira_sites() {
+    let world = tempfile::tempdir().unwrap();
+    let exchange = world.path().join("exchange.git");
+    git2::Repository::init_bare(&exchange).unwrap();
+    let channel = exchange.to_str().unwrap();
+    let sup = FakeJira::start(false, "SUP", "ferry-bot", &Auth::bearer("pat-sup").0);
+    let eng = FakeJira::start(false, "ENG", "ferry-bot", &Auth::bearer("pat-eng").0);
+    let support = world.path().join("support");
+    let engineering = world.path().join("engineering");
+    for (dir, site, fake, project, token, peer, map, query) in [
+        (
+            &support,
+            "support",
+            &sup,
+            "SUP",
+            "pat-sup",
+            "engineering",
+            "SUP=ENG",
+            "labels = escalate AND status != Closed",
+        ),
+        (
+            &engineering,
+            "engineering",
+            &eng,
+            "ENG",
+            "pat-eng",
+            "support",
+            "ENG=SUP",
+            "labels = customer-facing",
+        ),
+    ] {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(dir.join("jira.token"), format!("{token}\n")).unwrap();
+        let out = ferry(
+            dir,
+            &[
+                "init",
+                "--site",
+                site,
+                "--tracker",
+                "jira",
+                "--url",
+                fake.url(),
+                "--flavour",
+                "datacenter",
+                "--project",
+                project,
+                "--token-file",
+                "jira.token",
+            ],
+        );
+        assert!(
+            out.contains("status map in rules/incoming.rhai: this tracker's statuses Backlog, In Progress, Closed"),
+            "{out}"
+        );
+        ferry(
+            dir,
+            &[
+                "connection",
+                "add",
+                peer,
+                "--channel",
+                channel,
+                "--project",
+                map,
+                "--query",
+                query,
+            ],
+        );
+    }
+    // Replicas carry no resolution yet: the one a done status asks for comes
+    // from the setting.
+    let yaml = engineering.join("ferry.yaml");
+    let text = std::fs::read_to_string(&yaml).unwrap().replace(
+        "  # transition_fields: {Resolution: Done}",
+        "  transition_fields: {Resolution: Fixed}",
+    );
+    assert!(
+        text.contains("\n  transition_fields: {Resolution: Fixed}"),
+        "{text}"
+    );
+    std::fs::write(&yaml, text).unwrap();
+    let support_key = ferry(&support, &["key", "show"]);
+    let engineering_key = ferry(&engineering, &["key", "show"]);
+    ferry(
+        &support,
+        &["connection", "trust", "engineering", engineering_key.trim()],
+    );
+    ferry(
+        &engineering,
+        &["connection", "trust", "support", support_key.trim()],
+    );
+
+    let state = tempfile::tempdir().unwrap();
+    let jira = |fake: &FakeJira, project: &str, token: &str| {
+        JiraTracker::with_client(
+            &JiraConfig {
+                project: project.into(),
+                ..config(Flavour::Datacenter, fake.url())
+            },
+            Client::new(fake.url(), Auth::bearer(token), quick_retries()),
+            state.path(),
+        )
+    };
+    let mut in_sup = jira(&sup, "SUP", "pat-sup");
+    let mut escalated = new_issue("Printer on fire");
+    escalated.author = DC_USER.into();
+    escalated.patch.labels = Some(vec!["escalate".into()]);
+    let mut quiet = new_issue("Not shared");
+    quiet.author = DC_USER.into();
+    let issue = in_sup.create(&escalated).unwrap();
+    in_sup.create(&quiet).unwrap();
+    let round = || {
+        ferry(&support, &["sync"]);
+        ferry(&engineering, &["sync"]);
+    };
+    round();
+    let in_eng = jira(&eng, "ENG", "pat-eng");
+    let shared = in_eng.changed_since(None).unwrap();
+    assert_eq!(
+        shared
+            .iter()
+            .map(|i| i.summary.as_str())
+            .collect::<Vec<_>>(),
+        ["Printer on fire"],
+        "only what --query picks"
+    );
+    let copy = shared[0].id.clone();
+
+    let to_progress = IssuePatch {
+        status: Some("In Progress".into()),
+        ..IssuePatch::default()
+    };
+    in_sup.update(&issue.id, &to_progress, DC_USER).unwrap();
+    round();
+    assert_eq!(in_eng.get(&copy).unwrap().unwrap().status, "In Progress");
+
+    in_sup
+        .update(&issue.id, &to_closed(Some("Fixed")), DC_USER)
+        .unwrap();
+    round();
+    let closed = in_eng.get(&copy).unwrap().unwrap();
+    assert_eq!(
+        (closed.status.as_str(), closed.resolution.as_deref()),
+        ("Closed", Some("Fixed"))
+    );
 }

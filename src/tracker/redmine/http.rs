@@ -1,8 +1,11 @@
 //! Redmine's REST API over HTTP: one place that turns statuses into ferry's
 //! error levels.
 //!
-//! - 401 (the key is wrong) and 5xx, timeouts and refused connections stop the
-//!   run: they are [`TrackerError::Unavailable`], a site-level error.
+//! - 429, 5xx, timeouts and refused connections are first sent again as
+//!   [`crate::tracker::retry`] allows (a read always, a write only when Redmine
+//!   cannot have done it); when that does not help they stop the run, as 401
+//!   (the key is wrong) does: [`TrackerError::Unavailable`], a site-level error
+//!   that names the request and how often it was tried.
 //! - 422 is Redmine refusing one change (validation, workflow); its messages come
 //!   back as [`Reply::Invalid`] for the caller to name the issue.
 //! - 404 and 403 come back as replies: what they mean depends on the request (an
@@ -13,13 +16,14 @@
 //! The API key travels in the `X-Redmine-API-Key` header only, never in a URL,
 //! so no error message or log line can contain it.
 
-use std::io::Write;
+use std::io::{Seek, Write};
 use std::time::Duration;
 
 use serde_json::Value;
 use ureq::Agent;
 use ureq::http::Response;
 
+use crate::tracker::retry::{self, RetryPolicy};
 use crate::tracker::{NewAttachment, TrackerError};
 
 /// What Redmine answered, when it is not a failure of the whole site.
@@ -45,10 +49,11 @@ pub(super) struct Client {
     base: String,
     key: String,
     timeout: Duration,
+    retry: RetryPolicy,
 }
 
 impl Client {
-    pub fn new(url: &str, key: &str, timeout: Duration) -> Client {
+    pub fn new(url: &str, key: &str, timeout: Duration, retry: RetryPolicy) -> Client {
         let agent: Agent = Agent::config_builder()
             .http_status_as_error(false)
             // Per step, not for the whole exchange: a large attachment may take
@@ -63,38 +68,47 @@ impl Client {
             base: url.trim_end_matches('/').to_string(),
             key: key.to_string(),
             timeout,
+            retry,
         }
     }
 
     /// GET `path` with query parameters (encoded here).
     pub fn get(&self, path: &str, query: &[(&str, String)]) -> Result<Reply, TrackerError> {
-        let mut request = self
-            .agent
-            .get(format!("{}{path}", self.base))
-            .header("X-Redmine-API-Key", &self.key);
-        for (k, v) in query {
-            request = request.query(*k, v);
-        }
-        self.reply("GET", path, request.call())
+        let sent = self.call("GET", path, || {
+            let mut request = self
+                .agent
+                .get(format!("{}{path}", self.base))
+                .header("X-Redmine-API-Key", &self.key);
+            for (k, v) in query {
+                request = request.query(*k, v);
+            }
+            request.call()
+        })?;
+        self.reply("GET", path, sent)
     }
 
     /// POST or PUT a JSON body.
     pub fn send(&self, method: &str, path: &str, body: &Value) -> Result<Reply, TrackerError> {
         let url = format!("{}{path}", self.base);
-        let request = match method {
-            "POST" => self.agent.post(url),
-            _ => self.agent.put(url),
-        }
-        .header("X-Redmine-API-Key", &self.key);
-        self.reply(method, path, request.send_json(body))
+        let sent = self.call(method, path, || {
+            match method {
+                "POST" => self.agent.post(&url),
+                _ => self.agent.put(&url),
+            }
+            .header("X-Redmine-API-Key", &self.key)
+            .send_json(body)
+        })?;
+        self.reply(method, path, sent)
     }
 
     pub fn delete(&self, path: &str) -> Result<Reply, TrackerError> {
-        let request = self
-            .agent
-            .delete(format!("{}{path}", self.base))
-            .header("X-Redmine-API-Key", &self.key);
-        self.reply("DELETE", path, request.call())
+        let sent = self.call("DELETE", path, || {
+            self.agent
+                .delete(format!("{}{path}", self.base))
+                .header("X-Redmine-API-Key", &self.key)
+                .call()
+        })?;
+        self.reply("DELETE", path, sent)
     }
 
     /// Streams a file to `/uploads.json` and returns the token that attaches it.
@@ -103,13 +117,18 @@ impl Client {
         let content = std::fs::File::open(file.path).map_err(|e| {
             TrackerError::Unavailable(format!("cannot read {}: {e}", file.path.display()))
         })?;
-        let request = self
-            .agent
-            .post(format!("{}{path}", self.base))
-            .header("X-Redmine-API-Key", &self.key)
-            .header("Content-Type", "application/octet-stream")
-            .query("filename", file.name);
-        match self.reply("POST", path, request.send(content))? {
+        let sent = self.call("POST", path, || {
+            // A retry sends the file from its start again.
+            let mut again = content.try_clone()?;
+            again.rewind()?;
+            self.agent
+                .post(format!("{}{path}", self.base))
+                .header("X-Redmine-API-Key", &self.key)
+                .header("Content-Type", "application/octet-stream")
+                .query("filename", file.name)
+                .send(again)
+        })?;
+        match self.reply("POST", path, sent)? {
             Reply::Json(v) => v["upload"]["token"]
                 .as_str()
                 .map(str::to_string)
@@ -124,12 +143,12 @@ impl Client {
 
     /// Streams a download into `out`; `None` when Redmine has no such file.
     pub fn download(&self, path: &str, out: &mut dyn Write) -> Result<Option<u64>, TrackerError> {
-        let result = self
-            .agent
-            .get(format!("{}{path}", self.base))
-            .header("X-Redmine-API-Key", &self.key)
-            .call();
-        let mut response = self.response("GET", path, result)?;
+        let (mut response, tries) = self.call("GET", path, || {
+            self.agent
+                .get(format!("{}{path}", self.base))
+                .header("X-Redmine-API-Key", &self.key)
+                .call()
+        })?;
         match response.status().as_u16() {
             200 => std::io::copy(&mut response.body_mut().as_reader(), out)
                 .map(Some)
@@ -140,8 +159,8 @@ impl Client {
                     ))
                 }),
             404 => Ok(None),
-            status => {
-                let reply = self.classify(status, &mut response)?;
+            _ => {
+                let reply = self.reply("GET", path, (response, tries))?;
                 Err(self.unexpected(path, reply))
             }
         }
@@ -166,34 +185,41 @@ impl Client {
         ))
     }
 
-    fn response(
+    /// Sends the request `send` makes, again as the retry policy allows, and
+    /// returns Redmine's last answer with the note on how often it was tried
+    /// (for an error message); no answer at all is the site-level error.
+    fn call(
         &self,
         method: &str,
         path: &str,
-        result: Result<Response<ureq::Body>, ureq::Error>,
-    ) -> Result<Response<ureq::Body>, TrackerError> {
-        result.map_err(|e| {
-            TrackerError::Unavailable(match e {
-                ureq::Error::Timeout(_) => format!(
-                    "Redmine at {} did not answer {method} {path} within {} s",
-                    self.base,
-                    self.timeout.as_secs()
-                ),
-                e => format!(
-                    "cannot reach Redmine at {} ({method} {path}): {e}",
-                    self.base
-                ),
-            })
-        })
+        send: impl Fn() -> Result<Response<ureq::Body>, ureq::Error>,
+    ) -> Result<(Response<ureq::Body>, String), TrackerError> {
+        let attempts = self.retry.run(|| {
+            let outcome = send();
+            let verdict = retry::verdict(method, &outcome);
+            (outcome, verdict)
+        });
+        let tries = attempts.note();
+        match attempts.outcome {
+            Ok(response) => Ok((response, tries)),
+            Err(ureq::Error::Timeout(_)) => Err(TrackerError::Unavailable(format!(
+                "Redmine at {} did not answer {method} {path} within {} s{tries}",
+                self.base,
+                self.timeout.as_secs()
+            ))),
+            Err(e) => Err(TrackerError::Unavailable(format!(
+                "cannot reach Redmine at {} ({method} {path}): {e}{tries}",
+                self.base
+            ))),
+        }
     }
 
     fn reply(
         &self,
         method: &str,
         path: &str,
-        result: Result<Response<ureq::Body>, ureq::Error>,
+        (mut response, tries): (Response<ureq::Body>, String),
     ) -> Result<Reply, TrackerError> {
-        let mut response = self.response(method, path, result)?;
         let status = response.status().as_u16();
         let reply = self.classify(status, &mut response)?;
         match reply {
@@ -202,8 +228,13 @@ impl Client {
                 self.base,
                 super::API_KEY_ENV
             ))),
+            Reply::Other(429, _) => Err(TrackerError::Unavailable(format!(
+                "Redmine at {} kept answering {method} {path} with 429 Too Many \
+                 Requests{tries}: its rate limit; the next run tries again",
+                self.base
+            ))),
             Reply::Other(status @ 500..=599, body) => Err(TrackerError::Unavailable(format!(
-                "Redmine at {} failed on {method} {path} ({status}): {body}",
+                "Redmine at {} failed on {method} {path} ({status}): {body}{tries}",
                 self.base
             ))),
             reply => Ok(reply),

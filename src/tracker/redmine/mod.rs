@@ -34,6 +34,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
+use super::retry::RetryPolicy;
 use super::{
     IssuePatch, NewAttachment, NewComment, NewIssue, Tracker, TrackerError, TrackerInstance,
 };
@@ -71,6 +72,8 @@ pub struct Settings {
     pub labels_field: String,
     /// How long one request may take.
     pub timeout: Duration,
+    /// How often a request Redmine could not answer is sent again.
+    pub retry: RetryPolicy,
 }
 
 /// Names and ids of the things Redmine refers to by id.
@@ -103,7 +106,12 @@ impl RedmineTracker {
     /// Connects to Redmine and checks the key; the state folder holds the ids it
     /// has seen.
     pub fn open(settings: Settings, state: &Path) -> Result<RedmineTracker, TrackerError> {
-        let client = Client::new(&settings.url, &settings.api_key, settings.timeout);
+        let client = Client::new(
+            &settings.url,
+            &settings.api_key,
+            settings.timeout,
+            settings.retry,
+        );
         let me = match client.get("/users/current.json", &[])? {
             Reply::Json(v) => v["user"]["login"].as_str().unwrap_or_default().to_string(),
             other => return Err(client.unexpected("/users/current.json", other)),

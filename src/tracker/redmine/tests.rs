@@ -2,7 +2,9 @@
 //! servers that misbehave on purpose.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
+use std::net::{TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use super::*;
@@ -35,6 +37,19 @@ fn settings(url: &str, key: &str, project: &str) -> Settings {
         statuses: BTreeMap::new(),
         labels_field: "Labels".into(),
         timeout: Duration::from_secs(30),
+        retry: quick_retries(),
+    }
+}
+
+/// Four attempts with waits of milliseconds: the retries of production, with
+/// time shrunk.
+fn quick_retries() -> RetryPolicy {
+    RetryPolicy {
+        attempts: 4,
+        base: Duration::from_millis(5),
+        max_wait: Duration::from_millis(50),
+        max_total: Duration::from_secs(1),
+        second: Duration::from_millis(1),
     }
 }
 
@@ -81,7 +96,7 @@ fn a_deletion_in_redmine_is_noticed() {
     };
     let issue = tracker.create(&new).unwrap();
     let before = now();
-    let client = Client::new(&url, &key, Duration::from_secs(30));
+    let client = Client::new(&url, &key, Duration::from_secs(30), quick_retries());
     assert!(matches!(
         client
             .delete(&format!("/issues/{}.json", issue.id))
@@ -112,14 +127,246 @@ fn a_deletion_in_redmine_is_noticed() {
         .expect("deleting a tombstone again (a retried step) is fine");
 }
 
+/// A proxy in front of the live Redmine that answers the requests `fail` picks
+/// (by their number, from 0, and request line) with a 503 of its own and
+/// forwards the others: Redmine having a moment in the middle of a run.
+struct Proxy {
+    url: String,
+    seen: Arc<AtomicUsize>,
+    failed: Arc<AtomicUsize>,
+}
+
+impl Proxy {
+    fn start(upstream: &str, fail: impl Fn(usize, &str) -> bool + Send + Sync + 'static) -> Proxy {
+        let upstream = upstream
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_string();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let seen = Arc::new(AtomicUsize::new(0));
+        let failed = Arc::new(AtomicUsize::new(0));
+        let fail = Arc::new(fail);
+        let (count, failures) = (seen.clone(), failed.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                let (upstream, fail) = (upstream.clone(), fail.clone());
+                let (count, failures) = (count.clone(), failures.clone());
+                std::thread::spawn(move || {
+                    let Some(request) = read_request(&client) else {
+                        return;
+                    };
+                    let number = count.fetch_add(1, Ordering::SeqCst);
+                    let line = String::from_utf8_lossy(
+                        &request[..request.iter().position(|b| *b == b'\r').unwrap_or(0)],
+                    )
+                    .to_string();
+                    let mut client = client;
+                    if fail(number, &line) {
+                        failures.fetch_add(1, Ordering::SeqCst);
+                        let body = "<html>Service Unavailable</html>";
+                        let _ = write!(
+                            client,
+                            "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/html\r\n\
+                             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                            body.len()
+                        );
+                        return;
+                    }
+                    let mut server = TcpStream::connect(&upstream).unwrap();
+                    server.write_all(&request).unwrap();
+                    let _ = std::io::copy(&mut server, &mut client);
+                });
+            }
+        });
+        Proxy { url, seen, failed }
+    }
+
+    fn seen(&self) -> usize {
+        self.seen.load(Ordering::SeqCst)
+    }
+
+    fn failed(&self) -> usize {
+        self.failed.load(Ordering::SeqCst)
+    }
+}
+
+/// One whole request from `client`, its `Connection` header replaced by `close`
+/// so that the server's answer ends where its connection does; the body as
+/// sent (`Content-Length` or chunked). `None` when the client hung up.
+fn read_request(client: &TcpStream) -> Option<Vec<u8>> {
+    let mut reader = BufReader::new(client);
+    let mut head = Vec::new();
+    let mut length = 0;
+    let mut chunked = false;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        let lower = line.to_ascii_lowercase();
+        if line == "\r\n" {
+            head.extend_from_slice(b"Connection: close\r\n\r\n");
+            break;
+        }
+        if let Some(v) = lower.strip_prefix("content-length:") {
+            length = v.trim().parse().ok()?;
+        }
+        if lower.starts_with("transfer-encoding:") && lower.contains("chunked") {
+            chunked = true;
+        }
+        if !lower.starts_with("connection:") {
+            head.extend_from_slice(line.as_bytes());
+        }
+    }
+    if chunked {
+        loop {
+            let mut size = String::new();
+            reader.read_line(&mut size).ok()?;
+            head.extend_from_slice(size.as_bytes());
+            let n = usize::from_str_radix(size.trim().split(';').next()?, 16).ok()?;
+            let mut chunk = vec![0; n + 2];
+            reader.read_exact(&mut chunk).ok()?;
+            head.extend_from_slice(&chunk);
+            if n == 0 {
+                break;
+            }
+        }
+    } else {
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body).ok()?;
+        head.extend_from_slice(&body);
+    }
+    Some(head)
+}
+
+/// Every contract check passes through a Redmine that fails one request in the
+/// middle of it (its third: after connecting, at work) with a 503.
+#[test]
+fn the_contract_holds_through_a_503_in_the_middle_of_each_check() {
+    let Some((url, key)) = live("FERRY_TEST_REDMINE") else {
+        return;
+    };
+    let project = std::env::var("FERRY_TEST_REDMINE_PROJECT").unwrap_or_else(|_| "sup".to_string());
+    let setup = contract::Setup {
+        project: &project,
+        user: "admin",
+        done: None,
+    };
+    let failures = AtomicUsize::new(0);
+    contract::run_all(&setup, &mut |check| {
+        let proxy = Proxy::start(&url, |n, _| n == 2);
+        let state = tempfile::tempdir().unwrap();
+        let mut tracker =
+            RedmineTracker::open(settings(&proxy.url, &key, &project), state.path()).expect("open");
+        check(&mut tracker);
+        if proxy.seen() > 2 {
+            assert_eq!(proxy.failed(), 1, "the third request got its 503");
+            failures.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    assert!(
+        failures.load(Ordering::SeqCst) >= contract::CHECKS.len() / 2,
+        "most checks met the 503"
+    );
+}
+
+/// A 503 on a write is sent again, and done once: Redmine did not do it.
+#[test]
+fn a_503_on_a_write_is_sent_again_and_done_once() {
+    let Some((url, key)) = live("FERRY_TEST_REDMINE") else {
+        return;
+    };
+    let project = std::env::var("FERRY_TEST_REDMINE_PROJECT").unwrap_or_else(|_| "sup".to_string());
+    let proxy = Proxy::start(&url, |_, line| {
+        static FAILED: AtomicUsize = AtomicUsize::new(0);
+        let write = line.starts_with("POST /issues.json") || line.starts_with("PUT /issues/");
+        write && FAILED.fetch_add(1, Ordering::SeqCst) < 2
+    });
+    let state = tempfile::tempdir().unwrap();
+    let mut tracker =
+        RedmineTracker::open(settings(&proxy.url, &key, &project), state.path()).unwrap();
+    let summary = format!("Written through a 503 {:?}", std::time::SystemTime::now());
+    let new = NewIssue {
+        project: project.clone(),
+        patch: IssuePatch {
+            summary: Some(summary.clone()),
+            ..IssuePatch::default()
+        },
+        author: "admin".into(),
+        origin: None,
+    };
+    let issue = tracker.create(&new).expect("the create is sent again");
+    let comment = NewComment {
+        author: "admin".into(),
+        body: "once".into(),
+        internal: false,
+        origin: None,
+    };
+    tracker
+        .add_comment(&issue.id, &comment)
+        .expect("the note is sent again");
+    assert_eq!(proxy.failed(), 2, "both writes met a 503");
+
+    let direct = RedmineTracker::open(settings(&url, &key, &project), state.path()).unwrap();
+    let stored = direct.get(&issue.id).unwrap().expect("created");
+    assert_eq!(stored.comments.len(), 1, "one note, not two");
+    let twins = direct
+        .changed_since(Some(issue.updated))
+        .unwrap()
+        .into_iter()
+        .filter(|i| i.summary == summary)
+        .count();
+    assert_eq!(twins, 1, "one issue, not two");
+}
+
+/// A Redmine that fails every request stops the run with an error that names the
+/// request and says a retry did not help.
+#[test]
+fn a_redmine_that_keeps_failing_is_a_site_level_error_naming_the_request() {
+    let Some((url, key)) = live("FERRY_TEST_REDMINE") else {
+        return;
+    };
+    let proxy = Proxy::start(&url, |_, _| true);
+    let state = tempfile::tempdir().unwrap();
+    match RedmineTracker::open(settings(&proxy.url, &key, "sup"), state.path()) {
+        Err(TrackerError::Unavailable(text)) => {
+            assert_eq!(
+                text,
+                format!(
+                    "Redmine at {} failed on GET /users/current.json (503): \
+                     <html>Service Unavailable</html> (4 tries)",
+                    proxy.url
+                )
+            );
+            assert!(!text.contains(&key));
+        }
+        other => panic!("{:?}", other.err()),
+    }
+    assert_eq!(proxy.seen(), 4, "four attempts, then it stops");
+}
+
 /// A Redmine that answers every request with `answer(request line)`; `None`
 /// means it never answers.
 fn fake(answer: fn(&str) -> Option<(u16, &'static str)>) -> String {
+    fake_counting(move |_, line| answer(line)).0
+}
+
+/// [`fake`] with `answer` also given the request's number (from 0), and the
+/// count of requests it got. A 429 comes with `Retry-After: 3`.
+fn fake_counting(
+    answer: impl Fn(usize, &str) -> Option<(u16, &'static str)> + Send + Sync + 'static,
+) -> (String, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
+    let count = Arc::new(AtomicUsize::new(0));
+    let answer = Arc::new(answer);
+    let counter = count.clone();
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { continue };
+            let (answer, counter) = (answer.clone(), counter.clone());
             std::thread::spawn(move || {
                 let mut reader = BufReader::new(stream.try_clone().unwrap());
                 let mut line = String::new();
@@ -136,12 +383,18 @@ fn fake(answer: fn(&str) -> Option<(u16, &'static str)>) -> String {
                 }
                 let mut body = vec![0; length];
                 reader.read_exact(&mut body).unwrap();
-                match answer(&line) {
+                let number = counter.fetch_add(1, Ordering::SeqCst);
+                match answer(number, &line) {
                     Some((status, body)) => {
+                        let retry_after = if status == 429 {
+                            "Retry-After: 3\r\n"
+                        } else {
+                            ""
+                        };
                         let _ = write!(
                             stream,
                             "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n\
-                             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                             {retry_after}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
                             body.len()
                         );
                     }
@@ -150,7 +403,7 @@ fn fake(answer: fn(&str) -> Option<(u16, &'static str)>) -> String {
             });
         }
     });
-    url
+    (url, count)
 }
 
 const ME: (u16, &str) = (200, r#"{"user":{"id":1,"login":"admin"}}"#);
@@ -158,6 +411,7 @@ const ME: (u16, &str) = (200, r#"{"user":{"id":1,"login":"admin"}}"#);
 fn open_fake(url: &str) -> Result<RedmineTracker, TrackerError> {
     let mut s = settings(url, "secret-key-123", "sup");
     s.timeout = Duration::from_secs(1);
+    s.retry.attempts = 2;
     let state = tempfile::tempdir().unwrap();
     RedmineTracker::open(s, state.path())
 }
@@ -236,7 +490,7 @@ fn a_server_error_stops_the_run() {
     match tracker.changed_since(None) {
         Err(e @ TrackerError::Unavailable(_)) => {
             let text = message(e);
-            assert!(text.contains("(500): boom"), "{text}");
+            assert!(text.ends_with("(500): boom (2 tries)"), "{text}");
         }
         other => panic!("{other:?}"),
     }
@@ -256,7 +510,7 @@ fn a_server_that_hangs_times_out() {
         Err(e @ TrackerError::Unavailable(_)) => {
             let text = message(e);
             assert!(
-                text.contains("did not answer GET /issues/1.json within 1 s"),
+                text.contains("did not answer GET /issues/1.json within 1 s (2 tries)"),
                 "{text}"
             );
         }
@@ -274,5 +528,73 @@ fn nobody_listening_is_a_site_level_error() {
             assert!(message(e).contains("cannot reach Redmine"))
         }
         other => panic!("{:?}", other.err()),
+    }
+}
+
+const PROJECT: (u16, &str) = (
+    200,
+    r#"{"project":{"id":1,"identifier":"sup","created_on":"2024-01-02T03:04:05Z"}}"#,
+);
+
+#[test]
+fn throttling_and_outages_are_waited_out() {
+    let (url, count) = fake_counting(|n, line| {
+        Some(if line.contains("/users/current") {
+            ME
+        } else {
+            match n {
+                1 => (429, "{}"),
+                2 => (503, "<html>maintenance</html>"),
+                _ => PROJECT,
+            }
+        })
+    });
+    let mut s = settings(&url, "secret-key-123", "sup");
+    s.retry.second = Duration::from_millis(20);
+    let state = tempfile::tempdir().unwrap();
+    let tracker = RedmineTracker::open(s, state.path()).unwrap();
+    let started = std::time::Instant::now();
+    let instance = tracker.instance().expect("retried");
+    assert_eq!(instance.id, "project 1 created 2024-01-02T03:04:05Z");
+    assert!(
+        started.elapsed() >= Duration::from_millis(60),
+        "Retry-After (3 s, scaled to 60 ms) honoured"
+    );
+    assert_eq!(count.load(Ordering::SeqCst), 4);
+}
+
+#[test]
+fn a_write_that_may_have_been_done_is_not_sent_again() {
+    for status in [500, 502, 504] {
+        let (url, count) = fake_counting(move |_, line| {
+            Some(if line.contains("/users/current") {
+                ME
+            } else {
+                (status, "proxy error")
+            })
+        });
+        let client = Client::new(
+            &url,
+            "secret-key-123",
+            Duration::from_secs(1),
+            quick_retries(),
+        );
+        match client.send(
+            "PUT",
+            "/issues/7.json",
+            &json!({"issue": {"notes": "once"}}),
+        ) {
+            Err(e @ TrackerError::Unavailable(_)) => {
+                let text = message(e);
+                assert!(
+                    text.ends_with(&format!(
+                        "failed on PUT /issues/7.json ({status}): proxy error"
+                    )),
+                    "{text}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(count.load(Ordering::SeqCst), 1, "sent once");
     }
 }
