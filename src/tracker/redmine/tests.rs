@@ -28,6 +28,16 @@ fn live(prefix: &str) -> Option<(String, String)> {
     }
 }
 
+/// The live tests share one Redmine and one project, and a Redmine on SQLite
+/// answers 500 to writes that overlap; cargo runs tests side by side, so each
+/// live test holds this while it runs.
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static LIVE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    // A failed test poisons the lock; the next one still runs alone.
+    LIVE.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn settings(url: &str, key: &str, project: &str) -> Settings {
     Settings {
         url: url.into(),
@@ -60,6 +70,7 @@ fn contract() {
     let Some((url, key)) = live("FERRY_TEST_REDMINE") else {
         return;
     };
+    let _one_at_a_time = one_at_a_time();
     let project = std::env::var("FERRY_TEST_REDMINE_PROJECT").unwrap_or_else(|_| "sup".to_string());
     let setup = contract::Setup {
         project: &project,
@@ -82,6 +93,7 @@ fn a_deletion_in_redmine_is_noticed() {
     let Some((url, key)) = live("FERRY_TEST_REDMINE") else {
         return;
     };
+    let _one_at_a_time = one_at_a_time();
     let project = std::env::var("FERRY_TEST_REDMINE_PROJECT").unwrap_or_else(|_| "sup".to_string());
     let state = tempfile::tempdir().unwrap();
     let mut tracker = RedmineTracker::open(settings(&url, &key, &project), state.path()).unwrap();
@@ -248,6 +260,7 @@ fn the_contract_holds_through_a_503_in_the_middle_of_each_check() {
     let Some((url, key)) = live("FERRY_TEST_REDMINE") else {
         return;
     };
+    let _one_at_a_time = one_at_a_time();
     let project = std::env::var("FERRY_TEST_REDMINE_PROJECT").unwrap_or_else(|_| "sup".to_string());
     let setup = contract::Setup {
         project: &project,
@@ -278,6 +291,7 @@ fn a_503_on_a_write_is_sent_again_and_done_once() {
     let Some((url, key)) = live("FERRY_TEST_REDMINE") else {
         return;
     };
+    let _one_at_a_time = one_at_a_time();
     let project = std::env::var("FERRY_TEST_REDMINE_PROJECT").unwrap_or_else(|_| "sup".to_string());
     let proxy = Proxy::start(&url, |_, line| {
         static FAILED: AtomicUsize = AtomicUsize::new(0);
@@ -328,6 +342,7 @@ fn a_redmine_that_keeps_failing_is_a_site_level_error_naming_the_request() {
     let Some((url, key)) = live("FERRY_TEST_REDMINE") else {
         return;
     };
+    let _one_at_a_time = one_at_a_time();
     let proxy = Proxy::start(&url, |_, _| true);
     let state = tempfile::tempdir().unwrap();
     match RedmineTracker::open(settings(&proxy.url, &key, "sup"), state.path()) {
