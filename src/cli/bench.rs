@@ -20,7 +20,7 @@ use crate::exchange::own_branch;
 use crate::site::Site;
 use crate::tracker::local::GenerateShape;
 
-/// Measure ferry at scale (issue 11) and print a table of figures and targets.
+/// Measure ferry at scale and print a table of figures and targets.
 ///
 /// 1. full export of ISSUES issues with COMMENTS comments each in PROJECTS
 ///    projects (local tracker → replicas → one commit), against git fast-import
