@@ -1,12 +1,15 @@
-//! A small in-memory Jira for the connector's tests, on a local TCP port.
+//! A small in-memory Jira on a loopback port: the repository's fake, for the
+//! connector's tests and for `ferry bench`. It is not a Jira and never talks to
+//! one.
 //!
 //! No Jira runs on a build machine, so this stands in for one. It is honest about
 //! shapes, not behaviour: every response body is a recorded real Jira response
-//! from `tests/fixtures/jira/` (see its README) with ids, keys, times and the
-//! fields the connector uses patched in; the behaviour (workflow, search, paging,
-//! errors) is the small part of Jira's the connector relies on. It records every
-//! request so tests can check method, path, query and body, and can be told to
-//! answer the next requests with a status of a test's choosing (429, 503).
+//! from `tests/fixtures/jira/` (see its README; the files are built into the
+//! binary) with ids, keys, times and the fields the connector uses patched in;
+//! the behaviour (workflow, search, paging, errors) is the small part of Jira's
+//! the connector relies on. It records every request so tests can check method,
+//! path, query and body, and can be told to answer the next requests with a
+//! status of a test's choosing (429, 503), or to take a while over each answer.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -21,15 +24,21 @@ const CREATED_STATUS: &str = "Backlog";
 
 /// One request as the fake received it.
 #[derive(Debug, Clone)]
-pub(crate) struct Recorded {
+pub struct Recorded {
+    /// `GET`, `POST`, …
     pub method: String,
+    /// The path, without the query.
     pub path: String,
+    /// The query parameters, decoded.
     pub query: BTreeMap<String, String>,
+    /// The headers, names in lower case.
     pub headers: BTreeMap<String, String>,
+    /// The body.
     pub body: Vec<u8>,
 }
 
 impl Recorded {
+    /// The body as JSON (`null` when it is not).
     pub fn json(&self) -> Value {
         serde_json::from_slice(&self.body).unwrap_or(Value::Null)
     }
@@ -47,10 +56,23 @@ struct FakeIssue {
     id: u64,
     key: String,
     fields: serde_json::Map<String, Value>,
+    /// Comments written in Jira by [`FakeJira::seed`], made when they are
+    /// shown (a hundred thousand seeded issues stay small): how many, their
+    /// first id, the author, and the issue's number in the seed.
+    seeded: Option<Seeded>,
     comments: Vec<Value>,
     attachments: Vec<(Value, Vec<u8>)>,
     created: DateTime<Utc>,
     updated: DateTime<Utc>,
+}
+
+#[derive(Clone)]
+struct Seeded {
+    count: usize,
+    first_id: u64,
+    author: String,
+    n: usize,
+    at: DateTime<Utc>,
 }
 
 struct State {
@@ -76,17 +98,124 @@ struct State {
     /// Requests being answered now, and the most there have been at once.
     in_flight: usize,
     most_in_flight: usize,
+    /// Bumped by every change, so a search's matches can be kept for the
+    /// pages that follow (a first read of 100 000 issues asks for 1 000 pages).
+    generation: u64,
+    searched: Option<Searched>,
+}
+
+/// The matches of the last search.
+struct Searched {
+    jql: String,
+    generation: u64,
+    at: std::time::Instant,
+    ids: Vec<u64>,
 }
 
 /// A running fake Jira.
-pub(crate) struct FakeJira {
+pub struct FakeJira {
     state: Arc<Mutex<State>>,
     url: String,
 }
 
+/// The recorded responses the fake answers with, built into the binary.
+const FIXTURES: &[(&str, &str)] = &[
+    (
+        "v2/error-not-found.json",
+        include_str!("../../../tests/fixtures/jira/v2/error-not-found.json"),
+    ),
+    (
+        "v2/issue-create-errors.json",
+        include_str!("../../../tests/fixtures/jira/v2/issue-create-errors.json"),
+    ),
+    (
+        "v2/issue-get.json",
+        include_str!("../../../tests/fixtures/jira/v2/issue-get.json"),
+    ),
+    (
+        "v2/issue-restricted-comment.json",
+        include_str!("../../../tests/fixtures/jira/v2/issue-restricted-comment.json"),
+    ),
+    (
+        "v2/mypermissions.json",
+        include_str!("../../../tests/fixtures/jira/v2/mypermissions.json"),
+    ),
+    (
+        "v2/serverinfo.json",
+        include_str!("../../../tests/fixtures/jira/v2/serverinfo.json"),
+    ),
+    (
+        "v2/myself.json",
+        include_str!("../../../tests/fixtures/jira/v2/myself.json"),
+    ),
+    (
+        "v2/transitions.json",
+        include_str!("../../../tests/fixtures/jira/v2/transitions.json"),
+    ),
+    (
+        "v2/comments.json",
+        include_str!("../../../tests/fixtures/jira/v2/comments.json"),
+    ),
+    (
+        "v3/attachment-metadata.json",
+        include_str!("../../../tests/fixtures/jira/v3/attachment-metadata.json"),
+    ),
+    (
+        "v3/comment-get.json",
+        include_str!("../../../tests/fixtures/jira/v3/comment-get.json"),
+    ),
+    (
+        "v3/comments.json",
+        include_str!("../../../tests/fixtures/jira/v3/comments.json"),
+    ),
+    (
+        "v3/fields.json",
+        include_str!("../../../tests/fixtures/jira/v3/fields.json"),
+    ),
+    (
+        "v3/issue-create.json",
+        include_str!("../../../tests/fixtures/jira/v3/issue-create.json"),
+    ),
+    (
+        "v3/issue-get.json",
+        include_str!("../../../tests/fixtures/jira/v3/issue-get.json"),
+    ),
+    (
+        "v3/myself.json",
+        include_str!("../../../tests/fixtures/jira/v3/myself.json"),
+    ),
+    (
+        "v3/project-get.json",
+        include_str!("../../../tests/fixtures/jira/v3/project-get.json"),
+    ),
+    (
+        "v3/project-statuses.json",
+        include_str!("../../../tests/fixtures/jira/v3/project-statuses.json"),
+    ),
+    (
+        "v3/resolutions.json",
+        include_str!("../../../tests/fixtures/jira/v3/resolutions.json"),
+    ),
+    (
+        "v3/search.json",
+        include_str!("../../../tests/fixtures/jira/v3/search.json"),
+    ),
+    (
+        "v3/transitions.json",
+        include_str!("../../../tests/fixtures/jira/v3/transitions.json"),
+    ),
+];
+
+/// A recorded response, parsed once.
 fn fixture(path: &str) -> Value {
-    let file = format!("{}/tests/fixtures/jira/{path}", env!("CARGO_MANIFEST_DIR"));
-    serde_json::from_str(&std::fs::read_to_string(&file).expect("fixture")).expect("json")
+    static PARSED: std::sync::OnceLock<BTreeMap<&'static str, Value>> = std::sync::OnceLock::new();
+    let parsed = PARSED.get_or_init(|| {
+        FIXTURES
+            .iter()
+            .map(|(name, text)| (*name, serde_json::from_str(text).unwrap_or(Value::Null)))
+            .collect()
+    });
+    parsed.get(path).cloned().unwrap_or(Value::Null)
 }
 
 fn stamp(t: DateTime<Utc>) -> String {
@@ -116,6 +245,8 @@ impl FakeJira {
             latency: std::time::Duration::ZERO,
             in_flight: 0,
             most_in_flight: 0,
+            generation: 0,
+            searched: None,
         }));
         let shared = Arc::clone(&state);
         std::thread::spawn(move || {
@@ -127,6 +258,7 @@ impl FakeJira {
         FakeJira { state, url }
     }
 
+    /// Where it answers (`http://127.0.0.1:PORT`).
     pub fn url(&self) -> &str {
         &self.url
     }
@@ -134,6 +266,42 @@ impl FakeJira {
     /// Every request so far.
     pub fn requests(&self) -> Vec<Recorded> {
         self.state.lock().unwrap().log.clone()
+    }
+
+    /// How many requests it has answered.
+    pub fn request_count(&self) -> usize {
+        self.state.lock().unwrap().log.len()
+    }
+
+    /// Every issue it holds, as (key, labels, status, number of comments).
+    pub fn overview(&self) -> Vec<(String, Vec<String>, String, usize)> {
+        let state = self.state.lock().unwrap();
+        state
+            .issues
+            .values()
+            .map(|i| {
+                let labels = i
+                    .fields
+                    .get("labels")
+                    .and_then(Value::as_array)
+                    .map_or_else(Vec::new, |l| {
+                        l.iter()
+                            .filter_map(Value::as_str)
+                            .map(str::to_string)
+                            .collect()
+                    });
+                let status = i.fields["status"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                (i.key.clone(), labels, status, state.comments_of(i).len())
+            })
+            .collect()
+    }
+
+    /// How many issues it holds.
+    pub fn issue_count(&self) -> usize {
+        self.state.lock().unwrap().issues.len()
     }
 
     /// Answers the next request with this status, headers and body.
@@ -152,7 +320,9 @@ impl FakeJira {
     /// Deletes an issue behind the connector's back, as a Jira user would.
     pub fn delete_directly(&self, id: &str) {
         let id: u64 = id.parse().expect("numeric id");
-        self.state.lock().unwrap().issues.remove(&id);
+        let mut state = self.state.lock().unwrap();
+        state.issues.remove(&id);
+        state.generation += 1;
     }
 
     /// Makes an issue answer 404 and drop out of searches until
@@ -160,7 +330,9 @@ impl FakeJira {
     /// index lags or a permission scheme is edited.
     pub fn hide(&self, id: &str) {
         let id: u64 = id.parse().expect("numeric id");
-        self.state.lock().unwrap().hidden.insert(id);
+        let mut state = self.state.lock().unwrap();
+        state.hidden.insert(id);
+        state.generation += 1;
     }
 
     /// Pages of up to `size` issues or comments, as Jira's own cap (100 for a
@@ -184,41 +356,32 @@ impl FakeJira {
     /// `author` (not through the connector), and returns their ids.
     pub fn seed(&self, count: usize, comments: usize, author: &str) -> Vec<String> {
         let mut state = self.state.lock().unwrap();
+        state.generation += 1;
         let now = state.now();
-        let mut ids = Vec::new();
+        let mut ids = Vec::with_capacity(count);
         for n in 0..count {
             let id = state.next_id;
-            state.next_id += 1;
+            state.next_id += 1 + comments as u64;
             let key = format!("{}-{}", state.project, state.next_key);
             state.next_key += 1;
             let mut fields = serde_json::Map::new();
             fields.insert("summary".into(), json!(format!("Seeded issue {n}")));
             fields.insert("status".into(), json!({"name": CREATED_STATUS}));
             fields.insert("issuetype".into(), json!({"name": "Task"}));
-            let v3 = state.v3;
-            let text = |t: &str| {
-                if v3 {
-                    json!({"version": 1, "type": "doc", "content": [{"type": "paragraph",
-                           "content": [{"type": "text", "text": t}]}]})
-                } else {
-                    json!(t)
-                }
-            };
-            let mut list = Vec::new();
-            for c in 0..comments {
-                let cid = state.next_id;
-                state.next_id += 1;
-                list.push(json!({"id": cid.to_string(), "author": author,
-                    "body": text(&format!("Comment {c} on issue {n}")),
-                    "created": stamp(now), "updated": stamp(now), "properties": []}));
-            }
             state.issues.insert(
                 id,
                 FakeIssue {
                     id,
                     key,
                     fields,
-                    comments: list,
+                    seeded: (comments > 0).then(|| Seeded {
+                        count: comments,
+                        first_id: id + 1,
+                        author: author.to_string(),
+                        n,
+                        at: now,
+                    }),
+                    comments: Vec::new(),
                     attachments: Vec::new(),
                     created: now,
                     updated: now,
@@ -241,7 +404,9 @@ impl FakeJira {
     /// Ends [`FakeJira::hide`].
     pub fn unhide(&self, id: &str) {
         let id: u64 = id.parse().expect("numeric id");
-        self.state.lock().unwrap().hidden.remove(&id);
+        let mut state = self.state.lock().unwrap();
+        state.hidden.remove(&id);
+        state.generation += 1;
     }
 }
 
@@ -254,6 +419,9 @@ fn serve(stream: TcpStream, state: &Mutex<State>) {
         let (latency, (status, headers, body)) = {
             let mut state = state.lock().unwrap();
             state.log.push(request.clone());
+            if request.method != "GET" {
+                state.generation += 1;
+            }
             let reply = match state.faults.pop_front() {
                 Some(fault) => fault,
                 None => state.handle(&request),
@@ -264,22 +432,33 @@ fn serve(stream: TcpStream, state: &Mutex<State>) {
         };
         std::thread::sleep(latency);
         state.lock().unwrap().in_flight -= 1;
-        let mut out = &stream;
-        let mut head = format!(
-            "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: keep-alive\r\n",
-            body.len()
-        );
-        if !headers.iter().any(|(k, _)| k == "Content-Type") {
-            head.push_str("Content-Type: application/json;charset=UTF-8\r\n");
-        }
-        for (k, v) in headers {
-            head.push_str(&format!("{k}: {v}\r\n"));
-        }
-        head.push_str("\r\n");
-        if out.write_all(head.as_bytes()).is_err() || out.write_all(&body).is_err() {
+        if !write_reply(&stream, status, &headers, &body) {
             return;
         }
     }
+}
+
+/// Writes an HTTP/1.1 answer (JSON unless `headers` say otherwise); false when
+/// the client has gone.
+pub(crate) fn write_reply(
+    stream: &TcpStream,
+    status: u16,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> bool {
+    let mut out = stream;
+    let mut head = format!(
+        "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: keep-alive\r\n",
+        body.len()
+    );
+    if !headers.iter().any(|(k, _)| k == "Content-Type") {
+        head.push_str("Content-Type: application/json;charset=UTF-8\r\n");
+    }
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    out.write_all(head.as_bytes()).is_ok() && out.write_all(body).is_ok()
 }
 
 fn decode(s: &str) -> String {
@@ -314,7 +493,8 @@ fn decode(s: &str) -> String {
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
-fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Recorded> {
+/// Reads one HTTP/1.1 request; `None` when the client closed the connection.
+pub(crate) fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Recorded> {
     let mut line = String::new();
     if reader.read_line(&mut line).ok()? == 0 {
         return None;
@@ -405,7 +585,36 @@ fn bad_request(field: &str, message: &str) -> Reply {
     reply(400, &body)
 }
 
+/// The comments [`FakeJira::seed`] wrote on one issue.
+fn seeded_comments(seeded: &Seeded, v3: bool) -> Vec<Value> {
+    (0..seeded.count)
+        .map(|c| {
+            let text = format!("Comment {c} on issue {}", seeded.n);
+            let body = if v3 {
+                json!({"version": 1, "type": "doc", "content": [{"type": "paragraph",
+                       "content": [{"type": "text", "text": text}]}]})
+            } else {
+                json!(text)
+            };
+            json!({"id": (seeded.first_id + c as u64).to_string(), "author": seeded.author,
+                "body": body, "created": stamp(seeded.at), "updated": stamp(seeded.at),
+                "properties": []})
+        })
+        .collect()
+}
+
 impl State {
+    /// An issue's comments, the seeded ones first.
+    fn comments_of(&self, issue: &FakeIssue) -> Vec<Value> {
+        let mut all = issue
+            .seeded
+            .as_ref()
+            .map(|s| seeded_comments(s, self.v3))
+            .unwrap_or_default();
+        all.extend(issue.comments.iter().cloned());
+        all
+    }
+
     fn api(&self) -> &'static str {
         if self.v3 {
             "/rest/api/3"
@@ -458,6 +667,9 @@ impl State {
     }
 
     fn find(&self, id_or_key: &str) -> Option<u64> {
+        if let Ok(id) = id_or_key.parse::<u64>() {
+            return Some(id).filter(|id| self.issues.contains_key(id) && !self.hidden.contains(id));
+        }
         self.issues
             .values()
             .filter(|i| !self.hidden.contains(&i.id))
@@ -582,8 +794,8 @@ impl State {
                 .map(|(m, _)| self.render_attachment(m))
                 .collect(),
         );
-        let comments: Vec<Value> = issue
-            .comments
+        let comments: Vec<Value> = self
+            .comments_of(issue)
             .iter()
             .map(|c| self.render_comment(issue.id, c, false))
             .collect();
@@ -726,6 +938,44 @@ impl State {
         None
     }
 
+    /// Makes an issue from a create's `fields`, Jira's checks included.
+    fn create_issue(
+        &mut self,
+        fields: &serde_json::Map<String, Value>,
+        now: DateTime<Utc>,
+    ) -> Result<u64, Reply> {
+        if fields.get("project").map(|p| &p["key"]) != Some(&json!(self.project)) {
+            return Err(bad_request("project", "valid project is required"));
+        }
+        let id = self.next_id;
+        let mut issue = FakeIssue {
+            id,
+            key: format!("{}-{}", self.project, self.next_key),
+            fields: serde_json::Map::new(),
+            seeded: None,
+            comments: Vec::new(),
+            attachments: Vec::new(),
+            created: now,
+            updated: now,
+        };
+        issue
+            .fields
+            .insert("status".into(), json!({"name": CREATED_STATUS}));
+        if let Some(err) = self.apply(&mut issue, fields) {
+            return Err(err);
+        }
+        if !issue.fields.contains_key("summary") {
+            return Err(bad_request(
+                "summary",
+                "You must specify a summary of the issue.",
+            ));
+        }
+        self.next_id += 1;
+        self.next_key += 1;
+        self.issues.insert(id, issue);
+        Ok(id)
+    }
+
     /// Jira's answer for a project key it does not know (made by the fake: the
     /// envelope is the recorded one, the words Jira's).
     fn no_project(key: &str) -> Reply {
@@ -812,41 +1062,56 @@ impl State {
             ("GET", ["search"]) if !self.v3 => self.search(r, false),
             ("GET", ["search", "jql"]) if self.v3 => self.search(r, true),
             ("POST", ["issue"]) => {
+                let fields = r.json()["fields"].as_object().cloned().unwrap_or_default();
+                match self.create_issue(&fields, now) {
+                    Ok(id) => {
+                        let mut created = fixture("v3/issue-create.json");
+                        created["id"] = json!(id.to_string());
+                        created["key"] = json!(self.issues[&id].key);
+                        created["self"] = json!(format!("{}{api}/issue/{id}", self.base));
+                        if let Some(m) = created.as_object_mut() {
+                            m.remove("transition");
+                        }
+                        reply(201, &created)
+                    }
+                    Err(refused) => refused,
+                }
+            }
+            // Jira's bulk create: each issue checked and made on its own (a
+            // partial success is a 201 listing the failures by position, all
+            // failing a 400), at most 50 at once.
+            ("POST", ["issue", "bulk"]) => {
                 let body = r.json();
-                let fields = body["fields"].as_object().cloned().unwrap_or_default();
-                if fields["project"]["key"] != json!(self.project) {
-                    return bad_request("project", "valid project is required");
+                let updates = body["issueUpdates"].as_array().cloned().unwrap_or_default();
+                if updates.len() > 50 {
+                    return reply(
+                        400,
+                        &json!({"errorMessages": ["You can create at most 50 issues in one bulk request."], "errors": {}}),
+                    );
                 }
-                let id = self.next_id;
-                let mut issue = FakeIssue {
-                    id,
-                    key: format!("{}-{}", self.project, self.next_key),
-                    fields: serde_json::Map::new(),
-                    comments: Vec::new(),
-                    attachments: Vec::new(),
-                    created: now,
-                    updated: now,
+                let mut issues = Vec::new();
+                let mut errors = Vec::new();
+                for (n, update) in updates.iter().enumerate() {
+                    let fields = update["fields"].as_object().cloned().unwrap_or_default();
+                    match self.create_issue(&fields, now) {
+                        Ok(id) => issues
+                            .push(json!({"id": id.to_string(), "key": self.issues[&id].key,
+                            "self": format!("{}{api}/issue/{id}", self.base)})),
+                        Err((status, _, refused)) => {
+                            let refused: Value =
+                                serde_json::from_slice(&refused).unwrap_or_default();
+                            errors.push(json!({"status": status, "failedElementNumber": n,
+                                "elementErrors": {"errorMessages": refused["errorMessages"].clone(),
+                                                  "errors": refused["errors"].clone()}}));
+                        }
+                    }
+                }
+                let status = if issues.is_empty() && !errors.is_empty() {
+                    400
+                } else {
+                    201
                 };
-                issue
-                    .fields
-                    .insert("status".into(), json!({"name": CREATED_STATUS}));
-                if let Some(err) = self.apply(&mut issue, &fields) {
-                    return err;
-                }
-                if !issue.fields.contains_key("summary") {
-                    return bad_request("summary", "You must specify a summary of the issue.");
-                }
-                self.next_id += 1;
-                self.next_key += 1;
-                let mut created = fixture("v3/issue-create.json");
-                created["id"] = json!(id.to_string());
-                created["key"] = json!(issue.key);
-                created["self"] = json!(format!("{}{api}/issue/{id}", self.base));
-                if let Some(m) = created.as_object_mut() {
-                    m.remove("transition");
-                }
-                self.issues.insert(id, issue);
-                reply(201, &created)
+                reply(status, &json!({"issues": issues, "errors": errors}))
             }
             (method, ["issue", key, rest @ ..]) => {
                 let Some(id) = self.find(key) else {
@@ -962,14 +1227,14 @@ impl State {
             }
             ("GET", ["comment"]) => {
                 let issue = &self.issues[&id];
+                let all = self.comments_of(issue);
                 let start = r.number("startAt", 0);
                 let max = r.number("maxResults", 50).min(self.page);
                 let props = r
                     .query
                     .get("expand")
                     .is_some_and(|e| e.contains("properties"));
-                let page: Vec<Value> = issue
-                    .comments
+                let page: Vec<Value> = all
                     .iter()
                     .skip(start)
                     .take(max)
@@ -982,7 +1247,7 @@ impl State {
                 });
                 out["startAt"] = json!(start);
                 out["maxResults"] = json!(max);
-                out["total"] = json!(issue.comments.len());
+                out["total"] = json!(all.len());
                 out["comments"] = Value::Array(page);
                 reply(200, &out)
             }
@@ -1000,14 +1265,20 @@ impl State {
                     c["visibility"] = v.clone();
                 }
                 let rendered = self.render_comment(id, &c, false);
+                let v3 = self.v3;
                 let issue = self.issues.get_mut(&id).expect("issue");
+                if let Some(seeded) = issue.seeded.take() {
+                    let mut all = seeded_comments(&seeded, v3);
+                    all.append(&mut issue.comments);
+                    issue.comments = all;
+                }
                 issue.comments.push(c);
                 issue.updated = now;
                 reply(201, &rendered)
             }
             ("GET", ["comment", cid]) => {
                 let issue = &self.issues[&id];
-                match issue.comments.iter().find(|c| c["id"] == *cid) {
+                match self.comments_of(issue).iter().find(|c| c["id"] == *cid) {
                     Some(c) => {
                         let props = r
                             .query
@@ -1039,32 +1310,59 @@ impl State {
         }
     }
 
-    fn search(&self, r: &Recorded, v3: bool) -> Reply {
+    fn search(&mut self, r: &Recorded, v3: bool) -> Reply {
         let jql = r.query.get("jql").cloned().unwrap_or_default();
-        let matching = match self.matching(&jql) {
-            Ok(ids) => ids,
-            Err(message) => {
-                return reply(400, &json!({"errorMessages": [message], "errors": {}}));
-            }
+        // The pages of one search see the same matches while nothing changes
+        // (and, for a window relative to now, for a second).
+        let kept = self.searched.take().filter(|s| {
+            s.jql == jql
+                && s.generation == self.generation
+                && (!jql.contains("updated >=")
+                    || s.at.elapsed() < std::time::Duration::from_secs(1))
+        });
+        let searched = match kept {
+            Some(kept) => kept,
+            None => match self.matching(&jql) {
+                Ok(ids) => Searched {
+                    jql: jql.clone(),
+                    generation: self.generation,
+                    at: std::time::Instant::now(),
+                    ids,
+                },
+                Err(message) => {
+                    return reply(400, &json!({"errorMessages": [message], "errors": {}}));
+                }
+            },
         };
+        let out = self.search_page(r, v3, &searched.ids);
+        self.searched = Some(searched);
+        out
+    }
+
+    fn search_page(&self, r: &Recorded, v3: bool, matching: &[u64]) -> Reply {
         let max = r.number("maxResults", 50).min(self.page);
         let start = if v3 {
             r.number("nextPageToken", 0)
         } else {
             r.number("startAt", 0)
         };
-        let only_id = r.query.get("fields").is_some_and(|f| f == "id");
+        let fields = r.query.get("fields").map_or("", String::as_str);
         let page: Vec<Value> = matching
             .iter()
             .skip(start)
             .take(max)
             .map(|id| {
                 let issue = &self.issues[id];
-                if only_id {
-                    json!({"id": issue.id.to_string(), "key": issue.key,
-                           "self": format!("{}{}/issue/{}", self.base, self.api(), issue.id)})
-                } else {
-                    self.render(issue)
+                let mut bare = json!({"id": issue.id.to_string(), "key": issue.key,
+                       "self": format!("{}{}/issue/{}", self.base, self.api(), issue.id)});
+                match fields {
+                    "id" => bare,
+                    // A listing with only the time of the last change.
+                    "updated" => {
+                        bare["fields"] = json!({"updated": stamp(issue.updated)});
+                        bare
+                    }
+                    _ => self.render(issue),
                 }
             })
             .collect();
@@ -1103,6 +1401,7 @@ impl State {
             fields: [("status".to_string(), json!({"name": ""}))]
                 .into_iter()
                 .collect(),
+            seeded: None,
             comments: Vec::new(),
             attachments: Vec::new(),
             created: self.now(),
@@ -1110,11 +1409,30 @@ impl State {
         };
         for clause in &clauses {
             self.clause(&probe, clause)?;
+            // Jira refuses a query naming an issue it does not have (or the
+            // account cannot see), in Jira's words.
+            if let Some(ids) = id_list(clause) {
+                for id in ids {
+                    if self.find(&id.to_string()).is_none() {
+                        return Err(format!(
+                            "An issue with key '{id}' does not exist for field 'id'."
+                        ));
+                    }
+                }
+            }
         }
         let mut ids = Vec::new();
-        for issue in self
-            .issues
-            .values()
+        // A list of ids names the candidates: no need to look at every issue.
+        let named: Option<Vec<&FakeIssue>> = clauses
+            .iter()
+            .find_map(|c| id_list(c))
+            .map(|ids| ids.iter().filter_map(|id| self.issues.get(id)).collect());
+        let candidates: Vec<&FakeIssue> = match named {
+            Some(named) => named,
+            None => self.issues.values().collect(),
+        };
+        for issue in candidates
+            .into_iter()
             .filter(|i| !self.hidden.contains(&i.id))
         {
             let mut all = true;
@@ -1146,12 +1464,25 @@ impl State {
             words.next().unwrap_or(""),
         );
         let status = issue.fields["status"]["name"].as_str().unwrap_or_default();
+        if let Some(ids) = id_list(clause) {
+            return Ok(ids.contains(&issue.id));
+        }
         match (field, op) {
             ("project", "=") => Ok(unquote(value) == self.project),
             ("labels", "=") => Ok(issue.fields.get("labels").is_some_and(|l| {
                 l.as_array()
                     .is_some_and(|l| l.iter().any(|x| x == &json!(unquote(value))))
             })),
+            ("labels", "in") => {
+                let wanted = quoted_list(value)
+                    .ok_or_else(|| format!("Error in the JQL Query: bad list {value}"))?;
+                Ok(issue.fields.get("labels").is_some_and(|l| {
+                    l.as_array().is_some_and(|l| {
+                        l.iter()
+                            .any(|x| x.as_str().is_some_and(|x| wanted.iter().any(|w| w == x)))
+                    })
+                }))
+            }
             ("status", "=") => Ok(status.eq_ignore_ascii_case(&unquote(value))),
             ("status", "!=") => Ok(!status.eq_ignore_ascii_case(&unquote(value))),
             ("updated", ">=") => {
@@ -1169,6 +1500,38 @@ impl State {
             )),
         }
     }
+}
+
+/// The strings of a JQL list `("a", "b")`, unescaped.
+fn quoted_list(list: &str) -> Option<Vec<String>> {
+    let inner = list.trim().strip_prefix('(')?.strip_suffix(')')?;
+    let mut out = Vec::new();
+    let mut chars = inner.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| *c == ' ' || *c == ',') {
+            chars.next();
+        }
+        match chars.next() {
+            None => return Some(out),
+            Some('"') => {}
+            Some(_) => return None,
+        }
+        let mut item = String::new();
+        loop {
+            match chars.next()? {
+                '\\' => item.push(chars.next()?),
+                '"' => break,
+                c => item.push(c),
+            }
+        }
+        out.push(item);
+    }
+}
+
+/// The ids of an `id in (1, 2, 3)` clause.
+fn id_list(clause: &str) -> Option<Vec<u64>> {
+    let list = clause.trim().strip_prefix("id in (")?.strip_suffix(')')?;
+    list.split(',').map(|id| id.trim().parse().ok()).collect()
 }
 
 /// Whether a transition's target status is in the done category (`done` on

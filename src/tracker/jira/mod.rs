@@ -25,8 +25,7 @@
 
 pub mod adf;
 mod client;
-#[cfg(test)]
-mod fake;
+pub mod fake;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;

@@ -21,6 +21,7 @@
 //!   small state file and, on every `changed_since`, lists the project's ids to
 //!   notice the ones that vanished: those become tombstones.
 
+pub mod fake;
 mod http;
 mod known;
 mod text;
