@@ -11,6 +11,7 @@ pub mod jira;
 pub mod local;
 pub mod redmine;
 pub mod retry;
+mod seen;
 
 use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;

@@ -11,7 +11,7 @@
 //!   [`Issue::labels`] and kept on every label update. A comment's origin (and its
 //!   author on the peer) is a comment property `ferry`.
 //! - **Tombstones.** Jira forgets a deleted issue. The connector remembers what it
-//!   has seen in `<state>/jira-known.json`; an issue that has vanished from the
+//!   has seen in `<state>/jira-known.db`; an issue that has vanished from the
 //!   scope and answers 404 in two runs is reported as a tombstone from then on
 //!   (one 404 may be Jira's index or permissions for a moment).
 //! - **Second-precise change queries.** JQL compares dates by the minute in the
@@ -27,7 +27,7 @@ pub mod adf;
 mod client;
 pub mod fake;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::{Mutex, OnceLock, PoisonError};
@@ -38,6 +38,7 @@ use serde_json::{Value, json};
 
 use self::client::{Auth, Body, Client, Failure};
 use super::retry::RetryPolicy;
+use super::seen::{self, SeenStore};
 use super::{
     IssuePatch, Needs, NewAttachment, NewComment, NewIssue, Probe, Tracker, TrackerError,
     TrackerInstance,
@@ -51,7 +52,12 @@ pub const ENV_API_TOKEN: &str = "FERRY_JIRA_API_TOKEN";
 /// Environment variable with the personal access token (Data Center).
 pub const ENV_PAT: &str = "FERRY_JIRA_PAT";
 /// File in the state folder where the connector remembers the issues it has seen.
-pub const KNOWN_FILE: &str = "jira-known.json";
+pub const KNOWN_FILE: &str = "jira-known.db";
+/// Where older versions remembered them (read into [`KNOWN_FILE`] once).
+const LEGACY_KNOWN_FILE: &str = "jira-known.json";
+/// The most issues one search page holds (Jira's cap for searches that return
+/// fields), and so the most ids one `id in (…)` read names.
+const SEARCH_PAGE: usize = 100;
 
 const ORIGIN_LABEL: &str = "ferry-origin:";
 
@@ -250,7 +256,9 @@ struct FieldDef {
 pub struct JiraTracker {
     client: Client,
     config: JiraConfig,
-    known_path: PathBuf,
+    state_dir: PathBuf,
+    /// What the connector has seen, opened on first use.
+    known: OnceLock<SeenStore>,
     field_defs: OnceLock<BTreeMap<String, FieldDef>>,
     me: OnceLock<String>,
     /// Issues this run found missing: a 404 in the run that first saw it cannot
@@ -258,10 +266,10 @@ pub struct JiraTracker {
     suspected_here: Mutex<BTreeSet<String>>,
 }
 
-/// What the connector remembers between runs: the last state of every issue it
-/// has seen, deleted ones included.
+/// The JSON file older versions kept: the last state of every issue seen,
+/// deleted ones included.
 #[derive(Debug, Default, Serialize, Deserialize)]
-struct Known {
+struct LegacyKnown {
     issues: BTreeMap<String, Issue>,
     /// Seen issues that answered 404 in some run, by id, with when that run
     /// began suspecting it: a deletion only once a later run confirms it.
@@ -347,7 +355,8 @@ impl JiraTracker {
         JiraTracker {
             client,
             config: config.clone(),
-            known_path: state_dir.join(KNOWN_FILE),
+            state_dir: state_dir.to_path_buf(),
+            known: OnceLock::new(),
             field_defs: OnceLock::new(),
             me: OnceLock::new(),
             suspected_here: Mutex::new(BTreeSet::new()),
@@ -440,63 +449,78 @@ impl JiraTracker {
         Ok(self.field_defs.get_or_init(|| defs))
     }
 
-    fn load_known(&self) -> Known {
-        std::fs::read(&self.known_path)
-            .ok()
-            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-            .unwrap_or_default()
+    /// The store of what the connector has seen (see [`crate::tracker::seen`]).
+    fn known(&self) -> Result<&SeenStore, TrackerError> {
+        if let Some(store) = self.known.get() {
+            return Ok(store);
+        }
+        let store = SeenStore::open(
+            &self.state_dir.join(KNOWN_FILE),
+            &self.state_dir.join(LEGACY_KNOWN_FILE),
+            |bytes| {
+                let old: LegacyKnown = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+                Ok(old
+                    .issues
+                    .into_values()
+                    .map(|mut issue| {
+                        let deleted_at = issue.deleted.then_some(issue.updated);
+                        issue.deleted = false;
+                        let suspected_at = old.suspected.get(&issue.id).copied();
+                        (
+                            seen_row(&issue),
+                            seen::Entry {
+                                record: String::new(),
+                                deleted_at,
+                                suspected_at,
+                            },
+                        )
+                    })
+                    .collect())
+            },
+        )?;
+        Ok(self.known.get_or_init(|| store))
     }
 
-    fn save_known(&self, known: &Known) -> Result<(), TrackerError> {
-        let bytes = serde_json::to_vec(known).unwrap_or_default();
-        crate::config::write_atomic(&self.known_path, &bytes).map_err(|e| {
-            TrackerError::Unavailable(format!("cannot write {}: {e}", self.known_path.display()))
-        })
+    /// The remembered issue `id` (its last state, a tombstone once its
+    /// deletion is confirmed) and its entry.
+    fn known_issue(&self, id: &str) -> Result<Option<(Issue, seen::Entry)>, TrackerError> {
+        let Some(entry) = self.known()?.get(id)? else {
+            return Ok(None);
+        };
+        let Ok(mut issue) = serde_json::from_str::<Issue>(&entry.record) else {
+            return Ok(None);
+        };
+        if let Some(deleted) = entry.deleted_at {
+            issue.deleted = true;
+            issue.updated = deleted.max(issue.updated);
+        }
+        Ok(Some((issue, entry)))
     }
 
     /// Remembers issues as seen, without comments or attachments (a tombstone
-    /// needs only the identity and the summary).
+    /// needs only the identity and the summary), in one transaction.
     fn remember<'a>(
         &self,
         issues: impl IntoIterator<Item = &'a Issue>,
     ) -> Result<(), TrackerError> {
-        let mut known = self.load_known();
-        let mut changed = false;
-        for issue in issues {
-            let mut slim = issue.clone();
-            slim.comments.clear();
-            slim.attachments.clear();
-            slim.fields.clear();
-            slim.description = None;
-            if known.issues.get(&issue.id) != Some(&slim) {
-                known.issues.insert(issue.id.clone(), slim);
-                changed = true;
-            }
-            if !issue.deleted && known.suspected.remove(&issue.id).is_some() {
-                changed = true;
-            }
+        let rows: Vec<seen::Seen> = issues
+            .into_iter()
+            .filter(|issue| !issue.deleted)
+            .map(seen_row)
+            .collect();
+        if rows.is_empty() {
+            return Ok(());
         }
-        if changed {
-            self.save_known(&known)?;
-        }
-        Ok(())
+        self.known()?.seen(rows)
     }
 
     /// Marks a remembered issue deleted (at `when`) and returns its tombstone.
     fn bury(&self, id: &str, when: DateTime<Utc>) -> Result<Option<Issue>, TrackerError> {
-        let mut known = self.load_known();
-        known.suspected.remove(id);
-        let Some(issue) = known.issues.get_mut(id) else {
+        if self.known_issue(id)?.is_none() {
             return Ok(None);
-        };
-        if !issue.deleted {
-            issue.deleted = true;
-            issue.updated = when.max(issue.updated);
-            let tomb = issue.clone();
-            self.save_known(&known)?;
-            return Ok(Some(tomb));
         }
-        Ok(Some(issue.clone()))
+        self.known()?.bury(id, None, when)?;
+        Ok(self.known_issue(id)?.map(|(issue, _)| issue))
     }
 
     /// A remembered issue answered 404. Jira says so for a deleted issue, but
@@ -506,15 +530,14 @@ impl JiraTracker {
     /// finds it missing again confirms the deletion. An issue that answers in
     /// between is cleared ([`JiraTracker::remember`]).
     fn vanished(&self, id: &str) -> Result<Vanished, TrackerError> {
-        let mut known = self.load_known();
-        let Some(issue) = known.issues.get(id) else {
+        let Some((issue, entry)) = self.known_issue(id)? else {
             return Ok(Vanished::Unknown);
         };
         if issue.deleted {
-            return Ok(Vanished::Confirmed(Box::new(issue.clone())));
+            return Ok(Vanished::Confirmed(Box::new(issue)));
         }
         let key = issue.key.clone();
-        let earlier_run = known.suspected.contains_key(id)
+        let earlier_run = entry.suspected_at.is_some()
             && !self
                 .suspected_here
                 .lock()
@@ -524,9 +547,8 @@ impl JiraTracker {
             let tomb = self.bury(id, self.now()?)?;
             return Ok(tomb.map_or(Vanished::Unknown, |t| Vanished::Confirmed(Box::new(t))));
         }
-        if !known.suspected.contains_key(id) {
-            known.suspected.insert(id.to_string(), self.now()?);
-            self.save_known(&known)?;
+        if entry.suspected_at.is_none() {
+            self.known()?.suspect(id, self.now()?)?;
         }
         self.suspected_here
             .lock()
@@ -559,10 +581,10 @@ impl JiraTracker {
     /// connector has seen it (people know issues by key, not by Jira's internal
     /// id).
     fn name_of(&self, id: &str) -> String {
-        self.load_known()
-            .issues
-            .get(id)
-            .map_or_else(|| format!("Jira issue id {id}"), |i| i.key.clone())
+        match self.known_issue(id) {
+            Ok(Some((issue, _))) => issue.key,
+            _ => format!("Jira issue id {id}"),
+        }
     }
 
     /// Reads one issue by id or key, with all its comments; `None` on 404. A 403
@@ -810,14 +832,35 @@ impl JiraTracker {
         })
     }
 
-    /// Issues of the scope matching `extra` JQL, all pages, raw.
+    /// Issues matching `jql`, all pages, raw.
     fn search(&self, jql: &str, fields: &str) -> Result<Vec<Value>, TrackerError> {
         let mut issues = Vec::new();
+        self.search_pages(jql, fields, |page| {
+            issues.extend(page);
+            Ok(())
+        })?;
+        Ok(issues)
+    }
+
+    /// Issues matching `jql`, handed to `each` a page at a time (up to
+    /// [`SEARCH_PAGE`] raw issues), so a listing of a large project is never
+    /// held whole.
+    fn search_pages(
+        &self,
+        jql: &str,
+        fields: &str,
+        mut each: impl FnMut(Vec<Value>) -> Result<(), TrackerError>,
+    ) -> Result<(), TrackerError> {
         let mut start = 0usize;
         let mut token: Option<String> = None;
+        let max = SEARCH_PAGE.to_string();
         loop {
             let at = start.to_string();
-            let mut query = vec![("jql", jql), ("maxResults", "100"), ("fields", fields)];
+            let mut query = vec![
+                ("jql", jql),
+                ("maxResults", max.as_str()),
+                ("fields", fields),
+            ];
             let path = if self.cloud() {
                 if let Some(t) = &token {
                     query.push(("nextPageToken", t));
@@ -827,7 +870,7 @@ impl JiraTracker {
                 query.push(("startAt", &at));
                 "/search"
             };
-            let page = self.get_json(path, &query).map_err(|e| match e {
+            let mut page = self.get_json(path, &query).map_err(|e| match e {
                 Failure::Status {
                     status: 400,
                     message,
@@ -836,7 +879,10 @@ impl JiraTracker {
                 }
                 other => site_error(other),
             })?;
-            let items = page["issues"].as_array().cloned().unwrap_or_default();
+            let items = match page["issues"].take() {
+                Value::Array(items) => items,
+                _ => Vec::new(),
+            };
             start += items.len();
             let done = if self.cloud() {
                 token = page["nextPageToken"].as_str().map(str::to_string);
@@ -844,12 +890,86 @@ impl JiraTracker {
             } else {
                 start >= page["total"].as_u64().unwrap_or(0) as usize
             };
-            issues.extend(items);
-            if done || start == 0 {
+            let empty = items.is_empty();
+            each(items)?;
+            if done || empty {
                 break;
             }
         }
-        Ok(issues)
+        Ok(())
+    }
+
+    /// The JQL of the issues changed at or after `since` (a minute wider: see
+    /// the module documentation), oldest change first.
+    fn changed_jql(&self, since: Option<DateTime<Utc>>) -> Result<String, TrackerError> {
+        let scope = self.scope();
+        Ok(match since {
+            Some(since) => {
+                let minutes = (self.now()? - since).num_minutes().max(0) + 2;
+                format!("{scope} AND updated >= \"-{minutes}m\" ORDER BY updated ASC")
+            }
+            None => format!("{scope} ORDER BY updated ASC"),
+        })
+    }
+
+    /// Deletions: remembered issues of the project that `present` (the scope's
+    /// ids now) lacks and that answer 404 in a second run; an issue moved out
+    /// of the scope still answers and is forgotten. Returns the ids of the
+    /// tombstones confirmed at or after `since`, in id order.
+    fn deletions(
+        &self,
+        present: &HashSet<String>,
+        since: Option<DateTime<Utc>>,
+    ) -> Result<Vec<String>, TrackerError> {
+        let missing = self
+            .known()?
+            .live_ids_except(Some(&self.config.project), present)?;
+        let mut forgotten = Vec::new();
+        for id in missing {
+            match self.get_json(&format!("/issue/{id}"), &[("fields", "summary")]) {
+                Err(Failure::Status { status: 404, .. }) => {
+                    self.vanished(&id)?;
+                }
+                // Hidden from this account for now (a security level): not
+                // a deletion, and still remembered for the next run.
+                Err(Failure::Status { status: 403, .. }) => {}
+                Ok(_) => forgotten.push(id),
+                Err(e) => return Err(site_error(e)),
+            }
+        }
+        if !forgotten.is_empty() {
+            self.known()?.forget(&forgotten)?;
+        }
+        Ok(self
+            .known()?
+            .tombstones(since)?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect())
+    }
+
+    /// Reads up to [`SEARCH_PAGE`] issues by id with one search (`id in (…)`),
+    /// their comments as [`JiraTracker::complete_all`] reads them; `None` when
+    /// Jira refuses the query, which it does when one of the ids no longer
+    /// names an issue the account can see.
+    fn read_by_ids(&self, ids: &[&str]) -> Result<Option<Vec<Issue>>, TrackerError> {
+        let jql = format!("id in ({})", ids.join(", "));
+        let mut raws = Vec::new();
+        let searched = self.search_pages(&jql, "*all", |page| {
+            raws.extend(page);
+            Ok(())
+        });
+        match searched {
+            Ok(()) => {}
+            Err(TrackerError::Unavailable(message)) if message.starts_with("Jira refused") => {
+                tracing::debug!("reading issues one by one: {message}");
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        }
+        let issues = self.complete_all(&raws)?;
+        self.remember(&issues)?;
+        Ok(Some(issues))
     }
 
     fn scope(&self) -> String {
@@ -1299,64 +1419,44 @@ impl Tracker for JiraTracker {
     }
 
     fn changed_since(&self, since: Option<DateTime<Utc>>) -> Result<Vec<Issue>, TrackerError> {
-        let scope = self.scope();
-        let jql = match since {
-            Some(since) => {
-                let minutes = (self.now()? - since).num_minutes().max(0) + 2;
-                format!("{scope} AND updated >= \"-{minutes}m\" ORDER BY updated ASC")
-            }
-            None => format!("{scope} ORDER BY updated ASC"),
-        };
-        let mut issues = Vec::new();
-        for issue in self.complete_all(&self.search(&jql, "*all")?)? {
-            if since.is_none_or(|s| issue.updated >= s) {
-                issues.push(issue);
-            }
-        }
-        self.remember(&issues)?;
+        let ids = self.changed_ids(since)?.unwrap_or_default();
+        self.get_many(&ids)
+    }
 
-        // Deletions: what was seen in the scope and is no longer there, and answers
-        // 404 (an issue moved out of the scope still answers, and is forgotten).
-        let present: std::collections::BTreeSet<String> = self
-            .search(&scope, "id")?
-            .iter()
-            .map(|raw| string_id(&raw["id"]))
-            .collect();
-        let known = self.load_known();
-        let mut forgotten = Vec::new();
-        for (id, issue) in &known.issues {
-            let tomb = if issue.deleted {
-                Some(issue.clone())
-            } else if !present.contains(id) && issue.project == self.config.project {
-                match self.get_json(&format!("/issue/{id}"), &[("fields", "summary")]) {
-                    Err(Failure::Status { status: 404, .. }) => match self.vanished(id)? {
-                        Vanished::Confirmed(tomb) => Some(*tomb),
-                        Vanished::Suspected(_) | Vanished::Unknown => None,
-                    },
-                    // Hidden from this account for now (a security level): not
-                    // a deletion, and still remembered for the next run.
-                    Err(Failure::Status { status: 403, .. }) => None,
-                    Ok(_) => {
-                        forgotten.push(id.clone());
-                        None
-                    }
-                    Err(e) => return Err(site_error(e)),
+    /// The changed issues' ids from a search that returns only `updated` (a
+    /// request per 100 issues, no field data), then the tombstones: an export
+    /// reads the issues a page at a time with [`Tracker::get_many`], so a first
+    /// export of a large project never holds all of them. The deletion check
+    /// lists the whole scope's ids; a first export's listing is that already.
+    fn changed_ids(
+        &self,
+        since: Option<DateTime<Utc>>,
+    ) -> Result<Option<Vec<String>>, TrackerError> {
+        let jql = self.changed_jql(since)?;
+        let mut ids = Vec::new();
+        self.search_pages(&jql, "updated", |page| {
+            for raw in &page {
+                let id = string_id(&raw["id"]);
+                let updated = jira_time(&raw["fields"]["updated"], &id)?;
+                if since.is_none_or(|s| updated >= s) {
+                    ids.push(id);
                 }
-            } else {
-                None
-            };
-            if let Some(tomb) = tomb.filter(|t| since.is_none_or(|s| t.updated >= s)) {
-                issues.push(tomb);
             }
-        }
-        if !forgotten.is_empty() {
-            let mut known = self.load_known();
-            for id in forgotten {
-                known.issues.remove(&id);
+            Ok(())
+        })?;
+        let present: HashSet<String> = match since {
+            None => ids.iter().cloned().collect(),
+            Some(_) => {
+                let mut present = HashSet::new();
+                self.search_pages(&self.scope(), "id", |page| {
+                    present.extend(page.iter().map(|raw| string_id(&raw["id"])));
+                    Ok(())
+                })?;
+                present
             }
-            self.save_known(&known)?;
-        }
-        Ok(issues)
+        };
+        ids.extend(self.deletions(&present, since)?);
+        Ok(Some(ids))
     }
 
     fn get(&self, id: &str) -> Result<Option<Issue>, TrackerError> {
@@ -1369,6 +1469,49 @@ impl Tracker for JiraTracker {
         }
     }
 
+    /// A search per 100 ids (`id in (…)`), comments read as a search's are;
+    /// a confirmed deletion comes from what the connector remembers, with no
+    /// request. Should Jira refuse the search (an id vanished since it was
+    /// listed), that page is read issue by issue, and an issue that answers
+    /// 404 or 403 then is left out: the deletion check of a later run decides
+    /// about it.
+    fn get_many(&self, ids: &[String]) -> Result<Vec<Issue>, TrackerError> {
+        let mut found: HashMap<String, Issue> = HashMap::with_capacity(ids.len());
+        let mut live = Vec::new();
+        for id in ids {
+            match self.known_issue(id)? {
+                Some((issue, _)) if issue.deleted => {
+                    found.insert(id.clone(), issue);
+                }
+                // Only numbers go into the query.
+                _ if !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()) => {
+                    live.push(id.as_str())
+                }
+                _ => {}
+            }
+        }
+        for chunk in live.chunks(SEARCH_PAGE) {
+            match self.read_by_ids(chunk)? {
+                Some(issues) => found.extend(issues.into_iter().map(|i| (i.id.clone(), i))),
+                None => {
+                    for id in chunk {
+                        match self.get(id) {
+                            Ok(Some(issue)) => {
+                                found.insert(id.to_string(), issue);
+                            }
+                            Ok(None) => {}
+                            Err(TrackerError::Transient { issue, message }) => {
+                                tracing::warn!("{issue}: {message}");
+                            }
+                            Err(e) => return Err(e),
+                        }
+                    }
+                }
+            }
+        }
+        Ok(ids.iter().filter_map(|id| found.remove(id)).collect())
+    }
+
     fn get_by_key(&self, key: &str) -> Result<Option<Issue>, TrackerError> {
         match self.fetch(key)? {
             Some(issue) => {
@@ -1376,12 +1519,7 @@ impl Tracker for JiraTracker {
                 Ok(Some(issue))
             }
             None => {
-                let id = self
-                    .load_known()
-                    .issues
-                    .values()
-                    .find(|i| i.key == key)
-                    .map(|i| i.id.clone());
+                let id = self.known()?.id_of_key(key)?;
                 match id {
                     Some(id) => self.missing(&id),
                     None => Ok(None),
@@ -1587,6 +1725,23 @@ impl Tracker for JiraTracker {
             Ok(_) | Err(Failure::Status { status: 404, .. }) => Ok(()),
             Err(e) => Err(issue_error(e, &self.name_of(id))),
         }
+    }
+}
+
+/// How an issue is remembered: its last state without comments, attachments,
+/// fields or description (a tombstone needs only the identity and the summary).
+fn seen_row(issue: &Issue) -> seen::Seen {
+    let mut slim = issue.clone();
+    slim.comments.clear();
+    slim.attachments.clear();
+    slim.fields.clear();
+    slim.description = None;
+    slim.deleted = false;
+    seen::Seen {
+        id: issue.id.clone(),
+        key: issue.key.clone(),
+        project: issue.project.clone(),
+        record: serde_json::to_string(&slim).unwrap_or_default(),
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::fake::FakeJira;
+use super::fake::{FakeJira, Recorded};
 use super::*;
 use crate::tracker::contract::{Setup, run_all};
 
@@ -1460,4 +1460,176 @@ fn the_readme_quick_start_syncs_two_jira_sites() {
         (closed.status.as_str(), closed.resolution.as_deref()),
         ("Closed", Some("Fixed"))
     );
+}
+
+/// A first read of a project lists ids with a search that returns only
+/// `updated` (a request per 100 issues), then reads the issues by id, at most
+/// a search page at a time: what an export holds follows the page, not the
+/// project.
+#[test]
+fn a_first_read_lists_ids_then_reads_pages_by_id() {
+    for flavour in [Flavour::Cloud, Flavour::Datacenter] {
+        let rig = rig(flavour);
+        rig.fake.page_size(100);
+        let ids = rig.fake.seed(250, 2, "alice");
+        let before = rig.fake.request_count();
+        let listed = rig.jira.changed_ids(None).expect("ids").expect("listed");
+        assert_eq!(listed, ids);
+        let listing = &rig.fake.requests()[before..];
+        assert_eq!(listing.len(), 3, "three pages of ids, nothing else");
+        for r in listing {
+            assert_eq!(r.query["fields"], "updated", "{r:?}");
+            assert!(r.query["maxResults"].parse::<usize>().unwrap() <= 100);
+        }
+        let before = rig.fake.request_count();
+        let wanted = listed[..150].to_vec();
+        let page = rig.jira.get_many(&wanted).expect("page");
+        assert_eq!(
+            page.iter().map(|i| i.id.clone()).collect::<Vec<_>>(),
+            wanted
+        );
+        assert!(page.iter().all(|i| i.comments.len() == 2));
+        let searches: Vec<Recorded> = rig.fake.requests()[before..]
+            .iter()
+            .filter(|r| r.path.contains("/search"))
+            .cloned()
+            .collect();
+        assert_eq!(searches.len(), 2, "100 ids, then 50");
+        for r in &searches {
+            let jql = &r.query["jql"];
+            assert!(jql.starts_with("id in ("), "{jql}");
+            assert!(jql.matches(',').count() < 100, "{jql}");
+        }
+        assert!(
+            rig.fake.requests().len() - before <= 4,
+            "two searches, the field list and who ferry is"
+        );
+    }
+}
+
+/// An id that vanished between the listing and the read makes Jira refuse
+/// the `id in (…)` search; that page is read issue by issue, and the vanished
+/// issue is left for the deletion check of a later run.
+#[test]
+fn a_page_with_a_vanished_id_is_read_one_by_one() {
+    let rig = rig(Flavour::Datacenter);
+    rig.fake.page_size(100);
+    let ids = rig.fake.seed(4, 1, "alice");
+    let listed = rig.jira.changed_ids(None).unwrap().unwrap();
+    rig.jira.get_many(&listed).unwrap();
+    rig.fake.delete_directly(&ids[1]);
+    let read = rig.jira.get_many(&listed).unwrap();
+    assert_eq!(
+        read.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(),
+        [&ids[0], &ids[2], &ids[3]]
+    );
+    // A later run confirms the deletion: its tombstone comes without a request.
+    let later = rig.next_run();
+    let changed = later.changed_since(None).unwrap();
+    let tomb = changed.iter().find(|i| i.id == ids[1]).expect("tombstone");
+    assert!(tomb.deleted);
+    let before = rig.fake.request_count();
+    let again = later.get_many(std::slice::from_ref(&ids[1])).unwrap();
+    assert_eq!(again.as_slice(), std::slice::from_ref(tomb));
+    assert_eq!(rig.fake.request_count(), before);
+}
+
+/// What an older version remembered in `jira-known.json` is taken over by
+/// the store once, suspicions included, and the file goes.
+#[test]
+fn an_older_known_file_is_taken_over() {
+    let rig = rig(Flavour::Datacenter);
+    let ids = rig.fake.seed(2, 0, "alice");
+    let elsewhere = tempfile::tempdir().unwrap();
+    let reader = JiraTracker::with_client(
+        &rig.config,
+        Client::new(rig.fake.url(), rig.auth.clone(), quick_retries()),
+        elsewhere.path(),
+    );
+    let issues: BTreeMap<String, Issue> = ids
+        .iter()
+        .map(|id| (id.clone(), reader.get(id).unwrap().unwrap()))
+        .collect();
+    let suspected: BTreeMap<String, DateTime<Utc>> =
+        [(ids[1].clone(), Utc::now() - chrono::Duration::hours(1))].into();
+    let legacy = rig.state.path().join(LEGACY_KNOWN_FILE);
+    std::fs::write(
+        &legacy,
+        serde_json::to_vec(&LegacyKnown { issues, suspected }).unwrap(),
+    )
+    .unwrap();
+    rig.fake.delete_directly(&ids[1]);
+    let later = rig.next_run();
+    let changed = later.changed_since(None).unwrap();
+    assert!(!legacy.exists());
+    assert!(rig.state.path().join(KNOWN_FILE).exists());
+    let tomb = changed.iter().find(|i| i.id == ids[1]).expect("tombstone");
+    assert!(
+        tomb.deleted,
+        "suspected by an earlier run, confirmed by this one"
+    );
+    assert!(changed.iter().any(|i| i.id == ids[0] && !i.deleted));
+}
+
+/// The engine's first export of a Jira project larger than its page reads it
+/// in pages: the issues' fields only ever come from searches by id of at most
+/// a hundred, and the whole costs a few requests per hundred issues.
+#[test]
+fn a_first_export_of_a_large_jira_project_pages() {
+    let world = tempfile::tempdir().unwrap();
+    let exchange = world.path().join("exchange.git");
+    git2::Repository::init_bare(&exchange).unwrap();
+    let fake = FakeJira::start(false, "ENG", "ferry-bot", &Auth::bearer("pat-123").0);
+    fake.page_size(100);
+    let total = 1_150;
+    fake.seed(total, 1, "alice");
+    let eng = world.path().join("eng");
+    std::fs::create_dir_all(&eng).unwrap();
+    std::fs::write(
+        eng.join("ferry.yaml"),
+        format!(
+            "site: eng\ntracker:\n  kind: jira\n  url: \"{}\"\n  flavour: datacenter\n  \
+             project: ENG\n  token_file: jira.token\nsync_user: ferry-bot\n",
+            fake.url()
+        ),
+    )
+    .unwrap();
+    std::fs::write(eng.join("jira.token"), "pat-123\n").unwrap();
+    ferry(&eng, &["init", "--site", "eng"]);
+    ferry(
+        &eng,
+        &[
+            "connection",
+            "add",
+            "support",
+            "--channel",
+            exchange.to_str().unwrap(),
+            "--project",
+            "ENG=SUP",
+        ],
+    );
+    let before = fake.request_count();
+    let out = ferry(&eng, &["export"]);
+    let requests = &fake.requests()[before..];
+    let with_fields: Vec<&Recorded> = requests
+        .iter()
+        .filter(|r| r.path.contains("/search") && r.query["fields"] == "*all")
+        .collect();
+    assert_eq!(with_fields.len(), total.div_ceil(100), "{out}");
+    for r in &with_fields {
+        assert!(r.query["jql"].starts_with("id in ("), "{r:?}");
+    }
+    assert!(
+        requests.len() <= 2 * total.div_ceil(100) + 10,
+        "{} requests",
+        requests.len()
+    );
+    let site = crate::site::Site::open(&eng).unwrap();
+    let head = site
+        .exchange
+        .resolve(&crate::exchange::own_branch("eng", "support"))
+        .unwrap()
+        .expect("exported");
+    let replicas = site.exchange.files(head, "issues/").unwrap();
+    assert_eq!(replicas.len(), total);
 }

@@ -4,16 +4,21 @@
 //! per issue id it has read, what a tombstone needs (key, project, summary, type,
 //! status, created), and the tombstones themselves with the time the deletion was
 //! noticed: that time is their `updated`, so `changed_since` hands them out once
-//! to each cursor. The file is JSON, rewritten atomically when it changed.
+//! to each cursor. They live in a small SQLite file (see [`crate::tracker::seen`]);
+//! what a run records is written a page at a time ([`Known::save`]).
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::model::{Issue, Origin};
 use crate::tracker::TrackerError;
+use crate::tracker::seen::{self, SeenStore};
+
+/// The store, in the state folder.
+pub const STORE_FILE: &str = "redmine-known.db";
 
 /// What is remembered of one issue.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -28,7 +33,8 @@ struct Seen {
     created: DateTime<Utc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     origin: Option<Origin>,
-    /// When the deletion was noticed; `None` while the issue lives.
+    /// When the deletion was noticed, in the JSON file of older versions (the
+    /// store keeps it in a column of its own).
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
@@ -37,41 +43,50 @@ struct Seen {
     deleted: Option<DateTime<Utc>>,
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+/// The JSON file older versions kept.
+#[derive(Debug, Default, Deserialize)]
 struct File {
     issues: BTreeMap<String, Seen>,
 }
 
-/// The remembered issues, with their file.
+/// The remembered issues.
 pub(super) struct Known {
-    path: PathBuf,
-    file: File,
-    dirty: bool,
+    store: SeenStore,
+    /// Issues read since the last [`Known::save`], written together.
+    pending: Vec<seen::Seen>,
 }
 
 impl Known {
-    /// Reads the file; a missing file is an empty memory.
-    pub fn load(path: &Path) -> Result<Known, TrackerError> {
-        let file = match std::fs::read(path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                TrackerError::Unavailable(format!("cannot read {}: {e}", path.display()))
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => File::default(),
-            Err(e) => {
-                return Err(TrackerError::Unavailable(format!(
-                    "cannot read {}: {e}",
-                    path.display()
-                )));
-            }
-        };
+    /// Opens the store in `state`; the JSON file of an older version
+    /// (`legacy`) is read into it once.
+    pub fn load(state: &Path, legacy: &str) -> Result<Known, TrackerError> {
+        let store = SeenStore::open(&state.join(STORE_FILE), &state.join(legacy), |bytes| {
+            let file: File = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+            Ok(file
+                .issues
+                .into_iter()
+                .map(|(id, mut seen)| {
+                    let deleted = seen.deleted.take();
+                    let row = record(&id, &seen);
+                    (
+                        row,
+                        seen::Entry {
+                            record: String::new(),
+                            deleted_at: deleted,
+                            suspected_at: None,
+                        },
+                    )
+                })
+                .collect())
+        })?;
         Ok(Known {
-            path: path.to_path_buf(),
-            file,
-            dirty: false,
+            store,
+            pending: Vec::new(),
         })
     }
 
-    /// Remembers a live issue (a reused id revives it).
+    /// Remembers a live issue (a reused id revives it); written at the next
+    /// [`Known::save`].
     pub fn seen(&mut self, issue: &Issue) {
         let seen = Seen {
             key: issue.key.clone(),
@@ -83,70 +98,91 @@ impl Known {
             origin: issue.origin.clone(),
             deleted: None,
         };
-        if self.file.issues.get(&issue.id) != Some(&seen) {
-            self.file.issues.insert(issue.id.clone(), seen);
-            self.dirty = true;
-        }
+        self.pending.push(record(&issue.id, &seen));
     }
 
     /// Redmine no longer has issue `id`: its tombstone (deleted `at`, unless it
     /// was noticed before), or `None` if it was never seen.
-    pub fn vanished(&mut self, id: &str, at: DateTime<Utc>) -> Option<Issue> {
-        let seen = self.file.issues.get_mut(id)?;
-        if seen.deleted.is_none() {
-            seen.deleted = Some(at);
-            self.dirty = true;
-        }
-        Some(tombstone(id, seen))
+    pub fn vanished(&mut self, id: &str, at: DateTime<Utc>) -> Result<Option<Issue>, TrackerError> {
+        self.save()?;
+        let Some(entry) = self.store.get(id)? else {
+            return Ok(None);
+        };
+        let deleted = match entry.deleted_at {
+            Some(deleted) => deleted,
+            None => {
+                self.store.bury(id, None, at)?;
+                at
+            }
+        };
+        Ok(parse(&entry.record).map(|seen| tombstone(id, &seen, deleted)))
+    }
+
+    /// Whether `id` is a tombstone already.
+    pub fn is_tombstone(&mut self, id: &str) -> Result<bool, TrackerError> {
+        self.save()?;
+        Ok(self.store.get(id)?.is_some_and(|e| e.deleted_at.is_some()))
     }
 
     /// Forgets an issue that moved out of sight (another project).
-    pub fn forget(&mut self, id: &str) {
-        if self.file.issues.remove(id).is_some() {
-            self.dirty = true;
-        }
+    pub fn forget(&mut self, id: &str) -> Result<(), TrackerError> {
+        self.save()?;
+        self.store.forget(&[id.to_string()])
     }
 
     /// Live issues not in `listed`.
-    pub fn live_ids_except(&self, listed: &BTreeSet<String>) -> Vec<String> {
-        self.file
-            .issues
-            .iter()
-            .filter(|(id, seen)| seen.deleted.is_none() && !listed.contains(*id))
-            .map(|(id, _)| id.clone())
-            .collect()
+    pub fn live_ids_except(
+        &mut self,
+        listed: &HashSet<String>,
+    ) -> Result<Vec<String>, TrackerError> {
+        self.save()?;
+        self.store.live_ids_except(None, listed)
     }
 
     /// Tombstones noticed at or after `since`.
-    pub fn tombstones_since(&self, since: Option<DateTime<Utc>>) -> Vec<Issue> {
-        self.file
-            .issues
-            .iter()
-            .filter(|(_, s)| {
-                s.deleted
-                    .is_some_and(|d| since.is_none_or(|since| d >= since))
+    pub fn tombstones_since(
+        &mut self,
+        since: Option<DateTime<Utc>>,
+    ) -> Result<Vec<Issue>, TrackerError> {
+        self.save()?;
+        Ok(self
+            .store
+            .tombstones(since)?
+            .into_iter()
+            .filter_map(|(id, entry)| {
+                let seen = parse(&entry.record)?;
+                Some(tombstone(
+                    &id,
+                    &seen,
+                    entry.deleted_at.unwrap_or(seen.created),
+                ))
             })
-            .map(|(id, s)| tombstone(id, s))
-            .collect()
+            .collect())
     }
 
-    /// Writes the file if anything changed.
+    /// Writes what was read since the last save, in one transaction.
     pub fn save(&mut self) -> Result<(), TrackerError> {
-        if !self.dirty {
+        if self.pending.is_empty() {
             return Ok(());
         }
-        let bytes = serde_json::to_vec_pretty(&self.file).map_err(|e| {
-            TrackerError::Unavailable(format!("cannot encode {}: {e}", self.path.display()))
-        })?;
-        crate::config::write_atomic(&self.path, &bytes)
-            .map_err(|e| TrackerError::Unavailable(e.to_string()))?;
-        self.dirty = false;
-        Ok(())
+        self.store.seen(std::mem::take(&mut self.pending))
     }
 }
 
-fn tombstone(id: &str, seen: &Seen) -> Issue {
-    let deleted = seen.deleted.unwrap_or(seen.created);
+fn record(id: &str, seen: &Seen) -> seen::Seen {
+    seen::Seen {
+        id: id.to_string(),
+        key: seen.key.clone(),
+        project: seen.project.clone(),
+        record: serde_json::to_string(seen).unwrap_or_default(),
+    }
+}
+
+fn parse(record: &str) -> Option<Seen> {
+    serde_json::from_str(record).ok()
+}
+
+fn tombstone(id: &str, seen: &Seen, deleted: DateTime<Utc>) -> Issue {
     Issue {
         resolution: None,
         id: id.into(),

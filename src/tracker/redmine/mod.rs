@@ -51,7 +51,10 @@ pub const API_KEY_ENV: &str = "FERRY_REDMINE_API_KEY";
 
 /// The file (in the state folder) where the connector remembers the issues it has
 /// seen, to notice deletions.
-pub const KNOWN_FILE: &str = "redmine-known.json";
+pub const KNOWN_FILE: &str = known::STORE_FILE;
+
+/// Where older versions remembered them (read into [`KNOWN_FILE`] once).
+const LEGACY_KNOWN_FILE: &str = "redmine-known.json";
 
 /// How many issues Redmine returns per page (its maximum).
 const PAGE: usize = 100;
@@ -117,7 +120,7 @@ impl RedmineTracker {
             Reply::Json(v) => v["user"]["login"].as_str().unwrap_or_default().to_string(),
             other => return Err(client.unexpected("/users/current.json", other)),
         };
-        let known = Known::load(&state.join(KNOWN_FILE))?;
+        let known = Known::load(state, LEGACY_KNOWN_FILE)?;
         Ok(RedmineTracker {
             settings,
             client,
@@ -414,13 +417,18 @@ impl RedmineTracker {
     /// [`RedmineTracker::fetch`], or the tombstone of an issue this connector saw
     /// before and Redmine no longer has.
     fn fetch_or_tombstone(&self, id: u64) -> Result<Option<Issue>, TrackerError> {
-        let found = self.fetch(id)?;
-        let result = match found {
-            Some(issue) => Some(issue),
-            None => self.known.borrow_mut().vanished(&id.to_string(), now()),
-        };
+        let result = self.fetch_or_tombstone_unsaved(id)?;
         self.known.borrow_mut().save()?;
         Ok(result)
+    }
+
+    /// [`RedmineTracker::fetch_or_tombstone`], leaving what it saw for the
+    /// caller to save (a page of issues is saved at once).
+    fn fetch_or_tombstone_unsaved(&self, id: u64) -> Result<Option<Issue>, TrackerError> {
+        match self.fetch(id)? {
+            Some(issue) => Ok(Some(issue)),
+            None => self.known.borrow_mut().vanished(&id.to_string(), now()),
+        }
     }
 
     /// Redmine's JSON issue → ferry's [`Issue`].
@@ -761,33 +769,59 @@ impl Tracker for RedmineTracker {
     }
 
     fn changed_since(&self, since: Option<DateTime<Utc>>) -> Result<Vec<Issue>, TrackerError> {
+        let ids = self.changed_ids(since)?.unwrap_or_default();
+        self.get_many(&ids)
+    }
+
+    /// The changed issues' ids from the project's listing (a request per 100
+    /// issues, no journals), then the tombstones; the issues themselves are
+    /// read a page at a time by [`Tracker::get_many`], so a first export of a
+    /// large project never holds all of them.
+    fn changed_ids(
+        &self,
+        since: Option<DateTime<Utc>>,
+    ) -> Result<Option<Vec<String>>, TrackerError> {
         let all = self.list_ids(None)?;
-        let changed = match since {
-            None => all.clone(),
-            Some(since) => self.list_ids(Some(since))?,
+        let mut ids: Vec<String> = match since {
+            None => all.iter().map(u64::to_string).collect(),
+            Some(since) => self
+                .list_ids(Some(since))?
+                .iter()
+                .map(u64::to_string)
+                .collect(),
         };
-        let mut issues = Vec::new();
-        for id in changed {
-            if let Some(issue) = self.fetch(id)? {
-                issues.push(issue);
-            }
-        }
         // Reconcile: ids seen before and no longer listed were deleted, or moved
         // to a project this connector does not read; Redmine tells which.
-        let listed: std::collections::BTreeSet<String> = all.iter().map(u64::to_string).collect();
-        let missing = self.known.borrow().live_ids_except(&listed);
+        let listed: std::collections::HashSet<String> = all.iter().map(u64::to_string).collect();
+        drop(all);
+        let missing = self.known.borrow_mut().live_ids_except(&listed)?;
+        drop(listed);
         for id in missing {
             let Some(number) = parse_id(&id) else {
                 continue;
             };
             match self.fetch(number)? {
-                Some(_) => self.known.borrow_mut().forget(&id),
+                Some(_) => self.known.borrow_mut().forget(&id)?,
                 None => {
-                    self.known.borrow_mut().vanished(&id, now());
+                    self.known.borrow_mut().vanished(&id, now())?;
                 }
             }
         }
-        issues.extend(self.known.borrow().tombstones_since(since));
+        let mut known = self.known.borrow_mut();
+        ids.extend(known.tombstones_since(since)?.into_iter().map(|t| t.id));
+        known.save()?;
+        Ok(Some(ids))
+    }
+
+    /// One request per issue (Redmine's list has no journals); what was read
+    /// is remembered once for the whole call.
+    fn get_many(&self, ids: &[String]) -> Result<Vec<Issue>, TrackerError> {
+        let mut issues = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(number) = parse_id(id) {
+                issues.extend(self.fetch_or_tombstone_unsaved(number)?);
+            }
+        }
         self.known.borrow_mut().save()?;
         Ok(issues)
     }
@@ -938,13 +972,7 @@ impl Tracker for RedmineTracker {
 
     fn delete(&mut self, id: &str, _author: &str) -> Result<(), TrackerError> {
         // A retried delete (the run died after Redmine's answer) finds a tombstone.
-        if self
-            .known
-            .borrow()
-            .tombstones_since(None)
-            .iter()
-            .any(|t| t.id == id)
-        {
+        if self.known.borrow_mut().is_tombstone(id)? {
             return Ok(());
         }
         let (number, current) = self.existing(id)?;
@@ -962,7 +990,7 @@ impl Tracker for RedmineTracker {
         }
         let mut known = self.known.borrow_mut();
         known.seen(&current);
-        known.vanished(id, now());
+        known.vanished(id, now())?;
         known.save()
     }
 

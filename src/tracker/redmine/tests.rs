@@ -613,3 +613,184 @@ fn a_write_that_may_have_been_done_is_not_sent_again() {
         assert_eq!(count.load(Ordering::SeqCst), 1, "sent once");
     }
 }
+
+/// A first read of a project lists its ids a page of 100 at a time (no
+/// journals: Redmine's list has none), then reads the issues one by one with
+/// their journals, as many as the caller asks for at once.
+#[test]
+fn a_first_read_lists_ids_a_page_at_a_time_then_reads_each_issue() {
+    let fake = fake::FakeRedmine::start("sup", "key").unwrap();
+    fake.seed(250, 2);
+    let state = tempfile::tempdir().unwrap();
+    let tracker = RedmineTracker::open(settings(fake.url(), "key", "sup"), state.path()).unwrap();
+    let before = fake.log().len();
+    let ids = tracker.changed_ids(None).unwrap().unwrap();
+    assert_eq!(ids.len(), 250);
+    assert_eq!((ids[0].as_str(), ids[249].as_str()), ("1", "250"));
+    let listing = fake.log()[before..].to_vec();
+    assert_eq!(listing.len(), 3, "{listing:?}");
+    assert!(listing.iter().all(|l| l.starts_with("GET /issues.json?")));
+    assert_eq!(fake.largest_page(), 100);
+    let before = fake.log().len();
+    let page = tracker.get_many(&ids[..10]).unwrap();
+    assert_eq!(page.len(), 10);
+    assert!(page.iter().all(|i| i.comments.len() == 2));
+    let reads: Vec<String> = fake.log()[before..]
+        .iter()
+        .filter(|l| l.starts_with("GET /issues/"))
+        .cloned()
+        .collect();
+    assert_eq!(reads.len(), 10, "{reads:?}");
+    assert!(reads.iter().all(|l| l.contains("include=journals")));
+}
+
+/// What an older version remembered in `redmine-known.json` moves into the
+/// store on the first open; an issue it knew that Redmine no longer has is a
+/// tombstone of the next read, through the listing and the paged read alike.
+#[test]
+fn an_older_known_file_is_taken_over() {
+    let fake = fake::FakeRedmine::start("sup", "key").unwrap();
+    fake.seed(3, 0);
+    let state = tempfile::tempdir().unwrap();
+    let legacy = state.path().join(LEGACY_KNOWN_FILE);
+    std::fs::write(
+        &legacy,
+        r#"{"issues": {"77": {"key": "sup-77", "project": "sup", "summary": "Gone",
+            "type": "Bug", "status": "New", "created": "2026-01-01T00:00:00Z"}}}"#,
+    )
+    .unwrap();
+    let tracker = RedmineTracker::open(settings(fake.url(), "key", "sup"), state.path()).unwrap();
+    assert!(!legacy.exists());
+    assert!(state.path().join(KNOWN_FILE).exists());
+    let ids = tracker.changed_ids(None).unwrap().unwrap();
+    assert_eq!(ids, ["1", "2", "3", "77"]);
+    let read = tracker.get_many(&ids).unwrap();
+    let tomb = read.last().unwrap();
+    assert!(tomb.deleted);
+    assert_eq!(
+        (tomb.key.as_str(), tomb.summary.as_str()),
+        ("sup-77", "Gone")
+    );
+}
+
+/// The engine's first export of a Redmine project larger than its page goes
+/// through the paged read and writes every replica.
+#[test]
+fn a_first_export_of_a_large_redmine_project_pages() {
+    let fake = fake::FakeRedmine::start("sup", "key").unwrap();
+    let total = 1_050;
+    fake.seed(total, 1);
+    let world = tempfile::tempdir().unwrap();
+    let exchange = world.path().join("exchange.git");
+    git2::Repository::init_bare(&exchange).unwrap();
+    let site = world.path().join("sup");
+    std::fs::create_dir_all(&site).unwrap();
+    std::fs::write(
+        site.join("ferry.yaml"),
+        format!(
+            "site: sup\ntracker:\n  kind: redmine\n  url: \"{}\"\n  project: sup\n  \
+             api_key_file: redmine.key\nsync_user: admin\n",
+            fake.url()
+        ),
+    )
+    .unwrap();
+    std::fs::write(site.join("redmine.key"), "key\n").unwrap();
+    let run = |args: &[&str]| {
+        let mut out = Vec::new();
+        let status = crate::cli::run_in(&site, args, &mut out).unwrap();
+        assert_eq!(
+            status,
+            crate::cli::ExitStatus::Success,
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out)
+        );
+    };
+    run(&["init", "--site", "sup"]);
+    run(&[
+        "connection",
+        "add",
+        "eng",
+        "--channel",
+        exchange.to_str().unwrap(),
+        "--project",
+        "sup=ENG",
+    ]);
+    run(&["export"]);
+    let opened = crate::site::Site::open(&site).unwrap();
+    let head = opened
+        .exchange
+        .resolve(&crate::exchange::own_branch("sup", "eng"))
+        .unwrap()
+        .expect("exported");
+    assert_eq!(opened.exchange.files(head, "issues/").unwrap().len(), total);
+    let listed = fake
+        .log()
+        .iter()
+        .filter(|l| l.starts_with("GET /issues.json?"))
+        .count();
+    assert_eq!(listed, total.div_ceil(100), "one listing of the project");
+}
+
+/// Against the live Redmine: a first read lists the project's ids a page of
+/// 100 at a time, without journals, and reads the issues it is asked for one
+/// request each, with their notes; a paged read gives what `changed_since`
+/// gives.
+#[test]
+fn a_first_read_pages_on_a_live_redmine() {
+    let Some((url, key)) = live("FERRY_TEST_REDMINE") else {
+        return;
+    };
+    let _one_at_a_time = one_at_a_time();
+    let project = std::env::var("FERRY_TEST_REDMINE_PROJECT").unwrap_or_else(|_| "sup".to_string());
+    let state = tempfile::tempdir().unwrap();
+    let mut tracker = RedmineTracker::open(settings(&url, &key, &project), state.path()).unwrap();
+    let mut made = Vec::new();
+    for n in 0..3 {
+        let new = NewIssue {
+            project: project.clone(),
+            patch: IssuePatch {
+                summary: Some(format!("Paged read {n}")),
+                ..IssuePatch::default()
+            },
+            author: "admin".into(),
+            origin: None,
+        };
+        let issue = tracker.create(&new).unwrap();
+        tracker
+            .add_comment(
+                &issue.id,
+                &NewComment {
+                    author: "admin".into(),
+                    body: format!("Note on {n}"),
+                    internal: false,
+                    origin: None,
+                },
+            )
+            .unwrap();
+        made.push(issue.id);
+    }
+    let proxy = Proxy::start(&url, |_, _| false);
+    let state = tempfile::tempdir().unwrap();
+    let fresh = RedmineTracker::open(settings(&proxy.url, &key, &project), state.path()).unwrap();
+    let opened = proxy.seen();
+    let ids = fresh.changed_ids(None).unwrap().unwrap();
+    let pages = proxy.seen() - opened;
+    assert!(made.iter().all(|id| ids.contains(id)));
+    assert_eq!(pages, ids.len().div_ceil(100).max(1), "{} ids", ids.len());
+    let before = proxy.seen();
+    let read = fresh.get_many(&made).unwrap();
+    assert_eq!(
+        read.iter().map(|i| &i.id).collect::<Vec<_>>(),
+        made.iter().collect::<Vec<_>>()
+    );
+    assert!(read.iter().all(|i| i.comments.len() == 1));
+    // One read per issue, and the names of what they refer to once.
+    assert!(
+        proxy.seen() - before <= made.len() + 4,
+        "{}",
+        proxy.seen() - before
+    );
+    let whole = fresh.changed_since(None).unwrap();
+    let listed: Vec<&String> = whole.iter().map(|i| &i.id).collect();
+    assert_eq!(listed, ids.iter().collect::<Vec<_>>());
+}
