@@ -15,21 +15,25 @@ use std::collections::HashMap;
 use git2::Oid;
 
 use self::batch::{Batch, Subject};
+use self::group::{Group, PendingCreate};
 use super::conflict::{self, Settled, Settlement};
 use super::{IssueError, attachments, issue_error, load_rule};
 use crate::attachment::safe_file_name;
 use crate::config::Connection;
 use crate::exchange::{applied_ref, approved_ref, peer_branch};
 use crate::failpoint;
-use crate::ledger::{KnownAttachment, Step};
+use crate::ledger::{KnownAttachment, NewStep, Step};
 use crate::model::{Attachment, Comment, Issue, Origin};
 use crate::replica::{MAX_REPLICA_BYTES, Replica};
 use crate::rules::{IncomingInput, RuleScript, TargetIssue};
 use crate::site::Site;
-use crate::tracker::{IssuePatch, NewAttachment, NewComment, NewIssue, TrackerError};
+use crate::tracker::{
+    IssuePatch, NewAttachment, NewComment, NewIssue, NewIssueWithComments, TrackerError,
+};
 use crate::words::short_id;
 
 mod batch;
+mod group;
 
 /// What happened to one replica.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,19 +187,33 @@ fn apply_range(
         interrupted.entry(step.path.clone()).or_default().push(step);
     }
     let progress = crate::progress::bar(replicas.len(), format!("import {peer}"));
-    for (path, blob) in replicas {
+    // A server tracker takes new issues in groups (see `group`); a tracker that
+    // batches its writes gains nothing from it.
+    let group_size = site.tracker.create_group();
+    let grouping = group_size > 1 && !batch.deferred();
+    let mut group = Group::default();
+    let mut origins: HashMap<String, Origin> = HashMap::new();
+    for (n, (path, blob)) in replicas.iter().enumerate() {
         progress.inc(1);
+        if grouping && n % group_size == 0 {
+            let ahead = &replicas[n..replicas.len().min(n + group_size)];
+            origins = prefetch_origins(site, &peer, ahead)?;
+        }
         if batch.full() {
             batch.flush(site, true)?;
         }
-        let Some(blob) = blob else {
+        let Some(blob) = *blob else {
             // Was pending, and the peer has stopped sharing it since.
-            site.ledger.mark_applied(&peer, &path, "")?;
+            site.ledger.mark_applied(&peer, path, "")?;
             continue;
         };
+        // Its lookup must see the creates of the group it could be about.
+        if origins.get(path).is_some_and(|o| group.has(o)) {
+            flush_group(site, connection, short.as_str(), &mut group, report)?;
+        }
         let blob_id = blob.to_string();
         let subject = Subject {
-            path: &path,
+            path,
             blob: &blob_id,
         };
         tracing::debug!(%peer, %path, blob = %short_id(blob), "import replica");
@@ -210,31 +228,201 @@ fn apply_range(
             blob,
             batch,
             &mut interrupted,
+            grouping,
         ) {
-            Ok(done) => {
+            Ok(Imported::Done(done)) => {
                 batch.applied(&subject);
-                report.issues.push(done);
+                report.issues.push(*done);
+            }
+            Ok(Imported::Deferred(create)) => {
+                group.push(*create);
+                if group.len() >= group_size {
+                    flush_group(site, connection, short.as_str(), &mut group, report)?;
+                }
             }
             Err(ImportFailure::Issue(message)) => {
-                let retry = site
-                    .ledger
-                    .retry_later(&peer, &path, &site.config.site.retry)?;
-                let message = format!("commit {short}: {message}");
-                let mut error = issue_error(site, connection, &path, message)?;
-                error.message += &if retry.parked {
-                    format!(
-                        " (parked after {} tries; `ferry retry` queues it again)",
-                        retry.tries
-                    )
-                } else {
-                    format!(" (try {}; retried on a later run)", retry.tries)
-                };
-                report.errors.push(error);
+                fail_replica(site, connection, &short, path, message, report)?;
             }
             Err(ImportFailure::Fatal(e)) => return Err(e),
         }
     }
+    flush_group(site, connection, short.as_str(), &mut group, report)
+}
+
+/// Records that the replica at `path` failed, to be tried again.
+fn fail_replica(
+    site: &mut Site,
+    connection: &Connection,
+    short: &str,
+    path: &str,
+    message: String,
+    report: &mut ImportReport,
+) -> anyhow::Result<()> {
+    let retry = site
+        .ledger
+        .retry_later(&connection.peer, path, &site.config.site.retry)?;
+    let message = format!("commit {short}: {message}");
+    let mut error = issue_error(site, connection, path, message)?;
+    error.message += &if retry.parked {
+        format!(
+            " (parked after {} tries; `ferry retry` queues it again)",
+            retry.tries
+        )
+    } else {
+        format!(" (try {}; retried on a later run)", retry.tries)
+    };
+    report.errors.push(error);
     Ok(())
+}
+
+/// Looks up ahead the origins of the replicas in `ahead` that no link names
+/// (the ones an import looks up by origin), and returns them by path. A
+/// replica that does not parse is left to its import to report.
+fn prefetch_origins(
+    site: &Site,
+    peer: &str,
+    ahead: &[(String, Option<Oid>)],
+) -> anyhow::Result<HashMap<String, Origin>> {
+    let me = site.name();
+    let mut origins = HashMap::new();
+    for (path, blob) in ahead {
+        let Some(blob) = blob else {
+            continue;
+        };
+        if site.exchange.blob_size(*blob)? > MAX_REPLICA_BYTES {
+            continue;
+        }
+        let Ok(replica) = Replica::parse(path, &site.exchange.read_blob(*blob)?) else {
+            continue;
+        };
+        if site.ledger.local_for(peer, &replica.id)?.is_some() {
+            continue;
+        }
+        let origin = replica.effective_origin();
+        if origin.site != me {
+            origins.insert(path.clone(), origin);
+        }
+    }
+    let wanted: Vec<Origin> = origins.values().cloned().collect();
+    site.tracker.prefetch_origins(&wanted)?;
+    Ok(origins)
+}
+
+/// Creates the new issues waiting in `group` (see `group`): journaled, made
+/// together, then each linked, its baseline kept and marked applied.
+fn flush_group(
+    site: &mut Site,
+    connection: &Connection,
+    short: &str,
+    group: &mut Group,
+    report: &mut ImportReport,
+) -> anyhow::Result<()> {
+    let pending = group.take();
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let peer = connection.peer.clone();
+    let steps: Vec<NewStep> = pending
+        .iter()
+        .map(|p| NewStep {
+            path: p.path.clone(),
+            blob: p.blob.clone(),
+            kind: StepKind::Create.name(),
+            target: None,
+        })
+        .collect();
+    let steps = site.ledger.begin_steps(&peer, &steps)?;
+    let news: Vec<NewIssueWithComments> = pending.iter().map(|p| p.new.clone()).collect();
+    let mut results = site.tracker.create_many(&news).into_iter();
+    let mut stop = None;
+    for (create, step) in pending.into_iter().zip(steps) {
+        // Not tried (the tracker became unavailable): its step stays open, and
+        // the next run looks the issue up by origin before making it.
+        let Some(created) = results.next() else {
+            // Only an unavailable tracker may leave some untried; anything else
+            // must not let the applied ref pass them.
+            stop = stop.or_else(|| {
+                Some(anyhow::anyhow!(
+                    "the tracker said nothing of the new issue of {}",
+                    create.path
+                ))
+            });
+            break;
+        };
+        let PendingCreate {
+            path,
+            blob,
+            remote_id,
+            remote_key,
+            remote_target,
+            mut done,
+            ..
+        } = create;
+        let issue = match created.issue {
+            Ok(issue) => issue,
+            Err(e) => {
+                site.ledger.finish_step(step)?;
+                match ImportFailure::from(e) {
+                    ImportFailure::Issue(message) => {
+                        fail_replica(site, connection, short, &path, message, report)?;
+                    }
+                    ImportFailure::Fatal(e) => stop = stop.or(Some(e)),
+                }
+                continue;
+            }
+        };
+        failpoint::hit("after-create");
+        let mut failure = None;
+        for comment in created.comments {
+            match comment {
+                Ok(_) => {
+                    failpoint::hit("after-comment");
+                    done.comments_added += 1;
+                }
+                Err(e) => failure = Some(ImportFailure::from(e)),
+            }
+        }
+        done.local_key = Some(issue.key.clone());
+        let applied = failure.is_none();
+        site.ledger.in_transaction(|ledger| {
+            ledger.link(&peer, &remote_id, &remote_key, &issue.id)?;
+            ledger.finish_step(step)?;
+            if applied {
+                conflict::record_import(
+                    ledger,
+                    &peer,
+                    &issue,
+                    &remote_target,
+                    &conflict::Baseline::default(),
+                )?;
+                ledger.mark_applied(&peer, &path, &blob)?;
+                ledger.resolve_subject(&peer, &path)?;
+            }
+            Ok(())
+        })?;
+        match failure {
+            None => {
+                failpoint::hit("after-mark-applied");
+                report.issues.push(done);
+            }
+            Some(ImportFailure::Issue(message)) => {
+                fail_replica(site, connection, short, &path, message, report)?;
+            }
+            Some(ImportFailure::Fatal(e)) => stop = stop.or(Some(e)),
+        }
+    }
+    match stop {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// What importing one replica came to.
+enum Imported {
+    /// Done (or skipped).
+    Done(Box<ImportedIssue>),
+    /// A new issue waiting for its group's writes.
+    Deferred(Box<PendingCreate>),
 }
 
 /// What a peer's new commits ask of this site.
@@ -335,7 +523,8 @@ fn import_one(
     blob: Oid,
     batch: &mut Batch,
     interrupted: &mut HashMap<String, Vec<Step>>,
-) -> Result<ImportedIssue, ImportFailure> {
+    grouping: bool,
+) -> Result<Imported, ImportFailure> {
     let path = subject.path;
     let me = site.name().to_string();
     let peer = connection.peer.as_str();
@@ -412,11 +601,11 @@ fn import_one(
         link(site, batch, peer, &replica, &local.id)?;
         if local.deleted {
             done.action = ImportAction::Skipped;
-            return Ok(done);
+            return Ok(Imported::Done(Box::new(done)));
         }
     } else if replica.deleted {
         done.action = ImportAction::Skipped;
-        return Ok(done);
+        return Ok(Imported::Done(Box::new(done)));
     }
 
     let added_comments = new_comments(&me, &replica, local.as_ref());
@@ -465,7 +654,7 @@ fn import_one(
         Ok(Some(result)) => result,
         Ok(None) => {
             done.action = ImportAction::Skipped;
-            return Ok(done);
+            return Ok(Imported::Done(Box::new(done)));
         }
         Err(e) => return Err(ImportFailure::Issue(format!("{}: {e}", replica.key))),
     };
@@ -485,11 +674,12 @@ fn import_one(
             Settlement::Parked(message) => return Err(ImportFailure::Issue(message)),
             Settlement::Skip => {
                 done.action = ImportAction::Skipped;
-                return Ok(done);
+                return Ok(Imported::Done(Box::new(done)));
             }
         }
     }
 
+    let comments = comments_to_add(peer, &replica, &result.new_comments, &added_comments, blob)?;
     let author = site.config.site.sync_user.clone();
     let local = match local {
         Some(local) => {
@@ -512,6 +702,26 @@ fn import_one(
                 author: author.clone(),
                 origin: Some(origin.clone()),
             };
+            let uploads = result
+                .new_attachments
+                .iter()
+                .any(|id| added_attachments.iter().any(|a| &a.id == id));
+            if grouping && !uploads && !result.delete_issue {
+                done.action = ImportAction::Created;
+                done.comments_added = 0;
+                return Ok(Imported::Deferred(Box::new(PendingCreate {
+                    path: path.to_string(),
+                    blob: subject.blob.to_string(),
+                    remote_id: replica.id.clone(),
+                    remote_key: replica.key.clone(),
+                    new: NewIssueWithComments {
+                        issue: new,
+                        comments,
+                    },
+                    remote_target,
+                    done,
+                })));
+            }
             let created = batch.write(site, subject, StepKind::Create, None, |t| t.create(&new))?;
             link(site, batch, peer, &replica, &created.id)?;
             done.action = ImportAction::Created;
@@ -520,34 +730,7 @@ fn import_one(
     };
     done.local_key = Some(local.key.clone());
 
-    let mut notes = 0;
-    for comment in &result.new_comments {
-        let origin = match &comment.source {
-            Some(id) => {
-                let Some(source) = added_comments.iter().find(|c| &c.id == id) else {
-                    return Err(ImportFailure::Issue(format!(
-                        "{}: the incoming rule added a comment from {id:?}, which is not one of the new comments",
-                        replica.key
-                    )));
-                };
-                comment_origin(&replica, source)
-            }
-            // A note of the rule's own is tied to this version of the replica, so
-            // a retried import finds it instead of writing it twice.
-            None => {
-                notes += 1;
-                Origin {
-                    site: peer.to_string(),
-                    id: format!("note-{}-{notes}", &blob.to_string()[..12]),
-                }
-            }
-        };
-        let new = NewComment {
-            author: comment.author.clone(),
-            body: comment.body.clone(),
-            internal: comment.internal,
-            origin: Some(origin),
-        };
+    for new in comments {
         batch.write(site, subject, StepKind::Comment, Some(&local.id), |t| {
             t.add_comment(&local.id, &new)
         })?;
@@ -593,7 +776,48 @@ fn import_one(
         })?;
         done.action = ImportAction::Deleted;
     }
-    Ok(done)
+    Ok(Imported::Done(Box::new(done)))
+}
+
+/// The comments the incoming rule adds, each with its origin: the peer's
+/// comment it copies, or (a note of the rule's own) this version of the
+/// replica, so that a retried import finds it instead of writing it twice.
+fn comments_to_add(
+    peer: &str,
+    replica: &Replica,
+    wanted: &[crate::rules::TargetComment],
+    added_comments: &[Comment],
+    blob: Oid,
+) -> Result<Vec<NewComment>, ImportFailure> {
+    let mut notes = 0;
+    let mut out = Vec::with_capacity(wanted.len());
+    for comment in wanted {
+        let origin = match &comment.source {
+            Some(id) => {
+                let Some(source) = added_comments.iter().find(|c| &c.id == id) else {
+                    return Err(ImportFailure::Issue(format!(
+                        "{}: the incoming rule added a comment from {id:?}, which is not one of the new comments",
+                        replica.key
+                    )));
+                };
+                comment_origin(replica, source)
+            }
+            None => {
+                notes += 1;
+                Origin {
+                    site: peer.to_string(),
+                    id: format!("note-{}-{notes}", &blob.to_string()[..12]),
+                }
+            }
+        };
+        out.push(NewComment {
+            author: comment.author.clone(),
+            body: comment.body.clone(),
+            internal: comment.internal,
+            origin: Some(origin),
+        });
+    }
+    Ok(out)
 }
 
 /// Uploads one of the peer's attachments to the local issue: the content is

@@ -112,6 +112,37 @@ pub struct NewComment {
     pub origin: Option<Origin>,
 }
 
+/// An issue to create with the comments it gets at once
+/// ([`Tracker::create_many`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewIssueWithComments {
+    /// The issue.
+    pub issue: NewIssue,
+    /// Its comments, in order.
+    pub comments: Vec<NewComment>,
+}
+
+/// What [`Tracker::create_many`] did for one issue.
+#[derive(Debug)]
+pub struct Created {
+    /// The issue as stored (its comments included), or why it was not made.
+    pub issue: Result<Issue, TrackerError>,
+    /// Each comment as stored, in order, up to the first one that failed
+    /// (whose error is last); empty when the issue was not made.
+    pub comments: Vec<Result<Comment, TrackerError>>,
+}
+
+impl Created {
+    /// Whether a failure here stops the run (the tracker is unavailable).
+    pub fn unavailable(&self) -> bool {
+        matches!(self.issue, Err(TrackerError::Unavailable(_)))
+            || self
+                .comments
+                .iter()
+                .any(|c| matches!(c, Err(TrackerError::Unavailable(_))))
+    }
+}
+
 /// A file to attach. The content is a file on disk that the engine has already
 /// checked against `sha256`: connectors stream it from there (and can read it again
 /// for a retried upload) instead of holding it in memory.
@@ -229,6 +260,61 @@ pub trait Tracker {
 
     /// Creates an issue and returns it as stored.
     fn create(&mut self, issue: &NewIssue) -> Result<Issue, TrackerError>;
+
+    /// How many new issues an import hands to [`Tracker::create_many`] at once,
+    /// and whose origins it looks up ahead with [`Tracker::prefetch_origins`]:
+    /// more than one for a tracker whose round trips cost more than its work
+    /// (a server), one for a tracker that gains nothing from it.
+    fn create_group(&self) -> usize {
+        1
+    }
+
+    /// Looks up, ahead, the issues carrying these origin markers, so that the
+    /// [`Tracker::find_by_origin`] of each that follows costs no round trip. A
+    /// hint: a tracker may ignore it.
+    fn prefetch_origins(&self, origins: &[Origin]) -> Result<(), TrackerError> {
+        let _ = origins;
+        Ok(())
+    }
+
+    /// Creates several new issues, each with its comments, and says what
+    /// became of each, in order. The issues are independent: one refused does
+    /// not stop the others, but once the tracker is unavailable the ones left
+    /// are not tried (the answer is shorter than `issues`). A caller journals
+    /// the creates before, since a run killed inside may have made any of them
+    /// (each carries its origin marker for the next run to find).
+    fn create_many(&mut self, issues: &[NewIssueWithComments]) -> Vec<Created> {
+        let mut out = Vec::with_capacity(issues.len());
+        for new in issues {
+            let created = match self.create(&new.issue) {
+                Ok(issue) => {
+                    let mut comments = Vec::new();
+                    for comment in &new.comments {
+                        let added = self.add_comment(&issue.id, comment);
+                        let failed = added.is_err();
+                        comments.push(added);
+                        if failed {
+                            break;
+                        }
+                    }
+                    Created {
+                        issue: Ok(issue),
+                        comments,
+                    }
+                }
+                Err(e) => Created {
+                    issue: Err(e),
+                    comments: Vec::new(),
+                },
+            };
+            let stop = created.unavailable();
+            out.push(created);
+            if stop {
+                break;
+            }
+        }
+        out
+    }
 
     /// Applies a patch to an existing issue (bumping `updated` only when something
     /// really changed) and returns the issue as stored.

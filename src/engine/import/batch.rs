@@ -95,6 +95,11 @@ impl Batch {
         })
     }
 
+    /// Whether the tracker holds the writes until [`Batch::flush`].
+    pub fn deferred(&self) -> bool {
+        self.deferred
+    }
+
     /// The peer the import is from.
     pub fn peer(&self) -> &str {
         &self.peer

@@ -30,6 +30,7 @@ pub mod fake;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock, PoisonError};
 
 use chrono::{DateTime, Utc};
@@ -40,8 +41,8 @@ use self::client::{Auth, Body, Client, Failure};
 use super::retry::RetryPolicy;
 use super::seen::{self, SeenStore};
 use super::{
-    IssuePatch, Needs, NewAttachment, NewComment, NewIssue, Probe, Tracker, TrackerError,
-    TrackerInstance,
+    Created, IssuePatch, Needs, NewAttachment, NewComment, NewIssue, NewIssueWithComments, Probe,
+    Tracker, TrackerError, TrackerInstance,
 };
 use crate::model::{Attachment, Comment, FieldValue, Issue, Origin, normalize_set};
 
@@ -58,6 +59,8 @@ const LEGACY_KNOWN_FILE: &str = "jira-known.json";
 /// The most issues one search page holds (Jira's cap for searches that return
 /// fields), and so the most ids one `id in (…)` read names.
 const SEARCH_PAGE: usize = 100;
+/// The most issues one bulk create takes (Jira's cap).
+const BULK: usize = 50;
 
 const ORIGIN_LABEL: &str = "ferry-origin:";
 
@@ -264,6 +267,9 @@ pub struct JiraTracker {
     /// Issues this run found missing: a 404 in the run that first saw it cannot
     /// confirm itself.
     suspected_here: Mutex<BTreeSet<String>>,
+    /// Origin labels looked up ahead ([`Tracker::prefetch_origins`]) or
+    /// written by this run: the id of the issue carrying each, or none.
+    origins: Mutex<HashMap<String, Option<String>>>,
 }
 
 /// The JSON file older versions kept: the last state of every issue seen,
@@ -360,6 +366,7 @@ impl JiraTracker {
             field_defs: OnceLock::new(),
             me: OnceLock::new(),
             suspected_here: Mutex::new(BTreeSet::new()),
+            origins: Mutex::new(HashMap::new()),
         }
     }
 
@@ -1219,6 +1226,337 @@ impl JiraTracker {
         Ok(out)
     }
 
+    /// Posts a comment (no look for one with its origin: the caller did, or
+    /// the issue is new) and returns it as stored: Jira's answer, with the
+    /// properties it was posted with (the answer leaves them out, and they are
+    /// stored as sent).
+    fn post_comment(
+        &self,
+        id: &str,
+        name: &str,
+        comment: &NewComment,
+    ) -> Result<Comment, TrackerError> {
+        let me = self.me()?.to_string();
+        let body_text = if comment.author == me {
+            comment.body.clone()
+        } else {
+            format!("{}{}", attribution(&comment.author), comment.body)
+        };
+        let mut properties = vec![json!({"key": COMMENT_PROPERTY, "value": {
+            "origin": comment.origin, "author": comment.author}})];
+        let mut body = json!({"body": self.text_value(&body_text)});
+        if comment.internal {
+            match &self.config.internal_comments {
+                InternalComments::Role { value } => {
+                    body["visibility"] = json!({"type": "role", "value": value});
+                }
+                InternalComments::Group { value } => {
+                    body["visibility"] = json!({"type": "group", "value": value});
+                }
+                InternalComments::Servicedesk => {
+                    properties.push(json!({"key": SD_PROPERTY, "value": {"internal": true}}));
+                }
+            }
+        }
+        body["properties"] = Value::Array(properties.clone());
+        let path = self.api(&format!("/issue/{id}/comment"));
+        let mut posted = self
+            .client
+            .json("POST", &path, &[], &Body::Json(&body))
+            .map_err(|e| issue_error(e, name))?;
+        posted["properties"] = Value::Array(properties);
+        self.parse_comment(&posted)
+    }
+
+    /// The `fields` of a create.
+    fn create_fields(
+        &self,
+        issue: &NewIssue,
+    ) -> Result<serde_json::Map<String, Value>, TrackerError> {
+        let mut fields = self.fields_json(
+            &issue.patch,
+            None,
+            issue.origin.as_ref().map(origin_label_of),
+        )?;
+        fields.insert("project".into(), json!({"key": issue.project}));
+        fields
+            .entry("issuetype")
+            .or_insert_with(|| json!({"name": self.config.default_type}));
+        fields.entry("summary").or_insert_with(|| json!(""));
+        Ok(fields)
+    }
+
+    /// Runs `work` on every item, `concurrency` at a time (each a round trip
+    /// or a few, not Jira's work), and returns the answers in order.
+    fn side_by_side<T: Sync, R: Send>(
+        &self,
+        items: &[T],
+        work: impl Fn(&T) -> Result<R, TrackerError> + Sync,
+    ) -> Vec<Result<R, TrackerError>> {
+        let next = AtomicUsize::new(0);
+        let slots: Vec<Mutex<Option<Result<R, TrackerError>>>> =
+            items.iter().map(|_| Mutex::new(None)).collect();
+        let workers = self.config.concurrency.max(1).min(items.len());
+        std::thread::scope(|scope| {
+            for _ in 0..workers {
+                scope.spawn(|| {
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(item) = items.get(i) else {
+                            break;
+                        };
+                        let answer = work(item);
+                        *slots[i].lock().unwrap_or_else(PoisonError::into_inner) = Some(answer);
+                    }
+                });
+            }
+        });
+        slots
+            .into_iter()
+            .map(|slot| {
+                slot.into_inner()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .unwrap_or_else(|| {
+                        Err(TrackerError::Unavailable(
+                            "a Jira worker stopped unexpectedly".into(),
+                        ))
+                    })
+            })
+            .collect()
+    }
+
+    /// Issues just made, read back by id with one search (fields and the
+    /// comments embedded in it, which are all an issue this run made can have
+    /// besides the ones it posted); an id the search misses (an index not yet
+    /// caught up) is read on its own.
+    fn read_back(&self, ids: &[String]) -> Result<HashMap<String, Issue>, TrackerError> {
+        let mut found = HashMap::new();
+        if ids.is_empty() {
+            return Ok(found);
+        }
+        let jql = format!("id in ({})", ids.join(", "));
+        let searched = self.search_pages(&jql, "*all", |page| {
+            for raw in &page {
+                let mut issue = self.parse_issue(raw)?;
+                issue.comments = raw["fields"]["comment"]["comments"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|c| self.parse_comment(c))
+                    .collect::<Result<_, _>>()?;
+                found.insert(issue.id.clone(), issue);
+            }
+            Ok(())
+        });
+        match searched {
+            Ok(()) => {}
+            Err(TrackerError::Unavailable(message)) if message.starts_with("Jira refused") => {}
+            Err(e) => return Err(e),
+        }
+        for id in ids {
+            if !found.contains_key(id) {
+                found.insert(id.clone(), self.existing(id)?);
+            }
+        }
+        Ok(found)
+    }
+
+    /// [`Tracker::create_many`] for up to [`BULK`] issues: one bulk create,
+    /// one search to read them back, then for each, side by side, its
+    /// transition and its comments, and one more search for how they ended.
+    fn create_chunk(&self, chunk: &[NewIssueWithComments]) -> Vec<Created> {
+        let failed = |e: TrackerError| Created {
+            issue: Err(e),
+            comments: Vec::new(),
+        };
+        let mut results: Vec<Option<Created>> = chunk.iter().map(|_| None).collect();
+        let mut bodies = Vec::new();
+        let mut sent = Vec::new();
+        for (i, item) in chunk.iter().enumerate() {
+            match self.create_fields(&item.issue) {
+                Ok(fields) => {
+                    bodies.push(json!({ "fields": fields }));
+                    sent.push(i);
+                }
+                Err(e) => results[i] = Some(failed(e)),
+            }
+        }
+        let body = json!({ "issueUpdates": bodies });
+        let mut made: Vec<(usize, String)> = Vec::new();
+        if !sent.is_empty() {
+            match self
+                .client
+                .json("POST", &self.api("/issue/bulk"), &[], &Body::Json(&body))
+            {
+                Ok(answer) => {
+                    let mut refused: HashMap<usize, String> = HashMap::new();
+                    for e in answer["errors"].as_array().into_iter().flatten() {
+                        let n = e["failedElementNumber"].as_u64().unwrap_or(u64::MAX) as usize;
+                        refused.insert(n, client::error_message(&e["elementErrors"].to_string()));
+                    }
+                    let mut ids = answer["issues"].as_array().into_iter().flatten();
+                    for (n, &i) in sent.iter().enumerate() {
+                        match refused.remove(&n) {
+                            Some(message) => {
+                                results[i] = Some(failed(TrackerError::Rejected {
+                                    issue: "a new issue".into(),
+                                    message,
+                                }));
+                            }
+                            None => match ids.next() {
+                                Some(created) => made.push((i, string_id(&created["id"]))),
+                                None => {
+                                    results[i] = Some(failed(TrackerError::Unavailable(
+                                        "Jira's answer to a bulk create lists fewer issues than                                          it made"
+                                            .into(),
+                                    )))
+                                }
+                            },
+                        }
+                    }
+                }
+                // Every one refused: sent one by one, for each one's reason.
+                Err(Failure::Status { status: 400, .. }) => {
+                    for &i in &sent {
+                        match self.post_create(&chunk[i].issue) {
+                            Ok(id) => made.push((i, id)),
+                            Err(e) => results[i] = Some(failed(e)),
+                        }
+                    }
+                }
+                Err(e) => {
+                    let e = issue_error(e, "a new issue");
+                    for &i in &sent {
+                        results[i] = Some(failed(copy_error(&e)));
+                    }
+                }
+            }
+        }
+        // Each made issue: moved to its status, its comments posted.
+        let ids: Vec<String> = made.iter().map(|(_, id)| id.clone()).collect();
+        let first = match self.read_back(&ids) {
+            Ok(first) => first,
+            Err(e) => {
+                for (i, _) in &made {
+                    results[*i] = Some(failed(copy_error(&e)));
+                }
+                return results.into_iter().flatten().collect();
+            }
+        };
+        let work: Vec<(usize, Issue)> = made
+            .iter()
+            .filter_map(|(i, id)| first.get(id).map(|issue| (*i, issue.clone())))
+            .collect();
+        let done = self.side_by_side(&work, |(i, issue)| {
+            let new = &chunk[*i];
+            if let Some(status) = &new.issue.patch.status {
+                let resolution = new
+                    .issue
+                    .patch
+                    .resolution
+                    .as_ref()
+                    .and_then(Option::as_deref);
+                self.transition(issue, status, resolution)?;
+            }
+            let mut comments = Vec::new();
+            for comment in &new.comments {
+                let posted = self.post_comment(&issue.id, &issue.key, comment);
+                let stop = posted.is_err();
+                comments.push(posted);
+                if stop {
+                    break;
+                }
+            }
+            Ok(comments)
+        });
+        let changed: Vec<String> = work
+            .iter()
+            .filter(|(i, _)| {
+                chunk[*i].issue.patch.status.is_some() || !chunk[*i].comments.is_empty()
+            })
+            .map(|(_, issue)| issue.id.clone())
+            .collect();
+        let last = self.read_back(&changed);
+        for ((i, issue), comments) in work.into_iter().zip(done) {
+            let created = match (comments, &last) {
+                (Err(e), _) => failed(e),
+                (Ok(comments), Ok(last)) => {
+                    let mut stored = last.get(&issue.id).cloned().unwrap_or(issue);
+                    // The posted ones as posted (with their origins), any other
+                    // (an automation's) as embedded.
+                    let posted: Vec<Comment> = comments
+                        .iter()
+                        .filter_map(|c| c.as_ref().ok())
+                        .cloned()
+                        .collect();
+                    stored
+                        .comments
+                        .retain(|c| !posted.iter().any(|p| p.id == c.id));
+                    stored.comments.extend(posted);
+                    stored.normalize();
+                    Created {
+                        issue: Ok(stored),
+                        comments,
+                    }
+                }
+                (Ok(_), Err(e)) => failed(copy_error(e)),
+            };
+            results[i] = Some(created);
+        }
+        let mut out: Vec<Created> = Vec::with_capacity(chunk.len());
+        for (i, created) in results.into_iter().enumerate() {
+            let created = created.unwrap_or_else(|| {
+                failed(TrackerError::Unavailable(format!(
+                    "Jira's answer to a bulk create says nothing of issue {} of {}",
+                    i + 1,
+                    chunk.len()
+                )))
+            });
+            if let (Ok(issue), Some(origin)) = (&created.issue, &chunk[i].issue.origin) {
+                self.origins
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(origin_label_of(origin), Some(issue.id.clone()));
+            }
+            out.push(created);
+        }
+        let made: Vec<&Issue> = out.iter().filter_map(|c| c.issue.as_ref().ok()).collect();
+        if let Err(e) = self.remember(made) {
+            tracing::warn!("remembering the issues just made: {e}");
+        }
+        out
+    }
+
+    /// Sends one create and returns the new issue's id.
+    fn post_create(&self, issue: &NewIssue) -> Result<String, TrackerError> {
+        let body = json!({ "fields": self.create_fields(issue)? });
+        let created = self
+            .client
+            .json("POST", &self.api("/issue"), &[], &Body::Json(&body))
+            .map_err(|e| issue_error(e, "a new issue"))?;
+        let id = string_id(&created["id"]);
+        if let Some(origin) = &issue.origin {
+            self.origins
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(origin_label_of(origin), Some(id.clone()));
+        }
+        Ok(id)
+    }
+
+    /// One create: the issue, moved to its status.
+    fn create_one(&self, issue: &NewIssue) -> Result<Issue, TrackerError> {
+        let id = self.post_create(issue)?;
+        let mut stored = self.existing(&id)?;
+        if let Some(status) = &issue.patch.status {
+            let resolution = issue.patch.resolution.as_ref().and_then(Option::as_deref);
+            self.transition(&stored, status, resolution)?;
+            stored = self.existing(&id)?;
+        }
+        self.remember([&stored])?;
+        Ok(stored)
+    }
+
     fn existing(&self, id: &str) -> Result<Issue, TrackerError> {
         match self.fetch(id)? {
             Some(issue) => Ok(issue),
@@ -1529,7 +1867,18 @@ impl Tracker for JiraTracker {
     }
 
     fn find_by_origin(&self, origin: &Origin) -> Result<Option<Issue>, TrackerError> {
-        let jql = format!("labels = {}", jql_string(&origin_label_of(origin)));
+        let label = origin_label_of(origin);
+        let looked_up = self
+            .origins
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&label);
+        match looked_up {
+            Some(None) => return Ok(None),
+            Some(Some(id)) => return self.fetch(&id),
+            None => {}
+        }
+        let jql = format!("labels = {}", jql_string(&label));
         match self.search(&jql, "*all")?.first() {
             Some(raw) => self.complete(raw).map(Some),
             None => Ok(None),
@@ -1537,30 +1886,63 @@ impl Tracker for JiraTracker {
     }
 
     fn create(&mut self, issue: &NewIssue) -> Result<Issue, TrackerError> {
-        let mut fields = self.fields_json(
-            &issue.patch,
-            None,
-            issue.origin.as_ref().map(origin_label_of),
-        )?;
-        fields.insert("project".into(), json!({"key": issue.project}));
-        fields
-            .entry("issuetype")
-            .or_insert_with(|| json!({"name": self.config.default_type}));
-        fields.entry("summary").or_insert_with(|| json!(""));
-        let body = json!({ "fields": fields });
-        let created = self
-            .client
-            .json("POST", &self.api("/issue"), &[], &Body::Json(&body))
-            .map_err(|e| issue_error(e, "a new issue"))?;
-        let id = string_id(&created["id"]);
-        let mut stored = self.existing(&id)?;
-        if let Some(status) = &issue.patch.status {
-            let resolution = issue.patch.resolution.as_ref().and_then(Option::as_deref);
-            self.transition(&stored, status, resolution)?;
-            stored = self.existing(&id)?;
+        self.create_one(issue)
+    }
+
+    /// Jira's bulk create takes [`BULK`] issues.
+    fn create_group(&self) -> usize {
+        BULK
+    }
+
+    /// One search per [`BULK`] markers (`labels in (…)`), answers kept for the
+    /// [`Tracker::find_by_origin`] that follows.
+    fn prefetch_origins(&self, origins: &[Origin]) -> Result<(), TrackerError> {
+        let mut labels: Vec<String> = {
+            let cache = self.origins.lock().unwrap_or_else(PoisonError::into_inner);
+            origins
+                .iter()
+                .map(origin_label_of)
+                .filter(|label| !cache.contains_key(label))
+                .collect()
+        };
+        labels.sort();
+        labels.dedup();
+        for chunk in labels.chunks(BULK) {
+            let list: Vec<String> = chunk.iter().map(|l| jql_string(l)).collect();
+            let jql = format!("labels in ({})", list.join(", "));
+            let mut found: HashMap<String, String> = HashMap::new();
+            self.search_pages(&jql, "labels", |page| {
+                for raw in &page {
+                    for label in raw["fields"]["labels"].as_array().into_iter().flatten() {
+                        if let Some(label) = label.as_str().filter(|l| chunk.iter().any(|c| c == l))
+                        {
+                            found.insert(label.to_string(), string_id(&raw["id"]));
+                        }
+                    }
+                }
+                Ok(())
+            })?;
+            let mut cache = self.origins.lock().unwrap_or_else(PoisonError::into_inner);
+            for label in chunk {
+                cache.insert(label.clone(), found.remove(label));
+            }
         }
-        self.remember([&stored])?;
-        Ok(stored)
+        Ok(())
+    }
+
+    /// A bulk create per [`BULK`] issues, the rest side by side (see
+    /// `create_chunk`).
+    fn create_many(&mut self, issues: &[NewIssueWithComments]) -> Vec<Created> {
+        let mut out = Vec::with_capacity(issues.len());
+        for chunk in issues.chunks(BULK) {
+            let created = self.create_chunk(chunk);
+            let stop = created.iter().any(Created::unavailable);
+            out.extend(created);
+            if stop {
+                break;
+            }
+        }
+        out
     }
 
     fn update(
@@ -1603,42 +1985,7 @@ impl Tracker for JiraTracker {
         {
             return Ok(existing);
         }
-        let me = self.me()?.to_string();
-        let body_text = if comment.author == me {
-            comment.body.clone()
-        } else {
-            format!("{}{}", attribution(&comment.author), comment.body)
-        };
-        let mut properties = vec![json!({"key": COMMENT_PROPERTY, "value": {
-            "origin": comment.origin, "author": comment.author}})];
-        let mut body = json!({"body": self.text_value(&body_text)});
-        if comment.internal {
-            match &self.config.internal_comments {
-                InternalComments::Role { value } => {
-                    body["visibility"] = json!({"type": "role", "value": value});
-                }
-                InternalComments::Group { value } => {
-                    body["visibility"] = json!({"type": "group", "value": value});
-                }
-                InternalComments::Servicedesk => {
-                    properties.push(json!({"key": SD_PROPERTY, "value": {"internal": true}}));
-                }
-            }
-        }
-        body["properties"] = Value::Array(properties);
-        let path = self.api(&format!("/issue/{id}/comment"));
-        let posted = self
-            .client
-            .json("POST", &path, &[], &Body::Json(&body))
-            .map_err(|e| issue_error(e, &name))?;
-        let cid = string_id(&posted["id"]);
-        let stored = self
-            .get_json(
-                &format!("/issue/{id}/comment/{cid}"),
-                &[("expand", "properties")],
-            )
-            .map_err(|e| issue_error(e, &name))?;
-        self.parse_comment(&stored)
+        self.post_comment(id, &name, comment)
     }
 
     fn delete(&mut self, id: &str, _author: &str) -> Result<(), TrackerError> {
@@ -1875,6 +2222,22 @@ fn project_statuses(listed: &Value) -> Vec<String> {
         }
     }
     names
+}
+
+/// The same error again, for each issue of a request that failed for all.
+fn copy_error(e: &TrackerError) -> TrackerError {
+    match e {
+        TrackerError::NotFound(what) => TrackerError::NotFound(what.clone()),
+        TrackerError::Rejected { issue, message } => TrackerError::Rejected {
+            issue: issue.clone(),
+            message: message.clone(),
+        },
+        TrackerError::Transient { issue, message } => TrackerError::Transient {
+            issue: issue.clone(),
+            message: message.clone(),
+        },
+        TrackerError::Unavailable(message) => TrackerError::Unavailable(message.clone()),
+    }
 }
 
 fn site_error(e: Failure) -> TrackerError {

@@ -148,8 +148,14 @@ fn cloud_sends_adf_basic_auth_and_the_origin_label() {
     );
     assert_eq!(body["fields"]["issuetype"], json!({"name": "Task"}));
 
+    // The connector that made it knows where; a later run searches.
     let found = rig
         .jira
+        .find_by_origin(issue.origin.as_ref().unwrap())
+        .expect("find");
+    assert_eq!(found.as_ref(), Some(&created));
+    let found = rig
+        .next_run()
         .find_by_origin(issue.origin.as_ref().unwrap())
         .expect("find");
     assert_eq!(found, Some(created));
@@ -772,12 +778,15 @@ fn a_local_site_and_a_jira_site_sync_through_the_engine() {
     ferry(&support, &["sync"]);
     ferry(&eng, &["sync"]);
 
+    // New issues go in groups: one bulk create.
     let created = fake
         .requests()
         .into_iter()
-        .find(|r| r.method == "POST" && r.path == "/rest/api/2/issue")
+        .find(|r| r.method == "POST" && r.path == "/rest/api/2/issue/bulk")
         .expect("the issue was created in Jira");
-    let fields = &created.json()["fields"];
+    let body = created.json();
+    assert_eq!(body["issueUpdates"].as_array().map(Vec::len), Some(1));
+    let fields = &body["issueUpdates"][0]["fields"];
     assert_eq!(fields["summary"], "Printer on fire");
     assert_eq!(fields["description"], "Smoke.\nTwice.");
     assert!(
