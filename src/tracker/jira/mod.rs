@@ -59,6 +59,24 @@ const LEGACY_KNOWN_FILE: &str = "jira-known.json";
 /// The most issues one search page holds (Jira's cap for searches that return
 /// fields), and so the most ids one `id in (…)` read names.
 const SEARCH_PAGE: usize = 100;
+/// The fields the connector reads of an issue (with those `fields:` names).
+const READ_FIELDS: &[&str] = &[
+    "summary",
+    "description",
+    "issuetype",
+    "status",
+    "priority",
+    "resolution",
+    "assignee",
+    "reporter",
+    "labels",
+    "components",
+    "created",
+    "updated",
+    "project",
+    "attachment",
+    "comment",
+];
 /// The most issues one bulk create takes (Jira's cap).
 const BULK: usize = 50;
 
@@ -247,6 +265,10 @@ fn default_concurrency() -> usize {
 fn is_default_concurrency(n: &usize) -> bool {
     *n == DEFAULT_CONCURRENCY
 }
+
+/// Transition lists by (project, issue type, status), shared by the issues of
+/// one bulk create.
+type SharedTransitions = Mutex<HashMap<(String, String, String), Value>>;
 
 /// One field of Jira's field list.
 #[derive(Debug, Clone)]
@@ -955,14 +977,24 @@ impl JiraTracker {
             .collect())
     }
 
+    /// The fields a search asks for to read issues: those [`Issue`] is made of
+    /// and the ones `fields:` names, not `*all` (a real issue has dozens of
+    /// custom fields, each in every answer).
+    fn read_fields(&self) -> Result<String, TrackerError> {
+        let mut fields: Vec<&str> = READ_FIELDS.to_vec();
+        fields.extend(self.field_defs()?.values().map(|d| d.id.as_str()));
+        Ok(fields.join(","))
+    }
+
     /// Reads up to [`SEARCH_PAGE`] issues by id with one search (`id in (…)`),
     /// their comments as [`JiraTracker::complete_all`] reads them; `None` when
     /// Jira refuses the query, which it does when one of the ids no longer
     /// names an issue the account can see.
     fn read_by_ids(&self, ids: &[&str]) -> Result<Option<Vec<Issue>>, TrackerError> {
         let jql = format!("id in ({})", ids.join(", "));
+        let fields = self.read_fields()?;
         let mut raws = Vec::new();
-        let searched = self.search_pages(&jql, "*all", |page| {
+        let searched = self.search_pages(&jql, &fields, |page| {
             raws.extend(page);
             Ok(())
         });
@@ -1098,25 +1130,65 @@ impl JiraTracker {
         status: &str,
         resolution: Option<&str>,
     ) -> Result<(), TrackerError> {
+        self.transition_with(issue, status, resolution, None)
+    }
+
+    /// [`JiraTracker::transition`], taking the transition list from `shared`
+    /// when an issue of the same project and type in the same status has read
+    /// it (new issues of one kind start alike), and adding it there otherwise.
+    /// Should Jira refuse a transition from a shared list, or the list not
+    /// reach the status, the issue reads its own list and tries once more.
+    fn transition_with(
+        &self,
+        issue: &Issue,
+        status: &str,
+        resolution: Option<&str>,
+        shared: Option<&SharedTransitions>,
+    ) -> Result<(), TrackerError> {
         if issue.status.eq_ignore_ascii_case(status) {
             return Ok(());
         }
         let path = self.api(&format!("/issue/{}/transitions", issue.id));
-        let list = self
-            .client
-            .json(
-                "GET",
-                &path,
-                &[("expand", "transitions.fields")],
-                &Body::Empty,
-            )
-            .map_err(|e| issue_error(e, &issue.key))?;
+        let kind = (
+            issue.project.clone(),
+            issue.issue_type.clone(),
+            issue.status.clone(),
+        );
+        let fetch = || {
+            self.client
+                .json(
+                    "GET",
+                    &path,
+                    &[("expand", "transitions.fields")],
+                    &Body::Empty,
+                )
+                .map_err(|e| issue_error(e, &issue.key))
+        };
+        // The first issue of a kind reads the list while the others of that
+        // group wait for it: one round trip for all of them.
+        let (list, from_shared) = match shared {
+            Some(shared) => {
+                let mut lists = shared.lock().unwrap_or_else(PoisonError::into_inner);
+                match lists.get(&kind) {
+                    Some(list) => (list.clone(), true),
+                    None => {
+                        let list = fetch()?;
+                        lists.insert(kind, list.clone());
+                        (list, false)
+                    }
+                }
+            }
+            None => (fetch()?, false),
+        };
         let transitions = list["transitions"].as_array().cloned().unwrap_or_default();
         let found = transitions.iter().find(|t| {
             t["to"]["name"]
                 .as_str()
                 .is_some_and(|n| n.eq_ignore_ascii_case(status))
         });
+        if found.is_none() && from_shared {
+            return self.transition_with(issue, status, resolution, None);
+        }
         let Some(t) = found else {
             let reachable: Vec<&str> = transitions
                 .iter()
@@ -1143,10 +1215,13 @@ impl JiraTracker {
         if !fields.is_empty() {
             body["fields"] = Value::Object(fields);
         }
-        self.client
-            .json("POST", &path, &[], &Body::Json(&body))
-            .map_err(|e| issue_error(e, &issue.key))?;
-        Ok(())
+        match self.client.json("POST", &path, &[], &Body::Json(&body)) {
+            Ok(_) => Ok(()),
+            Err(Failure::Status { status: 400, .. }) if from_shared => {
+                self.transition_with(issue, status, resolution, None)
+            }
+            Err(e) => Err(issue_error(e, &issue.key)),
+        }
     }
 
     /// The `fields` of a transition request: the resolution when the screen
@@ -1335,7 +1410,8 @@ impl JiraTracker {
             return Ok(found);
         }
         let jql = format!("id in ({})", ids.join(", "));
-        let searched = self.search_pages(&jql, "*all", |page| {
+        let fields = self.read_fields()?;
+        let searched = self.search_pages(&jql, &fields, |page| {
             for raw in &page {
                 let mut issue = self.parse_issue(raw)?;
                 issue.comments = raw["fields"]["comment"]["comments"]
@@ -1363,7 +1439,8 @@ impl JiraTracker {
 
     /// [`Tracker::create_many`] for up to [`BULK`] issues: one bulk create,
     /// one search to read them back, then for each, side by side, its
-    /// transition and its comments, and one more search for how they ended.
+    /// transition (the issues of one kind sharing a transition list) and its
+    /// comments, and one more search for how they ended.
     fn create_chunk(&self, chunk: &[NewIssueWithComments]) -> Vec<Created> {
         let failed = |e: TrackerError| Created {
             issue: Err(e),
@@ -1447,6 +1524,7 @@ impl JiraTracker {
             .iter()
             .filter_map(|(i, id)| first.get(id).map(|issue| (*i, issue.clone())))
             .collect();
+        let transitions = SharedTransitions::default();
         let done = self.side_by_side(&work, |(i, issue)| {
             let new = &chunk[*i];
             if let Some(status) = &new.issue.patch.status {
@@ -1456,7 +1534,7 @@ impl JiraTracker {
                     .resolution
                     .as_ref()
                     .and_then(Option::as_deref);
-                self.transition(issue, status, resolution)?;
+                self.transition_with(issue, status, resolution, Some(&transitions))?;
             }
             let mut comments = Vec::new();
             for comment in &new.comments {
@@ -2078,12 +2156,28 @@ impl Tracker for JiraTracker {
 /// How an issue is remembered: its last state without comments, attachments,
 /// fields or description (a tombstone needs only the identity and the summary).
 fn seen_row(issue: &Issue) -> seen::Seen {
-    let mut slim = issue.clone();
-    slim.comments.clear();
-    slim.attachments.clear();
-    slim.fields.clear();
-    slim.description = None;
-    slim.deleted = false;
+    let slim = Issue {
+        id: issue.id.clone(),
+        key: issue.key.clone(),
+        project: issue.project.clone(),
+        issue_type: issue.issue_type.clone(),
+        summary: issue.summary.clone(),
+        description: None,
+        status: issue.status.clone(),
+        priority: issue.priority.clone(),
+        resolution: issue.resolution.clone(),
+        assignee: issue.assignee.clone(),
+        reporter: issue.reporter.clone(),
+        labels: issue.labels.clone(),
+        components: issue.components.clone(),
+        created: issue.created,
+        updated: issue.updated,
+        fields: BTreeMap::new(),
+        comments: Vec::new(),
+        attachments: Vec::new(),
+        origin: issue.origin.clone(),
+        deleted: false,
+    };
     seen::Seen {
         id: issue.id.clone(),
         key: issue.key.clone(),

@@ -1622,7 +1622,7 @@ fn a_first_export_of_a_large_jira_project_pages() {
     let requests = &fake.requests()[before..];
     let with_fields: Vec<&Recorded> = requests
         .iter()
-        .filter(|r| r.path.contains("/search") && r.query["fields"] == "*all")
+        .filter(|r| r.path.contains("/search") && r.query["fields"].contains("comment"))
         .collect();
     assert_eq!(with_fields.len(), total.div_ceil(100), "{out}");
     for r in &with_fields {
@@ -1641,4 +1641,122 @@ fn a_first_export_of_a_large_jira_project_pages() {
         .expect("exported");
     let replicas = site.exchange.files(head, "issues/").unwrap();
     assert_eq!(replicas.len(), total);
+}
+
+/// New issues go to Jira in one bulk create; one it refuses fails alone;
+/// the rest are read back together, moved to their status with one transition
+/// list for issues that start alike, and get their comments, each posted once
+/// and not read back; a later run finds each by its origin.
+#[test]
+fn new_issues_go_in_one_bulk_create_and_share_a_transition_list() {
+    for flavour in [Flavour::Cloud, Flavour::Datacenter] {
+        let mut rig = rig(flavour);
+        let items: Vec<NewIssueWithComments> = (0..6)
+            .map(|n| {
+                let mut issue = new_issue(&format!("Bulk {n}"));
+                if n == 2 {
+                    issue.patch.summary = Some(String::new());
+                }
+                issue.patch.status = Some("In Progress".into());
+                issue.origin = Some(Origin {
+                    site: "peer".into(),
+                    id: format!("i{n}"),
+                });
+                NewIssueWithComments {
+                    issue,
+                    comments: vec![NewComment {
+                        author: "zoe".into(),
+                        body: format!("Hello {n}"),
+                        internal: false,
+                        origin: Some(Origin {
+                            site: "peer".into(),
+                            id: format!("c{n}"),
+                        }),
+                    }],
+                }
+            })
+            .collect();
+        let before = rig.fake.request_count();
+        let created = rig.jira.create_many(&items);
+        let requests = &rig.fake.requests()[before..];
+        assert_eq!(created.len(), 6);
+        for (n, c) in created.iter().enumerate() {
+            if n == 2 {
+                assert!(
+                    matches!(&c.issue, Err(TrackerError::Rejected { message, .. }) if message.contains("summary")),
+                    "{:?}",
+                    c.issue
+                );
+                continue;
+            }
+            let issue = c.issue.as_ref().expect("made");
+            assert_eq!(issue.status, "In Progress");
+            assert_eq!(issue.origin, items[n].issue.origin);
+            assert_eq!(c.comments.len(), 1);
+            let comment = c.comments[0].as_ref().expect("comment");
+            assert_eq!(comment.origin, items[n].comments[0].origin);
+            assert_eq!(issue.comments.as_slice(), std::slice::from_ref(comment));
+        }
+        let count = |method: &str, end: &str| {
+            requests
+                .iter()
+                .filter(|r| r.method == method && r.path.ends_with(end))
+                .count()
+        };
+        assert_eq!(count("POST", "/issue/bulk"), 1);
+        assert_eq!(count("POST", "/issue"), 0);
+        assert_eq!(count("GET", "/transitions"), 1, "one list for five alike");
+        assert_eq!(count("POST", "/transitions"), 5);
+        assert_eq!(count("POST", "/comment"), 5);
+        assert_eq!(
+            requests
+                .iter()
+                .filter(|r| r.method == "GET" && r.path.contains("/comment"))
+                .count(),
+            0,
+            "nothing looked up or read back"
+        );
+        let later = rig.next_run();
+        for (n, c) in created.iter().enumerate().filter(|(n, _)| *n != 2) {
+            let found = later
+                .find_by_origin(items[n].issue.origin.as_ref().unwrap())
+                .unwrap()
+                .expect("found by origin");
+            assert_eq!(
+                Some(found.id.as_str()),
+                c.issue.as_ref().ok().map(|i| i.id.as_str())
+            );
+        }
+    }
+}
+
+/// Origins looked up ahead answer `find_by_origin` without a request; one
+/// looked up and absent is absent, one this connector made since is found.
+#[test]
+fn origins_looked_up_ahead_answer_from_memory() {
+    let mut rig = rig(Flavour::Datacenter);
+    let origin = |id: &str| Origin {
+        site: "peer".into(),
+        id: id.into(),
+    };
+    let mut made = new_issue("Made before");
+    made.origin = Some(origin("1"));
+    let made = rig.jira.create(&made).unwrap();
+    let later = rig.next_run();
+    later.prefetch_origins(&[origin("1"), origin("2")]).unwrap();
+    let before = rig.fake.request_count();
+    assert_eq!(later.find_by_origin(&origin("2")).unwrap(), None);
+    assert_eq!(rig.fake.request_count(), before, "absent, from memory");
+    let found = later.find_by_origin(&origin("1")).unwrap().unwrap();
+    assert_eq!(found.id, made.id);
+    let search = rig.fake.requests()[..before]
+        .iter()
+        .rfind(|r| r.path.contains("/search"))
+        .cloned()
+        .unwrap();
+    assert!(
+        search.query["jql"].starts_with("labels in (\"ferry-origin:peer:"),
+        "{:?}",
+        search.query
+    );
 }

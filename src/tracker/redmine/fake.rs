@@ -173,6 +173,7 @@ impl FakeRedmine {
 }
 
 fn serve(stream: TcpStream, state: &Mutex<State>) {
+    let _ = stream.set_nodelay(true);
     let Ok(clone) = stream.try_clone() else {
         return;
     };
