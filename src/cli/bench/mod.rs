@@ -20,6 +20,8 @@ use crate::exchange::own_branch;
 use crate::site::Site;
 use crate::tracker::local::GenerateShape;
 
+mod servers;
+
 /// Measure ferry at scale and print a table of figures and targets.
 ///
 /// 1. full export of ISSUES issues with COMMENTS comments each in PROJECTS
@@ -34,8 +36,19 @@ use crate::tracker::local::GenerateShape;
 /// 6. the bundle outbox after ten one-edit runs to a peer that never
 ///    acknowledges, against the first (full) bundle.
 ///
+/// and, with trackers on a server (the repository's fake Jira and fake Redmine,
+/// started in this process on loopback):
+///
+/// 7. a Jira first export of JIRA_EXPORT issues × 5 comments, LATENCY ms added
+///    to every answer: issues per second and requests per issue;
+/// 8. a Jira import of JIRA_IMPORT new issues from a local site, LATENCY ms a
+///    request: issues per second;
+/// 9. and 10. the peak memory of a first export of SERVER_ISSUES issues × 5
+///    comments from Redmine and from Jira.
+///
 /// Needs git and python3. The default is the issue's scale and takes minutes;
-/// `--issues 10000 --import 2000` is a quick run.
+/// `--issues 10000 --import 2000 --server-issues 20000` is a quick run, and
+/// `--only servers` runs items 7 to 10 alone.
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
     /// Issues in the big site.
@@ -63,9 +76,35 @@ pub struct BenchArgs {
         default_value = "bench/fastimport_baseline.py"
     )]
     baseline: PathBuf,
+    /// Issues (× 5 comments) of the Jira first export (item 7).
+    #[arg(long, value_name = "N", default_value_t = 1_000)]
+    jira_export: usize,
+    /// New issues of the Jira import (item 8).
+    #[arg(long, value_name = "N", default_value_t = 1_000)]
+    jira_import: usize,
+    /// Milliseconds the fake Jira takes over every answer in items 7 and 8.
+    #[arg(long, value_name = "MS", default_value_t = 50)]
+    latency: u64,
+    /// Issues (× 5 comments) of the peak-memory first exports from Redmine and
+    /// Jira (items 9 and 10).
+    #[arg(long, value_name = "N", default_value_t = 100_000)]
+    server_issues: usize,
+    /// Run only the items of the embedded tracker (1 to 6) or only those of
+    /// the trackers on a server (7 to 10).
+    #[arg(long, value_name = "ITEMS")]
+    only: Option<Only>,
     /// Build the sites in DIR and keep them (default: a temporary folder, removed).
     #[arg(long, value_name = "DIR")]
     keep: Option<PathBuf>,
+}
+
+/// A part of the benchmark to run alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Only {
+    /// Items 1 to 6: the embedded tracker, git and the exchange.
+    Core,
+    /// Items 7 to 10: Jira and Redmine, played by the repository's fakes.
+    Servers,
 }
 
 /// One child process: its wall time and peak resident memory.
@@ -400,14 +439,14 @@ pub fn run(args: BenchArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
         ))
         .into());
     }
-    if !args.baseline.is_file() {
+    let core = args.only != Some(Only::Servers);
+    if core && !args.baseline.is_file() {
         return Err(UsageError(format!(
             "{} not found: run ferry bench from the ferry checkout, or pass --baseline FILE",
             args.baseline.display()
         ))
         .into());
     }
-    let baseline = fs::canonicalize(&args.baseline)?;
     let temporary;
     let root = match &args.keep {
         Some(dir) => {
@@ -423,13 +462,42 @@ pub fn run(args: BenchArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
         ferry: std::env::current_exe().context("finding the ferry binary")?,
         log: root.join("last-stderr.log"),
     };
+    let mut rows = Vec::new();
+    let mut notes = String::new();
+    if core {
+        core_items(&args, &runner, &root, ctx, &mut rows, &mut notes)?;
+    }
+    if args.only != Some(Only::Core) {
+        let sizes = servers::Sizes {
+            jira_export: args.jira_export,
+            jira_import: args.jira_import,
+            latency_ms: args.latency,
+            rss_issues: args.server_issues,
+        };
+        servers::run(&runner, &root, &sizes, ctx, &mut rows)?;
+    }
+    print_table(ctx, &rows)?;
+    write!(ctx.out, "{notes}")?;
+    if args.keep.is_some() {
+        writeln!(ctx.out, "sites kept in {}", root.display())?;
+    }
+    Ok(ExitStatus::Success)
+}
+
+/// Items 1 to 6: the embedded tracker, git and the exchange.
+fn core_items(
+    args: &BenchArgs,
+    runner: &Runner,
+    root: &Path,
+    ctx: &mut Ctx,
+    rows: &mut Vec<Row>,
+    notes: &mut String,
+) -> anyhow::Result<()> {
+    let baseline = fs::canonicalize(&args.baseline)?;
     let shape = GenerateShape {
         projects: args.projects,
         comments: Some(args.comments),
     };
-    let mut rows = Vec::new();
-    let mut notes = String::new();
-
     // 1. Full export against git fast-import.
     writeln!(
         ctx.out,
@@ -439,7 +507,7 @@ pub fn run(args: BenchArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
         args.projects,
         root.display()
     )?;
-    let big = World::build(&runner, &root.join("big"), args.issues, &shape)?;
+    let big = World::build(runner, &root.join("big"), args.issues, &shape)?;
     let export = runner.ferry(&big.a, &["-q", "export"])?;
     say(
         ctx,
@@ -451,7 +519,7 @@ pub fn run(args: BenchArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
     let python = Path::new("python3");
     let fastimport_repo = root.join("fastimport.git");
     let fastimport = runner
-        .command(python, &root, &[])?
+        .command(python, root, &[])?
         .arg(&baseline)
         .arg(args.issues.to_string())
         .arg(&fastimport_repo)
@@ -509,8 +577,8 @@ pub fn run(args: BenchArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
 
     // 2. Incremental, big site.
     let before = big.head()?;
-    big.change(&runner, args.changed, 1)?;
-    let steps = big.sync_over(&runner)?;
+    big.change(runner, args.changed, 1)?;
+    let steps = big.sync_over(runner)?;
     let after = big.head()?;
     let big_total = steps.total();
     say(
@@ -554,10 +622,10 @@ pub fn run(args: BenchArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
     };
 
     // 2b. Incremental, small site.
-    let small = World::build(&runner, &root.join("small"), args.small, &shape)?;
-    small.sync_over(&runner)?;
-    small.change(&runner, args.changed, 1)?;
-    let small_steps = small.sync_over(&runner)?;
+    let small = World::build(runner, &root.join("small"), args.small, &shape)?;
+    small.sync_over(runner)?;
+    small.change(runner, args.changed, 1)?;
+    let small_steps = small.sync_over(runner)?;
     let small_total = small_steps.total();
     say(
         ctx,
@@ -590,7 +658,7 @@ pub fn run(args: BenchArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
     });
 
     // 3. Import of new replicas.
-    let imports = World::build(&runner, &root.join("import"), args.import, &shape)?;
+    let imports = World::build(runner, &root.join("import"), args.import, &shape)?;
     runner.ferry(&imports.a, &["-q", "export"])?;
     runner.ferry(&imports.a, &["-q", "push"])?;
     runner.ferry(&imports.b, &["-q", "pull"])?;
@@ -620,7 +688,7 @@ pub fn run(args: BenchArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
         rss: Some(bundle),
     });
     // 6. The bundle outbox while the peer acknowledges nothing.
-    let outbox = big.bundle_outbox(&runner, OUTBOX_RUNS)?;
+    let outbox = big.bundle_outbox(runner, OUTBOX_RUNS)?;
     say(
         ctx,
         format!(
@@ -653,12 +721,7 @@ pub fn run(args: BenchArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
         met: outbox_ratio <= 1.1,
         rss: Some(outbox.runs),
     });
-    print_table(ctx, &rows)?;
-    write!(ctx.out, "{notes}")?;
-    if args.keep.is_some() {
-        writeln!(ctx.out, "sites kept in {}", root.display())?;
-    }
-    Ok(ExitStatus::Success)
+    Ok(())
 }
 
 /// Prints a progress line at once (a full run takes minutes).
