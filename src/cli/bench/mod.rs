@@ -46,7 +46,7 @@ mod servers;
 /// 9. and 10. the peak memory of a first export of SERVER_ISSUES issues × 5
 ///    comments from Redmine and from Jira.
 ///
-/// Needs git and python3. The default is the issue's scale and takes minutes;
+/// Needs git and python3. The default is the full scale and takes minutes;
 /// `--issues 10000 --import 2000 --server-issues 20000` is a quick run, and
 /// `--only servers` runs items 7 to 10 alone.
 #[derive(Debug, clap::Args)]
