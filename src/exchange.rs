@@ -29,7 +29,9 @@ use git2::build::TreeUpdateBuilder;
 use git2::{ErrorCode, FileMode, ObjectType, Oid, Repository, Signature, Sort, Tree};
 use sha2::{Digest, Sha256};
 
-use crate::replica::{SITE_FILE, SiteFile};
+use crate::replica::{
+    Format, SITE_FILE, SiteFile, canonical_path, parse_replica_path, stored_path,
+};
 use crate::signing::{KeyError, SiteKey, with_branch_trailer};
 use crate::transport::pack;
 
@@ -795,6 +797,96 @@ impl Exchange {
             }
         }
         Ok(())
+    }
+
+    /// The replicas of a commit by [`crate::replica::replica_path`], whichever layout stores
+    /// them, with their blob ids. A path under `issues/` that is no replica path
+    /// keeps its own name, so the caller sees it and refuses it.
+    pub fn replicas(&self, commit: Oid) -> Result<BTreeMap<String, Oid>, ExchangeError> {
+        Ok(self
+            .files(commit, "issues/")?
+            .into_iter()
+            .map(|(path, blob)| (canonical_path(&path).unwrap_or(path), blob))
+            .collect())
+    }
+
+    /// The blob of the replica named `path` ([`crate::replica::replica_path`]) in a commit, in
+    /// either layout, with where it is stored.
+    pub fn find_replica(
+        &self,
+        commit: Oid,
+        path: &str,
+    ) -> Result<Option<(String, Oid)>, ExchangeError> {
+        let Ok((project, id)) = parse_replica_path(path) else {
+            return Ok(None);
+        };
+        let tree = self.tree_of(commit)?;
+        for format in [Format::V2, Format::V1] {
+            let stored = stored_path(&project, &id, format);
+            match tree.get_path(Path::new(&stored)) {
+                Ok(entry)
+                    if entry.kind() == Some(ObjectType::Blob) && is_blob_mode(entry.filemode()) =>
+                {
+                    return Ok(Some((stored, entry.id())));
+                }
+                Ok(_) => {}
+                Err(e) if e.code() == ErrorCode::NotFound => {}
+                Err(source) => {
+                    return Err(ExchangeError::Git {
+                        context: format!("looking up {stored} at {}", short(commit)),
+                        source,
+                    });
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// The format a branch's tree is written in: [`Format::V2`] when a project
+    /// tree holds trees (buckets), [`Format::V1`] when it holds replicas, `None`
+    /// when it holds no replica at all. Reading the first entry of each project
+    /// is enough: ferry moves a branch from one layout to the other in one commit.
+    pub fn layout(&self, commit: Oid) -> Result<Option<Format>, ExchangeError> {
+        let Some(issues) = self.entry_at(commit, "issues")? else {
+            return Ok(None);
+        };
+        let context = || format!("reading the issues tree of {}", short(commit));
+        let issues = git(self.repo.find_tree(issues.id()), context)?;
+        for project in issues.iter() {
+            if project.kind() != Some(ObjectType::Tree) {
+                continue;
+            }
+            let tree = git(self.repo.find_tree(project.id()), context)?;
+            match tree.iter().next().map(|entry| entry.kind()) {
+                Some(Some(ObjectType::Tree)) => return Ok(Some(Format::V2)),
+                Some(Some(ObjectType::Blob)) => return Ok(Some(Format::V1)),
+                _ => {}
+            }
+        }
+        Ok(None)
+    }
+
+    /// [`Exchange::diff_paths`] with replicas named by [`crate::replica::replica_path`]: a
+    /// replica that only moved to the other layout (same blob) is no change, and
+    /// one that moved and changed is one modification, not a removal and an
+    /// addition.
+    pub fn diff_replicas(
+        &self,
+        from: Option<Oid>,
+        to: Oid,
+    ) -> Result<Vec<PathChange>, ExchangeError> {
+        let mut merged: BTreeMap<String, (Option<Oid>, Option<Oid>)> = BTreeMap::new();
+        for change in self.diff_paths(from, to)? {
+            let path = canonical_path(&change.path).unwrap_or(change.path);
+            let entry = merged.entry(path).or_default();
+            entry.0 = entry.0.or(change.old);
+            entry.1 = entry.1.or(change.new);
+        }
+        Ok(merged
+            .into_iter()
+            .filter(|(_, (old, new))| old != new)
+            .map(|(path, (old, new))| PathChange { path, old, new })
+            .collect())
     }
 
     /// The commit of this site's branch that the peer says it has applied: the
@@ -1759,6 +1851,80 @@ mod tests {
                 .all(|c| c.old.is_none() && c.new.is_some())
         );
         assert!(ex.diff_paths(Some(b), b).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_replica_moved_to_the_other_layout_is_no_change() {
+        let (_dir, ex) = exchange();
+        let flat = ex
+            .commit(
+                BRANCH,
+                &[
+                    write("issues/SUP/142.yaml", "one"),
+                    write("issues/SUP/7.yaml", "seven"),
+                    write("issues/SUP/99.yaml", "gone"),
+                ],
+                "flat",
+                "support",
+            )
+            .unwrap()
+            .unwrap();
+        assert_eq!(ex.layout(flat).unwrap(), Some(Format::V1));
+        let fanned = ex
+            .commit(
+                BRANCH,
+                &[
+                    remove("issues/SUP/142.yaml"),
+                    write("issues/SUP/42/01/142.yaml", "one"),
+                    remove("issues/SUP/7.yaml"),
+                    write("issues/SUP/07/00/7.yaml", "SEVEN"),
+                    remove("issues/SUP/99.yaml"),
+                    write("issues/SUP/08/00/8.yaml", "eight"),
+                ],
+                "fan out",
+                "support",
+            )
+            .unwrap()
+            .unwrap();
+        assert_eq!(ex.layout(fanned).unwrap(), Some(Format::V2));
+        let changes: Vec<(String, bool, bool)> = ex
+            .diff_replicas(Some(flat), fanned)
+            .unwrap()
+            .into_iter()
+            .map(|c| (c.path, c.old.is_some(), c.new.is_some()))
+            .collect();
+        assert_eq!(
+            changes,
+            [
+                ("issues/SUP/7.yaml".to_string(), true, true),
+                ("issues/SUP/8.yaml".to_string(), false, true),
+                ("issues/SUP/99.yaml".to_string(), true, false),
+            ]
+        );
+        let (stored, blob) = ex
+            .find_replica(fanned, "issues/SUP/142.yaml")
+            .unwrap()
+            .unwrap();
+        assert_eq!(stored, "issues/SUP/42/01/142.yaml");
+        assert_eq!(ex.read_blob(blob).unwrap(), b"one");
+        let (stored, _) = ex
+            .find_replica(flat, "issues/SUP/142.yaml")
+            .unwrap()
+            .unwrap();
+        assert_eq!(stored, "issues/SUP/142.yaml");
+        assert!(
+            ex.find_replica(fanned, "issues/SUP/99.yaml")
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(
+            ex.replicas(fanned).unwrap().keys().collect::<Vec<_>>(),
+            [
+                "issues/SUP/142.yaml",
+                "issues/SUP/7.yaml",
+                "issues/SUP/8.yaml"
+            ]
+        );
     }
 
     #[test]

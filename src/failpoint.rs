@@ -44,6 +44,9 @@ pub const POINTS: &[&str] = &[
     "after-mark-applied",
     // Import, once per connection.
     "before-applied-ref",
+    // Export: a branch moved to another exchange format (or announcing the
+    // formats this site reads), before the export's own commit.
+    "after-format-commit",
     // Export: the commit exists; the ledger does not know yet.
     "after-commit",
     "after-cursor",

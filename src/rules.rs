@@ -239,6 +239,9 @@ pub struct OutgoingContext<'a> {
     pub site: &'a str,
     /// The peer the replica is for.
     pub peer: &'a str,
+    /// The exchange format the peer reads: keys newer than it are left out of
+    /// the replica, or the peer would refuse the whole commit holding it.
+    pub format: crate::replica::Format,
 }
 
 /// What an incoming rule sees.
@@ -605,11 +608,7 @@ impl RuleScript {
         replica
             .comments
             .retain(|c| !c.internal && !internal.contains(c.id.as_str()));
-        // A peer that reads only the first exchange format refuses a replica key
-        // it does not know, and with it the whole commit. So the resolution is read
-        // (a newer peer may send it) but not yet sent: it starts to travel with the
-        // format upgrade that both sites of a pair announce.
-        replica.resolution = None;
+        replica.downgrade_to(ctx.format);
         replica.normalize();
         Ok(Some(replica))
     }
@@ -1487,6 +1486,7 @@ mod tests {
     const CTX: OutgoingContext<'static> = OutgoingContext {
         site: "support",
         peer: "engineering",
+        format: crate::replica::Format::NEWEST,
     };
 
     fn incoming<'a>(
@@ -1548,15 +1548,21 @@ mod tests {
     }
 
     #[test]
-    fn a_resolution_is_not_sent_to_peers_of_the_first_format() {
+    fn a_resolution_is_sent_only_to_peers_that_read_format_2() {
         let mut issue = sample_issue();
         issue.resolution = Some("Fixed".into());
-        let kept = script("replica.resolution = issue.resolution;")
-            .run_outgoing(&issue, &CTX)
-            .unwrap()
-            .unwrap();
+        let rule = script("replica.resolution = issue.resolution;");
+        let sent = rule.run_outgoing(&issue, &CTX).unwrap().unwrap();
+        assert_eq!(sent.resolution.as_deref(), Some("Fixed"));
+        assert!(sent.to_yaml().starts_with("ferry: 2\n"));
+        let old_peer = OutgoingContext {
+            format: crate::replica::Format::V1,
+            ..CTX
+        };
+        let kept = rule.run_outgoing(&issue, &old_peer).unwrap().unwrap();
         assert_eq!(kept.resolution, None);
         assert!(!kept.to_yaml().contains("resolution"));
+        assert!(kept.to_yaml().starts_with("ferry: 1\n"));
     }
 
     #[test]

@@ -545,7 +545,7 @@ pub fn run(args: BenchArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
     let replica_bytes = {
         let site = Site::open(&big.a)?;
         let mut bytes = 0;
-        for change in site.exchange.diff_paths(Some(before), after)? {
+        for change in site.exchange.diff_replicas(Some(before), after)? {
             if let Some(blob) = change.new.filter(|_| change.path.starts_with("issues/")) {
                 bytes += site.exchange.blob_size(blob)? as u64;
             }

@@ -259,7 +259,7 @@ pub(super) fn pending_range(
     // the site, not of the change).
     let mut paths = std::collections::BTreeMap::new();
     let mut outside = Vec::new();
-    for change in site.exchange.diff_paths(applied, head)? {
+    for change in site.exchange.diff_replicas(applied, head)? {
         // Attachment content is read when a replica asks for it (and was checked
         // for its layout when the commit was admitted).
         if change.path == "site.yaml" || change.path.starts_with("attachments/") {
@@ -277,12 +277,8 @@ pub(super) fn pending_range(
     }
     for path in site.ledger.due_retries(peer)? {
         if let std::collections::btree_map::Entry::Vacant(entry) = paths.entry(path) {
-            let blob = site
-                .exchange
-                .files(head, entry.key())?
-                .get(entry.key())
-                .copied();
-            entry.insert(blob);
+            let blob = site.exchange.find_replica(head, entry.key())?;
+            entry.insert(blob.map(|(_, blob)| blob));
         }
     }
     let mut replicas = Vec::new();

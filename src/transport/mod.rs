@@ -23,7 +23,7 @@ use git2::{Delta, FileMode, Oid};
 
 use crate::config::ChannelSetting;
 use crate::exchange::{Exchange, ExchangeError};
-use crate::replica::{MAX_REPLICA_BYTES, Replica, SITE_FILE, SiteFile, is_plain_name};
+use crate::replica::{Format, MAX_REPLICA_BYTES, Replica, SITE_FILE, SiteFile, is_plain_name};
 use crate::signing::{AdmitError as SignatureError, Trust};
 
 /// A transfer failed.
@@ -381,8 +381,9 @@ pub enum AdmitError {
 /// is read: the tree of
 /// `candidate` is then known to hold only
 /// - `site.yaml` at the root, naming `peer` as its site and `site` as its peer;
-/// - `issues/<project>/<id>.yaml` replicas that parse, whose `site` is `peer` and
-///   whose `project` and `id` match their path;
+/// - `issues/<project>/<id>.yaml` or `issues/<project>/<nn>/<mm>/<id>.yaml` replicas
+///   (see [`crate::replica::Format`]) that parse, whose `site` is `peer` and
+///   whose `project` and `id` match their path, each issue in one layout only;
 /// - attachment content, `attachments/<ab>/<sha256>` files or folders of
 ///   numbered parts, no part larger than [`crate::exchange::PART_BYTES`];
 ///
@@ -450,7 +451,14 @@ pub fn admit(
         }
         let file = delta.new_file();
         let path = String::from_utf8_lossy(file.path_bytes().unwrap_or_default()).into_owned();
-        if let Err(problem) = check_entry(exchange, site, peer, &path, file, limits) {
+        let moved = match moved_replica(&new_tree, old_tree.as_ref(), &path, file.id()) {
+            Ok(moved) => moved,
+            Err(problem) => {
+                problems.push(format!("{path}: {problem}"));
+                continue;
+            }
+        };
+        if let Err(problem) = check_entry(exchange, site, peer, &path, file, limits, moved) {
             problems.push(format!("{path}: {problem}"));
         }
     }
@@ -467,7 +475,39 @@ pub fn admit(
     })
 }
 
-/// Why one entry of a peer's tree is refused, if it is.
+/// Whether the replica at `path` only moved from the other layout (the
+/// admitted tree has the same blob at the other layout's path), so its content
+/// was admitted already and a migration commit of 100 000 replicas is not
+/// parsed again. Refuses a tree that stores one issue in both layouts: the
+/// import would not know which is the replica.
+fn moved_replica(
+    new_tree: &git2::Tree<'_>,
+    old_tree: Option<&git2::Tree<'_>>,
+    path: &str,
+    blob: Oid,
+) -> Result<bool, String> {
+    let Ok((project, id, format)) = crate::replica::parse_stored_path(path) else {
+        return Ok(false);
+    };
+    let other_format = match format {
+        Format::V1 => Format::V2,
+        Format::V2 => Format::V1,
+    };
+    let other = crate::replica::stored_path(&project, &id, other_format);
+    if new_tree.get_path(Path::new(&other)).is_ok() {
+        return Err(format!(
+            "the issue's replica is also stored at {other}; a branch stores each \
+             replica once, in one layout"
+        ));
+    }
+    Ok(old_tree
+        .and_then(|tree| tree.get_path(Path::new(&other)).ok())
+        .is_some_and(|entry| entry.id() == blob))
+}
+
+/// Why one entry of a peer's tree is refused, if it is. The content of a
+/// replica that only `moved` to the other layout was checked when it was
+/// admitted at its old path.
 fn check_entry(
     exchange: &Exchange,
     site: &str,
@@ -475,6 +515,7 @@ fn check_entry(
     path: &str,
     file: git2::DiffFile<'_>,
     limits: &Limits,
+    moved: bool,
 ) -> Result<(), String> {
     if std::str::from_utf8(file.path_bytes().unwrap_or_default()).is_err() {
         return Err("a path that is not UTF-8".into());
@@ -507,7 +548,8 @@ fn check_entry(
     let is_replica = parts.first() == Some(&"issues");
     match parts.as_slice() {
         [name] if *name == SITE_FILE => {}
-        ["issues", _, _] => {}
+        ["issues", _, _] | ["issues", _, _, _, _] if moved => return Ok(()),
+        ["issues", _, _] | ["issues", _, _, _, _] => {}
         ["attachments", dir, sha256] | ["attachments", dir, sha256, _] => {
             if !crate::attachment::is_sha256(sha256) || !sha256.starts_with(dir) || dir.len() != 2 {
                 return Err(
@@ -537,7 +579,7 @@ fn check_entry(
         }
         _ => {
             return Err(
-                "outside the exchange layout (site.yaml, issues/<project>/<id>.yaml, \
+                "outside the exchange layout (site.yaml, issues/<project>/[<nn>/<mm>/]<id>.yaml, \
                  attachments/<ab>/<sha256>[/<part>])"
                     .into(),
             );

@@ -10,6 +10,7 @@ mod careless_operator;
 mod doctor;
 mod errors;
 mod folder_channel;
+mod format;
 mod git_server;
 mod hostile_input;
 mod hostile_peer;
