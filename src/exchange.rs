@@ -889,6 +889,22 @@ impl Exchange {
             .collect())
     }
 
+    /// The newest format the peer's `site.yaml` (at the head of its branch for
+    /// `site`) announces it reads; `None` when the peer has written no branch.
+    /// Its commits were admitted, so the file parses; should it not, the
+    /// oldest format is the one every peer reads.
+    pub fn peer_format(&self, site: &str, peer: &str) -> Result<Option<Format>, ExchangeError> {
+        let Some(head) = self.resolve(&peer_branch(site, peer))? else {
+            return Ok(None);
+        };
+        let Some((_, bytes)) = self.read_file(head, SITE_FILE)? else {
+            return Ok(None);
+        };
+        Ok(Some(
+            SiteFile::parse(&bytes).map_or(Format::V1, |file| Format::announced(file.ferry)),
+        ))
+    }
+
     /// The commit of this site's branch that the peer says it has applied: the
     /// `ack` of the `site.yaml` at the head of the peer's branch for `site`, as
     /// written (callers decide how far to trust it). `None` when there is no such

@@ -15,9 +15,7 @@ use super::{IssueError, attachments, issue_error, load_rule};
 use crate::config::Connection;
 use rayon::prelude::*;
 
-use crate::exchange::{
-    Content, Exchange, FileWrite, NewBlobs, applied_ref, blob_id, own_branch, peer_branch,
-};
+use crate::exchange::{Content, Exchange, FileWrite, NewBlobs, applied_ref, blob_id, own_branch};
 use crate::failpoint;
 use crate::ledger::NewExport;
 use crate::model::Issue;
@@ -574,13 +572,7 @@ impl<'repo> Shared<'repo> {
 /// writes, and the branch then moves back.
 pub(super) fn writing_format(site: &Site, peer: &str, head: Option<Oid>) -> anyhow::Result<Format> {
     let own = Format::own();
-    if let Some(peer_head) = site.exchange.resolve(&peer_branch(site.name(), peer))?
-        && let Some((_, bytes)) = site.exchange.read_file(peer_head, SITE_FILE)?
-    {
-        // The peer's commits were admitted, so its site.yaml parses; should it
-        // not, the oldest format is the one every peer reads.
-        let announced =
-            SiteFile::parse(&bytes).map_or(Format::V1, |file| Format::announced(file.ferry));
+    if let Some(announced) = site.exchange.peer_format(site.name(), peer)? {
         return Ok(announced.min(own));
     }
     Ok(match head {

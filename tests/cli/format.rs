@@ -149,6 +149,15 @@ fn a_pair_on_different_formats_keeps_syncing_and_upgrades_in_one_commit_per_bran
     assert_eq!(w.commits("support/engineering"), before + 1);
     assert_eq!(announced(&repo, "support/engineering"), "2");
     assert!(flat(&replica_paths(&repo, "support/engineering")));
+    let doctor = w.ferry("support", &["doctor"]);
+    assert!(
+        doctor
+            .stdout
+            .contains("engineering announces that it reads exchange format 1 only"),
+        "{}",
+        doctor.stdout
+    );
+    assert!(doctor.stdout.contains("upgrade ferry at engineering"));
 
     // Support keeps writing format 1 for it, in both directions.
     w.ok(
@@ -209,6 +218,11 @@ fn a_pair_on_different_formats_keeps_syncing_and_upgrades_in_one_commit_per_bran
     assert_eq!(comments(&w, "engineering", &theirs), ["seen"]);
     assert_eq!(w.list("support").len(), 11);
     assert_eq!(w.list("engineering").len(), 11);
+    let doctor = w.ok("support", &["doctor"]);
+    assert!(
+        doctor.contains("this site writes exchange format 2 for engineering, which reads 2"),
+        "{doctor}"
+    );
 
     // Engineering goes back to the older ferry: support follows it back.
     ok_at_format_1(&w, "engineering", &["sync"]);
