@@ -19,10 +19,10 @@ pub mod remote;
 
 use std::path::{Path, PathBuf};
 
-use git2::{Delta, FileMode, Oid};
+use git2::{FileMode, Oid};
 
 use crate::config::ChannelSetting;
-use crate::exchange::{Exchange, ExchangeError};
+use crate::exchange::{Exchange, ExchangeError, TreeEntryId};
 use crate::replica::{Format, MAX_REPLICA_BYTES, Replica, SITE_FILE, SiteFile, is_plain_name};
 use crate::signing::{AdmitError as SignatureError, Trust};
 
@@ -440,25 +440,24 @@ pub fn admit(
         ),
         None => None,
     };
-    let diff = repo
-        .diff_tree_to_tree(old_tree.as_ref(), Some(&new_tree), None)
-        .map_err(|e| git_failed(format!("diffing {candidate} against what was admitted"), e))?;
+    let changes = exchange
+        .diff_trees(old_tree.as_ref().map(|t| t.id()), new_tree.id())
+        .map_err(failed)?;
 
     let mut problems = Vec::new();
-    for delta in diff.deltas() {
-        if delta.status() == Delta::Deleted {
+    for change in changes {
+        let Some(file) = change.new else {
             continue;
-        }
-        let file = delta.new_file();
-        let path = String::from_utf8_lossy(file.path_bytes().unwrap_or_default()).into_owned();
-        let moved = match moved_replica(&new_tree, old_tree.as_ref(), &path, file.id()) {
+        };
+        let path = String::from_utf8_lossy(&change.path).into_owned();
+        let moved = match moved_replica(&new_tree, old_tree.as_ref(), &path, file.id) {
             Ok(moved) => moved,
             Err(problem) => {
                 problems.push(format!("{path}: {problem}"));
                 continue;
             }
         };
-        if let Err(problem) = check_entry(exchange, site, peer, &path, file, limits, moved) {
+        if let Err(problem) = check_entry(exchange, site, peer, &change.path, file, limits, moved) {
             problems.push(format!("{path}: {problem}"));
         }
     }
@@ -512,15 +511,15 @@ fn check_entry(
     exchange: &Exchange,
     site: &str,
     peer: &str,
-    path: &str,
-    file: git2::DiffFile<'_>,
+    path: &[u8],
+    file: TreeEntryId,
     limits: &Limits,
     moved: bool,
 ) -> Result<(), String> {
-    if std::str::from_utf8(file.path_bytes().unwrap_or_default()).is_err() {
+    let Ok(path) = std::str::from_utf8(path) else {
         return Err("a path that is not UTF-8".into());
-    }
-    let mode = i32::from(file.mode());
+    };
+    let mode = file.mode;
     if mode == i32::from(FileMode::Link) {
         return Err("a symbolic link (mode 120000); only plain files are exchanged".into());
     }
@@ -568,7 +567,7 @@ fn check_entry(
             }
             // Content is read one part at a time: no part may be larger than
             // what ferry writes, or a peer could make this site load a huge blob.
-            let size = exchange.blob_size(file.id()).map_err(|e| e.to_string())?;
+            let size = exchange.blob_size(file.id).map_err(|e| e.to_string())?;
             if size > crate::exchange::PART_BYTES {
                 return Err(format!(
                     "an attachment part of {size} bytes; parts are at most {} bytes",
@@ -585,7 +584,7 @@ fn check_entry(
             );
         }
     }
-    let oid = file.id();
+    let oid = file.id;
     let size = exchange.blob_size(oid).map_err(|e| e.to_string())?;
     if size > limits.replica_bytes {
         return Err(format!(
