@@ -606,10 +606,13 @@ impl RuleScript {
             .comments
             .retain(|c| !c.internal && !internal.contains(c.id.as_str()));
         // A peer that reads only the first exchange format refuses a replica key
-        // it does not know, and with it the whole commit. So the resolution is read
-        // (a newer peer may send it) but not yet sent: it starts to travel with the
-        // format upgrade that both sites of a pair announce.
+        // it does not know, and with it the whole commit. So the resolution and
+        // the relations are read (a newer peer may send them) but not yet sent:
+        // they start to travel with the format upgrade that both sites of a pair
+        // announce.
         replica.resolution = None;
+        replica.parent = None;
+        replica.links.clear();
         replica.normalize();
         Ok(Some(replica))
     }
@@ -1447,6 +1450,9 @@ mod tests {
                 comment("882", "kevin", "ACME is behind on payments.", true),
             ],
             attachments: vec![],
+            links: Vec::new(),
+            parent: None,
+            subtasks: Vec::new(),
             origin: None,
             deleted: false,
         }

@@ -945,6 +945,10 @@ pub(super) fn patch_for(target: &TargetIssue, local: Option<&Issue>) -> IssuePat
         labels: differs(&labels, local.map(|l| &l.labels)),
         components: differs(&components, local.map(|l| &l.components)),
         fields: Default::default(),
+        // Relations follow the ledger, not the target.
+        add_links: Vec::new(),
+        remove_links: Vec::new(),
+        parent: None,
     };
     for (name, value) in &target.fields {
         if local.and_then(|l| l.fields.get(name)) != Some(value) {

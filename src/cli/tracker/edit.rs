@@ -82,6 +82,7 @@ pub fn run(args: EditArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
         labels,
         components: (!args.components.is_empty()).then_some(args.components),
         fields: args.fields.into_iter().collect(),
+        ..IssuePatch::default()
     };
     if patch.is_empty() {
         return Err(usage(

@@ -62,6 +62,7 @@ pub fn run(args: NewArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
             labels: Some(args.labels),
             components: Some(args.components),
             fields: args.fields.into_iter().collect(),
+            ..IssuePatch::default()
         },
         author: args.actor.name(),
         origin: None,

@@ -204,6 +204,9 @@ mod tests {
                 },
             ],
             attachments: Vec::new(),
+            links: Vec::new(),
+            parent: None,
+            subtasks: Vec::new(),
             origin: None,
             deleted: true,
         };
