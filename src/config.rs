@@ -228,6 +228,13 @@ pub struct ConnectionFile {
     /// Limits on the attachments this site sends.
     #[serde(default, skip_serializing_if = "AttachmentSettings::is_default")]
     pub attachments: AttachmentSettings,
+    /// The peer's ferry reads the replica keys that came after the first
+    /// exchange format (`resolution`, `parent`, `links`), so they are sent.
+    /// Off by default: a peer that does not read them refuses the commit. An
+    /// interim switch until peers announce the format they read; see
+    /// `engine::export::peer_reads_newer_keys`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub newer_replica_keys: bool,
 }
 
 /// `attachments:` of a connection file.

@@ -229,6 +229,7 @@ fn add(args: AddArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
         outgoing: "rules/outgoing.rhai".into(),
         incoming: "rules/incoming.rhai".into(),
         stale_after_hours: None,
+        newer_replica_keys: false,
         conflicts: Default::default(),
         review: ReviewSettings {
             required: args.review_required,

@@ -340,6 +340,7 @@ impl<'a> Story<'a> {
             outgoing: "rules/outgoing.rhai".into(),
             incoming: "rules/incoming.rhai".into(),
             stale_after_hours: None,
+            newer_replica_keys: false,
             conflicts: Default::default(),
             review: Default::default(),
             signatures: SignaturePolicy::Required,

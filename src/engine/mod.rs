@@ -23,7 +23,7 @@ mod review;
 mod rules_test;
 mod sync;
 
-pub use export::{Changed, ExportReport, export};
+pub use export::{Changed, ExportReport, export, peer_reads_newer_keys};
 pub use import::{ImportAction, ImportReport, ImportedIssue, import};
 pub use relink::{RelinkReport, relink};
 pub use review::{FieldChange, PendingIssue, Review, Verdict, review};
