@@ -1747,7 +1747,9 @@ mod tests {
         };
         let path = "issues/SUP/5.yaml";
         for relation in [&blocks, &parent, &blocks] {
-            ledger.want_relation("support", "12", relation, path).unwrap();
+            ledger
+                .want_relation("support", "12", relation, path)
+                .unwrap();
         }
         let kept = ledger.relations("support", "12").unwrap();
         assert_eq!(kept.len(), 2);
