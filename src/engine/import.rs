@@ -121,6 +121,9 @@ pub fn import(site: &mut Site, connection: &Connection) -> anyhow::Result<Import
     };
     report.applied = Some(head);
     if applied == Some(head) && site.ledger.due_retries(&peer)?.is_empty() {
+        // Nothing to import, but a relation may wait for an issue that came
+        // another way, or a killed run may have made one without recording it.
+        relations::settle(site, connection, &mut report.relations, &mut report.errors)?;
         return Ok(report);
     }
     let rules = load_rule(&site.config, &connection.settings.incoming)?;

@@ -13,17 +13,22 @@
 //! replica asks for, after the incoming rule (so in this site's link types).
 //! Importing a replica compares what it asks for now with what it asked before:
 //!
-//! - a relation it no longer asks for is removed from the tracker, if this
-//!   import made it, and forgotten: unlinking on one side unlinks on the other,
-//!   and a link someone made here by hand is never touched;
+//! - a relation it no longer asks for is removed from the tracker if it was
+//!   made for this replica (by the import, or found already there when the
+//!   import went to make it), and forgotten: unlinking on one side unlinks on
+//!   the other, and a link made here that no replica asked for is never
+//!   touched;
 //! - a new one is recorded as waiting, in the transaction that marks the
 //!   replica applied.
 //!
 //! Then, once every replica of the range is in, [`settle`] makes each waiting
 //! relation whose other end is here now, whichever end arrived first, and
-//! records it as made once the tracker holds it. A run killed anywhere leaves
-//! at worst a made relation still recorded as waiting, which the next import
-//! makes again: making a relation that exists changes nothing.
+//! records it as made once the tracker holds it. It runs on every import, one
+//! with nothing new included: the other end may have come through another
+//! connection, and a run killed anywhere leaves at worst a made relation still
+//! recorded as waiting, which the next run makes again (making a relation that
+//! exists changes nothing) and then records as made, so that unlinking on the
+//! peer's side still reaches it.
 
 use std::collections::BTreeSet;
 
@@ -33,7 +38,7 @@ use crate::config::Connection;
 use crate::engine::{IssueError, issue_error};
 use crate::failpoint;
 use crate::ledger::{KeptRelation, Relation};
-use crate::model::{Issue, Origin};
+use crate::model::{Issue, LinkDirection, Origin};
 use crate::replica::ReplicaLink;
 use crate::site::Site;
 use crate::tracker::{IssuePatch, LinkChange, TrackerError};
@@ -151,12 +156,29 @@ pub(super) fn settle(
     let author = site.config.site.sync_user.clone();
     let mut made: Vec<(KeptRelation, String)> = Vec::new();
     let mut failed = Vec::new();
+    // Links written, each once however many replicas asked for it (both ends
+    // of a link do).
+    let mut written = BTreeSet::new();
     let deferred = site.tracker.begin_batch()?;
     let outcome = (|| -> anyhow::Result<()> {
         for row in &waiting {
             let Some(other) = local_end(site, peer, &me, &row.relation.other)? else {
                 continue;
             };
+            // The local issue is gone: nothing to relate any more.
+            let Some(local) = site.tracker.get(&row.local_id)?.filter(|i| !i.deleted) else {
+                continue;
+            };
+            let there = match &row.relation.link {
+                Some((link_type, direction)) => local.links.iter().any(|l| {
+                    &l.link_type == link_type && l.direction == *direction && l.issue.id == other
+                }),
+                None => local.parent.as_ref().is_some_and(|p| p.id == other),
+            };
+            if there {
+                made.push((row.clone(), other));
+                continue;
+            }
             let patch = match &row.relation.link {
                 Some((link_type, direction)) => IssuePatch {
                     add_links: vec![LinkChange {
@@ -172,9 +194,11 @@ pub(super) fn settle(
                 },
             };
             match site.tracker.update(&row.local_id, &patch, &author) {
-                Ok(_) => made.push((row.clone(), other)),
+                Ok(_) => {
+                    written.insert(same_relation(row, &other));
+                    made.push((row.clone(), other));
+                }
                 Err(e @ TrackerError::Unavailable(_)) => return Err(e.into()),
-                // The local issue is gone: nothing to relate any more.
                 Err(TrackerError::NotFound(_)) => continue,
                 Err(e) => failed.push((row, e.to_string())),
             }
@@ -188,7 +212,7 @@ pub(super) fn settle(
         return Err(e);
     }
     site.tracker.commit_batch()?;
-    if !made.is_empty() {
+    if !written.is_empty() {
         failpoint::hit("after-relate");
     }
     site.ledger.in_transaction(|ledger| {
@@ -213,9 +237,20 @@ pub(super) fn settle(
         };
         errors.push(issue_error(site, connection, &row.path, message)?);
     }
-    counts.made += made.len();
+    counts.made += written.len();
     counts.waiting = waiting.len() - made.len();
     Ok(())
+}
+
+/// What a relation is in the tracker, whichever end's replica asked for it:
+/// a link as (source, type, target), a parent as (sub-task, parent).
+fn same_relation(row: &KeptRelation, other: &str) -> (String, String, String) {
+    let local = row.local_id.clone();
+    match &row.relation.link {
+        Some((link_type, LinkDirection::Outward)) => (local, link_type.clone(), other.into()),
+        Some((link_type, LinkDirection::Inward)) => (other.into(), link_type.clone(), local),
+        None => (local, String::new(), other.into()),
+    }
 }
 
 /// The local issue `other` (an issue's identity across sites) maps to on the
