@@ -232,7 +232,7 @@ pub struct ConnectionFile {
     /// exchange format (`resolution`, `parent`, `links`), so they are sent.
     /// Off by default: a peer that does not read them refuses the commit. An
     /// interim switch until peers announce the format they read; see
-    /// `engine::export::peer_reads_newer_keys`.
+    /// `engine::peer_reads_newer_keys` (in engine/export.rs).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub newer_replica_keys: bool,
 }

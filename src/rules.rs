@@ -251,7 +251,7 @@ pub struct OutgoingContext<'a> {
     /// came after the first exchange format (`resolution`, `parent`, `links`).
     /// When false they are held back ([`hold_back_newer_keys`]) whatever the
     /// rule did. The engine decides it in one place,
-    /// `engine::export::peer_reads_newer_keys`.
+    /// `engine::peer_reads_newer_keys` (in engine/export.rs).
     pub newer_keys: bool,
     /// Local ids of the issues shared with the peer, among those the issue links
     /// to or is a sub-task of: only relations to these travel.
