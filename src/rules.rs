@@ -75,7 +75,7 @@
 //! | `remove_attachments` | copies to remove here, empty at first: push entries of `removed_attachments` |
 //! | `delete_issue` | `false`; set it to `true` to delete the local issue |
 //! | `links` | the links the local issue is to have with other shared issues, pre-filled with `replica.links` (each `#{type, direction, issue: #{site, id}}`); map `type` to this site's link types, remove what this site does not want. ferry makes a link once both issues are here, and removes a link it made when it leaves this list |
-//! | `parent` | the issue the local issue is to be a sub-task of, `#{site, id}` or `()`; pre-filled with `replica.parent` |
+//! | `parent` | the issue the local issue is to be a sub-task of, `#{site, id}` or `()`; pre-filled with `replica.parent`. It counts only for a replica its issue's owner wrote (no `origin`): a parent is the owner's to set |
 //!
 //! # Helpers
 //!

@@ -535,12 +535,17 @@ fn import_one(
     };
     done.local_key = Some(local.key.clone());
 
+    // The parent of an issue is its owner's to set: taken only from the
+    // replica the owner wrote (see `relations`).
+    let from_owner = replica.origin.is_none();
+    let parent = result.parent.as_ref().filter(|_| from_owner);
     let wanted = match result.delete_issue {
         // A deleted issue leaves its relations behind; the rows go with it.
         true => Default::default(),
-        false => relations::wanted(&result.links, result.parent.as_ref()),
+        false => relations::wanted(&result.links, parent),
     };
-    done.relations_removed = relations::apply(site, batch, subject, &local, wanted, &author)?;
+    done.relations_removed =
+        relations::apply(site, batch, subject, &local, wanted, from_owner, &author)?;
 
     let mut notes = 0;
     for comment in &result.new_comments {

@@ -197,8 +197,9 @@ fn a_trusted_peer_cannot_take_over_an_issue_never_shared_with_it() {
 }
 
 /// A trusted peer cannot relate an issue this site never shared with it: a
-/// link or a parent naming one waits, and the issue is left as it was (not
-/// linked, not changed, never sent).
+/// link naming one waits, and the issue is left as it was (not linked, not
+/// changed, never sent). The parent it names for this site's own issue is not
+/// the peer's to set at all.
 #[test]
 fn a_trusted_peer_cannot_link_an_issue_never_shared_with_it() {
     let (w, shared, private) = pair_with_private_issue();
@@ -220,7 +221,7 @@ fn a_trusted_peer_cannot_link_an_issue_never_shared_with_it() {
     );
     let out = w.ok("support", &["sync"]);
     assert!(
-        out.contains("links and parents: 2 waiting for the other issue to arrive"),
+        out.contains("links and parents: 1 waiting for the other issue to arrive"),
         "{out}"
     );
     assert_eq!(w.show("support", &private), before);

@@ -348,6 +348,65 @@ fn a_parent_is_set_whichever_end_arrives_first_over_bundles() {
     a_parent_is_set_whichever_end_arrives_first(Channel::Bundles);
 }
 
+/// A parent is its issue's owner's to set: a sub-task engineering makes under
+/// a copy of support's issue reaches support under the original; support
+/// moving its sub-task elsewhere moves the copy; engineering moving a copy
+/// keeps that place at engineering only; and when both move the same sub-task
+/// at once, support's move wins at both and the sites fall quiet, instead of
+/// swapping the two parents for ever.
+#[test]
+fn the_parent_is_the_owner_s_to_set() {
+    let w = pair(Channel::Repo);
+    escalated(&w, "SUP", "Epic one", &[]);
+    escalated(&w, "SUP", "Epic two", &[]);
+    escalated(&w, "SUP", "Task", &["--parent", "SUP-1"]);
+    settle(&w);
+    assert_eq!(parent(&w, "engineering", "ENG-3").as_deref(), Some("ENG-1"));
+
+    let mine = [
+        "--project",
+        "ENG",
+        "--summary",
+        "Engineering's part",
+        "--label",
+        "escalate",
+        "--parent",
+        "ENG-1",
+    ];
+    assert_eq!(w.new_issue("engineering", &mine), "ENG-4");
+    settle(&w);
+    assert_eq!(parent(&w, "support", "SUP-4").as_deref(), Some("SUP-1"));
+
+    // Engineering moves its copy: only there.
+    w.ok(
+        "engineering",
+        &["tracker", "edit", "ENG-3", "--parent", "ENG-2"],
+    );
+    settle(&w);
+    assert_eq!(parent(&w, "engineering", "ENG-3").as_deref(), Some("ENG-2"));
+    assert_eq!(parent(&w, "support", "SUP-3").as_deref(), Some("SUP-1"));
+
+    // Both move it before either hears of the other: support's move wins.
+    w.ok(
+        "support",
+        &["tracker", "edit", "SUP-3", "--parent", "SUP-2"],
+    );
+    w.ok(
+        "engineering",
+        &["tracker", "edit", "ENG-3", "--parent", "ENG-1"],
+    );
+    for site in ["support", "engineering"] {
+        w.ok(site, &["export"]);
+        w.ok(site, &["push"]);
+    }
+    settle(&w);
+    assert_eq!(parent(&w, "support", "SUP-3").as_deref(), Some("SUP-2"));
+    assert_eq!(parent(&w, "engineering", "ENG-3").as_deref(), Some("ENG-2"));
+    let before = commits(&w);
+    settle(&w);
+    assert_eq!(commits(&w), before, "the parents settled");
+}
+
 /// A link waits across runs for its other end; the runs that bring it are
 /// killed, once just after the other issue was created (before the ledger
 /// knew) and once just after the link was made (before the ledger knew): the

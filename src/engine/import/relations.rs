@@ -21,6 +21,14 @@
 //! - a new one is recorded as waiting, in the transaction that marks the
 //!   replica applied.
 //!
+//! A link is one relation between two issues, which either site may make or
+//! remove; both replicas carry it, and a set converges whatever the order. A
+//! parent is one value per issue, which two sites changing it at once would
+//! swap back and forth for ever; so it is the issue's owner's to set: it is
+//! taken only from a replica its owner wrote (one without `origin`). A
+//! sub-task a site makes under a copy is its own issue, and reaches the owner;
+//! a copy moved under another parent keeps that place here only.
+//!
 //! Then, once every replica of the range is in, [`settle`] makes each waiting
 //! relation whose other end is here now, whichever end arrived first, and
 //! records it as made once the tracker holds it. It runs on every import, one
@@ -71,17 +79,21 @@ pub(super) fn wanted(links: &[ReplicaLink], parent: Option<&Origin>) -> BTreeSet
 
 /// Follows what the replica at `subject` asks of `local` now (`wanted`): removes
 /// the relations this import made that it no longer asks for, and records the
-/// new ones as waiting (made by [`settle`]). Returns how many were removed.
+/// new ones as waiting (made by [`settle`]). A replica not written by the
+/// issue's owner (`from_owner` false) has no say on the parent: what is kept
+/// of one stays as it is. Returns how many were removed.
 pub(super) fn apply(
     site: &mut Site,
     batch: &mut Batch,
     subject: &Subject,
     local: &Issue,
     wanted: BTreeSet<Relation>,
+    from_owner: bool,
     author: &str,
 ) -> Result<usize, ImportFailure> {
     let peer = batch.peer().to_string();
-    let kept = site.ledger.relations(&peer, &local.id).map_err(fatal)?;
+    let mut kept = site.ledger.relations(&peer, &local.id).map_err(fatal)?;
+    kept.retain(|k| from_owner || k.relation.link.is_some());
     let before: BTreeSet<&Relation> = kept.iter().map(|k| &k.relation).collect();
     let mut patch = IssuePatch::default();
     let mut forget = Vec::new();
