@@ -407,6 +407,60 @@ fn the_parent_is_the_owner_s_to_set() {
     assert_eq!(commits(&w), before, "the parents settled");
 }
 
+/// Two owners each placing its issue under the other's, before either hears of
+/// the other, make a cycle: each tracker refuses the half that would close it,
+/// which waits with an error naming it, until one site moves its issue out.
+#[test]
+fn crossed_hierarchies_wait_until_one_side_gives_way() {
+    let w = pair(Channel::Repo);
+    escalated(&w, "SUP", "Support's", &[]);
+    let theirs = [
+        "--project",
+        "ENG",
+        "--summary",
+        "Engineering's",
+        "--label",
+        "escalate",
+    ];
+    assert_eq!(w.new_issue("engineering", &theirs), "ENG-1");
+    settle(&w);
+    // SUP-2 is engineering's ENG-1 at support; ENG-2 is support's SUP-1.
+    w.ok(
+        "support",
+        &["tracker", "edit", "SUP-1", "--parent", "SUP-2"],
+    );
+    w.ok(
+        "engineering",
+        &["tracker", "edit", "ENG-1", "--parent", "ENG-2"],
+    );
+    for site in ["support", "engineering"] {
+        w.ok(site, &["export"]);
+        w.ok(site, &["push"]);
+    }
+    let run = w.ferry("support", &["sync"]);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert!(
+        run.stdout.contains("could not be set, and waits")
+            && run.stdout.contains("cannot be one of its own sub-tasks"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(parent(&w, "support", "SUP-1").as_deref(), Some("SUP-2"));
+    assert_eq!(parent(&w, "support", "SUP-2"), None);
+
+    // Support gives way: engineering's placement reaches it.
+    w.ok("support", &["tracker", "edit", "SUP-1", "--parent", ""]);
+    w.ok("support", &["sync"]);
+    w.ok("engineering", &["sync"]);
+    w.ok("support", &["sync"]);
+    assert_eq!(parent(&w, "support", "SUP-2").as_deref(), Some("SUP-1"));
+    assert_eq!(parent(&w, "engineering", "ENG-1").as_deref(), Some("ENG-2"));
+    assert_eq!(parent(&w, "engineering", "ENG-2"), None);
+    settle(&w);
+    let errors = w.ok("support", &["errors"]);
+    assert!(!errors.contains("sub-tasks"), "{errors}");
+}
+
 /// A link waits across runs for its other end; the runs that bring it are
 /// killed, once just after the other issue was created (before the ledger
 /// knew) and once just after the link was made (before the ledger knew): the

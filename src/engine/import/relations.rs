@@ -233,6 +233,18 @@ pub(super) fn settle(
         }
         Ok(())
     })?;
+    // A replica whose relations are all made now has no relation error left
+    // (unless its own import waits for a retry, whose errors stay).
+    let failing: BTreeSet<&str> = failed.iter().map(|(row, _)| row.path.as_str()).collect();
+    let pending = site.ledger.pending(peer)?;
+    let settled: BTreeSet<&str> = made
+        .iter()
+        .map(|(row, _)| row.path.as_str())
+        .filter(|path| !failing.contains(path) && !pending.iter().any(|p| p == path))
+        .collect();
+    for path in settled {
+        site.ledger.resolve_subject(peer, path)?;
+    }
     for (row, message) in failed {
         let message = match &row.relation.link {
             Some((link_type, direction)) => format!(
