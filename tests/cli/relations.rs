@@ -317,6 +317,11 @@ fn a_parent_is_set_whichever_end_arrives_first(channel: Channel) {
     assert_eq!(parent(&w, "engineering", "ENG-2").as_deref(), Some("ENG-1"));
     assert_eq!(parent(&w, "engineering", "ENG-3").as_deref(), Some("ENG-4"));
     assert_eq!(parent(&w, "engineering", "ENG-5"), None);
+    let status = w.ok("engineering", &["status"]);
+    assert!(
+        status.contains("relations 1 link or parent is waiting for the other issue to arrive"),
+        "{status}"
+    );
     let subtasks = &w.show("engineering", "ENG-4")["subtasks"];
     assert_eq!(subtasks[0]["key"], "ENG-3");
 
@@ -327,6 +332,9 @@ fn a_parent_is_set_whichever_end_arrives_first(channel: Channel) {
         parent(&w, "engineering", "ENG-5").as_deref(),
         Some("ENGOPS-1")
     );
+    let status: serde_json::Value =
+        serde_json::from_str(&w.ok("engineering", &["status", "--json"])).unwrap();
+    assert_eq!(status[0]["waiting_relations"], 0);
     settle(&w);
     assert_eq!(parent(&w, "support", "SUP-5").as_deref(), Some("OPS-1"));
     assert_eq!(parent(&w, "support", "SUP-3").as_deref(), Some("SUP-4"));
