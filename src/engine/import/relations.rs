@@ -60,6 +60,9 @@ pub struct RelationCounts {
     pub removed: usize,
     /// Relations still waiting for their other end.
     pub waiting: usize,
+    /// Relations kept in the ledger because this site's tracker connector does
+    /// not write relations yet ([`crate::tracker::Tracker::relations`]).
+    pub unsupported: usize,
 }
 
 /// The relations the incoming rule wants for the local issue.
@@ -160,8 +163,11 @@ pub(super) fn settle(
 ) -> anyhow::Result<()> {
     let peer = connection.peer.as_str();
     let waiting = site.ledger.waiting_relations(peer)?;
-    if waiting.is_empty() || !site.tracker.relations() {
-        counts.waiting = waiting.len();
+    if !site.tracker.relations() {
+        counts.unsupported = waiting.len();
+        return Ok(());
+    }
+    if waiting.is_empty() {
         return Ok(());
     }
     let me = site.name().to_string();
