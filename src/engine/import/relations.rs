@@ -108,7 +108,7 @@ pub(super) fn apply(
                     direction: *direction,
                     other: other.clone(),
                 }),
-                // Only the parent this import set: one set here since stays.
+                // Only the parent this import set: one set here since then stays.
                 None if local.parent.as_ref().is_some_and(|p| &p.id == other) => {
                     patch.parent = Some(None);
                 }
