@@ -18,7 +18,10 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Attachment, Comment, FieldValue, Issue, Origin, timestamp};
+use crate::model::{
+    Attachment, Comment, FieldValue, Issue, IssueLink, LinkDirection, Origin, RelatedIssue,
+    timestamp,
+};
 
 /// An exchange format: the layout of a branch's tree and the replica keys it may
 /// hold. A site reads every format up to [`Format::NEWEST`] and writes, on its
@@ -31,7 +34,7 @@ pub enum Format {
     V1 = 1,
     /// `issues/<project>/<nn>/<mm>/<id>.yaml` ([`buckets`]): a commit writes
     /// the small trees of the issues it touches. Replicas may carry
-    /// `resolution`.
+    /// `resolution`, `parent` and `links`.
     V2 = 2,
 }
 
@@ -142,6 +145,15 @@ pub struct Replica {
     /// Shared attachments.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub attachments: Vec<Attachment>,
+    /// The issue this one is a sub-task of, by its identity across sites; only
+    /// when the parent is shared on this connection too. Omitted when absent, so
+    /// replicas without relations keep the bytes they had before the key existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<Origin>,
+    /// Links to other issues shared on this connection, sorted; omitted when
+    /// empty, like `parent`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<ReplicaLink>,
     /// Arbitrary data an outgoing rule passes to the peer's incoming rule.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub custom_keys: BTreeMap<String, FieldValue>,
@@ -151,6 +163,33 @@ pub struct Replica {
     /// A tombstone: the owner deleted the issue.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub deleted: bool,
+}
+
+/// One link of a replica: its type and direction as the owner's tracker names
+/// them, and the other issue by its identity across sites (the site that owns
+/// the original and its id there, as [`Replica::effective_origin`] gives it for
+/// a whole replica), never by a key or a local id of the receiving site.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicaLink {
+    /// The link type's name at the owner (`Blocks`).
+    #[serde(rename = "type")]
+    pub link_type: String,
+    /// Which end of the link this replica's issue is.
+    pub direction: LinkDirection,
+    /// The issue at the other end.
+    pub issue: Origin,
+}
+
+impl ReplicaLink {
+    /// The replica form of a tracker's link, for an issue of `site`.
+    pub fn from_link(site: &str, link: &IssueLink) -> ReplicaLink {
+        ReplicaLink {
+            link_type: link.link_type.clone(),
+            direction: link.direction,
+            issue: link.issue.identity(site),
+        }
+    }
 }
 
 /// Why a replica was refused. Every variant names the path it came from, so an
@@ -207,6 +246,13 @@ impl Replica {
     pub fn from_issue(site: &str, issue: &Issue) -> Replica {
         let mut issue = issue.clone();
         issue.normalize();
+        let mut links: Vec<ReplicaLink> = issue
+            .links
+            .iter()
+            .map(|link| ReplicaLink::from_link(site, link))
+            .collect();
+        links.sort();
+        links.dedup();
         let mut replica = Replica {
             ferry: Format::V1.number(),
             site: site.to_string(),
@@ -228,6 +274,8 @@ impl Replica {
             fields: issue.fields,
             comments: issue.comments,
             attachments: issue.attachments,
+            parent: issue.parent.as_ref().map(|p| p.identity(site)),
+            links,
             custom_keys: BTreeMap::new(),
             origin: issue.origin,
             deleted: issue.deleted,
@@ -236,8 +284,15 @@ impl Replica {
         replica
     }
 
-    /// The issue this replica describes, as seen by the owner.
+    /// The issue this replica describes, as seen by the owner. Related issues
+    /// are named by their owner's ids (and keys, which a replica does not
+    /// carry, by those ids too).
     pub fn to_issue(&self) -> Issue {
+        let related = |origin: &Origin| RelatedIssue {
+            id: origin.id.clone(),
+            key: origin.id.clone(),
+            origin: (origin.site != self.site).then(|| origin.clone()),
+        };
         Issue {
             id: self.id.clone(),
             key: self.key.clone(),
@@ -257,6 +312,17 @@ impl Replica {
             fields: self.fields.clone(),
             comments: self.comments.clone(),
             attachments: self.attachments.clone(),
+            links: self
+                .links
+                .iter()
+                .map(|link| IssueLink {
+                    link_type: link.link_type.clone(),
+                    direction: link.direction,
+                    issue: related(&link.issue),
+                })
+                .collect(),
+            parent: self.parent.as_ref().map(related),
+            subtasks: Vec::new(),
             origin: self.origin.clone(),
             deleted: self.deleted,
         }
@@ -278,18 +344,48 @@ impl Replica {
     }
 
     /// Puts lists in their canonical order (sorted labels and components, comments
-    /// and attachments by time then id).
+    /// and attachments by time then id, links by type, direction and issue).
     pub fn normalize(&mut self) {
         self.ferry = self.format().number();
         crate::model::normalize_set(&mut self.labels);
         crate::model::normalize_set(&mut self.components);
         crate::model::sort_comments(&mut self.comments);
         crate::model::sort_attachments(&mut self.attachments);
+        self.links.sort();
+        self.links.dedup();
+    }
+
+    /// Refuses relations that cannot name an issue: an empty link type, site or
+    /// id, or the replica's own issue at the other end.
+    fn check_relations(&self) -> Result<(), String> {
+        let me = self.effective_origin();
+        let check = |what: &str, other: &Origin| {
+            if other.site.trim().is_empty() || other.id.trim().is_empty() {
+                Err(format!(
+                    "{what} names an issue with an empty `site` or `id`"
+                ))
+            } else if *other == me {
+                Err(format!("{what} names the replica's own issue ({other})"))
+            } else {
+                Ok(())
+            }
+        };
+        if let Some(parent) = &self.parent {
+            check("`parent`", parent)?;
+        }
+        for (i, link) in self.links.iter().enumerate() {
+            let what = format!("`links[{i}]`");
+            if link.link_type.trim().is_empty() {
+                return Err(format!("{what} has an empty `type`"));
+            }
+            check(&what, &link.issue)?;
+        }
+        Ok(())
     }
 
     /// The oldest format whose readers know every key this replica uses.
     pub fn format(&self) -> Format {
-        if self.resolution.is_some() {
+        if self.resolution.is_some() || self.parent.is_some() || !self.links.is_empty() {
             Format::V2
         } else {
             Format::V1
@@ -301,6 +397,8 @@ impl Replica {
     pub fn downgrade_to(&mut self, format: Format) {
         if format < Format::V2 {
             self.resolution = None;
+            self.parent = None;
+            self.links.clear();
         }
         self.ferry = self.format().number();
     }
@@ -381,6 +479,7 @@ impl Replica {
                 c.author
             )));
         }
+        replica.check_relations().map_err(invalid)?;
         Ok(replica)
     }
 }
@@ -572,6 +671,34 @@ mod tests {
         ]
     }
 
+    fn related() -> impl Strategy<Value = RelatedIssue> {
+        // Longer ids than the issue's own, so no relation names the issue itself.
+        ("[0-9]{7,8}", proptest::option::of((name(), name()))).prop_map(|(id, origin)| {
+            RelatedIssue {
+                key: format!("OTHER-{id}"),
+                id,
+                origin: origin.map(|(site, id)| Origin { site, id }),
+            }
+        })
+    }
+
+    fn link() -> impl Strategy<Value = IssueLink> {
+        (
+            text().prop_filter("a link type has a name", |t| !t.trim().is_empty()),
+            any::<bool>(),
+            related(),
+        )
+            .prop_map(|(link_type, outward, issue)| IssueLink {
+                link_type,
+                direction: if outward {
+                    LinkDirection::Outward
+                } else {
+                    LinkDirection::Inward
+                },
+                issue,
+            })
+    }
+
     prop_compose! {
         fn issue()(
             id in "[0-9]{1,6}", project in "[A-Z]{2,5}", issue_type in name(),
@@ -584,6 +711,8 @@ mod tests {
             created in 0i64..4_000_000_000, updated in 0i64..4_000_000_000,
             fields in proptest::collection::btree_map(text(), field_value(), 0..4),
             comments in proptest::collection::vec(comment(), 0..4),
+            links in proptest::collection::vec(link(), 0..4),
+            parent in proptest::option::of(related()),
             deleted in any::<bool>(),
         ) -> Issue {
             Issue {
@@ -592,7 +721,7 @@ mod tests {
                 created: time(created), updated: time(updated), fields,
                 // Comment ids are unique within an issue at every tracker.
                 comments: comments.into_iter().enumerate().map(|(i, mut c)| { c.id = i.to_string(); c }).collect(),
-                attachments: Vec::new(), origin: None, deleted,
+                attachments: Vec::new(), links, parent, subtasks: Vec::new(), origin: None, deleted,
             }
         }
     }
@@ -609,6 +738,7 @@ mod tests {
             let mut shuffled = issue.clone();
             shuffled.labels.reverse();
             shuffled.comments.reverse();
+            shuffled.links.reverse();
             prop_assert_eq!(Replica::from_issue("support", &shuffled).to_yaml(), yaml);
         }
 
@@ -640,6 +770,9 @@ mod tests {
                 fields: [("Customer".to_string(), FieldValue::from("ACME"))].into(),
                 comments: vec![],
                 attachments: vec![],
+                links: Vec::new(),
+                parent: None,
+                subtasks: Vec::new(),
                 origin: None,
                 deleted: false,
             },
@@ -689,6 +822,94 @@ mod tests {
         assert_eq!(parsed, replica);
         assert_eq!(parsed.to_issue().resolution.as_deref(), Some("Won't Fix"));
         assert!(!sample().to_yaml().contains("resolution"));
+    }
+
+    /// Relations are written after the attachments, the parent first, links
+    /// sorted, the other issue by its identity across sites; a replica without
+    /// them keeps the bytes of a replica from before the keys existed (the
+    /// snapshot above).
+    #[test]
+    fn relations_name_the_other_issue_by_its_identity_across_sites() {
+        let mut issue = sample().to_issue();
+        let related = |id: &str, key: &str, origin: Option<(&str, &str)>| RelatedIssue {
+            id: id.into(),
+            key: key.into(),
+            origin: origin.map(|(site, id)| Origin {
+                site: site.into(),
+                id: id.into(),
+            }),
+        };
+        issue.parent = Some(related("10040", "SUP-40", None));
+        issue.links = vec![
+            IssueLink {
+                link_type: "Relates".into(),
+                direction: LinkDirection::Inward,
+                issue: related("10050", "SUP-50", Some(("engineering", "7"))),
+            },
+            IssueLink {
+                link_type: "Blocks".into(),
+                direction: LinkDirection::Outward,
+                issue: related("10043", "SUP-43", None),
+            },
+        ];
+        let replica = Replica::from_issue("support", &issue);
+        let yaml = replica.to_yaml();
+        let tail = &yaml[yaml.find("fields:").unwrap()..];
+        insta::assert_snapshot!(tail, @r"
+        fields:
+          Customer: ACME
+        parent:
+          site: support
+          id: '10040'
+        links:
+        - type: Blocks
+          direction: outward
+          issue:
+            site: support
+            id: '10043'
+        - type: Relates
+          direction: inward
+          issue:
+            site: engineering
+            id: '7'
+        ");
+        let parsed = Replica::parse("issues/SUP/10042.yaml", yaml.as_bytes()).unwrap();
+        assert_eq!(parsed, replica);
+        assert!(!sample().to_yaml().contains("links") && !sample().to_yaml().contains("parent"));
+    }
+
+    #[test]
+    fn relations_that_name_no_other_issue_are_refused() {
+        let good = sample().to_yaml();
+        let cases = [
+            (
+                "parent:\n  site: support\n  id: '10042'\n",
+                "`parent` names the replica's own issue (support:10042)",
+            ),
+            (
+                "parent:\n  site: ''\n  id: '1'\n",
+                "`parent` names an issue with an empty `site` or `id`",
+            ),
+            (
+                "links:\n- type: ' '\n  direction: outward\n  issue:\n    site: a\n    id: '1'\n",
+                "`links[0]` has an empty `type`",
+            ),
+            (
+                "links:\n- type: Blocks\n  direction: sideways\n  issue:\n    site: a\n    id: '1'\n",
+                "unknown variant `sideways`",
+            ),
+            (
+                "links:\n- type: Blocks\n  direction: outward\n  key: SUP-1\n  issue:\n    site: a\n    id: '1'\n",
+                "unknown field `key`",
+            ),
+        ];
+        for (relations, expected) in cases {
+            let text = format!("{good}{relations}");
+            let err = Replica::parse("issues/SUP/10042.yaml", text.as_bytes())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(expected), "{err:?} lacks {expected:?}");
+        }
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! crash in between only means the next run re-evaluates the same issues, finds
 //! byte-identical replicas already committed, and makes no new commit.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
 use git2::{ObjectType, Oid};
@@ -183,18 +183,34 @@ pub fn export(
     );
     let progress = crate::progress::bar(changed.len(), format!("export {peer}"));
     let mut blobs = NewBlobs::default();
+    // Issues whose replica this run writes or keeps: relations to them travel.
+    let mut exported_now: BTreeSet<String> = BTreeSet::new();
+    // Paths written in this run, so a second rendering replaces the first.
+    let mut written_paths: BTreeSet<String> = BTreeSet::new();
+    // The issues related to those this run shares for the first time: their
+    // replicas were rendered (or left alone) while the relation could not
+    // travel yet, so they are rendered once more at the end (see `Relations`).
+    let mut related_to_new: BTreeSet<String> = BTreeSet::new();
+    let mut follow_up = false;
     let mut pages = changed.pages(&*site.tracker, cursor);
     let mut next = pages.next();
     while let Some(page) = next.take() {
         let page = page?;
         let page = page.issues();
-        progress.inc(page.len() as u64);
+        // The last page re-renders issues already looked at (or unchanged):
+        // it neither counts nor moves the cursor.
+        let again = follow_up;
+        if !again {
+            progress.inc(page.len() as u64);
+        }
         // What the rule is asked about, in the tracker's order.
         let mut candidates = Vec::new();
         let ids: Vec<&str> = page.iter().map(|issue| issue.id.as_str()).collect();
         let connected = site.ledger.connected_among(peer, &ids)?;
         for issue in page {
-            newest = newest.max(Some(issue.updated));
+            if !again {
+                newest = newest.max(Some(issue.updated));
+            }
             if connection.remote_project(&issue.project).is_none() {
                 continue;
             }
@@ -214,6 +230,7 @@ pub fn export(
             }
             candidates.push((issue, path));
         }
+        let shared = shared_relatives(site, peer, &candidates, &exported_now)?;
 
         // The rule and the serialisation are pure: they run on every core while
         // this thread reads the next page. What reads or writes the site
@@ -222,6 +239,7 @@ pub fn export(
             site: &me,
             peer,
             format,
+            shared: &shared,
         };
         let rendered: Vec<Rendered> = std::thread::scope(|scope| {
             let worker = scope.spawn(|| {
@@ -230,7 +248,9 @@ pub fn export(
                     .map(|(issue, _)| Rendered::new(&rules, &context, issue))
                     .collect()
             });
-            next = pages.next();
+            if !again {
+                next = pages.next();
+            }
             worker
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
@@ -271,19 +291,30 @@ pub fn export(
             });
             match shared {
                 Ok(Some((replica, (oid, bytes)))) => {
-                    comment_count += replica.comments.len();
-                    issue_count += 1;
+                    if !again {
+                        comment_count += replica.comments.len();
+                        issue_count += 1;
+                    }
+                    if !connected.contains(&issue.id) && !exported_now.contains(&issue.id) {
+                        related_to_new.extend(relatives(issue));
+                    }
                     // An unchanged replica is not written again: the commit's
                     // cost follows the change, not the number of issues looked at.
-                    if shared_now.blob(&path)? != Some(oid) {
-                        report.written.push(issue.key.clone());
-                        carried.extend(rendered.carried);
+                    // One rendered again replaces this run's first rendering.
+                    let rewrite = written_paths.contains(&path);
+                    if rewrite || shared_now.blob(&path)? != Some(oid) {
+                        if !rewrite {
+                            report.written.push(issue.key.clone());
+                            carried.extend(rendered.carried);
+                        }
+                        written_paths.insert(path.clone());
                         writes.push(FileWrite {
                             path,
                             content: Some(Content::Blob(oid)),
                         });
                         new.push((oid, bytes));
                     }
+                    exported_now.insert(issue.id.clone());
                     exported_ids.push(issue.id.clone());
                 }
                 Ok(None) => {
@@ -307,6 +338,13 @@ pub fn export(
         blobs.add(&site.exchange, new)?;
         if keeps_baselines && !carried.is_empty() {
             site.ledger.stage_exports(peer, &carried)?;
+        }
+        if next.is_none() && !follow_up {
+            follow_up = true;
+            let again = render_again(site, peer, &related_to_new, &exported_now)?;
+            if !again.is_empty() {
+                next = Some(Ok(Page::Read(site.tracker.get_many(&again)?)));
+            }
         }
     }
 
@@ -352,6 +390,65 @@ pub fn export(
     site.ledger.checkpoint()?;
     failpoint::hit("after-cursor");
     Ok(report)
+}
+
+/// The ids of the issues a link, the parent or a sub-task of `issue` names.
+fn relatives(issue: &Issue) -> impl Iterator<Item = String> + '_ {
+    issue
+        .links
+        .iter()
+        .map(|link| &link.issue)
+        .chain(&issue.parent)
+        .chain(&issue.subtasks)
+        .map(|other| other.id.clone())
+}
+
+/// Which of the issues the candidates' relations name are shared with `peer`:
+/// connected before this run (shared, or the peer's own) or exported in it.
+pub(super) fn shared_relatives(
+    site: &Site,
+    peer: &str,
+    candidates: &[(&Issue, String)],
+    exported_now: &BTreeSet<String>,
+) -> anyhow::Result<BTreeSet<String>> {
+    let mut named: BTreeSet<String> = candidates
+        .iter()
+        .flat_map(|(issue, _)| relatives(issue))
+        .collect();
+    if named.is_empty() {
+        return Ok(named);
+    }
+    let ids: Vec<&str> = named.iter().map(String::as_str).collect();
+    let connected = site.ledger.connected_among(peer, &ids)?;
+    named.retain(|id| connected.contains(id) || exported_now.contains(id));
+    Ok(named)
+}
+
+/// # Relations
+///
+/// A relation travels only when both ends are shared with the peer, so an issue
+/// shared for the first time in a run changes what its relatives' replicas say:
+/// one rendered earlier in the run (or before the run, and unchanged since)
+/// left the relation out. The issues related to such an issue that are shared
+/// themselves are rendered once more, after every page, when the run knows all
+/// it shares: links are seen from both ends, and a parent from its sub-tasks.
+/// One more pass is enough: it shares nothing new.
+fn render_again(
+    site: &Site,
+    peer: &str,
+    related_to_new: &BTreeSet<String>,
+    exported_now: &BTreeSet<String>,
+) -> anyhow::Result<Vec<String>> {
+    if related_to_new.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<&str> = related_to_new.iter().map(String::as_str).collect();
+    let connected = site.ledger.connected_among(peer, &ids)?;
+    Ok(related_to_new
+        .iter()
+        .filter(|id| connected.contains(*id) || exported_now.contains(*id))
+        .cloned()
+        .collect())
 }
 
 /// What the outgoing rule made of one issue, made off the site's thread.
@@ -681,6 +778,8 @@ fn tombstone(site: &str, issue: &Issue) -> Replica {
     stripped.fields.clear();
     stripped.assignee = None;
     stripped.reporter = None;
+    stripped.links.clear();
+    stripped.parent = None;
     Replica::from_issue(site, &stripped)
 }
 

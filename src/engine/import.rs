@@ -30,6 +30,9 @@ use crate::tracker::{IssuePatch, NewAttachment, NewComment, NewIssue, TrackerErr
 use crate::words::short_id;
 
 mod batch;
+mod relations;
+
+pub use relations::RelationCounts;
 
 /// What happened to one replica.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +68,8 @@ pub struct ImportedIssue {
     pub attachments_removed: usize,
     /// Fields both sites had changed, and how each was settled.
     pub conflicts: Vec<Settled>,
+    /// Links (or the parent) removed because the replica no longer asks for them.
+    pub relations_removed: usize,
 }
 
 /// What one import did.
@@ -81,6 +86,8 @@ pub struct ImportReport {
     /// With `review.required`: fetched commits left out because no reviewer has
     /// approved them yet.
     pub awaiting_review: usize,
+    /// Links and parents made, removed, and still waiting for their other end.
+    pub relations: RelationCounts,
 }
 
 /// Imports what the peer changed since the last applied commit.
@@ -114,6 +121,9 @@ pub fn import(site: &mut Site, connection: &Connection) -> anyhow::Result<Import
     };
     report.applied = Some(head);
     if applied == Some(head) && site.ledger.due_retries(&peer)?.is_empty() {
+        // Nothing to import, but a relation may wait for an issue that came
+        // another way, or a killed run may have made one without recording it.
+        relations::settle(site, connection, &mut report.relations, &mut report.errors)?;
         return Ok(report);
     }
     let rules = load_rule(&site.config, &connection.settings.incoming)?;
@@ -152,6 +162,10 @@ pub fn import(site: &mut Site, connection: &Connection) -> anyhow::Result<Import
         batch.abandon(site);
         return Err(e);
     }
+    // Every replica of the range is in: relations whose other end arrived now
+    // (in this range or an earlier one) are made.
+    report.relations.removed = report.issues.iter().map(|i| i.relations_removed).sum();
+    relations::settle(site, connection, &mut report.relations, &mut report.errors)?;
     site.ledger.checkpoint()?;
     failpoint::hit("before-applied-ref");
     site.exchange.set_ref(
@@ -403,6 +417,7 @@ fn import_one(
         attachments_added: 0,
         attachments_removed: 0,
         conflicts: Vec::new(),
+        relations_removed: 0,
     };
     if let Some(local) = &local {
         link(site, batch, peer, &replica, &local.id)?;
@@ -515,6 +530,18 @@ fn import_one(
         }
     };
     done.local_key = Some(local.key.clone());
+
+    // The parent of an issue is its owner's to set: taken only from the
+    // replica the owner wrote (see `relations`).
+    let from_owner = replica.origin.is_none();
+    let parent = result.parent.as_ref().filter(|_| from_owner);
+    let wanted = match result.delete_issue {
+        // A deleted issue leaves its relations behind; the rows go with it.
+        true => Default::default(),
+        false => relations::wanted(&result.links, parent),
+    };
+    done.relations_removed =
+        relations::apply(site, batch, subject, &local, wanted, from_owner, &author)?;
 
     let mut notes = 0;
     for comment in &result.new_comments {
@@ -662,6 +689,7 @@ enum StepKind {
     Attach,
     RemoveAttachment,
     Delete,
+    Unlink,
 }
 
 impl StepKind {
@@ -674,6 +702,7 @@ impl StepKind {
             StepKind::Attach => "attach",
             StepKind::RemoveAttachment => "remove-attachment",
             StepKind::Delete => "delete",
+            StepKind::Unlink => "unlink",
         }
     }
 
@@ -686,6 +715,7 @@ impl StepKind {
             StepKind::Attach => "after-attach",
             StepKind::RemoveAttachment => "after-remove-attachment",
             StepKind::Delete => "after-delete",
+            StepKind::Unlink => "after-unlink",
         }
     }
 }
@@ -941,6 +971,10 @@ pub(super) fn patch_for(target: &TargetIssue, local: Option<&Issue>) -> IssuePat
         labels: differs(&labels, local.map(|l| &l.labels)),
         components: differs(&components, local.map(|l| &l.components)),
         fields: Default::default(),
+        // Relations follow the ledger, not the target (see `relations`).
+        add_links: Vec::new(),
+        remove_links: Vec::new(),
+        parent: None,
     };
     for (name, value) in &target.fields {
         if local.and_then(|l| l.fields.get(name)) != Some(value) {

@@ -101,14 +101,19 @@ pub fn rules_test(
                 error: None,
             };
             if !issue.deleted {
-                match outgoing.run_outgoing(
-                    &issue,
-                    &OutgoingContext {
-                        site: me,
-                        peer,
-                        format,
-                    },
-                ) {
+                let shared = super::export::shared_relatives(
+                    site,
+                    peer,
+                    &[(&issue, path.clone())],
+                    &Default::default(),
+                )?;
+                let context = OutgoingContext {
+                    site: me,
+                    peer,
+                    format,
+                    shared: &shared,
+                };
+                match outgoing.run_outgoing(&issue, &context) {
                     Ok(Some(replica)) => difference.changed = changed_fields(Some(&sent), &replica),
                     Ok(None) => difference.unshared = true,
                     Err(e) => difference.error = Some(e.to_string()),

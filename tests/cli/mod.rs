@@ -23,6 +23,7 @@ mod notify;
 mod operators;
 mod ops;
 mod redmine;
+mod relations;
 mod review;
 mod rules;
 mod samples;

@@ -721,6 +721,9 @@ impl JiraTracker {
                 .flatten()
                 .map(|a| self.parse_attachment(a))
                 .collect::<Result<_, _>>()?,
+            links: Vec::new(),
+            parent: None,
+            subtasks: Vec::new(),
             origin,
             deleted: false,
             id,
@@ -1400,6 +1403,9 @@ impl Tracker for JiraTracker {
     }
 
     fn create(&mut self, issue: &NewIssue) -> Result<Issue, TrackerError> {
+        issue
+            .patch
+            .refuse_relations("Jira", &format!("new issue in {}", issue.project))?;
         let mut fields = self.fields_json(
             &issue.patch,
             None,
@@ -1433,6 +1439,7 @@ impl Tracker for JiraTracker {
         _author: &str,
     ) -> Result<Issue, TrackerError> {
         let current = self.existing(id)?;
+        patch.refuse_relations("Jira", &current.key)?;
         let fields = self.fields_json(patch, Some(&current), None)?;
         let mut changed = false;
         if !fields.is_empty() {
