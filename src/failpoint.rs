@@ -41,9 +41,15 @@ pub const POINTS: &[&str] = &[
     "after-attach",
     "after-remove-attachment",
     "after-delete",
+    "after-unlink",
     "after-mark-applied",
-    // Import, once per connection.
+    // Import, once per connection: the relations whose other end is here are
+    // in the tracker; the ledger still has them waiting.
+    "after-relate",
     "before-applied-ref",
+    // Export: a branch moved to another exchange format (or announcing the
+    // formats this site reads), before the export's own commit.
+    "after-format-commit",
     // Export: the commit exists; the ledger does not know yet.
     "after-commit",
     "after-cursor",

@@ -83,12 +83,101 @@ pub struct Issue {
     /// Attachment metadata.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub attachments: Vec<Attachment>,
+    /// Links to other issues of the same tracker ("blocks", "relates to"),
+    /// sorted; empty for a tracker whose connector does not read them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<IssueLink>,
+    /// The issue this one is a sub-task of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<RelatedIssue>,
+    /// The sub-tasks of this issue, sorted by id. Read-only: a replica carries
+    /// the parent on each sub-task, never this list.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subtasks: Vec<RelatedIssue>,
     /// Set when sync created this issue from a peer's replica.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin: Option<Origin>,
     /// A tombstone: the issue was deleted at its tracker.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub deleted: bool,
+}
+
+/// Which way a link points, seen from the issue that lists it: `SUP-1 blocks
+/// SUP-2` is `outward` on SUP-1 and `inward` on SUP-2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LinkDirection {
+    /// This issue is the link's source: "this *blocks* the other".
+    Outward,
+    /// This issue is the link's target: "this *is blocked by* the other".
+    Inward,
+}
+
+impl LinkDirection {
+    /// The other end's view of the same link.
+    pub fn reversed(self) -> LinkDirection {
+        match self {
+            LinkDirection::Outward => LinkDirection::Inward,
+            LinkDirection::Inward => LinkDirection::Outward,
+        }
+    }
+
+    /// `outward` or `inward`, as replicas and the ledger write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LinkDirection::Outward => "outward",
+            LinkDirection::Inward => "inward",
+        }
+    }
+
+    /// Parses [`LinkDirection::as_str`].
+    pub fn parse(text: &str) -> Option<LinkDirection> {
+        match text {
+            "outward" => Some(LinkDirection::Outward),
+            "inward" => Some(LinkDirection::Inward),
+            _ => None,
+        }
+    }
+}
+
+/// Another issue of the same tracker, as a link, a parent or a sub-task names it.
+///
+/// Its identity across sites is [`RelatedIssue::identity`]: the site that owns
+/// the original and the id there, never a key (keys change when an issue moves).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct RelatedIssue {
+    /// Its stable id at this tracker.
+    pub id: String,
+    /// Its key at this tracker, for people (and rules that mention it in a text);
+    /// never used to find it.
+    pub key: String,
+    /// Its origin marker, when sync created it from a peer's replica.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Origin>,
+}
+
+impl RelatedIssue {
+    /// Who the issue is across sites, as seen from `site` (the site whose tracker
+    /// holds it): the origin sync created it from, else this site's own id.
+    pub fn identity(&self, site: &str) -> Origin {
+        self.origin.clone().unwrap_or_else(|| Origin {
+            site: site.to_string(),
+            id: self.id.clone(),
+        })
+    }
+}
+
+/// One link from an issue to another issue of the same tracker.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct IssueLink {
+    /// The link type's name (`Blocks`, `Relates`, `Duplicate`): one name for both
+    /// ends, `direction` says which end this issue is.
+    #[serde(rename = "type")]
+    pub link_type: String,
+    /// Which end of the link this issue is.
+    pub direction: LinkDirection,
+    /// The issue at the other end.
+    pub issue: RelatedIssue,
 }
 
 /// One comment on an issue.
@@ -139,6 +228,10 @@ impl Issue {
         normalize_set(&mut self.components);
         sort_comments(&mut self.comments);
         sort_attachments(&mut self.attachments);
+        self.links.sort();
+        self.links.dedup();
+        self.subtasks.sort_by(|a, b| compare_ids(&a.id, &b.id));
+        self.subtasks.dedup();
     }
 }
 

@@ -873,6 +873,9 @@ mod tests {
             ]),
             comments: vec![],
             attachments: vec![],
+            links: Vec::new(),
+            parent: None,
+            subtasks: Vec::new(),
             origin: None,
             deleted: false,
         }

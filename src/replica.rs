@@ -1,22 +1,84 @@
-//! Replicas: the YAML documents in the exchange repo (schema version 1).
+//! Replicas: the YAML documents in the exchange repo, and where they live.
 //!
 //! A replica is one issue *as its owner chose to share it*, after the outgoing rule.
 //! The format is the contract between two sites that may run different ferry
 //! versions, so it is a struct of its own rather than a serialisation of
 //! [`Issue`]: the internal model may grow, the wire format changes only with
-//! [`SCHEMA_VERSION`]. Serialisation is deterministic (fixed key order, sorted
+//! [`Format`]. Serialisation is deterministic (fixed key order, sorted
 //! lists, UTC timestamps in whole seconds), so the same issue gives the same bytes
 //! on every machine and git stores an unchanged issue as the same blob.
+//!
+//! Two sites of a pair may run different ferry versions for a while, so each
+//! writes its branch in the newest [`Format`] both read: every `site.yaml`
+//! announces the newest format its writer reads, and a site moves its branch to
+//! a newer format (in one commit) only once the peer has announced it.
 
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Attachment, Comment, FieldValue, Issue, Origin, timestamp};
+use crate::model::{
+    Attachment, Comment, FieldValue, Issue, IssueLink, LinkDirection, Origin, RelatedIssue,
+    timestamp,
+};
 
-/// The replica schema this ferry writes and reads.
-pub const SCHEMA_VERSION: u32 = 1;
+/// An exchange format: the layout of a branch's tree and the replica keys it may
+/// hold. A site reads every format up to [`Format::NEWEST`] and writes, on its
+/// branch for a peer, the newest one that peer has announced it reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Format {
+    /// `issues/<project>/<id>.yaml`: one tree per project, rewritten whole by
+    /// every commit that touches one of its issues (megabytes at 100 000 issues).
+    /// Replicas hold no key newer than the format.
+    V1 = 1,
+    /// `issues/<project>/<nn>/<mm>/<id>.yaml` ([`buckets`]): a commit writes
+    /// the small trees of the issues it touches. Replicas may carry
+    /// `resolution`, `parent` and `links`.
+    V2 = 2,
+}
+
+/// Environment variable that holds a site at an older [`Format`].
+pub const FORMAT_ENV: &str = "FERRY_EXCHANGE_FORMAT";
+
+impl Format {
+    /// The newest format this ferry reads and writes.
+    pub const NEWEST: Format = Format::V2;
+
+    /// What a peer's `site.yaml` announcing `ferry: <n>` lets this site write:
+    /// the newest format both read. A peer newer than this ferry reads this
+    /// ferry's newest format too.
+    pub fn announced(n: u32) -> Format {
+        if n >= Format::V2 as u32 {
+            Format::V2
+        } else {
+            Format::V1
+        }
+    }
+
+    /// The newest format this site announces and writes: [`Format::NEWEST`],
+    /// unless `FERRY_EXCHANGE_FORMAT` names an older one, which holds the site
+    /// back as if it ran the ferry that knew no newer format (to keep a pair on
+    /// the old format while the other site is rolled back, and to test a pair
+    /// of sites that differ).
+    pub fn own() -> Format {
+        std::env::var(FORMAT_ENV)
+            .ok()
+            .and_then(|value| value.trim().parse::<u32>().ok())
+            .map_or(Format::NEWEST, |n| Format::announced(n).min(Format::NEWEST))
+    }
+
+    /// The number `site.yaml` and replicas carry.
+    pub fn number(self) -> u32 {
+        self as u32
+    }
+}
+
+impl std::fmt::Display for Format {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.number())
+    }
+}
 
 /// Replicas larger than this are refused unread: a hostile or broken peer must not
 /// make a site parse gigabytes of YAML.
@@ -26,7 +88,9 @@ pub const MAX_REPLICA_BYTES: usize = 16 * 1024 * 1024;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Replica {
-    /// Schema version; always [`SCHEMA_VERSION`] when written by this ferry.
+    /// The oldest [`Format`] that reads this replica: 1 unless it uses a key a
+    /// newer format added, so an old replica keeps its bytes. Set by
+    /// [`Replica::normalize`].
     pub ferry: u32,
     /// The site that owns and wrote this replica.
     pub site: String,
@@ -81,6 +145,15 @@ pub struct Replica {
     /// Shared attachments.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub attachments: Vec<Attachment>,
+    /// The issue this one is a sub-task of, by its identity across sites; only
+    /// when the parent is shared on this connection too. Omitted when absent, so
+    /// replicas without relations keep the bytes they had before the key existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<Origin>,
+    /// Links to other issues shared on this connection, sorted; omitted when
+    /// empty, like `parent`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<ReplicaLink>,
     /// Arbitrary data an outgoing rule passes to the peer's incoming rule.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub custom_keys: BTreeMap<String, FieldValue>,
@@ -90,6 +163,33 @@ pub struct Replica {
     /// A tombstone: the owner deleted the issue.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub deleted: bool,
+}
+
+/// One link of a replica: its type and direction as the owner's tracker names
+/// them, and the other issue by its identity across sites (the site that owns
+/// the original and its id there, as [`Replica::effective_origin`] gives it for
+/// a whole replica), never by a key or a local id of the receiving site.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicaLink {
+    /// The link type's name at the owner (`Blocks`).
+    #[serde(rename = "type")]
+    pub link_type: String,
+    /// Which end of the link this replica's issue is.
+    pub direction: LinkDirection,
+    /// The issue at the other end.
+    pub issue: Origin,
+}
+
+impl ReplicaLink {
+    /// The replica form of a tracker's link, for an issue of `site`.
+    pub fn from_link(site: &str, link: &IssueLink) -> ReplicaLink {
+        ReplicaLink {
+            link_type: link.link_type.clone(),
+            direction: link.direction,
+            issue: link.issue.identity(site),
+        }
+    }
 }
 
 /// Why a replica was refused. Every variant names the path it came from, so an
@@ -106,7 +206,7 @@ pub enum ReplicaError {
     },
     /// A schema version this ferry does not know.
     #[error(
-        "{path}: replica schema version {found} is not supported (this ferry reads version {SCHEMA_VERSION}); upgrade ferry on this site"
+        "{path}: replica format {found} is not supported (this ferry reads formats 1 to {}); upgrade ferry on this site", Format::NEWEST.number()
     )]
     UnknownSchema {
         /// Path inside the exchange repo.
@@ -146,8 +246,15 @@ impl Replica {
     pub fn from_issue(site: &str, issue: &Issue) -> Replica {
         let mut issue = issue.clone();
         issue.normalize();
-        Replica {
-            ferry: SCHEMA_VERSION,
+        let mut links: Vec<ReplicaLink> = issue
+            .links
+            .iter()
+            .map(|link| ReplicaLink::from_link(site, link))
+            .collect();
+        links.sort();
+        links.dedup();
+        let mut replica = Replica {
+            ferry: Format::V1.number(),
             site: site.to_string(),
             id: issue.id,
             key: issue.key,
@@ -167,14 +274,25 @@ impl Replica {
             fields: issue.fields,
             comments: issue.comments,
             attachments: issue.attachments,
+            parent: issue.parent.as_ref().map(|p| p.identity(site)),
+            links,
             custom_keys: BTreeMap::new(),
             origin: issue.origin,
             deleted: issue.deleted,
-        }
+        };
+        replica.ferry = replica.format().number();
+        replica
     }
 
-    /// The issue this replica describes, as seen by the owner.
+    /// The issue this replica describes, as seen by the owner. Related issues
+    /// are named by their owner's ids (and keys, which a replica does not
+    /// carry, by those ids too).
     pub fn to_issue(&self) -> Issue {
+        let related = |origin: &Origin| RelatedIssue {
+            id: origin.id.clone(),
+            key: origin.id.clone(),
+            origin: (origin.site != self.site).then(|| origin.clone()),
+        };
         Issue {
             id: self.id.clone(),
             key: self.key.clone(),
@@ -194,6 +312,17 @@ impl Replica {
             fields: self.fields.clone(),
             comments: self.comments.clone(),
             attachments: self.attachments.clone(),
+            links: self
+                .links
+                .iter()
+                .map(|link| IssueLink {
+                    link_type: link.link_type.clone(),
+                    direction: link.direction,
+                    issue: related(&link.issue),
+                })
+                .collect(),
+            parent: self.parent.as_ref().map(related),
+            subtasks: Vec::new(),
             origin: self.origin.clone(),
             deleted: self.deleted,
         }
@@ -215,12 +344,63 @@ impl Replica {
     }
 
     /// Puts lists in their canonical order (sorted labels and components, comments
-    /// and attachments by time then id).
+    /// and attachments by time then id, links by type, direction and issue).
     pub fn normalize(&mut self) {
+        self.ferry = self.format().number();
         crate::model::normalize_set(&mut self.labels);
         crate::model::normalize_set(&mut self.components);
         crate::model::sort_comments(&mut self.comments);
         crate::model::sort_attachments(&mut self.attachments);
+        self.links.sort();
+        self.links.dedup();
+    }
+
+    /// Refuses relations that cannot name an issue: an empty link type, site or
+    /// id, or the replica's own issue at the other end.
+    fn check_relations(&self) -> Result<(), String> {
+        let me = self.effective_origin();
+        let check = |what: &str, other: &Origin| {
+            if other.site.trim().is_empty() || other.id.trim().is_empty() {
+                Err(format!(
+                    "{what} names an issue with an empty `site` or `id`"
+                ))
+            } else if *other == me {
+                Err(format!("{what} names the replica's own issue ({other})"))
+            } else {
+                Ok(())
+            }
+        };
+        if let Some(parent) = &self.parent {
+            check("`parent`", parent)?;
+        }
+        for (i, link) in self.links.iter().enumerate() {
+            let what = format!("`links[{i}]`");
+            if link.link_type.trim().is_empty() {
+                return Err(format!("{what} has an empty `type`"));
+            }
+            check(&what, &link.issue)?;
+        }
+        Ok(())
+    }
+
+    /// The oldest format whose readers know every key this replica uses.
+    pub fn format(&self) -> Format {
+        if self.resolution.is_some() || self.parent.is_some() || !self.links.is_empty() {
+            Format::V2
+        } else {
+            Format::V1
+        }
+    }
+
+    /// Leaves out what a peer reading only `format` would refuse, with the
+    /// whole commit holding it.
+    pub fn downgrade_to(&mut self, format: Format) {
+        if format < Format::V2 {
+            self.resolution = None;
+            self.parent = None;
+            self.links.clear();
+        }
+        self.ferry = self.format().number();
     }
 
     /// The canonical bytes. Normalises a copy first, so two equal replicas always
@@ -256,7 +436,7 @@ impl Replica {
         // again for its version alone, so that a newer schema is reported as
         // such and not as a pile of unknown fields.
         let replica = match serde_yaml::from_slice::<Replica>(bytes) {
-            Ok(replica) if replica.ferry == SCHEMA_VERSION => replica,
+            Ok(replica) if (1..=Format::NEWEST.number()).contains(&replica.ferry) => replica,
             full => {
                 #[derive(Deserialize)]
                 struct Version {
@@ -268,7 +448,7 @@ impl Replica {
                         path: path.to_string(),
                         message: "missing `ferry:` schema version".into(),
                     },
-                    (Some(SCHEMA_VERSION), Err(e)) => malformed(e),
+                    (Some(found), Err(e)) if found <= Format::NEWEST.number() => malformed(e),
                     (Some(found), _) => ReplicaError::UnknownSchema {
                         path: path.to_string(),
                         found,
@@ -287,7 +467,7 @@ impl Replica {
         }
         if replica.id != id || replica.project != project {
             return Err(invalid(format!(
-                "replica says project {:?} id {:?} but is stored at {path}; a replica must live at {}",
+                "replica says project {:?} id {:?} but is stored at {path}; a replica must live at {} (or in its bucket below the project)",
                 replica.project,
                 replica.id,
                 replica.path()
@@ -299,6 +479,7 @@ impl Replica {
                 c.author
             )));
         }
+        replica.check_relations().map_err(invalid)?;
         Ok(replica)
     }
 }
@@ -312,7 +493,9 @@ pub const SITE_FILE: &str = "site.yaml";
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SiteFile {
-    /// Schema version of the branch layout.
+    /// The newest [`Format`] the writing site reads: its peer may write that
+    /// one (or its own newest, if older). Not the format of the branch itself,
+    /// which its paths show; ferry before format 2 wrote 1 and ignored it.
     pub ferry: u32,
     /// The writing site.
     pub site: String,
@@ -342,29 +525,87 @@ impl SiteFile {
     }
 }
 
-/// `issues/<project>/<id>.yaml`.
+/// `issues/<project>/<id>.yaml`: the name of an issue's replica whatever the
+/// layout it is stored in. The ledger and every message use it; [`stored_path`]
+/// says where a format keeps it.
 pub fn replica_path(project: &str, id: &str) -> String {
     format!("issues/{project}/{id}.yaml")
 }
 
-/// Splits a replica path into project and id, refusing anything that is not exactly
-/// `issues/<project>/<id>.yaml` with plain names (no `..`, no hidden files).
+/// Where `format` stores the replica of `project`/`id`.
+pub fn stored_path(project: &str, id: &str, format: Format) -> String {
+    match format {
+        Format::V1 => replica_path(project, id),
+        Format::V2 => {
+            let [nn, mm] = buckets(id);
+            format!("issues/{project}/{nn}/{mm}/{id}.yaml")
+        }
+    }
+}
+
+/// The two trees below the project that [`Format::V2`] keeps the replica of
+/// `id` in: its last two characters, then the two before them (`10042` in
+/// `42/00`, `7` in `07/00`), left-padded with `0`, with `.` as `_` (a name like
+/// `..` or `.x` would not be a plain name). Trackers number issues in sequence,
+/// so the last characters spread them evenly: at 100 000 issues in one project
+/// each tree holds about a hundred entries and the leaves ten, so a commit that
+/// changes k issues writes about 3k small trees, not the project's.
+pub fn buckets(id: &str) -> [String; 2] {
+    let chars: Vec<char> = id.chars().collect();
+    let level = |from_end: usize| -> String {
+        (0..2)
+            .rev()
+            .map(|i| {
+                let back = from_end + i;
+                match chars.len().checked_sub(back + 1) {
+                    Some(at) if chars[at] == '.' => '_',
+                    Some(at) => chars[at],
+                    None => '0',
+                }
+            })
+            .collect()
+    };
+    [level(0), level(2)]
+}
+
+/// Splits a replica path of either layout into project and id, refusing anything
+/// that is not exactly `issues/<project>/<id>.yaml` or
+/// `issues/<project>/<nn>/<mm>/<id>.yaml` (with `nn` and `mm` the id's
+/// [`buckets`]) with plain names (no `..`, no hidden files).
 pub fn parse_replica_path(path: &str) -> Result<(String, String), ReplicaError> {
+    parse_stored_path(path).map(|(project, id, _)| (project, id))
+}
+
+/// [`parse_replica_path`], with the format whose layout the path has.
+pub fn parse_stored_path(path: &str) -> Result<(String, String, Format), ReplicaError> {
     let invalid = || ReplicaError::Invalid {
         path: path.to_string(),
-        message: "not a replica path: replicas live at issues/<project>/<id>.yaml".into(),
+        message: "not a replica path: replicas live at issues/<project>/<id>.yaml or \
+                  issues/<project>/<nn>/<mm>/<id>.yaml, <nn> being the id's last two \
+                  characters and <mm> the two before"
+            .into(),
     };
-    let mut parts = path.split('/');
-    let (Some("issues"), Some(project), Some(file), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(invalid());
+    let parts: Vec<&str> = path.split('/').collect();
+    let (project, in_buckets, file, format) = match parts.as_slice() {
+        ["issues", project, file] => (*project, None, *file, Format::V1),
+        ["issues", project, nn, mm, file] => (*project, Some([*nn, *mm]), *file, Format::V2),
+        _ => return Err(invalid()),
     };
     let id = file.strip_suffix(".yaml").ok_or_else(invalid)?;
     if !is_plain_name(project) || !is_plain_name(id) {
         return Err(invalid());
     }
-    Ok((project.to_string(), id.to_string()))
+    if in_buckets.is_some_and(|found| found != buckets(id)) {
+        return Err(invalid());
+    }
+    Ok((project.to_string(), id.to_string(), format))
+}
+
+/// The [`replica_path`] of a stored replica path, `None` when it is not one.
+pub fn canonical_path(path: &str) -> Option<String> {
+    parse_replica_path(path)
+        .ok()
+        .map(|(project, id)| replica_path(&project, &id))
 }
 
 /// A name safe as one path component on every file system ferry runs on.
@@ -430,6 +671,34 @@ mod tests {
         ]
     }
 
+    fn related() -> impl Strategy<Value = RelatedIssue> {
+        // Longer ids than the issue's own, so no relation names the issue itself.
+        ("[0-9]{7,8}", proptest::option::of((name(), name()))).prop_map(|(id, origin)| {
+            RelatedIssue {
+                key: format!("OTHER-{id}"),
+                id,
+                origin: origin.map(|(site, id)| Origin { site, id }),
+            }
+        })
+    }
+
+    fn link() -> impl Strategy<Value = IssueLink> {
+        (
+            text().prop_filter("a link type has a name", |t| !t.trim().is_empty()),
+            any::<bool>(),
+            related(),
+        )
+            .prop_map(|(link_type, outward, issue)| IssueLink {
+                link_type,
+                direction: if outward {
+                    LinkDirection::Outward
+                } else {
+                    LinkDirection::Inward
+                },
+                issue,
+            })
+    }
+
     prop_compose! {
         fn issue()(
             id in "[0-9]{1,6}", project in "[A-Z]{2,5}", issue_type in name(),
@@ -442,6 +711,8 @@ mod tests {
             created in 0i64..4_000_000_000, updated in 0i64..4_000_000_000,
             fields in proptest::collection::btree_map(text(), field_value(), 0..4),
             comments in proptest::collection::vec(comment(), 0..4),
+            links in proptest::collection::vec(link(), 0..4),
+            parent in proptest::option::of(related()),
             deleted in any::<bool>(),
         ) -> Issue {
             Issue {
@@ -450,7 +721,7 @@ mod tests {
                 created: time(created), updated: time(updated), fields,
                 // Comment ids are unique within an issue at every tracker.
                 comments: comments.into_iter().enumerate().map(|(i, mut c)| { c.id = i.to_string(); c }).collect(),
-                attachments: Vec::new(), origin: None, deleted,
+                attachments: Vec::new(), links, parent, subtasks: Vec::new(), origin: None, deleted,
             }
         }
     }
@@ -467,6 +738,7 @@ mod tests {
             let mut shuffled = issue.clone();
             shuffled.labels.reverse();
             shuffled.comments.reverse();
+            shuffled.links.reverse();
             prop_assert_eq!(Replica::from_issue("support", &shuffled).to_yaml(), yaml);
         }
 
@@ -498,6 +770,9 @@ mod tests {
                 fields: [("Customer".to_string(), FieldValue::from("ACME"))].into(),
                 comments: vec![],
                 attachments: vec![],
+                links: Vec::new(),
+                parent: None,
+                subtasks: Vec::new(),
                 origin: None,
                 deleted: false,
             },
@@ -549,6 +824,176 @@ mod tests {
         assert!(!sample().to_yaml().contains("resolution"));
     }
 
+    /// Relations are written after the attachments, the parent first, links
+    /// sorted, the other issue by its identity across sites; a replica without
+    /// them keeps the bytes of a replica from before the keys existed (the
+    /// snapshot above).
+    #[test]
+    fn relations_name_the_other_issue_by_its_identity_across_sites() {
+        let mut issue = sample().to_issue();
+        let related = |id: &str, key: &str, origin: Option<(&str, &str)>| RelatedIssue {
+            id: id.into(),
+            key: key.into(),
+            origin: origin.map(|(site, id)| Origin {
+                site: site.into(),
+                id: id.into(),
+            }),
+        };
+        issue.parent = Some(related("10040", "SUP-40", None));
+        issue.links = vec![
+            IssueLink {
+                link_type: "Relates".into(),
+                direction: LinkDirection::Inward,
+                issue: related("10050", "SUP-50", Some(("engineering", "7"))),
+            },
+            IssueLink {
+                link_type: "Blocks".into(),
+                direction: LinkDirection::Outward,
+                issue: related("10043", "SUP-43", None),
+            },
+        ];
+        let replica = Replica::from_issue("support", &issue);
+        let yaml = replica.to_yaml();
+        let tail = &yaml[yaml.find("fields:").unwrap()..];
+        insta::assert_snapshot!(tail, @r"
+        fields:
+          Customer: ACME
+        parent:
+          site: support
+          id: '10040'
+        links:
+        - type: Blocks
+          direction: outward
+          issue:
+            site: support
+            id: '10043'
+        - type: Relates
+          direction: inward
+          issue:
+            site: engineering
+            id: '7'
+        ");
+        let parsed = Replica::parse("issues/SUP/10042.yaml", yaml.as_bytes()).unwrap();
+        assert_eq!(parsed, replica);
+        assert!(!sample().to_yaml().contains("links") && !sample().to_yaml().contains("parent"));
+    }
+
+    #[test]
+    fn relations_that_name_no_other_issue_are_refused() {
+        let good = sample().to_yaml();
+        let cases = [
+            (
+                "parent:\n  site: support\n  id: '10042'\n",
+                "`parent` names the replica's own issue (support:10042)",
+            ),
+            (
+                "parent:\n  site: ''\n  id: '1'\n",
+                "`parent` names an issue with an empty `site` or `id`",
+            ),
+            (
+                "links:\n- type: ' '\n  direction: outward\n  issue:\n    site: a\n    id: '1'\n",
+                "`links[0]` has an empty `type`",
+            ),
+            (
+                "links:\n- type: Blocks\n  direction: sideways\n  issue:\n    site: a\n    id: '1'\n",
+                "unknown variant `sideways`",
+            ),
+            (
+                "links:\n- type: Blocks\n  direction: outward\n  key: SUP-1\n  issue:\n    site: a\n    id: '1'\n",
+                "unknown field `key`",
+            ),
+        ];
+        for (relations, expected) in cases {
+            let text = format!("{good}{relations}");
+            let err = Replica::parse("issues/SUP/10042.yaml", text.as_bytes())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(expected), "{err:?} lacks {expected:?}");
+        }
+    }
+
+    #[test]
+    fn both_layouts_name_the_same_replica() {
+        assert_eq!(buckets("10042"), ["42", "00"]);
+        assert_eq!(buckets("123456"), ["56", "34"]);
+        assert_eq!(buckets("7"), ["07", "00"]);
+        assert_eq!(buckets("a.b"), ["_b", "0a"]);
+        assert_eq!(buckets("x.."), ["__", "0x"]);
+        assert_eq!(
+            stored_path("SUP", "10042", Format::V1),
+            "issues/SUP/10042.yaml"
+        );
+        assert_eq!(
+            stored_path("SUP", "10042", Format::V2),
+            "issues/SUP/42/00/10042.yaml"
+        );
+        for format in [Format::V1, Format::V2] {
+            let path = stored_path("SUP", "10042", format);
+            assert_eq!(
+                parse_stored_path(&path).unwrap(),
+                ("SUP".into(), "10042".into(), format)
+            );
+            assert_eq!(canonical_path(&path).unwrap(), "issues/SUP/10042.yaml");
+        }
+        // A replica in the wrong bucket, or deeper, is no replica.
+        for path in [
+            "issues/SUP/43/00/10042.yaml",
+            "issues/SUP/42/10042.yaml",
+            "issues/SUP/42/00/0/10042.yaml",
+            "issues/SUP/../10042.yaml",
+            "issues/SUP/.x/a.x.yaml",
+        ] {
+            assert!(parse_replica_path(path).is_err(), "{path}");
+        }
+    }
+
+    proptest! {
+        /// Every id a tracker may give has exactly one place in each layout,
+        /// a plain path that names it back.
+        #[test]
+        fn stored_paths_are_plain_and_name_their_issue(id in "[A-Za-z0-9_-][A-Za-z0-9._-]{0,12}") {
+            for format in [Format::V1, Format::V2] {
+                let path = stored_path("P", &id, format);
+                prop_assert!(path.split('/').all(is_plain_name), "{}", path);
+                let (project, parsed, layout) = parse_stored_path(&path).unwrap();
+                prop_assert_eq!((project.as_str(), parsed.as_str(), layout), ("P", id.as_str(), format));
+            }
+        }
+    }
+
+    #[test]
+    fn a_replica_needs_the_oldest_format_that_knows_its_keys() {
+        let mut replica = Replica::from_issue("a", &issue_with_resolution(None));
+        replica.normalize();
+        assert_eq!(replica.format(), Format::V1);
+        assert!(replica.to_yaml().starts_with("ferry: 1\n"));
+        let mut resolved = Replica::from_issue("a", &issue_with_resolution(Some("Fixed")));
+        resolved.normalize();
+        assert!(resolved.to_yaml().starts_with("ferry: 2\n"));
+        assert_eq!(
+            Replica::parse(&resolved.path(), resolved.to_yaml().as_bytes())
+                .unwrap()
+                .resolution
+                .as_deref(),
+            Some("Fixed")
+        );
+        resolved.downgrade_to(Format::V1);
+        assert_eq!(resolved.resolution, None);
+        assert!(resolved.to_yaml().starts_with("ferry: 1\n"));
+        let newer = resolved.to_yaml().replacen("ferry: 1", "ferry: 3", 1);
+        let err = Replica::parse(&resolved.path(), newer.as_bytes()).unwrap_err();
+        assert!(
+            err.to_string().contains("format 3 is not supported"),
+            "{err}"
+        );
+    }
+
+    fn issue_with_resolution(resolution: Option<&str>) -> Issue {
+        let mut issue = sample().to_issue();
+        issue.resolution = resolution.map(str::to_string);
+        issue
+    }
+
     #[test]
     fn site_file_is_strict_and_shallow() {
         let good = "ferry: 1\nsite: a\npeer: b\nack: 0123456789abcdef0123456789abcdef01234567\n";
@@ -585,8 +1030,8 @@ mod tests {
         let cases = [
             (
                 "issues/SUP/10042.yaml",
-                good.replace("ferry: 1", "ferry: 2"),
-                "schema version 2",
+                good.replace("ferry: 1", "ferry: 3"),
+                "format 3 is not supported",
             ),
             (
                 "issues/SUP/10042.yaml",

@@ -34,8 +34,8 @@
 //!
 //! | variable | |
 //! | --- | --- |
-//! | `issue` | the local issue (read-only): `id`, `key`, `project`, `type`, `summary`, `description`, `status`, `resolution` (or `()`), `priority`, `assignee`, `reporter`, `labels`, `components`, `created`, `updated` (RFC 3339 strings), `fields`, `comments` (each `id`, `author`, `created`, `body`, `internal`, `origin`), `attachments`, `origin`, `deleted` |
-//! | `replica` | what will be shared, pre-filled with the whole issue; the script edits it, or sets it to `()` to not share the issue |
+//! | `issue` | the local issue (read-only): `id`, `key`, `project`, `type`, `summary`, `description`, `status`, `resolution` (or `()`), `priority`, `assignee`, `reporter`, `labels`, `components`, `created`, `updated` (RFC 3339 strings), `fields`, `comments` (each `id`, `author`, `created`, `body`, `internal`, `origin`), `attachments`, `links` (each `type`, `direction` (`outward`, `inward`), `issue` (`id`, `key`, `origin`) and `with_peer`: whether the other issue is shared with the peer), `parent` (`id`, `key`, `origin`, `with_peer`, or `()`), `subtasks` (same), `origin`, `deleted` |
+//! | `replica` | what will be shared, pre-filled with the whole issue; the script edits it, or sets it to `()` to not share the issue. Its `links` (each `#{type, direction, issue: #{site, id}}`, the other issue by its identity across sites) and `parent` (`#{site, id}`) start as those to issues shared with the peer |
 //! | `site`, `peer` | this site's name and the peer's (read-only) |
 //! | `tables` | the mapping tables, `tables.users` for `tables/users.yaml` (read-only) |
 //!
@@ -48,6 +48,13 @@
 //!   and every comment whose id is that of an internal comment of the issue, is
 //!   removed. (A rule that copies an internal comment's *text* into a new comment
 //!   has chosen to publish that text; ferry cannot tell.)
+//! - **relations name only issues the peer has**: a link or parent whose other
+//!   issue is not one of the issue's relations shared with the peer is removed
+//!   (a rule may drop, retype or turn around a link, not point it elsewhere);
+//! - **the exchange format**: a peer that reads only the first exchange format
+//!   gets none of the keys format 2 added (`resolution`, `parent`, `links`):
+//!   it would refuse the whole commit ([`OutgoingContext::format`],
+//!   [`Replica::downgrade_to`]).
 //!
 //! # Incoming scripts
 //!
@@ -68,6 +75,8 @@
 //! | `new_attachments` | attachments to upload here, empty at first: push entries of `added_attachments` (their content is verified against the SHA-256 before upload) |
 //! | `remove_attachments` | copies to remove here, empty at first: push entries of `removed_attachments` |
 //! | `delete_issue` | `false`; set it to `true` to delete the local issue |
+//! | `links` | the links the local issue is to have with other shared issues, pre-filled with `replica.links` (each `#{type, direction, issue: #{site, id}}`); map `type` to this site's link types, remove what this site does not want. ferry makes a link once both issues are here, and removes a link it made when it leaves this list |
+//! | `parent` | the issue the local issue is to be a sub-task of, `#{site, id}` or `()`; pre-filled with `replica.parent`. It counts only for a replica its issue's owner wrote (no `origin`): a parent is the owner's to set |
 //!
 //! # Helpers
 //!
@@ -97,8 +106,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::model::{Attachment, Comment, FieldValue, Issue, normalize_set};
-use crate::replica::{MAX_REPLICA_BYTES, Replica};
+use crate::model::{Attachment, Comment, FieldValue, Issue, Origin, normalize_set};
+use crate::replica::{MAX_REPLICA_BYTES, Replica, ReplicaLink};
 
 pub mod budget;
 
@@ -239,6 +248,13 @@ pub struct OutgoingContext<'a> {
     pub site: &'a str,
     /// The peer the replica is for.
     pub peer: &'a str,
+    /// The exchange format the peer reads: keys newer than it are left out of
+    /// the replica, or the peer would refuse the whole commit holding it
+    /// ([`Replica::downgrade_to`]).
+    pub format: crate::replica::Format,
+    /// Local ids of the issues shared with the peer, among those the issue links
+    /// to or is a sub-task of: only relations to these travel.
+    pub shared: &'a BTreeSet<String>,
 }
 
 /// What an incoming rule sees.
@@ -375,6 +391,12 @@ pub struct IncomingResult {
     /// Values `map_value` or `lookup` found no mapping for (the default was used),
     /// for reviewers: what the mappings cannot place.
     pub unmapped: Vec<String>,
+    /// The links the local issue is to have with other shared issues, in this
+    /// site's link types, sorted; ferry makes and removes links to follow it
+    /// (see [`crate::engine`]'s import).
+    pub links: Vec<ReplicaLink>,
+    /// The parent the local issue is to have, by identity across sites.
+    pub parent: Option<Origin>,
 }
 
 thread_local! {
@@ -476,6 +498,8 @@ mod var {
     pub const REMOVED_ATTACHMENTS: &str = "removed_attachments";
     pub const NEW_ATTACHMENTS: &str = "new_attachments";
     pub const REMOVE_ATTACHMENTS: &str = "remove_attachments";
+    pub const LINKS: &str = "links";
+    pub const PARENT: &str = "parent";
 
     /// Every variable either kind of script may see. A script is compiled without
     /// knowing its direction, so it is checked against all of them; using an
@@ -498,6 +522,8 @@ mod var {
         REMOVED_ATTACHMENTS,
         NEW_ATTACHMENTS,
         REMOVE_ATTACHMENTS,
+        LINKS,
+        PARENT,
     ];
 }
 
@@ -562,9 +588,15 @@ impl RuleScript {
         issue: &Issue,
         ctx: &OutgoingContext,
     ) -> Result<Option<Replica>, RuleError> {
-        let base = Replica::from_issue(ctx.site, issue);
+        let mut base = Replica::from_issue(ctx.site, issue);
+        // Relations travel only to issues the peer has: the rule starts from
+        // those, and sees every relation of the issue with its `shared` flag.
+        let related = shared_relations(issue, ctx);
+        keep_shared_relations(&mut base, &related);
         let mut scope = self.scope(ctx.site, ctx.peer);
-        scope.push_constant_dynamic(var::ISSUE, issue_value(self.script_value(issue)?));
+        let mut issue_map = issue_value(self.script_value(issue)?);
+        mark_shared(&mut issue_map, ctx.shared);
+        scope.push_constant_dynamic(var::ISSUE, issue_map);
         scope.push_dynamic(var::REPLICA, replica_value(self.script_value(&base)?));
         self.run(&mut scope, "outgoing")?;
 
@@ -605,11 +637,9 @@ impl RuleScript {
         replica
             .comments
             .retain(|c| !c.internal && !internal.contains(c.id.as_str()));
-        // A peer that reads only the first exchange format refuses a replica key
-        // it does not know, and with it the whole commit. So the resolution is read
-        // (a newer peer may send it) but not yet sent: it starts to travel with the
-        // format upgrade that both sites of a pair announce.
-        replica.resolution = None;
+        // Whatever the rule did, a relation names an issue the peer has.
+        keep_shared_relations(&mut replica, &related);
+        replica.downgrade_to(ctx.format);
         replica.normalize();
         Ok(Some(replica))
     }
@@ -654,6 +684,12 @@ impl RuleScript {
         scope.push(var::NEW_ATTACHMENTS, Array::new());
         scope.push(var::REMOVE_ATTACHMENTS, Array::new());
         scope.push(var::DELETE_ISSUE, false);
+        scope.push_dynamic(var::LINKS, self.script_value(&input.replica.links)?);
+        let parent = match &input.replica.parent {
+            Some(parent) => self.script_value(parent)?,
+            None => Dynamic::UNIT,
+        };
+        scope.push_dynamic(var::PARENT, parent);
         UNMAPPED.with(|u| u.borrow_mut().clear());
         self.run(&mut scope, "incoming")?;
         let unmapped = UNMAPPED.with(|u| std::mem::take(&mut *u.borrow_mut()));
@@ -714,6 +750,7 @@ impl RuleScript {
             .map_err(|found| {
                 self.after_run(format!("`delete_issue` must be true or false, not {found}"))
             })?;
+        let (links, parent) = self.relations(&mut scope)?;
         Ok(Some(IncomingResult {
             unmapped,
             issue,
@@ -721,7 +758,35 @@ impl RuleScript {
             new_attachments,
             remove_attachments,
             delete_issue,
+            links,
+            parent,
         }))
+    }
+
+    /// Reads back `links` and `parent` after an incoming run.
+    fn relations(
+        &self,
+        scope: &mut Scope,
+    ) -> Result<(Vec<ReplicaLink>, Option<Origin>), RuleError> {
+        let links = take(scope, var::LINKS);
+        self.check_depth(var::LINKS, &links)?;
+        let mut links: Vec<ReplicaLink> =
+            self.decode(var::LINKS, self.read_back(var::LINKS, links)?)?;
+        if let Some(i) = links.iter().position(|l| l.link_type.trim().is_empty()) {
+            return Err(self.after_run(format!(
+                "`links[{i}].type` is empty: map every link type to one of this site's (or remove the link)"
+            )));
+        }
+        links.sort();
+        links.dedup();
+        let parent = take(scope, var::PARENT);
+        let parent = if parent.is_unit() {
+            None
+        } else {
+            self.check_depth(var::PARENT, &parent)?;
+            Some(self.decode(var::PARENT, self.read_back(var::PARENT, parent)?)?)
+        };
+        Ok((links, parent))
     }
 
     /// Reads back `new_attachments` or `remove_attachments`: a list of entries of
@@ -987,6 +1052,8 @@ const ISSUE_KEYS: &[(&str, Empty)] = &[
     ("fields", Empty::Map),
     ("comments", Empty::List),
     ("attachments", Empty::List),
+    ("parent", Empty::Unit),
+    ("links", Empty::List),
     ("origin", Empty::Unit),
     ("deleted", Empty::False),
 ];
@@ -1035,6 +1102,69 @@ fn issue_value(mut value: Dynamic) -> Dynamic {
     complete_each(&mut value, "comments", COMMENT_KEYS);
     complete_each(&mut value, "attachments", ATTACHMENT_KEYS);
     value
+}
+
+/// The identities (across sites) of the issue's related issues that are shared
+/// with the peer: what its replica's relations may name.
+fn shared_relations(issue: &Issue, ctx: &OutgoingContext) -> BTreeSet<Origin> {
+    issue
+        .links
+        .iter()
+        .map(|link| &link.issue)
+        .chain(&issue.parent)
+        .filter(|other| ctx.shared.contains(&other.id))
+        .map(|other| other.identity(ctx.site))
+        .collect()
+}
+
+/// Removes the relations of `replica` to issues not in `shared`.
+fn keep_shared_relations(replica: &mut Replica, shared: &BTreeSet<Origin>) {
+    replica.links.retain(|link| shared.contains(&link.issue));
+    replica.parent = replica.parent.take().filter(|p| shared.contains(p));
+}
+
+/// Adds `with_peer` (whether the other issue is shared with the peer) to each
+/// link, the parent and each sub-task of the issue map `value`, and the
+/// `subtasks` key when there are none.
+fn mark_shared(value: &mut Dynamic, shared: &BTreeSet<String>) {
+    fn mark(related: &mut Dynamic, shared: &BTreeSet<String>) {
+        if let Some(mut map) = related.write_lock::<Map>() {
+            let id = map.get("id").and_then(|id| id.clone().into_string().ok());
+            let is_shared = id.is_some_and(|id| shared.contains(&id));
+            map.insert("with_peer".into(), Dynamic::from_bool(is_shared));
+        }
+    }
+    let Some(mut map) = value.write_lock::<Map>() else {
+        return;
+    };
+    map.entry("subtasks".into())
+        .or_insert_with(|| Empty::List.value());
+    if let Some(parent) = map.get_mut("parent") {
+        mark(parent, shared);
+    }
+    for list in ["subtasks", "links"] {
+        let Some(items) = map.get_mut(list) else {
+            continue;
+        };
+        if let Some(mut items) = items.write_lock::<Array>() {
+            for item in items.iter_mut() {
+                if list == "subtasks" {
+                    mark(item, shared);
+                    continue;
+                }
+                // A link: `with_peer` on the link, as the other issue's.
+                let is_shared = item
+                    .read_lock::<Map>()
+                    .and_then(|link| link.get("issue").cloned())
+                    .and_then(|other| other.read_lock::<Map>().and_then(|o| o.get("id").cloned()))
+                    .and_then(|id| id.into_string().ok())
+                    .is_some_and(|id| shared.contains(&id));
+                if let Some(mut link) = item.write_lock::<Map>() {
+                    link.insert("with_peer".into(), Dynamic::from_bool(is_shared));
+                }
+            }
+        }
+    }
 }
 
 /// A replica as scripts see it, every key present.
@@ -1447,6 +1577,9 @@ mod tests {
                 comment("882", "kevin", "ACME is behind on payments.", true),
             ],
             attachments: vec![],
+            links: Vec::new(),
+            parent: None,
+            subtasks: Vec::new(),
             origin: None,
             deleted: false,
         }
@@ -1484,9 +1617,12 @@ mod tests {
         RuleScript::load(&path, Tables::new(), RuleSettings::default()).unwrap()
     }
 
+    /// A peer on the first exchange format: the gate is closed.
     const CTX: OutgoingContext<'static> = OutgoingContext {
         site: "support",
         peer: "engineering",
+        format: crate::replica::Format::V1,
+        shared: &BTreeSet::new(),
     };
 
     fn incoming<'a>(
@@ -1548,15 +1684,212 @@ mod tests {
     }
 
     #[test]
-    fn a_resolution_is_not_sent_to_peers_of_the_first_format() {
+    fn a_resolution_is_sent_only_to_peers_that_read_format_2() {
         let mut issue = sample_issue();
         issue.resolution = Some("Fixed".into());
-        let kept = script("replica.resolution = issue.resolution;")
-            .run_outgoing(&issue, &CTX)
-            .unwrap()
-            .unwrap();
+        let rule = script("replica.resolution = issue.resolution;");
+        let new_peer = OutgoingContext {
+            format: crate::replica::Format::V2,
+            ..CTX
+        };
+        let sent = rule.run_outgoing(&issue, &new_peer).unwrap().unwrap();
+        assert_eq!(sent.resolution.as_deref(), Some("Fixed"));
+        assert!(sent.to_yaml().starts_with("ferry: 2\n"));
+        let kept = rule.run_outgoing(&issue, &CTX).unwrap().unwrap();
         assert_eq!(kept.resolution, None);
         assert!(!kept.to_yaml().contains("resolution"));
+        assert!(kept.to_yaml().starts_with("ferry: 1\n"));
+    }
+
+    /// The gate open: a peer that reads the keys newer than the first exchange
+    /// format. Issues 1 and 3 are shared with it, 2 is not.
+    fn ctx_newer(shared: &BTreeSet<String>) -> OutgoingContext<'_> {
+        OutgoingContext {
+            site: "support",
+            peer: "engineering",
+            format: crate::replica::Format::V2,
+            shared,
+        }
+    }
+
+    fn related(id: &str, key: &str) -> crate::model::RelatedIssue {
+        crate::model::RelatedIssue {
+            id: id.into(),
+            key: key.into(),
+            origin: None,
+        }
+    }
+
+    /// The sample issue blocking SUP-1 (shared), duplicating SUP-2 (not
+    /// shared), a sub-task of SUP-3 (shared).
+    fn related_issue() -> (Issue, BTreeSet<String>) {
+        use crate::model::{IssueLink, LinkDirection};
+        let mut issue = sample_issue();
+        issue.links = vec![
+            IssueLink {
+                link_type: "Blocks".into(),
+                direction: LinkDirection::Outward,
+                issue: related("1", "SUP-1"),
+            },
+            IssueLink {
+                link_type: "Duplicate".into(),
+                direction: LinkDirection::Inward,
+                issue: related("2", "SUP-2"),
+            },
+        ];
+        issue.parent = Some(related("3", "SUP-3"));
+        (issue, ["1".to_string(), "3".to_string()].into())
+    }
+
+    fn origin(site: &str, id: &str) -> Origin {
+        Origin {
+            site: site.into(),
+            id: id.into(),
+        }
+    }
+
+    #[test]
+    fn relations_travel_to_shared_issues_once_the_peer_reads_them() {
+        let (issue, shared) = related_issue();
+        let open = script("")
+            .run_outgoing(&issue, &ctx_newer(&shared))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            open.links,
+            [ReplicaLink {
+                link_type: "Blocks".into(),
+                direction: crate::model::LinkDirection::Outward,
+                issue: origin("support", "1"),
+            }]
+        );
+        assert_eq!(open.parent, Some(origin("support", "3")));
+        // The gate closed (a peer on the first exchange format): nothing.
+        let closed = script("").run_outgoing(&issue, &CTX).unwrap().unwrap();
+        assert!(closed.links.is_empty() && closed.parent.is_none());
+        assert_eq!(closed.to_yaml(), {
+            let mut plain = sample_issue();
+            plain.comments.retain(|c| !c.internal);
+            Replica::from_issue("support", &plain).to_yaml()
+        });
+    }
+
+    #[test]
+    fn the_rule_sees_every_relation_and_may_drop_one_or_send_text() {
+        let (issue, shared) = related_issue();
+        let rule = script(
+            "if issue.links.len() != 2 || issue.links[1].with_peer || !issue.links[0].with_peer
+                 || !issue.parent.with_peer || issue.subtasks != [] || replica.links.len() != 1 {
+                 throw `unexpected: ${issue.links} ${replica.links}`;
+             }
+             for l in issue.links {
+                 replica.description += \"\\n\" + `${l.type} ${l.direction} ${l.issue.key}`;
+             }
+             replica.links = replica.links.filter(|l| l.type != \"Blocks\");
+             replica.parent = ();",
+        );
+        let replica = rule
+            .run_outgoing(&issue, &ctx_newer(&shared))
+            .unwrap()
+            .unwrap();
+        assert!(replica.links.is_empty() && replica.parent.is_none());
+        let description = replica.description.unwrap();
+        assert!(
+            description.ends_with("\nBlocks outward SUP-1\nDuplicate inward SUP-2"),
+            "{description:?}"
+        );
+        let sample = template("outgoing.rhai");
+        let default = sample
+            .run_outgoing(&issue, &ctx_newer(&shared))
+            .unwrap()
+            .unwrap();
+        assert_eq!(default.links.len(), 1);
+        let text = RuleScript::load(
+            &Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("samples/rules/links-as-text-outgoing.rhai"),
+            Tables::new(),
+            RuleSettings::default(),
+        )
+        .unwrap();
+        let all: BTreeSet<String> = ["1", "2", "3"].map(String::from).into();
+        let replica = text
+            .run_outgoing(&issue, &ctx_newer(&all))
+            .unwrap()
+            .unwrap();
+        assert_eq!(replica.links.len(), 1, "{:?}", replica.links);
+        assert!(
+            replica
+                .description
+                .unwrap()
+                .ends_with("\n\nDuplicate links at support: inward SUP-2")
+        );
+    }
+
+    #[test]
+    fn a_rule_cannot_send_a_relation_to_an_issue_the_peer_lacks() {
+        let (issue, shared) = related_issue();
+        let replica = script(
+            "replica.links.push(#{type: \"Relates\", direction: \"outward\",
+                                 issue: #{site: \"support\", id: \"2\"}});
+             replica.links.push(#{type: \"Relates\", direction: \"outward\",
+                                 issue: #{site: \"elsewhere\", id: \"9\"}});
+             replica.links[0].type = \"Precedes\";
+             replica.parent = #{site: \"support\", id: \"2\"};",
+        )
+        .run_outgoing(&issue, &ctx_newer(&shared))
+        .unwrap()
+        .unwrap();
+        // Retyping a shared link is the rule's to do; naming another issue is not.
+        assert_eq!(replica.links.len(), 1);
+        assert_eq!(replica.links[0].link_type, "Precedes");
+        assert_eq!(replica.parent, None);
+    }
+
+    #[test]
+    fn incoming_links_and_parent_start_as_the_peer_s_and_map_through_the_rule() {
+        use crate::model::LinkDirection;
+        let mut replica = peer_replica();
+        let link = |link_type: &str, id: &str| ReplicaLink {
+            link_type: link_type.into(),
+            direction: LinkDirection::Inward,
+            issue: origin("engineering", id),
+        };
+        replica.links = vec![
+            link("blocks", "1"),
+            link("Cloners", "2"),
+            link("Epic-ish", "3"),
+        ];
+        replica.parent = Some(origin("support", "10041"));
+        let untouched = script("")
+            .run_incoming(&incoming(&replica, None, None, &[]))
+            .unwrap()
+            .unwrap();
+        replica.normalize();
+        assert_eq!(untouched.links, replica.links);
+        assert_eq!(untouched.parent, replica.parent);
+        let mapped = template("incoming.rhai")
+            .run_incoming(&incoming(&replica, None, None, &[]))
+            .unwrap()
+            .unwrap();
+        let types: Vec<&str> = mapped.links.iter().map(|l| l.link_type.as_str()).collect();
+        assert_eq!(types, ["Blocks", "Cloners", "Epic-ish"]);
+        assert_eq!(mapped.parent, replica.parent);
+        let none = script("links = []; parent = ();")
+            .run_incoming(&incoming(&replica, None, None, &[]))
+            .unwrap()
+            .unwrap();
+        assert!(none.links.is_empty() && none.parent.is_none());
+        let bad = script("links[0].type = \"\";")
+            .run_incoming(&incoming(&replica, None, None, &[]))
+            .unwrap_err()
+            .to_string();
+        assert!(bad.contains("`links[0].type` is empty"), "{bad}");
+        let typo = script("links[0].kind = \"x\";")
+            .run_incoming(&incoming(&replica, None, None, &[]))
+            .unwrap_err()
+            .to_string();
+        assert!(typo.contains("`links[0]"), "{typo}");
+        assert!(typo.contains("unknown field `kind`"), "{typo}");
     }
 
     #[test]
@@ -2148,7 +2481,7 @@ mod tests {
             .filter(|p| p.extension().is_some_and(|e| e == "rhai"))
             .collect();
         names.sort();
-        assert_eq!(names.len(), 4);
+        assert_eq!(names.len(), 5);
 
         let issue = sample_issue();
         let mut other = sample_issue();

@@ -412,8 +412,9 @@ impl<'a> Story<'a> {
             .exchange
             .resolve(&own_branch(site, peer))?
             .context("no commit")?;
-        let (_, bytes) = s.exchange.read_file(head, path)?.context("no replica")?;
-        self.say(&format!("{path} on branch {site}/{peer}:"))?;
+        let (stored, blob) = s.exchange.find_replica(head, path)?.context("no replica")?;
+        let bytes = s.exchange.read_blob(blob)?;
+        self.say(&format!("{stored} on branch {site}/{peer}:"))?;
         self.say(&indent(&String::from_utf8_lossy(&bytes)))?;
         Ok(())
     }
@@ -431,14 +432,14 @@ impl<'a> Story<'a> {
             .resolve(&own_branch(site, peer))?
             .context("no commit")?;
         let old = match before {
-            Some(b) => s
-                .exchange
-                .read_file(b, path)?
-                .map(|(_, b)| b)
-                .unwrap_or_default(),
+            Some(b) => match s.exchange.find_replica(b, path)? {
+                Some((_, blob)) => s.exchange.read_blob(blob)?,
+                None => Vec::new(),
+            },
             None => Vec::new(),
         };
-        let (_, new) = s.exchange.read_file(head, path)?.context("no replica")?;
+        let (_, blob) = s.exchange.find_replica(head, path)?.context("no replica")?;
+        let new = s.exchange.read_blob(blob)?;
         let (old, new) = (String::from_utf8_lossy(&old), String::from_utf8_lossy(&new));
         let diff = similar::TextDiff::from_lines(old.as_ref(), new.as_ref());
         let text = diff

@@ -13,7 +13,8 @@ use serde::Serialize;
 use super::{Ctx, ExitStatus};
 use crate::config::Config;
 use crate::engine::load_rule;
-use crate::exchange::Exchange;
+use crate::exchange::{Exchange, own_branch};
+use crate::replica::Format;
 use crate::signing::{SignaturePolicy, SiteKey};
 use crate::site::{EXCHANGE_DIR, LEDGER_FILE, Missing, open_ledger, open_tracker, state_folder};
 use crate::tracker::Needs;
@@ -145,6 +146,51 @@ fn may_delete(script: &Path) -> bool {
             code.contains("delete_issue=true")
         })
     })
+}
+
+/// Which exchange format this site writes for `peer`, and why: a peer on an
+/// older ferry holds the pair on the older format (see the README's "Exchange
+/// formats").
+fn format_check(exchange: &Exchange, site: &str, peer: &str, checks: &mut Checks) {
+    let name = format!("format {peer}");
+    let own = Format::own();
+    let layout = exchange
+        .resolve(&own_branch(site, peer))
+        .and_then(|head| head.map(|head| exchange.layout(head)).transpose());
+    match (exchange.peer_format(site, peer), layout) {
+        (Ok(Some(announced)), _) if announced < own => checks.warn(
+            name,
+            format!(
+                "{peer} announces that it reads exchange format {announced} only (an older \
+                 ferry), so this site writes format {announced} for it: each commit rewrites \
+                 the whole tree of every project it touches"
+            ),
+            format!(
+                "upgrade ferry at {peer}; after its next run both branches move to format \
+                 {own} on their own"
+            ),
+        ),
+        (Ok(Some(announced)), _) => checks.pass(
+            name,
+            format!("this site writes exchange format {own} for {peer}, which reads {announced}"),
+        ),
+        (Ok(None), Ok(Some(Some(layout)))) => checks.pass(
+            name,
+            format!(
+                "{peer} has announced no format (it has written nothing yet); this site keeps \
+                 its branch in format {layout}"
+            ),
+        ),
+        (Ok(None), Ok(_)) => checks.pass(
+            name,
+            format!("{peer} has announced no format yet; this site writes format {own}"),
+        ),
+        (Err(e), _) | (_, Err(e)) => checks.fail(
+            name,
+            e,
+            "move the exchange clone aside; the next `ferry pull` makes a new one",
+        ),
+    }
 }
 
 fn diagnose(dir: &Path, min_free_mib: u64, checks: &mut Checks) {
@@ -305,6 +351,7 @@ fn diagnose(dir: &Path, min_free_mib: u64, checks: &mut Checks) {
             ),
         }
         if let Ok(exchange) = &exchange {
+            format_check(exchange, config.site_name(), peer, checks);
             let name = format!("channel {peer}");
             let channel = open_channel(&c.settings.channel, &config.root, &c.trust);
             match channel.check(exchange, config.site_name(), peer, &c.trust) {

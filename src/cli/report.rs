@@ -91,7 +91,8 @@ pub fn imported(
             plural(r.awaiting_review)
         )?;
     }
-    if r.issues.is_empty() && r.errors.is_empty() {
+    let relations = &r.relations;
+    if r.issues.is_empty() && r.errors.is_empty() && relations.made + relations.removed == 0 {
         return writeln!(out, "import {peer}: nothing new");
     }
     writeln!(
@@ -149,6 +150,22 @@ pub fn imported(
         }
     }
     more(out, r.issues.len() - listed, r.issues.len(), "replicas")?;
+    let parts: Vec<String> = [
+        (relations.made, "made"),
+        (relations.removed, "removed"),
+        (relations.waiting, "waiting for the other issue to arrive"),
+        (
+            relations.unsupported,
+            "kept for when this site's tracker connector takes them",
+        ),
+    ]
+    .into_iter()
+    .filter(|(n, _)| *n > 0)
+    .map(|(n, what)| format!("{n} {what}"))
+    .collect();
+    if !parts.is_empty() {
+        writeln!(out, "  links and parents: {}", parts.join(", "))?;
+    }
     for e in &r.errors {
         writeln!(out, "  error: {}", one_line(&e.to_string()))?;
     }

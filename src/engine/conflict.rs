@@ -527,6 +527,9 @@ mod tests {
             fields: Default::default(),
             comments: vec![],
             attachments: vec![],
+            links: Vec::new(),
+            parent: None,
+            subtasks: Vec::new(),
             origin: None,
             deleted: false,
         }

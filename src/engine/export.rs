@@ -6,7 +6,7 @@
 //! crash in between only means the next run re-evaluates the same issues, finds
 //! byte-identical replicas already committed, and makes no new commit.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
 use git2::{ObjectType, Oid};
@@ -20,8 +20,8 @@ use crate::failpoint;
 use crate::ledger::NewExport;
 use crate::model::Issue;
 use crate::replica::{
-    MAX_REPLICA_BYTES, Replica, SCHEMA_VERSION, SITE_FILE, SiteFile, parse_replica_path,
-    replica_path,
+    Format, MAX_REPLICA_BYTES, Replica, SITE_FILE, SiteFile, parse_replica_path, parse_stored_path,
+    stored_path,
 };
 use crate::rules::{MAX_STRING_SIZE, OutgoingContext, RuleScript};
 use crate::site::Site;
@@ -154,6 +154,11 @@ pub fn export(
     let cursor = site.ledger.cursor(peer)?;
     let branch = own_branch(&me, peer);
     let head = site.exchange.resolve(&branch)?;
+    let format = writing_format(site, peer, head)?;
+    let head = match head {
+        Some(head) => Some(upgrade_branch(site, &me, peer, head, format)?),
+        None => None,
+    };
 
     let mut report = ExportReport::default();
     let mut writes = Vec::new();
@@ -169,7 +174,7 @@ pub fn export(
     let mut oldest_failure: Option<DateTime<Utc>> = None;
     let (mut comment_count, mut issue_count) = (0, 0);
 
-    let shared_now = Shared::read(&site.exchange, head, changed.len())?;
+    let shared_now = Shared::read(&site.exchange, head, format, changed.len())?;
     tracing::info!(
         %peer,
         since = %cursor.map_or_else(|| "-".into(), |c| crate::model::format_timestamp(&c)),
@@ -178,18 +183,34 @@ pub fn export(
     );
     let progress = crate::progress::bar(changed.len(), format!("export {peer}"));
     let mut blobs = NewBlobs::default();
+    // Issues whose replica this run writes or keeps: relations to them travel.
+    let mut exported_now: BTreeSet<String> = BTreeSet::new();
+    // Paths written in this run, so a second rendering replaces the first.
+    let mut written_paths: BTreeSet<String> = BTreeSet::new();
+    // The issues related to those this run shares for the first time: their
+    // replicas were rendered (or left alone) while the relation could not
+    // travel yet, so they are rendered once more at the end (see `Relations`).
+    let mut related_to_new: BTreeSet<String> = BTreeSet::new();
+    let mut follow_up = false;
     let mut pages = changed.pages(&*site.tracker, cursor);
     let mut next = pages.next();
     while let Some(page) = next.take() {
         let page = page?;
         let page = page.issues();
-        progress.inc(page.len() as u64);
+        // The last page re-renders issues already looked at (or unchanged):
+        // it neither counts nor moves the cursor.
+        let again = follow_up;
+        if !again {
+            progress.inc(page.len() as u64);
+        }
         // What the rule is asked about, in the tracker's order.
         let mut candidates = Vec::new();
         let ids: Vec<&str> = page.iter().map(|issue| issue.id.as_str()).collect();
         let connected = site.ledger.connected_among(peer, &ids)?;
         for issue in page {
-            newest = newest.max(Some(issue.updated));
+            if !again {
+                newest = newest.max(Some(issue.updated));
+            }
             if connection.remote_project(&issue.project).is_none() {
                 continue;
             }
@@ -197,7 +218,7 @@ pub fn export(
             {
                 continue;
             }
-            let path = replica_path(&issue.project, &issue.id);
+            let path = stored_path(&issue.project, &issue.id, format);
             // An issue moved to another project: its replica moves with it (same
             // id, new path), so the old path goes, or the peer would hold two
             // replicas of one issue.
@@ -209,11 +230,17 @@ pub fn export(
             }
             candidates.push((issue, path));
         }
+        let shared = shared_relatives(site, peer, &candidates, &exported_now)?;
 
         // The rule and the serialisation are pure: they run on every core while
         // this thread reads the next page. What reads or writes the site
         // (attachments, ledger) stays on this thread, in order.
-        let context = OutgoingContext { site: &me, peer };
+        let context = OutgoingContext {
+            site: &me,
+            peer,
+            format,
+            shared: &shared,
+        };
         let rendered: Vec<Rendered> = std::thread::scope(|scope| {
             let worker = scope.spawn(|| {
                 candidates
@@ -221,7 +248,9 @@ pub fn export(
                     .map(|(issue, _)| Rendered::new(&rules, &context, issue))
                     .collect()
             });
-            next = pages.next();
+            if !again {
+                next = pages.next();
+            }
             worker
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
@@ -262,19 +291,30 @@ pub fn export(
             });
             match shared {
                 Ok(Some((replica, (oid, bytes)))) => {
-                    comment_count += replica.comments.len();
-                    issue_count += 1;
+                    if !again {
+                        comment_count += replica.comments.len();
+                        issue_count += 1;
+                    }
+                    if !connected.contains(&issue.id) && !exported_now.contains(&issue.id) {
+                        related_to_new.extend(relatives(issue));
+                    }
                     // An unchanged replica is not written again: the commit's
                     // cost follows the change, not the number of issues looked at.
-                    if shared_now.blob(&path)? != Some(oid) {
-                        report.written.push(issue.key.clone());
-                        carried.extend(rendered.carried);
+                    // One rendered again replaces this run's first rendering.
+                    let rewrite = written_paths.contains(&path);
+                    if rewrite || shared_now.blob(&path)? != Some(oid) {
+                        if !rewrite {
+                            report.written.push(issue.key.clone());
+                            carried.extend(rendered.carried);
+                        }
+                        written_paths.insert(path.clone());
                         writes.push(FileWrite {
                             path,
                             content: Some(Content::Blob(oid)),
                         });
                         new.push((oid, bytes));
                     }
+                    exported_now.insert(issue.id.clone());
                     exported_ids.push(issue.id.clone());
                 }
                 Ok(None) => {
@@ -298,6 +338,13 @@ pub fn export(
         blobs.add(&site.exchange, new)?;
         if keeps_baselines && !carried.is_empty() {
             site.ledger.stage_exports(peer, &carried)?;
+        }
+        if next.is_none() && !follow_up {
+            follow_up = true;
+            let again = render_again(site, peer, &related_to_new, &exported_now)?;
+            if !again.is_empty() {
+                next = Some(Ok(Page::Read(site.tracker.get_many(&again)?)));
+            }
         }
     }
 
@@ -343,6 +390,65 @@ pub fn export(
     site.ledger.checkpoint()?;
     failpoint::hit("after-cursor");
     Ok(report)
+}
+
+/// The ids of the issues a link, the parent or a sub-task of `issue` names.
+fn relatives(issue: &Issue) -> impl Iterator<Item = String> + '_ {
+    issue
+        .links
+        .iter()
+        .map(|link| &link.issue)
+        .chain(&issue.parent)
+        .chain(&issue.subtasks)
+        .map(|other| other.id.clone())
+}
+
+/// Which of the issues the candidates' relations name are shared with `peer`:
+/// connected before this run (shared, or the peer's own) or exported in it.
+pub(super) fn shared_relatives(
+    site: &Site,
+    peer: &str,
+    candidates: &[(&Issue, String)],
+    exported_now: &BTreeSet<String>,
+) -> anyhow::Result<BTreeSet<String>> {
+    let mut named: BTreeSet<String> = candidates
+        .iter()
+        .flat_map(|(issue, _)| relatives(issue))
+        .collect();
+    if named.is_empty() {
+        return Ok(named);
+    }
+    let ids: Vec<&str> = named.iter().map(String::as_str).collect();
+    let connected = site.ledger.connected_among(peer, &ids)?;
+    named.retain(|id| connected.contains(id) || exported_now.contains(id));
+    Ok(named)
+}
+
+/// # Relations
+///
+/// A relation travels only when both ends are shared with the peer, so an issue
+/// shared for the first time in a run changes what its relatives' replicas say:
+/// one rendered earlier in the run (or before the run, and unchanged since)
+/// left the relation out. The issues related to such an issue that are shared
+/// themselves are rendered once more, after every page, when the run knows all
+/// it shares: links are seen from both ends, and a parent from its sub-tasks.
+/// One more pass is enough: it shares nothing new.
+fn render_again(
+    site: &Site,
+    peer: &str,
+    related_to_new: &BTreeSet<String>,
+    exported_now: &BTreeSet<String>,
+) -> anyhow::Result<Vec<String>> {
+    if related_to_new.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<&str> = related_to_new.iter().map(String::as_str).collect();
+    let connected = site.ledger.connected_among(peer, &ids)?;
+    Ok(related_to_new
+        .iter()
+        .filter(|id| connected.contains(*id) || exported_now.contains(*id))
+        .cloned()
+        .collect())
 }
 
 /// What the outgoing rule made of one issue, made off the site's thread.
@@ -408,11 +514,17 @@ const LOOKUP_LIMIT: usize = 1_000;
 
 /// The replicas on this site's branch for the peer, as the export asks for them:
 /// the blob at a path, and the paths an issue's replica had in other projects.
+/// The branch is in the layout of the format the export writes (see
+/// [`upgrade_branch`]).
 enum Shared<'repo> {
     /// Nothing exported yet.
     Empty,
     /// Looked up in the tree path by path: `issues/` and its project trees.
-    Lookup(Vec<(String, git2::Tree<'repo>)>),
+    Lookup {
+        format: Format,
+        repo: &'repo git2::Repository,
+        projects: Vec<(String, git2::Tree<'repo>)>,
+    },
     /// Every replica path with its blob, and the paths of each issue id.
     Listed {
         blobs: BTreeMap<String, Oid>,
@@ -421,7 +533,12 @@ enum Shared<'repo> {
 }
 
 impl<'repo> Shared<'repo> {
-    fn read(exchange: &'repo Exchange, head: Option<Oid>, issues: usize) -> anyhow::Result<Self> {
+    fn read(
+        exchange: &'repo Exchange,
+        head: Option<Oid>,
+        format: Format,
+        issues: usize,
+    ) -> anyhow::Result<Self> {
         let Some(head) = head else {
             return Ok(Shared::Empty);
         };
@@ -441,7 +558,11 @@ impl<'repo> Shared<'repo> {
             .get_name("issues")
             .filter(|e| e.kind() == Some(ObjectType::Tree))
         else {
-            return Ok(Shared::Lookup(Vec::new()));
+            return Ok(Shared::Lookup {
+                format,
+                repo,
+                projects: Vec::new(),
+            });
         };
         let issues = repo.find_tree(issues.id())?;
         let mut projects = Vec::new();
@@ -450,22 +571,30 @@ impl<'repo> Shared<'repo> {
                 projects.push((name.to_string(), repo.find_tree(entry.id())?));
             }
         }
-        Ok(Shared::Lookup(projects))
+        Ok(Shared::Lookup {
+            format,
+            repo,
+            projects,
+        })
     }
 
-    /// The blob of the replica at `path` (`issues/PROJECT/ID.yaml`).
+    /// The blob of the replica stored at `path`.
     fn blob(&self, path: &str) -> anyhow::Result<Option<Oid>> {
         Ok(match self {
             Shared::Empty => None,
             Shared::Listed { blobs, .. } => blobs.get(path).copied(),
-            Shared::Lookup(projects) => {
+            Shared::Lookup {
+                format,
+                repo,
+                projects,
+            } => {
                 let Ok((project, id)) = parse_replica_path(path) else {
                     return Ok(None);
                 };
-                projects
-                    .iter()
-                    .find(|(name, _)| *name == project)
-                    .and_then(|(_, tree)| Self::file(tree, &id))
+                match projects.iter().find(|(name, _)| *name == project) {
+                    Some((_, tree)) => Self::file(repo, tree, &id, *format)?,
+                    None => None,
+                }
             }
         })
     }
@@ -482,21 +611,161 @@ impl<'repo> Shared<'repo> {
                 .filter(|p| p.as_str() != path)
                 .cloned()
                 .collect(),
-            Shared::Lookup(projects) => projects
-                .iter()
-                .filter(|(_, tree)| Self::file(tree, id).is_some())
-                .map(|(project, _)| replica_path(project, id))
-                .filter(|p| p != path)
-                .collect(),
+            Shared::Lookup {
+                format,
+                repo,
+                projects,
+            } => {
+                let mut found = Vec::new();
+                for (project, tree) in projects {
+                    if Self::file(repo, tree, id, *format)?.is_some() {
+                        found.push(stored_path(project, id, *format));
+                    }
+                }
+                found.retain(|p| p != path);
+                found
+            }
         })
     }
 
-    /// The blob `ID.yaml` in a project's tree.
-    fn file(tree: &git2::Tree<'_>, id: &str) -> Option<Oid> {
-        tree.get_name(&format!("{id}.yaml"))
-            .filter(|e| e.kind() == Some(ObjectType::Blob))
-            .map(|e| e.id())
+    /// The blob of `id`'s replica in a project's tree laid out for `format`.
+    fn file(
+        repo: &git2::Repository,
+        tree: &git2::Tree<'_>,
+        id: &str,
+        format: Format,
+    ) -> anyhow::Result<Option<Oid>> {
+        let name = format!("{id}.yaml");
+        let blob = |tree: &git2::Tree<'_>| {
+            tree.get_name(&name)
+                .filter(|e| e.kind() == Some(ObjectType::Blob))
+                .map(|e| e.id())
+        };
+        Ok(match format {
+            Format::V1 => blob(tree),
+            Format::V2 => {
+                let mut tree = tree.clone();
+                for bucket in crate::replica::buckets(id) {
+                    let sub = tree
+                        .get_name(&bucket)
+                        .filter(|e| e.kind() == Some(ObjectType::Tree))
+                        .map(|e| e.id());
+                    match sub {
+                        Some(sub) => tree = repo.find_tree(sub)?,
+                        None => return Ok(None),
+                    }
+                }
+                blob(&tree)
+            }
+        })
     }
+}
+
+/// The format this site writes on its branch for `peer`, whose head is `head`:
+/// the newest one the peer's `site.yaml` announces it reads. While the peer has
+/// announced nothing (it has written no branch yet, or never will: a peer that
+/// only imports), a branch keeps the layout it has, and a new branch starts in
+/// the newest format: a peer on an older ferry announces that when it first
+/// writes, and the branch then moves back.
+pub(super) fn writing_format(site: &Site, peer: &str, head: Option<Oid>) -> anyhow::Result<Format> {
+    let own = Format::own();
+    if let Some(announced) = site.exchange.peer_format(site.name(), peer)? {
+        return Ok(announced.min(own));
+    }
+    Ok(match head {
+        Some(head) => site
+            .exchange
+            .layout(head)?
+            .map_or(own, |layout| layout.min(own)),
+        None => own,
+    })
+}
+
+/// Brings the branch at `head` to `format` before an export writes on it, in
+/// one commit (nothing when it is there already): every replica moves to
+/// `format`'s layout, keeping its blob, so the peer sees no issue change; going
+/// back to an older format (a peer that went back to an older ferry) also
+/// rewrites the replicas that hold keys it would refuse. The commit's
+/// `site.yaml` announces the formats this site reads, and a branch whose
+/// `site.yaml` does not announce them yet gets that commit even with no
+/// replica to move, so that the peer learns it may move its own branch.
+///
+/// One commit keeps the peer's view consistent whatever it fetches: the branch
+/// is in one layout before the commit and in the other after it. A run killed
+/// before the ref moves leaves the branch as it was; after, the migration is
+/// done and the next export finds nothing to move.
+fn upgrade_branch(
+    site: &Site,
+    me: &str,
+    peer: &str,
+    head: Oid,
+    format: Format,
+) -> anyhow::Result<Oid> {
+    let announced = site
+        .exchange
+        .read_file(head, SITE_FILE)?
+        .and_then(|(_, bytes)| SiteFile::parse(&bytes).ok())
+        .map(|file| file.ferry);
+    let layout = site.exchange.layout(head)?;
+    let moves = layout.is_some_and(|layout| layout != format);
+    if !moves && announced == Some(Format::own().number()) {
+        return Ok(head);
+    }
+    let mut writes = Vec::new();
+    let mut moved = 0;
+    if moves {
+        for (path, blob) in site.exchange.files(head, "issues/")? {
+            let Ok((project, id, stored)) = parse_stored_path(&path) else {
+                continue;
+            };
+            let mut content = Content::Blob(blob);
+            if format < Format::NEWEST {
+                // Going back: a replica may hold a key the peer's format lacks.
+                let replica = Replica::parse(&path, &site.exchange.read_blob(blob)?)?;
+                if replica.format() > format {
+                    let mut older = replica;
+                    older.downgrade_to(format);
+                    content = Content::Bytes(older.to_yaml().into_bytes());
+                }
+            }
+            if stored == format && matches!(content, Content::Blob(_)) {
+                continue;
+            }
+            writes.push(FileWrite {
+                path,
+                content: None,
+            });
+            writes.push(FileWrite {
+                path: stored_path(&project, &id, format),
+                content: Some(content),
+            });
+            moved += 1;
+        }
+    }
+    writes.push(site_file(site, me, peer)?);
+    let message = if moves {
+        format!(
+            "{me} → {peer}: exchange format {format}, {moved} replica{} moved to {}\n\n\
+             The newest format both sites read is {format}; the replicas keep their \
+             content.\n",
+            plural(moved),
+            match format {
+                Format::V1 => "issues/<project>/<id>.yaml",
+                Format::V2 => "issues/<project>/<nn>/<mm>/<id>.yaml",
+            }
+        )
+    } else {
+        format!(
+            "{me} → {peer}: reads exchange formats up to {}\n",
+            Format::own()
+        )
+    };
+    let branch = own_branch(me, peer);
+    let commit = site.exchange.commit(&branch, &writes, &message, me)?;
+    if commit.is_some() {
+        failpoint::hit("after-format-commit");
+    }
+    Ok(commit.unwrap_or(head))
 }
 
 /// What a deleted issue leaves in the exchange: identity and the deletion, nothing
@@ -509,6 +778,8 @@ fn tombstone(site: &str, issue: &Issue) -> Replica {
     stripped.fields.clear();
     stripped.assignee = None;
     stripped.reporter = None;
+    stripped.links.clear();
+    stripped.parent = None;
     Replica::from_issue(site, &stripped)
 }
 
@@ -518,7 +789,7 @@ fn site_file(site: &Site, me: &str, peer: &str) -> anyhow::Result<FileWrite> {
         .resolve(&applied_ref(peer))?
         .map(|oid| oid.to_string());
     let file = SiteFile {
-        ferry: SCHEMA_VERSION,
+        ferry: Format::own().number(),
         site: me.to_string(),
         peer: peer.to_string(),
         ack,

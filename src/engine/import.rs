@@ -34,6 +34,9 @@ use crate::words::short_id;
 
 mod batch;
 mod group;
+mod relations;
+
+pub use relations::RelationCounts;
 
 /// What happened to one replica.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +72,8 @@ pub struct ImportedIssue {
     pub attachments_removed: usize,
     /// Fields both sites had changed, and how each was settled.
     pub conflicts: Vec<Settled>,
+    /// Links (or the parent) removed because the replica no longer asks for them.
+    pub relations_removed: usize,
 }
 
 /// What one import did.
@@ -85,6 +90,8 @@ pub struct ImportReport {
     /// With `review.required`: fetched commits left out because no reviewer has
     /// approved them yet.
     pub awaiting_review: usize,
+    /// Links and parents made, removed, and still waiting for their other end.
+    pub relations: RelationCounts,
 }
 
 /// Imports what the peer changed since the last applied commit.
@@ -118,6 +125,9 @@ pub fn import(site: &mut Site, connection: &Connection) -> anyhow::Result<Import
     };
     report.applied = Some(head);
     if applied == Some(head) && site.ledger.due_retries(&peer)?.is_empty() {
+        // Nothing to import, but a relation may wait for an issue that came
+        // another way, or a killed run may have made one without recording it.
+        relations::settle(site, connection, &mut report.relations, &mut report.errors)?;
         return Ok(report);
     }
     let rules = load_rule(&site.config, &connection.settings.incoming)?;
@@ -156,6 +166,10 @@ pub fn import(site: &mut Site, connection: &Connection) -> anyhow::Result<Import
         batch.abandon(site);
         return Err(e);
     }
+    // Every replica of the range is in: relations whose other end arrived now
+    // (in this range or an earlier one) are made.
+    report.relations.removed = report.issues.iter().map(|i| i.relations_removed).sum();
+    relations::settle(site, connection, &mut report.relations, &mut report.errors)?;
     site.ledger.checkpoint()?;
     failpoint::hit("before-applied-ref");
     site.exchange.set_ref(
@@ -355,6 +369,7 @@ fn flush_group(
             remote_id,
             remote_key,
             remote_target,
+            wanted,
             mut done,
             ..
         } = create;
@@ -386,6 +401,9 @@ fn flush_group(
         let applied = failure.is_none();
         site.ledger.in_transaction(|ledger| {
             ledger.link(&peer, &remote_id, &remote_key, &issue.id)?;
+            for relation in &wanted {
+                ledger.want_relation(&peer, &issue.id, relation, &path)?;
+            }
             ledger.finish_step(step)?;
             if applied {
                 conflict::record_import(
@@ -447,7 +465,7 @@ pub(super) fn pending_range(
     // the site, not of the change).
     let mut paths = std::collections::BTreeMap::new();
     let mut outside = Vec::new();
-    for change in site.exchange.diff_paths(applied, head)? {
+    for change in site.exchange.diff_replicas(applied, head)? {
         // Attachment content is read when a replica asks for it (and was checked
         // for its layout when the commit was admitted).
         if change.path == "site.yaml" || change.path.starts_with("attachments/") {
@@ -465,12 +483,8 @@ pub(super) fn pending_range(
     }
     for path in site.ledger.due_retries(peer)? {
         if let std::collections::btree_map::Entry::Vacant(entry) = paths.entry(path) {
-            let blob = site
-                .exchange
-                .files(head, entry.key())?
-                .get(entry.key())
-                .copied();
-            entry.insert(blob);
+            let blob = site.exchange.find_replica(head, entry.key())?;
+            entry.insert(blob.map(|(_, blob)| blob));
         }
     }
     let mut replicas = Vec::new();
@@ -596,6 +610,7 @@ fn import_one(
         attachments_added: 0,
         attachments_removed: 0,
         conflicts: Vec::new(),
+        relations_removed: 0,
     };
     if let Some(local) = &local {
         link(site, batch, peer, &replica, &local.id)?;
@@ -680,6 +695,15 @@ fn import_one(
     }
 
     let comments = comments_to_add(peer, &replica, &result.new_comments, &added_comments, blob)?;
+    // The parent of an issue is its owner's to set: taken only from the
+    // replica the owner wrote (see `relations`).
+    let from_owner = replica.origin.is_none();
+    let parent = result.parent.as_ref().filter(|_| from_owner);
+    let wanted = match result.delete_issue {
+        // A deleted issue leaves its relations behind; the rows go with it.
+        true => Default::default(),
+        false => relations::wanted(&result.links, parent),
+    };
     let author = site.config.site.sync_user.clone();
     let local = match local {
         Some(local) => {
@@ -719,6 +743,7 @@ fn import_one(
                         comments,
                     },
                     remote_target,
+                    wanted,
                     done,
                 })));
             }
@@ -729,6 +754,9 @@ fn import_one(
         }
     };
     done.local_key = Some(local.key.clone());
+
+    done.relations_removed =
+        relations::apply(site, batch, subject, &local, wanted, from_owner, &author)?;
 
     for new in comments {
         batch.write(site, subject, StepKind::Comment, Some(&local.id), |t| {
@@ -890,6 +918,7 @@ enum StepKind {
     Attach,
     RemoveAttachment,
     Delete,
+    Unlink,
 }
 
 impl StepKind {
@@ -902,6 +931,7 @@ impl StepKind {
             StepKind::Attach => "attach",
             StepKind::RemoveAttachment => "remove-attachment",
             StepKind::Delete => "delete",
+            StepKind::Unlink => "unlink",
         }
     }
 
@@ -914,6 +944,7 @@ impl StepKind {
             StepKind::Attach => "after-attach",
             StepKind::RemoveAttachment => "after-remove-attachment",
             StepKind::Delete => "after-delete",
+            StepKind::Unlink => "after-unlink",
         }
     }
 }
@@ -1169,6 +1200,10 @@ pub(super) fn patch_for(target: &TargetIssue, local: Option<&Issue>) -> IssuePat
         labels: differs(&labels, local.map(|l| &l.labels)),
         components: differs(&components, local.map(|l| &l.components)),
         fields: Default::default(),
+        // Relations follow the ledger, not the target (see `relations`).
+        add_links: Vec::new(),
+        remove_links: Vec::new(),
+        parent: None,
     };
     for (name, value) in &target.fields {
         if local.and_then(|l| l.fields.get(name)) != Some(value) {

@@ -24,7 +24,7 @@ mod rules_test;
 mod sync;
 
 pub use export::{Changed, ExportReport, export};
-pub use import::{ImportAction, ImportReport, ImportedIssue, import};
+pub use import::{ImportAction, ImportReport, ImportedIssue, RelationCounts, import};
 pub use relink::{RelinkReport, relink};
 pub use review::{FieldChange, PendingIssue, Review, Verdict, review};
 pub use rules_test::{OutgoingDifference, RulesTest, rules_test};

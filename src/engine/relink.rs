@@ -90,10 +90,10 @@ pub fn relink(site: &mut Site, connection: &Connection) -> anyhow::Result<Relink
         return Ok(report);
     };
     let applied_files = match applied {
-        Some(applied) => site.exchange.files(applied, "issues/")?,
+        Some(applied) => site.exchange.replicas(applied)?,
         None => Default::default(),
     };
-    for (path, blob) in site.exchange.files(head, "issues/")? {
+    for (path, blob) in site.exchange.replicas(head)? {
         let replica = match Replica::parse(&path, &site.exchange.read_blob(blob)?) {
             Ok(replica) => replica,
             Err(e) => {

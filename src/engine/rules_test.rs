@@ -87,6 +87,7 @@ pub fn rules_test(
         }
     }
     if let Some(head) = site.exchange.resolve(&own_branch(me, peer))? {
+        let format = super::export::writing_format(site, peer, Some(head))?;
         for (path, blob) in recent_replicas(site, head, last)? {
             let sent = Replica::parse(&path, &site.exchange.read_blob(blob)?)?;
             let Some(issue) = site.tracker.get(&sent.id)? else {
@@ -100,7 +101,19 @@ pub fn rules_test(
                 error: None,
             };
             if !issue.deleted {
-                match outgoing.run_outgoing(&issue, &OutgoingContext { site: me, peer }) {
+                let shared = super::export::shared_relatives(
+                    site,
+                    peer,
+                    &[(&issue, path.clone())],
+                    &Default::default(),
+                )?;
+                let context = OutgoingContext {
+                    site: me,
+                    peer,
+                    format,
+                    shared: &shared,
+                };
+                match outgoing.run_outgoing(&issue, &context) {
                     Ok(Some(replica)) => difference.changed = changed_fields(Some(&sent), &replica),
                     Ok(None) => difference.unshared = true,
                     Err(e) => difference.error = Some(e.to_string()),
@@ -119,12 +132,15 @@ fn before_last_change(site: &Site, tip: git2::Oid, path: &str) -> anyhow::Result
         let parent = site.exchange.repo().find_commit(*commit)?.parent_id(0).ok();
         let changed = site
             .exchange
-            .diff_paths(parent, *commit)?
+            .diff_replicas(parent, *commit)?
             .iter()
             .any(|change| change.path == path);
         if changed {
             return Ok(match parent {
-                Some(parent) => site.exchange.read_file(parent, path)?.map(|(_, b)| b),
+                Some(parent) => match site.exchange.find_replica(parent, path)? {
+                    Some((_, blob)) => Some(site.exchange.read_blob(blob)?),
+                    None => None,
+                },
                 None => None,
             });
         }
@@ -143,13 +159,13 @@ fn recent_replicas(
     let mut paths = std::collections::BTreeSet::new();
     for commit in commits.iter().rev().take(last) {
         let parent = site.exchange.repo().find_commit(*commit)?.parent_id(0).ok();
-        for change in site.exchange.diff_paths(parent, *commit)? {
+        for change in site.exchange.diff_replicas(parent, *commit)? {
             if change.path.starts_with("issues/") {
                 paths.insert(change.path);
             }
         }
     }
-    let files = site.exchange.files(tip, "issues/")?;
+    let files = site.exchange.replicas(tip)?;
     Ok(paths
         .into_iter()
         .filter_map(|path| files.get(&path).map(|blob| (path, *blob)))

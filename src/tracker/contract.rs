@@ -15,8 +15,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use chrono::Utc;
 
-use super::{IssuePatch, NewAttachment, NewComment, NewIssue, Tracker, TrackerError};
-use crate::model::{FieldValue, Issue, Origin, truncate_to_seconds};
+use super::{IssuePatch, LinkChange, NewAttachment, NewComment, NewIssue, Tracker, TrackerError};
+use crate::model::{FieldValue, Issue, LinkDirection, Origin, truncate_to_seconds};
 
 /// What the checks need to exist in the tracker under test.
 pub(crate) struct Setup<'a> {
@@ -47,6 +47,8 @@ pub(crate) const CHECKS: &[(&str, Check)] = &[
     ("changed_ids_then_get_many", changed_ids_then_get_many),
     ("attachments", attachments),
     ("batches", batches),
+    ("links", links),
+    ("parents", parents),
 ];
 
 /// Gives a check the tracker under test.
@@ -495,4 +497,125 @@ fn batches(tracker: &mut dyn Tracker, setup: &Setup) {
     // Without a batch open, both are no-ops.
     tracker.commit_batch().expect("commit");
     tracker.rollback_batch().expect("rollback");
+}
+
+/// A connector without relations ([`Tracker::relations`] false) refuses a
+/// change that asks for one, saying so, before it changes anything; `true`
+/// when the tracker has them and the check goes on.
+fn has_relations(tracker: &mut dyn Tracker, setup: &Setup) -> bool {
+    if tracker.relations() {
+        return true;
+    }
+    let mut issue = new_issue(setup, "Sub-task");
+    issue.patch.parent = Some(Some("1".into()));
+    match tracker.create(&issue) {
+        Err(TrackerError::Rejected { message, .. }) => {
+            assert!(message.contains("not yet supported"), "{message}");
+        }
+        other => panic!("a tracker without relations took one: {other:?}"),
+    }
+    false
+}
+
+/// A link made from one end shows at both, with opposite directions, moves
+/// both issues' `updated`, is made once however often it is asked for, and
+/// goes from both when removed from either; a link to no issue is refused.
+fn links(tracker: &mut dyn Tracker, setup: &Setup) {
+    if !has_relations(tracker, setup) {
+        return;
+    }
+    let a = tracker
+        .create(&new_issue(setup, "Blocker"))
+        .expect("create");
+    let b = tracker
+        .create(&new_issue(setup, "Blocked"))
+        .expect("create");
+    next_second();
+    let blocks = |direction, other: &Issue| LinkChange {
+        link_type: "Blocks".into(),
+        direction,
+        other: other.id.clone(),
+    };
+    let add = IssuePatch {
+        add_links: vec![blocks(LinkDirection::Outward, &b)],
+        ..IssuePatch::default()
+    };
+    let linked = tracker.update(&a.id, &add, setup.user).expect("link");
+    let seen = |issue: &Issue| -> Vec<(String, LinkDirection, String)> {
+        issue
+            .links
+            .iter()
+            .map(|l| (l.link_type.clone(), l.direction, l.issue.id.clone()))
+            .collect()
+    };
+    assert_eq!(
+        seen(&linked),
+        [("Blocks".to_string(), LinkDirection::Outward, b.id.clone())]
+    );
+    assert_eq!(linked.links[0].issue.key, b.key);
+    let b_now = reload(tracker, &b);
+    assert_eq!(
+        seen(&b_now),
+        [("Blocks".to_string(), LinkDirection::Inward, a.id.clone())]
+    );
+    assert!(linked.updated > a.updated && b_now.updated > b.updated);
+    // Asked for again, from the other end: still one link.
+    let again = IssuePatch {
+        add_links: vec![blocks(LinkDirection::Inward, &a)],
+        ..IssuePatch::default()
+    };
+    tracker
+        .update(&b.id, &again, setup.user)
+        .expect("link again");
+    assert_eq!(seen(&reload(tracker, &a)).len(), 1);
+    let remove = IssuePatch {
+        remove_links: again.add_links.clone(),
+        ..IssuePatch::default()
+    };
+    tracker.update(&b.id, &remove, setup.user).expect("unlink");
+    assert!(reload(tracker, &a).links.is_empty());
+    assert!(reload(tracker, &b).links.is_empty());
+    tracker
+        .update(&b.id, &remove, setup.user)
+        .expect("unlinking what is not linked");
+    let mut nowhere = add.clone();
+    nowhere.add_links[0].other = "999999999".into();
+    assert!(matches!(
+        tracker.update(&a.id, &nowhere, setup.user),
+        Err(TrackerError::Rejected { .. } | TrackerError::NotFound(_))
+    ));
+}
+
+/// A sub-task created under a parent names it, and the parent lists it; a
+/// sub-task made an issue of its own leaves the list.
+fn parents(tracker: &mut dyn Tracker, setup: &Setup) {
+    if !has_relations(tracker, setup) {
+        return;
+    }
+    let parent = tracker.create(&new_issue(setup, "Parent")).expect("create");
+    let mut child = new_issue(setup, "Sub-task");
+    child.patch.parent = Some(Some(parent.id.clone()));
+    let child = tracker.create(&child).expect("create a sub-task");
+    assert_eq!(
+        child
+            .parent
+            .as_ref()
+            .map(|p| (p.id.as_str(), p.key.as_str())),
+        Some((parent.id.as_str(), parent.key.as_str()))
+    );
+    let listed: Vec<String> = reload(tracker, &parent)
+        .subtasks
+        .iter()
+        .map(|s| s.id.clone())
+        .collect();
+    assert_eq!(listed, std::slice::from_ref(&child.id));
+    let alone = IssuePatch {
+        parent: Some(None),
+        ..IssuePatch::default()
+    };
+    let child = tracker
+        .update(&child.id, &alone, setup.user)
+        .expect("clear");
+    assert_eq!(child.parent, None);
+    assert!(reload(tracker, &parent).subtasks.is_empty());
 }

@@ -43,16 +43,17 @@ use super::{
     IssuePatch, NewAttachment, NewComment, NewIssue, Tracker, TrackerError, TrackerInstance,
 };
 use crate::model::{
-    Attachment, Comment, FieldValue, Issue, Origin, normalize_set, parse_timestamp,
-    truncate_to_seconds,
+    Attachment, Comment, FieldValue, Issue, IssueLink, LinkDirection, Origin, RelatedIssue,
+    normalize_set, parse_timestamp, truncate_to_seconds,
 };
 
 /// The environment variable holding a fixed clock (RFC 3339) for reproducible runs.
 pub const NOW_ENV: &str = "FERRY_NOW";
 
 /// The schema version kept in `PRAGMA user_version`; a database written by a newer
-/// ferry is refused rather than misread.
-const SCHEMA_VERSION: i64 = 1;
+/// ferry is refused rather than misread, an older one is brought up to it
+/// (version 2 added links and parents, see [`RELATIONS_SCHEMA`]).
+const SCHEMA_VERSION: i64 = 2;
 
 /// How long a writer waits for another process's transaction before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -134,6 +135,23 @@ CREATE TABLE attachments (
     created INTEGER NOT NULL
 );
 CREATE INDEX attachments_issue ON attachments(issue, id);
+"#;
+
+/// What version 2 of the schema added to version 1 ([`SCHEMA`]): an issue's
+/// parent, and links between issues. A link is one row whatever end it is read
+/// from: `source` is the end for which it is `outward` (`SUP-1 Blocks SUP-2`
+/// is `(SUP-1, Blocks, SUP-2)`), so the two ends can never disagree.
+const RELATIONS_SCHEMA: &str = r#"
+ALTER TABLE issues ADD COLUMN parent INTEGER REFERENCES issues(id);
+CREATE INDEX issues_parent ON issues(parent) WHERE parent IS NOT NULL;
+
+CREATE TABLE issue_links (
+    source INTEGER NOT NULL REFERENCES issues(id),
+    type   TEXT NOT NULL,
+    target INTEGER NOT NULL REFERENCES issues(id),
+    PRIMARY KEY (source, type, target)
+) WITHOUT ROWID;
+CREATE INDEX issue_links_target ON issue_links(target, type, source);
 "#;
 
 /// Columns of `issues` in the order [`read_issue_row`] expects.
@@ -357,6 +375,13 @@ impl LocalTracker {
         match version {
             0 => {
                 tx.execute_batch(SCHEMA)?;
+                tx.execute_batch(RELATIONS_SCHEMA)?;
+                tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+            }
+            // A database of a ferry from before links: it gains them, with no
+            // issue linked yet.
+            1 => {
+                tx.execute_batch(RELATIONS_SCHEMA)?;
                 tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
             }
             SCHEMA_VERSION => {}
@@ -467,6 +492,10 @@ impl Tracker for LocalTracker {
         Ok(LocalTracker::now(self))
     }
 
+    fn relations(&self) -> bool {
+        true
+    }
+
     fn instance(&self) -> Result<TrackerInstance, TrackerError> {
         let id: String = self.read(|conn| {
             Ok(
@@ -539,8 +568,10 @@ impl Tracker for LocalTracker {
         let values = Values::for_create(&issue.patch, &issue.author)?;
         let now = self.now();
         self.write(|tx| {
-            let (id, _) =
+            let (id, key) =
                 insert_issue(tx, &issue.project, &values, now, now, issue.origin.as_ref())?;
+            let (_, others) = write_relations(tx, id, &key, &issue.patch)?;
+            bump(tx, &others, now)?;
             load_existing(tx, id)
         })
     }
@@ -562,10 +593,15 @@ impl Tracker for LocalTracker {
             }
             let mut next = Values::from_issue(&current);
             next.apply(patch, &current.key)?;
-            if next == Values::from_issue(&current) {
+            let (related, others) = write_relations(tx, row, &current.key, patch)?;
+            if next != Values::from_issue(&current) {
+                write_values(tx, row, &next, now.max(current.updated))?;
+            } else if related {
+                bump(tx, &[row], now)?;
+            } else {
                 return Ok(current);
             }
-            write_values(tx, row, &next, now.max(current.updated))?;
+            bump(tx, &others, now)?;
             load_existing(tx, row)
         })
     }
@@ -768,6 +804,18 @@ impl Tracker for LocalTracker {
                     "UPDATE issues SET deleted = 1, updated = ?2 WHERE id = ?1",
                     params![row, now.max(updated).timestamp()],
                 )?;
+                // A deleted issue leaves the hierarchy and its links: the issues
+                // at their other ends change, and say so through `updated`.
+                let others = related_ids(tx, row)?;
+                tx.execute(
+                    "DELETE FROM issue_links WHERE source = ?1 OR target = ?1",
+                    [row],
+                )?;
+                tx.execute(
+                    "UPDATE issues SET parent = NULL WHERE parent = ?1 OR id = ?1",
+                    [row],
+                )?;
+                bump(tx, &others, now)?;
             }
             Ok(())
         })
@@ -1024,6 +1072,148 @@ fn write_sets(conn: &Connection, id: i64, values: &Values, replace: bool) -> Res
     Ok(())
 }
 
+/// Makes the link and parent changes of `patch` on issue `id` (`key` names it in
+/// refusals). Returns whether anything changed, and the other issues whose
+/// links, parent or sub-tasks changed with it, for their `updated` to move.
+fn write_relations(
+    conn: &Connection,
+    id: i64,
+    key: &str,
+    patch: &IssuePatch,
+) -> Result<(bool, Vec<i64>), Fail> {
+    let mut changed = false;
+    let mut others = Vec::new();
+    // The other issue of a relation: it exists, is live and is not this one.
+    let other = |what: &str, other: &str| -> Result<i64, Fail> {
+        let found = parse_id(other)
+            .map(|other| issue_state(conn, other).map(|state| (other, state)))
+            .transpose()
+            .or_else(|fail| match fail {
+                Fail::Tracker(TrackerError::NotFound(_)) => Ok(None),
+                fail => Err(fail),
+            })?;
+        match found {
+            None => Err(rejected(key, &format!("no issue {other} to {what}")).into()),
+            Some((row, _)) if row == id => {
+                Err(rejected(key, &format!("an issue cannot {what} itself")).into())
+            }
+            Some((_, (other_key, true, _))) => {
+                Err(rejected(key, &format!("cannot {what} {other_key}: it is deleted")).into())
+            }
+            Some((row, _)) => Ok(row),
+        }
+    };
+    for link in &patch.remove_links {
+        let Some(row) = parse_id(&link.other) else {
+            continue;
+        };
+        let (source, target) = ends(id, row, link.direction);
+        let removed = conn
+            .prepare_cached(
+                "DELETE FROM issue_links WHERE source = ?1 AND type = ?2 AND target = ?3",
+            )?
+            .execute(params![source, link.link_type, target])?;
+        if removed > 0 {
+            changed = true;
+            others.push(row);
+        }
+    }
+    for link in &patch.add_links {
+        let name = link.link_type.trim();
+        if name.is_empty() || name != link.link_type || name.contains(['\n', '\r']) {
+            return Err(rejected(
+                key,
+                &format!(
+                    "{:?} is not a link type: a name on one line, without spaces around it",
+                    link.link_type
+                ),
+            )
+            .into());
+        }
+        let row = other("link to", &link.other)?;
+        let (source, target) = ends(id, row, link.direction);
+        let added = conn
+            .prepare_cached(
+                "INSERT OR IGNORE INTO issue_links (source, type, target) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![source, link.link_type, target])?;
+        if added > 0 {
+            changed = true;
+            others.push(row);
+        }
+    }
+    if let Some(parent) = &patch.parent {
+        let current: Option<i64> = conn
+            .prepare_cached("SELECT parent FROM issues WHERE id = ?1")?
+            .query_row([id], |r| r.get(0))?;
+        let wanted = match parent {
+            Some(parent) => Some(other("be a sub-task of", parent)?),
+            None => None,
+        };
+        if wanted != current {
+            if let Some(wanted) = wanted {
+                // The new parent's ancestors must not include this issue.
+                let cycle: bool = conn
+                    .prepare_cached(
+                        "WITH RECURSIVE up(id) AS (SELECT ?1 UNION SELECT i.parent FROM issues i \
+                         JOIN up ON i.id = up.id WHERE i.parent IS NOT NULL) \
+                         SELECT EXISTS (SELECT 1 FROM up WHERE id = ?2)",
+                    )?
+                    .query_row(params![wanted, id], |r| r.get(0))?;
+                if cycle {
+                    return Err(rejected(
+                        key,
+                        "its parent cannot be one of its own sub-tasks (or theirs)",
+                    )
+                    .into());
+                }
+            }
+            conn.prepare_cached("UPDATE issues SET parent = ?2 WHERE id = ?1")?
+                .execute(params![id, wanted])?;
+            changed = true;
+            others.extend(current);
+            others.extend(wanted);
+        }
+    }
+    others.sort_unstable();
+    others.dedup();
+    Ok((changed, others))
+}
+
+/// The `(source, target)` of the link between `id` and `other` in which `id`
+/// is the `direction` end.
+fn ends(id: i64, other: i64, direction: LinkDirection) -> (i64, i64) {
+    match direction {
+        LinkDirection::Outward => (id, other),
+        LinkDirection::Inward => (other, id),
+    }
+}
+
+/// The issues at the other end of `id`'s links, its parent and its sub-tasks.
+fn related_ids(conn: &Connection, id: i64) -> Result<Vec<i64>, Fail> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT target FROM issue_links WHERE source = ?1 \
+         UNION SELECT source FROM issue_links WHERE target = ?1 \
+         UNION SELECT parent FROM issues WHERE id = ?1 AND parent IS NOT NULL \
+         UNION SELECT id FROM issues WHERE parent = ?1",
+    )?;
+    let ids = stmt
+        .query_map([id], |r| r.get(0))?
+        .collect::<Result<Vec<i64>, _>>()?;
+    Ok(ids)
+}
+
+/// Moves the `updated` of the live issues `ids` to `now` (never back).
+fn bump(conn: &Connection, ids: &[i64], now: DateTime<Utc>) -> Result<(), Fail> {
+    let mut stmt = conn.prepare_cached(
+        "UPDATE issues SET updated = max(updated, ?2) WHERE id = ?1 AND deleted = 0",
+    )?;
+    for id in ids {
+        stmt.execute(params![id, now.timestamp()])?;
+    }
+    Ok(())
+}
+
 fn insert_comment(
     conn: &Connection,
     issue: i64,
@@ -1200,6 +1390,55 @@ fn load(conn: &Connection, filter: &Filter) -> Result<Vec<Issue>, Fail> {
             Ok(())
         },
     )?;
+    // Relations, to live issues only: a deleted issue is no longer linked.
+    let related = |row: &rusqlite::Row, at: usize| -> Result<RelatedIssue, Fail> {
+        Ok(RelatedIssue {
+            id: row.get::<_, i64>(at)?.to_string(),
+            key: row.get(at + 1)?,
+            origin: origin(row.get(at + 2)?, row.get(at + 3)?),
+        })
+    };
+    const OTHER: &str = "o.id, o.project || '-' || o.number, o.origin_site, o.origin_id";
+    each(
+        format!(
+            "SELECT l.source, l.type, 'outward', {OTHER} FROM issue_links l \
+             JOIN issues o ON o.id = l.target \
+             WHERE l.source IN (SELECT id FROM issues WHERE {clause}) AND o.deleted = 0 \
+             UNION ALL \
+             SELECT l.target, l.type, 'inward', {OTHER} FROM issue_links l \
+             JOIN issues o ON o.id = l.source \
+             WHERE l.target IN (SELECT id FROM issues WHERE {clause}) AND o.deleted = 0"
+        ),
+        &mut |issue, row| {
+            let direction: String = row.get(2)?;
+            issue.links.push(IssueLink {
+                link_type: row.get(1)?,
+                direction: LinkDirection::parse(&direction).unwrap_or(LinkDirection::Outward),
+                issue: related(row, 3)?,
+            });
+            Ok(())
+        },
+    )?;
+    each(
+        format!(
+            "SELECT c.id, {OTHER} FROM issues c JOIN issues o ON o.id = c.parent \
+             WHERE c.id IN (SELECT id FROM issues WHERE {clause}) AND o.deleted = 0"
+        ),
+        &mut |issue, row| {
+            issue.parent = Some(related(row, 1)?);
+            Ok(())
+        },
+    )?;
+    each(
+        format!(
+            "SELECT o.parent, {OTHER} FROM issues o \
+             WHERE o.parent IN (SELECT id FROM issues WHERE {clause}) AND o.deleted = 0"
+        ),
+        &mut |issue, row| {
+            issue.subtasks.push(related(row, 1)?);
+            Ok(())
+        },
+    )?;
     for issue in &mut issues {
         issue.normalize();
     }
@@ -1230,6 +1469,9 @@ fn read_issue_row(row: &rusqlite::Row) -> Result<(i64, Issue), Fail> {
         fields: BTreeMap::new(),
         comments: Vec::new(),
         attachments: Vec::new(),
+        links: Vec::new(),
+        parent: None,
+        subtasks: Vec::new(),
         origin,
         deleted: row.get(12)?,
     };
@@ -1473,7 +1715,7 @@ fn synthetic_comment(rng: &mut XorShift) -> NewComment {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tracker::contract;
+    use crate::tracker::{LinkChange, contract};
 
     fn at(text: &str) -> DateTime<Utc> {
         parse_timestamp(text).unwrap()
@@ -1746,6 +1988,188 @@ mod tests {
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();
         assert_eq!(version, SCHEMA_VERSION);
+    }
+
+    fn link(link_type: &str, direction: LinkDirection, other: &Issue) -> LinkChange {
+        LinkChange {
+            link_type: link_type.into(),
+            direction,
+            other: other.id.clone(),
+        }
+    }
+
+    /// What `issue`'s links say, as `(type, direction, other key)`.
+    fn links_of(issue: &Issue) -> Vec<(String, LinkDirection, String)> {
+        issue
+            .links
+            .iter()
+            .map(|l| (l.link_type.clone(), l.direction, l.issue.key.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn a_link_is_seen_from_both_ends_and_moves_both() {
+        let (_dir, mut t) = fresh();
+        let a = t.create(&new_issue("A")).unwrap();
+        let b = t.create(&new_issue("B")).unwrap();
+        t.set_clock(Some(at("2026-11-20T11:00:00Z")));
+        let patch = IssuePatch {
+            add_links: vec![link("Blocks", LinkDirection::Outward, &b)],
+            ..IssuePatch::default()
+        };
+        let linked = t.update(&a.id, &patch, "ann").unwrap();
+        let b_now = t.get(&b.id).unwrap().unwrap();
+        assert_eq!(
+            links_of(&linked),
+            [("Blocks".into(), LinkDirection::Outward, "SUP-2".into())]
+        );
+        assert_eq!(
+            links_of(&b_now),
+            [("Blocks".into(), LinkDirection::Inward, "SUP-1".into())]
+        );
+        assert_eq!(linked.updated, at("2026-11-20T11:00:00Z"));
+        assert_eq!(b_now.updated, at("2026-11-20T11:00:00Z"));
+        // The same link again, from the other end: nothing changes, nothing moves.
+        t.set_clock(Some(at("2026-11-20T12:00:00Z")));
+        let again = IssuePatch {
+            add_links: vec![link("Blocks", LinkDirection::Inward, &a)],
+            ..IssuePatch::default()
+        };
+        assert_eq!(t.update(&b.id, &again, "ann").unwrap(), b_now);
+        // Removed from the other end, gone from both.
+        let unlink = IssuePatch {
+            remove_links: again.add_links.clone(),
+            ..IssuePatch::default()
+        };
+        let b_after = t.update(&b.id, &unlink, "ann").unwrap();
+        assert!(b_after.links.is_empty());
+        let a_after = t.get(&a.id).unwrap().unwrap();
+        assert!(a_after.links.is_empty());
+        assert_eq!(a_after.updated, at("2026-11-20T12:00:00Z"));
+        // Removing it again is no change.
+        assert_eq!(t.update(&b.id, &unlink, "ann").unwrap(), b_after);
+    }
+
+    #[test]
+    fn links_must_name_another_live_issue_and_a_type() {
+        let (_dir, mut t) = fresh();
+        let a = t.create(&new_issue("A")).unwrap();
+        let b = t.create(&new_issue("B")).unwrap();
+        t.delete(&b.id, "ann").unwrap();
+        let refused = |t: &mut LocalTracker, change: LinkChange| {
+            let patch = IssuePatch {
+                add_links: vec![change],
+                ..IssuePatch::default()
+            };
+            match t.update(&a.id, &patch, "ann") {
+                Err(TrackerError::Rejected { message, .. }) => message,
+                other => panic!("not refused: {other:?}"),
+            }
+        };
+        let self_link = refused(&mut t, link("Relates", LinkDirection::Outward, &a));
+        assert!(self_link.contains("cannot link to itself"), "{self_link}");
+        let deleted = refused(&mut t, link("Relates", LinkDirection::Outward, &b));
+        assert!(deleted.contains("SUP-2: it is deleted"), "{deleted}");
+        let mut missing = link("Relates", LinkDirection::Outward, &a);
+        missing.other = "99".into();
+        assert!(refused(&mut t, missing).contains("no issue 99"));
+        let c = t.create(&new_issue("C")).unwrap();
+        for bad in ["", " Blocks", "Blocks\nRelates"] {
+            let message = refused(&mut t, link(bad, LinkDirection::Outward, &c));
+            assert!(message.contains("is not a link type"), "{message}");
+        }
+        assert!(t.get(&a.id).unwrap().unwrap().links.is_empty());
+    }
+
+    #[test]
+    fn parents_make_a_hierarchy_without_cycles() {
+        let (_dir, mut t) = fresh();
+        let epic = t.create(&new_issue("Epic")).unwrap();
+        let mut child = new_issue("Child");
+        child.patch.parent = Some(Some(epic.id.clone()));
+        t.set_clock(Some(at("2026-11-20T11:00:00Z")));
+        let child = t.create(&child).unwrap();
+        assert_eq!(child.parent.as_ref().map(|p| p.key.as_str()), Some("SUP-1"));
+        let epic = t.get(&epic.id).unwrap().unwrap();
+        assert_eq!(epic.subtasks.len(), 1);
+        assert_eq!(epic.subtasks[0].key, "SUP-2");
+        assert_eq!(epic.updated, at("2026-11-20T11:00:00Z"));
+        // A parent's parent may not be its own sub-task.
+        let cycle = IssuePatch {
+            parent: Some(Some(child.id.clone())),
+            ..IssuePatch::default()
+        };
+        let err = t.update(&epic.id, &cycle, "ann").unwrap_err().to_string();
+        assert!(err.contains("cannot be one of its own sub-tasks"), "{err}");
+        // Cleared: both ends change.
+        t.set_clock(Some(at("2026-11-20T12:00:00Z")));
+        let clear = IssuePatch {
+            parent: Some(None),
+            ..IssuePatch::default()
+        };
+        let child = t.update(&child.id, &clear, "ann").unwrap();
+        assert_eq!(child.parent, None);
+        let epic = t.get(&epic.id).unwrap().unwrap();
+        assert!(epic.subtasks.is_empty());
+        assert_eq!(epic.updated, at("2026-11-20T12:00:00Z"));
+        assert_eq!(t.update(&child.id, &clear, "ann").unwrap(), child);
+    }
+
+    #[test]
+    fn deleting_an_issue_unlinks_it_and_frees_its_sub_tasks() {
+        let (_dir, mut t) = fresh();
+        let a = t.create(&new_issue("A")).unwrap();
+        let b = t.create(&new_issue("B")).unwrap();
+        let mut sub = new_issue("Sub");
+        sub.patch.parent = Some(Some(a.id.clone()));
+        sub.patch.add_links = vec![link("Relates", LinkDirection::Inward, &b)];
+        let sub = t.create(&sub).unwrap();
+        assert_eq!(links_of(&sub).len(), 1);
+        t.set_clock(Some(at("2026-11-21T00:00:00Z")));
+        t.delete(&a.id, "ann").unwrap();
+        t.delete(&b.id, "ann").unwrap();
+        let sub = t.get(&sub.id).unwrap().unwrap();
+        assert_eq!((sub.parent.clone(), sub.links.clone()), (None, Vec::new()));
+        assert_eq!(sub.updated, at("2026-11-21T00:00:00Z"));
+        let tomb = t.get(&a.id).unwrap().unwrap();
+        assert!(tomb.subtasks.is_empty() && tomb.links.is_empty());
+    }
+
+    /// A database a ferry from before links wrote (schema version 1) opens,
+    /// keeps its issues, and takes links from then on.
+    #[test]
+    fn a_version_1_database_gains_links_and_parents() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tracker.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(SCHEMA).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            conn.execute_batch(
+                "INSERT INTO projects VALUES ('SUP', 3);
+                 INSERT INTO issues (project, number, type, summary, status, created, updated)
+                     VALUES ('SUP', 1, 'Bug', 'Old', 'Open', 0, 0),
+                            ('SUP', 2, 'Task', 'Older', 'Open', 0, 0);",
+            )
+            .unwrap();
+        }
+        let mut t = LocalTracker::open(&path).unwrap();
+        let version: i64 = t
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        let old = t.get_by_key("SUP-1").unwrap().unwrap();
+        let older = t.get_by_key("SUP-2").unwrap().unwrap();
+        assert_eq!(old.summary, "Old");
+        let patch = IssuePatch {
+            add_links: vec![link("Duplicate", LinkDirection::Outward, &older)],
+            parent: Some(Some(older.id.clone())),
+            ..IssuePatch::default()
+        };
+        let linked = t.update(&old.id, &patch, "ann").unwrap();
+        assert_eq!(linked.links.len(), 1);
+        assert_eq!(linked.parent.map(|p| p.key), Some("SUP-2".into()));
     }
 
     #[test]

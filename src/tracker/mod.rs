@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 
-use crate::model::{Attachment, Comment, FieldValue, Issue, Origin};
+use crate::model::{Attachment, Comment, FieldValue, Issue, LinkDirection, Origin};
 
 /// What a tracker can fail with. The variants are the engine's error levels: an
 /// issue-level failure fails one issue, the others stop the run.
@@ -77,12 +77,51 @@ pub struct IssuePatch {
     pub components: Option<Vec<String>>,
     /// Custom fields to set; a JSON `null` removes the field.
     pub fields: BTreeMap<String, FieldValue>,
+    /// Links to make; one that is already there is left as it is. Only for a
+    /// tracker whose [`Tracker::relations`] is true.
+    pub add_links: Vec<LinkChange>,
+    /// Links to remove; one that is not there is not an error.
+    pub remove_links: Vec<LinkChange>,
+    /// The parent, by issue id (`Some(None)` makes the issue a top-level one).
+    pub parent: Option<Option<String>>,
+}
+
+/// A link to make or remove, from the issue a patch is for to the issue `other`
+/// of the same tracker.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct LinkChange {
+    /// The link type's name (`Blocks`).
+    pub link_type: String,
+    /// Which end of the link the patched issue is.
+    pub direction: LinkDirection,
+    /// The other issue's id.
+    pub other: String,
 }
 
 impl IssuePatch {
     /// True when applying it would change nothing.
     pub fn is_empty(&self) -> bool {
         *self == IssuePatch::default()
+    }
+
+    /// True when it asks for links or a parent to change.
+    pub fn touches_relations(&self) -> bool {
+        !self.add_links.is_empty() || !self.remove_links.is_empty() || self.parent.is_some()
+    }
+
+    /// Refuses a patch that asks for relations of a connector that does not
+    /// write them yet ([`Tracker::relations`] is false), naming the connector.
+    pub fn refuse_relations(&self, connector: &str, issue: &str) -> Result<(), TrackerError> {
+        if !self.touches_relations() {
+            return Ok(());
+        }
+        Err(TrackerError::Rejected {
+            issue: issue.to_string(),
+            message: format!(
+                "links and parents between issues are not yet supported by the {connector} \
+                 connector; nothing was changed"
+            ),
+        })
     }
 }
 
@@ -210,6 +249,15 @@ pub trait Tracker {
     /// tracker really has; `None` for a tracker that does not list them.
     fn statuses(&self) -> Result<Option<Vec<String>>, TrackerError> {
         Ok(None)
+    }
+
+    /// Whether this connector reads and writes links between issues and parents
+    /// ([`Issue::links`], [`Issue::parent`], [`IssuePatch::add_links`] and the
+    /// rest). One that does not reports none and refuses a patch that asks for
+    /// them, saying so; the engine then leaves the relations a peer sends
+    /// waiting in the ledger instead of asking.
+    fn relations(&self) -> bool {
+        false
     }
 
     /// Which tracker this is.

@@ -19,11 +19,11 @@ pub mod remote;
 
 use std::path::{Path, PathBuf};
 
-use git2::{Delta, FileMode, Oid};
+use git2::{FileMode, Oid};
 
 use crate::config::ChannelSetting;
-use crate::exchange::{Exchange, ExchangeError};
-use crate::replica::{MAX_REPLICA_BYTES, Replica, SITE_FILE, SiteFile, is_plain_name};
+use crate::exchange::{Exchange, ExchangeError, TreeEntryId};
+use crate::replica::{Format, MAX_REPLICA_BYTES, Replica, SITE_FILE, SiteFile, is_plain_name};
 use crate::signing::{AdmitError as SignatureError, Trust};
 
 /// A transfer failed.
@@ -381,8 +381,9 @@ pub enum AdmitError {
 /// is read: the tree of
 /// `candidate` is then known to hold only
 /// - `site.yaml` at the root, naming `peer` as its site and `site` as its peer;
-/// - `issues/<project>/<id>.yaml` replicas that parse, whose `site` is `peer` and
-///   whose `project` and `id` match their path;
+/// - `issues/<project>/<id>.yaml` or `issues/<project>/<nn>/<mm>/<id>.yaml` replicas
+///   (see [`crate::replica::Format`]) that parse, whose `site` is `peer` and
+///   whose `project` and `id` match their path, each issue in one layout only;
 /// - attachment content, `attachments/<ab>/<sha256>` files or folders of
 ///   numbered parts, no part larger than [`crate::exchange::PART_BYTES`];
 ///
@@ -439,18 +440,24 @@ pub fn admit(
         ),
         None => None,
     };
-    let diff = repo
-        .diff_tree_to_tree(old_tree.as_ref(), Some(&new_tree), None)
-        .map_err(|e| git_failed(format!("diffing {candidate} against what was admitted"), e))?;
+    let changes = exchange
+        .diff_trees(old_tree.as_ref().map(|t| t.id()), new_tree.id())
+        .map_err(failed)?;
 
     let mut problems = Vec::new();
-    for delta in diff.deltas() {
-        if delta.status() == Delta::Deleted {
+    for change in changes {
+        let Some(file) = change.new else {
             continue;
-        }
-        let file = delta.new_file();
-        let path = String::from_utf8_lossy(file.path_bytes().unwrap_or_default()).into_owned();
-        if let Err(problem) = check_entry(exchange, site, peer, &path, file, limits) {
+        };
+        let path = String::from_utf8_lossy(&change.path).into_owned();
+        let moved = match moved_replica(&new_tree, old_tree.as_ref(), &path, file.id) {
+            Ok(moved) => moved,
+            Err(problem) => {
+                problems.push(format!("{path}: {problem}"));
+                continue;
+            }
+        };
+        if let Err(problem) = check_entry(exchange, site, peer, &change.path, file, limits, moved) {
             problems.push(format!("{path}: {problem}"));
         }
     }
@@ -467,19 +474,52 @@ pub fn admit(
     })
 }
 
-/// Why one entry of a peer's tree is refused, if it is.
+/// Whether the replica at `path` only moved from the other layout (the
+/// admitted tree has the same blob at the other layout's path), so its content
+/// was admitted already and a migration commit of 100 000 replicas is not
+/// parsed again. Refuses a tree that stores one issue in both layouts: the
+/// import would not know which is the replica.
+fn moved_replica(
+    new_tree: &git2::Tree<'_>,
+    old_tree: Option<&git2::Tree<'_>>,
+    path: &str,
+    blob: Oid,
+) -> Result<bool, String> {
+    let Ok((project, id, format)) = crate::replica::parse_stored_path(path) else {
+        return Ok(false);
+    };
+    let other_format = match format {
+        Format::V1 => Format::V2,
+        Format::V2 => Format::V1,
+    };
+    let other = crate::replica::stored_path(&project, &id, other_format);
+    if new_tree.get_path(Path::new(&other)).is_ok() {
+        return Err(format!(
+            "the issue's replica is also stored at {other}; a branch stores each \
+             replica once, in one layout"
+        ));
+    }
+    Ok(old_tree
+        .and_then(|tree| tree.get_path(Path::new(&other)).ok())
+        .is_some_and(|entry| entry.id() == blob))
+}
+
+/// Why one entry of a peer's tree is refused, if it is. The content of a
+/// replica that only `moved` to the other layout was checked when it was
+/// admitted at its old path.
 fn check_entry(
     exchange: &Exchange,
     site: &str,
     peer: &str,
-    path: &str,
-    file: git2::DiffFile<'_>,
+    path: &[u8],
+    file: TreeEntryId,
     limits: &Limits,
+    moved: bool,
 ) -> Result<(), String> {
-    if std::str::from_utf8(file.path_bytes().unwrap_or_default()).is_err() {
+    let Ok(path) = std::str::from_utf8(path) else {
         return Err("a path that is not UTF-8".into());
-    }
-    let mode = i32::from(file.mode());
+    };
+    let mode = file.mode;
     if mode == i32::from(FileMode::Link) {
         return Err("a symbolic link (mode 120000); only plain files are exchanged".into());
     }
@@ -507,7 +547,8 @@ fn check_entry(
     let is_replica = parts.first() == Some(&"issues");
     match parts.as_slice() {
         [name] if *name == SITE_FILE => {}
-        ["issues", _, _] => {}
+        ["issues", _, _] | ["issues", _, _, _, _] if moved => return Ok(()),
+        ["issues", _, _] | ["issues", _, _, _, _] => {}
         ["attachments", dir, sha256] | ["attachments", dir, sha256, _] => {
             if !crate::attachment::is_sha256(sha256) || !sha256.starts_with(dir) || dir.len() != 2 {
                 return Err(
@@ -526,7 +567,7 @@ fn check_entry(
             }
             // Content is read one part at a time: no part may be larger than
             // what ferry writes, or a peer could make this site load a huge blob.
-            let size = exchange.blob_size(file.id()).map_err(|e| e.to_string())?;
+            let size = exchange.blob_size(file.id).map_err(|e| e.to_string())?;
             if size > crate::exchange::PART_BYTES {
                 return Err(format!(
                     "an attachment part of {size} bytes; parts are at most {} bytes",
@@ -537,13 +578,13 @@ fn check_entry(
         }
         _ => {
             return Err(
-                "outside the exchange layout (site.yaml, issues/<project>/<id>.yaml, \
+                "outside the exchange layout (site.yaml, issues/<project>/[<nn>/<mm>/]<id>.yaml, \
                  attachments/<ab>/<sha256>[/<part>])"
                     .into(),
             );
         }
     }
-    let oid = file.id();
+    let oid = file.id;
     let size = exchange.blob_size(oid).map_err(|e| e.to_string())?;
     if size > limits.replica_bytes {
         return Err(format!(

@@ -175,7 +175,7 @@ fn malformed_replicas_are_refused_by_name_and_nothing_is_applied() {
         out.contains(&commit),
         "commit {commit} not named in:\n{out}"
     );
-    assert!(out.contains("schema version 9"), "{out}");
+    assert!(out.contains("format 9 is not supported"), "{out}");
     assert!(w.list("support").is_empty(), "nothing applied");
     let local = w.path("support/.ferry/exchange.git");
     let refs = git(&local, &["for-each-ref", "--format=%(refname)"]);
@@ -231,6 +231,6 @@ fn a_broken_rule_fails_the_issue_not_the_run() {
         &w.path("exchange.git"),
         &["ls-tree", "-r", "--name-only", "support/engineering"],
     );
-    assert!(files.contains("issues/SUP/2.yaml"), "{files}");
-    assert!(!files.contains("issues/SUP/1.yaml"), "{files}");
+    assert!(files.contains("issues/SUP/02/00/2.yaml"), "{files}");
+    assert!(!files.contains("issues/SUP/01/00/1.yaml"), "{files}");
 }

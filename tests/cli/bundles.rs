@@ -151,7 +151,7 @@ fn two_sites_over_bundles_only() {
         &w.path("clone.git"),
         &["ls-tree", "-r", "--name-only", "support/engineering"],
     );
-    assert_eq!(files, "issues/SUP/1.yaml\nsite.yaml\n");
+    assert_eq!(files, "issues/SUP/01/00/1.yaml\nsite.yaml\n");
     // A sync with nothing new writes no second bundle.
     w.ok("support", &["sync"]);
     assert_eq!(bundles(&w.path(TO_ENG)).len(), 1);
@@ -958,6 +958,29 @@ fn hostile_path_outside_the_layout() {
         &["refs/heads/support/engineering"],
     );
     refused(&w, &bad, "notes/escape.yaml: outside the exchange layout");
+}
+
+#[test]
+fn hostile_replica_in_both_layouts_or_the_wrong_bucket() {
+    let (w, forge) = receiving();
+    forge.commit(&[
+        ("issues/SUP/1.yaml", REPLICA.as_bytes()),
+        ("issues/SUP/01/00/1.yaml", REPLICA.as_bytes()),
+    ]);
+    let twice = forge.bundle(&w.path("twice.bundle"), &["refs/heads/support/engineering"]);
+    refused(
+        &w,
+        &twice,
+        "issues/SUP/01/00/1.yaml: the issue's replica is also stored at issues/SUP/1.yaml",
+    );
+
+    let (w, forge) = receiving();
+    forge.commit(&[("issues/SUP/02/00/1.yaml", REPLICA.as_bytes())]);
+    let astray = forge.bundle(
+        &w.path("astray.bundle"),
+        &["refs/heads/support/engineering"],
+    );
+    refused(&w, &astray, "issues/SUP/02/00/1.yaml: not a replica path");
 }
 
 #[test]

@@ -142,7 +142,7 @@ fn a_deleted_issue_travels_as_a_tombstone_and_the_incoming_rule_decides() {
     w.ok("support", &["sync"]);
     let replica = super::git(
         &w.path("exchange.git"),
-        &["show", "support/engineering:issues/SUP/1.yaml"],
+        &["show", "support/engineering:issues/SUP/01/00/1.yaml"],
     );
     assert!(replica.contains("deleted: true"), "{replica}");
     w.ok("engineering", &["sync"]);

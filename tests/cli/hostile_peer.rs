@@ -196,6 +196,48 @@ fn a_trusted_peer_cannot_take_over_an_issue_never_shared_with_it() {
     assert!(!support_sends(&w, &id), "the private issue was sent");
 }
 
+/// A trusted peer cannot relate an issue this site never shared with it: a
+/// link naming one waits, and the issue is left as it was (not linked, not
+/// changed, never sent). The parent it names for this site's own issue is not
+/// the peer's to set at all.
+#[test]
+fn a_trusted_peer_cannot_link_an_issue_never_shared_with_it() {
+    let (w, shared, private) = pair_with_private_issue();
+    let shared_id = local_id(&w, "support", &shared);
+    let private_id = local_id(&w, "support", &private);
+    let before = w.show("support", &private);
+    let eng_id = local_id(&w, "engineering", "ENG-1");
+    let mut replica = eng_replica(&eng_id, "Printer on fire", Some(("support", &shared_id)));
+    replica.push_str(&format!(
+        "parent:\n  site: support\n  id: '{private_id}'\n\
+         links:\n- type: Blocks\n  direction: outward\n  issue:\n    site: support\n    id: '{private_id}'\n"
+    ));
+    let key = w.path("engineering/.ferry/signing_key");
+    forge(
+        &w.path("exchange.git"),
+        "engineering/support",
+        &[(
+            &ferry::replica::stored_path("ENG", &eng_id, ferry::replica::Format::V2),
+            &replica,
+        )],
+        Some(&key),
+    );
+    let out = w.ok("support", &["sync"]);
+    assert!(
+        out.contains("links and parents: 1 waiting for the other issue to arrive"),
+        "{out}"
+    );
+    assert_eq!(w.show("support", &private), before);
+    let shared_now = w.show("support", &shared);
+    assert!(shared_now.get("links").is_none() && shared_now.get("parent").is_none());
+    w.ok("support", &["sync"]);
+    assert!(
+        !support_sends(&w, &private_id),
+        "the private issue was sent"
+    );
+    assert_eq!(w.show("support", &private), before);
+}
+
 #[test]
 fn of_two_peer_replicas_claiming_one_issue_only_its_own_applies() {
     let (w, shared, _private) = pair_with_private_issue();

@@ -175,7 +175,7 @@ fn a_quiet_run_reads_no_issue_once_the_second_is_over() {
     assert!(exported(&w).contains("issues=1"));
     let replica = super::git(
         &w.path("exchange.git"),
-        &["show", "support/engineering:issues/SUP/1.yaml"],
+        &["show", "support/engineering:issues/SUP/01/00/1.yaml"],
     );
     assert!(replica.contains("Printer still on fire"), "{replica}");
     // The clock moved on: one more read of that second, then none.

@@ -382,11 +382,11 @@ fn an_issue_moved_to_another_project_stays_the_same_issue_for_the_peer() {
     );
     assert_eq!(
         files.lines().collect::<Vec<_>>(),
-        vec!["issues/OPS/1.yaml", "site.yaml"]
+        vec!["issues/OPS/01/00/1.yaml", "site.yaml"]
     );
     let replica = git(
         &w.path("exchange.git"),
-        &["show", "support/engineering:issues/OPS/1.yaml"],
+        &["show", "support/engineering:issues/OPS/01/00/1.yaml"],
     );
     assert!(replica.contains("key: OPS-1"), "{replica}");
     // Same issue at engineering: not a second one, not a deletion.
@@ -709,7 +709,7 @@ fn an_ack_naming_an_unknown_commit_acknowledges_nothing_and_stops_nothing() {
         text.replace(ack, &format!("ack: {}", "d".repeat(40))),
     )
     .unwrap();
-    let replica = work.join("issues/ENG/1.yaml");
+    let replica = work.join("issues/ENG/01/00/1.yaml");
     let text = fs::read_to_string(&replica).unwrap();
     fs::write(
         &replica,

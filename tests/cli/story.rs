@@ -196,11 +196,11 @@ fn replicas_are_deterministic_yaml_in_the_documented_layout() {
     );
     assert_eq!(
         files.lines().collect::<Vec<_>>(),
-        vec!["issues/SUP/1.yaml", "site.yaml"]
+        vec!["issues/SUP/01/00/1.yaml", "site.yaml"]
     );
     let replica = super::git(
         &exchange,
-        &["show", "support/engineering:issues/SUP/1.yaml"],
+        &["show", "support/engineering:issues/SUP/01/00/1.yaml"],
     );
     assert!(
         replica.starts_with("ferry: 1\nsite: support\nid: '1'\nkey: SUP-1\nproject: SUP\n"),

@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 
 use assert_cmd::cargo::CommandCargoExt;
 use ferry::failpoint::{FAILPOINT_ENV, POINTS};
-use ferry::model::{Issue, Origin};
+use ferry::model::{Issue, LinkDirection, Origin, RelatedIssue};
 use ferry::tracker::local::LocalTracker;
-use ferry::tracker::{IssuePatch, NewAttachment, NewComment, NewIssue, Tracker};
+use ferry::tracker::{IssuePatch, LinkChange, NewAttachment, NewComment, NewIssue, Tracker};
 use sha2::Digest;
 
 use super::World;
@@ -60,6 +60,8 @@ struct Counts {
     internal_comments: usize,
     attachments: usize,
     deletions: usize,
+    links: usize,
+    parents: usize,
 }
 
 impl Counts {
@@ -98,7 +100,7 @@ impl Torture {
         let mut tracker = self.tracker(site);
         let live: Vec<Issue> = tracker.list().unwrap();
         let own: Vec<&Issue> = live.iter().filter(|i| i.origin.is_none()).collect();
-        match self.rng.u8(..11) {
+        match self.rng.u8(..13) {
             0..=2 => {
                 let summary = self.text("summary");
                 let created = tracker
@@ -189,6 +191,57 @@ impl Torture {
                     )
                     .unwrap();
                 self.counts.attachments += 1;
+            }
+            11 if live.len() > 1 => {
+                // Either site links or unlinks any two of its issues, copies
+                // included: links converge whoever makes them.
+                let a = &live[self.rng.usize(..live.len())];
+                let b = &live[self.rng.usize(..live.len())];
+                let link_type = ["Blocks", "Relates"][self.rng.usize(..2)];
+                if a.id != b.id {
+                    let change = LinkChange {
+                        link_type: link_type.into(),
+                        direction: LinkDirection::Outward,
+                        other: b.id.clone(),
+                    };
+                    let linked = a.links.iter().any(|l| {
+                        l.link_type == link_type
+                            && l.direction == LinkDirection::Outward
+                            && l.issue.id == b.id
+                    });
+                    let patch = if linked {
+                        IssuePatch {
+                            remove_links: vec![change],
+                            ..Default::default()
+                        }
+                    } else {
+                        IssuePatch {
+                            add_links: vec![change],
+                            ..Default::default()
+                        }
+                    };
+                    tracker.update(&a.id, &patch, "ann").unwrap();
+                    self.counts.links += 1;
+                }
+            }
+            12 if own.len() > 1 => {
+                // Only the owner places its issue (a parent is the owner's to
+                // set), under another of its own (two owners each placing its
+                // issue under the other's make a cycle, which the trackers
+                // refuse: tests/cli/relations.rs has that case); a third of
+                // the time it takes it out of the hierarchy.
+                let child = own[self.rng.usize(..own.len())];
+                let parent = own[self.rng.usize(..own.len())];
+                let wanted =
+                    (self.rng.u8(..3) > 0 && parent.id != child.id).then(|| parent.id.clone());
+                let patch = IssuePatch {
+                    parent: Some(wanted),
+                    ..Default::default()
+                };
+                // A parent that is one of its own sub-tasks is refused.
+                if tracker.update(&child.id, &patch, "ann").is_ok() {
+                    self.counts.parents += 1;
+                }
             }
             9 if own.len() > 3 => {
                 let issue = own[self.rng.usize(..own.len())];
@@ -282,6 +335,20 @@ impl Torture {
         for (site, _) in SITES {
             all.insert(site, self.tracker(site).changed_since(None).unwrap());
         }
+        // Issues deleted by their owner: relations to them are not compared
+        // (a deletion unlinks at the owner, the copy stays at the peer).
+        let deleted: std::collections::BTreeSet<Origin> = all
+            .iter()
+            .flat_map(|(site, issues)| {
+                issues
+                    .iter()
+                    .filter(|i| i.deleted && i.origin.is_none())
+                    .map(|i| Origin {
+                        site: site.to_string(),
+                        id: i.id.clone(),
+                    })
+            })
+            .collect();
         let (mut issues_checked, mut comments_checked) = (0, 0);
         for (site, _) in SITES {
             let peer = SITES.iter().map(|s| s.0).find(|s| *s != site).unwrap();
@@ -331,6 +398,7 @@ impl Torture {
                 comments_checked += check_comments(peer, copy, site, issue);
                 check_attachments(site, issue, peer, copy);
                 check_attachments(peer, copy, site, issue);
+                check_relations(site, issue, peer, copy, &deleted);
             }
         }
         for (site, issues) in &all {
@@ -348,6 +416,53 @@ impl Torture {
         }
         (issues_checked, comments_checked)
     }
+}
+
+/// `issue` at `site` and its copy at `peer` have the same links and the same
+/// parent, each named by its identity across sites, leaving out relations to
+/// issues their owner deleted.
+fn check_relations(
+    site: &str,
+    issue: &Issue,
+    peer: &str,
+    copy: &Issue,
+    deleted: &std::collections::BTreeSet<Origin>,
+) {
+    let identity = |holder: &str, other: &RelatedIssue| {
+        other.origin.clone().unwrap_or_else(|| Origin {
+            site: holder.into(),
+            id: other.id.clone(),
+        })
+    };
+    let links = |holder: &str, i: &Issue| -> Vec<(String, LinkDirection, Origin)> {
+        i.links
+            .iter()
+            .map(|l| (l.link_type.clone(), l.direction, identity(holder, &l.issue)))
+            .filter(|(_, _, other)| !deleted.contains(other))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect()
+    };
+    assert_eq!(
+        links(site, issue),
+        links(peer, copy),
+        "{site}'s {} and {peer}'s {} have different links",
+        issue.key,
+        copy.key
+    );
+    let parent = |holder: &str, i: &Issue| {
+        i.parent
+            .as_ref()
+            .map(|p| identity(holder, p))
+            .filter(|p| !deleted.contains(p))
+    };
+    assert_eq!(
+        parent(site, issue),
+        parent(peer, copy),
+        "{site}'s {} and {peer}'s {} have different parents",
+        issue.key,
+        copy.key
+    );
 }
 
 /// Every file attached to `issue` at `site` is exactly once on its copy at
@@ -539,8 +654,15 @@ fn torture(channel: Channel) {
     );
     println!(
         "torture: changes: {} creates, {} edits, {} comments, {} internal notes, {} attachments, \
-         {} deletions",
-        c.creates, c.edits, c.comments, c.internal_comments, c.attachments, c.deletions
+         {} deletions, {} links or unlinks, {} parents",
+        c.creates,
+        c.edits,
+        c.comments,
+        c.internal_comments,
+        c.attachments,
+        c.deletions,
+        c.links,
+        c.parents
     );
     println!(
         "torture: checked {issues} shared issues and {comments} comments: 0 duplicates, 0 lost"

@@ -613,7 +613,7 @@ fn core_items(
     let replica_bytes = {
         let site = Site::open(&big.a)?;
         let mut bytes = 0;
-        for change in site.exchange.diff_paths(Some(before), after)? {
+        for change in site.exchange.diff_replicas(Some(before), after)? {
             if let Some(blob) = change.new.filter(|_| change.path.starts_with("issues/")) {
                 bytes += site.exchange.blob_size(blob)? as u64;
             }

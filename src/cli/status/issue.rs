@@ -83,9 +83,8 @@ pub fn run(key: &str, json: bool, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
         let own_path = replica_path(&issue.project, &issue.id);
         let sent = match exchange.resolve(&own_branch(me, peer))? {
             Some(head) => exchange
-                .files(head, &own_path)?
-                .get(&own_path)
-                .map(|blob| version(&exchange, &own_path, *blob, Some(head))),
+                .find_replica(head, &own_path)?
+                .map(|(_, blob)| version(&exchange, &own_path, blob, Some(head))),
             None => None,
         };
         let received = match &linked {

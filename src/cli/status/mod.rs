@@ -60,6 +60,9 @@ struct ConnectionStatus {
     shared_issues: i64,
     /// Peer issues linked to local ones.
     linked_issues: i64,
+    /// Links and parents the peer's replicas ask for that wait for their other
+    /// issue to arrive here.
+    waiting_relations: usize,
     /// Unresolved errors: (level, count).
     errors: Vec<(String, usize)>,
     /// What keeps the connection down: its unresolved connection-level errors.
@@ -131,6 +134,7 @@ pub fn run(args: StatusArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
             retries,
             shared_issues,
             linked_issues,
+            waiting_relations: ledger.waiting_relations(peer)?.len(),
             errors: by_level,
             failing,
             waiting_bundles: ledger.waiting(peer)?,
@@ -202,6 +206,20 @@ pub fn run(args: StatusArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
                 bundle.file,
                 bundle.since,
                 &bundle.needs[..bundle.needs.len().min(10)]
+            )?;
+        }
+        if r.waiting_relations > 0 {
+            writeln!(
+                ctx.out,
+                "  relations {} link{} or parent{} {} waiting for the other issue to arrive",
+                r.waiting_relations,
+                plural(r.waiting_relations),
+                plural(r.waiting_relations),
+                if r.waiting_relations == 1 {
+                    "is"
+                } else {
+                    "are"
+                }
             )?;
         }
         for message in &r.failing {

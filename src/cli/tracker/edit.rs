@@ -50,6 +50,10 @@ pub struct EditArgs {
     /// field (repeatable).
     #[arg(long = "field", value_name = "NAME=VALUE", value_parser = parse_field)]
     fields: Vec<(String, FieldValue)>,
+    /// Make it a sub-task of this issue (SUP-1); empty makes it an issue of its
+    /// own.
+    #[arg(long, value_name = "KEY")]
+    parent: Option<String>,
     #[command(flatten)]
     actor: Actor,
 }
@@ -70,6 +74,11 @@ pub fn run(args: EditArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
         labels.retain(|l| !args.remove_labels.contains(l));
         labels
     });
+    let parent = match args.parent.as_deref() {
+        None => None,
+        Some("") => Some(None),
+        Some(key) => Some(Some(find_live(&tracker, key)?.id)),
+    };
     let patch = IssuePatch {
         resolution: None,
         issue_type: args.issue_type,
@@ -82,6 +91,8 @@ pub fn run(args: EditArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
         labels,
         components: (!args.components.is_empty()).then_some(args.components),
         fields: args.fields.into_iter().collect(),
+        parent,
+        ..IssuePatch::default()
     };
     if patch.is_empty() {
         return Err(usage(

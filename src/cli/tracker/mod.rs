@@ -12,10 +12,12 @@ mod detach;
 mod download;
 mod edit;
 mod generate;
+mod link;
 mod list;
 mod move_issue;
 mod new;
 mod show;
+mod unlink;
 
 use clap::Subcommand;
 
@@ -25,8 +27,8 @@ use crate::model::{Attachment, FieldValue, Issue};
 use crate::tracker::local::LocalTracker;
 use crate::tracker::{Tracker, TrackerError};
 
-/// Act on the embedded tracker: create, edit, comment on, attach files to, delete,
-/// show, list issues.
+/// Act on the embedded tracker: create, edit, comment on, attach files to, link,
+/// delete, show, list issues.
 ///
 /// Issues are named by key (SUP-1). Changes are made as the user given by --as,
 /// else $FERRY_USER, else $USER, else admin. FERRY_NOW (an RFC 3339 time) fixes the
@@ -49,6 +51,8 @@ enum TrackerCommand {
     Detach(detach::DetachArgs),
     Delete(delete::DeleteArgs),
     Move(move_issue::MoveArgs),
+    Link(link::LinkArgs),
+    Unlink(unlink::UnlinkArgs),
     Show(show::ShowArgs),
     List(list::ListArgs),
     Generate(generate::GenerateArgs),
@@ -65,6 +69,8 @@ pub fn run(args: TrackerArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
         TrackerCommand::Detach(args) => detach::run(args, ctx),
         TrackerCommand::Delete(args) => delete::run(args, ctx),
         TrackerCommand::Move(args) => move_issue::run(args, ctx),
+        TrackerCommand::Link(args) => link::run(args, ctx),
+        TrackerCommand::Unlink(args) => unlink::run(args, ctx),
         TrackerCommand::Show(args) => show::run(args, ctx),
         TrackerCommand::List(args) => list::run(args, ctx),
         TrackerCommand::Generate(args) => generate::run(args, ctx),

@@ -6,7 +6,7 @@ use crate::cli::{Ctx, ExitStatus};
 use crate::model::FieldValue;
 use crate::tracker::{IssuePatch, NewIssue, Tracker};
 
-use super::{Actor, open, parse_field};
+use super::{Actor, find_live, open, parse_field};
 
 /// Create an issue and print its key.
 #[derive(Debug, clap::Args)]
@@ -41,6 +41,9 @@ pub struct NewArgs {
     /// A custom field; VALUE is a YAML scalar, so numbers stay numbers (repeatable).
     #[arg(long = "field", value_name = "NAME=VALUE", value_parser = parse_field)]
     fields: Vec<(String, FieldValue)>,
+    /// Make it a sub-task of this issue (SUP-1).
+    #[arg(long, value_name = "KEY")]
+    parent: Option<String>,
     #[command(flatten)]
     actor: Actor,
 }
@@ -48,6 +51,10 @@ pub struct NewArgs {
 /// Creates the issue and prints its key alone on a line, for scripts.
 pub fn run(args: NewArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
     let mut tracker = open(ctx)?;
+    let parent = match &args.parent {
+        Some(key) => Some(Some(find_live(&tracker, key)?.id)),
+        None => None,
+    };
     let new = NewIssue {
         project: args.project,
         patch: IssuePatch {
@@ -62,6 +69,8 @@ pub fn run(args: NewArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
             labels: Some(args.labels),
             components: Some(args.components),
             fields: args.fields.into_iter().collect(),
+            parent,
+            ..IssuePatch::default()
         },
         author: args.actor.name(),
         origin: None,

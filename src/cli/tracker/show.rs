@@ -1,15 +1,16 @@
 //! `ferry tracker show`: one issue in full.
 //!
 //! The human format is stable (tests snapshot it): a title line, one `name: value`
-//! line per standard field (`-` when empty), then the sections that have content:
-//! custom fields, description, attachments, comments oldest first. Multi-line
-//! texts are indented under their heading.
+//! line per standard field (`-` when empty; `origin`, `parent` and `sub-tasks`
+//! only when set), then the sections that have content: custom fields,
+//! description, links (one sentence each, `SUP-1 Blocks SUP-2`), attachments,
+//! comments oldest first. Multi-line texts are indented under their heading.
 
 use std::io::Write;
 
 use crate::cli::terminal::one_line;
 use crate::cli::{Ctx, ExitStatus};
-use crate::model::{FieldValue, Issue, format_timestamp};
+use crate::model::{FieldValue, Issue, LinkDirection, format_timestamp};
 
 use super::{find, open};
 
@@ -61,6 +62,13 @@ fn render(issue: &Issue) -> String {
     if let Some(origin) = &issue.origin {
         lines.push(("origin", origin.to_string()));
     }
+    if let Some(parent) = &issue.parent {
+        lines.push(("parent", one_line(&parent.key).into_owned()));
+    }
+    if !issue.subtasks.is_empty() {
+        let keys: Vec<&str> = issue.subtasks.iter().map(|s| s.key.as_str()).collect();
+        lines.push(("sub-tasks", one_line(&keys.join(", ")).into_owned()));
+    }
     push_aligned(&mut text, "", &lines);
 
     if !issue.fields.is_empty() {
@@ -75,6 +83,21 @@ fn render(issue: &Issue) -> String {
     if let Some(description) = issue.description.as_deref().filter(|d| !d.is_empty()) {
         text.push_str("\ndescription:\n");
         push_indented(&mut text, "  ", description);
+    }
+    if !issue.links.is_empty() {
+        text.push_str("\nlinks:\n");
+        for link in &issue.links {
+            let (from, to) = match link.direction {
+                LinkDirection::Outward => (&issue.key, &link.issue.key),
+                LinkDirection::Inward => (&link.issue.key, &issue.key),
+            };
+            text.push_str(&format!(
+                "  {} {} {}\n",
+                one_line(from),
+                one_line(&link.link_type),
+                one_line(to)
+            ));
+        }
     }
     if !issue.attachments.is_empty() {
         text.push_str("\nattachments:\n");
@@ -156,7 +179,15 @@ fn push_indented(text: &mut String, indent: &str, body: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Comment, Origin, parse_timestamp};
+    use crate::model::{Comment, IssueLink, Origin, RelatedIssue, parse_timestamp};
+
+    fn related(id: &str, key: &str) -> RelatedIssue {
+        RelatedIssue {
+            id: id.into(),
+            key: key.into(),
+            origin: None,
+        }
+    }
 
     #[test]
     fn renders_fields_sections_and_comments() {
@@ -204,6 +235,20 @@ mod tests {
                 },
             ],
             attachments: Vec::new(),
+            links: vec![
+                IssueLink {
+                    link_type: "Blocks".into(),
+                    direction: LinkDirection::Outward,
+                    issue: related("7", "SUP-7"),
+                },
+                IssueLink {
+                    link_type: "Duplicate".into(),
+                    direction: LinkDirection::Inward,
+                    issue: related("9", "ENG-9"),
+                },
+            ],
+            parent: Some(related("5", "SUP-5")),
+            subtasks: vec![related("11", "SUP-11"), related("12", "SUP-12")],
             origin: None,
             deleted: true,
         };
@@ -218,6 +263,8 @@ labels:      customer, escalate
 components:  -
 created:     2026-11-20T10:00:00Z
 updated:     2026-11-22T09:30:00Z
+parent:      SUP-5
+sub-tasks:   SUP-11, SUP-12
 
 fields:
   Customer:  ACME
@@ -227,6 +274,10 @@ description:
   Smoke seen.
 
   Twice.
+
+links:
+  SUP-1 Blocks SUP-7
+  ENG-9 Duplicate SUP-1
 
 comments:
   #3 by kevin at 2026-11-20T10:05:00Z [internal]

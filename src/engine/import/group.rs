@@ -20,11 +20,14 @@
 //! group waits for the group's writes first, so its lookup sees them.
 //!
 //! Only brand-new issues with no files to upload are grouped; everything else
-//! (updates, attachments, deletions) is imported one by one as before.
+//! (updates, attachments, deletions) is imported one by one as before. The
+//! links and parent a grouped issue's replica asks for are recorded with its
+//! link, to be made once their other end is here, as for any new issue.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 
 use super::ImportedIssue;
+use crate::ledger::Relation;
 use crate::model::Origin;
 use crate::rules::TargetIssue;
 use crate::tracker::NewIssueWithComments;
@@ -41,6 +44,9 @@ pub(super) struct PendingCreate {
     pub new: NewIssueWithComments,
     /// What the incoming rule wanted, for the baseline.
     pub remote_target: TargetIssue,
+    /// The links and parent the replica asks for, recorded once the issue
+    /// exists (they wait for their other end as the one-by-one import's do).
+    pub wanted: BTreeSet<Relation>,
     /// The report line, filled in once the issue exists.
     pub done: ImportedIssue,
 }

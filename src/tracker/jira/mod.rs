@@ -771,6 +771,9 @@ impl JiraTracker {
                 .flatten()
                 .map(|a| self.parse_attachment(a))
                 .collect::<Result<_, _>>()?,
+            links: Vec::new(),
+            parent: None,
+            subtasks: Vec::new(),
             origin,
             deleted: false,
             id,
@@ -1348,6 +1351,9 @@ impl JiraTracker {
         &self,
         issue: &NewIssue,
     ) -> Result<serde_json::Map<String, Value>, TrackerError> {
+        issue
+            .patch
+            .refuse_relations("Jira", &format!("new issue in {}", issue.project))?;
         let mut fields = self.fields_json(
             &issue.patch,
             None,
@@ -2030,6 +2036,7 @@ impl Tracker for JiraTracker {
         _author: &str,
     ) -> Result<Issue, TrackerError> {
         let current = self.existing(id)?;
+        patch.refuse_relations("Jira", &current.key)?;
         let fields = self.fields_json(patch, Some(&current), None)?;
         let mut changed = false;
         if !fields.is_empty() {
@@ -2176,6 +2183,9 @@ fn seen_row(issue: &Issue) -> seen::Seen {
         comments: Vec::new(),
         attachments: Vec::new(),
         origin: issue.origin.clone(),
+        links: issue.links.clone(),
+        parent: issue.parent.clone(),
+        subtasks: issue.subtasks.clone(),
         deleted: false,
     };
     seen::Seen {

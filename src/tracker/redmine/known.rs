@@ -202,6 +202,9 @@ fn tombstone(id: &str, seen: &Seen, deleted: DateTime<Utc>) -> Issue {
         fields: BTreeMap::new(),
         comments: Vec::new(),
         attachments: Vec::new(),
+        links: Vec::new(),
+        parent: None,
+        subtasks: Vec::new(),
         origin: seen.origin.clone(),
         deleted: true,
     }

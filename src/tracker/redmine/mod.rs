@@ -548,6 +548,9 @@ impl RedmineTracker {
             fields,
             comments,
             attachments,
+            links: Vec::new(),
+            parent: None,
+            subtasks: Vec::new(),
             origin,
             deleted: false,
         };
@@ -885,6 +888,7 @@ impl Tracker for RedmineTracker {
 
     fn create(&mut self, new: &NewIssue) -> Result<Issue, TrackerError> {
         let label = format!("new issue in {}", new.project);
+        new.patch.refuse_relations("Redmine", &label)?;
         let mut issue = self.payload(&label, &new.project, None, &new.patch)?;
         issue.insert("project_id".into(), new.project.clone().into());
         issue.insert(
@@ -924,6 +928,7 @@ impl Tracker for RedmineTracker {
         _author: &str,
     ) -> Result<Issue, TrackerError> {
         let (number, current) = self.existing(id)?;
+        patch.refuse_relations("Redmine", &current.key)?;
         let change = self.payload(&current.key, &current.project, Some(&current), patch)?;
         if change.is_empty() {
             self.known.borrow_mut().save()?;
