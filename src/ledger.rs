@@ -7,7 +7,7 @@
 //! connection, imports to retry, and errors for operators and notifications
 //! (`errors.notified_at` says which ones were already e-mailed, see [`crate::notify`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use chrono::{DateTime, Utc};
@@ -146,6 +146,19 @@ pub struct Pause {
     pub by: String,
 }
 
+/// A hand-made choice to share one issue on a connection, or to stop.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Pick {
+    /// Shared (`ferry share`), or unshared (`ferry unshare`).
+    pub shared: bool,
+    /// Made by the peer (its replica removed, or back), not by hand here.
+    pub by_peer: bool,
+    /// When.
+    pub at: String,
+    /// Whether an export acted on it yet.
+    pub exported: bool,
+}
+
 /// A bundle in a connection's inbox that waits for a predecessor.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Waiting {
@@ -177,6 +190,18 @@ CREATE INDEX IF NOT EXISTS links_local ON links (peer, local_id);
 CREATE TABLE IF NOT EXISTS shared (
     peer TEXT NOT NULL,
     local_id TEXT NOT NULL,
+    PRIMARY KEY (peer, local_id)
+);
+-- Issues shared (shared = 1) or unshared (0) by hand (`ferry share`,
+-- `ferry unshare`) whatever the query says, or by the peer (by_peer = 1: it
+-- removed its replica, or brought it back); `exported` once an export acted on it.
+CREATE TABLE IF NOT EXISTS picks (
+    peer TEXT NOT NULL,
+    local_id TEXT NOT NULL,
+    shared INTEGER NOT NULL,
+    by_peer INTEGER NOT NULL DEFAULT 0,
+    at TEXT NOT NULL,
+    exported INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (peer, local_id)
 );
 CREATE TABLE IF NOT EXISTS applied (
@@ -483,6 +508,96 @@ impl Ledger {
         })
     }
 
+    /// Records that a local issue is shared (`shared`) or no longer shared with
+    /// `peer`, by hand or (`by_peer`) by the peer, replacing an earlier choice;
+    /// the next export acts on it.
+    pub fn pick(
+        &self,
+        peer: &str,
+        local_id: &str,
+        shared: bool,
+        by_peer: bool,
+    ) -> Result<(), LedgerError> {
+        let now = format_timestamp(&self.now());
+        self.exec(
+            "INSERT INTO picks (peer, local_id, shared, by_peer, at, exported)
+             VALUES (?1, ?2, ?3, ?4, ?5, 0)
+             ON CONFLICT (peer, local_id) DO UPDATE SET shared = ?3, by_peer = ?4, at = ?5,
+                 exported = 0",
+            params![peer, local_id, shared, by_peer, now],
+        )
+        .map(drop)
+        .map_err(|e| self.wrap(e))
+    }
+
+    /// The hand-made choice for a local issue on `peer`, if any.
+    pub fn pick_for(&self, peer: &str, local_id: &str) -> Result<Option<Pick>, LedgerError> {
+        self.conn
+            .query_row(
+                "SELECT shared, by_peer, at, exported FROM picks WHERE peer = ?1 AND local_id = ?2",
+                params![peer, local_id],
+                |r| {
+                    Ok(Pick {
+                        shared: r.get(0)?,
+                        by_peer: r.get(1)?,
+                        at: r.get(2)?,
+                        exported: r.get(3)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(|e| self.wrap(e))
+    }
+
+    /// The hand-made choices among `local_ids`: id → shared (true) or unshared.
+    pub fn picks_among(
+        &self,
+        peer: &str,
+        local_ids: &[&str],
+    ) -> Result<HashMap<String, bool>, LedgerError> {
+        let ids = serde_json::json!(local_ids).to_string();
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT local_id, shared FROM picks
+                 WHERE peer = ?1 AND local_id IN (SELECT value FROM json_each(?2))",
+            )
+            .map_err(|e| self.wrap(e))?;
+        stmt.query_map(params![peer, ids], |r| Ok((r.get(0)?, r.get(1)?)))
+            .and_then(|rows| rows.collect())
+            .map_err(|e| self.wrap(e))
+    }
+
+    /// The local issues whose hand-made choice no export has acted on yet.
+    pub fn unexported_picks(&self, peer: &str) -> Result<Vec<String>, LedgerError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT local_id FROM picks WHERE peer = ?1 AND exported = 0 ORDER BY local_id",
+            )
+            .map_err(|e| self.wrap(e))?;
+        stmt.query_map([peer], |r| r.get(0))
+            .and_then(|rows| rows.collect())
+            .map_err(|e| self.wrap(e))
+    }
+
+    /// Records that an export acted on these issues' hand-made choices.
+    pub fn mark_picks_exported(
+        &mut self,
+        peer: &str,
+        local_ids: &[String],
+    ) -> Result<(), LedgerError> {
+        self.atomically(|tx| {
+            let mut update = tx.prepare_cached(
+                "UPDATE picks SET exported = 1 WHERE peer = ?1 AND local_id = ?2",
+            )?;
+            for id in local_ids {
+                update.execute(params![peer, id])?;
+            }
+            Ok(())
+        })
+    }
+
     /// Writes what the ledger holds through to the disk (a WAL checkpoint, which
     /// syncs the WAL first): a step that finished is then kept even through a
     /// power cut. Passive: it never waits for a reader such as `ferry status`.
@@ -758,11 +873,14 @@ impl Ledger {
         .map_err(|e| self.wrap(e))
     }
 
-    /// How many issues are tied to a peer: (shared by this site, linked to one of
-    /// the peer's issues, imports waiting for a retry).
+    /// How many issues are tied to a peer: (shared by this site and not
+    /// unshared since, linked to one of the peer's issues, imports waiting for
+    /// a retry).
     pub fn counts(&self, peer: &str) -> Result<(i64, i64, i64), LedgerError> {
         self.row(
-            "SELECT (SELECT COUNT(*) FROM shared WHERE peer = ?1),
+            "SELECT (SELECT COUNT(*) FROM shared AS s WHERE peer = ?1
+                         AND NOT EXISTS (SELECT 1 FROM picks AS p WHERE p.peer = ?1
+                             AND p.local_id = s.local_id AND p.shared = 0)),
                         (SELECT COUNT(*) FROM links WHERE peer = ?1),
                         (SELECT COUNT(*) FROM pending WHERE peer = ?1)",
             params![peer],
@@ -1729,6 +1847,30 @@ mod tests {
             ledger.connected_among("eng", &["7", "8"]).unwrap(),
             std::collections::HashSet::from(["7".to_string()])
         );
+    }
+
+    #[test]
+    fn picks_replace_each_other_and_wait_for_an_export() {
+        let (_dir, mut ledger) = ledger();
+        assert_eq!(ledger.pick_for("qa", "7").unwrap(), None);
+        ledger.pick("qa", "7", true, false).unwrap();
+        ledger.pick("qa", "8", false, true).unwrap();
+        assert_eq!(ledger.unexported_picks("qa").unwrap(), vec!["7", "8"]);
+        ledger.mark_picks_exported("qa", &["7".into()]).unwrap();
+        assert_eq!(ledger.unexported_picks("qa").unwrap(), vec!["8"]);
+        let picks = ledger.picks_among("qa", &["7", "8", "9"]).unwrap();
+        assert_eq!(picks.get("7"), Some(&true));
+        assert_eq!(picks.get("8"), Some(&false));
+        assert_eq!(picks.get("9"), None);
+        // Changing one's mind replaces the choice, and the next export acts again.
+        ledger.pick("qa", "7", false, false).unwrap();
+        let pick = ledger.pick_for("qa", "7").unwrap().unwrap();
+        assert!(!pick.shared && !pick.exported && !pick.by_peer);
+        assert!(ledger.pick_for("qa", "8").unwrap().unwrap().by_peer);
+        // An issue unshared no longer counts as shared.
+        ledger.mark_shared("qa", &["7".into(), "9".into()]).unwrap();
+        assert_eq!(ledger.counts("qa").unwrap().0, 1);
+        assert!(ledger.unexported_picks("other").unwrap().is_empty());
     }
 
     #[test]

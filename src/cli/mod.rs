@@ -13,11 +13,13 @@ mod errors;
 mod generate;
 mod init;
 mod key;
+mod maintenance;
 mod notify;
 mod relink;
 mod report;
 mod review;
 mod rules;
+mod share;
 mod site;
 mod status;
 mod steps;
@@ -94,6 +96,8 @@ enum Command {
     #[command(subcommand)]
     Rules(rules::RulesCommand),
     Relink(relink::RelinkArgs),
+    Share(share::ShareArgs),
+    Unshare(share::UnshareArgs),
     Status(status::StatusArgs),
     Errors(errors::ErrorsArgs),
     Retry(errors::RetryArgs),
@@ -103,6 +107,7 @@ enum Command {
     #[command(subcommand)]
     Notify(notify::NotifyCommand),
     Doctor(doctor::DoctorArgs),
+    Maintenance(maintenance::MaintenanceArgs),
     Demo(demo::DemoArgs),
     Bench(bench::BenchArgs),
     Completions(generate::CompletionsArgs),
@@ -267,6 +272,8 @@ fn dispatch(command: Command, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
         Command::Review(args) => review::run(args, ctx),
         Command::Rules(cmd) => rules::run(cmd, ctx),
         Command::Relink(args) => relink::run(args, ctx),
+        Command::Share(args) => share::share(args, ctx),
+        Command::Unshare(args) => share::unshare(args, ctx),
         Command::Status(args) => status::run(args, ctx),
         Command::Errors(args) => errors::run(args, ctx),
         Command::Retry(args) => errors::retry(args, ctx),
@@ -274,6 +281,7 @@ fn dispatch(command: Command, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
         Command::Site(cmd) => site::run(cmd, ctx),
         Command::Notify(cmd) => notify::run(cmd, ctx),
         Command::Doctor(args) => doctor::run(args, ctx),
+        Command::Maintenance(args) => maintenance::run(args, ctx),
         Command::Demo(args) => demo::run(args, ctx),
         Command::Bench(args) => bench::run(args, ctx),
         Command::Completions(args) => generate::completions(args, ctx),

@@ -1,8 +1,8 @@
 //! `ferry bench` at a scale a test can afford: the command runs every step of
 //! the benchmark (the sites, the exports, git fast-import, the syncs, the
-//! bundle, the fake Jira and Redmine) and prints the table of the ten items, so
-//! it cannot rot unseen between the runs at full scale that
-//! docs/performance.md records.
+//! bundle, the one-edit syncs, the fake Jira and Redmine) and prints the table
+//! of the eleven items, so it cannot rot unseen between the runs at full scale
+//! that docs/performance.md records.
 
 use super::World;
 
@@ -28,6 +28,8 @@ fn the_benchmark_runs_every_item_at_a_small_scale() {
             "40",
             "--import",
             "50",
+            "--syncs",
+            "5",
             "--jira-export",
             "40",
             "--jira-import",
@@ -50,11 +52,12 @@ fn the_benchmark_runs_every_item_at_a_small_scale() {
         "4 incremental bundle, 10 changed issues",
         "5 peak RSS, highest of the items above",
         "6 bundle outbox, 10 one-edit runs, no ack",
-        "7 Jira first export, 40 issues × 5 comments, 5 ms a request",
-        "7 Jira first export, requests per issue",
-        "8 Jira import of 30 new issues, 5 ms a request",
-        "9 peak RSS, Redmine first export, 150 issues × 5 notes",
-        "10 peak RSS, Jira first export, 150 issues × 5 comments",
+        "7 clone, channel after 5 one-edit syncs, 40 issues",
+        "8 Jira first export, 40 issues × 5 comments, 5 ms a request",
+        "8 Jira first export, requests per issue",
+        "9 Jira import of 30 new issues, 5 ms a request",
+        "10 peak RSS, Redmine first export, 150 issues × 5 notes",
+        "11 peak RSS, Jira first export, 150 issues × 5 comments",
     ] {
         assert!(out.contains(item), "{item:?} missing from:\n{out}");
     }

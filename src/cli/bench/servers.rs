@@ -186,7 +186,7 @@ fn jira_export(
         ),
     )?;
     let item = format!(
-        "7 Jira first export, {n} issues × {COMMENTS} comments, {} ms a request",
+        "8 Jira first export, {n} issues × {COMMENTS} comments, {} ms a request",
         latency.as_millis()
     );
     rows.push(Row {
@@ -197,7 +197,7 @@ fn jira_export(
         rss: Some(export),
     });
     rows.push(Row {
-        item: "7 Jira first export, requests per issue".into(),
+        item: "8 Jira first export, requests per issue".into(),
         figure: format!("{per_issue:.3} ({requests} requests)"),
         target: "≤ 1.2".into(),
         met: per_issue <= 1.2,
@@ -267,7 +267,7 @@ fn jira_import(
     )?;
     rows.push(Row {
         item: format!(
-            "8 Jira import of {n} new issues, {} ms a request",
+            "9 Jira import of {n} new issues, {} ms a request",
             latency.as_millis()
         ),
         figure: format!("{rate:.1} issues/s ({:.2} s)", import.secs),
@@ -315,7 +315,7 @@ fn redmine_memory(
         ),
     )?;
     rows.push(Row {
-        item: format!("9 peak RSS, Redmine first export, {n} issues × {COMMENTS} notes"),
+        item: format!("10 peak RSS, Redmine first export, {n} issues × {COMMENTS} notes"),
         figure: format!("{:.0} MB ({:.1} s)", export.rss_mb(), export.secs),
         target: "≤ 200 MB".into(),
         met: export.rss_mb() <= 200.0,
@@ -350,7 +350,7 @@ fn jira_memory(
         ),
     )?;
     rows.push(Row {
-        item: format!("10 peak RSS, Jira first export, {n} issues × {COMMENTS} comments"),
+        item: format!("11 peak RSS, Jira first export, {n} issues × {COMMENTS} comments"),
         figure: format!("{:.0} MB ({:.1} s)", export.rss_mb(), export.secs),
         target: "≤ 200 MB".into(),
         met: export.rss_mb() <= 200.0,
