@@ -7,7 +7,7 @@
 //! connection, imports to retry, and errors for operators and notifications
 //! (`errors.notified_at` says which ones were already e-mailed, see [`crate::notify`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use chrono::{DateTime, Utc};
@@ -146,6 +146,17 @@ pub struct Pause {
     pub by: String,
 }
 
+/// A hand-made choice to share one issue on a connection, or to stop.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Pick {
+    /// Shared by hand (`ferry share`), or unshared (`ferry unshare`).
+    pub shared: bool,
+    /// When.
+    pub at: String,
+    /// Whether an export acted on it yet.
+    pub exported: bool,
+}
+
 /// A bundle in a connection's inbox that waits for a predecessor.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Waiting {
@@ -177,6 +188,16 @@ CREATE INDEX IF NOT EXISTS links_local ON links (peer, local_id);
 CREATE TABLE IF NOT EXISTS shared (
     peer TEXT NOT NULL,
     local_id TEXT NOT NULL,
+    PRIMARY KEY (peer, local_id)
+);
+-- Issues shared (shared = 1) or unshared (0) by hand (`ferry share`,
+-- `ferry unshare`), whatever the query says; `exported` once an export acted on it.
+CREATE TABLE IF NOT EXISTS picks (
+    peer TEXT NOT NULL,
+    local_id TEXT NOT NULL,
+    shared INTEGER NOT NULL,
+    at TEXT NOT NULL,
+    exported INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (peer, local_id)
 );
 CREATE TABLE IF NOT EXISTS applied (
@@ -478,6 +499,86 @@ impl Ledger {
                 tx.prepare_cached("INSERT OR IGNORE INTO shared (peer, local_id) VALUES (?1, ?2)")?;
             for id in local_ids {
                 insert.execute(params![peer, id])?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Records that a local issue is shared (`shared`) or no longer shared with
+    /// `peer` by hand, replacing an earlier choice; the next export acts on it.
+    pub fn pick(&self, peer: &str, local_id: &str, shared: bool) -> Result<(), LedgerError> {
+        let now = format_timestamp(&self.now());
+        self.exec(
+            "INSERT INTO picks (peer, local_id, shared, at, exported) VALUES (?1, ?2, ?3, ?4, 0)
+             ON CONFLICT (peer, local_id) DO UPDATE SET shared = ?3, at = ?4, exported = 0",
+            params![peer, local_id, shared, now],
+        )
+        .map(drop)
+        .map_err(|e| self.wrap(e))
+    }
+
+    /// The hand-made choice for a local issue on `peer`, if any.
+    pub fn pick_for(&self, peer: &str, local_id: &str) -> Result<Option<Pick>, LedgerError> {
+        self.conn
+            .query_row(
+                "SELECT shared, at, exported FROM picks WHERE peer = ?1 AND local_id = ?2",
+                params![peer, local_id],
+                |r| {
+                    Ok(Pick {
+                        shared: r.get(0)?,
+                        at: r.get(1)?,
+                        exported: r.get(2)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(|e| self.wrap(e))
+    }
+
+    /// The hand-made choices among `local_ids`: id → shared (true) or unshared.
+    pub fn picks_among(
+        &self,
+        peer: &str,
+        local_ids: &[&str],
+    ) -> Result<HashMap<String, bool>, LedgerError> {
+        let ids = serde_json::json!(local_ids).to_string();
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT local_id, shared FROM picks
+                 WHERE peer = ?1 AND local_id IN (SELECT value FROM json_each(?2))",
+            )
+            .map_err(|e| self.wrap(e))?;
+        stmt.query_map(params![peer, ids], |r| Ok((r.get(0)?, r.get(1)?)))
+            .and_then(|rows| rows.collect())
+            .map_err(|e| self.wrap(e))
+    }
+
+    /// The local issues whose hand-made choice no export has acted on yet.
+    pub fn unexported_picks(&self, peer: &str) -> Result<Vec<String>, LedgerError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT local_id FROM picks WHERE peer = ?1 AND exported = 0 ORDER BY local_id",
+            )
+            .map_err(|e| self.wrap(e))?;
+        stmt.query_map([peer], |r| r.get(0))
+            .and_then(|rows| rows.collect())
+            .map_err(|e| self.wrap(e))
+    }
+
+    /// Records that an export acted on these issues' hand-made choices.
+    pub fn mark_picks_exported(
+        &mut self,
+        peer: &str,
+        local_ids: &[String],
+    ) -> Result<(), LedgerError> {
+        self.atomically(|tx| {
+            let mut update = tx.prepare_cached(
+                "UPDATE picks SET exported = 1 WHERE peer = ?1 AND local_id = ?2",
+            )?;
+            for id in local_ids {
+                update.execute(params![peer, id])?;
             }
             Ok(())
         })
@@ -1729,6 +1830,26 @@ mod tests {
             ledger.connected_among("eng", &["7", "8"]).unwrap(),
             std::collections::HashSet::from(["7".to_string()])
         );
+    }
+
+    #[test]
+    fn picks_replace_each_other_and_wait_for_an_export() {
+        let (_dir, mut ledger) = ledger();
+        assert_eq!(ledger.pick_for("qa", "7").unwrap(), None);
+        ledger.pick("qa", "7", true).unwrap();
+        ledger.pick("qa", "8", false).unwrap();
+        assert_eq!(ledger.unexported_picks("qa").unwrap(), vec!["7", "8"]);
+        ledger.mark_picks_exported("qa", &["7".into()]).unwrap();
+        assert_eq!(ledger.unexported_picks("qa").unwrap(), vec!["8"]);
+        let picks = ledger.picks_among("qa", &["7", "8", "9"]).unwrap();
+        assert_eq!(picks.get("7"), Some(&true));
+        assert_eq!(picks.get("8"), Some(&false));
+        assert_eq!(picks.get("9"), None);
+        // Changing one's mind replaces the choice, and the next export acts again.
+        ledger.pick("qa", "7", false).unwrap();
+        let pick = ledger.pick_for("qa", "7").unwrap().unwrap();
+        assert!(!pick.shared && !pick.exported);
+        assert!(ledger.unexported_picks("other").unwrap().is_empty());
     }
 
     #[test]

@@ -18,6 +18,7 @@ mod relink;
 mod report;
 mod review;
 mod rules;
+mod share;
 mod site;
 mod status;
 mod steps;
@@ -94,6 +95,8 @@ enum Command {
     #[command(subcommand)]
     Rules(rules::RulesCommand),
     Relink(relink::RelinkArgs),
+    Share(share::ShareArgs),
+    Unshare(share::UnshareArgs),
     Status(status::StatusArgs),
     Errors(errors::ErrorsArgs),
     Retry(errors::RetryArgs),
@@ -267,6 +270,8 @@ fn dispatch(command: Command, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
         Command::Review(args) => review::run(args, ctx),
         Command::Rules(cmd) => rules::run(cmd, ctx),
         Command::Relink(args) => relink::run(args, ctx),
+        Command::Share(args) => share::share(args, ctx),
+        Command::Unshare(args) => share::unshare(args, ctx),
         Command::Status(args) => status::run(args, ctx),
         Command::Errors(args) => errors::run(args, ctx),
         Command::Retry(args) => errors::retry(args, ctx),

@@ -192,6 +192,12 @@ pub fn export(
     // travel yet, so they are rendered once more at the end (see `Relations`).
     let mut related_to_new: BTreeSet<String> = BTreeSet::new();
     let mut follow_up = false;
+    // Issues shared or unshared by hand that no export acted on yet: looked at
+    // in this run even if unchanged (in the follow-up page, unless a page had
+    // them); `picked` holds those a page had.
+    let waiting_picks = site.ledger.unexported_picks(peer)?;
+    let mut picked: BTreeSet<String> = BTreeSet::new();
+    let mut failed_ids: BTreeSet<String> = BTreeSet::new();
     let mut pages = changed.pages(&*site.tracker, cursor);
     let mut next = pages.next();
     while let Some(page) = next.take() {
@@ -207,6 +213,7 @@ pub fn export(
         let mut candidates = Vec::new();
         let ids: Vec<&str> = page.iter().map(|issue| issue.id.as_str()).collect();
         let connected = site.ledger.connected_among(peer, &ids)?;
+        let picks = site.ledger.picks_among(peer, &ids)?;
         for issue in page {
             if !again {
                 newest = newest.max(Some(issue.updated));
@@ -214,11 +221,35 @@ pub fn export(
             if connection.remote_project(&issue.project).is_none() {
                 continue;
             }
-            if !connected.contains(&issue.id) && (issue.deleted || !connection.query.matches(issue))
+            let pick = picks.get(&issue.id).copied();
+            let path = stored_path(&issue.project, &issue.id, format);
+            if pick == Some(false) {
+                // Unshared by hand: its replica goes (the peer keeps its copy),
+                // and nothing of it is written again, whatever the query says.
+                if picked.insert(issue.id.clone()) {
+                    let mut gone = shared_now.elsewhere(&issue.id, &path)?;
+                    if shared_now.blob(&path)?.is_some() {
+                        gone.push(path);
+                    }
+                    if !gone.is_empty() {
+                        report.removed.push(issue.key.clone());
+                    }
+                    writes.extend(gone.into_iter().map(|path| FileWrite {
+                        path,
+                        content: None,
+                    }));
+                }
+                continue;
+            }
+            if pick.is_none()
+                && !connected.contains(&issue.id)
+                && (issue.deleted || !connection.query.matches(issue))
             {
                 continue;
             }
-            let path = stored_path(&issue.project, &issue.id, format);
+            if pick == Some(true) {
+                picked.insert(issue.id.clone());
+            }
             // An issue moved to another project: its replica moves with it (same
             // id, new path), so the old path goes, or the peer would hold two
             // replicas of one issue.
@@ -327,6 +358,7 @@ pub fn export(
                     }
                 }
                 Err(e) => {
+                    failed_ids.insert(issue.id.clone());
                     oldest_failure =
                         Some(oldest_failure.map_or(issue.updated, |t| t.min(issue.updated)));
                     report
@@ -341,7 +373,14 @@ pub fn export(
         }
         if next.is_none() && !follow_up {
             follow_up = true;
-            let again = render_again(site, peer, &related_to_new, &exported_now)?;
+            let mut again = render_again(site, peer, &related_to_new, &exported_now)?;
+            again.extend(
+                waiting_picks
+                    .iter()
+                    .filter(|id| !picked.contains(*id) && !again.contains(id))
+                    .cloned()
+                    .collect::<Vec<_>>(),
+            );
             if !again.is_empty() {
                 next = Some(Ok(Page::Read(site.tracker.get_many(&again)?)));
             }
@@ -365,6 +404,13 @@ pub fn export(
         failpoint::hit("after-commit");
     }
     site.ledger.mark_shared(peer, &exported_ids)?;
+    // A choice is acted on once its issue was written or removed; one whose
+    // issue failed (or is gone from the tracker) is tried again next run.
+    let acted: Vec<String> = waiting_picks
+        .into_iter()
+        .filter(|id| picked.contains(id) && !failed_ids.contains(id))
+        .collect();
+    site.ledger.mark_picks_exported(peer, &acted)?;
     match report.commit.filter(|_| keeps_baselines) {
         Some(commit) => site
             .ledger

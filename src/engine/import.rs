@@ -421,7 +421,14 @@ fn import_one(
     };
     if let Some(local) = &local {
         link(site, batch, peer, &replica, &local.id)?;
-        if local.deleted {
+        // Unshared here by hand (`ferry unshare`): the peer's changes to its copy
+        // are not taken, until it is shared again.
+        let unshared = site
+            .ledger
+            .pick_for(peer, &local.id)
+            .map_err(fatal)?
+            .is_some_and(|pick| !pick.shared);
+        if local.deleted || unshared {
             done.action = ImportAction::Skipped;
             return Ok(done);
         }

@@ -28,6 +28,7 @@ mod review;
 mod rules;
 mod samples;
 mod semantics;
+mod share;
 mod signing;
 mod story;
 mod torture;

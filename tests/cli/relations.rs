@@ -14,7 +14,7 @@ use super::World;
 
 /// How the two sites exchange commits.
 #[derive(Debug, Clone, Copy)]
-enum Channel {
+pub(super) enum Channel {
     /// A bare repository both reach (`exchange.git` in the world).
     Repo,
     /// Bundle files through an outbox and an inbox per direction.
@@ -27,7 +27,14 @@ const TO_SUP: &str = "usb/engineering-to-support";
 /// Creates site `name` with one connection, to `peer`, over `channel`, mapping
 /// `projects` (LOCAL=REMOTE) and sharing what `query` selects; the signing keys
 /// are exchanged once both sites exist.
-fn add_site(w: &World, name: &str, peer: &str, channel: Channel, projects: &[&str], query: &str) {
+pub(super) fn add_site(
+    w: &World,
+    name: &str,
+    peer: &str,
+    channel: Channel,
+    projects: &[&str],
+    query: &str,
+) {
     std::fs::create_dir_all(w.path(name)).unwrap();
     w.ok(name, &["init", "--site", name, "--tracker", "local"]);
     let mut args = vec!["connection".to_string(), "add".into(), peer.into()];
@@ -65,7 +72,7 @@ fn add_site(w: &World, name: &str, peer: &str, channel: Channel, projects: &[&st
 /// support (projects SUP and OPS) ↔ engineering (ENG only, for now: ENGOPS
 /// takes OPS once [`map_ops`] maps it), each
 /// sharing what is labelled `escalate`.
-fn pair(channel: Channel) -> World {
+pub(super) fn pair(channel: Channel) -> World {
     let w = World::new();
     add_site(
         &w,
@@ -136,7 +143,7 @@ fn parent(w: &World, site: &str, key: &str) -> Option<String> {
 }
 
 /// The keys of a site's issues, in order.
-fn keys(w: &World, site: &str) -> Vec<String> {
+pub(super) fn keys(w: &World, site: &str) -> Vec<String> {
     w.list(site)
         .iter()
         .map(|i| i["key"].as_str().unwrap().to_string())

@@ -1,0 +1,79 @@
+//! Sharing one issue by hand (`ferry share`) and stopping (`ferry unshare`),
+//! between two sites, over both channel kinds: an issue the query does not
+//! match travels once shared by hand; unshared, the peer keeps its copy, which
+//! gets no further change and sends none back; shared again, the same copy
+//! resumes, with no duplicate.
+
+use super::World;
+use super::relations::{Channel, keys, pair};
+
+/// support syncs, then engineering.
+fn over(w: &World) {
+    w.ok("support", &["sync"]);
+    w.ok("engineering", &["sync"]);
+}
+
+/// Two rounds both ways.
+fn settle(w: &World) {
+    for _ in 0..2 {
+        over(w);
+    }
+}
+
+fn summary(w: &World, site: &str, key: &str) -> String {
+    w.show(site, key)["summary"].as_str().unwrap().to_string()
+}
+
+fn share_unshare_share(channel: Channel) {
+    let w = pair(channel);
+    // Not labelled `escalate`: the query does not share it.
+    let key = w.new_issue("support", &["--project", "SUP", "--summary", "by hand"]);
+    over(&w);
+    assert!(keys(&w, "engineering").is_empty());
+
+    let out = w.ok("support", &["share", &key, "--with", "engineering"]);
+    assert!(out.contains("shared with engineering by hand"), "{out}");
+    // Nothing changed in the tracker: the next sync sends it all the same.
+    over(&w);
+    assert_eq!(keys(&w, "engineering"), vec!["ENG-1"]);
+    assert_eq!(summary(&w, "engineering", "ENG-1"), "by hand");
+    settle(&w);
+
+    w.ok("support", &["unshare", &key, "--with", "engineering"]);
+    w.ok(
+        "support",
+        &["tracker", "edit", &key, "--summary", "changed here"],
+    );
+    w.ok(
+        "engineering",
+        &["tracker", "edit", "ENG-1", "--summary", "changed there"],
+    );
+    settle(&w);
+    // The peer keeps its copy; neither side's change reaches the other.
+    assert_eq!(keys(&w, "engineering"), vec!["ENG-1"]);
+    assert_eq!(summary(&w, "engineering", "ENG-1"), "changed there");
+    assert_eq!(summary(&w, "support", &key), "changed here");
+    // The query does not share it again, even once it matches.
+    w.ok(
+        "support",
+        &["tracker", "edit", &key, "--add-label", "escalate"],
+    );
+    settle(&w);
+    assert_eq!(summary(&w, "engineering", "ENG-1"), "changed there");
+
+    w.ok("support", &["share", &key, "--with", "engineering"]);
+    settle(&w);
+    // The same copy resumes: no second issue at engineering.
+    assert_eq!(keys(&w, "engineering"), vec!["ENG-1"]);
+    assert_eq!(summary(&w, "engineering", "ENG-1"), "changed here");
+}
+
+#[test]
+fn share_by_hand_unshare_and_share_again_over_a_shared_repo() {
+    share_unshare_share(Channel::Repo);
+}
+
+#[test]
+fn share_by_hand_unshare_and_share_again_over_bundles() {
+    share_unshare_share(Channel::Bundles);
+}
