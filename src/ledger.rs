@@ -149,8 +149,10 @@ pub struct Pause {
 /// A hand-made choice to share one issue on a connection, or to stop.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Pick {
-    /// Shared by hand (`ferry share`), or unshared (`ferry unshare`).
+    /// Shared (`ferry share`), or unshared (`ferry unshare`).
     pub shared: bool,
+    /// Made by the peer (its replica removed, or back), not by hand here.
+    pub by_peer: bool,
     /// When.
     pub at: String,
     /// Whether an export acted on it yet.
@@ -191,11 +193,13 @@ CREATE TABLE IF NOT EXISTS shared (
     PRIMARY KEY (peer, local_id)
 );
 -- Issues shared (shared = 1) or unshared (0) by hand (`ferry share`,
--- `ferry unshare`), whatever the query says; `exported` once an export acted on it.
+-- `ferry unshare`) whatever the query says, or by the peer (by_peer = 1: it
+-- removed its replica, or brought it back); `exported` once an export acted on it.
 CREATE TABLE IF NOT EXISTS picks (
     peer TEXT NOT NULL,
     local_id TEXT NOT NULL,
     shared INTEGER NOT NULL,
+    by_peer INTEGER NOT NULL DEFAULT 0,
     at TEXT NOT NULL,
     exported INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (peer, local_id)
@@ -505,13 +509,22 @@ impl Ledger {
     }
 
     /// Records that a local issue is shared (`shared`) or no longer shared with
-    /// `peer` by hand, replacing an earlier choice; the next export acts on it.
-    pub fn pick(&self, peer: &str, local_id: &str, shared: bool) -> Result<(), LedgerError> {
+    /// `peer`, by hand or (`by_peer`) by the peer, replacing an earlier choice;
+    /// the next export acts on it.
+    pub fn pick(
+        &self,
+        peer: &str,
+        local_id: &str,
+        shared: bool,
+        by_peer: bool,
+    ) -> Result<(), LedgerError> {
         let now = format_timestamp(&self.now());
         self.exec(
-            "INSERT INTO picks (peer, local_id, shared, at, exported) VALUES (?1, ?2, ?3, ?4, 0)
-             ON CONFLICT (peer, local_id) DO UPDATE SET shared = ?3, at = ?4, exported = 0",
-            params![peer, local_id, shared, now],
+            "INSERT INTO picks (peer, local_id, shared, by_peer, at, exported)
+             VALUES (?1, ?2, ?3, ?4, ?5, 0)
+             ON CONFLICT (peer, local_id) DO UPDATE SET shared = ?3, by_peer = ?4, at = ?5,
+                 exported = 0",
+            params![peer, local_id, shared, by_peer, now],
         )
         .map(drop)
         .map_err(|e| self.wrap(e))
@@ -521,13 +534,14 @@ impl Ledger {
     pub fn pick_for(&self, peer: &str, local_id: &str) -> Result<Option<Pick>, LedgerError> {
         self.conn
             .query_row(
-                "SELECT shared, at, exported FROM picks WHERE peer = ?1 AND local_id = ?2",
+                "SELECT shared, by_peer, at, exported FROM picks WHERE peer = ?1 AND local_id = ?2",
                 params![peer, local_id],
                 |r| {
                     Ok(Pick {
                         shared: r.get(0)?,
-                        at: r.get(1)?,
-                        exported: r.get(2)?,
+                        by_peer: r.get(1)?,
+                        at: r.get(2)?,
+                        exported: r.get(3)?,
                     })
                 },
             )
@@ -1836,8 +1850,8 @@ mod tests {
     fn picks_replace_each_other_and_wait_for_an_export() {
         let (_dir, mut ledger) = ledger();
         assert_eq!(ledger.pick_for("qa", "7").unwrap(), None);
-        ledger.pick("qa", "7", true).unwrap();
-        ledger.pick("qa", "8", false).unwrap();
+        ledger.pick("qa", "7", true, false).unwrap();
+        ledger.pick("qa", "8", false, true).unwrap();
         assert_eq!(ledger.unexported_picks("qa").unwrap(), vec!["7", "8"]);
         ledger.mark_picks_exported("qa", &["7".into()]).unwrap();
         assert_eq!(ledger.unexported_picks("qa").unwrap(), vec!["8"]);
@@ -1846,9 +1860,10 @@ mod tests {
         assert_eq!(picks.get("8"), Some(&false));
         assert_eq!(picks.get("9"), None);
         // Changing one's mind replaces the choice, and the next export acts again.
-        ledger.pick("qa", "7", false).unwrap();
+        ledger.pick("qa", "7", false, false).unwrap();
         let pick = ledger.pick_for("qa", "7").unwrap().unwrap();
-        assert!(!pick.shared && !pick.exported);
+        assert!(!pick.shared && !pick.exported && !pick.by_peer);
+        assert!(ledger.pick_for("qa", "8").unwrap().unwrap().by_peer);
         assert!(ledger.unexported_picks("other").unwrap().is_empty());
     }
 

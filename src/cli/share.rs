@@ -63,10 +63,10 @@ fn pick(key: &str, peer: &str, shared: bool, ctx: &mut Ctx) -> anyhow::Result<Ex
         .into());
     }
     let before = site.ledger.pick_for(peer, &issue.id)?;
-    site.ledger.pick(peer, &issue.id, shared)?;
+    site.ledger.pick(peer, &issue.id, shared, false)?;
     let verb = if shared { "shared" } else { "unshared" };
     let again = match before {
-        Some(p) if p.shared == shared => " (again)",
+        Some(p) if p.shared == shared && !p.by_peer => " (again)",
         _ => "",
     };
     writeln!(

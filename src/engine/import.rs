@@ -23,7 +23,7 @@ use crate::exchange::{applied_ref, approved_ref, peer_branch};
 use crate::failpoint;
 use crate::ledger::{KnownAttachment, Step};
 use crate::model::{Attachment, Comment, Issue, Origin};
-use crate::replica::{MAX_REPLICA_BYTES, Replica};
+use crate::replica::{MAX_REPLICA_BYTES, Replica, parse_stored_path};
 use crate::rules::{IncomingInput, RuleScript, TargetIssue};
 use crate::site::Site;
 use crate::tracker::{IssuePatch, NewAttachment, NewComment, NewIssue, TrackerError};
@@ -162,6 +162,7 @@ pub fn import(site: &mut Site, connection: &Connection) -> anyhow::Result<Import
         batch.abandon(site);
         return Err(e);
     }
+    no_longer_shared(site, &peer, &range.removed)?;
     // Every replica of the range is in: relations whose other end arrived now
     // (in this range or an earlier one) are made.
     report.relations.removed = report.issues.iter().map(|i| i.relations_removed).sum();
@@ -174,6 +175,50 @@ pub fn import(site: &mut Site, connection: &Connection) -> anyhow::Result<Import
         &format!("ferry import from {peer}"),
     )?;
     Ok(report)
+}
+
+/// The peer stopped sharing these replicas' issues: the local copy (or the
+/// original) stays, gets an internal comment saying so (visible here, never
+/// sent), and is recorded as unshared by the peer, so it is no longer exported
+/// to it; its replica coming back shares it again (see [`import_one`]). A
+/// crash between the comment and the ledger only repeats the comment.
+fn no_longer_shared(site: &mut Site, peer: &str, removed: &[String]) -> anyhow::Result<()> {
+    for path in removed {
+        let Ok((_, remote_id, _)) = parse_stored_path(path) else {
+            continue;
+        };
+        // Forgotten, so the same replica coming back is imported again.
+        site.ledger.mark_applied(peer, path, "")?;
+        let Some(local_id) = site.ledger.local_for(peer, &remote_id)? else {
+            continue;
+        };
+        if site
+            .ledger
+            .pick_for(peer, &local_id)?
+            .is_some_and(|pick| !pick.shared)
+        {
+            continue;
+        }
+        let Some(issue) = site.tracker.get(&local_id)? else {
+            continue;
+        };
+        if issue.deleted {
+            continue;
+        }
+        let note = NewComment {
+            author: "ferry".into(),
+            body: format!(
+                "No longer shared by {peer}: this issue stays, but changes no longer \
+                 travel between the two sites until {peer} shares it again."
+            ),
+            internal: true,
+            origin: None,
+        };
+        site.tracker.add_comment(&local_id, &note)?;
+        site.ledger.pick(peer, &local_id, false, true)?;
+        tracing::info!(%peer, key = %issue.key, "no longer shared by the peer");
+    }
+    Ok(())
 }
 
 /// Imports the replicas of a range, in batches (see [`batch`]); the last batch
@@ -258,6 +303,8 @@ pub(super) struct PendingRange {
     pub replicas: Vec<(String, Option<Oid>)>,
     /// Paths outside `issues/` and `site.yaml`, which no replica may use.
     pub outside: Vec<String>,
+    /// Replicas the peer removed (it stopped sharing them), not moved elsewhere.
+    pub removed: Vec<String>,
 }
 
 /// The replicas between the applied commit and the peer's head, plus the retries.
@@ -273,6 +320,7 @@ pub(super) fn pending_range(
     // the site, not of the change).
     let mut paths = std::collections::BTreeMap::new();
     let mut outside = Vec::new();
+    let mut removed = Vec::new();
     for change in site.exchange.diff_replicas(applied, head)? {
         // Attachment content is read when a replica asks for it (and was checked
         // for its layout when the commit was admitted).
@@ -285,8 +333,11 @@ pub(super) fn pending_range(
         }
         // A removed replica means the peer stopped sharing the issue; only a
         // tombstone (`deleted: true`) means it was deleted.
-        if let Some(blob) = change.new {
-            paths.insert(change.path, Some(blob));
+        match change.new {
+            Some(blob) => {
+                paths.insert(change.path, Some(blob));
+            }
+            None => removed.push(change.path),
         }
     }
     for path in site.ledger.due_retries(peer)? {
@@ -295,6 +346,12 @@ pub(super) fn pending_range(
             entry.insert(blob.map(|(_, blob)| blob));
         }
     }
+    // A replica that moved (its issue went to another project) is not removed.
+    let kept: std::collections::HashSet<String> = paths
+        .keys()
+        .filter_map(|path| parse_stored_path(path).ok().map(|(_, id, _)| id))
+        .collect();
+    removed.retain(|path| parse_stored_path(path).is_ok_and(|(_, id, _)| !kept.contains(&id)));
     let mut replicas = Vec::new();
     for (path, blob) in paths {
         let applied_blob = site.ledger.applied_blob(peer, &path)?;
@@ -303,7 +360,11 @@ pub(super) fn pending_range(
         }
         replicas.push((path, blob));
     }
-    Ok(PendingRange { replicas, outside })
+    Ok(PendingRange {
+        replicas,
+        outside,
+        removed,
+    })
 }
 
 /// Why one replica did not import: its own problem, or one that stops the run.
@@ -422,12 +483,15 @@ fn import_one(
     if let Some(local) = &local {
         link(site, batch, peer, &replica, &local.id)?;
         // Unshared here by hand (`ferry unshare`): the peer's changes to its copy
-        // are not taken, until it is shared again.
-        let unshared = site
-            .ledger
-            .pick_for(peer, &local.id)
-            .map_err(fatal)?
-            .is_some_and(|pick| !pick.shared);
+        // are not taken, until it is shared again. Unshared by the peer: its
+        // replica is back, so the peer shares it again.
+        let pick = site.ledger.pick_for(peer, &local.id).map_err(fatal)?;
+        let unshared = pick.as_ref().is_some_and(|p| !p.shared && !p.by_peer);
+        if pick.is_some_and(|p| !p.shared && p.by_peer) {
+            site.ledger
+                .pick(peer, &local.id, true, true)
+                .map_err(fatal)?;
+        }
         if local.deleted || unshared {
             done.action = ImportAction::Skipped;
             return Ok(done);

@@ -152,7 +152,7 @@ pub(super) fn keys(w: &World, site: &str) -> Vec<String> {
 
 /// Runs git in a site's exchange clone (whatever the channel, it holds the
 /// site's own branch).
-fn site_git(w: &World, site: &str, args: &[&str]) -> String {
+pub(super) fn site_git(w: &World, site: &str, args: &[&str]) -> String {
     let out = Command::new("git")
         .args(args)
         .current_dir(w.path(&format!("{site}/.ferry/exchange.git")))

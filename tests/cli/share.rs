@@ -5,7 +5,7 @@
 //! resumes, with no duplicate.
 
 use super::World;
-use super::relations::{Channel, keys, pair};
+use super::relations::{Channel, keys, pair, site_git};
 
 /// support syncs, then engineering.
 fn over(w: &World) {
@@ -22,6 +22,17 @@ fn settle(w: &World) {
 
 fn summary(w: &World, site: &str, key: &str) -> String {
     w.show(site, key)["summary"].as_str().unwrap().to_string()
+}
+
+/// The bodies of ferry's own notes on an issue.
+fn notes(w: &World, site: &str, key: &str) -> Vec<String> {
+    w.show(site, key)["comments"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["author"] == "ferry")
+        .map(|c| c["body"].as_str().unwrap().to_string())
+        .collect()
 }
 
 fn share_unshare_share(channel: Channel) {
@@ -49,8 +60,24 @@ fn share_unshare_share(channel: Channel) {
         &["tracker", "edit", "ENG-1", "--summary", "changed there"],
     );
     settle(&w);
-    // The peer keeps its copy; neither side's change reaches the other.
+    // The peer keeps its copy, says so in it, and neither side's change
+    // reaches the other.
     assert_eq!(keys(&w, "engineering"), vec!["ENG-1"]);
+    let said = notes(&w, "engineering", "ENG-1");
+    assert_eq!(said.len(), 1, "{said:?}");
+    assert!(
+        said[0].starts_with("No longer shared by support"),
+        "{said:?}"
+    );
+    // Neither branch holds a replica of it any more: engineering no longer
+    // sends its copy either.
+    for (site, branch) in [
+        ("support", "refs/heads/support/engineering"),
+        ("engineering", "refs/heads/engineering/support"),
+    ] {
+        let files = site_git(&w, site, &["ls-tree", "-r", "--name-only", branch]);
+        assert!(!files.contains("issues/"), "{site}: {files}");
+    }
     assert_eq!(summary(&w, "engineering", "ENG-1"), "changed there");
     assert_eq!(summary(&w, "support", &key), "changed here");
     // The query does not share it again, even once it matches.
@@ -65,7 +92,28 @@ fn share_unshare_share(channel: Channel) {
     settle(&w);
     // The same copy resumes: no second issue at engineering.
     assert_eq!(keys(&w, "engineering"), vec!["ENG-1"]);
-    assert_eq!(summary(&w, "engineering", "ENG-1"), "changed here");
+    // What both sides changed meanwhile is settled like any conflict: the two
+    // agree again, and changes travel both ways.
+    assert_eq!(
+        summary(&w, "engineering", "ENG-1"),
+        summary(&w, "support", &key)
+    );
+    w.ok(
+        "support",
+        &["tracker", "edit", &key, "--summary", "shared again"],
+    );
+    settle(&w);
+    assert_eq!(summary(&w, "engineering", "ENG-1"), "shared again");
+    // Both ways again: engineering's copy sends its changes once more.
+    w.ok(
+        "engineering",
+        &["tracker", "edit", "ENG-1", "--summary", "answered there"],
+    );
+    settle(&w);
+    assert_eq!(summary(&w, "support", &key), "answered there");
+    // The note stays (internal: it never travels), and is not repeated.
+    assert_eq!(notes(&w, "engineering", "ENG-1").len(), 1);
+    assert!(notes(&w, "support", &key).is_empty());
 }
 
 #[test]
