@@ -42,6 +42,15 @@ fn share_unshare_share(channel: Channel) {
     over(&w);
     assert!(keys(&w, "engineering").is_empty());
 
+    let status = w.ok("support", &["status", &key]);
+    assert!(
+        status.contains(
+            "  not shared with engineering: the connection's query does not match it \
+             (`ferry share` shares it by hand)"
+        ),
+        "{status}"
+    );
+
     let out = w.ok("support", &["share", &key, "--with", "engineering"]);
     assert!(out.contains("shared with engineering by hand"), "{out}");
     // Nothing changed in the tracker: the next sync sends it all the same.
@@ -49,6 +58,16 @@ fn share_unshare_share(channel: Channel) {
     assert_eq!(keys(&w, "engineering"), vec!["ENG-1"]);
     assert_eq!(summary(&w, "engineering", "ENG-1"), "by hand");
     settle(&w);
+    let status = w.ok("support", &["status", &key]);
+    assert!(
+        status.contains("  shared    shared by hand (`ferry share`) at "),
+        "{status}"
+    );
+    let status = w.ok("engineering", &["status", "ENG-1"]);
+    assert!(
+        status.contains("  shared    a copy of support's issue"),
+        "{status}"
+    );
 
     w.ok("support", &["unshare", &key, "--with", "engineering"]);
     w.ok(
@@ -80,6 +99,19 @@ fn share_unshare_share(channel: Channel) {
     }
     assert_eq!(summary(&w, "engineering", "ENG-1"), "changed there");
     assert_eq!(summary(&w, "support", &key), "changed here");
+    let status = w.ok("support", &["status", &key]);
+    assert!(
+        status.contains("  shared    no: unshared by hand (`ferry unshare`) at "),
+        "{status}"
+    );
+    let status = w.ok("engineering", &["status", "ENG-1"]);
+    assert!(
+        status.contains("  shared    no: no longer shared by support"),
+        "{status}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&w.ok("engineering", &["status", "ENG-1", "--json"])).unwrap();
+    assert_eq!(json["connections"][0]["shared"], false);
     // The query does not share it again, even once it matches.
     w.ok(
         "support",

@@ -36,6 +36,8 @@ struct IssueConnection {
     peer: String,
     /// This site exports the issue to the peer.
     shared: bool,
+    /// Why it is shared or not, in words.
+    why: String,
     /// The peer's issue it is linked with: (id, key).
     linked: Option<(String, String)>,
     /// The replica of it on this site's branch (the last export).
@@ -102,9 +104,37 @@ pub fn run(key: &str, json: bool, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
             Some(r) => ledger.interrupted_steps(peer, Some(&r.path))?,
             None => Vec::new(),
         };
+        let connected = ledger.is_connected(peer, &issue.id)?;
+        let pick = ledger.pick_for(peer, &issue.id)?;
+        let matches = !issue.deleted && c.query.matches(&issue);
+        let (shared, why) = match &pick {
+            Some(p) if !p.shared && p.by_peer => (false, format!("no longer shared by {peer}")),
+            Some(p) if !p.shared => (
+                false,
+                format!("unshared by hand (`ferry unshare`) at {}", p.at),
+            ),
+            Some(p) if !p.by_peer => (true, format!("shared by hand (`ferry share`) at {}", p.at)),
+            _ if issue.origin.as_ref().is_some_and(|o| o.site == peer) => {
+                (true, format!("a copy of {peer}'s issue"))
+            }
+            _ if connected && matches => (true, "the connection's query matches it".into()),
+            _ if connected => (
+                true,
+                "shared when the query matched it; keeps syncing".into(),
+            ),
+            _ if matches => (
+                false,
+                "the connection's query matches it: the next sync sends it".into(),
+            ),
+            _ => (
+                false,
+                "the connection's query does not match it (`ferry share` shares it by hand)".into(),
+            ),
+        };
         connections.push(IssueConnection {
             peer: peer.to_string(),
-            shared: ledger.is_connected(peer, &issue.id)?,
+            shared,
+            why,
             linked,
             sent,
             received,
@@ -174,8 +204,12 @@ fn render(ctx: &mut Ctx, p: &IssuePanel) -> std::io::Result<()> {
     for c in &p.connections {
         writeln!(ctx.out, "\n{}", c.peer)?;
         if !c.shared && c.linked.is_none() {
-            writeln!(ctx.out, "  not shared with {}", c.peer)?;
+            writeln!(ctx.out, "  not shared with {}: {}", c.peer, c.why)?;
             continue;
+        }
+        match c.shared {
+            true => writeln!(ctx.out, "  shared    {}", c.why)?,
+            false => writeln!(ctx.out, "  shared    no: {}", c.why)?,
         }
         match &c.linked {
             Some((id, key)) if !key.is_empty() => {
