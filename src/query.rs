@@ -932,6 +932,8 @@ mod tests {
             ("labels IS NOT EMPTY", true),
             ("labels IS EMPTY", false),
             ("components IS EMPTY", true),
+            // Every issue has a key: a query for hand-picked issues only.
+            ("key IS EMPTY", false),
             ("component = x", false),
             ("components != x", true),
             // Custom fields: bare unknown names, quoted names, the fields. prefix.
