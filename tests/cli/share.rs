@@ -5,7 +5,7 @@
 //! resumes, with no duplicate.
 
 use super::World;
-use super::relations::{Channel, keys, pair, site_git};
+use super::relations::{Channel, add_site, keys, pair, site_git};
 
 /// support syncs, then engineering.
 fn over(w: &World) {
@@ -156,4 +156,44 @@ fn share_by_hand_unshare_and_share_again_over_a_shared_repo() {
 #[test]
 fn share_by_hand_unshare_and_share_again_over_bundles() {
     share_unshare_share(Channel::Bundles);
+}
+
+/// A connection for hand-picked issues only: its query matches nothing.
+#[test]
+fn a_connection_whose_query_matches_nothing_shares_only_what_is_picked() {
+    let w = World::new();
+    add_site(
+        &w,
+        "support",
+        "engineering",
+        Channel::Repo,
+        &["SUP=ENG"],
+        "key IS EMPTY",
+    );
+    add_site(
+        &w,
+        "engineering",
+        "support",
+        Channel::Repo,
+        &["ENG=SUP"],
+        "key IS EMPTY",
+    );
+    let picked = w.new_issue("support", &["--project", "SUP", "--summary", "picked"]);
+    w.new_issue("support", &["--project", "SUP", "--summary", "not picked"]);
+    w.ok("support", &["share", &picked, "--with", "engineering"]);
+    settle(&w);
+    assert_eq!(keys(&w, "engineering"), vec!["ENG-1"]);
+    assert_eq!(summary(&w, "engineering", "ENG-1"), "picked");
+}
+
+#[test]
+fn share_names_what_it_cannot_find() {
+    let w = pair(Channel::Repo);
+    let key = w.new_issue("support", &["--project", "SUP", "--summary", "here"]);
+    let run = w.ferry("support", &["share", "SUP-99", "--with", "engineering"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("no issue SUP-99"), "{}", run.stderr);
+    let run = w.ferry("support", &["unshare", &key, "--with", "qa"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("qa"), "{}", run.stderr);
 }
