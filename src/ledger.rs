@@ -873,11 +873,14 @@ impl Ledger {
         .map_err(|e| self.wrap(e))
     }
 
-    /// How many issues are tied to a peer: (shared by this site, linked to one of
-    /// the peer's issues, imports waiting for a retry).
+    /// How many issues are tied to a peer: (shared by this site and not
+    /// unshared since, linked to one of the peer's issues, imports waiting for
+    /// a retry).
     pub fn counts(&self, peer: &str) -> Result<(i64, i64, i64), LedgerError> {
         self.row(
-            "SELECT (SELECT COUNT(*) FROM shared WHERE peer = ?1),
+            "SELECT (SELECT COUNT(*) FROM shared AS s WHERE peer = ?1
+                         AND NOT EXISTS (SELECT 1 FROM picks AS p WHERE p.peer = ?1
+                             AND p.local_id = s.local_id AND p.shared = 0)),
                         (SELECT COUNT(*) FROM links WHERE peer = ?1),
                         (SELECT COUNT(*) FROM pending WHERE peer = ?1)",
             params![peer],
@@ -1864,6 +1867,9 @@ mod tests {
         let pick = ledger.pick_for("qa", "7").unwrap().unwrap();
         assert!(!pick.shared && !pick.exported && !pick.by_peer);
         assert!(ledger.pick_for("qa", "8").unwrap().unwrap().by_peer);
+        // An issue unshared no longer counts as shared.
+        ledger.mark_shared("qa", &["7".into(), "9".into()]).unwrap();
+        assert_eq!(ledger.counts("qa").unwrap().0, 1);
         assert!(ledger.unexported_picks("other").unwrap().is_empty());
     }
 
