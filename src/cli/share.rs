@@ -48,6 +48,13 @@ pub fn unshare(args: UnshareArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
 fn pick(key: &str, peer: &str, shared: bool, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
     let site = Site::open(&ctx.dir)?;
     let connection = site.config.connection(peer)?;
+    if !connection.settings.direction.exports() {
+        return Err(UsageError(format!(
+            "the connection to {peer} only imports (direction: in): this site sends \
+             nothing on it, so there is nothing to share or unshare"
+        ))
+        .into());
+    }
     let Some(issue) = site.tracker.get_by_key(key)? else {
         return Err(UsageError(format!("no issue {key} in this site's tracker")).into());
     };

@@ -196,4 +196,12 @@ fn share_names_what_it_cannot_find() {
     let run = w.ferry("support", &["unshare", &key, "--with", "qa"]);
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert!(run.stderr.contains("qa"), "{}", run.stderr);
+    let file = w.path("support/connections/engineering.yaml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let inbound = text.replace("direction: both", "direction: in");
+    assert_ne!(inbound, text);
+    std::fs::write(&file, inbound).unwrap();
+    let run = w.ferry("support", &["share", &key, "--with", "engineering"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("only imports"), "{}", run.stderr);
 }
