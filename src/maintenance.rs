@@ -1019,6 +1019,61 @@ mod tests {
     }
 
     #[test]
+    fn a_superseded_pack_goes_after_its_hour_unless_written_again() {
+        let git_dir = tempfile::tempdir().unwrap();
+        let dir = pack_dir(git_dir.path());
+        fs::create_dir_all(&dir).unwrap();
+        fs::create_dir_all(git_dir.path().join(STATE_DIR)).unwrap();
+        let name = |n: u8| format!("pack-{}", format!("{n:02x}").repeat(20));
+        for n in 1..=4 {
+            for extension in ["pack", "idx"] {
+                fs::write(dir.join(format!("{}.{extension}", name(n))), b"x").unwrap();
+            }
+        }
+        fs::write(dir.join(format!("{}.keep", name(4))), b"").unwrap();
+        let now = SystemTime::now();
+        // Written before they were superseded, but for the third.
+        for n in [1, 2, 4] {
+            let pack = File::options()
+                .write(true)
+                .open(dir.join(format!("{}.pack", name(n))))
+                .unwrap();
+            pack.set_modified(now - 3 * PACK_GRACE).unwrap();
+        }
+        let hour_and_more = PACK_GRACE + Duration::from_secs(60);
+        write_superseded(
+            git_dir.path(),
+            &[
+                // Its hour is over: removed.
+                (now - hour_and_more, name(1)),
+                // Superseded a minute ago: kept, still listed.
+                (now - Duration::from_secs(60), name(2)),
+                // Its hour is over, but written again since: kept, unlisted.
+                (now - hour_and_more - Duration::from_secs(3600), name(3)),
+                // A .keep file: never removed.
+                (now - hour_and_more, name(4)),
+            ],
+        )
+        .unwrap();
+        let before = measure(git_dir.path()).unwrap();
+        assert_eq!((before.packs, before.superseded_packs), (0, 4));
+        assert_eq!(expire_superseded(git_dir.path(), now).unwrap(), 1);
+        assert!(!dir.join(format!("{}.idx", name(1))).exists());
+        assert!(!dir.join(format!("{}.pack", name(1))).exists());
+        for n in 2..=4 {
+            assert!(dir.join(format!("{}.pack", name(n))).exists(), "{n}");
+        }
+        let listed: Vec<String> = read_superseded(git_dir.path())
+            .unwrap()
+            .into_iter()
+            .map(|(_, name)| name)
+            .collect();
+        assert_eq!(listed, [name(2)]);
+        let after = measure(git_dir.path()).unwrap();
+        assert_eq!((after.packs, after.superseded_packs), (2, 1));
+    }
+
+    #[test]
     fn sizes_read_like_du() {
         assert_eq!(human_bytes(999), "999 B");
         assert_eq!(human_bytes(1_500), "1.5 kB");
