@@ -789,6 +789,45 @@ fn repack(
     Ok(())
 }
 
+/// Adds the tree `oid` at `path` and everything below it that is not in the
+/// builder yet, each named by its path.
+///
+/// libgit2's own walk (`insert_walk`) names blobs by their file name but trees
+/// by nothing, so its delta search pairs trees by size alone, and the versions
+/// of a project's tree, the bulk of what a sync adds, were mostly stored whole
+/// (4.3 MB of trees where named ones take 1 MB, after 1 000 one-edit syncs).
+/// With the path as name, the versions of one tree sort side by side.
+fn insert_tree(
+    repo: &Repository,
+    builder: &mut git2::PackBuilder<'_>,
+    oid: Oid,
+    path: &str,
+    seen: &mut std::collections::HashSet<Oid>,
+) -> Result<(), git2::Error> {
+    if !seen.insert(oid) {
+        return Ok(());
+    }
+    builder.insert_object(oid, Some(path))?;
+    let tree = repo.find_tree(oid)?;
+    for entry in tree.iter() {
+        let name = String::from_utf8_lossy(entry.name_bytes());
+        let below = if path.is_empty() {
+            name.into_owned()
+        } else {
+            format!("{path}/{name}")
+        };
+        match entry.kind() {
+            Some(ObjectType::Tree) => insert_tree(repo, builder, entry.id(), &below, seen)?,
+            Some(ObjectType::Blob) if seen.insert(entry.id()) => {
+                builder.insert_object(entry.id(), Some(&below))?;
+            }
+            // A gitlink names a commit of another repository.
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// Writes a pack of every object reachable from a ref or a reflog entry into a
 /// temporary folder, fsyncs it, and moves it into `objects/pack`, the pack
 /// before its index. Returns its name and object count, `None` when nothing is
@@ -817,6 +856,7 @@ fn write_pack(git_dir: &Path) -> Result<Option<(String, u64)>, MaintenanceError>
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
     builder.set_threads(threads);
     let mut walk = repo.revwalk().map_err(git(context()))?;
+    walk.set_sorting(git2::Sort::TIME).map_err(git(context()))?;
     let mut commits = 0;
     for oid in roots(&repo)? {
         let object = repo.find_object(oid, None).map_err(git(context()))?;
@@ -831,7 +871,15 @@ fn write_pack(git_dir: &Path) -> Result<Option<(String, u64)>, MaintenanceError>
         }
     }
     if commits > 0 {
-        builder.insert_walk(&mut walk).map_err(git(context()))?;
+        let mut seen = std::collections::HashSet::new();
+        for commit in walk {
+            let commit = commit.map_err(git(context()))?;
+            builder
+                .insert_object(commit, None)
+                .map_err(git(context()))?;
+            let tree = repo.find_commit(commit).map_err(git(context()))?.tree_id();
+            insert_tree(&repo, &mut builder, tree, "", &mut seen).map_err(git(context()))?;
+        }
     }
     let count = builder.object_count() as u64;
     if count == 0 {
