@@ -17,11 +17,12 @@ use crate::site::{EXCHANGE_DIR, Missing, Site, state_folder};
 ///
 /// Every object a ref or a reflog entry reaches goes into one new pack; loose
 /// objects it holds are removed, and unreachable ones not modified for
-/// `maintenance.prune_after_days` (14); the old packs are removed an hour
+/// `maintenance.prune_after_days` (14 days); the old packs are removed an hour
 /// later, so that a peer reading the channel meanwhile still finds them. A run
-/// of `ferry sync` does the same by itself when the loose objects or packs
-/// pass `maintenance.loose_objects` (6700) or `maintenance.packs` (50).
-/// Channels on a server are out of reach: compact them there (`git gc`).
+/// that changed something (sync, pull, export, push) does the same by itself
+/// when the loose objects or packs pass `maintenance.loose_objects` (6700) or
+/// `maintenance.packs` (50). Channels on a server are out of reach: compact
+/// them there (`git gc`).
 ///
 /// Exit status 3 when a repository could not be maintained (nothing that was
 /// not finished was removed), 75 when another run of the site holds its lock.
