@@ -159,9 +159,6 @@ pub fn run(args: StatusArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
         return Ok(ExitStatus::Success);
     }
     writeln!(ctx.out, "site {me}")?;
-    if let Some(storage) = &clone_storage {
-        writeln!(ctx.out, "exchange clone {storage}")?;
-    }
     if rows.is_empty() {
         writeln!(
             ctx.out,
@@ -250,6 +247,9 @@ pub fn run(args: StatusArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
                 pause.since, pause.by, r.peer
             )?;
         }
+    }
+    if let Some(storage) = &clone_storage {
+        writeln!(ctx.out, "\nexchange clone {storage}")?;
     }
     Ok(ExitStatus::Success)
 }
