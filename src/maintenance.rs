@@ -532,9 +532,19 @@ fn lock(git_dir: &Path) -> Result<Option<Locked>, MaintenanceError> {
     }
 }
 
-/// Removes the temporary folders of killed maintenances (under the lock, so
-/// none is in use).
+/// Removes the temporary folders of killed maintenances, and their
+/// unfinished lists of superseded packs (under the lock, so none is in use).
 fn remove_temporary(git_dir: &Path) -> Result<(), MaintenanceError> {
+    let state = git_dir.join(STATE_DIR);
+    for entry in fs::read_dir(&state).into_iter().flatten().flatten() {
+        if entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with(".superseded")
+        {
+            remove_if_present(&entry.path())?;
+        }
+    }
     let dir = pack_dir(git_dir);
     let Ok(entries) = fs::read_dir(&dir) else {
         return Ok(());
