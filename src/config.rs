@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::ledger::RetryPolicy;
+use crate::maintenance::Settings as MaintenanceSettings;
 use crate::notify::{NotifyConfig, NotifySettings};
 use crate::query::Query;
 use crate::replica::is_plain_name;
@@ -137,6 +138,10 @@ pub struct SiteConfig {
     /// The budget of every rule run (see [`crate::rules`]).
     #[serde(default, skip_serializing_if = "RuleSettings::is_default")]
     pub rules: RuleSettings,
+    /// When the exchange clone and the folder channels are compacted (see
+    /// [`crate::maintenance`]).
+    #[serde(default, skip_serializing_if = "MaintenanceSettings::is_default")]
+    pub maintenance: MaintenanceSettings,
 }
 
 fn is_default_retry(policy: &RetryPolicy) -> bool {

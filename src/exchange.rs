@@ -656,7 +656,8 @@ impl Exchange {
     /// locks, and top-level ones such as `packed-refs.lock`, `shallow.lock`,
     /// `config.lock`), and the packs a killed run was writing (ferry's
     /// `tmp_pack_*`/`tmp_idx_*`, libgit2's indexer's `pack_git2_*`, in
-    /// `objects/pack`), and returns their paths.
+    /// `objects/pack`, and a maintenance's `tmp_maint_*` folder), and returns
+    /// their paths.
     ///
     /// git and libgit2 take a lock by creating `<file>.lock` and release it by
     /// renaming; a process killed in between leaves the lock behind, and every
@@ -688,6 +689,23 @@ impl Exchange {
             if path.extension().is_some_and(|e| e == "lock") || pack_in_the_making {
                 std::fs::remove_file(&path).map_err(|source| ExchangeError::Io {
                     context: format!("removing the stale file {}", path.display()),
+                    source,
+                })?;
+                removed.push(path);
+            }
+        }
+        // The folder a killed maintenance was writing its pack in.
+        let pack_dir = root.join("objects").join("pack");
+        for entry in std::fs::read_dir(&pack_dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            let name = entry.file_name();
+            if name
+                .to_string_lossy()
+                .starts_with(crate::maintenance::TEMP_PREFIX)
+                && path.is_dir()
+            {
+                std::fs::remove_dir_all(&path).map_err(|source| ExchangeError::Io {
+                    context: format!("removing the stale folder {}", path.display()),
                     source,
                 })?;
                 removed.push(path);

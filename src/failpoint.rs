@@ -65,6 +65,16 @@ pub const POINTS: &[&str] = &[
     "after-push",
     // Notify: the server accepted the message; the ledger does not know yet.
     "after-notice-sent",
+    // Maintenance (clone, then each folder channel): the new pack is written
+    // and fsynced in its temporary folder; then it is in objects/pack, nothing
+    // removed yet; then the first loose object it holds was removed; then the
+    // old packs are listed as superseded; later, the index of a superseded pack
+    // whose grace is over was removed, its pack not yet.
+    "maintenance-after-pack",
+    "maintenance-after-install",
+    "maintenance-removing-loose",
+    "maintenance-after-superseded",
+    "maintenance-removing-pack",
 ];
 
 /// Armed points: name → how many more hits before the kill.

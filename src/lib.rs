@@ -17,6 +17,7 @@ pub mod failpoint;
 pub mod git_runtime;
 pub mod identity;
 pub mod ledger;
+pub mod maintenance;
 pub mod model;
 pub mod notify;
 pub mod progress;

@@ -273,6 +273,13 @@ fn redmine_key(config: &Config, file: Option<&Path>) -> Result<String, TrackerEr
     Ok(key)
 }
 
+/// Takes the site lock in the state folder `state` without opening the site:
+/// for commands that need no tracker (`ferry maintenance`). Held until the
+/// file is dropped.
+pub fn lock(state: &Path) -> anyhow::Result<File> {
+    take_lock(&state.join(LOCK_FILE))
+}
+
 fn take_lock(path: &Path) -> anyhow::Result<File> {
     let file = File::options()
         .create(true)

@@ -17,6 +17,7 @@ use anyhow::{Context, bail};
 
 use crate::cli::{Ctx, ExitStatus, UsageError};
 use crate::exchange::own_branch;
+use crate::maintenance::{self, Storage, human_bytes};
 use crate::site::Site;
 use crate::tracker::local::GenerateShape;
 
@@ -32,7 +33,9 @@ use crate::tracker::local::GenerateShape;
 /// 4. the incremental bundle of the CHANGED issues, against their replicas' bytes;
 /// 5. the peak memory of each;
 /// 6. the bundle outbox after ten one-edit runs to a peer that never
-///    acknowledges, against the first (full) bundle.
+///    acknowledges, against the first (full) bundle;
+/// 7. the exchange clone and the channel after SYNCS one-edit syncs of both
+///    sites (with the automatic maintenance), against after the first.
 ///
 /// Needs git and python3. The default is the issue's scale and takes minutes;
 /// `--issues 10000 --import 2000` is a quick run.
@@ -56,6 +59,10 @@ pub struct BenchArgs {
     /// New replicas the import item imports.
     #[arg(long, value_name = "N", default_value_t = 10_000)]
     import: usize,
+    /// One-edit syncs item 7 makes (in a site of SMALL issues) before it
+    /// measures the clone and the channel again.
+    #[arg(long, value_name = "N", default_value_t = 1_000)]
+    syncs: usize,
     /// The git fast-import baseline script.
     #[arg(
         long,
@@ -321,6 +328,53 @@ impl World {
         })
     }
 
+    /// Syncs both sites once, then `syncs` times after editing one issue of
+    /// `a` each time: the sizes of `a`'s clone and of the channel after the
+    /// first sync and after the last.
+    fn one_edit_syncs(
+        &self,
+        runner: &Runner,
+        syncs: usize,
+        issues: usize,
+    ) -> anyhow::Result<Growth> {
+        let per_project = (issues / self.projects.len()).max(1);
+        let sizes = || -> anyhow::Result<(Storage, Storage)> {
+            Ok((
+                maintenance::measure(&self.a.join(".ferry").join(crate::site::EXCHANGE_DIR))?,
+                maintenance::measure(&self.a.join("..").join("exchange.git"))?,
+            ))
+        };
+        let sync = |runner: &Runner| -> anyhow::Result<Measured> {
+            Ok(runner
+                .ferry(&self.a, &["-q", "sync"])?
+                .then(runner.ferry(&self.b, &["-q", "sync"])?))
+        };
+        sync(runner)?;
+        let first = sizes()?;
+        let mut measured = Measured::default();
+        for round in 1..=syncs {
+            let key = format!(
+                "{}-{}",
+                self.projects[round % self.projects.len()],
+                1 + (round / self.projects.len()) % per_project
+            );
+            let summary = format!("One edit, sync {round}");
+            runner.ferry(
+                &self.a,
+                &["-q", "tracker", "edit", &key, "--summary", &summary],
+            )?;
+            measured = measured.then(sync(runner)?);
+        }
+        let (clone, channel) = sizes()?;
+        Ok(Growth {
+            first_clone: first.0,
+            first_channel: first.1,
+            clone,
+            channel,
+            runs: measured,
+        })
+    }
+
     /// The head of `a`'s branch for `b`.
     fn head(&self) -> anyhow::Result<git2::Oid> {
         let site = Site::open(&self.a)?;
@@ -366,6 +420,21 @@ struct Outbox {
     after: u64,
     /// All the runs together.
     runs: Measured,
+}
+
+/// Item 7: the repositories after one-edit syncs.
+struct Growth {
+    first_clone: Storage,
+    first_channel: Storage,
+    clone: Storage,
+    channel: Storage,
+    /// All the syncs together.
+    runs: Measured,
+}
+
+/// Bytes without the superseded packs, which go an hour after a repack.
+fn live(storage: &Storage) -> u64 {
+    storage.bytes - storage.superseded_bytes
 }
 
 /// The bytes of the files directly in `dir`.
@@ -652,6 +721,55 @@ pub fn run(args: BenchArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
         target: "≤ 1.1 × first bundle".into(),
         met: outbox_ratio <= 1.1,
         rss: Some(outbox.runs),
+    });
+    // 7. The clone and the channel after many one-edit syncs.
+    let growth_world = World::build(&runner, &root.join("growth"), args.small, &shape)?;
+    let growth = growth_world.one_edit_syncs(&runner, args.syncs, args.small)?;
+    for (what, first, after) in [
+        ("clone", &growth.first_clone, &growth.clone),
+        ("channel", &growth.first_channel, &growth.channel),
+    ] {
+        say(
+            ctx,
+            format!(
+                "{what} after the first sync: {first}; after {} one-edit syncs: {after}",
+                args.syncs
+            ),
+        )?;
+    }
+    let ratio = |first: &Storage, after: &Storage| live(after) as f64 / first.bytes.max(1) as f64;
+    let (clone_ratio, channel_ratio) = (
+        ratio(&growth.first_clone, &growth.clone),
+        ratio(&growth.first_channel, &growth.channel),
+    );
+    let per_sync = |first: &Storage, after: &Storage| {
+        live(after).saturating_sub(first.bytes) as f64 / args.syncs.max(1) as f64
+    };
+    let _ = writeln!(
+        notes,
+        "item 7: {} issues, {} syncs in {:.0} s; growth per sync {:.0} B (clone), {:.0} B \
+         (channel); on disk now, superseded packs included: clone {:.2} ×, channel {:.2} ×",
+        args.small,
+        args.syncs,
+        growth.runs.secs,
+        per_sync(&growth.first_clone, &growth.clone),
+        per_sync(&growth.first_channel, &growth.channel),
+        growth.clone.bytes as f64 / growth.first_clone.bytes.max(1) as f64,
+        growth.channel.bytes as f64 / growth.first_channel.bytes.max(1) as f64,
+    );
+    rows.push(Row {
+        item: format!(
+            "7 clone, channel after {} one-edit syncs, {} issues",
+            args.syncs, args.small
+        ),
+        figure: format!(
+            "{clone_ratio:.2} ×, {channel_ratio:.2} × the first ({}, {})",
+            human_bytes(live(&growth.clone)),
+            human_bytes(live(&growth.channel))
+        ),
+        target: "≤ 1.5 × after 1000 syncs".into(),
+        met: args.syncs >= 1000 && clone_ratio <= 1.5 && channel_ratio <= 1.5,
+        rss: Some(growth.runs),
     });
     print_table(ctx, &rows)?;
     write!(ctx.out, "{notes}")?;

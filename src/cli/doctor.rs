@@ -14,6 +14,7 @@ use super::{Ctx, ExitStatus};
 use crate::config::Config;
 use crate::engine::load_rule;
 use crate::exchange::{Exchange, own_branch};
+use crate::maintenance;
 use crate::replica::Format;
 use crate::signing::{SignaturePolicy, SiteKey};
 use crate::site::{EXCHANGE_DIR, LEDGER_FILE, Missing, open_ledger, open_tracker, state_folder};
@@ -381,6 +382,8 @@ fn diagnose(dir: &Path, min_free_mib: u64, checks: &mut Checks) {
         }
     }
 
+    storage(&config, checks);
+
     // Bundles waiting for a predecessor, as the last fetch found them: the
     // link is silent though something came.
     for c in config.connections.values() {
@@ -450,5 +453,50 @@ fn diagnose(dir: &Path, min_free_mib: u64, checks: &mut Checks) {
             format!("cannot measure free space: {e}"),
             "check the state folder exists",
         ),
+    }
+}
+
+/// The size of the clone and of each folder channel, against the thresholds
+/// of automatic maintenance; channels on a server are out of reach.
+fn storage(config: &Config, checks: &mut Checks) {
+    let settings = &config.site.maintenance;
+    for target in maintenance::targets(config, |_| true) {
+        let name = format!("storage {}", target.describe());
+        let Some(dir) = target.dir() else {
+            checks.pass(
+                name,
+                "on a server: ferry cannot see or compact its repository; whoever runs \
+                 the server does (`git gc` there, or the hosting's housekeeping)",
+            );
+            continue;
+        };
+        if !dir.is_dir() {
+            // The channel check above says what is wrong with it.
+            continue;
+        }
+        match maintenance::measure(dir) {
+            Ok(storage) if settings.exceeded(&storage) => checks.warn(
+                name,
+                format!(
+                    "{storage}: above the thresholds ({} packs, {} loose objects)",
+                    settings.packs, settings.loose_objects
+                ),
+                if settings.auto {
+                    "run `ferry maintenance`; a run that changes something does it by itself, \
+                     so if this stays, read the maintenance warnings of the last runs"
+                        .to_string()
+                } else {
+                    "run `ferry maintenance` (`maintenance.auto` is off in ferry.yaml: \
+                     schedule it, or turn it back on)"
+                        .to_string()
+                },
+            ),
+            Ok(storage) => checks.pass(name, storage.to_string()),
+            Err(e) => checks.fail(
+                name,
+                e,
+                "check that the folder is readable by the user running ferry",
+            ),
+        }
     }
 }

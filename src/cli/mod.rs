@@ -13,6 +13,7 @@ mod errors;
 mod generate;
 mod init;
 mod key;
+mod maintenance;
 mod notify;
 mod relink;
 mod report;
@@ -106,6 +107,7 @@ enum Command {
     #[command(subcommand)]
     Notify(notify::NotifyCommand),
     Doctor(doctor::DoctorArgs),
+    Maintenance(maintenance::MaintenanceArgs),
     Demo(demo::DemoArgs),
     Bench(bench::BenchArgs),
     Completions(generate::CompletionsArgs),
@@ -279,6 +281,7 @@ fn dispatch(command: Command, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
         Command::Site(cmd) => site::run(cmd, ctx),
         Command::Notify(cmd) => notify::run(cmd, ctx),
         Command::Doctor(args) => doctor::run(args, ctx),
+        Command::Maintenance(args) => maintenance::run(args, ctx),
         Command::Demo(args) => demo::run(args, ctx),
         Command::Bench(args) => bench::run(args, ctx),
         Command::Completions(args) => generate::completions(args, ctx),

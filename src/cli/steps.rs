@@ -1,10 +1,11 @@
 //! `ferry sync` and its steps on their own: `pull`, `import`, `export`, `push`.
 
-use super::{Ctx, ExitStatus, report};
+use super::{Ctx, ExitStatus, maintenance, report};
 use crate::config::{Config, Connection};
 use crate::engine::{self, SyncOptions};
 use crate::notify;
 use crate::site::{Missing, Site};
+use crate::transport::PushOutcome;
 
 /// What cron runs: pull the exchange repo, import what peers changed, export what
 /// this site changed, push.
@@ -114,6 +115,19 @@ pub fn sync(args: SyncArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
         let outcome = notify::send_pending(config, site.config.site_name(), &mut site.ledger);
         report::notified(&mut ctx.out, &outcome)?;
     }
+    if let Ok(run) = &run {
+        let clone = run.connections.iter().any(|c| {
+            c.fetched.as_ref().is_some_and(|f| f.after != f.before)
+                || c.exported.as_ref().is_some_and(|e| e.commit.is_some())
+        });
+        let pushed: Vec<String> = run
+            .connections
+            .iter()
+            .filter(|c| matches!(c.pushed, Some(PushOutcome::Pushed(_))))
+            .map(|c| c.peer.clone())
+            .collect();
+        maintenance::after_run(&site, &mut ctx.out, clone, &pushed)?;
+    }
     run?;
     Ok(status?)
 }
@@ -143,13 +157,16 @@ fn notify_unopened(ctx: &mut Ctx, e: &anyhow::Error) -> anyhow::Result<()> {
 /// Runs `ferry pull`.
 pub fn pull(args: PullArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
     let (mut site, connections) = open(ctx, args.connection)?;
+    let mut changed = false;
     for c in connections
         .iter()
         .filter(|c| c.settings.direction.imports())
     {
         let fetched = engine::pull(&mut site, c)?;
         report::fetched(&mut ctx.out, &c.peer, &fetched)?;
+        changed |= fetched.after != fetched.before;
     }
+    maintenance::after_run(&site, &mut ctx.out, changed, &[])?;
     Ok(ExitStatus::Success)
 }
 
@@ -174,6 +191,7 @@ pub fn import(args: ImportArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
 pub fn export(args: ExportArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
     let (mut site, connections) = open(ctx, args.connection)?;
     let mut status = ExitStatus::Success;
+    let mut committed = false;
     for c in connections
         .iter()
         .filter(|c| c.settings.direction.exports())
@@ -187,19 +205,26 @@ pub fn export(args: ExportArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
         if !exported.errors.is_empty() {
             status = ExitStatus::IssueErrors;
         }
+        committed |= exported.commit.is_some();
     }
+    maintenance::after_run(&site, &mut ctx.out, committed, &[])?;
     Ok(status)
 }
 
 /// Runs `ferry push`.
 pub fn push(args: PushArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
     let (site, connections) = open(ctx, args.connection)?;
+    let mut peers = Vec::new();
     for c in connections
         .iter()
         .filter(|c| c.settings.direction.exports())
     {
         let pushed = engine::push(&site, c, args.adopt)?;
         report::pushed(&mut ctx.out, &c.peer, &pushed)?;
+        if matches!(pushed, PushOutcome::Pushed(_)) {
+            peers.push(c.peer.clone());
+        }
     }
+    maintenance::after_run(&site, &mut ctx.out, false, &peers)?;
     Ok(ExitStatus::Success)
 }

@@ -103,13 +103,10 @@ enum Attempt {
 impl GitRemote {
     /// A remote for `url`; relative paths are resolved against `site_root`.
     pub fn new(url: &str, site_root: &Path) -> GitRemote {
-        let (target, local_dir) = if let Some(path) = url.strip_prefix("file://") {
-            (url.to_string(), Some(PathBuf::from(path)))
-        } else if url.contains("://") || is_scp_like(url) {
-            (url.to_string(), None)
-        } else {
-            let path = site_root.join(url);
-            (path.to_string_lossy().into_owned(), Some(path))
+        let local_dir = folder(url, site_root);
+        let target = match &local_dir {
+            Some(path) if !url.starts_with("file://") => path.to_string_lossy().into_owned(),
+            _ => url.to_string(),
         };
         GitRemote {
             url: url.to_string(),
@@ -884,6 +881,18 @@ impl Channel for GitRemote {
 }
 
 /// What `refname` points at in `repo`, `None` when there is no such ref.
+/// The folder a channel URL names on this machine (a path, relative to
+/// `site_root` unless absolute, or a `file://` URL); `None` for a server URL.
+pub fn folder(url: &str, site_root: &Path) -> Option<PathBuf> {
+    if let Some(path) = url.strip_prefix("file://") {
+        Some(PathBuf::from(path))
+    } else if url.contains("://") || is_scp_like(url) {
+        None
+    } else {
+        Some(site_root.join(url))
+    }
+}
+
 fn lookup(repo: &Repository, refname: &str) -> Result<Option<Oid>, git2::Error> {
     match repo.refname_to_id(refname) {
         Ok(oid) => Ok(Some(oid)),

@@ -1,7 +1,8 @@
 //! `ferry bench` at a scale a test can afford: the command runs every step of
 //! the benchmark (the sites, the exports, git fast-import, the syncs, the
-//! bundle) and prints the table of the six items, so it cannot rot unseen
-//! between the runs at full scale that docs/performance.md records.
+//! bundle, the one-edit syncs) and prints the table of the seven items, so it
+//! cannot rot unseen between the runs at full scale that docs/performance.md
+//! records.
 
 use super::World;
 
@@ -27,6 +28,8 @@ fn the_benchmark_runs_every_item_at_a_small_scale() {
             "40",
             "--import",
             "50",
+            "--syncs",
+            "5",
             "--baseline",
             baseline,
             "--keep",
@@ -41,6 +44,7 @@ fn the_benchmark_runs_every_item_at_a_small_scale() {
         "4 incremental bundle, 10 changed issues",
         "5 peak RSS, highest of the items above",
         "6 bundle outbox, 10 one-edit runs, no ack",
+        "7 clone, channel after 5 one-edit syncs, 40 issues",
     ] {
         assert!(out.contains(item), "{item:?} missing from:\n{out}");
     }

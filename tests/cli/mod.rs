@@ -18,6 +18,7 @@ mod hostile_rules;
 mod https;
 mod interface;
 mod jira;
+mod maintenance;
 mod many;
 mod notify;
 mod operators;

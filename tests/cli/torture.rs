@@ -62,6 +62,10 @@ struct Counts {
     deletions: usize,
     links: usize,
     parents: usize,
+    /// Repositories repacked by clean runs (killed runs repack too).
+    maintenances: usize,
+    /// Kills at the fail points of a repack.
+    kills_in_maintenance: usize,
 }
 
 impl Counts {
@@ -280,7 +284,12 @@ impl Torture {
                     .output()
                     .unwrap();
                 match out.status.signal() {
-                    Some(9) => self.counts.kills_at_points += 1,
+                    Some(9) => {
+                        self.counts.kills_at_points += 1;
+                        if point.starts_with("maintenance-") {
+                            self.counts.kills_in_maintenance += 1;
+                        }
+                    }
                     _ => assert!(
                         out.status.code() == Some(0),
                         "sync at {site} with {spec} ended with {:?}:\n{}{}",
@@ -326,6 +335,10 @@ impl Torture {
             String::from_utf8_lossy(&out.stderr)
         );
         self.counts.clean_runs += 1;
+        self.counts.maintenances += String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.starts_with("maint"))
+            .count();
         took
     }
 
@@ -593,6 +606,11 @@ fn torture(channel: Channel) {
     }
     for (site, _) in SITES {
         std::fs::write(world.path(&format!("{site}/rules/incoming.rhai")), INCOMING).unwrap();
+        // Thresholds a few rounds reach, so that kills land in repacks too.
+        let config = world.path(&format!("{site}/ferry.yaml"));
+        let mut text = std::fs::read_to_string(&config).unwrap();
+        text.push_str("\nmaintenance:\n  packs: 6\n  loose_objects: 60\n");
+        std::fs::write(&config, text).unwrap();
     }
     let mut t = Torture {
         world,
@@ -642,12 +660,25 @@ fn torture(channel: Channel) {
             assert!(pending.len() <= 1, "{outbox}: {pending:?}");
         }
     }
+    // Whatever the kills interrupted, git finds every repository whole.
+    let mut repos = vec![
+        "support/.ferry/exchange.git".to_string(),
+        "engineering/.ferry/exchange.git".to_string(),
+    ];
+    if channel == Channel::SharedRepo {
+        repos.push("exchange.git".into());
+    }
+    for repo in &repos {
+        super::git(&t.world.path(repo), &["fsck", "--full", "--no-dangling"]);
+    }
+    assert!(t.counts.maintenances > 0, "no run repacked anything");
     let c = &t.counts;
     println!(
-        "torture: {} kills ({} at fail points, {} at random instants) over {rounds} rounds \
-         and {} clean runs in {:.0?}",
+        "torture: {} kills ({} at fail points, {} of them in repacks, {} at random instants) \
+         over {rounds} rounds and {} clean runs in {:.0?}",
         c.kills(),
         c.kills_at_points,
+        c.kills_in_maintenance,
         c.kills_at_instants,
         c.clean_runs,
         started.elapsed()
@@ -665,6 +696,8 @@ fn torture(channel: Channel) {
         c.parents
     );
     println!(
-        "torture: checked {issues} shared issues and {comments} comments: 0 duplicates, 0 lost"
+        "torture: checked {issues} shared issues and {comments} comments: 0 duplicates, 0 lost; \
+         {} repacks by clean runs, git fsck --full clean",
+        c.maintenances
     );
 }

@@ -11,9 +11,10 @@ use std::io::Write;
 use serde::Serialize;
 
 use super::{Ctx, ExitStatus};
-use crate::config::Config;
+use crate::config::{ChannelSetting, Config};
 use crate::exchange::{Exchange, applied_ref, own_branch, peer_branch};
 use crate::ledger::{Pause, Step, Waiting};
+use crate::maintenance::{self, Storage};
 use crate::signing::SignaturePolicy;
 use crate::site::{EXCHANGE_DIR, Missing, open_ledger};
 use crate::words::plural;
@@ -77,6 +78,10 @@ struct ConnectionStatus {
     signatures: SignaturePolicy,
     /// How many of the peer's signing keys this site trusts.
     trusted_keys: usize,
+    /// The objects of the channel, when it is a folder on this machine.
+    channel_storage: Option<Storage>,
+    /// The objects of this site's exchange clone (the same in every object).
+    clone_storage: Option<Storage>,
 }
 
 /// Runs `ferry status`.
@@ -90,6 +95,9 @@ pub fn run(args: StatusArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
     let exchange = Exchange::open_or_init(&state.join(EXCHANGE_DIR))?;
     let errors = ledger.open_errors()?;
     let me = config.site_name();
+    // Sizes are a glance, not a check: a repository that cannot be measured
+    // shows none (`ferry doctor` says why).
+    let clone_storage = maintenance::measure(&state.join(EXCHANGE_DIR)).ok();
     let mut rows = Vec::new();
     for c in config.connections.values() {
         let peer = c.peer.as_str();
@@ -142,6 +150,12 @@ pub fn run(args: StatusArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
             interrupted_steps: ledger.interrupted_steps(peer, None)?,
             signatures: c.settings.signatures,
             trusted_keys: c.trust.keys.len(),
+            channel_storage: match &c.settings.channel {
+                ChannelSetting::Git(url) => crate::transport::remote::folder(url, &config.root)
+                    .and_then(|dir| maintenance::measure(&dir).ok()),
+                ChannelSetting::Bundles(_) => None,
+            },
+            clone_storage,
         });
     }
     if args.json {
@@ -198,6 +212,9 @@ pub fn run(args: StatusArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
             r.linked_issues,
             errors,
         )?;
+        if let Some(storage) = &r.channel_storage {
+            writeln!(ctx.out, "  storage   {storage}")?;
+        }
         for bundle in &r.waiting_bundles {
             writeln!(
                 ctx.out,
@@ -248,6 +265,9 @@ pub fn run(args: StatusArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
                 pause.since, pause.by, r.peer
             )?;
         }
+    }
+    if let Some(storage) = &clone_storage {
+        writeln!(ctx.out, "\nexchange clone {storage}")?;
     }
     Ok(ExitStatus::Success)
 }
