@@ -1,6 +1,6 @@
 //! A fuzz harness on stable Rust for every parser of untrusted input: replica
-//! YAML and the depth check before it, `site.yaml`, bundle headers, the query
-//! language and attachment names.
+//! YAML and the depth check before it, `site.yaml`, bundle headers, the packs
+//! inside bundles, the query language and attachment names.
 //!
 //! Each parser gets, from a generator with a fixed seed (so a run is repeatable),
 //! random bytes, random text from the characters its grammar cares about, and
@@ -23,12 +23,15 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use ferry::attachment::safe_file_name;
 use ferry::query::Query;
 use ferry::replica::{Replica, SiteFile};
 use ferry::transport::bundle::parse_header;
+use ferry::transport::pack::index::{PackLimits, index_from_peer};
+use ferry::transport::pack::write_thin;
 use ferry::yaml_depth::{self, MAX_DEPTH};
 
 /// Inputs per parser in the ignored full run unless `FERRY_FUZZ_ITERATIONS` says.
@@ -287,6 +290,13 @@ fn targets() -> Vec<Target> {
             check: check_bundle_header,
         },
         Target {
+            name: "pack",
+            seeds: pack_site().seeds.clone(),
+            alphabet: PACK_ALPHABET,
+            pieces: PACK_PIECES,
+            check: check_pack,
+        },
+        Target {
             name: "query",
             seeds: vec![
                 b"project = SUP AND labels = escalate AND status != Closed".to_vec(),
@@ -401,6 +411,120 @@ fn check_bundle_header(bytes: &[u8]) -> Result<(), String> {
             }
         }
     }
+    Ok(())
+}
+
+/// Bytes of a pack's grammar: entry headers of each type, a zlib stream's
+/// start, delta instructions, continuation bits.
+const PACK_ALPHABET: &[&str] = &[
+    "\0", "\x01", "\x10", "\x30", "\x60", "\x70", "\x7f", "x", "\x1f", "\x0f", "\x11",
+];
+const PACK_PIECES: &[&str] = &[
+    "PACK\0\0\0\x02",
+    "\0\0\0\x7f",
+    "x\x01",
+    "x\x5e",
+    "\x7f\x7f\x7f\x7f\x7f",
+    "100644 a.yaml\0",
+    "tree ",
+    "parent ",
+];
+
+/// A repository standing for the receiving site, which a thin pack's deltas
+/// lean on, and packs made against it: a thin one (as an incremental bundle
+/// carries, with a replica changed and changed back) and a full one.
+struct PackSite {
+    repo: PathBuf,
+    seeds: Vec<Vec<u8>>,
+}
+
+fn pack_site() -> &'static PackSite {
+    static SITE: OnceLock<PackSite> = OnceLock::new();
+    SITE.get_or_init(|| {
+        let repo_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("fuzz-pack-site");
+        let _ = std::fs::remove_dir_all(&repo_dir);
+        let repo = git2::Repository::init_bare(&repo_dir).unwrap();
+        let who = git2::Signature::new("t", "t@example.invalid", &git2::Time::new(0, 0)).unwrap();
+        let replica = |summary: &str| {
+            format!(
+                "ferry: 1\nsite: support\nid: '1'\nsummary: {summary}\n{}",
+                "status: Open\n".repeat(20)
+            )
+        };
+        let mut commits = Vec::new();
+        for summary in ["Printer on fire", "Printer fixed", "Printer on fire"] {
+            let blob = repo.blob(replica(summary).as_bytes()).unwrap();
+            let mut inner = repo.treebuilder(None).unwrap();
+            inner.insert("1.yaml", blob, 0o100644).unwrap();
+            let inner = inner.write().unwrap();
+            let mut root = repo.treebuilder(None).unwrap();
+            root.insert("SUP", inner, 0o040000).unwrap();
+            let tree = repo.find_tree(root.write().unwrap()).unwrap();
+            let parents: Vec<git2::Commit> = commits
+                .last()
+                .map(|&c| repo.find_commit(c).unwrap())
+                .into_iter()
+                .collect();
+            let parents: Vec<&git2::Commit> = parents.iter().collect();
+            commits.push(
+                repo.commit(None, &who, &who, summary, &tree, &parents)
+                    .unwrap(),
+            );
+        }
+        let mut thin = Vec::new();
+        write_thin(&repo, commits[0], commits[2], &mut thin).unwrap();
+        let mut full = git2::Buf::new();
+        let mut builder = repo.packbuilder().unwrap();
+        builder.insert_commit(commits[2]).unwrap();
+        builder.write_buf(&mut full).unwrap();
+        PackSite {
+            repo: repo_dir,
+            seeds: vec![thin, full.to_vec()],
+        }
+    })
+}
+
+/// The pack seeds are packs ferry takes, so mutations start from the inside.
+#[test]
+fn pack_seeds_are_taken() {
+    let site = pack_site();
+    let repo = git2::Repository::open_bare(&site.repo).unwrap();
+    let odb = repo.odb().unwrap();
+    for seed in &site.seeds {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("seed.pack");
+        std::fs::write(&path, seed).unwrap();
+        let mut reader = std::io::BufReader::new(std::fs::File::open(&path).unwrap());
+        let limits = PackLimits::for_pack(seed.len() as u64, 1 << 30);
+        index_from_peer(&odb, &mut reader, dir.path(), limits).unwrap();
+    }
+}
+
+/// Indexes the input as a pack from a peer (its checksum made right, or
+/// nearly every input would stop there): it must end, within the time
+/// budget, in the objects or a refusal.
+fn check_pack(bytes: &[u8]) -> Result<(), String> {
+    let mut bytes = bytes.to_vec();
+    if bytes.len() >= 20 {
+        let body = bytes.len() - 20;
+        let digest = sha1::Digest::finalize(<sha1::Sha1 as sha1::Digest>::new_with_prefix(
+            &bytes[..body],
+        ));
+        bytes[body..].copy_from_slice(&digest);
+    }
+    let site = pack_site();
+    let repo = git2::Repository::open_bare(&site.repo).map_err(|e| e.to_string())?;
+    let odb = repo.odb().map_err(|e| e.to_string())?;
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let path = dir.path().join("input.pack");
+    std::fs::write(&path, &bytes).map_err(|e| e.to_string())?;
+    let mut reader =
+        std::io::BufReader::new(std::fs::File::open(&path).map_err(|e| e.to_string())?);
+    let limits = PackLimits {
+        object_bytes: 1 << 20,
+        expanded_bytes: 16 << 20,
+    };
+    let _ = index_from_peer(&odb, &mut reader, dir.path(), limits);
     Ok(())
 }
 

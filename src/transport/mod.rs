@@ -14,7 +14,7 @@
 //! without a signature the connection trusts ([`crate::signing`]) and those whose
 //! tree holds what no ferry writes.
 pub mod bundle;
-pub(crate) mod pack;
+pub mod pack;
 pub mod remote;
 
 use std::path::{Path, PathBuf};

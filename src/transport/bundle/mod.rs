@@ -11,8 +11,9 @@
 //! next one carries its commits too.
 //!
 //! git2 has no bundle support, so the header is written and parsed here; the pack
-//! comes from libgit2's `PackBuilder` (self-contained) and is read by its
-//! `Indexer`, which also completes the thin packs `git bundle create` writes.
+//! comes from libgit2's `PackBuilder` (self-contained) or, after the first,
+//! [`super::pack::write_thin`], and is read by [`index_from_peer`], which
+//! also completes the thin packs `git bundle create` writes.
 //!
 //! Reading is defensive, since a bundle is whatever someone put in an inbox:
 //! the size is checked before anything is read, the header before the pack, the
@@ -26,15 +27,16 @@
 //! every bundle of the inbox in order and moves each to `archive/`, or to
 //! `rejected/` with a `.reason` file.
 use std::fs;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
-use git2::{Indexer, Oid};
+use git2::Oid;
 
 mod channel;
 
 pub use channel::{BundleChannel, bundled_ref};
 
+use super::pack::index::{PackError, PackLimits, index_from_peer};
 use super::{AdmitError, FetchOutcome, Limits, admit};
 use crate::exchange::{Exchange, ExchangeError, own_branch, peer_branch};
 
@@ -160,6 +162,10 @@ pub enum BundleError {
     /// The pack is truncated or corrupt, or lacks objects it refers to.
     #[error("the pack is truncated or corrupt: {0}")]
     Pack(git2::Error),
+    /// The pack is malformed, asks for more than this site allows, or names
+    /// objects that are nowhere (see [`index_from_peer`]).
+    #[error(transparent)]
+    BadPack(PackError),
     /// The commits failed [`admit`].
     #[error(transparent)]
     Refused(#[from] AdmitError),
@@ -193,6 +199,7 @@ impl BundleError {
         !matches!(
             self,
             BundleError::Io { .. }
+                | BundleError::BadPack(PackError::Io { .. })
                 | BundleError::Exchange(_)
                 | BundleError::NothingExported { .. }
                 | BundleError::NoSiteKey { .. }
@@ -800,13 +807,14 @@ pub fn verify<'a>(
         .repo()
         .odb()
         .map_err(git_error("opening the object database"))?;
-    // verify = true: checksums and object connectivity; thin packs are completed
-    // from the repository's own objects (the prerequisites checked above).
-    let mut indexer =
-        Indexer::new(Some(&odb), &pack_dir, 0o444, true).map_err(BundleError::Pack)?;
-    io::copy(&mut reader, &mut indexer)
-        .map_err(|e| BundleError::Pack(git2::Error::from_str(&format!("reading the pack: {e}"))))?;
-    indexer.commit().map_err(BundleError::Pack)?;
+    let pack_bytes = size.saturating_sub(reader.stream_position().unwrap_or(0));
+    index_from_peer(
+        &odb,
+        &mut reader,
+        &pack_dir,
+        PackLimits::for_pack(pack_bytes, max_bytes),
+    )
+    .map_err(BundleError::BadPack)?;
 
     let seen = exchange.with_alternate(quarantine.path())?;
     if seen.repo().find_commit(tip).is_err() {
@@ -1072,6 +1080,54 @@ mod tests {
             assert!(matches!(err, BundleError::Replay { .. }), "{err}");
         }
         assert_eq!(w.peer_head(), Some(c2));
+    }
+
+    /// A replica changed and changed back within one bundle. ferry's writer
+    /// leaves out the version the reader has; older ferry sent it again, as a
+    /// delta on the change whose base it is, and libgit2's `Indexer` looped
+    /// for ever on that pack. Both bundles are taken.
+    #[test]
+    fn a_replica_changed_and_changed_back_in_one_bundle_is_taken() {
+        for written_by_older_ferry in [false, true] {
+            let w = World::new();
+            // A summary of many lines, so that each change is a small delta.
+            let long: String = (0..100).map(|i| format!("\n  line {i}")).collect();
+            let long = format!("|-{long}");
+            let c1 = w.export("1", &long);
+            let full = w.path("1.bundle");
+            write(&w.support, &plan_of(c1, &[]), &full, &[]).unwrap();
+            w.receive(&full).unwrap();
+            w.export("1", &format!("{long}\n  one more"));
+            let c3 = w.export("1", &long);
+            let bundle = w.path("2.bundle");
+            if written_by_older_ferry {
+                let repo = w.support.repo();
+                let entries = crate::transport::pack::new_objects(repo, &[c1], c3).unwrap();
+                let reverted = repo
+                    .find_commit(c1)
+                    .unwrap()
+                    .tree()
+                    .unwrap()
+                    .get_path(Path::new("issues/SUP/1.yaml"))
+                    .unwrap()
+                    .id();
+                assert!(entries.iter().any(|e| e.oid == reverted));
+                let mut bytes = format!(
+                    "# v2 git bundle\n-{c1} ferry\n{c3} refs/heads/support/engineering\n\n"
+                )
+                .into_bytes();
+                let levels = crate::transport::pack::Levels {
+                    trees: flate2::Compression::default(),
+                    others: flate2::Compression::default(),
+                };
+                crate::transport::pack::encode(repo, &entries, levels, &mut bytes).unwrap();
+                std::fs::write(&bundle, bytes).unwrap();
+            } else {
+                write(&w.support, &plan_of(c3, &[c1]), &bundle, &[]).unwrap();
+            }
+            assert_eq!(w.receive(&bundle).unwrap().after, Some(c3));
+            git_cli(w.engineering.repo().path(), &["fsck", "--strict"]);
+        }
     }
 
     #[test]

@@ -16,6 +16,11 @@
 //! The pack format (version 2) and the delta encoding are git's
 //! (`gitformat-pack`): object headers with a type and a varint size, zlib
 //! streams, `REF_DELTA` entries naming their base by id, a SHA-1 trailer.
+//!
+//! A pack from a peer is read by [`index::index_from_peer`], not handed to
+//! libgit2's `Indexer` as it came.
+pub mod index;
+
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
 
@@ -40,7 +45,7 @@ const MAX_INSERT: usize = 0x7f;
 /// far larger than memory should).
 pub(crate) struct Entry {
     kind: u8,
-    oid: Oid,
+    pub(crate) oid: Oid,
     /// Written as a delta against this object the reader has, when that pays.
     base: Option<Oid>,
     /// The object's bytes when they were read already (trees).
@@ -59,7 +64,29 @@ pub fn write_thin(
         trees: Compression::default(),
         others: Compression::default(),
     };
-    encode(repo, &new_objects(repo, &[base], tip)?, levels, out)
+    let mut entries = new_objects(repo, &[base], tip)?;
+    drop_thin_bases(&mut entries);
+    encode(repo, &entries, levels, out)
+}
+
+/// Leaves out of a thin pack every object the reader is lent as a base: an
+/// entry's base that no earlier entry sends is one the reader has (see
+/// [`new_objects`]), and when a later entry sends that object again (a replica
+/// changed and changed back within one bundle), a reader completing the pack
+/// from its own objects meets it twice. libgit2's `Indexer`, which older ferry
+/// reads bundles with, loops for ever on that.
+fn drop_thin_bases(entries: &mut Vec<Entry>) {
+    let mut sent = HashSet::new();
+    let mut lent = HashSet::new();
+    for entry in entries.iter() {
+        if let Some(base) = entry.base
+            && !sent.contains(&base)
+        {
+            lent.insert(base);
+        }
+        sent.insert(entry.oid);
+    }
+    entries.retain(|e| !lent.contains(&e.oid));
 }
 
 /// How hard the objects of a pack are compressed.
@@ -628,6 +655,53 @@ mod tests {
             .collect();
         let parents: Vec<_> = parents.iter().collect();
         repo.commit(None, &who, &who, "c", &tree, &parents).unwrap()
+    }
+
+    /// A replica changed and changed back between a bundle's prerequisite and
+    /// its tip: the reader has the reverted version, which is the base of the
+    /// first change, so it is not sent again, and libgit2's `Indexer` (older
+    /// ferry's reader, given the object database) completes the pack instead
+    /// of looping on the object met twice.
+    #[test]
+    fn a_thin_pack_never_sends_an_object_it_lends_as_a_base() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init_bare(dir.path()).unwrap();
+        let old = "summary: Printer on fire\nstatus: Open\n".repeat(8);
+        let new = format!("{old}links: [SUP-2]\n");
+        let base = commit(&repo, &[("issues/1.yaml", &old)], None);
+        let changed = commit(&repo, &[("issues/1.yaml", &new)], Some(base));
+        let back = commit(&repo, &[("issues/1.yaml", &old)], Some(changed));
+        let lent = repo.blob(old.as_bytes()).unwrap();
+        let mut entries = new_objects(&repo, &[base], back).unwrap();
+        assert!(
+            entries.iter().any(|e| e.oid == lent),
+            "the shape under test"
+        );
+        drop_thin_bases(&mut entries);
+        assert!(entries.iter().all(|e| e.oid != lent));
+
+        let mut pack = Vec::new();
+        write_thin(&repo, base, back, &mut pack).unwrap();
+        let reader_dir = tempfile::tempdir().unwrap();
+        let reader = Repository::init_bare(reader_dir.path()).unwrap();
+        send(&repo, &[], base, &reader, Source::Own).unwrap();
+        let reader_path = reader_dir.path().to_path_buf();
+        let (done, wait) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let reader = Repository::open_bare(&reader_path).unwrap();
+            let odb = reader.odb().unwrap();
+            let mut indexer =
+                git2::Indexer::new(Some(&odb), &reader_path.join("objects/pack"), 0o444, true)
+                    .unwrap();
+            indexer.write_all(&pack).unwrap();
+            let _ = done.send(indexer.commit().map(|_| ()));
+        });
+        let indexed = wait
+            .recv_timeout(std::time::Duration::from_secs(120))
+            .expect("libgit2's Indexer still indexing after two minutes");
+        indexed.unwrap();
+        let reader = Repository::open_bare(reader_dir.path()).unwrap();
+        assert!(reader.find_commit(back).is_ok());
     }
 
     #[test]
