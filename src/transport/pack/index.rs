@@ -701,14 +701,8 @@ impl Spool {
     }
 
     fn write(&mut self, kind: ObjectType, content: &[u8]) -> Result<(), PackError> {
-        let code = match kind {
-            ObjectType::Commit => 1,
-            ObjectType::Tree => 2,
-            ObjectType::Blob => 3,
-            _ => 4,
-        };
         let mut header = Vec::with_capacity(16);
-        object_header(&mut header, code, content.len());
+        object_header(&mut header, type_code(kind), content.len());
         self.file.write_all(&header).map_err(write_error)?;
         deflate(&mut self.file, content, Compression::fast())?;
         self.counted()
@@ -748,6 +742,16 @@ impl Spool {
     }
 }
 
+/// The pack entry type of a whole object (gitformat-pack).
+fn type_code(kind: ObjectType) -> u8 {
+    match kind {
+        ObjectType::Commit => 1,
+        ObjectType::Tree => 2,
+        ObjectType::Blob => 3,
+        _ => 4,
+    }
+}
+
 fn write_error(source: io::Error) -> PackError {
     PackError::Io {
         action: "writing the pack's objects",
@@ -766,15 +770,6 @@ mod tests {
         Ref(Oid, Vec<u8>),
         /// A delta against the entry that many entries back (1: the one before).
         Offset(usize, Vec<u8>),
-    }
-
-    fn type_code(kind: ObjectType) -> u8 {
-        match kind {
-            ObjectType::Commit => 1,
-            ObjectType::Tree => 2,
-            ObjectType::Blob => 3,
-            _ => 4,
-        }
     }
 
     /// A pack of `entries`, with a correct trailer.
