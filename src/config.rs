@@ -101,6 +101,12 @@ pub enum TrackerConfig {
         /// Seconds one request may take.
         #[serde(default = "default_timeout")]
         timeout: u64,
+        /// How many requests about single issues run at once.
+        #[serde(
+            default = "default_concurrency",
+            skip_serializing_if = "is_default_concurrency"
+        )]
+        concurrency: usize,
     },
     /// A Jira Cloud or Data Center project (credentials from the environment).
     Jira(crate::tracker::jira::JiraConfig),
@@ -112,6 +118,14 @@ fn default_labels_field() -> String {
 
 fn default_timeout() -> u64 {
     30
+}
+
+fn default_concurrency() -> usize {
+    crate::tracker::DEFAULT_CONCURRENCY
+}
+
+fn is_default_concurrency(n: &usize) -> bool {
+    *n == crate::tracker::DEFAULT_CONCURRENCY
 }
 
 /// `ferry.yaml` as written on disk.

@@ -224,6 +224,7 @@ pub fn open_tracker(config: &Config) -> Result<Box<dyn Tracker>, TrackerError> {
             statuses,
             labels_field,
             timeout,
+            concurrency,
         } => {
             let settings = redmine::Settings {
                 url: url.clone(),
@@ -234,6 +235,7 @@ pub fn open_tracker(config: &Config) -> Result<Box<dyn Tracker>, TrackerError> {
                 labels_field: labels_field.clone(),
                 timeout: std::time::Duration::from_secs(*timeout),
                 retry: RetryPolicy::default(),
+                concurrency: *concurrency,
             };
             Ok(Box::new(RedmineTracker::open(
                 settings,

@@ -11,9 +11,9 @@ use crate::config::{CONFIG_FILE, Config, TrackerConfig, write_atomic};
 use crate::replica::is_plain_name;
 use crate::site::{LOCAL_TRACKER_YAML, Missing, Site, ensure_signing_key, scaffold};
 use crate::tracker::jira::{
-    DEFAULT_CONCURRENCY, ENV_API_TOKEN, ENV_EMAIL, ENV_PAT, Flavour, InternalComments, JiraConfig,
+    ENV_API_TOKEN, ENV_EMAIL, ENV_PAT, Flavour, InternalComments, JiraConfig,
 };
-use crate::tracker::{Needs, TrackerError};
+use crate::tracker::{DEFAULT_CONCURRENCY, Needs, TrackerError};
 
 /// Create a site: ferry.yaml, default rule scripts and the state folder.
 ///

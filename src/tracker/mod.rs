@@ -9,8 +9,11 @@
 mod contract;
 pub mod jira;
 pub mod local;
+mod parallel;
 pub mod redmine;
 pub mod retry;
+pub use parallel::DEFAULT_CONCURRENCY;
+pub(crate) use parallel::side_by_side;
 mod seen;
 
 use chrono::{DateTime, Utc};

@@ -30,7 +30,6 @@ pub mod fake;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock, PoisonError};
 
 use chrono::{DateTime, Utc};
@@ -41,8 +40,8 @@ use self::client::{Auth, Body, Client, Failure};
 use super::retry::RetryPolicy;
 use super::seen::{self, SeenStore};
 use super::{
-    Created, IssuePatch, Needs, NewAttachment, NewComment, NewIssue, NewIssueWithComments, Probe,
-    Tracker, TrackerError, TrackerInstance,
+    Created, DEFAULT_CONCURRENCY, IssuePatch, Needs, NewAttachment, NewComment, NewIssue,
+    NewIssueWithComments, Probe, Tracker, TrackerError, TrackerInstance, side_by_side,
 };
 use crate::model::{Attachment, Comment, FieldValue, Issue, Origin, normalize_set};
 
@@ -252,11 +251,6 @@ impl JiraConfig {
 fn default_type() -> String {
     "Task".into()
 }
-
-/// Four requests at once: a fourfold speed-up on a distant server, well
-/// inside what Jira Cloud's rate limits and a Data Center node allow one
-/// client.
-pub const DEFAULT_CONCURRENCY: usize = 4;
 
 fn default_concurrency() -> usize {
     DEFAULT_CONCURRENCY
@@ -1367,43 +1361,13 @@ impl JiraTracker {
         Ok(fields)
     }
 
-    /// Runs `work` on every item, `concurrency` at a time (each a round trip
-    /// or a few, not Jira's work), and returns the answers in order.
+    /// [`side_by_side`] at this connection's `concurrency`.
     fn side_by_side<T: Sync, R: Send>(
         &self,
         items: &[T],
         work: impl Fn(&T) -> Result<R, TrackerError> + Sync,
     ) -> Vec<Result<R, TrackerError>> {
-        let next = AtomicUsize::new(0);
-        let slots: Vec<Mutex<Option<Result<R, TrackerError>>>> =
-            items.iter().map(|_| Mutex::new(None)).collect();
-        let workers = self.config.concurrency.max(1).min(items.len());
-        std::thread::scope(|scope| {
-            for _ in 0..workers {
-                scope.spawn(|| {
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(item) = items.get(i) else {
-                            break;
-                        };
-                        let answer = work(item);
-                        *slots[i].lock().unwrap_or_else(PoisonError::into_inner) = Some(answer);
-                    }
-                });
-            }
-        });
-        slots
-            .into_iter()
-            .map(|slot| {
-                slot.into_inner()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .unwrap_or_else(|| {
-                        Err(TrackerError::Unavailable(
-                            "a Jira worker stopped unexpectedly".into(),
-                        ))
-                    })
-            })
-            .collect()
+        side_by_side(self.config.concurrency, items, work)
     }
 
     /// Issues just made, read back by id with one search (fields and the

@@ -97,6 +97,9 @@ struct State {
     requests: usize,
     largest_page: usize,
     log: Vec<String>,
+    /// Requests being answered now, and the most ever at once.
+    busy: usize,
+    most_at_once: usize,
 }
 
 /// A running fake Redmine.
@@ -119,6 +122,8 @@ impl FakeRedmine {
             requests: 0,
             largest_page: 0,
             log: Vec::new(),
+            busy: 0,
+            most_at_once: 0,
         }));
         let shared = Arc::clone(&state);
         std::thread::spawn(move || {
@@ -166,6 +171,11 @@ impl FakeRedmine {
         self.state().largest_page
     }
 
+    /// The most requests it was answering at one time.
+    pub fn most_at_once(&self) -> usize {
+        self.state().most_at_once
+    }
+
     /// Every request so far, as `METHOD path?query`.
     pub fn log(&self) -> Vec<String> {
         self.state().log.clone()
@@ -189,10 +199,14 @@ fn serve(stream: TcpStream, state: &Mutex<State>) {
                 .collect();
             let line = format!("{} {}?{}", request.method, request.path, query.join("&"));
             state.log.push(line);
+            state.busy += 1;
+            state.most_at_once = state.most_at_once.max(state.busy);
             (state.latency, state.handle(&request))
         };
         std::thread::sleep(latency);
-        if !write_reply(&stream, status, &[], body.to_string().as_bytes()) {
+        let written = write_reply(&stream, status, &[], body.to_string().as_bytes());
+        state.lock().unwrap_or_else(PoisonError::into_inner).busy -= 1;
+        if !written {
             return;
         }
     }

@@ -38,6 +38,7 @@ use serde_json::{Value, json};
 use super::retry::RetryPolicy;
 use super::{
     IssuePatch, NewAttachment, NewComment, NewIssue, Tracker, TrackerError, TrackerInstance,
+    side_by_side,
 };
 use crate::model::{
     Attachment, Comment, FieldValue, Issue, Origin, normalize_set, parse_timestamp,
@@ -78,6 +79,9 @@ pub struct Settings {
     pub timeout: Duration,
     /// How often a request Redmine could not answer is sent again.
     pub retry: RetryPolicy,
+    /// How many issues are read at once (each its own request, since only an
+    /// issue's own page carries its journals).
+    pub concurrency: usize,
 }
 
 /// Names and ids of the things Redmine refers to by id.
@@ -401,31 +405,43 @@ impl RedmineTracker {
 
     /// The issue as Redmine has it now, `None` when Redmine does not know it.
     fn fetch(&self, id: u64) -> Result<Option<Issue>, TrackerError> {
-        let path = format!("/issues/{id}.json");
-        let query = [("include", "journals,attachments".to_string())];
-        match self.client.get(&path, &query)? {
+        let path = issue_path(id);
+        let reply = self.client.get(&path, &issue_query())?;
+        self.issue_from(&path, reply)
+    }
+
+    /// The issue in Redmine's answer to a GET of `path`.
+    fn issue_from(&self, path: &str, reply: Reply) -> Result<Option<Issue>, TrackerError> {
+        match reply {
             Reply::Json(v) => {
                 let issue = self.convert(&v["issue"])?;
                 self.known.borrow_mut().seen(&issue);
                 Ok(Some(issue))
             }
             Reply::NotFound => Ok(None),
-            other => Err(self.client.unexpected(&path, other)),
+            other => Err(self.client.unexpected(path, other)),
         }
     }
 
     /// [`RedmineTracker::fetch`], or the tombstone of an issue this connector saw
     /// before and Redmine no longer has.
     fn fetch_or_tombstone(&self, id: u64) -> Result<Option<Issue>, TrackerError> {
-        let result = self.fetch_or_tombstone_unsaved(id)?;
+        let path = issue_path(id);
+        let reply = self.client.get(&path, &issue_query())?;
+        let result = self.issue_or_tombstone(id, &path, reply)?;
         self.known.borrow_mut().save()?;
         Ok(result)
     }
 
-    /// [`RedmineTracker::fetch_or_tombstone`], leaving what it saw for the
-    /// caller to save (a page of issues is saved at once).
-    fn fetch_or_tombstone_unsaved(&self, id: u64) -> Result<Option<Issue>, TrackerError> {
-        match self.fetch(id)? {
+    /// The issue in Redmine's answer about issue `id`, or its tombstone, leaving
+    /// what it saw for the caller to save (a page of issues is saved at once).
+    fn issue_or_tombstone(
+        &self,
+        id: u64,
+        path: &str,
+        reply: Reply,
+    ) -> Result<Option<Issue>, TrackerError> {
+        match self.issue_from(path, reply)? {
             Some(issue) => Ok(Some(issue)),
             None => self.known.borrow_mut().vanished(&id.to_string(), now()),
         }
@@ -816,14 +832,19 @@ impl Tracker for RedmineTracker {
         Ok(Some(ids))
     }
 
-    /// One request per issue (Redmine's list has no journals); what was read
-    /// is remembered once for the whole call.
+    /// One request per issue (Redmine's list has no journals), `concurrency`
+    /// at a time; what was read is remembered once for the whole call.
     fn get_many(&self, ids: &[String]) -> Result<Vec<Issue>, TrackerError> {
+        let numbers: Vec<u64> = ids.iter().filter_map(|id| parse_id(id)).collect();
+        let client = &self.client;
+        let replies = side_by_side(self.settings.concurrency, &numbers, |&number| {
+            let path = issue_path(number);
+            client.get(&path, &issue_query()).map(|reply| (path, reply))
+        });
         let mut issues = Vec::with_capacity(ids.len());
-        for id in ids {
-            if let Some(number) = parse_id(id) {
-                issues.extend(self.fetch_or_tombstone_unsaved(number)?);
-            }
+        for (&number, reply) in numbers.iter().zip(replies) {
+            let (path, reply) = reply?;
+            issues.extend(self.issue_or_tombstone(number, &path, reply)?);
         }
         self.known.borrow_mut().save()?;
         Ok(issues)
@@ -1071,6 +1092,17 @@ impl Tracker for RedmineTracker {
 
 fn now() -> DateTime<Utc> {
     truncate_to_seconds(Utc::now())
+}
+
+/// The API path of issue `id`.
+fn issue_path(id: u64) -> String {
+    format!("/issues/{id}.json")
+}
+
+/// What an issue is read with: its journals (comments and history) and
+/// attachments, which the list endpoint does not give.
+fn issue_query() -> [(&'static str, String); 1] {
+    [("include", "journals,attachments".to_string())]
 }
 
 fn parse_id(id: &str) -> Option<u64> {

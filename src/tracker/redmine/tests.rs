@@ -48,6 +48,7 @@ fn settings(url: &str, key: &str, project: &str) -> Settings {
         labels_field: "Labels".into(),
         timeout: Duration::from_secs(30),
         retry: quick_retries(),
+        concurrency: crate::tracker::DEFAULT_CONCURRENCY,
     }
 }
 
@@ -615,8 +616,9 @@ fn a_write_that_may_have_been_done_is_not_sent_again() {
 }
 
 /// A first read of a project lists its ids a page of 100 at a time (no
-/// journals: Redmine's list has none), then reads the issues one by one with
-/// their journals, as many as the caller asks for at once.
+/// journals: Redmine's list has none), then reads each issue on its own with
+/// its journals, `concurrency` requests at a time, as many as the caller asks
+/// for at once.
 #[test]
 fn a_first_read_lists_ids_a_page_at_a_time_then_reads_each_issue() {
     let fake = fake::FakeRedmine::start("sup", "key").unwrap();
@@ -642,6 +644,22 @@ fn a_first_read_lists_ids_a_page_at_a_time_then_reads_each_issue() {
         .collect();
     assert_eq!(reads.len(), 10, "{reads:?}");
     assert!(reads.iter().all(|l| l.contains("include=journals")));
+    assert_eq!(
+        page.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(),
+        ids[..10].iter().map(String::as_str).collect::<Vec<_>>(),
+        "in the order asked for"
+    );
+
+    // Side by side, never more than the setting.
+    let fake = fake::FakeRedmine::start("sup", "key").unwrap();
+    fake.seed(12, 1);
+    fake.latency(std::time::Duration::from_millis(20));
+    let mut two = settings(fake.url(), "key", "sup");
+    two.concurrency = 2;
+    let state = tempfile::tempdir().unwrap();
+    let tracker = RedmineTracker::open(two, state.path()).unwrap();
+    assert_eq!(tracker.get_many(&ids[..12]).unwrap().len(), 12);
+    assert_eq!(fake.most_at_once(), 2);
 }
 
 /// What an older version remembered in `redmine-known.json` moves into the
