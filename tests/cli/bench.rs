@@ -34,6 +34,8 @@ fn the_benchmark_runs_every_item_at_a_small_scale() {
             "40",
             "--jira-import",
             "30",
+            "--redmine-export",
+            "40",
             "--latency",
             "5",
             "--server-issues",
@@ -58,6 +60,7 @@ fn the_benchmark_runs_every_item_at_a_small_scale() {
         "9 Jira import of 30 new issues, 5 ms a request",
         "10 peak RSS, Redmine first export, 150 issues × 5 notes",
         "11 peak RSS, Jira first export, 150 issues × 5 comments",
+        "12 Redmine first export, 40 issues × 5 notes, 5 ms a request",
     ] {
         assert!(out.contains(item), "{item:?} missing from:\n{out}");
     }

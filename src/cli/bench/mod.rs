@@ -51,7 +51,7 @@ mod servers;
 ///
 /// Needs git and python3. The default is the full scale and takes minutes;
 /// `--issues 10000 --import 2000 --server-issues 20000` is a quick run, and
-/// `--only servers` runs items 8 to 11 alone.
+/// `--only servers` runs items 8 to 12 alone.
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
     /// Issues in the big site.
@@ -83,21 +83,24 @@ pub struct BenchArgs {
         default_value = "bench/fastimport_baseline.py"
     )]
     baseline: PathBuf,
-    /// Issues (× 5 comments) of the Jira first export (item 7).
+    /// Issues (× 5 comments) of the Jira first export (item 8).
     #[arg(long, value_name = "N", default_value_t = 1_000)]
     jira_export: usize,
-    /// New issues of the Jira import (item 8).
+    /// New issues of the Jira import (item 9).
     #[arg(long, value_name = "N", default_value_t = 1_000)]
     jira_import: usize,
-    /// Milliseconds the fake Jira takes over every answer in items 7 and 8.
+    /// Issues (× 5 notes) of the Redmine first export (item 12).
+    #[arg(long, value_name = "N", default_value_t = 1_000)]
+    redmine_export: usize,
+    /// Milliseconds the fakes take over every answer in items 8, 9 and 12.
     #[arg(long, value_name = "MS", default_value_t = 50)]
     latency: u64,
     /// Issues (× 5 comments) of the peak-memory first exports from Redmine and
-    /// Jira (items 9 and 10).
+    /// Jira (items 10 and 11).
     #[arg(long, value_name = "N", default_value_t = 100_000)]
     server_issues: usize,
     /// Run only the items of the embedded tracker (1 to 6) or only those of
-    /// the trackers on a server (7 to 10).
+    /// the trackers on a server (8 to 12).
     #[arg(long, value_name = "ITEMS")]
     only: Option<Only>,
     /// Build the sites in DIR and keep them (default: a temporary folder, removed).
@@ -110,7 +113,7 @@ pub struct BenchArgs {
 pub enum Only {
     /// Items 1 to 6: the embedded tracker, git and the exchange.
     Core,
-    /// Items 7 to 10: Jira and Redmine, played by the repository's fakes.
+    /// Items 8 to 12: Jira and Redmine, played by the repository's fakes.
     Servers,
 }
 
@@ -540,6 +543,7 @@ pub fn run(args: BenchArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
         let sizes = servers::Sizes {
             jira_export: args.jira_export,
             jira_import: args.jira_import,
+            redmine_export: args.redmine_export,
             latency_ms: args.latency,
             rss_issues: args.server_issues,
         };
