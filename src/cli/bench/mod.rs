@@ -25,19 +25,25 @@ mod servers;
 
 /// Measure ferry at scale and print a table of figures and targets.
 ///
-/// 1. full export of ISSUES issues with COMMENTS comments each in PROJECTS
-///    projects (local tracker → replicas → one commit), against git fast-import
-///    writing as many replica-sized files as one commit (bench/fastimport_baseline.py);
+/// Items 1, 2, 4, 6 and 7 run on two shapes of site: every issue in one
+/// project (one big Jira project), and the issues spread over PROJECTS
+/// projects.
+///
+/// 1. full export of ISSUES issues with COMMENTS comments each (local tracker
+///    → replicas → one commit), against git fast-import writing as many
+///    replica-sized files as one commit (bench/fastimport_baseline.py);
 /// 2. incremental: CHANGED issues edited, then export + push on the site and
 ///    pull + import (the diff and the new replicas) on the peer, for the big site
-///    and for a SMALL one;
+///    and for a SMALL one; then one edited issue the same way on both, and
+///    the bytes its commit adds to the big site's clone and to the channel;
 /// 3. import of IMPORT new replicas into the local tracker (ledger on);
 /// 4. the incremental bundle of the CHANGED issues, against their replicas' bytes;
 /// 5. the peak memory of each;
 /// 6. the bundle outbox after ten one-edit runs to a peer that never
 ///    acknowledges, against the first (full) bundle;
 /// 7. the exchange clone and the channel after SYNCS one-edit syncs of both
-///    sites (with the automatic maintenance), against after the first.
+///    sites of SMALL issues (with the automatic maintenance), against after
+///    the first.
 ///
 /// and, with trackers on a server (the repository's fake Jira and fake Redmine,
 /// started in this process on loopback):
@@ -47,7 +53,9 @@ mod servers;
 /// 9. a Jira import of JIRA_IMPORT new issues from a local site, LATENCY ms a
 ///    request: issues per second;
 /// 10. the peak memory of a first export of SERVER_ISSUES issues × 5 comments
-///     from Redmine, and 11. the same from Jira.
+///     from Redmine, and 11. the same from Jira;
+/// 12. a Redmine first export of REDMINE_EXPORT issues × 5 notes, LATENCY ms
+///     a request: issues per second.
 ///
 /// Needs git and python3. The default is the full scale and takes minutes;
 /// `--issues 10000 --import 2000 --server-issues 20000` is a quick run, and
@@ -57,7 +65,7 @@ pub struct BenchArgs {
     /// Issues in the big site.
     #[arg(long, value_name = "N", default_value_t = 100_000)]
     issues: usize,
-    /// Projects they are spread over.
+    /// Projects they are spread over in the second shape (the first has one).
     #[arg(long, value_name = "N", default_value_t = 100)]
     projects: usize,
     /// Comments on every issue.
@@ -417,6 +425,42 @@ impl World {
         })
     }
 
+    /// Edits one issue of `a` and syncs it over: the four steps together,
+    /// and what the sync added to `a`'s clone and to the channel (bytes
+    /// without superseded packs; a repack in between counts as no growth).
+    fn one_edit(&self, runner: &Runner) -> anyhow::Result<OneEdit> {
+        let sizes = || -> anyhow::Result<(u64, u64)> {
+            Ok((
+                live(&maintenance::measure(
+                    &self.a.join(".ferry").join(crate::site::EXCHANGE_DIR),
+                )?),
+                live(&maintenance::measure(
+                    &self.a.join("..").join("exchange.git"),
+                )?),
+            ))
+        };
+        let (clone, channel) = sizes()?;
+        let key = format!("{}-1", self.projects[0]);
+        runner.ferry(
+            &self.a,
+            &[
+                "-q",
+                "tracker",
+                "edit",
+                &key,
+                "--summary",
+                "One edit, measured",
+            ],
+        )?;
+        let steps = self.sync_over(runner)?.total();
+        let (clone_after, channel_after) = sizes()?;
+        Ok(OneEdit {
+            steps,
+            clone_growth: clone_after.saturating_sub(clone),
+            channel_growth: channel_after.saturating_sub(channel),
+        })
+    }
+
     /// The head of `a`'s branch for `b`.
     fn head(&self) -> anyhow::Result<git2::Oid> {
         let site = Site::open(&self.a)?;
@@ -449,6 +493,13 @@ impl Steps {
             self.export.secs, self.push.secs, self.pull.secs, self.import.secs, total.cpu_secs
         )
     }
+}
+
+/// Item 2, one edit: the sync, and the bytes its commit added.
+struct OneEdit {
+    steps: Measured,
+    clone_growth: u64,
+    channel_growth: u64,
 }
 
 /// Runs with one edit each that item 6 makes while the peer is silent.
@@ -557,7 +608,37 @@ pub fn run(args: BenchArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
     Ok(ExitStatus::Success)
 }
 
-/// Items 1 to 6: the embedded tracker, git and the exchange.
+/// The shapes a big site is measured in: every issue in one tracker project
+/// (one big Jira project, the common case), and the issues spread over
+/// PROJECTS projects.
+fn shapes(args: &BenchArgs) -> Vec<Shape> {
+    let shape = |projects: usize| Shape {
+        name: match projects {
+            1 => "1 project".to_string(),
+            n => format!("{n} projects"),
+        },
+        dir: format!("p{projects}"),
+        generate: GenerateShape {
+            projects,
+            comments: Some(args.comments),
+        },
+    };
+    let mut shapes = vec![shape(1)];
+    if args.projects > 1 {
+        shapes.push(shape(args.projects));
+    }
+    shapes
+}
+
+/// One shape of the sites: its name in the table, its folder, how its issues
+/// are generated.
+struct Shape {
+    name: String,
+    dir: String,
+    generate: GenerateShape,
+}
+
+/// Items 1 to 7: those of each shape, then the import and the peak.
 fn core_items(
     args: &BenchArgs,
     runner: &Runner,
@@ -566,29 +647,70 @@ fn core_items(
     rows: &mut Vec<Row>,
     notes: &mut String,
 ) -> anyhow::Result<()> {
-    let baseline = fs::canonicalize(&args.baseline)?;
-    let shape = GenerateShape {
-        projects: args.projects,
-        comments: Some(args.comments),
-    };
-    // 1. Full export against git fast-import.
-    writeln!(
-        ctx.out,
-        "building a site of {} issues × {} comments in {} projects in {}",
-        args.issues,
-        args.comments,
-        args.projects,
-        root.display()
-    )?;
-    let big = World::build(runner, &root.join("big"), args.issues, &shape)?;
-    let export = runner.ferry(&big.a, &["-q", "export"])?;
+    let fastimport_secs = fast_import(args, runner, root, ctx)?;
+    let shapes = shapes(args);
+    for shape in &shapes {
+        writeln!(ctx.out, "{}:", shape.name)?;
+        shape_items(
+            args,
+            runner,
+            &root.join(&shape.dir),
+            shape,
+            fastimport_secs,
+            ctx,
+            rows,
+            notes,
+        )?;
+    }
+
+    // 3. Import of new replicas.
+    let spread = shapes.last().context("no shape to measure")?;
+    let imports = World::build(runner, &root.join("import"), args.import, &spread.generate)?;
+    runner.ferry(&imports.a, &["-q", "export"])?;
+    runner.ferry(&imports.a, &["-q", "push"])?;
+    runner.ferry(&imports.b, &["-q", "pull"])?;
+    let import = runner.ferry(&imports.b, &["-q", "import"])?;
+    let rate = args.import as f64 / import.secs;
     say(
         ctx,
         format!(
-            "full export: {:.2} s (cpu {:.2} s)",
-            export.secs, export.cpu_secs
+            "import of {} new replicas: {:.2} s (cpu {:.2} s)",
+            args.import, import.secs, import.cpu_secs
         ),
     )?;
+    rows.push(Row {
+        item: format!("3 import of {} new replicas, ledger on", args.import),
+        figure: format!("{:.2} s ({rate:.0} issues/s)", import.secs),
+        target: "≤ 5 s (≥ 2000 issues/s)".into(),
+        met: rate >= 2000.0,
+        rss: Some(import),
+    });
+
+    let peak = rows
+        .iter()
+        .filter_map(|r| r.rss)
+        .map(|m| m.max_rss_kib)
+        .max()
+        .unwrap_or(0);
+    rows.push(Row {
+        item: "5 peak RSS, highest of the items above".into(),
+        figure: format!("{:.0} MB", peak as f64 / 1024.0),
+        target: "≤ 200 MB".into(),
+        met: peak as f64 / 1024.0 <= 200.0,
+        rss: None,
+    });
+    Ok(())
+}
+
+/// git fast-import writing ISSUES replica-sized files in one commit: the
+/// baseline of item 1, in seconds.
+fn fast_import(
+    args: &BenchArgs,
+    runner: &Runner,
+    root: &Path,
+    ctx: &mut Ctx,
+) -> anyhow::Result<f64> {
+    let baseline = fs::canonicalize(&args.baseline)?;
     let python = Path::new("python3");
     let fastimport_repo = root.join("fastimport.git");
     let fastimport = runner
@@ -605,18 +727,54 @@ fn core_items(
             fs::read_to_string(&runner.log).unwrap_or_default()
         );
     }
-    let fastimport_secs: f64 = String::from_utf8_lossy(&fastimport.stdout)
+    let secs: f64 = String::from_utf8_lossy(&fastimport.stdout)
         .trim()
         .parse()
         .context("reading the baseline's seconds")?;
     fs::remove_dir_all(&fastimport_repo)?;
-    say(ctx, format!("git fast-import: {fastimport_secs:.2} s"))?;
+    say(
+        ctx,
+        format!("git fast-import of {} files: {secs:.2} s", args.issues),
+    )?;
+    Ok(secs)
+}
+
+/// Items 1, 2, 4, 6 and 7 on sites of one shape.
+#[allow(clippy::too_many_arguments)]
+fn shape_items(
+    args: &BenchArgs,
+    runner: &Runner,
+    root: &Path,
+    shape: &Shape,
+    fastimport_secs: f64,
+    ctx: &mut Ctx,
+    rows: &mut Vec<Row>,
+    notes: &mut String,
+) -> anyhow::Result<()> {
+    let of = |item: String| format!("{item}, {}", shape.name);
+    // 1. Full export against git fast-import.
+    writeln!(
+        ctx.out,
+        "building a site of {} issues × {} comments in {}",
+        args.issues,
+        args.comments,
+        root.display()
+    )?;
+    let big = World::build(runner, &root.join("big"), args.issues, &shape.generate)?;
+    let export = runner.ferry(&big.a, &["-q", "export"])?;
+    say(
+        ctx,
+        format!(
+            "full export: {:.2} s (cpu {:.2} s)",
+            export.secs, export.cpu_secs
+        ),
+    )?;
     let ratio = export.secs / fastimport_secs;
     rows.push(Row {
-        item: format!(
-            "1 full export, {} issues × {} comments, {} projects",
-            args.issues, args.comments, args.projects
-        ),
+        item: of(format!(
+            "1 full export, {} issues × {} comments",
+            args.issues, args.comments
+        )),
         figure: format!(
             "{:.2} s = {ratio:.2} × fast-import ({fastimport_secs:.2} s)",
             export.secs
@@ -643,7 +801,8 @@ fn core_items(
     )?;
     let _ = writeln!(
         notes,
-        "peer's first import of the big site: {:.1} s, peak {:.0} MB",
+        "peer's first import of the big site, {}: {:.1} s, peak {:.0} MB",
+        shape.name,
         first_import.secs,
         first_import.rss_mb()
     );
@@ -695,7 +854,7 @@ fn core_items(
     };
 
     // 2b. Incremental, small site.
-    let small = World::build(runner, &root.join("small"), args.small, &shape)?;
+    let small = World::build(runner, &root.join("small"), args.small, &shape.generate)?;
     small.sync_over(runner)?;
     small.change(runner, args.changed, 1)?;
     let small_steps = small.sync_over(runner)?;
@@ -710,51 +869,68 @@ fn core_items(
     )?;
     let spread = big_total.secs / small_total.secs;
     rows.push(Row {
-        item: format!(
+        item: of(format!(
             "2 incremental, {} changed in {} issues",
             args.changed, args.issues
-        ),
+        )),
         figure: format!("{:.3} s", big_total.secs),
         target: "≤ 0.3 s".into(),
         met: big_total.secs <= 0.3,
         rss: Some(big_total),
     });
     rows.push(Row {
-        item: format!(
+        item: of(format!(
             "2 incremental, {} changed in {} issues",
             args.changed, args.small
-        ),
+        )),
         figure: format!("{:.3} s (big/small = {spread:.2})", small_total.secs),
         target: "≤ 0.3 s, big within ±20%".into(),
         met: small_total.secs <= 0.3 && (0.8..=1.2).contains(&spread),
         rss: Some(small_total),
     });
 
-    // 3. Import of new replicas.
-    let imports = World::build(runner, &root.join("import"), args.import, &shape)?;
-    runner.ferry(&imports.a, &["-q", "export"])?;
-    runner.ferry(&imports.a, &["-q", "push"])?;
-    runner.ferry(&imports.b, &["-q", "pull"])?;
-    let import = runner.ferry(&imports.b, &["-q", "import"])?;
-    let rate = args.import as f64 / import.secs;
+    // 2c. One edited issue: the same sync on both sites, and what its commit
+    // adds to the big site's clone and to the channel.
+    let big_one = big.one_edit(runner)?;
+    let small_one = small.one_edit(runner)?;
     say(
         ctx,
         format!(
-            "import of {} new replicas: {:.2} s (cpu {:.2} s)",
-            args.import, import.secs, import.cpu_secs
+            "one edit: {:.3} s in the big site, {:.3} s in the small one; the big site's \
+             clone grew {} B, the channel {} B",
+            big_one.steps.secs, small_one.steps.secs, big_one.clone_growth, big_one.channel_growth
         ),
     )?;
+    let one_ratio = big_one.steps.secs / small_one.steps.secs;
     rows.push(Row {
-        item: format!("3 import of {} new replicas, ledger on", args.import),
-        figure: format!("{:.2} s ({rate:.0} issues/s)", import.secs),
-        target: "≤ 5 s (≥ 2000 issues/s)".into(),
-        met: rate >= 2000.0,
-        rss: Some(import),
+        item: of(format!("2 one edit in {} issues", args.issues)),
+        figure: format!(
+            "{:.3} s = {one_ratio:.2} × in {} issues ({:.3} s)",
+            big_one.steps.secs, args.small, small_one.steps.secs
+        ),
+        target: "≤ 1.5 ×".into(),
+        met: one_ratio <= 1.5,
+        rss: Some(big_one.steps),
+    });
+    let growth_limit = 64 * 1024;
+    rows.push(Row {
+        item: of(format!("2 one edit in {} issues, growth", args.issues)),
+        figure: format!(
+            "clone {}, channel {}",
+            human_bytes(big_one.clone_growth),
+            human_bytes(big_one.channel_growth)
+        ),
+        target: "≤ 64 KB each".into(),
+        met: big_one.clone_growth <= growth_limit && big_one.channel_growth <= growth_limit,
+        rss: None,
     });
 
     let bundle_ratio = bundle_bytes as f64 / replica_bytes.max(1) as f64;
     rows.push(Row {
-        item: format!("4 incremental bundle, {} changed issues", args.changed),
+        item: of(format!(
+            "4 incremental bundle, {} changed issues",
+            args.changed
+        )),
         figure: format!("{bundle_bytes} B for {replica_bytes} B of replicas = {bundle_ratio:.2}"),
         target: "≤ 2 × replica bytes".into(),
         met: bundle_ratio <= 2.0,
@@ -769,23 +945,11 @@ fn core_items(
             outbox.after, outbox.first
         ),
     )?;
-    let peak = rows
-        .iter()
-        .filter_map(|r| r.rss)
-        .map(|m| m.max_rss_kib)
-        .max()
-        .unwrap_or(0);
-    rows.push(Row {
-        item: "5 peak RSS, highest of the items above".into(),
-        figure: format!("{:.0} MB", peak as f64 / 1024.0),
-        target: "≤ 200 MB".into(),
-        met: peak as f64 / 1024.0 <= 200.0,
-        rss: None,
-    });
-
     let outbox_ratio = outbox.after as f64 / outbox.first.max(1) as f64;
     rows.push(Row {
-        item: format!("6 bundle outbox, {OUTBOX_RUNS} one-edit runs, no ack"),
+        item: of(format!(
+            "6 bundle outbox, {OUTBOX_RUNS} one-edit runs, no ack"
+        )),
         figure: format!(
             "{} B = {outbox_ratio:.2} × the first bundle ({} B)",
             outbox.after, outbox.first
@@ -795,7 +959,7 @@ fn core_items(
         rss: Some(outbox.runs),
     });
     // 7. The clone and the channel after many one-edit syncs.
-    let growth_world = World::build(runner, &root.join("growth"), args.small, &shape)?;
+    let growth_world = World::build(runner, &root.join("growth"), args.small, &shape.generate)?;
     let growth = growth_world.one_edit_syncs(runner, args.syncs, args.small)?;
     for (what, first, after) in [
         ("clone", &growth.first_clone, &growth.clone),
@@ -819,8 +983,9 @@ fn core_items(
     };
     let _ = writeln!(
         notes,
-        "item 7: {} issues, {} syncs in {:.0} s; growth per sync {:.0} B (clone), {:.0} B \
+        "item 7, {}: {} issues, {} syncs in {:.0} s; growth per sync {:.0} B (clone), {:.0} B \
          (channel); on disk now, superseded packs included: clone {:.2} ×, channel {:.2} ×",
+        shape.name,
         args.small,
         args.syncs,
         growth.runs.secs,
@@ -830,10 +995,10 @@ fn core_items(
         growth.channel.bytes as f64 / growth.first_channel.bytes.max(1) as f64,
     );
     rows.push(Row {
-        item: format!(
+        item: of(format!(
             "7 clone, channel after {} one-edit syncs, {} issues",
             args.syncs, args.small
-        ),
+        )),
         figure: format!(
             "{clone_ratio:.2} ×, {channel_ratio:.2} × the first ({}, {})",
             human_bytes(live(&growth.clone)),
