@@ -263,6 +263,13 @@ pub trait Tracker {
         false
     }
 
+    /// Whether making or removing a link moves both issues' `updated`, so that
+    /// an export sees a link made in the tracker at once. Where it does not
+    /// (Redmine), such a link travels with the next change of either issue.
+    fn link_changes_move_updated(&self) -> bool {
+        true
+    }
+
     /// Which tracker this is.
     fn instance(&self) -> Result<TrackerInstance, TrackerError>;
 

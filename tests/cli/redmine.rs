@@ -56,6 +56,10 @@ impl Redmine {
                 .put(&url)
                 .header("X-Redmine-API-Key", &self.key)
                 .send_json(b),
+            ("DELETE", None) => agent
+                .delete(&url)
+                .header("X-Redmine-API-Key", &self.key)
+                .call(),
             _ => panic!("{method} {path}"),
         };
         let mut response = response.unwrap();
@@ -392,6 +396,124 @@ fn escalation_between_two_redmines() {
     assert!(!objects.contains("SECRET-SUPPORT-NOTE"));
     assert!(!objects.contains("SECRET-ENG-NOTE"));
     assert!(!objects.contains(&sup.key) && !objects.contains(&eng.key));
+}
+
+/// Links and parents made in support's Redmine reach engineering's, between
+/// the copies; a link made later in Redmine (which does not move either
+/// issue's `updated_on`) travels with the next change of one of them, and a
+/// link removed at engineering goes at support too.
+#[test]
+fn links_and_parents_between_two_redmines() {
+    let (Some(sup), Some(eng)) = (
+        Redmine::from_env("SUPPORT"),
+        Redmine::from_env("ENGINEERING"),
+    ) else {
+        return;
+    };
+    let (sp, ep) = (sup.project("sup"), eng.project("eng"));
+    let w = World::new();
+    redmine_site(
+        &w,
+        &sup,
+        "support",
+        &sp,
+        ("engineering", &format!("{sp}={ep}"), "labels = escalate"),
+    );
+    redmine_site(
+        &w,
+        &eng,
+        "engineering",
+        &ep,
+        ("support", &format!("{ep}={sp}"), "labels = escalate"),
+    );
+    w.trust("support", "engineering");
+    w.trust("engineering", "support");
+
+    let epic = sup.new_issue(&sp, "Printers", "escalate");
+    let blocked = sup.new_issue(&sp, "Printer on fire", "escalate");
+    let task = sup.new_issue(&sp, "Replace the fuser", "escalate");
+    sup.call(
+        "PUT",
+        &format!("/issues/{task}.json"),
+        Some(json!({"issue": {"parent_issue_id": epic}})),
+    );
+    let relate = |r: &Redmine, from: u64, to: u64, kind: &str| {
+        r.call(
+            "POST",
+            &format!("/issues/{from}/relations.json"),
+            Some(json!({"relation": {"issue_to_id": to, "relation_type": kind}})),
+        );
+    };
+    relate(&sup, epic, blocked, "blocks");
+    for _ in 0..2 {
+        w.ok("support", &["sync"]);
+        w.ok("engineering", &["sync"]);
+    }
+    let copy = |subject: &str| -> u64 {
+        eng.issues(&ep)
+            .iter()
+            .find(|i| i["subject"] == subject)
+            .unwrap_or_else(|| panic!("no {subject:?} at engineering"))["id"]
+            .as_u64()
+            .unwrap()
+    };
+    let (e_epic, e_blocked, e_task) = (
+        copy("Printers"),
+        copy("Printer on fire"),
+        copy("Replace the fuser"),
+    );
+    let relations = |r: &Redmine, id: u64| -> Vec<(u64, String, u64)> {
+        let mut found: Vec<(u64, String, u64)> =
+            r.call("GET", &format!("/issues/{id}/relations.json"), None)["relations"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| {
+                    (
+                        x["issue_id"].as_u64().unwrap(),
+                        x["relation_type"].as_str().unwrap().to_string(),
+                        x["issue_to_id"].as_u64().unwrap(),
+                    )
+                })
+                .collect();
+        found.sort();
+        found
+    };
+    assert_eq!(
+        relations(&eng, e_epic),
+        [(e_epic, "blocks".to_string(), e_blocked)]
+    );
+    let parent = |r: &Redmine, id: u64| r.issue(&json!(id))["parent"]["id"].as_u64();
+    assert_eq!(parent(&eng, e_task), Some(e_epic));
+
+    // Made in Redmine later: it waits for a change of one of its issues.
+    relate(&sup, task, blocked, "relates");
+    w.ok("support", &["sync"]);
+    w.ok("engineering", &["sync"]);
+    assert_eq!(relations(&eng, e_task), []);
+    sup.note(task, "Fuser ordered.", false);
+    w.ok("support", &["sync"]);
+    w.ok("engineering", &["sync"]);
+    // `relates` has no direction: Redmine stores it from whichever end made it.
+    let relates = relations(&eng, e_task);
+    assert!(
+        relates == [(e_task, "relates".to_string(), e_blocked)]
+            || relates == [(e_blocked, "relates".to_string(), e_task)],
+        "{relates:?}"
+    );
+
+    // Removed in engineering's Redmine, then one of its issues changes: gone
+    // at support too.
+    let listed = eng.call("GET", &format!("/issues/{e_epic}/relations.json"), None);
+    let relation = listed["relations"][0]["id"].as_u64().unwrap();
+    eng.call("DELETE", &format!("/relations/{relation}.json"), None);
+    eng.note(e_blocked, "Not blocked any more.", false);
+    for _ in 0..2 {
+        w.ok("engineering", &["sync"]);
+        w.ok("support", &["sync"]);
+    }
+    assert_eq!(relations(&sup, epic), []);
+    assert_eq!(relations(&eng, e_epic), []);
 }
 
 /// `ferry init --tracker redmine` writes the tracker section without the key;

@@ -24,6 +24,7 @@
 pub mod fake;
 mod http;
 mod known;
+mod relations;
 mod text;
 
 use std::cell::RefCell;
@@ -407,10 +408,13 @@ impl RedmineTracker {
     fn fetch(&self, id: u64) -> Result<Option<Issue>, TrackerError> {
         let path = issue_path(id);
         let reply = self.client.get(&path, &issue_query())?;
-        self.issue_from(&path, reply)
+        let mut issue = self.issue_from(&path, reply)?;
+        self.fill_related(issue.as_mut_slice())?;
+        Ok(issue)
     }
 
-    /// The issue in Redmine's answer to a GET of `path`.
+    /// The issue in Redmine's answer to a GET of `path`, the issues it is
+    /// related to known by their ids only (see [`RedmineTracker::fill_related`]).
     fn issue_from(&self, path: &str, reply: Reply) -> Result<Option<Issue>, TrackerError> {
         match reply {
             Reply::Json(v) => {
@@ -428,7 +432,8 @@ impl RedmineTracker {
     fn fetch_or_tombstone(&self, id: u64) -> Result<Option<Issue>, TrackerError> {
         let path = issue_path(id);
         let reply = self.client.get(&path, &issue_query())?;
-        let result = self.issue_or_tombstone(id, &path, reply)?;
+        let mut result = self.issue_or_tombstone(id, &path, reply)?;
+        self.fill_related(result.as_mut_slice())?;
         self.known.borrow_mut().save()?;
         Ok(result)
     }
@@ -468,6 +473,7 @@ impl RedmineTracker {
         let (description, origin) =
             text::split(&text::unix(v["description"].as_str().unwrap_or("")));
         let origin = origin.origin;
+        let (links, parent, subtasks) = relations::read(v, id);
         let formats = self.custom_fields()?;
         let mut labels = Vec::new();
         let mut fields = BTreeMap::new();
@@ -564,9 +570,9 @@ impl RedmineTracker {
             fields,
             comments,
             attachments,
-            links: Vec::new(),
-            parent: None,
-            subtasks: Vec::new(),
+            links,
+            parent,
+            subtasks,
             origin,
             deleted: false,
         };
@@ -755,6 +761,16 @@ impl RedmineTracker {
 }
 
 impl Tracker for RedmineTracker {
+    fn relations(&self) -> bool {
+        true
+    }
+
+    /// Redmine journals a relation made or removed on both issues, but
+    /// leaves their `updated_on` as it was (see `relations.rs`).
+    fn link_changes_move_updated(&self) -> bool {
+        false
+    }
+
     fn instance(&self) -> Result<TrackerInstance, TrackerError> {
         let path = format!("/projects/{}.json", self.settings.project);
         let project = match self.client.get(&path, &[])? {
@@ -846,6 +862,7 @@ impl Tracker for RedmineTracker {
             let (path, reply) = reply?;
             issues.extend(self.issue_or_tombstone(number, &path, reply)?);
         }
+        self.fill_related(&mut issues)?;
         self.known.borrow_mut().save()?;
         Ok(issues)
     }
@@ -909,8 +926,13 @@ impl Tracker for RedmineTracker {
 
     fn create(&mut self, new: &NewIssue) -> Result<Issue, TrackerError> {
         let label = format!("new issue in {}", new.project);
-        new.patch.refuse_relations("Redmine", &label)?;
         let mut issue = self.payload(&label, &new.project, None, &new.patch)?;
+        if let Some(Some(parent)) = &new.patch.parent {
+            issue.insert(
+                "parent_issue_id".into(),
+                relations::parent_value(&Some(parent.clone()), &label)?,
+            );
+        }
         issue.insert("project_id".into(), new.project.clone().into());
         issue.insert(
             "subject".into(),
@@ -931,6 +953,7 @@ impl Tracker for RedmineTracker {
                         "Redmine's answer to a create has no id: {v}"
                     ))
                 })?;
+                self.write_links(id, &format!("{}-{id}", new.project), &new.patch)?;
                 self.reread(id)
             }
             Reply::Invalid(message) => Err(TrackerError::Rejected {
@@ -949,14 +972,25 @@ impl Tracker for RedmineTracker {
         _author: &str,
     ) -> Result<Issue, TrackerError> {
         let (number, current) = self.existing(id)?;
-        patch.refuse_relations("Redmine", &current.key)?;
-        let change = self.payload(&current.key, &current.project, Some(&current), patch)?;
-        if change.is_empty() {
+        let mut change = self.payload(&current.key, &current.project, Some(&current), patch)?;
+        if let Some(parent) = &patch.parent
+            && current.parent.as_ref().map(|p| &p.id) != parent.as_ref()
+        {
+            change.insert(
+                "parent_issue_id".into(),
+                relations::parent_value(parent, &current.key)?,
+            );
+        }
+        let links = !patch.add_links.is_empty() || !patch.remove_links.is_empty();
+        if change.is_empty() && !links {
             self.known.borrow_mut().save()?;
             return Ok(current);
         }
-        self.put(number, change.into())?
-            .ok_or_else(|| TrackerError::NotFound(id.into()))?;
+        if !change.is_empty() {
+            self.put(number, change.into())?
+                .ok_or_else(|| TrackerError::NotFound(id.into()))?;
+        }
+        self.write_links(number, &current.key, patch)?;
         self.reread(number)
     }
 
@@ -1099,10 +1133,13 @@ fn issue_path(id: u64) -> String {
     format!("/issues/{id}.json")
 }
 
-/// What an issue is read with: its journals (comments and history) and
-/// attachments, which the list endpoint does not give.
+/// What an issue is read with: its journals (comments and history),
+/// attachments, relations and sub-tasks, which the list endpoint does not give.
 fn issue_query() -> [(&'static str, String); 1] {
-    [("include", "journals,attachments".to_string())]
+    [(
+        "include",
+        "journals,attachments,relations,children".to_string(),
+    )]
 }
 
 fn parse_id(id: &str) -> Option<u64> {
