@@ -236,6 +236,29 @@ fn redmine_site(w: &World, r: &Redmine, name: &str, project: &str, connection: (
     );
 }
 
+/// Support and engineering, each on a fresh project of its Redmine (`sup`
+/// and `eng`), support sending what is labelled `escalate` and engineering
+/// what `engineering_query` selects: the world and the two projects.
+fn two_sites(sup: &Redmine, eng: &Redmine, engineering_query: &str) -> (World, String, String) {
+    let (sp, ep) = (sup.project("sup"), eng.project("eng"));
+    let w = World::new();
+    redmine_site(
+        &w,
+        sup,
+        "support",
+        &sp,
+        ("engineering", &format!("{sp}={ep}"), "labels = escalate"),
+    );
+    redmine_site(
+        &w,
+        eng,
+        "engineering",
+        &ep,
+        ("support", &format!("{ep}={sp}"), engineering_query),
+    );
+    (w, sp, ep)
+}
+
 #[test]
 fn escalation_between_two_redmines() {
     let (Some(sup), Some(eng)) = (
@@ -248,22 +271,7 @@ fn escalation_between_two_redmines() {
         "running the two-site story between {} and {}",
         sup.url, eng.url
     );
-    let (sp, ep) = (sup.project("sup"), eng.project("eng"));
-    let w = World::new();
-    redmine_site(
-        &w,
-        &sup,
-        "support",
-        &sp,
-        ("engineering", &format!("{sp}={ep}"), "labels = escalate"),
-    );
-    redmine_site(
-        &w,
-        &eng,
-        "engineering",
-        &ep,
-        ("support", &format!("{ep}={sp}"), "labels = customer-facing"),
-    );
+    let (w, sp, ep) = two_sites(&sup, &eng, "labels = customer-facing");
     // Engineering calls Redmine's "Feedback" "In Progress", and its Redmine
     // login "admin" is kevin to ferry: the mapping tables of ferry.yaml.
     let config = w.path("engineering/ferry.yaml");
@@ -410,22 +418,7 @@ fn links_and_parents_between_two_redmines() {
     ) else {
         return;
     };
-    let (sp, ep) = (sup.project("sup"), eng.project("eng"));
-    let w = World::new();
-    redmine_site(
-        &w,
-        &sup,
-        "support",
-        &sp,
-        ("engineering", &format!("{sp}={ep}"), "labels = escalate"),
-    );
-    redmine_site(
-        &w,
-        &eng,
-        "engineering",
-        &ep,
-        ("support", &format!("{ep}={sp}"), "labels = escalate"),
-    );
+    let (w, sp, ep) = two_sites(&sup, &eng, "labels = escalate");
     w.trust("support", "engineering");
     w.trust("engineering", "support");
 

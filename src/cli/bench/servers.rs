@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
-use super::{Row, Runner, say};
+use super::{Measured, Row, Runner, say};
 use crate::cli::Ctx;
 use crate::tracker::jira::fake::FakeJira;
 use crate::tracker::redmine::fake::FakeRedmine;
@@ -190,9 +190,7 @@ fn jira_export(
     fake.seed(n, COMMENTS, "alice");
     let pair = jira_pair(runner, &root.join("jira-export"), &fake)?;
     fake.latency(latency);
-    let before = fake.request_count();
-    let export = runner.ferry(&pair.server, &["-q", "export"])?;
-    let requests = fake.request_count() - before;
+    let (export, requests) = export_counted(runner, &pair, &fake)?;
     fake.latency(Duration::ZERO);
     let rate = n as f64 / export.secs;
     let per_issue = requests as f64 / n.max(1) as f64;
@@ -309,27 +307,8 @@ fn redmine_memory(
         FakeRedmine::start(REDMINE_PROJECT, REDMINE_KEY).context("starting the fake Redmine")?;
     fake.seed(n, COMMENTS);
     let pair = redmine_pair(runner, &root.join("redmine-memory"), &fake)?;
-    let before = fake.requests();
-    let export = runner.ferry(&pair.server, &["-q", "export"])?;
-    let requests = fake.requests() - before;
-    say(
-        ctx,
-        format!(
-            "Redmine first export of {n} issues: {:.1} s (cpu {:.1} s), {requests} requests, \
-             peak {:.0} MB",
-            export.secs,
-            export.cpu_secs,
-            export.rss_mb()
-        ),
-    )?;
-    rows.push(Row {
-        item: format!("10 peak RSS, Redmine first export, {n} issues × {COMMENTS} notes"),
-        figure: format!("{:.0} MB ({:.1} s)", export.rss_mb(), export.secs),
-        target: "≤ 200 MB".into(),
-        met: export.rss_mb() <= 200.0,
-        rss: Some(export),
-    });
-    Ok(())
+    let (export, requests) = export_counted(runner, &pair, &fake)?;
+    memory_row("10", "Redmine", "notes", n, export, requests, ctx, rows)
 }
 
 /// Item 11: peak memory of a first export from a Jira with many issues.
@@ -344,13 +323,54 @@ fn jira_memory(
     let fake = fake_jira();
     fake.seed(n, COMMENTS, "alice");
     let pair = jira_pair(runner, &root.join("jira-memory"), &fake)?;
-    let before = fake.request_count();
+    let (export, requests) = export_counted(runner, &pair, &fake)?;
+    memory_row("11", "Jira", "comments", n, export, requests, ctx, rows)
+}
+
+/// A fake that counts the requests it answers.
+trait Counted {
+    fn answered(&self) -> usize;
+}
+
+impl Counted for FakeJira {
+    fn answered(&self) -> usize {
+        self.request_count()
+    }
+}
+
+impl Counted for FakeRedmine {
+    fn answered(&self) -> usize {
+        self.requests()
+    }
+}
+
+/// `ferry export` at the server site: the run, and the requests it sent.
+fn export_counted(
+    runner: &Runner,
+    pair: &Pair,
+    fake: &dyn Counted,
+) -> anyhow::Result<(Measured, usize)> {
+    let before = fake.answered();
     let export = runner.ferry(&pair.server, &["-q", "export"])?;
-    let requests = fake.request_count() - before;
+    Ok((export, fake.answered() - before))
+}
+
+/// The row of a first export's peak memory (items 10 and 11).
+#[allow(clippy::too_many_arguments)]
+fn memory_row(
+    number: &str,
+    tracker: &str,
+    comments: &str,
+    n: usize,
+    export: Measured,
+    requests: usize,
+    ctx: &mut Ctx,
+    rows: &mut Vec<Row>,
+) -> anyhow::Result<()> {
     say(
         ctx,
         format!(
-            "Jira first export of {n} issues: {:.1} s (cpu {:.1} s), {requests} requests, \
+            "{tracker} first export of {n} issues: {:.1} s (cpu {:.1} s), {requests} requests, \
              peak {:.0} MB",
             export.secs,
             export.cpu_secs,
@@ -358,7 +378,9 @@ fn jira_memory(
         ),
     )?;
     rows.push(Row {
-        item: format!("11 peak RSS, Jira first export, {n} issues × {COMMENTS} comments"),
+        item: format!(
+            "{number} peak RSS, {tracker} first export, {n} issues × {COMMENTS} {comments}"
+        ),
         figure: format!("{:.0} MB ({:.1} s)", export.rss_mb(), export.secs),
         target: "≤ 200 MB".into(),
         met: export.rss_mb() <= 200.0,
@@ -384,9 +406,7 @@ fn redmine_export(
     fake.seed(n, COMMENTS);
     let pair = redmine_pair(runner, &root.join("redmine-export"), &fake)?;
     fake.latency(latency);
-    let before = fake.requests();
-    let export = runner.ferry(&pair.server, &["-q", "export"])?;
-    let requests = fake.requests() - before;
+    let (export, requests) = export_counted(runner, &pair, &fake)?;
     fake.latency(Duration::ZERO);
     let rate = n as f64 / export.secs;
     say(
