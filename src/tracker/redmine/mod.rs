@@ -851,16 +851,22 @@ impl Tracker for RedmineTracker {
     /// One request per issue (Redmine's list has no journals), `concurrency`
     /// at a time; what was read is remembered once for the whole call.
     fn get_many(&self, ids: &[String]) -> Result<Vec<Issue>, TrackerError> {
+        // Answers are parsed JSON, several times the issue they make: a few
+        // rounds of requests at a time are turned into issues and dropped.
+        const ROUNDS: usize = 8;
         let numbers: Vec<u64> = ids.iter().filter_map(|id| parse_id(id)).collect();
         let client = &self.client;
-        let replies = side_by_side(self.settings.concurrency, &numbers, |&number| {
-            let path = issue_path(number);
-            client.get(&path, &issue_query()).map(|reply| (path, reply))
-        });
+        let concurrency = self.settings.concurrency.max(1);
         let mut issues = Vec::with_capacity(ids.len());
-        for (&number, reply) in numbers.iter().zip(replies) {
-            let (path, reply) = reply?;
-            issues.extend(self.issue_or_tombstone(number, &path, reply)?);
+        for chunk in numbers.chunks(concurrency * ROUNDS) {
+            let replies = side_by_side(concurrency, chunk, |&number| {
+                let path = issue_path(number);
+                client.get(&path, &issue_query()).map(|reply| (path, reply))
+            });
+            for (&number, reply) in chunk.iter().zip(replies) {
+                let (path, reply) = reply?;
+                issues.extend(self.issue_or_tombstone(number, &path, reply)?);
+            }
         }
         self.fill_related(&mut issues)?;
         self.known.borrow_mut().save()?;
