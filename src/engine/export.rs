@@ -399,8 +399,9 @@ pub fn export(
             comment_count,
             plural(comment_count),
         );
-        site.exchange.write_blobs(blobs)?;
-        report.commit = site.exchange.commit(&branch, &writes, &message, &me)?;
+        report.commit = site
+            .exchange
+            .commit_with(blobs, &branch, &writes, &message, &me)?;
         failpoint::hit("after-commit");
     }
     site.ledger.mark_shared(peer, &exported_ids)?;

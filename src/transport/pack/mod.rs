@@ -31,7 +31,7 @@ use sha1::{Digest, Sha1};
 
 /// Pack entry types (gitformat-pack).
 const OBJ_COMMIT: u8 = 1;
-const OBJ_TREE: u8 = 2;
+pub(crate) const OBJ_TREE: u8 = 2;
 pub(crate) const OBJ_BLOB: u8 = 3;
 const OBJ_REF_DELTA: u8 = 7;
 
@@ -326,7 +326,7 @@ fn mode_kind(mode: u32) -> Option<ObjectType> {
 
 /// The entries of a raw tree object (`<octal mode> <name>\0<20-byte id>`
 /// each, gitformat-tree): mode, name, id.
-fn tree_entries(
+pub(crate) fn tree_entries(
     data: &[u8],
     tree: Oid,
 ) -> Result<impl Iterator<Item = (u32, &[u8], Oid)>, git2::Error> {

@@ -25,7 +25,6 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use git2::build::TreeUpdateBuilder;
 use git2::{ErrorCode, FileMode, ObjectType, Oid, Repository, Signature, Sort, Tree};
 use sha2::{Digest, Sha256};
 
@@ -34,6 +33,8 @@ use crate::replica::{
 };
 use crate::signing::{KeyError, SiteKey, with_branch_trailer};
 use crate::transport::pack;
+
+mod tree;
 
 /// An exchange repo operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -184,7 +185,8 @@ pub enum Content {
     /// Attachment content already in the object database
     /// ([`Exchange::store_content`]): one blob, or a tree of parts.
     Stored(StoredContent),
-    /// A blob already in the object database ([`Exchange::write_blobs`]).
+    /// A blob already in the object database, or gathered in the
+    /// [`NewBlobs`] given to [`Exchange::commit_with`].
     Blob(Oid),
 }
 
@@ -324,7 +326,7 @@ fn check_path(path: &str) -> Result<(), ExchangeError> {
 const PACK_THRESHOLD: usize = 64;
 
 /// Blobs a commit will hold that the exchange lacks, gathered as they are made
-/// and written by [`Exchange::write_blobs`]: loose when few; from
+/// and written with the commit's trees by [`Exchange::commit_with`]: loose when few; from
 /// [`PACK_THRESHOLD`] on, compressed on every core as they come and appended to
 /// a pack file, so that a large export holds neither the blobs nor the pack.
 ///
@@ -337,8 +339,9 @@ const PACK_THRESHOLD: usize = 64;
 /// before the commit) is only unreachable objects.
 #[derive(Default)]
 pub struct NewBlobs {
-    /// Blobs not written yet: all of them while there are few.
-    whole: Vec<(Oid, Vec<u8>)>,
+    /// Objects not written yet: all of them while there are few. Blobs, and
+    /// the trees of the commit they are for (see `tree.rs`).
+    whole: Vec<(Oid, ObjectType, Vec<u8>)>,
     /// The pack being written, once there are many.
     pack: Option<PackFile>,
     seen: std::collections::HashSet<Oid>,
@@ -368,7 +371,7 @@ impl NewBlobs {
             // A miss makes libgit2 rescan the pack folder unless told not to:
             // 100 000 rescans for a first export.
             if self.seen.insert(oid) && !odb.exists_ext(oid, git2::OdbLookupFlags::NO_REFRESH) {
-                self.whole.push((oid, bytes));
+                self.whole.push((oid, ObjectType::Blob, bytes));
             }
         }
         if self.pack.is_some() || self.whole.len() >= PACK_THRESHOLD {
@@ -377,7 +380,25 @@ impl NewBlobs {
         Ok(())
     }
 
-    /// Compresses the whole blobs on every core and appends them to the pack.
+    /// Adds the trees a commit made (each with its id), to be written with
+    /// the blobs.
+    fn add_trees(
+        &mut self,
+        exchange: &Exchange,
+        trees: Vec<(Oid, Vec<u8>)>,
+    ) -> Result<(), ExchangeError> {
+        for (oid, bytes) in trees {
+            if self.seen.insert(oid) {
+                self.whole.push((oid, ObjectType::Tree, bytes));
+            }
+        }
+        if self.pack.is_some() || self.whole.len() >= PACK_THRESHOLD {
+            self.append_to_pack(exchange)?;
+        }
+        Ok(())
+    }
+
+    /// Compresses the whole objects on every core and appends them to the pack.
     fn append_to_pack(&mut self, exchange: &Exchange) -> Result<(), ExchangeError> {
         use rayon::prelude::*;
         use std::io::Write;
@@ -409,7 +430,7 @@ impl NewBlobs {
             .par_iter()
             .map_init(
                 || flate2::Compress::new(flate2::Compression::fast(), true),
-                |compressor, (oid, bytes)| (*oid, pack_entry(compressor, bytes)),
+                |compressor, (oid, kind, bytes)| (*oid, pack_entry(compressor, *kind, bytes)),
             )
             .collect();
         drop(whole);
@@ -504,10 +525,14 @@ pub fn blob_id(bytes: &[u8]) -> Oid {
     Oid::from_bytes(&hasher.finalize()).expect("a SHA-1 is 20 bytes")
 }
 
-/// The pack entry of one blob (undeltified, zlib at its fastest level).
-fn pack_entry(compressor: &mut flate2::Compress, blob: &[u8]) -> Vec<u8> {
+/// The pack entry of one blob or tree (undeltified, zlib at its fastest level).
+fn pack_entry(compressor: &mut flate2::Compress, kind: ObjectType, blob: &[u8]) -> Vec<u8> {
     let mut entry = Vec::with_capacity(blob.len() / 2 + 64);
-    pack::object_header(&mut entry, pack::OBJ_BLOB, blob.len());
+    let code = match kind {
+        ObjectType::Tree => pack::OBJ_TREE,
+        _ => pack::OBJ_BLOB,
+    };
+    pack::object_header(&mut entry, code, blob.len());
     compressor.reset();
     loop {
         let consumed = compressor.total_in() as usize;
@@ -1200,6 +1225,20 @@ impl Exchange {
         message: &str,
         site: &str,
     ) -> Result<Option<Oid>, ExchangeError> {
+        self.commit_with(NewBlobs::default(), refname, writes, message, site)
+    }
+
+    /// [`Exchange::commit`] of writes that name blobs gathered in `blobs`
+    /// ([`Content::Blob`]): they are written with the commit's trees, in one
+    /// pack when there are many.
+    pub fn commit_with(
+        &self,
+        mut blobs: NewBlobs,
+        refname: &str,
+        writes: &[FileWrite],
+        message: &str,
+        site: &str,
+    ) -> Result<Option<Oid>, ExchangeError> {
         let parent = self.resolve(refname)?;
         let mut last: BTreeMap<&str, Option<&Content>> = BTreeMap::new();
         for write in writes {
@@ -1222,10 +1261,8 @@ impl Exchange {
             };
             entries.insert(path, entry);
         }
-        let mut blobs = NewBlobs::default();
         blobs.add(self, new)?;
-        self.write_blobs(blobs)?;
-        let Some(oid) = self.build_commit(refname, parent, &entries, message, site)? else {
+        let Some(oid) = self.build_commit(refname, parent, &entries, message, site, blobs)? else {
             return Ok(None);
         };
         self.update_ref(
@@ -1238,11 +1275,14 @@ impl Exchange {
     }
 
     /// Writes `blobs` into the object database (see [`NewBlobs`]).
-    pub fn write_blobs(&self, mut blobs: NewBlobs) -> Result<(), ExchangeError> {
+    fn write_blobs(&self, mut blobs: NewBlobs) -> Result<(), ExchangeError> {
         use std::os::unix::fs::PermissionsExt;
         if blobs.pack.is_none() {
-            for (_, bytes) in &blobs.whole {
-                git(self.repo.blob(bytes), || "writing a blob".to_string())?;
+            let odb = git(self.repo.odb(), || {
+                "opening the object database".to_string()
+            })?;
+            for (oid, kind, bytes) in &blobs.whole {
+                git(odb.write(*kind, bytes), || format!("writing {kind} {oid}"))?;
             }
             return Ok(());
         }
@@ -1286,8 +1326,9 @@ impl Exchange {
     }
 
     /// Writes the tree of `entries` (path → blob or tree, `None` removes) on top of
-    /// `parent`'s and the signed commit, and returns the commit; `None` when the
-    /// tree would not change. Only the trees on changed paths are written.
+    /// `parent`'s, with `objects` (see `tree.rs`), and the signed commit, and
+    /// returns the commit; `None` when the tree would not change. Only the trees
+    /// on changed paths are written.
     fn build_commit(
         &self,
         refname: &str,
@@ -1295,6 +1336,7 @@ impl Exchange {
         entries: &BTreeMap<&str, Option<(Oid, FileMode)>>,
         message: &str,
         site: &str,
+        mut objects: NewBlobs,
     ) -> Result<Option<Oid>, ExchangeError> {
         let repo = &self.repo;
         let parent_commit = parent
@@ -1310,30 +1352,18 @@ impl Exchange {
             })?,
             None => empty_tree(repo)?,
         };
-        let mut update = TreeUpdateBuilder::new();
-        for (path, entry) in entries {
-            match entry {
-                Some((oid, mode)) => {
-                    update.upsert(*path, *oid, *mode);
-                }
-                // libgit2 fails on removing an absent entry; absent is what we want.
-                None => match base_tree.get_path(Path::new(path)) {
-                    Ok(_) => {
-                        update.remove(*path);
-                    }
-                    Err(e) if e.code() == ErrorCode::NotFound => {}
-                    Err(source) => {
-                        return Err(ExchangeError::Git {
-                            context: format!("looking up {path} in {refname}"),
-                            source,
-                        });
-                    }
-                },
-            }
-        }
-        let tree_id = git(update.create_updated(repo, &base_tree), || {
-            format!("building the new tree of {refname}")
-        })?;
+        let odb = git(repo.odb(), || "opening the object database".to_string())?;
+        let changes: Vec<tree::Change<'_>> = entries
+            .iter()
+            .map(|(path, entry)| (path.split('/').collect(), *entry))
+            .collect();
+        let mut made = Vec::new();
+        let tree_id = match tree::updated(&odb, Some(base_tree.id()), &changes, &mut made)? {
+            Some(oid) => oid,
+            None => empty_tree(repo)?.id(),
+        };
+        objects.add_trees(self, made)?;
+        self.write_blobs(objects)?;
         // A root commit is compared with the empty tree: no empty commits, ever.
         if tree_id == base_tree.id() {
             return Ok(None);
@@ -1783,13 +1813,13 @@ mod tests {
                 .parse()
                 .unwrap()
         };
-        // Every blob of the two big commits is in their two packs; loose are only
-        // trees and commits (the root commit's empty base tree, then per commit
-        // the root, issues/ and the project trees it touched, and the commit)
-        // and the three blobs of the small commit.
+        // Every blob and tree of the two big commits is in their two packs (the
+        // trees: the root, issues/ and the seven project trees each); loose are
+        // the root commit's empty base tree, the commits, and the three blobs
+        // and five trees of the small one.
         assert_eq!(count("packs"), 2, "{counts}");
-        assert_eq!(count("in-pack"), 5 * PACK_THRESHOLD, "{counts}");
-        assert_eq!(count("count"), 1 + 10 + (3 + 5 + 1) + 10, "{counts}");
+        assert_eq!(count("in-pack"), 5 * PACK_THRESHOLD + 2 * 9, "{counts}");
+        assert_eq!(count("count"), 1 + 1 + (3 + 5 + 1) + 1, "{counts}");
         for (commit, round) in [(first, 1), (third, 3)] {
             let listed = git_cli(repo, &["ls-tree", "-r", "--name-only", &commit.to_string()]);
             assert_eq!(listed.lines().count(), 3 * PACK_THRESHOLD);
