@@ -16,6 +16,7 @@
 pub mod bundle;
 pub mod pack;
 pub mod remote;
+mod watchdog;
 
 use std::path::{Path, PathBuf};
 

@@ -29,6 +29,7 @@ use git2::{
     PushOptions, RemoteCallbacks, Repository,
 };
 
+use super::watchdog::Watchdog;
 use super::{
     Channel, FetchOutcome, ForeignCommit, Limits, PushOutcome, TransportError, admit, pack,
 };
@@ -239,9 +240,21 @@ impl GitRemote {
         let mut remote = repo
             .remote_anonymous(&self.target)
             .map_err(|e| self.git_err(action(), e))?;
+        // libgit2 indexes what the server sends; a pack it cannot index, or a
+        // server that stops, would hold the run for ever (see watchdog.rs).
+        let watchdog = Watchdog::start(self.channel());
+        let mut callbacks = callbacks();
+        callbacks.transfer_progress(|progress| {
+            watchdog.report(
+                progress.received_objects(),
+                progress.total_objects(),
+                progress.indexed_deltas(),
+            );
+            true
+        });
         let mut options = FetchOptions::new();
         options
-            .remote_callbacks(callbacks())
+            .remote_callbacks(callbacks)
             .download_tags(AutotagOption::None)
             .update_fetchhead(false);
         remote
@@ -389,6 +402,8 @@ impl GitRemote {
         }
         let repo = exchange.repo();
         let action = || format!("pushing {branch}");
+        // A server that stops answering would hold the run (see watchdog.rs).
+        let watchdog = Watchdog::start(self.channel());
         let mut remote = repo
             .remote_anonymous(&self.target)
             .map_err(|e| self.git_err(action(), e))?;
@@ -409,6 +424,7 @@ impl GitRemote {
         // itself returns Ok; only a client-side refusal comes back as an Err.
         let refused = RefCell::new(None);
         let mut callbacks = callbacks();
+        callbacks.push_transfer_progress(|_, _, _| watchdog.report(0, 0, 0));
         callbacks.push_update_reference(|name, status| {
             if let Some(reason) = status {
                 *refused.borrow_mut() = Some(format!("{name}: {reason}"));
@@ -848,6 +864,7 @@ impl Channel for GitRemote {
                 dir.display()
             ));
         }
+        let _watchdog = Watchdog::start(self.channel());
         let mut remote = exchange
             .repo()
             .remote_anonymous(&self.target)

@@ -174,3 +174,49 @@ fn a_deleted_issue_travels_as_a_tombstone_and_the_incoming_rule_decides() {
         .collect();
     assert!(labels.contains(&"peer-deleted"), "{labels:?}");
 }
+
+/// A server that takes the connection and then says nothing: the fetch would
+/// wait for ever, so the watchdog ends the run after the silence it allows
+/// (shortened here), exit 3, naming the channel.
+#[test]
+fn a_server_that_stops_answering_ends_the_run() {
+    let w = World::new();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    let url = format!("git://127.0.0.1:{port}/exchange.git");
+    std::fs::create_dir_all(w.path("support")).unwrap();
+    w.ok("support", &["init", "--site", "support"]);
+    w.ok(
+        "support",
+        &[
+            "connection",
+            "add",
+            "engineering",
+            "--channel",
+            &url,
+            "--project",
+            "SUP=ENG",
+        ],
+    );
+    let started = Instant::now();
+    let out = w
+        .command("support", &["pull"])
+        .env("FERRY_FETCH_STALL_SECS", "2")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "fetching from git://127.0.0.1:{port}/exchange.git"
+        )) && stderr.contains("the channel sent nothing for"),
+        "{stderr}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(120));
+}

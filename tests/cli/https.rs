@@ -102,9 +102,11 @@ fn an_https_channel_verifies_the_server_against_the_certificate_bundle() {
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
+    // The port is in the message and may hold the digits 404: look past it.
+    let said = stderr.replace(&port.to_string(), "PORT");
     assert_eq!(out.status.code(), Some(3), "{stderr}");
-    assert!(stderr.contains("certificate"), "{stderr}");
-    assert!(!stderr.contains("404"), "{stderr}");
+    assert!(said.contains("certificate"), "{stderr}");
+    assert!(!said.contains("404"), "{stderr}");
 
     // The user's bundle does: the request goes through and meets the 404.
     let out = w
@@ -113,7 +115,8 @@ fn an_https_channel_verifies_the_server_against_the_certificate_bundle() {
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
+    let said = stderr.replace(&port.to_string(), "PORT");
     assert_eq!(out.status.code(), Some(3), "{stderr}");
-    assert!(stderr.contains("404"), "{stderr}");
-    assert!(!stderr.contains("certificate"), "{stderr}");
+    assert!(said.contains("404"), "{stderr}");
+    assert!(!said.contains("certificate"), "{stderr}");
 }
