@@ -374,10 +374,7 @@ impl NewBlobs {
                 self.whole.push((oid, ObjectType::Blob, bytes));
             }
         }
-        if self.pack.is_some() || self.whole.len() >= PACK_THRESHOLD {
-            self.append_to_pack(exchange)?;
-        }
-        Ok(())
+        self.pack_if_many(exchange)
     }
 
     /// Adds the trees a commit made (each with its id), to be written with
@@ -392,6 +389,11 @@ impl NewBlobs {
                 self.whole.push((oid, ObjectType::Tree, bytes));
             }
         }
+        self.pack_if_many(exchange)
+    }
+
+    /// Starts or extends the pack once there are [`PACK_THRESHOLD`] objects.
+    fn pack_if_many(&mut self, exchange: &Exchange) -> Result<(), ExchangeError> {
         if self.pack.is_some() || self.whole.len() >= PACK_THRESHOLD {
             self.append_to_pack(exchange)?;
         }
@@ -518,9 +520,14 @@ fn pack_index(mut entries: Vec<(Oid, u64, u32)>, pack_checksum: &[u8; 20]) -> Ve
 /// instructions where it has them): libgit2's collision-detecting SHA-1 guards
 /// what is read from elsewhere, these are bytes ferry itself made.
 pub fn blob_id(bytes: &[u8]) -> Oid {
+    object_id(ObjectType::Blob, bytes)
+}
+
+/// The id git gives an object of this kind and these bytes (see [`blob_id`]).
+fn object_id(kind: ObjectType, bytes: &[u8]) -> Oid {
     use sha1::Digest;
     let mut hasher = sha1::Sha1::new();
-    hasher.update(format!("blob {}\0", bytes.len()));
+    hasher.update(format!("{kind} {}\0", bytes.len()));
     hasher.update(bytes);
     Oid::from_bytes(&hasher.finalize()).expect("a SHA-1 is 20 bytes")
 }
@@ -528,11 +535,7 @@ pub fn blob_id(bytes: &[u8]) -> Oid {
 /// The pack entry of one blob or tree (undeltified, zlib at its fastest level).
 fn pack_entry(compressor: &mut flate2::Compress, kind: ObjectType, blob: &[u8]) -> Vec<u8> {
     let mut entry = Vec::with_capacity(blob.len() / 2 + 64);
-    let code = match kind {
-        ObjectType::Tree => pack::OBJ_TREE,
-        _ => pack::OBJ_BLOB,
-    };
-    pack::object_header(&mut entry, code, blob.len());
+    pack::object_header(&mut entry, pack::type_code(kind), blob.len());
     compressor.reset();
     loop {
         let consumed = compressor.total_in() as usize;

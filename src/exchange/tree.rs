@@ -11,9 +11,9 @@
 //! made; a subtree whose entries come out as they were keeps its id.
 use std::collections::BTreeMap;
 
-use git2::{FileMode, Odb, Oid};
+use git2::{FileMode, ObjectType, Odb, Oid};
 
-use super::{ExchangeError, git};
+use super::{ExchangeError, git, object_id};
 use crate::transport::pack::tree_entries;
 
 /// A tree entry's mode as git writes it (`40000` for a tree).
@@ -109,7 +109,6 @@ pub(super) fn updated(
 /// A tree object's bytes (`<octal mode> <name>\0<20-byte id>` each, in git's
 /// order: by name, a tree's name as if it ended in `/`) and its id.
 fn serialize(entries: &BTreeMap<Vec<u8>, (u32, Oid)>) -> (Oid, Vec<u8>) {
-    use sha1::Digest;
     let mut sorted: Vec<(Vec<u8>, &[u8], u32, Oid)> = entries
         .iter()
         .map(|(name, (mode, oid))| {
@@ -128,11 +127,7 @@ fn serialize(entries: &BTreeMap<Vec<u8>, (u32, Oid)>) -> (Oid, Vec<u8>) {
         bytes.push(0);
         bytes.extend_from_slice(oid.as_bytes());
     }
-    let mut hasher = sha1::Sha1::new();
-    hasher.update(format!("tree {}\0", bytes.len()));
-    hasher.update(&bytes);
-    let oid = Oid::from_bytes(&hasher.finalize()).expect("a SHA-1 is 20 bytes");
-    (oid, bytes)
+    (object_id(ObjectType::Tree, &bytes), bytes)
 }
 
 #[cfg(test)]

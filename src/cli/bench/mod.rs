@@ -388,19 +388,13 @@ impl World {
         issues: usize,
     ) -> anyhow::Result<Growth> {
         let per_project = (issues / self.projects.len()).max(1);
-        let sizes = || -> anyhow::Result<(Storage, Storage)> {
-            Ok((
-                maintenance::measure(&self.a.join(".ferry").join(crate::site::EXCHANGE_DIR))?,
-                maintenance::measure(&self.a.join("..").join("exchange.git"))?,
-            ))
-        };
         let sync = |runner: &Runner| -> anyhow::Result<Measured> {
             Ok(runner
                 .ferry(&self.a, &["-q", "sync"])?
                 .then(runner.ferry(&self.b, &["-q", "sync"])?))
         };
         sync(runner)?;
-        let first = sizes()?;
+        let first = self.storage()?;
         let mut measured = Measured::default();
         for round in 1..=syncs {
             let key = format!(
@@ -415,7 +409,7 @@ impl World {
             )?;
             measured = measured.then(sync(runner)?);
         }
-        let (clone, channel) = sizes()?;
+        let (clone, channel) = self.storage()?;
         Ok(Growth {
             first_clone: first.0,
             first_channel: first.1,
@@ -429,17 +423,7 @@ impl World {
     /// and what the sync added to `a`'s clone and to the channel (bytes
     /// without superseded packs; a repack in between counts as no growth).
     fn one_edit(&self, runner: &Runner) -> anyhow::Result<OneEdit> {
-        let sizes = || -> anyhow::Result<(u64, u64)> {
-            Ok((
-                live(&maintenance::measure(
-                    &self.a.join(".ferry").join(crate::site::EXCHANGE_DIR),
-                )?),
-                live(&maintenance::measure(
-                    &self.a.join("..").join("exchange.git"),
-                )?),
-            ))
-        };
-        let (clone, channel) = sizes()?;
+        let (clone, channel) = self.storage()?;
         let key = format!("{}-1", self.projects[0]);
         runner.ferry(
             &self.a,
@@ -453,12 +437,20 @@ impl World {
             ],
         )?;
         let steps = self.sync_over(runner)?.total();
-        let (clone_after, channel_after) = sizes()?;
+        let (clone_after, channel_after) = self.storage()?;
         Ok(OneEdit {
             steps,
-            clone_growth: clone_after.saturating_sub(clone),
-            channel_growth: channel_after.saturating_sub(channel),
+            clone_growth: live(&clone_after).saturating_sub(live(&clone)),
+            channel_growth: live(&channel_after).saturating_sub(live(&channel)),
         })
+    }
+
+    /// What `a`'s clone and the channel hold now.
+    fn storage(&self) -> anyhow::Result<(Storage, Storage)> {
+        Ok((
+            maintenance::measure(&self.a.join(".ferry").join(crate::site::EXCHANGE_DIR))?,
+            maintenance::measure(&self.a.join("..").join("exchange.git"))?,
+        ))
     }
 
     /// The head of `a`'s branch for `b`.

@@ -201,12 +201,11 @@ fn jira_export(
             export.secs, export.cpu_secs
         ),
     )?;
-    let item = format!(
-        "8 Jira first export, {n} issues × {COMMENTS} comments, {} ms a request",
-        latency.as_millis()
-    );
     rows.push(Row {
-        item: item.clone(),
+        item: format!(
+            "8 Jira first export, {n} issues × {COMMENTS} comments, {} ms a request",
+            latency.as_millis()
+        ),
         figure: format!("{rate:.0} issues/s ({:.2} s)", export.secs),
         target: "≥ 50 issues/s".into(),
         met: rate >= 50.0,

@@ -656,30 +656,14 @@ impl JiraTracker {
             }
             issues.push(issue);
         }
-        for chunk in pending.chunks(self.config.concurrency.max(1)) {
-            let read: Vec<Result<Vec<Comment>, TrackerError>> = std::thread::scope(|scope| {
-                let readers: Vec<_> = chunk
-                    .iter()
-                    .map(|&i| {
-                        let issue = &issues[i];
-                        scope.spawn(move || self.comments(&issue.id, &issue.key))
-                    })
-                    .collect();
-                readers
-                    .into_iter()
-                    .map(|reader| {
-                        reader.join().unwrap_or_else(|_| {
-                            Err(TrackerError::Unavailable(
-                                "a Jira comment reader stopped unexpectedly".into(),
-                            ))
-                        })
-                    })
-                    .collect()
-            });
-            for (&i, comments) in chunk.iter().zip(read) {
-                issues[i].comments = comments?;
-                issues[i].normalize();
-            }
+        let wanted: Vec<(String, String)> = pending
+            .iter()
+            .map(|&i| (issues[i].id.clone(), issues[i].key.clone()))
+            .collect();
+        let read = self.side_by_side(&wanted, |(id, key)| self.comments(id, key));
+        for (&i, comments) in pending.iter().zip(read) {
+            issues[i].comments = comments?;
+            issues[i].normalize();
         }
         Ok(issues)
     }

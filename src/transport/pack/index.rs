@@ -33,9 +33,9 @@ use flate2::bufread::ZlibDecoder;
 use git2::{ObjectType, Odb, Oid};
 use sha1::{Digest, Sha1};
 
-use super::{OBJ_REF_DELTA, deflate, object_header, pack_header};
-
-const OBJ_OFS_DELTA: u8 = 6;
+use super::{
+    OBJ_OFS_DELTA, OBJ_REF_DELTA, deflate, object_header, object_type, pack_header, type_code,
+};
 
 /// How much work and memory a pack may ask of this site.
 #[derive(Debug, Clone, Copy)]
@@ -228,7 +228,7 @@ fn scan<R: BufRead>(
     for _ in 0..count {
         let offset = r.position;
         let first = byte(&mut r)?;
-        let type_code = (first >> 4) & 7;
+        let code = (first >> 4) & 7;
         let mut size = u64::from(first & 0x0f);
         let mut shift = 4;
         let mut c = first;
@@ -248,11 +248,7 @@ fn scan<R: BufRead>(
                 limits.object_bytes
             )));
         }
-        let kind = match type_code {
-            1 => Kind::Whole(ObjectType::Commit),
-            2 => Kind::Whole(ObjectType::Tree),
-            3 => Kind::Whole(ObjectType::Blob),
-            4 => Kind::Whole(ObjectType::Tag),
+        let kind = match code {
             OBJ_OFS_DELTA => {
                 let mut c = byte(&mut r)?;
                 let mut back = u64::from(c & 0x7f);
@@ -284,11 +280,11 @@ fn scan<R: BufRead>(
                     .map_err(|_| malformed("it ends before its last object"))?;
                 Kind::Ref(Oid::from_bytes(&id)?)
             }
-            other => {
-                return Err(malformed(format!(
+            other => Kind::Whole(object_type(other).ok_or_else(|| {
+                malformed(format!(
                     "the object at byte {offset} has the unknown type {other}"
-                )));
-            }
+                ))
+            })?),
         };
         let data = r.position;
         let mut hash = match kind {
@@ -603,7 +599,7 @@ fn delta_size(delta: &[u8], at: &mut usize) -> Result<u64, String> {
 /// Builds the object `delta` describes from `base` (gitformat-pack, "Deltified
 /// representation"), refusing any instruction that reads outside the base or
 /// the delta or writes past the size the delta declares.
-fn apply(base: &[u8], delta: &[u8], max: u64) -> Result<Vec<u8>, String> {
+pub(super) fn apply(base: &[u8], delta: &[u8], max: u64) -> Result<Vec<u8>, String> {
     let mut at = 0;
     let base_size = delta_size(delta, &mut at)?;
     if base_size != base.len() as u64 {
@@ -739,16 +735,6 @@ impl Spool {
         indexer.write_all(&hash.finalize()).map_err(write_error)?;
         indexer.commit()?;
         Ok(())
-    }
-}
-
-/// The pack entry type of a whole object (gitformat-pack).
-fn type_code(kind: ObjectType) -> u8 {
-    match kind {
-        ObjectType::Commit => 1,
-        ObjectType::Tree => 2,
-        ObjectType::Blob => 3,
-        _ => 4,
     }
 }
 

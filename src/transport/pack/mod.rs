@@ -33,7 +33,31 @@ use sha1::{Digest, Sha1};
 const OBJ_COMMIT: u8 = 1;
 pub(crate) const OBJ_TREE: u8 = 2;
 pub(crate) const OBJ_BLOB: u8 = 3;
+const OBJ_TAG: u8 = 4;
+const OBJ_OFS_DELTA: u8 = 6;
 const OBJ_REF_DELTA: u8 = 7;
+
+/// The pack entry type of a whole object.
+pub(crate) fn type_code(kind: ObjectType) -> u8 {
+    match kind {
+        ObjectType::Commit => OBJ_COMMIT,
+        ObjectType::Tree => OBJ_TREE,
+        ObjectType::Blob => OBJ_BLOB,
+        _ => OBJ_TAG,
+    }
+}
+
+/// The object a whole entry's type stands for; `None` for a delta or an
+/// unknown type.
+fn object_type(code: u8) -> Option<ObjectType> {
+    match code {
+        OBJ_COMMIT => Some(ObjectType::Commit),
+        OBJ_TREE => Some(ObjectType::Tree),
+        OBJ_BLOB => Some(ObjectType::Blob),
+        OBJ_TAG => Some(ObjectType::Tag),
+        _ => None,
+    }
+}
 
 /// The largest copy one delta instruction encodes here (git's own writer's limit).
 const MAX_COPY: usize = 0x10000;
@@ -576,53 +600,9 @@ fn flush_insert(out: &mut Vec<u8>, literal: &mut Vec<u8>) {
 mod tests {
     use super::*;
 
-    /// Applies a git delta (the reader's side), to check the writer's.
+    /// Applies a git delta with the reader's code, to check the writer's.
     fn apply(base: &[u8], delta: &[u8]) -> Vec<u8> {
-        let mut i = 0;
-        let read_varint = |i: &mut usize| {
-            let (mut n, mut shift) = (0usize, 0);
-            loop {
-                let b = delta[*i];
-                *i += 1;
-                n |= ((b & 0x7f) as usize) << shift;
-                shift += 7;
-                if b & 0x80 == 0 {
-                    return n;
-                }
-            }
-        };
-        assert_eq!(read_varint(&mut i), base.len());
-        let size = read_varint(&mut i);
-        let mut out = Vec::new();
-        while i < delta.len() {
-            let op = delta[i];
-            i += 1;
-            if op & 0x80 != 0 {
-                let (mut offset, mut len) = (0usize, 0usize);
-                for bit in 0..4 {
-                    if op & (1 << bit) != 0 {
-                        offset |= (delta[i] as usize) << (8 * bit);
-                        i += 1;
-                    }
-                }
-                for bit in 0..3 {
-                    if op & (1 << (4 + bit)) != 0 {
-                        len |= (delta[i] as usize) << (8 * bit);
-                        i += 1;
-                    }
-                }
-                if len == 0 {
-                    len = 0x10000;
-                }
-                out.extend_from_slice(&base[offset..offset + len]);
-            } else {
-                let n = op as usize;
-                out.extend_from_slice(&delta[i..i + n]);
-                i += n;
-            }
-        }
-        assert_eq!(out.len(), size);
-        out
+        index::apply(base, delta, u64::MAX).unwrap()
     }
 
     /// A commit of `files` (path → content) on top of `parent`.
