@@ -154,10 +154,6 @@ pub fn imported(
         (relations.made, "made"),
         (relations.removed, "removed"),
         (relations.waiting, "waiting for the other issue to arrive"),
-        (
-            relations.unsupported,
-            "kept for when this site's tracker connector takes them",
-        ),
     ]
     .into_iter()
     .filter(|(n, _)| *n > 0)

@@ -492,10 +492,6 @@ impl Tracker for LocalTracker {
         Ok(LocalTracker::now(self))
     }
 
-    fn relations(&self) -> bool {
-        true
-    }
-
     fn instance(&self) -> Result<TrackerInstance, TrackerError> {
         let id: String = self.read(|conn| {
             Ok(
@@ -1755,6 +1751,7 @@ mod tests {
             project: "SUP",
             user: "ann",
             done: None,
+            epic: None,
         };
         contract::run_all(&setup, &mut |check| {
             let dir = tempfile::tempdir().unwrap();

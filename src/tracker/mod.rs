@@ -106,26 +106,6 @@ impl IssuePatch {
     pub fn is_empty(&self) -> bool {
         *self == IssuePatch::default()
     }
-
-    /// True when it asks for links or a parent to change.
-    pub fn touches_relations(&self) -> bool {
-        !self.add_links.is_empty() || !self.remove_links.is_empty() || self.parent.is_some()
-    }
-
-    /// Refuses a patch that asks for relations of a connector that does not
-    /// write them yet ([`Tracker::relations`] is false), naming the connector.
-    pub fn refuse_relations(&self, connector: &str, issue: &str) -> Result<(), TrackerError> {
-        if !self.touches_relations() {
-            return Ok(());
-        }
-        Err(TrackerError::Rejected {
-            issue: issue.to_string(),
-            message: format!(
-                "links and parents between issues are not yet supported by the {connector} \
-                 connector; nothing was changed"
-            ),
-        })
-    }
 }
 
 /// An issue to create.
@@ -252,15 +232,6 @@ pub trait Tracker {
     /// tracker really has; `None` for a tracker that does not list them.
     fn statuses(&self) -> Result<Option<Vec<String>>, TrackerError> {
         Ok(None)
-    }
-
-    /// Whether this connector reads and writes links between issues and parents
-    /// ([`Issue::links`], [`Issue::parent`], [`IssuePatch::add_links`] and the
-    /// rest). One that does not reports none and refuses a patch that asks for
-    /// them, saying so; the engine then leaves the relations a peer sends
-    /// waiting in the ledger instead of asking.
-    fn relations(&self) -> bool {
-        false
     }
 
     /// Whether making or removing a link moves both issues' `updated`, so that

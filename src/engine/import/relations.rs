@@ -60,9 +60,6 @@ pub struct RelationCounts {
     pub removed: usize,
     /// Relations still waiting for their other end.
     pub waiting: usize,
-    /// Relations kept in the ledger because this site's tracker connector does
-    /// not write relations yet ([`crate::tracker::Tracker::relations`]).
-    pub unsupported: usize,
 }
 
 /// The relations the incoming rule wants for the local issue.
@@ -119,18 +116,10 @@ pub(super) fn apply(
     }
     let removed = patch.remove_links.len() + usize::from(patch.parent.is_some());
     if removed > 0 {
-        if !site.tracker.relations() {
-            // Nothing can have been made with such a tracker; a stale row.
-            tracing::warn!(
-                "{}: relations recorded as made by a tracker without them",
-                local.key
-            );
-        } else {
-            let id = local.id.clone();
-            batch.write(site, subject, StepKind::Unlink, Some(&id), |t| {
-                t.update(&id, &patch, author)
-            })?;
-        }
+        let id = local.id.clone();
+        batch.write(site, subject, StepKind::Unlink, Some(&id), |t| {
+            t.update(&id, &patch, author)
+        })?;
     }
     let new: Vec<Relation> = wanted
         .into_iter()
@@ -163,10 +152,6 @@ pub(super) fn settle(
 ) -> anyhow::Result<()> {
     let peer = connection.peer.as_str();
     let waiting = site.ledger.waiting_relations(peer)?;
-    if !site.tracker.relations() {
-        counts.unsupported = waiting.len();
-        return Ok(());
-    }
     if waiting.is_empty() {
         return Ok(());
     }

@@ -22,6 +22,12 @@ use serde_json::{Value, json};
 /// The status of an issue just created (the start of the fake's workflow).
 const CREATED_STATUS: &str = "Backlog";
 
+/// The Epic Link field of the recorded field list (Data Center's epics).
+const EPIC_LINK: &str = "customfield_10014";
+
+/// Issue types Jira makes sub-tasks of (Data Center's name, then Cloud's).
+const SUBTASK_TYPES: [&str; 2] = ["Sub-task", "Subtask"];
+
 /// One request as the fake received it.
 #[derive(Debug, Clone)]
 pub struct Recorded {
@@ -135,6 +141,10 @@ struct State {
     /// pages that follow (a first read of 100 000 issues asks for 1 000 pages).
     generation: u64,
     searched: Option<Searched>,
+    /// Issue links by id: type name, source, destination.
+    links: BTreeMap<u64, (String, u64, u64)>,
+    /// Sub-tasks (and, on Cloud, epics' children) by id, with their parent.
+    parents: BTreeMap<u64, u64>,
 }
 
 /// The matches of the last search.
@@ -237,6 +247,10 @@ const FIXTURES: &[(&str, &str)] = &[
         "v3/transitions.json",
         include_str!("../../../tests/fixtures/jira/v3/transitions.json"),
     ),
+    (
+        "v3/issue-link-types.json",
+        include_str!("../../../tests/fixtures/jira/v3/issue-link-types.json"),
+    ),
 ];
 
 /// A recorded response, parsed once.
@@ -279,6 +293,8 @@ impl FakeJira {
             in_flight: 0,
             most_in_flight: 0,
             generation: 0,
+            links: BTreeMap::new(),
+            parents: BTreeMap::new(),
             searched: None,
         }));
         let shared = Arc::clone(&state);
@@ -838,7 +854,130 @@ impl State {
             .collect();
         f["comment"] = json!({"comments": comments, "maxResults": comments.len(),
                               "total": comments.len(), "startAt": 0});
+        f["issuelinks"] = self.issue_links(issue.id);
+        let parent = self
+            .parents
+            .get(&issue.id)
+            .and_then(|p| self.linked_issue(*p));
+        if let (Some(fields), Some(parent)) = (f.as_object_mut(), parent) {
+            fields.insert("parent".into(), parent);
+        }
+        f["subtasks"] = self
+            .parents
+            .iter()
+            .filter(|(_, p)| **p == issue.id)
+            .filter_map(|(child, _)| self.linked_issue(*child))
+            .collect();
         out
+    }
+
+    /// An issue as a link, a parent or a sub-task names it: shaped as the
+    /// linked issue of the recorded `issuelinks`.
+    fn linked_issue(&self, id: u64) -> Option<Value> {
+        let issue = self
+            .issues
+            .get(&id)
+            .filter(|_| !self.hidden.contains(&id))?;
+        let mut out =
+            fixture("v2/issue-restricted-comment.json")["fields"]["issuelinks"][0]["outwardIssue"]
+                .clone();
+        out["id"] = json!(id.to_string());
+        out["key"] = json!(issue.key);
+        out["self"] = json!(format!("{}{}/issue/{id}", self.base, self.api()));
+        let fields = issue.field_map();
+        out["fields"]["summary"] = fields.get("summary").cloned().unwrap_or_default();
+        out["fields"]["status"]["name"] = fields["status"]["name"].clone();
+        out["fields"]["issuetype"] = json!({"name": fields["issuetype"]["name"]});
+        Some(out)
+    }
+
+    /// An issue's `issuelinks`: each link with the issue at its other end,
+    /// under `outwardIssue` where this issue is the source.
+    fn issue_links(&self, id: u64) -> Value {
+        let recorded =
+            fixture("v2/issue-restricted-comment.json")["fields"]["issuelinks"][0].clone();
+        let types = fixture("v3/issue-link-types.json");
+        self.links
+            .iter()
+            .filter_map(|(link_id, (name, source, destination))| {
+                let (side, other) = if *source == id {
+                    ("outwardIssue", *destination)
+                } else if *destination == id {
+                    ("inwardIssue", *source)
+                } else {
+                    return None;
+                };
+                let mut link = recorded.clone();
+                let obj = link.as_object_mut()?;
+                obj.remove("outwardIssue");
+                obj.insert("id".into(), json!(link_id.to_string()));
+                obj.insert(
+                    "type".into(),
+                    types["issueLinkTypes"]
+                        .as_array()?
+                        .iter()
+                        .find(|t| t["name"] == json!(name))?
+                        .clone(),
+                );
+                obj.insert(side.into(), self.linked_issue(other)?);
+                Some(link)
+            })
+            .collect()
+    }
+
+    /// The type name of an issue, as a create or an edit leaves it.
+    fn type_of(issue: &FakeIssue, fields: &serde_json::Map<String, Value>) -> String {
+        fields
+            .get("issuetype")
+            .unwrap_or(&issue.field_map()["issuetype"])["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// Jira's checks of a parent: a sub-task's is a standard issue, made
+    /// with the sub-task (Data Center cannot move one by an edit); on Cloud
+    /// an epic's children name it in `parent` too.
+    fn check_parent(
+        &self,
+        issue: &FakeIssue,
+        fields: &serde_json::Map<String, Value>,
+        value: &Value,
+        creating: bool,
+    ) -> Result<Option<Value>, Reply> {
+        if !self.v3 && !creating {
+            return Err(bad_request(
+                "parent",
+                "Field 'parent' cannot be set. It is not on the appropriate screen, or unknown.",
+            ));
+        }
+        if value.is_null() {
+            return Ok(None);
+        }
+        let named = value["id"].as_str().or_else(|| value["key"].as_str());
+        let Some(parent) = named.and_then(|n| self.find(n)) else {
+            return Err(bad_request("parent", "Could not find issue by id or key."));
+        };
+        let kind = Self::type_of(issue, fields);
+        let parent_kind = Self::type_of(&self.issues[&parent], &serde_json::Map::new());
+        let subtask = |t: &str| SUBTASK_TYPES.iter().any(|s| s.eq_ignore_ascii_case(t));
+        let fits = if subtask(&kind) {
+            !subtask(&parent_kind) && parent_kind != "Epic"
+        } else if !self.v3 {
+            return Err(bad_request(
+                "issuetype",
+                "Issue type is not a sub-task but parent issue key or id specified.",
+            ));
+        } else {
+            parent_kind == "Epic"
+        };
+        if !fits {
+            return Err(bad_request(
+                "parent",
+                "Given parent work item does not belong to appropriate hierarchy.",
+            ));
+        }
+        Ok(Some(json!({"id": parent.to_string()})))
     }
 
     /// The recorded transitions from the issue's status. With `expand`
@@ -931,9 +1070,38 @@ impl State {
         &self,
         issue: &mut FakeIssue,
         fields: &serde_json::Map<String, Value>,
+        creating: bool,
     ) -> Option<Reply> {
         for (k, v) in fields {
             match k.as_str() {
+                "parent" => match self.check_parent(issue, fields, v, creating) {
+                    Ok(Some(parent)) => {
+                        issue.field_map_mut().insert(k.clone(), parent);
+                    }
+                    Ok(None) => {
+                        issue.field_map_mut().remove(k);
+                    }
+                    Err(refused) => return Some(refused),
+                },
+                EPIC_LINK if !self.v3 => {
+                    if v.is_null() {
+                        issue.field_map_mut().remove(k);
+                        continue;
+                    }
+                    let epic = v.as_str().and_then(|key| self.find(key));
+                    match epic.map(|e| &self.issues[&e]) {
+                        Some(epic) if Self::type_of(epic, &serde_json::Map::new()) == "Epic" => {
+                            let key = json!(epic.key);
+                            issue.field_map_mut().insert(k.clone(), key);
+                        }
+                        _ => {
+                            return Some(bad_request(
+                                k,
+                                &format!("Issue '{}' is not an epic.", v.as_str().unwrap_or("")),
+                            ));
+                        }
+                    }
+                }
                 "summary" if v.as_str().is_none_or(|s| s.trim().is_empty()) => {
                     return Some(bad_request(
                         "summary",
@@ -999,8 +1167,15 @@ impl State {
         issue
             .fields
             .insert("status".into(), json!({"name": CREATED_STATUS}));
-        if let Some(err) = self.apply(&mut issue, fields) {
+        if let Some(err) = self.apply(&mut issue, fields, true) {
             return Err(err);
+        }
+        let kind = Self::type_of(&issue, &serde_json::Map::new());
+        if SUBTASK_TYPES.contains(&kind.as_str()) && !issue.fields.contains_key("parent") {
+            return Err(bad_request(
+                "parent",
+                "Parent-Id is required for a sub-task.",
+            ));
         }
         if !issue.fields.contains_key("summary") {
             return Err(bad_request(
@@ -1010,8 +1185,71 @@ impl State {
         }
         self.next_id += 1;
         self.next_key += 1;
+        self.index_parent(&issue);
         self.issues.insert(id, issue);
         Ok(id)
+    }
+
+    /// `POST /issueLink`: `inwardIssue` is the link's source (see the
+    /// connector's `relations`). A link that exists is not made twice. Both
+    /// issues' `updated` move, as Jira's change history on each does.
+    fn make_link(&mut self, body: &Value, now: DateTime<Utc>) -> Reply {
+        let name = body["type"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let known = fixture("v3/issue-link-types.json")["issueLinkTypes"]
+            .as_array()
+            .is_some_and(|l| l.iter().any(|t| t["name"] == json!(name)));
+        if !known {
+            return reply(
+                404,
+                &json!({"errorMessages": [format!("No issue link type with name '{name}' found.")], "errors": {}}),
+            );
+        }
+        let end = |side: &str| {
+            let named = body[side]["id"]
+                .as_str()
+                .or_else(|| body[side]["key"].as_str());
+            named.and_then(|n| self.find(n))
+        };
+        let (Some(source), Some(destination)) = (end("inwardIssue"), end("outwardIssue")) else {
+            return reply(
+                404,
+                &json!({"errorMessages": ["Issue Does Not Exist"], "errors": {}}),
+            );
+        };
+        let link = (name, source, destination);
+        if !self.links.values().any(|l| *l == link) {
+            let id = self.next_id;
+            self.next_id += 1;
+            self.links.insert(id, link);
+            self.touch(&[source, destination], now);
+        }
+        (201, Vec::new(), Vec::new())
+    }
+
+    /// Moves the issues' `updated` to `now`.
+    fn touch(&mut self, ids: &[u64], now: DateTime<Utc>) {
+        for id in ids {
+            if let Some(issue) = self.issues.get_mut(id) {
+                issue.field_map_mut();
+                issue.updated = now;
+            }
+        }
+    }
+
+    /// Keeps [`State::parents`] in step with an issue's `parent` field.
+    fn index_parent(&mut self, issue: &FakeIssue) {
+        let parent = issue
+            .fields
+            .get("parent")
+            .and_then(|p| p["id"].as_str())
+            .and_then(|p| p.parse().ok());
+        match parent {
+            Some(parent) => self.parents.insert(issue.id, parent),
+            None => self.parents.remove(&issue.id),
+        };
     }
 
     /// Jira's answer for a project key it does not know (made by the fake: the
@@ -1157,6 +1395,17 @@ impl State {
                 };
                 self.issue_route(method, id, rest, r, now)
             }
+            ("GET", ["issueLinkType"]) => reply(200, &fixture("v3/issue-link-types.json")),
+            ("POST", ["issueLink"]) => self.make_link(&r.json(), now),
+            ("DELETE", ["issueLink", link]) => {
+                let Some((_, source, destination)) =
+                    link.parse().ok().and_then(|l| self.links.remove(&l))
+                else {
+                    return not_found();
+                };
+                self.touch(&[source, destination], now);
+                no_content()
+            }
             ("DELETE", ["attachment", aid]) => {
                 for issue in self.issues.values_mut() {
                     let before = issue.attachments.len();
@@ -1187,17 +1436,21 @@ impl State {
                 let mut issue = self.issues.remove(&id).expect("issue");
                 issue.field_map_mut();
                 let before = issue.fields.clone();
-                let err = self.apply(&mut issue, &fields);
+                let err = self.apply(&mut issue, &fields, false);
                 if err.is_some() {
                     issue.fields = before;
                 } else if issue.fields != before {
                     issue.updated = now;
                 }
+                self.index_parent(&issue);
                 self.issues.insert(id, issue);
                 err.unwrap_or_else(no_content)
             }
             ("DELETE", []) => {
                 self.issues.remove(&id);
+                self.links.retain(|_, (_, s, d)| *s != id && *d != id);
+                self.parents
+                    .retain(|child, parent| *child != id && *parent != id);
                 no_content()
             }
             ("GET", ["transitions"]) => {
@@ -1469,6 +1722,14 @@ impl State {
                     }
                 }
             }
+            let keys = clause.trim().strip_prefix("key in ").and_then(quoted_list);
+            for key in keys.into_iter().flatten() {
+                if self.find(&key).is_none() {
+                    return Err(format!(
+                        "An issue with key '{key}' does not exist for field 'key'."
+                    ));
+                }
+            }
         }
         let mut ids = Vec::new();
         // A list of ids names the candidates: no need to look at every issue.
@@ -1532,6 +1793,23 @@ impl State {
                             .any(|x| x.as_str().is_some_and(|x| wanted.iter().any(|w| w == x)))
                     })
                 }))
+            }
+            ("key", "in") => {
+                let wanted = quoted_list(value)
+                    .ok_or_else(|| format!("Error in the JQL Query: bad list {value}"))?;
+                Ok(wanted.contains(&issue.key))
+            }
+            (custom, "in") if custom.starts_with("cf[") => {
+                let id = format!(
+                    "customfield_{}",
+                    custom.trim_start_matches("cf[").trim_end_matches(']')
+                );
+                let wanted = quoted_list(value)
+                    .ok_or_else(|| format!("Error in the JQL Query: bad list {value}"))?;
+                Ok(fields
+                    .get(&id)
+                    .and_then(Value::as_str)
+                    .is_some_and(|v| wanted.iter().any(|w| w == v)))
             }
             ("status", "=") => Ok(status.eq_ignore_ascii_case(&unquote(value))),
             ("status", "!=") => Ok(!status.eq_ignore_ascii_case(&unquote(value))),

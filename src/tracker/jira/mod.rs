@@ -26,6 +26,7 @@
 pub mod adf;
 mod client;
 pub mod fake;
+mod relations;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io::Write;
@@ -75,6 +76,9 @@ const READ_FIELDS: &[&str] = &[
     "project",
     "attachment",
     "comment",
+    "issuelinks",
+    "parent",
+    "subtasks",
 ];
 /// The most issues one bulk create takes (Jira's cap).
 const BULK: usize = 50;
@@ -279,6 +283,9 @@ pub struct JiraTracker {
     /// What the connector has seen, opened on first use.
     known: OnceLock<SeenStore>,
     field_defs: OnceLock<BTreeMap<String, FieldDef>>,
+    /// Data Center's Epic Link field, found with the field list.
+    epic_field: OnceLock<Option<String>>,
+    link_types: OnceLock<Vec<relations::LinkType>>,
     me: OnceLock<String>,
     /// Issues this run found missing: a 404 in the run that first saw it cannot
     /// confirm itself.
@@ -380,6 +387,8 @@ impl JiraTracker {
             state_dir: state_dir.to_path_buf(),
             known: OnceLock::new(),
             field_defs: OnceLock::new(),
+            epic_field: OnceLock::new(),
+            link_types: OnceLock::new(),
             me: OnceLock::new(),
             suspected_here: Mutex::new(BTreeSet::new()),
             origins: Mutex::new(HashMap::new()),
@@ -449,6 +458,12 @@ impl JiraTracker {
         }
         let list = self.get_json("/field", &[]).map_err(site_error)?;
         let mut defs = BTreeMap::new();
+        let epic = list.as_array().into_iter().flatten().find_map(|field| {
+            (field["schema"]["custom"] == relations::EPIC_LINK_SCHEMA)
+                .then(|| field["id"].as_str().map(str::to_string))
+                .flatten()
+        });
+        self.epic_field.get_or_init(|| epic);
         for field in list.as_array().into_iter().flatten() {
             if let (Some(name), Some(id)) = (
                 field.get("name").and_then(Value::as_str),
@@ -635,7 +650,7 @@ impl JiraTracker {
             Some(comments) => comments,
             None => self.comments(&issue.id, &issue.key)?,
         };
-        issue.normalize();
+        self.fill_related(std::slice::from_mut(&mut issue))?;
         Ok(issue)
     }
 
@@ -648,10 +663,7 @@ impl JiraTracker {
         for raw in raws {
             let mut issue = self.parse_issue(raw)?;
             match self.embedded_comments(raw)? {
-                Some(comments) => {
-                    issue.comments = comments;
-                    issue.normalize();
-                }
+                Some(comments) => issue.comments = comments,
                 None => pending.push(issues.len()),
             }
             issues.push(issue);
@@ -663,8 +675,8 @@ impl JiraTracker {
         let read = self.side_by_side(&wanted, |(id, key)| self.comments(id, key));
         for (&i, comments) in pending.iter().zip(read) {
             issues[i].comments = comments?;
-            issues[i].normalize();
         }
+        self.fill_related(&mut issues)?;
         Ok(issues)
     }
 
@@ -721,6 +733,7 @@ impl JiraTracker {
             }
         }
         let id = string_id(&raw["id"]);
+        let (links, parent, subtasks) = relations::read(f, self.epic_field()?);
         let issue = Issue {
             resolution: name(&f["resolution"]),
             key: raw["key"].as_str().unwrap_or_default().to_string(),
@@ -749,9 +762,9 @@ impl JiraTracker {
                 .flatten()
                 .map(|a| self.parse_attachment(a))
                 .collect::<Result<_, _>>()?,
-            links: Vec::new(),
-            parent: None,
-            subtasks: Vec::new(),
+            links,
+            parent,
+            subtasks,
             origin,
             deleted: false,
             id,
@@ -964,6 +977,7 @@ impl JiraTracker {
     fn read_fields(&self) -> Result<String, TrackerError> {
         let mut fields: Vec<&str> = READ_FIELDS.to_vec();
         fields.extend(self.field_defs()?.values().map(|d| d.id.as_str()));
+        fields.extend(self.epic_field()?);
         Ok(fields.join(","))
     }
 
@@ -1329,15 +1343,22 @@ impl JiraTracker {
         &self,
         issue: &NewIssue,
     ) -> Result<serde_json::Map<String, Value>, TrackerError> {
-        issue
-            .patch
-            .refuse_relations("Jira", &format!("new issue in {}", issue.project))?;
+        if !issue.patch.add_links.is_empty() || !issue.patch.remove_links.is_empty() {
+            return Err(TrackerError::Rejected {
+                issue: format!("new issue in {}", issue.project),
+                message: "Jira links issues that exist: make the issue, then link it".into(),
+            });
+        }
         let mut fields = self.fields_json(
             &issue.patch,
             None,
             issue.origin.as_ref().map(origin_label_of),
         )?;
         fields.insert("project".into(), json!({"key": issue.project}));
+        if let Some(Some(parent)) = &issue.patch.parent {
+            let (field, value) = self.parent_field(None, Some(parent))?;
+            fields.insert(field, value);
+        }
         fields
             .entry("issuetype")
             .or_insert_with(|| json!({"name": self.config.default_type}));
@@ -1403,7 +1424,16 @@ impl JiraTracker {
         let mut results: Vec<Option<Created>> = chunk.iter().map(|_| None).collect();
         let mut bodies = Vec::new();
         let mut sent = Vec::new();
+        let mut made: Vec<(usize, String)> = Vec::new();
         for (i, item) in chunk.iter().enumerate() {
+            // A parent Jira may refuse; one by one, so that it can be left out.
+            if item.issue.patch.parent.is_some() {
+                match self.post_create(&item.issue) {
+                    Ok(id) => made.push((i, id)),
+                    Err(e) => results[i] = Some(failed(e)),
+                }
+                continue;
+            }
             match self.create_fields(&item.issue) {
                 Ok(fields) => {
                     bodies.push(json!({ "fields": fields }));
@@ -1413,7 +1443,6 @@ impl JiraTracker {
             }
         }
         let body = json!({ "issueUpdates": bodies });
-        let mut made: Vec<(usize, String)> = Vec::new();
         if !sent.is_empty() {
             match self
                 .client
@@ -1559,8 +1588,23 @@ impl JiraTracker {
         out
     }
 
-    /// Sends one create and returns the new issue's id.
+    /// Sends one create and returns the new issue's id. One with a parent
+    /// that Jira will not take as a sub-task of it is made on its own: the
+    /// engine sets the parent afterwards, and where Jira refuses that too the
+    /// relation waits with Jira's reason (see `relations`).
     fn post_create(&self, issue: &NewIssue) -> Result<String, TrackerError> {
+        match self.post_create_once(issue) {
+            Err(TrackerError::Rejected { message, .. }) if issue.patch.parent.is_some() => {
+                tracing::info!("Jira made a new issue without its parent: {message}");
+                let mut alone = issue.clone();
+                alone.patch.parent = None;
+                self.post_create_once(&alone)
+            }
+            other => other,
+        }
+    }
+
+    fn post_create_once(&self, issue: &NewIssue) -> Result<String, TrackerError> {
         let body = json!({ "fields": self.create_fields(issue)? });
         let created = self
             .client
@@ -1984,8 +2028,13 @@ impl Tracker for JiraTracker {
         _author: &str,
     ) -> Result<Issue, TrackerError> {
         let current = self.existing(id)?;
-        patch.refuse_relations("Jira", &current.key)?;
-        let fields = self.fields_json(patch, Some(&current), None)?;
+        let mut fields = self.fields_json(patch, Some(&current), None)?;
+        if let Some(parent) = &patch.parent
+            && current.parent.as_ref().map(|p| &p.id) != parent.as_ref()
+        {
+            let (field, value) = self.parent_field(Some(&current), parent.as_deref())?;
+            fields.insert(field, value);
+        }
         let mut changed = false;
         if !fields.is_empty() {
             let body = json!({ "fields": fields });
@@ -1999,6 +2048,7 @@ impl Tracker for JiraTracker {
                 .map_err(|e| issue_error(e, &current.key))?;
             changed = true;
         }
+        changed |= self.write_links(&current, patch)?;
         if let Some(status) = &patch.status
             && !current.status.eq_ignore_ascii_case(status)
         {

@@ -761,10 +761,6 @@ impl RedmineTracker {
 }
 
 impl Tracker for RedmineTracker {
-    fn relations(&self) -> bool {
-        true
-    }
-
     /// Redmine journals a relation made or removed on both issues, but
     /// leaves their `updated_on` as it was (see `relations.rs`).
     fn link_changes_move_updated(&self) -> bool {

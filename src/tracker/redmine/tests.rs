@@ -77,6 +77,7 @@ fn contract() {
         project: &project,
         user: "admin",
         done: None,
+        epic: None,
     };
     eprintln!("running the tracker contract against Redmine at {url}, project {project}");
     contract::run_all(&setup, &mut |check| {
@@ -267,6 +268,7 @@ fn the_contract_holds_through_a_503_in_the_middle_of_each_check() {
         project: &project,
         user: "admin",
         done: None,
+        epic: None,
     };
     let failures = AtomicUsize::new(0);
     contract::run_all(&setup, &mut |check| {

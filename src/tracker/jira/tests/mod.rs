@@ -88,6 +88,7 @@ fn contract(flavour: Flavour, user: &str) {
         project: "SUP",
         user,
         done: Some(("Closed", "Fixed")),
+        epic: Some("Epic"),
     };
     run_all(&setup, &mut |check| {
         let mut rig = rig(flavour);
@@ -1322,112 +1323,144 @@ fn init_scaffolds_the_status_map_from_the_projects_statuses() {
 /// connections share what `--query` picks, a status set in one Jira arrives
 /// in the other through the map `init` wrote, and a done status there takes
 /// its Resolution from `tracker.transition_fields`.
-#[test]
-fn the_readme_quick_start_syncs_two_jira_sites() {
-    let world = tempfile::tempdir().unwrap();
-    let exchange = world.path().join("exchange.git");
-    git2::Repository::init_bare(&exchange).unwrap();
-    let channel = exchange.to_str().unwrap();
-    let sup = FakeJira::start(false, "SUP", "ferry-bot", &Auth::bearer("pat-sup").0);
-    let eng = FakeJira::start(false, "ENG", "ferry-bot", &Auth::bearer("pat-eng").0);
-    let support = world.path().join("support");
-    let engineering = world.path().join("engineering");
-    for (dir, site, fake, project, token, peer, map, query) in [
-        (
-            &support,
-            "support",
-            &sup,
-            "SUP",
-            "pat-sup",
-            "engineering",
-            "SUP=ENG",
-            "labels = escalate AND status != Closed",
-        ),
-        (
-            &engineering,
-            "engineering",
-            &eng,
-            "ENG",
-            "pat-eng",
-            "support",
-            "ENG=SUP",
-            "labels = customer-facing",
-        ),
-    ] {
-        std::fs::create_dir_all(dir).unwrap();
-        std::fs::write(dir.join("jira.token"), format!("{token}\n")).unwrap();
-        let out = ferry(
-            dir,
-            &[
-                "init",
-                "--site",
-                site,
-                "--tracker",
-                "jira",
-                "--url",
-                fake.url(),
-                "--flavour",
-                "datacenter",
-                "--project",
-                project,
-                "--token-file",
-                "jira.token",
-            ],
+/// Two Data Center sites, support (SUP) and engineering (ENG), set up as the
+/// README's Jira quick start does, with one shared repository between them.
+struct TwoSites {
+    /// Holds the two site folders and the repository.
+    _world: tempfile::TempDir,
+    sup: FakeJira,
+    eng: FakeJira,
+    support: std::path::PathBuf,
+    engineering: std::path::PathBuf,
+    state: tempfile::TempDir,
+}
+
+impl TwoSites {
+    fn new() -> TwoSites {
+        let world = tempfile::tempdir().unwrap();
+        let exchange = world.path().join("exchange.git");
+        git2::Repository::init_bare(&exchange).unwrap();
+        let channel = exchange.to_str().unwrap();
+        let sup = FakeJira::start(false, "SUP", "ferry-bot", &Auth::bearer("pat-sup").0);
+        let eng = FakeJira::start(false, "ENG", "ferry-bot", &Auth::bearer("pat-eng").0);
+        let support = world.path().join("support");
+        let engineering = world.path().join("engineering");
+        for (dir, site, fake, project, token, peer, map, query) in [
+            (
+                &support,
+                "support",
+                &sup,
+                "SUP",
+                "pat-sup",
+                "engineering",
+                "SUP=ENG",
+                "labels = escalate AND status != Closed",
+            ),
+            (
+                &engineering,
+                "engineering",
+                &eng,
+                "ENG",
+                "pat-eng",
+                "support",
+                "ENG=SUP",
+                "labels = customer-facing",
+            ),
+        ] {
+            std::fs::create_dir_all(dir).unwrap();
+            std::fs::write(dir.join("jira.token"), format!("{token}\n")).unwrap();
+            let out = ferry(
+                dir,
+                &[
+                    "init",
+                    "--site",
+                    site,
+                    "--tracker",
+                    "jira",
+                    "--url",
+                    fake.url(),
+                    "--flavour",
+                    "datacenter",
+                    "--project",
+                    project,
+                    "--token-file",
+                    "jira.token",
+                ],
+            );
+            assert!(
+                out.contains("status map in rules/incoming.rhai: this tracker's statuses Backlog, In Progress, Closed"),
+                "{out}"
+            );
+            ferry(
+                dir,
+                &[
+                    "connection",
+                    "add",
+                    peer,
+                    "--channel",
+                    channel,
+                    "--project",
+                    map,
+                    "--query",
+                    query,
+                ],
+            );
+        }
+        // Replicas carry no resolution yet: the one a done status asks for comes
+        // from the setting.
+        let yaml = engineering.join("ferry.yaml");
+        let text = std::fs::read_to_string(&yaml).unwrap().replace(
+            "  # transition_fields: {Resolution: Done}",
+            "  transition_fields: {Resolution: Fixed}",
         );
         assert!(
-            out.contains("status map in rules/incoming.rhai: this tracker's statuses Backlog, In Progress, Closed"),
-            "{out}"
+            text.contains("\n  transition_fields: {Resolution: Fixed}"),
+            "{text}"
+        );
+        std::fs::write(&yaml, text).unwrap();
+        let support_key = ferry(&support, &["key", "show"]);
+        let engineering_key = ferry(&engineering, &["key", "show"]);
+        ferry(
+            &support,
+            &["connection", "trust", "engineering", engineering_key.trim()],
         );
         ferry(
-            dir,
-            &[
-                "connection",
-                "add",
-                peer,
-                "--channel",
-                channel,
-                "--project",
-                map,
-                "--query",
-                query,
-            ],
+            &engineering,
+            &["connection", "trust", "support", support_key.trim()],
         );
-    }
-    // Replicas carry no resolution yet: the one a done status asks for comes
-    // from the setting.
-    let yaml = engineering.join("ferry.yaml");
-    let text = std::fs::read_to_string(&yaml).unwrap().replace(
-        "  # transition_fields: {Resolution: Done}",
-        "  transition_fields: {Resolution: Fixed}",
-    );
-    assert!(
-        text.contains("\n  transition_fields: {Resolution: Fixed}"),
-        "{text}"
-    );
-    std::fs::write(&yaml, text).unwrap();
-    let support_key = ferry(&support, &["key", "show"]);
-    let engineering_key = ferry(&engineering, &["key", "show"]);
-    ferry(
-        &support,
-        &["connection", "trust", "engineering", engineering_key.trim()],
-    );
-    ferry(
-        &engineering,
-        &["connection", "trust", "support", support_key.trim()],
-    );
 
-    let state = tempfile::tempdir().unwrap();
-    let jira = |fake: &FakeJira, project: &str, token: &str| {
+        TwoSites {
+            _world: world,
+            sup,
+            eng,
+            support,
+            engineering,
+            state: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// A connector to one of the two (`sup` or `eng`).
+    fn jira(&self, fake: &FakeJira, project: &str, token: &str) -> JiraTracker {
         JiraTracker::with_client(
             &JiraConfig {
                 project: project.into(),
                 ..config(Flavour::Datacenter, fake.url())
             },
             Client::new(fake.url(), Auth::bearer(token), quick_retries()),
-            state.path(),
+            self.state.path(),
         )
-    };
-    let mut in_sup = jira(&sup, "SUP", "pat-sup");
+    }
+
+    fn round(&self) {
+        ferry(&self.support, &["sync"]);
+        ferry(&self.engineering, &["sync"]);
+    }
+}
+
+#[test]
+fn the_readme_quick_start_syncs_two_jira_sites() {
+    let sites = TwoSites::new();
+    let mut in_sup = sites.jira(&sites.sup, "SUP", "pat-sup");
     let mut escalated = new_issue("Printer on fire");
     escalated.author = DC_USER.into();
     escalated.patch.labels = Some(vec!["escalate".into()]);
@@ -1435,12 +1468,9 @@ fn the_readme_quick_start_syncs_two_jira_sites() {
     quiet.author = DC_USER.into();
     let issue = in_sup.create(&escalated).unwrap();
     in_sup.create(&quiet).unwrap();
-    let round = || {
-        ferry(&support, &["sync"]);
-        ferry(&engineering, &["sync"]);
-    };
+    let round = || sites.round();
     round();
-    let in_eng = jira(&eng, "ENG", "pat-eng");
+    let in_eng = sites.jira(&sites.eng, "ENG", "pat-eng");
     let shared = in_eng.changed_since(None).unwrap();
     assert_eq!(
         shared
@@ -1760,3 +1790,5 @@ fn origins_looked_up_ahead_answer_from_memory() {
         search.query
     );
 }
+
+mod relations;
