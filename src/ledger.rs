@@ -331,7 +331,7 @@ impl Ledger {
     /// The time ledger records carry: `FERRY_NOW` when set (an invalid value is
     /// reported by the tracker and the exchange, which need it too), else the
     /// system clock.
-    fn now(&self) -> DateTime<Utc> {
+    pub fn now(&self) -> DateTime<Utc> {
         self.clock.unwrap_or_else(Utc::now)
     }
 

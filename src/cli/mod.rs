@@ -11,6 +11,7 @@ mod demo;
 mod doctor;
 mod errors;
 mod generate;
+mod html;
 mod init;
 mod key;
 mod maintenance;

@@ -33,6 +33,11 @@ pub struct ReviewArgs {
     /// Print a JSON array, one object per connection.
     #[arg(long)]
     json: bool,
+    /// Write the review as one self-contained HTML page to FILE (for a
+    /// browser, to print or archive; no script, nothing fetched) instead of
+    /// printing it.
+    #[arg(long, value_name = "FILE", conflicts_with = "json")]
+    html: Option<std::path::PathBuf>,
     /// Colour the diff: `auto` (when writing to a terminal), `always`, `never`.
     #[arg(long, value_enum, default_value = "auto", value_name = "WHEN")]
     color: ColorChoice,
@@ -125,6 +130,19 @@ pub fn run(args: ReviewArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
     }
     if args.json {
         writeln!(ctx.out.raw(), "{}", serde_json::to_string_pretty(&reviews)?)?;
+        return Ok(ExitStatus::Success);
+    }
+    if let Some(file) = &args.html {
+        let when = crate::model::format_timestamp(&site.ledger.now());
+        let page = super::html::review_page(site.name(), &when, &reviews);
+        crate::config::write_atomic(file, page.as_bytes())?;
+        let issues: usize = reviews.iter().map(|r| r.issues.len()).sum();
+        writeln!(
+            ctx.out,
+            "wrote {} ({issues} pending issue{})",
+            file.display(),
+            plural(issues)
+        )?;
         return Ok(ExitStatus::Success);
     }
     let terminal = std::io::stdout().is_terminal();

@@ -365,3 +365,59 @@ fn review_lists_what_the_mappings_cannot_place() {
         1
     );
 }
+
+/// `review --html FILE`: one page with the pending issue on it, whose peer
+/// text stays text (a `<script>`, an image that would call home, a terminal
+/// escape), and a policy that forbids scripts and fetches.
+#[test]
+fn the_html_report_holds_the_pending_issue_and_keeps_hostile_text_as_text() {
+    let w = world();
+    w.new_issue(
+        "support",
+        &[
+            "--project",
+            "SUP",
+            "--summary",
+            "<script>alert('owned')</script> on fire",
+            "--description",
+            "Logs: <img src=\"http://attacker.example/x.png\"> \u{1b}[2J",
+            "--label",
+            "escalate",
+            "--as",
+            "ann",
+        ],
+    );
+    w.ok(
+        "support",
+        &[
+            "tracker",
+            "comment",
+            "SUP-1",
+            "--as",
+            "ann",
+            "</pre><b>bold</b>",
+        ],
+    );
+    w.ok("support", &["sync"]);
+    w.ok("engineering", &["pull"]);
+    let file = w.path("review.html");
+    let said = w.ok("engineering", &["review", "--html", file.to_str().unwrap()]);
+    assert!(said.contains("1 pending issue"), "{said}");
+    let html = std::fs::read_to_string(&file).unwrap();
+    assert!(html.starts_with("<!DOCTYPE html>"));
+    assert!(html.contains("default-src 'none'"), "no fetch, no script");
+    assert!(html.contains("SUP-1 (new here)"));
+    assert!(html.contains("&lt;script&gt;alert(&#39;owned&#39;)&lt;/script&gt; on fire"));
+    assert!(html.contains("&lt;img src=&quot;http://attacker.example/x.png&quot;&gt;"));
+    assert!(html.contains("&lt;/pre&gt;&lt;b&gt;bold&lt;/b&gt;"));
+    assert!(html.contains("\\u{1b}[2J"));
+    assert!(!html.contains('\u{1b}'));
+    let lower = html.to_lowercase();
+    for tag in ["<script", "<img", "<b>", "<link", "<iframe"] {
+        assert!(!lower.contains(tag), "{tag} in the page");
+    }
+    for attribute in ["src=\"", "href=", "url("] {
+        assert!(!lower.contains(attribute), "{attribute} in the page");
+    }
+    assert!(w.list("engineering").is_empty(), "a report applies nothing");
+}
