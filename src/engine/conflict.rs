@@ -62,7 +62,7 @@ use serde_json::Value;
 
 use crate::config::{ConflictPolicy, ConflictSettings, Connection};
 use crate::ledger::{ExportRecord, Ledger, LedgerError, NewExport};
-use crate::model::Issue;
+use crate::model::{Issue, LinkDirection, Origin};
 use crate::rules::{FieldConflict, IncomingInput, RuleError, RuleScript, TargetIssue};
 use crate::site::Site;
 
@@ -489,13 +489,56 @@ pub fn record_import(
     ledger.merge_baseline(peer, &local.id, &shared, None)
 }
 
-/// What an export carries of one issue, for the baselines: its local values now.
-pub fn carried(issue: &Issue) -> NewExport {
-    NewExport::new(
-        issue.id.clone(),
-        issue.updated,
-        field_values(&TargetIssue::from(issue)),
-    )
+/// What an export carries of one issue, for the baselines: its local values
+/// now, and its links (see [`LINKS`]). `site` is this site, whose name is the
+/// identity of its own issues at the other ends.
+pub fn carried(site: &str, issue: &Issue) -> NewExport {
+    let mut values = field_values(&TargetIssue::from(issue));
+    values.insert(LINKS.into(), links_value(site, issue));
+    NewExport::new(issue.id.clone(), issue.updated, values)
+}
+
+/// The baseline entry of an issue's links. It is no field the three-way
+/// compares: links are a set either site may change, made and removed
+/// through the ledger's relations (`import::relations`). It answers one
+/// question there: a link a peer's replica asks for that is gone here was
+/// either asked for anew, or removed here after this site told the peer of
+/// it (the peer's replica, written before it heard of the removal, echoes
+/// it). Only the second is in the link baseline, and it must not be made
+/// again.
+pub const LINKS: &str = "links";
+
+/// An issue's links as the baseline keeps them: `[type, direction, site, id]`
+/// each, sorted.
+fn links_value(site: &str, issue: &Issue) -> Value {
+    let mut links: Vec<Value> = issue
+        .links
+        .iter()
+        .map(|link| {
+            let other = link.issue.identity(site);
+            serde_json::json!([
+                link.link_type,
+                link.direction.as_str(),
+                other.site,
+                other.id
+            ])
+        })
+        .collect();
+    links.sort_by_key(Value::to_string);
+    Value::Array(links)
+}
+
+impl Baseline {
+    /// Whether the link `link_type` (`direction`, to `other`) is in what both
+    /// sites last shared of the issue's links: what this site last told the
+    /// peer, or what an import last settled. See [`LINKS`].
+    pub fn shares_link(&self, link_type: &str, direction: LinkDirection, other: &Origin) -> bool {
+        let wanted = serde_json::json!([link_type, direction.as_str(), other.site, other.id]);
+        self.values
+            .get(LINKS)
+            .and_then(Value::as_array)
+            .is_some_and(|links| links.contains(&wanted))
+    }
 }
 
 #[cfg(test)]

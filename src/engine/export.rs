@@ -535,7 +535,7 @@ impl Rendered {
         Rendered {
             replica,
             blob,
-            carried: (!issue.deleted).then(|| super::conflict::carried(issue)),
+            carried: (!issue.deleted).then(|| super::conflict::carried(context.site, issue)),
         }
     }
 }

@@ -775,6 +775,10 @@ fn import_one(
         true => Default::default(),
         false => relations::wanted(&result.links, parent),
     };
+    let wanted = match &local {
+        Some(local) => relations::not_removed_here(&me, local, &baseline, wanted),
+        None => wanted,
+    };
     let author = site.config.site.sync_user.clone();
     let local = match local {
         Some(local) => {

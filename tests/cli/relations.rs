@@ -212,7 +212,8 @@ fn escalated(w: &World, project: &str, summary: &str, more: &[&str]) -> String {
 /// A link to an issue the peer does not have is not sent; once that issue is
 /// shared the link travels (the issue that was already shared is sent again to
 /// say so), is made once at the peer however often it echoes, and unlinking
-/// on either side unlinks on the other.
+/// on either side unlinks on the other, even before the peer's echo of the
+/// link is back.
 fn a_link_travels_once_both_issues_are_shared(channel: Channel) {
     let w = pair(channel);
     assert_eq!(escalated(&w, "SUP", "Printer on fire", &[]), "SUP-1");
@@ -268,6 +269,21 @@ fn a_link_travels_once_both_issues_are_shared(channel: Channel) {
     settle(&w);
     assert!(links(&w, "engineering", "ENG-2").is_empty());
     assert!(links(&w, "support", "SUP-2").is_empty());
+    // Unlinked at support before engineering's replicas, which echo the
+    // link support told it of, are back: the echo does not make it again.
+    w.ok(
+        "support",
+        &["tracker", "link", "SUP-1", "Duplicate", "SUP-2"],
+    );
+    over(&w);
+    assert_eq!(links(&w, "engineering", "ENG-1"), ["ENG-1 Duplicate ENG-2"]);
+    w.ok(
+        "support",
+        &["tracker", "unlink", "SUP-1", "Duplicate", "SUP-2"],
+    );
+    settle(&w);
+    assert!(links(&w, "support", "SUP-1").is_empty());
+    assert!(links(&w, "engineering", "ENG-1").is_empty());
 }
 
 #[test]

@@ -43,6 +43,7 @@ use std::collections::BTreeSet;
 use super::batch::{Batch, Subject};
 use super::{ImportFailure, StepKind, fatal};
 use crate::config::Connection;
+use crate::engine::conflict::Baseline;
 use crate::engine::{IssueError, issue_error};
 use crate::failpoint;
 use crate::ledger::{KeptRelation, Relation};
@@ -74,6 +75,32 @@ pub(super) fn wanted(links: &[ReplicaLink], parent: Option<&Origin>) -> BTreeSet
             link: None,
             other: parent.clone(),
         }))
+        .collect()
+}
+
+/// `wanted` without the links that were removed here after this site told
+/// the peer of them: a peer's replica written before it heard of the removal
+/// still carries them, and making them again would undo the removal (see
+/// [`crate::engine::conflict::LINKS`]). `me` is this site.
+pub(super) fn not_removed_here(
+    me: &str,
+    local: &Issue,
+    baseline: &Baseline,
+    wanted: BTreeSet<Relation>,
+) -> BTreeSet<Relation> {
+    wanted
+        .into_iter()
+        .filter(|relation| {
+            let Some((link_type, direction)) = &relation.link else {
+                return true;
+            };
+            let here = local.links.iter().any(|l| {
+                &l.link_type == link_type
+                    && l.direction == *direction
+                    && l.issue.identity(me) == relation.other
+            });
+            here || !baseline.shares_link(link_type, *direction, &relation.other)
+        })
         .collect()
 }
 

@@ -226,10 +226,8 @@ fn a_related_issue_hidden_or_gone_is_left_out() {
 
 /// The whole engine between two Jira sites: a link between two escalated
 /// issues and an epic's story arrive as a link and an Epic Link between the
-/// copies; unlinking in support unlinks in engineering.
-///
-/// (An unlink made before the peer's first replicas of the copies are back
-/// is made again by them: the engine keeps no baseline of links yet.)
+/// copies; unlinking in support unlinks in engineering, even before the
+/// copies' replicas (which echo the link) are back in support.
 #[test]
 fn links_and_epics_travel_between_two_jira_sites() {
     let sites = TwoSites::new();
@@ -281,16 +279,22 @@ fn links_and_epics_travel_between_two_jira_sites() {
         "Data Center's epic is set in the Epic Link field"
     );
 
-    // Once support has engineering's copies back (the copies' replicas carry
-    // the link too), unlinking there unlinks here.
-    sites.round();
+    // Unlinked before engineering's replicas of the copies (which carry the
+    // link support told it of) are back: they must not make it again.
     let unlink = IssuePatch {
         remove_links: blocked.add_links.clone(),
         ..IssuePatch::default()
     };
     in_sup.update(&crash.id, &unlink, DC_USER).unwrap();
     sites.round();
+    sites.round();
     let crash_now = in_eng.get(&crash_copy.id).unwrap().unwrap();
     assert!(crash_now.links.is_empty(), "{:?}", crash_now.links);
+    let crash_here = in_sup.get(&crash.id).unwrap().unwrap();
+    assert!(
+        crash_here.links.is_empty(),
+        "made again: {:?}",
+        crash_here.links
+    );
     assert_eq!(crash_now.parent.map(|p| p.id), Some(epic_copy.id));
 }
