@@ -244,6 +244,9 @@ pub struct ConnectionFile {
     /// Whether a person must approve the peer's commits before they are imported.
     #[serde(default, skip_serializing_if = "ReviewSettings::is_default")]
     pub review: ReviewSettings,
+    /// Whether a person must release this site's commits before they leave.
+    #[serde(default, skip_serializing_if = "ReleaseSettings::is_default")]
+    pub release: ReleaseSettings,
     /// Limits on the attachments this site sends.
     #[serde(default, skip_serializing_if = "AttachmentSettings::is_default")]
     pub attachments: AttachmentSettings,
@@ -289,6 +292,46 @@ impl ReviewSettings {
     fn is_default(&self) -> bool {
         *self == ReviewSettings::default()
     }
+}
+
+/// `release:` of a connection file.
+///
+/// ```yaml
+/// release:
+///   required: true
+///   acks: auto
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseSettings {
+    /// Exports are committed here but leave (push, bundle) only up to the last
+    /// commit released with `ferry release approve`.
+    #[serde(default)]
+    pub required: bool,
+    /// Whether a commit that carries only the acknowledgement of the peer's
+    /// commits (`site.yaml`) leaves at once (`auto`) or waits for a release
+    /// too (`review`).
+    #[serde(default)]
+    pub acks: AckRelease,
+}
+
+impl ReleaseSettings {
+    fn is_default(&self) -> bool {
+        *self == ReleaseSettings::default()
+    }
+}
+
+/// How commits that carry only an acknowledgement are released.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AckRelease {
+    /// At once: they hold no tracker data, and holding them would make the
+    /// peer's bundles pile up and its review wait for this site's release.
+    #[default]
+    Auto,
+    /// Like any commit, for sites that count the timing of acknowledgements
+    /// as data.
+    Review,
 }
 
 /// How a conflict on one field is settled: both sites changed it since the last

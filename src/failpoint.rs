@@ -63,6 +63,9 @@ pub const POINTS: &[&str] = &[
     "bundle-after-write",
     "bundle-after-remove-superseded",
     "after-push",
+    // `ferry release approve`: the release is recorded, the branch that
+    // leaves has not moved yet.
+    "after-release-recorded",
     // Notify: the server accepted the message; the ledger does not know yet.
     "after-notice-sent",
     // Maintenance (clone, then each folder channel): the new pack is written

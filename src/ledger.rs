@@ -15,6 +15,10 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::model::{LinkDirection, Origin, format_timestamp, parse_timestamp};
 
+mod releases;
+
+pub use releases::Held;
+
 /// The ledger could not be read or written.
 #[derive(Debug, thiserror::Error)]
 #[error("ledger {path}: {source}")]
@@ -302,6 +306,7 @@ impl Ledger {
         conn.execute_batch(SEMANTICS_SCHEMA).map_err(wrap)?;
         conn.execute_batch(ATTACHMENTS_SCHEMA).map_err(wrap)?;
         conn.execute_batch(RELATIONS_SCHEMA).map_err(wrap)?;
+        conn.execute_batch(releases::SCHEMA).map_err(wrap)?;
         migrate(&conn).map_err(wrap)?;
         Ok(Ledger {
             conn,

@@ -6,8 +6,9 @@ use std::path::PathBuf;
 
 use super::{Ctx, ExitStatus, UsageError, operator};
 use crate::config::{
-    AttachmentSettings, BundleSettings, CONNECTIONS_DIR, ChannelSetting, Config, ConnectionFile,
-    DEFAULT_MAX_BUNDLE_BYTES, Direction, ReviewSettings, SyncMethod, validate_connection,
+    AckRelease, AttachmentSettings, BundleSettings, CONNECTIONS_DIR, ChannelSetting, Config,
+    ConnectionFile, DEFAULT_MAX_BUNDLE_BYTES, Direction, ReleaseSettings, ReviewSettings,
+    SyncMethod, validate_connection,
 };
 use crate::ledger::Ledger;
 use crate::replica::is_plain_name;
@@ -78,6 +79,10 @@ pub struct AddArgs {
     /// Import only what a reviewer approved (`ferry review approve`).
     #[arg(long)]
     review_required: bool,
+    /// Send only what a release officer released (`ferry release approve`):
+    /// exports are committed here and wait.
+    #[arg(long)]
+    release_required: bool,
     /// Do not send attachments larger than this many bytes.
     #[arg(long, value_name = "BYTES")]
     max_attachment_bytes: Option<u64>,
@@ -232,6 +237,10 @@ fn add(args: AddArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
         conflicts: Default::default(),
         review: ReviewSettings {
             required: args.review_required,
+        },
+        release: ReleaseSettings {
+            required: args.release_required,
+            acks: AckRelease::Auto,
         },
         signatures: args.signatures,
         attachments: AttachmentSettings {

@@ -342,6 +342,7 @@ impl<'a> Story<'a> {
             stale_after_hours: None,
             conflicts: Default::default(),
             review: Default::default(),
+            release: Default::default(),
             signatures: SignaturePolicy::Required,
             attachments: Default::default(),
         };

@@ -12,6 +12,7 @@ use std::fmt::Write as _;
 
 use similar::{ChangeTag, TextDiff};
 
+use crate::engine::release::{OutgoingIssue, Pending};
 use crate::engine::{FieldChange, PendingIssue, Review, Verdict};
 use crate::model::FieldValue;
 use crate::words::plural;
@@ -78,6 +79,115 @@ pub fn review_page(site: &str, when: &str, reviews: &[Review]) -> String {
         connection(&mut body, review);
     }
     page(&format!("ferry review: {site}"), &body)
+}
+
+/// What waits for release at `site` (see `ferry release`), made at `when`.
+pub fn release_page(site: &str, when: &str, pending: &[Pending]) -> String {
+    let mut body = String::new();
+    let _ = writeln!(
+        body,
+        "<h1>Outgoing release at {}</h1>\n<p>Made {} by <code>ferry release --html</code>: \
+         what this site exported that waits for release before it leaves. Nothing has been sent.</p>",
+        escape(site),
+        escape(when)
+    );
+    for p in pending {
+        waiting(&mut body, p);
+    }
+    page(&format!("ferry release: {site}"), &body)
+}
+
+fn waiting(out: &mut String, pending: &Pending) {
+    let _ = writeln!(out, "<h2>To {}</h2>", escape(&pending.peer));
+    if pending.commits.is_empty() {
+        let _ = writeln!(out, "<p>Nothing waits for release.</p>");
+    } else {
+        let _ = writeln!(
+            out,
+            "<p>{} commit{} wait{} ({} → {}), {} issue{}.</p>\n<details><summary>Commits</summary><ul>",
+            pending.commits.len(),
+            plural(pending.commits.len()),
+            if pending.commits.len() == 1 { "s" } else { "" },
+            escape(
+                pending
+                    .released
+                    .as_deref()
+                    .unwrap_or("nothing released yet")
+            ),
+            escape(pending.head.as_deref().unwrap_or("")),
+            pending.issues.len(),
+            plural(pending.issues.len())
+        );
+        for commit in &pending.commits {
+            let _ = writeln!(out, "<li><code>{}</code></li>", escape(commit));
+        }
+        let _ = writeln!(out, "</ul></details>");
+    }
+    for issue in &pending.issues {
+        outgoing(out, issue);
+    }
+    if !pending.verdicts.is_empty() {
+        let _ = writeln!(
+            out,
+            "<table>\n<tr><th>verdict</th><th>commit</th><th>by</th><th>at</th><th>reason</th></tr>"
+        );
+        for v in &pending.verdicts {
+            let _ = writeln!(
+                out,
+                "<tr><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                escape(&v.verdict),
+                escape(&v.commit),
+                escape(&v.by),
+                escape(&v.at),
+                escape(v.reason.as_deref().unwrap_or(""))
+            );
+        }
+        let _ = writeln!(out, "</table>");
+    }
+}
+
+fn outgoing(out: &mut String, issue: &OutgoingIssue) {
+    let what = if issue.new_issue.is_some() {
+        " (new to the peer)"
+    } else if issue.removed {
+        " (no longer shared)"
+    } else {
+        ""
+    };
+    let _ = writeln!(
+        out,
+        "<section class=\"issue\">\n<h3>{}{what}</h3>\n<p><code>{}</code></p>",
+        escape(&issue.key),
+        escape(&issue.path)
+    );
+    if let Some(reason) = &issue.held {
+        let _ = writeln!(
+            out,
+            "<p class=\"warning\">Held by a rejection ({}): released only when a release names it.</p>",
+            escape(reason)
+        );
+    }
+    if let Some(new) = &issue.new_issue {
+        fields_table(out, new);
+    }
+    changes(out, &issue.changes);
+    if let Some((old, new)) = &issue.description {
+        let _ = writeln!(
+            out,
+            "<p>Description, word by word:</p>\n<pre>{}</pre>",
+            word_diff(old, new)
+        );
+    }
+    comments(out, &issue.added_comments);
+    for c in &issue.removed_comments {
+        let _ = writeln!(
+            out,
+            "<p><del>Comment removed</del> by {}</p>",
+            escape(&c.author)
+        );
+    }
+    attachments(out, &issue.added_attachments, &issue.removed_attachments);
+    let _ = writeln!(out, "</section>");
 }
 
 fn connection(out: &mut String, review: &Review) {
@@ -155,24 +265,9 @@ fn pending(out: &mut String, issue: &PendingIssue) {
         },
         escape(&issue.path)
     );
-    if let Some(new) = &issue.new_issue {
-        let _ = writeln!(out, "<table>");
-        for (name, value) in [
-            ("summary", new.summary.as_str()),
-            ("type", &new.issue_type),
-            ("status", &new.status),
-            ("priority", new.priority.as_deref().unwrap_or("")),
-            ("assignee", new.assignee.as_deref().unwrap_or("")),
-            ("labels", &new.labels.join(", ")),
-        ] {
-            let _ = writeln!(out, "<tr><th>{name}</th><td>{}</td></tr>", escape(value));
-        }
-        let _ = writeln!(out, "</table>");
-        if let Some(description) = new.description.as_deref().filter(|d| !d.is_empty()) {
-            let _ = writeln!(out, "<pre>{}</pre>", escape(description));
-        }
-    } else {
-        changes(out, &issue.changes);
+    match &issue.new_issue {
+        Some(new) => fields_table(out, new),
+        None => changes(out, &issue.changes),
     }
     if let Some((old, new)) = &issue.description {
         let _ = writeln!(
@@ -181,41 +276,8 @@ fn pending(out: &mut String, issue: &PendingIssue) {
             word_diff(old, new)
         );
     }
-    for c in &issue.added_comments {
-        let _ = writeln!(
-            out,
-            "<p><ins>New comment</ins> by {} at {}{}:</p>\n<pre>{}</pre>",
-            escape(&c.author),
-            escape(&crate::model::format_timestamp(&c.created)),
-            if c.internal { " (internal)" } else { "" },
-            escape(&c.body)
-        );
-    }
-    if !issue.added_attachments.is_empty() || !issue.removed_attachments.is_empty() {
-        let _ = writeln!(
-            out,
-            "<table>\n<tr><th></th><th>attachment</th><th>bytes</th><th>sha256</th></tr>"
-        );
-        for a in &issue.added_attachments {
-            let _ = writeln!(
-                out,
-                "<tr><td><ins>new</ins></td><td>{}</td><td>{}</td><td><code>{}</code></td></tr>",
-                escape(&a.name),
-                a.size,
-                escape(&a.sha256)
-            );
-        }
-        for a in &issue.removed_attachments {
-            let _ = writeln!(
-                out,
-                "<tr><td><del>removed</del></td><td>{}</td><td>{}</td><td><code>{}</code></td></tr>",
-                escape(&a.name),
-                a.size,
-                escape(&a.sha256)
-            );
-        }
-        let _ = writeln!(out, "</table>");
-    }
+    comments(out, &issue.added_comments);
+    attachments(out, &issue.added_attachments, &issue.removed_attachments);
     for miss in &issue.unmapped {
         let _ = writeln!(out, "<p class=\"warning\">Not mapped: {}</p>", escape(miss));
     }
@@ -255,6 +317,64 @@ fn pending(out: &mut String, issue: &PendingIssue) {
         out,
         "<p class=\"verdict\">The incoming rule would: {verdict}</p>\n</section>"
     );
+}
+
+/// A new issue's fields, and its description.
+fn fields_table(out: &mut String, new: &crate::replica::Replica) {
+    let _ = writeln!(out, "<table>");
+    for (name, value) in [
+        ("summary", new.summary.as_str()),
+        ("type", &new.issue_type),
+        ("status", &new.status),
+        ("priority", new.priority.as_deref().unwrap_or("")),
+        ("assignee", new.assignee.as_deref().unwrap_or("")),
+        ("labels", &new.labels.join(", ")),
+    ] {
+        let _ = writeln!(out, "<tr><th>{name}</th><td>{}</td></tr>", escape(value));
+    }
+    let _ = writeln!(out, "</table>");
+    if let Some(description) = new.description.as_deref().filter(|d| !d.is_empty()) {
+        let _ = writeln!(out, "<pre>{}</pre>", escape(description));
+    }
+}
+
+fn comments(out: &mut String, added: &[crate::model::Comment]) {
+    for c in added {
+        let _ = writeln!(
+            out,
+            "<p><ins>New comment</ins> by {} at {}{}:</p>\n<pre>{}</pre>",
+            escape(&c.author),
+            escape(&crate::model::format_timestamp(&c.created)),
+            if c.internal { " (internal)" } else { "" },
+            escape(&c.body)
+        );
+    }
+}
+
+fn attachments(
+    out: &mut String,
+    added: &[crate::model::Attachment],
+    removed: &[crate::model::Attachment],
+) {
+    if added.is_empty() && removed.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "<table>\n<tr><th></th><th>attachment</th><th>bytes</th><th>sha256</th></tr>"
+    );
+    for (mark, list) in [("<ins>new</ins>", added), ("<del>removed</del>", removed)] {
+        for a in list {
+            let _ = writeln!(
+                out,
+                "<tr><td>{mark}</td><td>{}</td><td>{}</td><td><code>{}</code></td></tr>",
+                escape(&a.name),
+                a.size,
+                escape(&a.sha256)
+            );
+        }
+    }
+    let _ = writeln!(out, "</table>");
 }
 
 fn changes(out: &mut String, changes: &[FieldChange]) {

@@ -16,6 +16,7 @@ mod init;
 mod key;
 mod maintenance;
 mod notify;
+mod release;
 mod relink;
 mod report;
 mod review;
@@ -94,6 +95,7 @@ enum Command {
     #[command(subcommand)]
     Bundle(bundle::BundleCommand),
     Review(review::ReviewArgs),
+    Release(release::ReleaseArgs),
     #[command(subcommand)]
     Rules(rules::RulesCommand),
     Relink(relink::RelinkArgs),
@@ -271,6 +273,7 @@ fn dispatch(command: Command, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
         Command::Pull(args) => steps::pull(args, ctx),
         Command::Bundle(cmd) => bundle::run(cmd, ctx),
         Command::Review(args) => review::run(args, ctx),
+        Command::Release(args) => release::run(args, ctx),
         Command::Rules(cmd) => rules::run(cmd, ctx),
         Command::Relink(args) => relink::run(args, ctx),
         Command::Share(args) => share::share(args, ctx),

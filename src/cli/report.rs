@@ -228,6 +228,16 @@ pub fn connection(out: &mut dyn Write, c: &ConnectionReport, listing: Listing) -
     if let Some(p) = &c.pushed {
         pushed(out, &c.peer, p)?;
     }
+    if c.awaiting_release > 0 {
+        writeln!(
+            out,
+            "hold   {}: {} commit{} wait{} for release (`ferry release`)",
+            c.peer,
+            c.awaiting_release,
+            plural(c.awaiting_release),
+            if c.awaiting_release == 1 { "s" } else { "" }
+        )?;
+    }
     if let Some(failure) = &c.failure {
         writeln!(out, "error  {}: {}", c.peer, one_line(failure))?;
     }

@@ -58,7 +58,7 @@ enum ColorChoice {
 /// ANSI styles, or none. They are written around the text, never into it: the
 /// text itself goes through [`Human`], so a peer's own escape codes show as text.
 #[derive(Debug, Clone, Copy)]
-struct Paint(bool);
+pub(super) struct Paint(pub(super) bool);
 
 impl Paint {
     fn removed(self, out: &mut Human, text: &str) -> std::io::Result<()> {
@@ -194,14 +194,44 @@ fn page(text: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
-/// The connection a verdict is about: the one named, else the only one that
-/// requires review.
-fn gated_connection(site: &Site, named: Option<String>) -> anyhow::Result<Connection> {
+/// Which gate a verdict is about.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Gate {
+    /// What comes in (`review.required`).
+    Review,
+    /// What leaves (`release.required`).
+    Release,
+}
+
+impl Gate {
+    fn holds(self, connection: &Connection) -> bool {
+        match self {
+            Gate::Review => connection.settings.review.required,
+            Gate::Release => connection.settings.release.required,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Gate::Review => "review",
+            Gate::Release => "release",
+        }
+    }
+}
+
+/// The connection a verdict is about: the one named, else the only one whose
+/// `gate` is on.
+pub(super) fn gated_connection(
+    site: &Site,
+    named: Option<String>,
+    gate: Gate,
+) -> anyhow::Result<Connection> {
+    let setting = gate.name();
     if let Some(peer) = named {
         let connection = site.config.connection(&peer)?.clone();
-        if !connection.settings.review.required {
+        if !gate.holds(&connection) {
             return Err(UsageError(format!(
-                "the connection to {peer} does not require review; set `review: {{required: true}}` in {}",
+                "the connection to {peer} does not require {setting}; set `{setting}: {{required: true}}` in {}",
                 connection.file.display()
             ))
             .into());
@@ -212,17 +242,16 @@ fn gated_connection(site: &Site, named: Option<String>) -> anyhow::Result<Connec
         .config
         .connections
         .values()
-        .filter(|c| c.settings.review.required)
+        .filter(|c| gate.holds(c))
         .collect();
     match gated.as_slice() {
         [one] => Ok((*one).clone()),
-        [] => Err(UsageError(
-            "no connection requires review; set `review: {required: true}` in a connection file"
-                .into(),
-        )
+        [] => Err(UsageError(format!(
+            "no connection requires {setting}; set `{setting}: {{required: true}}` in a connection file"
+        ))
         .into()),
         _ => Err(UsageError(format!(
-            "several connections require review ({}); name one with --connection",
+            "several connections require {setting} ({}); name one with --connection",
             gated
                 .iter()
                 .map(|c| c.peer.as_str())
@@ -264,7 +293,7 @@ fn pending_commit(site: &Site, peer: &str, rev: Option<&str>) -> anyhow::Result<
 
 fn approve(args: ApproveArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
     let site = Site::open(&ctx.dir)?;
-    let connection = gated_connection(&site, args.connection)?;
+    let connection = gated_connection(&site, args.connection, Gate::Review)?;
     let peer = connection.peer.as_str();
     let commit = pending_commit(&site, peer, args.rev.as_deref())?;
     let approved = approved_ref(peer);
@@ -314,7 +343,7 @@ fn approve(args: ApproveArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
 
 fn reject(args: RejectArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
     let site = Site::open(&ctx.dir)?;
-    let connection = gated_connection(&site, args.connection)?;
+    let connection = gated_connection(&site, args.connection, Gate::Review)?;
     let peer = connection.peer.as_str();
     let commit = pending_commit(&site, peer, Some(&args.rev))?;
     if let Some(approved) = site.exchange.resolve(&approved_ref(peer))?
@@ -531,7 +560,12 @@ fn value(v: Option<&FieldValue>) -> String {
 
 /// git's `--word-diff=plain` rendering: runs of removed and added words each in
 /// one bracket. Descriptions are multi-line: their newlines stay.
-fn word_diff(out: &mut Human, old: &str, new: &str, paint: Paint) -> std::io::Result<()> {
+pub(super) fn word_diff(
+    out: &mut Human,
+    old: &str,
+    new: &str,
+    paint: Paint,
+) -> std::io::Result<()> {
     use similar::{ChangeTag, TextDiff};
     let flush = |out: &mut Human, tag: ChangeTag, run: &mut String| {
         let written = match tag {

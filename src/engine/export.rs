@@ -15,7 +15,7 @@ use super::{IssueError, attachments, issue_error, load_rule};
 use crate::config::Connection;
 use rayon::prelude::*;
 
-use crate::exchange::{Content, Exchange, FileWrite, NewBlobs, applied_ref, blob_id, own_branch};
+use crate::exchange::{Content, Exchange, FileWrite, NewBlobs, applied_ref, blob_id};
 use crate::failpoint;
 use crate::ledger::NewExport;
 use crate::model::Issue;
@@ -152,11 +152,12 @@ pub fn export(
     let peer = connection.peer.as_str();
     let rules = load_rule(&site.config, &connection.settings.outgoing)?;
     let cursor = site.ledger.cursor(peer)?;
-    let branch = own_branch(&me, peer);
+    super::release::prepare(site, connection)?;
+    let branch = super::release::export_ref(&me, connection);
     let head = site.exchange.resolve(&branch)?;
     let format = writing_format(site, peer, head)?;
     let head = match head {
-        Some(head) => Some(upgrade_branch(site, &me, peer, head, format)?),
+        Some(head) => Some(upgrade_branch(site, (&me, peer, &branch), head, format)?),
         None => None,
     };
 
@@ -743,8 +744,7 @@ pub(super) fn writing_format(site: &Site, peer: &str, head: Option<Oid>) -> anyh
 /// done and the next export finds nothing to move.
 fn upgrade_branch(
     site: &Site,
-    me: &str,
-    peer: &str,
+    (me, peer, branch): (&str, &str, &str),
     head: Oid,
     format: Format,
 ) -> anyhow::Result<Oid> {
@@ -807,8 +807,7 @@ fn upgrade_branch(
             Format::own()
         )
     };
-    let branch = own_branch(me, peer);
-    let commit = site.exchange.commit(&branch, &writes, &message, me)?;
+    let commit = site.exchange.commit(branch, &writes, &message, me)?;
     if commit.is_some() {
         failpoint::hit("after-format-commit");
     }

@@ -18,6 +18,7 @@ mod attachments;
 pub mod conflict;
 mod export;
 mod import;
+pub mod release;
 mod relink;
 mod review;
 mod rules_test;

@@ -312,7 +312,7 @@ pub(super) fn review_one(
 
 /// Field-level differences between two replicas, comments and bookkeeping left out
 /// (comments are listed on their own, `updated` changes with everything).
-fn field_changes(previous: Option<&Replica>, replica: &Replica) -> Vec<FieldChange> {
+pub(super) fn field_changes(previous: Option<&Replica>, replica: &Replica) -> Vec<FieldChange> {
     let old = previous
         .map(serde_json::to_value)
         .transpose()

@@ -33,6 +33,8 @@ pub struct ConnectionReport {
     pub exported: Option<ExportReport>,
     /// What the push did, if it ran.
     pub pushed: Option<PushOutcome>,
+    /// Commits behind the release gate that wait for a release after the push.
+    pub awaiting_release: usize,
     /// A connection-level failure that stopped this connection.
     pub failure: Option<String>,
     /// The connection is paused: nothing was pulled, imported, exported or pushed.
@@ -125,6 +127,7 @@ pub fn push(
         &site.config.root,
         &connection.trust,
     );
+    super::release::settle(site, connection)?;
     failpoint::hit("before-push");
     let outcome = channel.push(&site.exchange, site.name(), &connection.peer, adopt)?;
     failpoint::hit("after-push");
@@ -191,6 +194,7 @@ pub fn sync(site: &mut Site, options: &SyncOptions) -> anyhow::Result<SyncReport
         {
             run_step(site, connection, report, |site, report| {
                 report.pushed = Some(push(site, connection, None).context("push")?);
+                report.awaiting_release = super::release::waiting(site, connection)?;
                 Ok(())
             })?;
         }

@@ -232,6 +232,30 @@ pub fn approved_ref(peer: &str) -> String {
     format!("refs/ferry/approved/{peer}")
 }
 
+/// Where exports for the peer are committed while the connection's release
+/// gate holds them (`release.required`); this site's branch for the peer is
+/// then what a release officer released, the only history that leaves.
+pub fn outgoing_ref(peer: &str) -> String {
+    format!("refs/ferry/outgoing/{peer}")
+}
+
+/// The branch a commit made on `refname` is for (its signed trailer): the
+/// release gate's outgoing ref, and the ref a rejection rebuilds on, hold
+/// commits for this site's branch for the peer, which they leave on once
+/// released.
+fn branch_for(refname: &str, site: &str) -> String {
+    ["refs/ferry/outgoing/", "refs/ferry/rebuilding/"]
+        .iter()
+        .find_map(|prefix| refname.strip_prefix(prefix))
+        .map_or_else(|| refname.to_string(), |peer| own_branch(site, peer))
+}
+
+/// Where the unreleased exports a rejection replaced are kept (`n`th
+/// rejection): a ref no push or bundle names.
+pub fn rejected_ref(peer: &str, n: usize) -> String {
+    format!("refs/ferry/rejected/{peer}/{n}")
+}
+
 /// Wraps a git2 error with what ferry was doing; `context` is only built on error.
 fn git<T>(
     result: Result<T, git2::Error>,
@@ -767,6 +791,18 @@ impl Exchange {
             format!("setting {refname} to {}", short(oid))
         })?;
         Ok(())
+    }
+
+    /// Removes a reference; one that does not exist is no error.
+    pub fn delete_ref(&self, refname: &str) -> Result<(), ExchangeError> {
+        match self.repo.find_reference(refname) {
+            Ok(mut reference) => git(reference.delete(), || format!("deleting {refname}")),
+            Err(e) if e.code() == ErrorCode::NotFound => Ok(()),
+            Err(source) => Err(ExchangeError::Git {
+                context: format!("reading {refname}"),
+                source,
+            }),
+        }
     }
 
     /// Moves `refname` from `expected` (`None`: it must not exist) to `new`, failing
@@ -1376,8 +1412,14 @@ impl Exchange {
         })?;
         let signature = site_signature(site)?;
         let parents: Vec<&git2::Commit<'_>> = parent_commit.iter().collect();
-        self.signed_commit(refname, &signature, message, &tree, &parents)
-            .map(Some)
+        self.signed_commit(
+            &branch_for(refname, site),
+            &signature,
+            message,
+            &tree,
+            &parents,
+        )
+        .map(Some)
     }
 
     /// Records that `refname` (ours) supersedes `theirs`: a merge commit with our

@@ -40,6 +40,9 @@ pub fn run(args: CreateArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
     let site = Site::open(&ctx.dir)?;
     let connection = site.config.connection(&args.connection)?.clone();
     let peer = connection.peer.clone();
+    // Behind a release gate, the branch is what was released: bring it up to
+    // date as a push would.
+    crate::engine::release::settle(&site, &connection)?;
     let plan = match &args.after {
         Some(after) => Some(plan_after(&site, &peer, after)?),
         None => bundle::plan(&site.exchange, site.name(), &peer, args.full)?,

@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use super::{Ctx, ExitStatus};
 use crate::config::{ChannelSetting, Config};
-use crate::exchange::{Exchange, applied_ref, own_branch, peer_branch};
+use crate::exchange::{Exchange, applied_ref, outgoing_ref, own_branch, peer_branch};
 use crate::ledger::{Pause, Step, Waiting};
 use crate::maintenance::{self, Storage};
 use crate::signing::SignaturePolicy;
@@ -64,6 +64,8 @@ struct ConnectionStatus {
     /// Links and parents the peer's replicas ask for that wait for their other
     /// issue to arrive here.
     waiting_relations: usize,
+    /// Commits exported behind the release gate that wait for a release.
+    waiting_release: usize,
     /// Unresolved errors: (level, count).
     errors: Vec<(String, usize)>,
     /// What keeps the connection down: its unresolved connection-level errors.
@@ -143,6 +145,12 @@ pub fn run(args: StatusArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
             shared_issues,
             linked_issues,
             waiting_relations: ledger.waiting_relations(peer)?.len(),
+            waiting_release: match exchange.resolve(&outgoing_ref(peer))? {
+                Some(waiting) if c.settings.release.required => exchange
+                    .commits_between(exchange.resolve(&own_branch(me, peer))?, waiting)?
+                    .len(),
+                _ => 0,
+            },
             errors: by_level,
             failing,
             waiting_bundles: ledger.waiting(peer)?,
@@ -223,6 +231,15 @@ pub fn run(args: StatusArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
                 bundle.file,
                 bundle.since,
                 &bundle.needs[..bundle.needs.len().min(10)]
+            )?;
+        }
+        if r.waiting_release > 0 {
+            writeln!(
+                ctx.out,
+                "  release   {} commit{} wait{} for release (`ferry release`)",
+                r.waiting_release,
+                plural(r.waiting_release),
+                if r.waiting_release == 1 { "s" } else { "" }
             )?;
         }
         if r.waiting_relations > 0 {
