@@ -269,7 +269,12 @@ fn pending(out: &mut String, issue: &PendingIssue) {
         Some(new) => fields_table(out, new),
         None => changes(out, &issue.changes),
     }
-    if let Some((old, new)) = &issue.description {
+    // A new issue's description is in its table already.
+    if let Some((old, new)) = issue
+        .description
+        .as_ref()
+        .filter(|_| issue.new_issue.is_none())
+    {
         let _ = writeln!(
             out,
             "<p>Description, word by word:</p>\n<pre>{}</pre>",

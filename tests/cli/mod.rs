@@ -5,6 +5,7 @@ mod attachments;
 mod bad_input;
 mod batches;
 mod bench;
+mod browser;
 mod bundles;
 mod careless_operator;
 mod doctor;

@@ -2,7 +2,7 @@
 
 use super::World;
 
-fn world() -> World {
+pub(super) fn world() -> World {
     let mut w = World::new();
     w.now = Some("2026-11-20T10:00:00Z");
     w.site(
