@@ -559,6 +559,16 @@ impl Trust {
     }
 }
 
+/// The SHA-256 fingerprint of the key whose SSH signature a commit carries,
+/// for people (a report's "signed by"); `None` when it carries none. Whether
+/// the key is trusted and the signature holds is [`Trust::admit`]'s, which
+/// every fetched commit has passed.
+pub fn signer(repo: &Repository, commit: Oid) -> Option<String> {
+    let (signature, _) = repo.extract_signature(&commit, None).ok()?;
+    let sshsig = SshSig::from_pem(std::str::from_utf8(&signature).ok()?.trim()).ok()?;
+    Some(sshsig.public_key().fingerprint(HashAlg::Sha256).to_string())
+}
+
 /// The branch a commit message names in its [`BRANCH_TRAILER`] line (the last one
 /// wins, as with git trailers).
 fn branch_trailer(message: &str) -> Option<String> {

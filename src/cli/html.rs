@@ -229,11 +229,24 @@ fn connection(out: &mut String, review: &Review) {
         plural(review.issues.len())
     );
     if !review.commits.is_empty() {
-        let _ = writeln!(out, "<details><summary>Commits</summary><ul>");
+        let _ = writeln!(
+            out,
+            "<details open><summary>Commits</summary>\n<table>\n<tr><th>commit</th><th>signed by</th></tr>"
+        );
         for commit in &review.commits {
-            let _ = writeln!(out, "<li><code>{}</code></li>", escape(commit));
+            let _ = writeln!(
+                out,
+                "<tr><td><code>{}</code></td><td><code>{}</code></td></tr>",
+                escape(commit),
+                escape(
+                    review
+                        .signers
+                        .get(commit)
+                        .map_or("unsigned", String::as_str)
+                )
+            );
         }
-        let _ = writeln!(out, "</ul></details>");
+        let _ = writeln!(out, "</table></details>");
     }
     for path in &review.refused_paths {
         let _ = writeln!(

@@ -103,6 +103,8 @@ pub struct Review {
     pub head: Option<String>,
     /// Commits between them (oldest first).
     pub commits: Vec<String>,
+    /// The key each of them is signed with (SHA-256 fingerprint), by commit.
+    pub signers: std::collections::BTreeMap<String, String>,
     /// Pending replicas.
     pub issues: Vec<PendingIssue>,
     /// Paths the peer wrote outside `issues/` (refused on import).
@@ -126,6 +128,7 @@ pub fn review(site: &Site, connection: &Connection) -> anyhow::Result<Review> {
         applied: applied.map(|o| o.to_string()),
         head: head.map(|o| o.to_string()),
         commits: Vec::new(),
+        signers: Default::default(),
         issues: Vec::new(),
         refused_paths: Vec::new(),
         review_required: connection.settings.review.required,
@@ -135,11 +138,13 @@ pub fn review(site: &Site, connection: &Connection) -> anyhow::Result<Review> {
     let Some(head) = head else {
         return Ok(review);
     };
-    review.commits = site
-        .exchange
-        .commits_between(applied, head)?
+    let commits = site.exchange.commits_between(applied, head)?;
+    review.commits = commits.iter().map(Oid::to_string).collect();
+    review.signers = commits
         .iter()
-        .map(Oid::to_string)
+        .filter_map(|c| {
+            crate::signing::signer(site.exchange.repo(), *c).map(|key| (c.to_string(), key))
+        })
         .collect();
     let range = pending_range(site, peer, applied, head)?;
     review.refused_paths = range.outside;

@@ -407,6 +407,8 @@ fn the_html_report_holds_the_pending_issue_and_keeps_hostile_text_as_text() {
     assert!(html.starts_with("<!DOCTYPE html>"));
     assert!(html.contains("default-src 'none'"), "no fetch, no script");
     assert!(html.contains("SUP-1 (new here)"));
+    assert!(html.contains("<th>signed by</th>"), "{html}");
+    assert!(html.contains("<code>SHA256:"), "the signer's key: {html}");
     assert!(html.contains("&lt;script&gt;alert(&#39;owned&#39;)&lt;/script&gt; on fire"));
     assert!(html.contains("&lt;img src=&quot;http://attacker.example/x.png&quot;&gt;"));
     assert!(html.contains("&lt;/pre&gt;&lt;b&gt;bold&lt;/b&gt;"));
