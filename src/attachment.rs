@@ -44,7 +44,7 @@ const MAX_NAME_BYTES: usize = 200;
 /// A file name every tracker and file system accepts, made from whatever name a
 /// peer sent: the last path component only (so `../../etc/passwd` cannot climb),
 /// no control characters or characters Windows refuses, no reserved device names,
-/// no leading dots or trailing dots and spaces, at most [`MAX_NAME_BYTES`] bytes
+/// no leading dots or trailing dots and spaces, at most `MAX_NAME_BYTES` (200) bytes
 /// with the extension kept. The replica keeps the original name; only what is
 /// handed to a tracker or written to disk goes through here.
 pub fn safe_file_name(name: &str) -> String {

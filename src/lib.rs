@@ -1,7 +1,8 @@
 //! ferry: file-and-git-based offline sync of issues between trackers that cannot
 //! reach each other.
 //!
-//! The data flow of one `ferry sync` (see DESIGN.md in the repository):
+//! The data flow of one `ferry sync` (ARCHITECTURE.md in the repository has the
+//! layers, the invariants and where each is enforced):
 //! tracker → [`rules`] (outgoing) → [`replica`] → [`exchange`] commit →
 //! [`transport`] → peer → tree diff → [`rules`] (incoming) → [`tracker`], with every
 //! mapping and position kept in the [`ledger`]. The [`engine`] drives it; the

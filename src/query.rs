@@ -975,7 +975,7 @@ mod tests {
                 "not (project = OPS or (labels = vip and not tier = 3))",
                 true,
             ),
-            // The examples from DESIGN.md.
+            // The examples of the original design.
             (
                 "project = SUP AND labels = escalate AND status != Closed",
                 true,

@@ -44,7 +44,7 @@ pub struct ExportReport {
 /// The issues changed since the oldest export cursor of the connections a run
 /// exports on, read from the tracker once and shared by those exports: a no-op
 /// run with many connections costs one read, not one per connection. More than
-/// a [`PAGE`] of them (a first export, a mass change) are not held: only their
+/// a `PAGE` of them (a first export, a mass change) are not held: only their
 /// ids, and each export reads them a page at a time, so memory follows the
 /// page, not the tracker.
 pub struct Changed {

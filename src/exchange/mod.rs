@@ -1,7 +1,7 @@
 //! The local exchange repository: a site's bare git clone of the exchange data.
 //!
 //! Every replica a site shares and every replica it receives lives in this repo as
-//! git objects (see "Exchange repo layout" in DESIGN.md): the site writes only its
+//! git objects (see ARCHITECTURE.md and the README's "Replica format"): the site writes only its
 //! own branches (`refs/heads/<site>/<peer>`), receives the peers' branches through a
 //! [`crate::transport::Channel`], and remembers what it imported under
 //! `refs/ferry/…`. Everything here is plain git, so the real `git` CLI can inspect,
@@ -9,9 +9,10 @@
 //!
 //! Design choices worth knowing:
 //! - Commits are made without a work tree or index: the new tree is computed from
-//!   the parent's tree with [`git2::build::TreeUpdateBuilder`], so one export run
-//!   touching ten replicas out of a hundred thousand only rewrites the trees on
-//!   those ten paths.
+//!   the parent's tree by ferry itself (`tree.rs`, checked against libgit2's
+//!   `TreeUpdateBuilder` by a property test), so one export run touching ten
+//!   replicas out of a hundred thousand only writes the trees on those ten
+//!   paths.
 //! - No empty commits, ever: a commit whose tree equals its parent's is not made,
 //!   so a commit always means "something changed" to the peer.
 //! - Refs move with compare-and-swap against the value read before the work
@@ -351,7 +352,7 @@ const PACK_THRESHOLD: usize = 64;
 
 /// Blobs a commit will hold that the exchange lacks, gathered as they are made
 /// and written with the commit's trees by [`Exchange::commit_with`]: loose when few; from
-/// [`PACK_THRESHOLD`] on, compressed on every core as they come and appended to
+/// `PACK_THRESHOLD` on, compressed on every core as they come and appended to
 /// a pack file, so that a large export holds neither the blobs nor the pack.
 ///
 /// One loose file per blob would leave 100 000 files in `objects/` after a

@@ -80,8 +80,7 @@ pub struct IssuePatch {
     pub components: Option<Vec<String>>,
     /// Custom fields to set; a JSON `null` removes the field.
     pub fields: BTreeMap<String, FieldValue>,
-    /// Links to make; one that is already there is left as it is. Only for a
-    /// tracker whose [`Tracker::relations`] is true.
+    /// Links to make; one that is already there is left as it is.
     pub add_links: Vec<LinkChange>,
     /// Links to remove; one that is not there is not an error.
     pub remove_links: Vec<LinkChange>,

@@ -7,7 +7,8 @@
 //! is refused before anything is imported, and our own branch is never
 //! force-pushed. Two implementations: [`remote::GitRemote`], an intermediate git
 //! repository both sites reach out to, and [`bundle::BundleChannel`], bundle files
-//! carried between an outbox and an inbox folder (DESIGN.md, Transport).
+//! carried between an outbox and an inbox folder (ARCHITECTURE.md, "How to add
+//! a channel").
 //!
 //! Whatever the channel, the peer's new commits pass [`admit`] before the peer's
 //! branch moves: one function, so every channel refuses the same commits: those
@@ -357,7 +358,7 @@ pub enum AdmitError {
         peer: String,
         /// The refused commit.
         candidate: Oid,
-        /// One `path: what is wrong` each, at most [`MAX_LISTED_PROBLEMS`].
+        /// One `path: what is wrong` each, at most `MAX_LISTED_PROBLEMS`.
         problems: Vec<String>,
         /// How many more problems there were.
         more: usize,

@@ -1965,12 +1965,12 @@ impl Tracker for JiraTracker {
         self.create_one(issue)
     }
 
-    /// Jira's bulk create takes [`BULK`] issues.
+    /// Jira's bulk create takes `BULK` (50) issues.
     fn create_group(&self) -> usize {
         BULK
     }
 
-    /// One search per [`BULK`] markers (`labels in (…)`), answers kept for the
+    /// One search per `BULK` markers (`labels in (…)`), answers kept for the
     /// [`Tracker::find_by_origin`] that follows.
     fn prefetch_origins(&self, origins: &[Origin]) -> Result<(), TrackerError> {
         let mut labels: Vec<String> = {
@@ -2006,7 +2006,7 @@ impl Tracker for JiraTracker {
         Ok(())
     }
 
-    /// A bulk create per [`BULK`] issues, the rest side by side (see
+    /// A bulk create per `BULK` issues, the rest side by side (see
     /// `create_chunk`).
     fn create_many(&mut self, issues: &[NewIssueWithComments]) -> Vec<Created> {
         let mut out = Vec::with_capacity(issues.len());

@@ -77,7 +77,7 @@ pub(crate) struct Entry {
 }
 
 /// Writes a thin pack of every object reachable from `tip` and not from `base`
-/// into `out`, one object at a time (see [`new_objects`]).
+/// into `out`, one object at a time (see `new_objects`).
 pub fn write_thin(
     repo: &Repository,
     base: Oid,
