@@ -32,43 +32,7 @@ pub const CONNECTIONS_DIR: &str = "connections";
 /// Optional file of e-mail notification settings, beside `ferry.yaml`.
 pub const NOTIFY_FILE: &str = "notify.yaml";
 
-/// A configuration problem. Always names the file.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("cannot read {path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// The file is not valid YAML or has the wrong shape; the message has line and
-    /// column.
-    #[error("{path}: {message}")]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// Parser message, with line and column.
-        message: String,
-    },
-    /// Parsed, but a value is wrong.
-    #[error("{path}: {message}")]
-    Invalid {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong and how to fix it.
-        message: String,
-    },
-    /// Writing a configuration file failed.
-    #[error("cannot write {path}: {source}")]
-    Write {
-        /// The file.
-        path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-}
+pub use crate::files::{ConfigError, write_atomic};
 
 /// The tracker a site talks to.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -788,22 +752,6 @@ fn read_yaml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ConfigErr
         path: path.to_path_buf(),
         message: e.to_string(),
     })
-}
-
-/// Writes `contents` to `path` atomically (temporary file, then rename), so a crash
-/// or a full disk never leaves a half-written configuration behind.
-pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), ConfigError> {
-    let write = |source| ConfigError::Write {
-        path: path.to_path_buf(),
-        source,
-    };
-    let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).map_err(write)?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(write)?;
-    std::io::Write::write_all(&mut tmp, contents).map_err(write)?;
-    tmp.as_file().sync_all().map_err(write)?;
-    tmp.persist(path).map_err(|e| write(e.error))?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -984,47 +984,6 @@ impl Target {
     }
 }
 
-/// The site's clone, then every git channel of its connections that `pick`
-/// selects: folders once each (connections sharing one repository), servers
-/// as such. Bundle channels hold no repository.
-pub fn targets(
-    config: &crate::config::Config,
-    pick: impl Fn(&crate::config::Connection) -> bool,
-) -> Vec<Target> {
-    let mut targets = vec![Target::Clone(
-        config.state_dir().join(crate::site::EXCHANGE_DIR),
-    )];
-    for connection in config.connections.values().filter(|c| pick(c)) {
-        let crate::config::ChannelSetting::Git(url) = &connection.settings.channel else {
-            continue;
-        };
-        let peer = connection.peer.clone();
-        let Some(dir) = crate::transport::remote::folder(url, &config.root) else {
-            targets.push(Target::Server {
-                peer,
-                url: url.clone(),
-            });
-            continue;
-        };
-        let same = |a: &Path, b: &Path| match (fs::canonicalize(a), fs::canonicalize(b)) {
-            (Ok(a), Ok(b)) => a == b,
-            _ => a == b,
-        };
-        match targets.iter_mut().find(|t| match t {
-            Target::Folder { dir: other, .. } => same(other, &dir),
-            _ => false,
-        }) {
-            Some(Target::Folder { peers, .. }) => peers.push(peer),
-            _ => targets.push(Target::Folder {
-                peers: vec![peer],
-                url: url.clone(),
-                dir,
-            }),
-        }
-    }
-    targets
-}
-
 /// What a maintenance of one target came to.
 #[derive(Debug)]
 pub struct Done {

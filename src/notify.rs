@@ -36,7 +36,7 @@ use lettre::transport::smtp::response::Response;
 use lettre::{Message, SmtpTransport, Transport};
 use serde::{Deserialize, Serialize};
 
-use crate::config::ConfigError;
+use crate::files::ConfigError;
 use crate::ledger::{ErrorRecord, Ledger, LedgerError};
 
 /// Environment variable holding the SMTP user name.

@@ -32,7 +32,7 @@ use git2::{ErrorCode, Oid, Repository, Sort};
 use ssh_key::public::KeyData;
 use ssh_key::{Algorithm, HashAlg, LineEnding, PrivateKey, PublicKey, SshSig};
 
-use crate::config::{ConfigError, write_atomic};
+use crate::files::{ConfigError, write_atomic};
 
 /// The SSHSIG namespace of commit signatures, as git uses it.
 pub const NAMESPACE: &str = "git";

@@ -18,6 +18,7 @@ use anyhow::Context;
 use crate::config::{CONFIG_FILE, Config, TrackerConfig, write_atomic};
 use crate::exchange::Exchange;
 use crate::ledger::Ledger;
+use crate::notify::Level;
 use crate::signing::{KeyError, SiteKey};
 use crate::tracker::jira::JiraTracker;
 use crate::tracker::local::LocalTracker;
@@ -172,7 +173,7 @@ impl Site {
         // From here on the ledger can keep what goes wrong, for `ferry errors` and
         // the notification.
         let recorded = |e: anyhow::Error| {
-            crate::engine::record_run_failure(&ledger, &e);
+            record_run_failure(&ledger, &e);
             e
         };
         let mut exchange = Exchange::open_or_init(&state.join(EXCHANGE_DIR))
@@ -210,6 +211,72 @@ impl Site {
     pub fn name(&self) -> &str {
         self.config.site_name()
     }
+}
+
+/// The level of an error that stopped a whole run: the machine's (node) when
+/// local state or the disk failed, else the site's.
+pub fn run_failure_level(e: &anyhow::Error) -> &'static str {
+    let node = e.chain().any(|cause| {
+        cause.is::<crate::ledger::LedgerError>()
+            || cause.is::<crate::exchange::ExchangeError>()
+            || cause.is::<std::io::Error>()
+    });
+    if node {
+        Level::Node.as_str()
+    } else {
+        Level::Site.as_str()
+    }
+}
+
+/// Records an error that stopped a whole run, when the ledger still can; returns
+/// its level.
+pub fn record_run_failure(ledger: &Ledger, e: &anyhow::Error) -> &'static str {
+    let level = run_failure_level(e);
+    if let Err(unrecorded) = ledger.record_error(level, None, None, &crate::words::error_chain(e)) {
+        tracing::error!("{level}-level error not recorded: {unrecorded}");
+    }
+    level
+}
+
+/// The site's clone, then every git channel of its connections that `pick`
+/// selects: folders once each (connections sharing one repository), servers
+/// as such. Bundle channels hold no repository.
+pub fn maintenance_targets(
+    config: &crate::config::Config,
+    pick: impl Fn(&crate::config::Connection) -> bool,
+) -> Vec<crate::maintenance::Target> {
+    let mut targets = vec![crate::maintenance::Target::Clone(
+        config.state_dir().join(EXCHANGE_DIR),
+    )];
+    for connection in config.connections.values().filter(|c| pick(c)) {
+        let crate::config::ChannelSetting::Git(url) = &connection.settings.channel else {
+            continue;
+        };
+        let peer = connection.peer.clone();
+        let Some(dir) = crate::transport::remote::folder(url, &config.root) else {
+            targets.push(crate::maintenance::Target::Server {
+                peer,
+                url: url.clone(),
+            });
+            continue;
+        };
+        let same = |a: &Path, b: &Path| match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => a == b,
+        };
+        match targets.iter_mut().find(|t| match t {
+            crate::maintenance::Target::Folder { dir: other, .. } => same(other, &dir),
+            _ => false,
+        }) {
+            Some(crate::maintenance::Target::Folder { peers, .. }) => peers.push(peer),
+            _ => targets.push(crate::maintenance::Target::Folder {
+                peers: vec![peer],
+                url: url.clone(),
+                dir,
+            }),
+        }
+    }
+    targets
 }
 
 /// The connector the configuration names.

@@ -27,11 +27,11 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use ferry::attachment::safe_file_name;
+use ferry::pack::index::{PackLimits, index_from_peer};
+use ferry::pack::write_thin;
 use ferry::query::Query;
 use ferry::replica::{Replica, SiteFile};
 use ferry::transport::bundle::parse_header;
-use ferry::transport::pack::index::{PackLimits, index_from_peer};
-use ferry::transport::pack::write_thin;
 use ferry::yaml_depth::{self, MAX_DEPTH};
 
 /// Inputs per parser in the ignored full run unless `FERRY_FUZZ_ITERATIONS` says.

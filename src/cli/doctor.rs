@@ -460,7 +460,7 @@ fn diagnose(dir: &Path, min_free_mib: u64, checks: &mut Checks) {
 /// of automatic maintenance; channels on a server are out of reach.
 fn storage(config: &Config, checks: &mut Checks) {
     let settings = &config.site.maintenance;
-    for target in maintenance::targets(config, |_| true) {
+    for target in crate::site::maintenance_targets(config, |_| true) {
         let name = format!("storage {}", target.describe());
         let Some(dir) = target.dir() else {
             checks.pass(

@@ -61,7 +61,7 @@ pub fn run(args: MaintenanceArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
         tracing::warn!("removed {}, left by an interrupted run", stale.display());
     }
     drop(exchange);
-    let targets = maintenance::targets(&config, |_| true);
+    let targets = crate::site::maintenance_targets(&config, |_| true);
     let servers: Vec<Target> = targets
         .iter()
         .filter(|t| t.dir().is_none())
@@ -190,7 +190,7 @@ pub(super) fn after_run(
     if !settings.auto || (!clone && pushed.is_empty()) {
         return Ok(());
     }
-    let targets = maintenance::targets(&site.config, |c| pushed.contains(&c.peer))
+    let targets = crate::site::maintenance_targets(&site.config, |c| pushed.contains(&c.peer))
         .into_iter()
         .filter(|t| match t {
             Target::Clone(_) => clone,

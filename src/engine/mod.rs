@@ -51,26 +51,7 @@ pub mod level {
     pub const NODE: &str = Level::Node.as_str();
 }
 
-/// The level of an error that stopped a whole run: the machine's (node) when
-/// local state or the disk failed, else the site's.
-pub fn run_failure_level(e: &anyhow::Error) -> &'static str {
-    let node = e.chain().any(|cause| {
-        cause.is::<crate::ledger::LedgerError>()
-            || cause.is::<crate::exchange::ExchangeError>()
-            || cause.is::<std::io::Error>()
-    });
-    if node { level::NODE } else { level::SITE }
-}
-
-/// Records an error that stopped a whole run, when the ledger still can; returns
-/// its level.
-pub fn record_run_failure(ledger: &crate::ledger::Ledger, e: &anyhow::Error) -> &'static str {
-    let level = run_failure_level(e);
-    if let Err(unrecorded) = ledger.record_error(level, None, None, &crate::words::error_chain(e)) {
-        tracing::error!("{level}-level error not recorded: {unrecorded}");
-    }
-    level
-}
+pub use crate::site::{record_run_failure, run_failure_level};
 
 /// One issue that failed, with enough to find it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -29,11 +29,11 @@ use std::path::{Path, PathBuf};
 use git2::{ErrorCode, FileMode, ObjectType, Oid, Repository, Signature, Sort, Tree};
 use sha2::{Digest, Sha256};
 
+use crate::pack;
 use crate::replica::{
     Format, SITE_FILE, SiteFile, canonical_path, parse_replica_path, stored_path,
 };
 use crate::signing::{KeyError, SiteKey, with_branch_trailer};
-use crate::transport::pack;
 
 mod tree;
 

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use git2::{FileMode, ObjectType, Odb, Oid};
 
 use super::{ExchangeError, git, object_id};
-use crate::transport::pack::tree_entries;
+use crate::pack::tree_entries;
 
 /// A tree entry's mode as git writes it (`40000` for a tree).
 const TREE_MODE: u32 = 0o040000;

@@ -15,7 +15,6 @@
 //! without a signature the connection trusts ([`crate::signing`]) and those whose
 //! tree holds what no ferry writes.
 pub mod bundle;
-pub mod pack;
 pub mod remote;
 mod watchdog;
 

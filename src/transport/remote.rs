@@ -30,11 +30,10 @@ use git2::{
 };
 
 use super::watchdog::Watchdog;
-use super::{
-    Channel, FetchOutcome, ForeignCommit, Limits, PushOutcome, TransportError, admit, pack,
-};
+use super::{Channel, FetchOutcome, ForeignCommit, Limits, PushOutcome, TransportError, admit};
 use crate::exchange::{Exchange, ExchangeError, own_branch, peer_branch};
 use crate::failpoint;
+use crate::pack;
 use crate::signing::{AdmitError as SignatureError, Refusal, SignaturePolicy, Trust};
 
 /// How many times a push is tried (each rejection reconciles first) before giving up.

@@ -4,7 +4,7 @@
 //! server sends with its own `Indexer`. That indexer loops for ever, allocating
 //! as it goes, on a pack where a delta builds an object it cannot store (one
 //! the pack holds already, or a tree it cannot parse) and the object database
-//! can lend a base (see [`super::pack::index`], which reads bundles for that
+//! can lend a base (see [`crate::pack::index`], which reads bundles for that
 //! reason). A stock git server does not send such a pack, but whoever controls
 //! the server, or can push a malformed object into it, could; nothing in libgit2
 //! lets ferry index a fetched pack itself. A server that stops sending in the

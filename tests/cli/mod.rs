@@ -21,6 +21,7 @@ mod interface;
 mod jira;
 mod maintenance;
 mod many;
+mod module_graph;
 mod notify;
 mod operators;
 mod ops;

@@ -12,7 +12,7 @@
 //!
 //! git2 has no bundle support, so the header is written and parsed here; the pack
 //! comes from libgit2's `PackBuilder` (self-contained) or, after the first,
-//! [`super::pack::write_thin`], and is read by [`index_from_peer`], which
+//! [`crate::pack::write_thin`], and is read by [`index_from_peer`], which
 //! also completes the thin packs `git bundle create` writes.
 //!
 //! Reading is defensive, since a bundle is whatever someone put in an inbox:
@@ -36,9 +36,9 @@ mod channel;
 
 pub use channel::{BundleChannel, bundled_ref};
 
-use super::pack::index::{PackError, PackLimits, index_from_peer};
 use super::{AdmitError, FetchOutcome, Limits, admit};
 use crate::exchange::{Exchange, ExchangeError, own_branch, peer_branch};
+use crate::pack::index::{PackError, PackLimits, index_from_peer};
 
 use crate::seal;
 use crate::signing::Trust;
@@ -557,7 +557,7 @@ fn write_pack(
 ) -> Result<(), BundleError> {
     let context = || format!("packing {} for a bundle", plan.refname);
     if let [base] = plan.prerequisites.as_slice() {
-        return super::pack::write_thin(repo, *base, plan.tip, out).map_err(git_error(context()));
+        return crate::pack::write_thin(repo, *base, plan.tip, out).map_err(git_error(context()));
     }
     let mut walk = repo.revwalk().map_err(git_error(context()))?;
     walk.push(plan.tip).map_err(git_error(context()))?;
@@ -1102,7 +1102,7 @@ mod tests {
             let bundle = w.path("2.bundle");
             if written_by_older_ferry {
                 let repo = w.support.repo();
-                let entries = crate::transport::pack::new_objects(repo, &[c1], c3).unwrap();
+                let entries = crate::pack::new_objects(repo, &[c1], c3).unwrap();
                 let reverted = repo
                     .find_commit(c1)
                     .unwrap()
@@ -1116,11 +1116,11 @@ mod tests {
                     "# v2 git bundle\n-{c1} ferry\n{c3} refs/heads/support/engineering\n\n"
                 )
                 .into_bytes();
-                let levels = crate::transport::pack::Levels {
+                let levels = crate::pack::Levels {
                     trees: flate2::Compression::default(),
                     others: flate2::Compression::default(),
                 };
-                crate::transport::pack::encode(repo, &entries, levels, &mut bytes).unwrap();
+                crate::pack::encode(repo, &entries, levels, &mut bytes).unwrap();
                 std::fs::write(&bundle, bytes).unwrap();
             } else {
                 write(&w.support, &plan_of(c3, &[c1]), &bundle, &[]).unwrap();
