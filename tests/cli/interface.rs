@@ -255,14 +255,20 @@ fn version_names_the_commit_and_the_optional_parts() {
         long.starts_with(&format!("ferry {} (commit ", env!("CARGO_PKG_VERSION"))),
         "{long}"
     );
-    // Built from this checkout: the commit is its HEAD (the build records it).
-    let head = std::process::Command::new("git")
-        .args(["rev-parse", "--short=12", "HEAD"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .unwrap();
-    if head.status.success() {
-        let head = String::from_utf8_lossy(&head.stdout).trim().to_string();
+    // Built from the offline source archive: the commit its stamp names;
+    // from a checkout: its HEAD (the build records either).
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let head = match std::fs::read_to_string(source.join("COMMIT")) {
+        Ok(stamp) => Some(stamp.trim().to_string()),
+        Err(_) => std::process::Command::new("git")
+            .args(["rev-parse", "--short=12", "HEAD"])
+            .current_dir(source)
+            .output()
+            .ok()
+            .filter(|head| head.status.success())
+            .map(|head| String::from_utf8_lossy(&head.stdout).trim().to_string()),
+    };
+    if let Some(head) = head {
         assert!(long.contains(&format!("(commit {head})")), "{long}");
     }
     assert!(
