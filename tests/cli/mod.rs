@@ -25,6 +25,7 @@ mod operators;
 mod ops;
 mod redmine;
 mod relations;
+mod release;
 mod review;
 mod rules;
 mod samples;
