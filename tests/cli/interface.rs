@@ -50,6 +50,114 @@ fn the_man_page_documents_every_command() {
 }
 
 #[test]
+fn man_out_writes_one_page_per_command_and_links_only_pages_it_wrote() {
+    let w = World::new();
+    std::fs::create_dir_all(w.path("any")).unwrap();
+    let dir = w.path("man");
+    w.ok("any", &["man", "--out", dir.to_str().unwrap()]);
+    // Every command and subcommand `--help` lists has its page, and no other
+    // page is written.
+    let page = |path: &[String]| {
+        std::iter::once("ferry")
+            .chain(path.iter().map(String::as_str))
+            .collect::<Vec<_>>()
+            .join("-")
+    };
+    // (page, its parent's page)
+    let mut pages = vec![("ferry".to_string(), None)];
+    let mut paths: Vec<Vec<String>> = vec![vec![]];
+    while let Some(path) = paths.pop() {
+        for sub in listed_subcommands(&w, &path) {
+            let mut sub_path = path.clone();
+            sub_path.push(sub);
+            pages.push((page(&sub_path), Some(page(&path))));
+            paths.push(sub_path);
+        }
+    }
+    let mut expected: Vec<String> = pages.iter().map(|(p, _)| format!("{p}.1")).collect();
+    expected.sort();
+    let mut written: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    written.sort();
+    assert_eq!(written, expected);
+    for must in [
+        "ferry-sync.1",
+        "ferry-tracker-show.1",
+        "ferry-connection-add.1",
+    ] {
+        assert!(written.iter().any(|p| p == must), "{must} missing");
+    }
+    for (name, parent) in &pages {
+        let refs = man_references(&std::fs::read_to_string(dir.join(format!("{name}.1"))).unwrap());
+        for reference in &refs {
+            assert!(
+                written.contains(&format!("{reference}.1")),
+                "{name}.1 names {reference}(1), which was not written"
+            );
+        }
+        // SEE ALSO leads back up: every page but the top names its parent.
+        if let Some(parent) = parent {
+            assert!(refs.contains(parent), "{name}.1 names only {refs:?}");
+        }
+    }
+    // The real man renders a page, when it is installed.
+    let rendered = std::process::Command::new("man")
+        .arg("-l")
+        .arg(dir.join("ferry-sync.1"))
+        .env("MANPAGER", "cat")
+        .env("MANWIDTH", "80")
+        .output();
+    match rendered {
+        Err(_) => eprintln!("skipped: man is not installed here"),
+        Ok(out) => {
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success() && text.contains("SEE ALSO"),
+                "man -l: {text}{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+    // Without --out: the top page, as before.
+    let top = w.ok("any", &["man"]);
+    assert_eq!(top, std::fs::read_to_string(dir.join("ferry.1")).unwrap());
+}
+
+/// The subcommands `ferry PATH --help` lists (without `help` itself).
+fn listed_subcommands(w: &World, path: &[String]) -> Vec<String> {
+    let mut args: Vec<&str> = path.iter().map(String::as_str).collect();
+    args.push("--help");
+    let help = w.ok("any", &args);
+    let Some((_, list)) = help.split_once("\nCommands:\n") else {
+        return Vec::new();
+    };
+    list.lines()
+        .take_while(|line| !line.trim().is_empty())
+        // A command starts its line; a wrapped description is indented further.
+        .filter(|line| line.starts_with("  ") && !line.starts_with("   "))
+        .filter_map(|line| line.split_whitespace().next())
+        .filter(|name| *name != "help")
+        .map(str::to_string)
+        .collect()
+}
+
+/// The `ferry…(1)` page names a roff page mentions.
+fn man_references(page: &str) -> Vec<String> {
+    let text = page.replace("\\-", "-");
+    text.match_indices("(1)")
+        .filter_map(|(at, _)| {
+            let start = text[..at]
+                .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+                .map_or(0, |p| p + 1);
+            let name = &text[start..at];
+            name.starts_with("ferry").then(|| name.to_string())
+        })
+        .collect()
+}
+
+#[test]
 fn quiet_prints_nothing_but_errors_and_verbose_logs_steps() {
     let w = World::escalating_pair();
     w.escalate("Printer on fire");
@@ -147,14 +255,20 @@ fn version_names_the_commit_and_the_optional_parts() {
         long.starts_with(&format!("ferry {} (commit ", env!("CARGO_PKG_VERSION"))),
         "{long}"
     );
-    // Built from this checkout: the commit is its HEAD (the build records it).
-    let head = std::process::Command::new("git")
-        .args(["rev-parse", "--short=12", "HEAD"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .unwrap();
-    if head.status.success() {
-        let head = String::from_utf8_lossy(&head.stdout).trim().to_string();
+    // Built from the offline source archive: the commit its stamp names;
+    // from a checkout: its HEAD (the build records either).
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let head = match std::fs::read_to_string(source.join("COMMIT")) {
+        Ok(stamp) => Some(stamp.trim().to_string()),
+        Err(_) => std::process::Command::new("git")
+            .args(["rev-parse", "--short=12", "HEAD"])
+            .current_dir(source)
+            .output()
+            .ok()
+            .filter(|head| head.status.success())
+            .map(|head| String::from_utf8_lossy(&head.stdout).trim().to_string()),
+    };
+    if let Some(head) = head {
         assert!(long.contains(&format!("(commit {head})")), "{long}");
     }
     assert!(

@@ -1,6 +1,7 @@
 //! Shared harness: a sealed environment (no global git config, fixed user) and
 //! helpers to build sites and read what they did.
 
+mod artifacts;
 mod attachments;
 mod bad_input;
 mod batches;
