@@ -6,9 +6,9 @@
 # Writes DIR/SHA256SUMS for every other file in DIR (the .deb, the offline source
 # archive) and signs it with the SSH key KEY, the way ferry signs commits but in
 # its own namespace, so no commit signature can pass for a release's:
-#   ssh-keygen -Y sign -f KEY -n ferry-release SHA256SUMS  ->  SHA256SUMS.sig
+#   ssh-keygen -Y sign -f KEY -n ferry-dist SHA256SUMS  ->  SHA256SUMS.sig
 # A site checks (docs/install.md), in DIR:
-#   ssh-keygen -Y verify -f allowed_signers -I IDENTITY -n ferry-release \
+#   ssh-keygen -Y verify -f allowed_signers -I IDENTITY -n ferry-dist \
 #     -s SHA256SUMS.sig < SHA256SUMS && sha256sum -c SHA256SUMS
 set -euo pipefail
 shopt -s inherit_errexit
@@ -22,5 +22,5 @@ for file in *; do
 done
 [ ${#files[@]} -gt 0 ] || { echo "no files to sum in $2" >&2; exit 2; }
 sha256sum -- "${files[@]}" >SHA256SUMS
-ssh-keygen -q -Y sign -f "$key" -n ferry-release SHA256SUMS
+ssh-keygen -q -Y sign -f "$key" -n ferry-dist SHA256SUMS
 cat SHA256SUMS

@@ -32,7 +32,7 @@ fn site_check(release: &Path, allowed_signers: &Path) -> Result<(), String> {
     let verify = run(Command::new("ssh-keygen")
         .args(["-Y", "verify", "-f"])
         .arg(allowed_signers)
-        .args(["-I", IDENTITY, "-n", "ferry-release", "-s"])
+        .args(["-I", IDENTITY, "-n", "ferry-dist", "-s"])
         .arg(release.join("SHA256SUMS.sig"))
         .stdin(sums));
     if !verify.status.success() {
@@ -69,7 +69,7 @@ fn release_sums_verify_and_catch_a_changed_artifact_list_or_key() {
         let file = tmp.path().join("allowed_signers");
         std::fs::write(
             &file,
-            format!("{IDENTITY} namespaces=\"ferry-release\" {public}"),
+            format!("{IDENTITY} namespaces=\"ferry-dist\" {public}"),
         )
         .unwrap();
         file
