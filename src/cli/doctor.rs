@@ -150,8 +150,8 @@ fn may_delete(script: &Path) -> bool {
 }
 
 /// Which exchange format this site writes for `peer`, and why: a peer on an
-/// older ferry holds the pair on the older format (see the README's "Exchange
-/// formats").
+/// older ferry holds the pair on the older format (see docs/reference.md,
+/// "Exchange formats").
 fn format_check(exchange: &Exchange, site: &str, peer: &str, checks: &mut Checks) {
     let name = format!("format {peer}");
     let own = Format::own();
@@ -228,7 +228,7 @@ fn diagnose(dir: &Path, min_free_mib: u64, checks: &mut Checks) {
             checks.fail(
                 "state",
                 crate::words::error_chain(&e),
-                "fix `state:` in ferry.yaml, or restore the folder (see the README's disaster recovery)",
+                "fix `state:` in ferry.yaml, or restore the folder (see docs/operations.md, disaster recovery)",
             );
             return;
         }

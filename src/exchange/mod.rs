@@ -1,7 +1,7 @@
 //! The local exchange repository: a site's bare git clone of the exchange data.
 //!
 //! Every replica a site shares and every replica it receives lives in this repo as
-//! git objects (see ARCHITECTURE.md and the README's "Replica format"): the site writes only its
+//! git objects (see ARCHITECTURE.md and docs/reference.md, "Replica format"): the site writes only its
 //! own branches (`refs/heads/<site>/<peer>`), receives the peers' branches through a
 //! [`crate::transport::Channel`], and remembers what it imported under
 //! `refs/ferry/…`. Everything here is plain git, so the real `git` CLI can inspect,

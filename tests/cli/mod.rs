@@ -9,6 +9,7 @@ mod bench;
 mod browser;
 mod bundles;
 mod careless_operator;
+mod docs;
 mod doctor;
 mod errors;
 mod folder_channel;
