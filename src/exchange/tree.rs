@@ -13,7 +13,8 @@ use std::collections::BTreeMap;
 
 use git2::{FileMode, ObjectType, Odb, Oid};
 
-use super::{ExchangeError, git, object_id};
+use super::blobs::object_id;
+use super::{ExchangeError, git};
 use crate::pack::tree_entries;
 
 /// A tree entry's mode as git writes it (`40000` for a tree).

@@ -10,7 +10,7 @@
 //! or blob is a delta against the object at the same path in its commit's
 //! parent when that is smaller, commits and everything else are stored whole.
 //! It finds those objects by comparing trees by id, so its cost is that of the
-//! change; the folder channel of [`super::remote`] sends its pushes and fetches
+//! change; the folder channel of [`crate::transport::remote`] sends its pushes and fetches
 //! with it too.
 //!
 //! The pack format (version 2) and the delta encoding are git's

@@ -127,3 +127,20 @@ fn the_top_level_modules_form_no_cycle() {
         .collect();
     assert!(cycle.is_empty(), "module cycle:\n{}", cycle.join("\n"));
 }
+
+/// No source file grows past 1 500 lines: a file that long holds several jobs
+/// (ARCHITECTURE.md); split it along its seams.
+#[test]
+fn no_source_file_is_over_1500_lines() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    sources(&src, &mut files);
+    assert!(files.len() > 50, "the reader finds the sources");
+    let long: Vec<String> = files
+        .iter()
+        .map(|f| (f, std::fs::read_to_string(f).unwrap().lines().count()))
+        .filter(|(_, lines)| *lines > 1500)
+        .map(|(f, lines)| format!("{} ({lines} lines)", f.display()))
+        .collect();
+    assert!(long.is_empty(), "split these: {}", long.join(", "));
+}

@@ -1,6 +1,7 @@
 //! Links, sub-tasks and epics against the fake Jira, both flavours: the
 //! requests sent, and what Jira refuses.
 
+use super::sites::TwoSites;
 use super::*;
 use crate::model::LinkDirection;
 use crate::tracker::LinkChange;
