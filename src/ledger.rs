@@ -968,9 +968,24 @@ impl Ledger {
         by: &str,
         reason: Option<&str>,
     ) -> Result<(), LedgerError> {
+        self.insert_verdict("reviews", peer, commit, verdict, by, reason)
+    }
+
+    /// Records a verdict in `table` (`reviews` or `releases`, the same columns).
+    fn insert_verdict(
+        &self,
+        table: &str,
+        peer: &str,
+        commit: &str,
+        verdict: &str,
+        by: &str,
+        reason: Option<&str>,
+    ) -> Result<(), LedgerError> {
         self.exec(
-            "INSERT INTO reviews (peer, commit_id, verdict, by, at, reason)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            &format!(
+                "INSERT INTO {table} (peer, commit_id, verdict, by, at, reason)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
+            ),
             params![
                 peer,
                 commit,
@@ -987,14 +1002,14 @@ impl Ledger {
     /// The newest approval of a peer's commits.
     pub fn last_approval(&self, peer: &str) -> Result<Option<ReviewVerdict>, LedgerError> {
         Ok(self
-            .verdicts(peer, "verdict = 'approved'")?
+            .verdicts("reviews", peer, "verdict = 'approved'")?
             .into_iter()
             .next_back())
     }
 
     /// Rejections a later approval has not superseded, oldest first.
     pub fn open_rejections(&self, peer: &str) -> Result<Vec<ReviewVerdict>, LedgerError> {
-        self.verdicts(peer, "verdict = 'rejected' AND superseded = 0")
+        self.verdicts("reviews", peer, "verdict = 'rejected' AND superseded = 0")
     }
 
     /// Marks a rejection superseded (a reviewer approved past it).
@@ -1008,11 +1023,18 @@ impl Ledger {
         .map_err(|e| self.wrap(e))
     }
 
-    fn verdicts(&self, peer: &str, condition: &str) -> Result<Vec<ReviewVerdict>, LedgerError> {
+    /// The verdicts of `table` (`reviews` or `releases`) for `peer` that meet
+    /// `condition`, oldest first.
+    fn verdicts(
+        &self,
+        table: &str,
+        peer: &str,
+        condition: &str,
+    ) -> Result<Vec<ReviewVerdict>, LedgerError> {
         let mut stmt = self
             .conn
             .prepare(&format!(
-                "SELECT commit_id, verdict, by, at, reason FROM reviews
+                "SELECT commit_id, verdict, by, at, reason FROM {table}
                  WHERE peer = ?1 AND {condition} ORDER BY id"
             ))
             .map_err(|e| self.wrap(e))?;

@@ -55,43 +55,12 @@ impl Ledger {
         by: &str,
         reason: Option<&str>,
     ) -> Result<(), LedgerError> {
-        self.exec(
-            "INSERT INTO releases (peer, commit_id, verdict, by, at, reason)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![
-                peer,
-                commit,
-                verdict,
-                by,
-                format_timestamp(&self.now()),
-                reason
-            ],
-        )
-        .map(drop)
-        .map_err(|e| self.wrap(e))
+        self.insert_verdict("releases", peer, commit, verdict, by, reason)
     }
 
     /// Every verdict for `peer`, oldest first.
     pub fn releases(&self, peer: &str) -> Result<Vec<ReviewVerdict>, LedgerError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT commit_id, verdict, by, at, reason FROM releases
-                 WHERE peer = ?1 ORDER BY id",
-            )
-            .map_err(|e| self.wrap(e))?;
-        let rows = stmt
-            .query_map(params![peer], |r| {
-                Ok(ReviewVerdict {
-                    commit: r.get(0)?,
-                    verdict: r.get(1)?,
-                    by: r.get(2)?,
-                    at: r.get(3)?,
-                    reason: r.get(4)?,
-                })
-            })
-            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>());
-        rows.map_err(|e| self.wrap(e))
+        self.verdicts("releases", peer, "1 = 1")
     }
 
     /// Holds the issue at `path` back for `peer` (see [`Held`]).
