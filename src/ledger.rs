@@ -317,9 +317,7 @@ impl Ledger {
         Ok(Ledger {
             conn,
             path: display,
-            clock: std::env::var(crate::tracker::local::NOW_ENV)
-                .ok()
-                .and_then(|t| parse_timestamp(&t).ok()),
+            clock: crate::clock::fixed_utc(),
         })
     }
 

@@ -10,6 +10,7 @@
 
 pub mod attachment;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod disk;
 pub mod engine;

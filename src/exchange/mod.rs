@@ -108,13 +108,8 @@ pub enum ExchangeError {
         source: Box<KeyError>,
     },
     /// `FERRY_NOW` is set but is not an RFC 3339 timestamp.
-    #[error("FERRY_NOW={value:?} is not an RFC 3339 timestamp: {source}")]
-    InvalidNow {
-        /// The variable's value.
-        value: String,
-        /// The parse error.
-        source: chrono::ParseError,
-    },
+    #[error(transparent)]
+    InvalidNow(#[from] crate::clock::InvalidNow),
     /// The folder exists, holds files, and is not a git repository: ferry refuses
     /// to turn an arbitrary folder into one.
     #[error(
@@ -283,27 +278,15 @@ fn short(oid: Oid) -> String {
 /// The commit time: `FERRY_NOW` (RFC 3339) when set, so tests and demos produce
 /// byte-identical commits; the clock otherwise.
 fn now() -> Result<git2::Time, ExchangeError> {
-    match std::env::var("FERRY_NOW") {
-        Ok(value) => parse_now(&value),
-        Err(_) => {
-            let now = chrono::Utc::now();
-            Ok(git2::Time::new(now.timestamp(), 0))
-        }
-    }
+    Ok(match crate::clock::fixed()? {
+        Some(at) => commit_time(at),
+        None => git2::Time::new(chrono::Utc::now().timestamp(), 0),
+    })
 }
 
-/// Parses a `FERRY_NOW` value, keeping its UTC offset in the commit.
-fn parse_now(value: &str) -> Result<git2::Time, ExchangeError> {
-    let at = chrono::DateTime::parse_from_rfc3339(value).map_err(|source| {
-        ExchangeError::InvalidNow {
-            value: value.to_string(),
-            source,
-        }
-    })?;
-    Ok(git2::Time::new(
-        at.timestamp(),
-        at.offset().local_minus_utc() / 60,
-    ))
+/// A commit time with the UTC offset `FERRY_NOW` gave.
+fn commit_time(at: chrono::DateTime<chrono::FixedOffset>) -> git2::Time {
+    git2::Time::new(at.timestamp(), at.offset().local_minus_utc() / 60)
 }
 
 /// The identity of a site's commits: `<site> (ferry) <<site>@ferry.invalid>`.

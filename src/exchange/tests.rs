@@ -584,13 +584,15 @@ fn reopen_and_refuse_foreign_folders() {
 
 #[test]
 fn ferry_now_fixes_the_commit_time() {
-    let t = parse_now("2026-11-22T09:30:00+02:00").unwrap();
+    let t = commit_time(crate::clock::parse("2026-11-22T09:30:00+02:00").unwrap());
     assert_eq!(t.seconds(), 1_795_332_600);
     assert_eq!(t.offset_minutes(), 120);
-    assert!(matches!(
-        parse_now("yesterday"),
-        Err(ExchangeError::InvalidNow { .. })
-    ));
+    let invalid = crate::clock::parse("yesterday").unwrap_err();
+    assert!(
+        ExchangeError::from(invalid)
+            .to_string()
+            .starts_with("FERRY_NOW=\"yesterday\" is not an RFC 3339 timestamp")
+    );
 }
 
 /// Runs a command with the sealed git environment; returns (success, output).

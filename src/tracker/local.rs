@@ -44,11 +44,10 @@ use super::{
 };
 use crate::model::{
     Attachment, Comment, FieldValue, Issue, IssueLink, LinkDirection, Origin, RelatedIssue,
-    normalize_set, parse_timestamp, truncate_to_seconds,
+    normalize_set, truncate_to_seconds,
 };
 
-/// The environment variable holding a fixed clock (RFC 3339) for reproducible runs.
-pub const NOW_ENV: &str = "FERRY_NOW";
+pub use crate::clock::NOW_ENV;
 
 /// The schema version kept in `PRAGMA user_version`; a database written by a newer
 /// ferry is refused rather than misread, an older one is brought up to it
@@ -233,10 +232,9 @@ impl LocalTracker {
     /// Opens the tracker database, creating the file (and its folder) and the
     /// schema when new. The clock is fixed when `FERRY_NOW` is set.
     pub fn open(path: &Path) -> Result<LocalTracker, TrackerError> {
-        let clock = match std::env::var(NOW_ENV) {
-            Ok(text) => Some(parse_clock(&text)?),
-            Err(_) => None,
-        };
+        let clock = crate::clock::fixed()
+            .map_err(|e| TrackerError::Unavailable(e.to_string()))?
+            .map(|t| truncate_to_seconds(t.with_timezone(&Utc)));
         let unavailable = |e: &dyn std::fmt::Display| {
             TrackerError::Unavailable(format!("{}: {e}", path.display()))
         };
@@ -900,14 +898,6 @@ fn check_project(project: &str) -> Result<(), TrackerError> {
             "a project key is letters, digits and '_', starting with a letter",
         ))
     }
-}
-
-fn parse_clock(text: &str) -> Result<DateTime<Utc>, TrackerError> {
-    parse_timestamp(text).map(truncate_to_seconds).map_err(|e| {
-        TrackerError::Unavailable(format!(
-            "{NOW_ENV}={text:?} is not an RFC 3339 timestamp: {e}"
-        ))
-    })
 }
 
 /// Issue ids are the table's integer ids; anything else names no issue.
