@@ -8,8 +8,9 @@ use git2::Oid;
 use super::terminal::{Human, one_line};
 use super::{Ctx, ExitStatus, UsageError, operator};
 use crate::config::Connection;
-use crate::engine::{self, FieldChange, PendingIssue, Review, SyncOptions, Verdict, level};
-use crate::exchange::{approved_ref, peer_branch};
+use crate::engine::review::Approval;
+use crate::engine::{self, FieldChange, PendingIssue, Review, SyncOptions, Verdict};
+use crate::exchange::peer_branch;
 use crate::model::FieldValue;
 use crate::site::Site;
 use crate::words::{plural, short_id};
@@ -296,48 +297,34 @@ fn approve(args: ApproveArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
     let connection = gated_connection(&site, args.connection, Gate::Review)?;
     let peer = connection.peer.as_str();
     let commit = pending_commit(&site, peer, args.rev.as_deref())?;
-    let approved = approved_ref(peer);
-    let previous = site.exchange.resolve(&approved)?;
-    if let Some(previous) = previous
-        && site.exchange.is_ancestor(commit, previous)?
-    {
-        writeln!(
+    let by = operator();
+    match engine::review::approve(&site, peer, commit, &by)? {
+        Approval::AlreadyApproved { up_to } => writeln!(
             ctx.out,
             "{} is already approved (approved up to {})",
             short_id(commit),
-            short_id(previous)
-        )?;
-        return Ok(ExitStatus::Success);
-    }
-    let by = operator();
-    // Approving past a rejected commit is a reviewer changing their mind: say so.
-    for rejection in site.ledger.open_rejections(peer)? {
-        let Ok(rejected) = Oid::from_str(&rejection.commit) else {
-            continue;
-        };
-        if site.exchange.is_ancestor(rejected, commit)? {
-            site.ledger.supersede_rejection(peer, &rejection.commit)?;
-            site.ledger
-                .resolve_subject(peer, &review_subject(rejected))?;
+            short_id(up_to)
+        )?,
+        Approval::Approved { superseded } => {
+            // Approving past a rejected commit is a reviewer changing their
+            // mind: say so.
+            for rejection in superseded {
+                writeln!(
+                    ctx.out,
+                    "this approval includes {}, rejected by {} at {} ({})",
+                    short_id(rejection.commit.parse()?),
+                    rejection.by,
+                    rejection.at,
+                    rejection.reason.as_deref().unwrap_or("no reason given")
+                )?;
+            }
             writeln!(
                 ctx.out,
-                "this approval includes {}, rejected by {} at {} ({})",
-                short_id(rejected),
-                rejection.by,
-                rejection.at,
-                rejection.reason.as_deref().unwrap_or("no reason given")
+                "approved {peer}'s commits up to {} (by {by}); the next import applies them",
+                short_id(commit)
             )?;
         }
     }
-    site.exchange
-        .set_ref(&approved, commit, &format!("ferry review approve by {by}"))?;
-    site.ledger
-        .record_verdict(peer, &commit.to_string(), "approved", &by, None)?;
-    writeln!(
-        ctx.out,
-        "approved {peer}'s commits up to {} (by {by}); the next import applies them",
-        short_id(commit)
-    )?;
     Ok(ExitStatus::Success)
 }
 
@@ -346,48 +333,22 @@ fn reject(args: RejectArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
     let connection = gated_connection(&site, args.connection, Gate::Review)?;
     let peer = connection.peer.as_str();
     let commit = pending_commit(&site, peer, Some(&args.rev))?;
-    if let Some(approved) = site.exchange.resolve(&approved_ref(peer))?
-        && site.exchange.is_ancestor(commit, approved)?
-    {
+    let by = operator();
+    if let Some(up_to) = engine::review::reject(&site, peer, commit, &args.reason, &by)? {
         return Err(UsageError(format!(
             "{} is already approved (up to {}); an approval cannot be taken back once \
              imported",
             short_id(commit),
-            short_id(approved)
+            short_id(up_to)
         ))
         .into());
     }
-    let by = operator();
-    site.ledger.record_verdict(
-        peer,
-        &commit.to_string(),
-        "rejected",
-        &by,
-        Some(&args.reason),
-    )?;
-    site.ledger.record_error(
-        level::CONNECTION,
-        Some(peer),
-        Some(&review_subject(commit)),
-        &format!(
-            "{by} rejected {peer}'s commit {} in review: {}; it and every later commit \
-             stay out of this tracker until {peer} sends a replacement that is approved \
-             (or a reviewer approves past it)",
-            short_id(commit),
-            args.reason
-        ),
-    )?;
     writeln!(
         ctx.out,
         "rejected {peer}'s commit {} (by {by}); recorded as a connection error",
         short_id(commit)
     )?;
     Ok(ExitStatus::Success)
-}
-
-/// The error subject of a rejected commit.
-fn review_subject(commit: Oid) -> String {
-    format!("review {}", short_id(commit))
 }
 
 fn render(out: &mut Human, review: &Review, paint: Paint) -> std::io::Result<()> {

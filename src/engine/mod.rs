@@ -20,7 +20,7 @@ mod export;
 mod import;
 pub mod release;
 mod relink;
-mod review;
+pub mod review;
 mod rules_test;
 mod sync;
 

@@ -14,12 +14,13 @@ use super::import::{
 };
 use super::load_rule;
 use crate::config::Connection;
-use crate::exchange::{applied_ref, peer_branch};
+use crate::exchange::{applied_ref, approved_ref, peer_branch};
 use crate::ledger::ReviewVerdict;
 use crate::model::{Attachment, Comment, FieldValue};
 use crate::replica::Replica;
 use crate::rules::IncomingInput;
 use crate::site::Site;
+use crate::words::short_id;
 
 /// One field that differs between the previously applied replica and the new one.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -366,4 +367,85 @@ fn object_changes(old: &serde_json::Value, new: &serde_json::Value) -> Vec<Field
         }
     }
     changes
+}
+
+/// What an approval did.
+#[derive(Debug)]
+pub enum Approval {
+    /// The commit was approved already, by an approval up to `up_to`.
+    AlreadyApproved {
+        /// The newest approved commit.
+        up_to: Oid,
+    },
+    /// Approved; the rejections the approval goes past, now superseded.
+    Approved {
+        /// Rejections of commits this approval includes.
+        superseded: Vec<ReviewVerdict>,
+    },
+}
+
+/// Approves `peer`'s fetched commits up to `commit` for import, by `by`:
+/// the approved ref moves there, the verdict is recorded, and rejections of
+/// commits it includes are superseded (their connection errors resolved).
+pub fn approve(site: &Site, peer: &str, commit: Oid, by: &str) -> anyhow::Result<Approval> {
+    let approved = approved_ref(peer);
+    if let Some(up_to) = site.exchange.resolve(&approved)?
+        && site.exchange.is_ancestor(commit, up_to)?
+    {
+        return Ok(Approval::AlreadyApproved { up_to });
+    }
+    let mut superseded = Vec::new();
+    for rejection in site.ledger.open_rejections(peer)? {
+        let Ok(rejected) = Oid::from_str(&rejection.commit) else {
+            continue;
+        };
+        if site.exchange.is_ancestor(rejected, commit)? {
+            site.ledger.supersede_rejection(peer, &rejection.commit)?;
+            site.ledger
+                .resolve_subject(peer, &review_subject(rejected))?;
+            superseded.push(rejection);
+        }
+    }
+    site.exchange
+        .set_ref(&approved, commit, &format!("ferry review approve by {by}"))?;
+    site.ledger
+        .record_verdict(peer, &commit.to_string(), "approved", by, None)?;
+    Ok(Approval::Approved { superseded })
+}
+
+/// Rejects `peer`'s commit `commit` for import, by `by`, with `reason`: it and
+/// every later commit stay out of this tracker, and the rejection stands as a
+/// connection-level error until a later approval. Returns the approval that
+/// already includes the commit (`Some(up_to)`) instead, when there is one.
+pub fn reject(
+    site: &Site,
+    peer: &str,
+    commit: Oid,
+    reason: &str,
+    by: &str,
+) -> anyhow::Result<Option<Oid>> {
+    if let Some(up_to) = site.exchange.resolve(&approved_ref(peer))?
+        && site.exchange.is_ancestor(commit, up_to)?
+    {
+        return Ok(Some(up_to));
+    }
+    site.ledger
+        .record_verdict(peer, &commit.to_string(), "rejected", by, Some(reason))?;
+    site.ledger.record_error(
+        super::level::CONNECTION,
+        Some(peer),
+        Some(&review_subject(commit)),
+        &format!(
+            "{by} rejected {peer}'s commit {} in review: {reason}; it and every later commit \
+             stay out of this tracker until {peer} sends a replacement that is approved \
+             (or a reviewer approves past it)",
+            short_id(commit),
+        ),
+    )?;
+    Ok(None)
+}
+
+/// The error subject of a rejected commit.
+fn review_subject(commit: Oid) -> String {
+    format!("review {}", short_id(commit))
 }
