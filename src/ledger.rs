@@ -1130,6 +1130,18 @@ impl Ledger {
             .map_err(|e| self.wrap(e))
     }
 
+    /// Whether `connection` has an unresolved error about `subject`.
+    pub fn has_open_subject(&self, connection: &str, subject: &str) -> Result<bool, LedgerError> {
+        self.conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM errors
+                     WHERE resolved = 0 AND connection = ?1 AND subject = ?2)",
+                params![connection, subject],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.wrap(e))
+    }
+
     /// Unresolved errors, oldest first.
     pub fn open_errors(&self) -> Result<Vec<ErrorRecord>, LedgerError> {
         self.errors_where("e.resolved = 0")

@@ -135,6 +135,32 @@ pub fn settle(site: &Site, connection: &Connection) -> anyhow::Result<usize> {
     Ok(site.exchange.commits_between(released, waiting)?.len())
 }
 
+/// The error subject that tells a connection's exports wait for release.
+const WAITING: &str = "release";
+
+/// Keeps the notice that exports wait for release: recorded (and so mailed,
+/// once) when commits start to wait, resolved when none does. A connection
+/// error like a rejected review's: something a person must do.
+pub fn notice(site: &Site, connection: &Connection, waiting: usize) -> anyhow::Result<()> {
+    let peer = &connection.peer;
+    if waiting == 0 {
+        site.ledger.resolve_subject(peer, WAITING)?;
+    } else if !site.ledger.has_open_subject(peer, WAITING)? {
+        site.ledger.record_error(
+            crate::notify::Level::Connection.as_str(),
+            Some(peer),
+            Some(WAITING),
+            &format!(
+                "{waiting} commit{} of exports for {peer} wait{} for release: `ferry release` \
+                 shows them, `ferry release approve` lets them go",
+                crate::words::plural(waiting),
+                if waiting == 1 { "s" } else { "" }
+            ),
+        )?;
+    }
+    Ok(())
+}
+
 /// How many commits wait for release on `connection` (none without the gate).
 pub fn waiting(site: &Site, connection: &Connection) -> anyhow::Result<usize> {
     if !connection.settings.release.required {

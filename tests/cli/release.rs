@@ -101,6 +101,12 @@ fn approve_reject_supersede(channel: Channel) {
     assert!(w.list("engineering").is_empty(), "nothing left unreleased");
     let status = w.ok("support", &["status"]);
     assert!(status.contains("1 commit waits for release"), "{status}");
+    // Recorded as a connection error, so the notification tells someone.
+    let errors = w.ok("support", &["errors"]);
+    assert!(
+        errors.contains("1 commit of exports for engineering waits for release"),
+        "{errors}"
+    );
     let listed = w.ok("support", &["release"]);
     assert!(listed.contains("SUP-1 (new to engineering)"), "{listed}");
     assert!(listed.contains("summary: Printer on fire"), "{listed}");
@@ -110,6 +116,10 @@ fn approve_reject_supersede(channel: Channel) {
     w.ok("support", &["sync"]);
     w.ok("engineering", &["sync"]);
     assert_eq!(keys(&w, "engineering"), ["Printer on fire"]);
+    assert!(
+        !w.ok("support", &["errors"]).contains("wait"),
+        "resolved once nothing waits"
+    );
 
     // A change whose text must not leave: rejected, then a later export of
     // the same issue supersedes it only when a release names the issue.
