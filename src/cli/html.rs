@@ -187,6 +187,14 @@ fn outgoing(out: &mut String, issue: &OutgoingIssue) {
         );
     }
     attachments(out, &issue.added_attachments, &issue.removed_attachments);
+    let stays = issue.dropped.describe();
+    if !stays.is_empty() {
+        let _ = writeln!(
+            out,
+            "<p>Stays here (the outgoing rule left it out): {}</p>",
+            escape(&stays)
+        );
+    }
     let _ = writeln!(out, "</section>");
 }
 

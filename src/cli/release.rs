@@ -227,6 +227,10 @@ fn render_issue(out: &mut Human, peer: &str, issue: &OutgoingIssue) -> std::io::
     for a in &issue.removed_attachments {
         writeln!(out, "    - attachment {} (removed)", one_line(&a.name))?;
     }
+    let stays = issue.dropped.describe();
+    if !stays.is_empty() {
+        writeln!(out, "    stays here: {}", one_line(&stays))?;
+    }
     Ok(())
 }
 

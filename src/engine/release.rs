@@ -525,6 +525,23 @@ pub struct OutgoingIssue {
     pub removed_attachments: Vec<Attachment>,
     /// Held back by a rejection: why.
     pub held: Option<String>,
+    /// What the issue holds in the tracker now that the replica does not
+    /// carry (the outgoing rule, and ferry's own guarantees, left it out).
+    pub dropped: Dropped,
+}
+
+/// What of an issue stays here: counted, never shown, since what is shown may
+/// be printed or archived where the peer's people read it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Dropped {
+    /// Internal comments.
+    pub internal_comments: usize,
+    /// Other comments the rule left out.
+    pub comments: usize,
+    /// Attachments the rule or the size limit left out.
+    pub attachments: usize,
+    /// Custom fields the rule left out, by name.
+    pub fields: Vec<String>,
 }
 
 /// What waits to leave on one connection.
@@ -596,7 +613,13 @@ pub fn pending(site: &Site, connection: &Connection) -> anyhow::Result<Pending> 
                 .iter()
                 .find(|h| h.path == change.path)
                 .map(|h| h.reason.clone()),
+            dropped: Dropped::default(),
         };
+        if let Some(new) = &new
+            && let Some(local) = site.tracker.get(&new.id)?
+        {
+            issue.dropped = dropped(&local, new);
+        }
         if let Some(new) = &new {
             let old_comments = old.as_ref().map_or(&[][..], |o| &o.comments[..]);
             issue.added_comments = new
@@ -642,4 +665,59 @@ pub fn pending(site: &Site, connection: &Connection) -> anyhow::Result<Pending> 
     }
     out.issues.sort_by_key(|i| i.held.is_none());
     Ok(out)
+}
+
+impl Dropped {
+    /// "2 internal comments, field Customer" (empty when nothing stays).
+    pub fn describe(&self) -> String {
+        let count = |n: usize, what: &str| {
+            (n > 0).then(|| format!("{n} {what}{}", crate::words::plural(n)))
+        };
+        let mut parts: Vec<String> = [
+            count(self.internal_comments, "internal comment"),
+            count(self.comments, "other comment"),
+            count(self.attachments, "attachment"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if !self.fields.is_empty() {
+            parts.push(format!(
+                "field{} {}",
+                crate::words::plural(self.fields.len()),
+                self.fields.join(", ")
+            ));
+        }
+        parts.join(", ")
+    }
+}
+
+/// What `local` holds that its replica `sent` does not.
+fn dropped(local: &crate::model::Issue, sent: &Replica) -> Dropped {
+    let kept = |c: &&Comment| !sent.comments.iter().any(|s| s.id == c.id);
+    Dropped {
+        internal_comments: local
+            .comments
+            .iter()
+            .filter(kept)
+            .filter(|c| c.internal)
+            .count(),
+        comments: local
+            .comments
+            .iter()
+            .filter(kept)
+            .filter(|c| !c.internal)
+            .count(),
+        attachments: local
+            .attachments
+            .iter()
+            .filter(|a| !sent.attachments.iter().any(|s| s.id == a.id))
+            .count(),
+        fields: local
+            .fields
+            .keys()
+            .filter(|f| !sent.fields.contains_key(*f))
+            .cloned()
+            .collect(),
+    }
 }

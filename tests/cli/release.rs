@@ -107,8 +107,24 @@ fn approve_reject_supersede(channel: Channel) {
         errors.contains("1 commit of exports for engineering waits for release"),
         "{errors}"
     );
+    w.ok(
+        "support",
+        &[
+            "tracker",
+            "comment",
+            "SUP-1",
+            "--internal",
+            "Call the customer back.",
+        ],
+    );
+    w.ok("support", &["sync"]);
     let listed = w.ok("support", &["release"]);
     assert!(listed.contains("SUP-1 (new to engineering)"), "{listed}");
+    assert!(
+        listed.contains("stays here: 1 internal comment"),
+        "{listed}"
+    );
+    assert!(!listed.contains("Call the customer back"), "{listed}");
     assert!(listed.contains("summary: Printer on fire"), "{listed}");
 
     let said = w.ok("support", &["release", "approve"]);
