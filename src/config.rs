@@ -44,52 +44,9 @@ pub enum TrackerConfig {
         path: PathBuf,
     },
     /// A Redmine server, through its REST API (see docs/redmine.md).
-    Redmine {
-        /// Base URL of the server.
-        url: String,
-        /// The project identifier whose issues this site shares.
-        project: String,
-        /// A file holding the API key, relative to the site folder; without it
-        /// the key comes from `FERRY_REDMINE_API_KEY`. Never the key itself.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        api_key_file: Option<PathBuf>,
-        /// ferry user name → Redmine login, for users named differently.
-        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-        users: BTreeMap<String, String>,
-        /// ferry status → Redmine status, for statuses named differently.
-        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-        statuses: BTreeMap<String, String>,
-        /// The text custom field holding labels (comma-separated).
-        #[serde(default = "default_labels_field")]
-        labels_field: String,
-        /// Seconds one request may take.
-        #[serde(default = "default_timeout")]
-        timeout: u64,
-        /// How many requests about single issues run at once.
-        #[serde(
-            default = "default_concurrency",
-            skip_serializing_if = "is_default_concurrency"
-        )]
-        concurrency: usize,
-    },
+    Redmine(crate::tracker::redmine::RedmineConfig),
     /// A Jira Cloud or Data Center project (credentials from the environment).
     Jira(crate::tracker::jira::JiraConfig),
-}
-
-fn default_labels_field() -> String {
-    "Labels".into()
-}
-
-fn default_timeout() -> u64 {
-    30
-}
-
-fn default_concurrency() -> usize {
-    crate::tracker::DEFAULT_CONCURRENCY
-}
-
-fn is_default_concurrency(n: &usize) -> bool {
-    *n == crate::tracker::DEFAULT_CONCURRENCY
 }
 
 /// `ferry.yaml` as written on disk.

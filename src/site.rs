@@ -22,8 +22,7 @@ use crate::notify::Level;
 use crate::signing::{KeyError, SiteKey};
 use crate::tracker::jira::JiraTracker;
 use crate::tracker::local::LocalTracker;
-use crate::tracker::redmine::{self, RedmineTracker};
-use crate::tracker::retry::RetryPolicy;
+use crate::tracker::redmine::RedmineTracker;
 use crate::tracker::{Tracker, TrackerError};
 
 /// Another run of this site holds the lock.
@@ -283,63 +282,16 @@ pub fn maintenance_targets(
 pub fn open_tracker(config: &Config) -> Result<Box<dyn Tracker>, TrackerError> {
     match &config.site.tracker {
         TrackerConfig::Local { path } => Ok(Box::new(LocalTracker::open(&config.resolve(path))?)),
-        TrackerConfig::Redmine {
-            url,
-            project,
-            api_key_file,
-            users,
-            statuses,
-            labels_field,
-            timeout,
-            concurrency,
-        } => {
-            let settings = redmine::Settings {
-                url: url.clone(),
-                project: project.clone(),
-                api_key: redmine_key(config, api_key_file.as_deref())?,
-                users: users.clone(),
-                statuses: statuses.clone(),
-                labels_field: labels_field.clone(),
-                timeout: std::time::Duration::from_secs(*timeout),
-                retry: RetryPolicy::default(),
-                concurrency: *concurrency,
-            };
-            Ok(Box::new(RedmineTracker::open(
-                settings,
-                &config.state_dir(),
-            )?))
-        }
+        TrackerConfig::Redmine(redmine) => Ok(Box::new(RedmineTracker::open(
+            redmine.settings(&config.root)?,
+            &config.state_dir(),
+        )?)),
         TrackerConfig::Jira(jira) => Ok(Box::new(JiraTracker::open(
             jira,
             &config.root,
             &config.state_dir(),
         )?)),
     }
-}
-
-/// The Redmine API key: from the key file `ferry.yaml` names, else from the
-/// environment. Neither the key nor any part of it appears in a message.
-fn redmine_key(config: &Config, file: Option<&Path>) -> Result<String, TrackerError> {
-    let key = match file {
-        Some(file) => {
-            let path = config.resolve(file);
-            fs::read_to_string(&path).map_err(|e| {
-                TrackerError::Unavailable(format!(
-                    "cannot read the Redmine API key file {}: {e}",
-                    path.display()
-                ))
-            })?
-        }
-        None => std::env::var(redmine::API_KEY_ENV).unwrap_or_default(),
-    };
-    let key = key.trim().to_string();
-    if key.is_empty() {
-        return Err(TrackerError::Unavailable(format!(
-            "no Redmine API key: set {} or name a key file (api_key_file)",
-            redmine::API_KEY_ENV
-        )));
-    }
-    Ok(key)
 }
 
 /// Takes the site lock in the state folder `state` without opening the site:

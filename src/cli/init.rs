@@ -218,7 +218,7 @@ pub fn run(args: InitArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
     }
     let kept = match config.site.tracker {
         TrackerConfig::Local { .. } => TrackerKind::Local,
-        TrackerConfig::Redmine { .. } => TrackerKind::Redmine,
+        TrackerConfig::Redmine(_) => TrackerKind::Redmine,
         TrackerConfig::Jira(_) => TrackerKind::Jira,
     };
     if kept != args.tracker {

@@ -101,8 +101,9 @@ fn open(ctx: &Ctx) -> anyhow::Result<LocalTracker> {
     // user interface, and ferry acting there would bypass it.
     match &config.site.tracker {
         TrackerConfig::Local { path } => Ok(LocalTracker::open(&config.resolve(path))?),
-        TrackerConfig::Redmine { url, .. } => Err(UsageError(format!(
-            "`ferry tracker` acts on the embedded tracker only; this site's issues are in Redmine at {url}"
+        TrackerConfig::Redmine(redmine) => Err(UsageError(format!(
+            "`ferry tracker` acts on the embedded tracker only; this site's issues are in Redmine at {}",
+            redmine.url
         ))
         .into()),
         TrackerConfig::Jira(jira) => Err(super::UsageError(format!(

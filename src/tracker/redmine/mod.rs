@@ -21,6 +21,7 @@
 //!   small state file and, on every `changed_since`, lists the project's ids to
 //!   notice the ones that vanished: those become tombstones.
 
+mod config;
 pub mod fake;
 mod http;
 mod known;
@@ -45,6 +46,7 @@ use crate::model::{
     Attachment, Comment, FieldValue, Issue, Origin, normalize_set, parse_timestamp,
     truncate_to_seconds,
 };
+pub use config::RedmineConfig;
 use http::{Client, Reply};
 use known::Known;
 
