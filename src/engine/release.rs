@@ -30,7 +30,9 @@ use serde::Serialize;
 use super::FieldChange;
 use super::review::field_changes;
 use crate::config::{AckRelease, Connection};
-use crate::exchange::{Content, FileWrite, outgoing_ref, own_branch, rejected_ref};
+use crate::exchange::{
+    Content, Exchange, ExchangeError, FileWrite, outgoing_ref, own_branch, rejected_ref,
+};
 use crate::ledger::{Held, ReviewVerdict};
 use crate::model::{Attachment, Comment};
 use crate::replica::{Replica, parse_stored_path};
@@ -162,16 +164,21 @@ pub fn notice(site: &Site, connection: &Connection, waiting: usize) -> anyhow::R
 }
 
 /// How many commits wait for release on `connection` (none without the gate).
-pub fn waiting(site: &Site, connection: &Connection) -> anyhow::Result<usize> {
+/// `me` is this site; `status` reads it without opening the site.
+pub fn waiting(
+    exchange: &Exchange,
+    me: &str,
+    connection: &Connection,
+) -> Result<usize, ExchangeError> {
     if !connection.settings.release.required {
         return Ok(0);
     }
     let peer = &connection.peer;
-    let Some(waiting) = site.exchange.resolve(&outgoing_ref(peer))? else {
+    let Some(waiting) = exchange.resolve(&outgoing_ref(peer))? else {
         return Ok(0);
     };
-    let released = site.exchange.resolve(&own_branch(site.name(), peer))?;
-    Ok(site.exchange.commits_between(released, waiting)?.len())
+    let released = exchange.resolve(&own_branch(me, peer))?;
+    Ok(exchange.commits_between(released, waiting)?.len())
 }
 
 /// Whether `commit` is after `released` (or nothing was released) and at or
@@ -424,13 +431,7 @@ pub fn reject(
     let (released, waiting, commit) = waiting_commit(site, connection, Some(rev))?;
     let parent = site.exchange.repo().find_commit(commit)?.parent_id(0).ok();
     // Acknowledgements carry no tracker data: the newest stays.
-    let rejected: Vec<String> = site
-        .exchange
-        .diff_paths(parent, commit)?
-        .into_iter()
-        .map(|c| c.path)
-        .filter(|p| p != "site.yaml")
-        .collect();
+    let rejected = changed_paths(site, parent, commit)?;
     let keys: Vec<(String, String)> = rejected
         .iter()
         .filter(|p| p.starts_with("issues/"))

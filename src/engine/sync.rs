@@ -194,7 +194,8 @@ pub fn sync(site: &mut Site, options: &SyncOptions) -> anyhow::Result<SyncReport
         {
             run_step(site, connection, report, |site, report| {
                 report.pushed = Some(push(site, connection, None).context("push")?);
-                report.awaiting_release = super::release::waiting(site, connection)?;
+                report.awaiting_release =
+                    super::release::waiting(&site.exchange, site.name(), connection)?;
                 super::release::notice(site, connection, report.awaiting_release)?;
                 Ok(())
             })?;

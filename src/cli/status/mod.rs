@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use super::{Ctx, ExitStatus};
 use crate::config::{ChannelSetting, Config};
-use crate::exchange::{Exchange, applied_ref, outgoing_ref, own_branch, peer_branch};
+use crate::exchange::{Exchange, applied_ref, own_branch, peer_branch};
 use crate::ledger::{Pause, Step, Waiting};
 use crate::maintenance::{self, Storage};
 use crate::signing::SignaturePolicy;
@@ -145,12 +145,7 @@ pub fn run(args: StatusArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
             shared_issues,
             linked_issues,
             waiting_relations: ledger.waiting_relations(peer)?.len(),
-            waiting_release: match exchange.resolve(&outgoing_ref(peer))? {
-                Some(waiting) if c.settings.release.required => exchange
-                    .commits_between(exchange.resolve(&own_branch(me, peer))?, waiting)?
-                    .len(),
-                _ => 0,
-            },
+            waiting_release: crate::engine::release::waiting(&exchange, me, c)?,
             errors: by_level,
             failing,
             waiting_bundles: ledger.waiting(peer)?,
