@@ -13,6 +13,7 @@ use std::path::Path;
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 
+use crate::failure::Level;
 use crate::model::{LinkDirection, Origin, format_timestamp, parse_timestamp};
 
 mod attachments;
@@ -34,13 +35,28 @@ pub struct LedgerError {
     source: rusqlite::Error,
 }
 
+impl LedgerError {
+    /// A ledger that cannot be read or written is the machine's failure, wherever
+    /// it surfaces: nothing the run did after it would be kept.
+    pub const LEVEL: Level = Level::Node;
+}
+
+impl From<LedgerError> for crate::failure::RunFailure {
+    fn from(e: LedgerError) -> Self {
+        crate::failure::RunFailure {
+            level: LedgerError::LEVEL,
+            error: e.into(),
+        }
+    }
+}
+
 /// One recorded error.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ErrorRecord {
     /// Ledger id, for `ferry retry`/`resolve`.
     pub id: i64,
-    /// `issue`, `connection`, `site` or `node`.
-    pub level: String,
+    /// How far it reaches.
+    pub level: Level,
     /// The connection (peer) it belongs to, if any.
     pub connection: Option<String>,
     /// The replica path or issue key it concerns, if any.
@@ -1094,7 +1110,7 @@ impl Ledger {
     /// Records an error; the same unresolved error seen again only bumps its count.
     pub fn record_error(
         &self,
-        level: &str,
+        level: Level,
         connection: Option<&str>,
         subject: Option<&str>,
         message: &str,
@@ -1105,14 +1121,14 @@ impl Ledger {
             .execute(
                 "UPDATE errors SET count = count + 1, last_seen = ?5
                  WHERE resolved = 0 AND level = ?1 AND connection IS ?2 AND subject IS ?3 AND message = ?4",
-                params![level, connection, subject, message, now],
+                params![level.as_str(), connection, subject, message, now],
             )
             .map_err(|e| self.wrap(e))?;
         if updated == 0 {
             self.exec(
                 "INSERT INTO errors (level, connection, subject, message, first_seen, last_seen)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
-                params![level, connection, subject, message, now],
+                params![level.as_str(), connection, subject, message, now],
             )
             .map_err(|e| self.wrap(e))?;
         }
@@ -1164,11 +1180,11 @@ impl Ledger {
 
     /// Marks resolved the errors of one level that have no subject: a connection's
     /// (`connection` = the peer) or the site's (`None`), once a run got through.
-    pub fn resolve_level(&self, level: &str, connection: Option<&str>) -> Result<(), LedgerError> {
+    pub fn resolve_level(&self, level: Level, connection: Option<&str>) -> Result<(), LedgerError> {
         self.exec(
             "UPDATE errors SET resolved = 1
                  WHERE resolved = 0 AND level = ?1 AND connection IS ?2 AND subject IS NULL",
-            params![level, connection],
+            params![level.as_str(), connection],
         )
         .map(drop)
         .map_err(|e| self.wrap(e))
@@ -1242,7 +1258,16 @@ impl Ledger {
             .query_map([], |r| {
                 Ok(ErrorRecord {
                     id: r.get(0)?,
-                    level: r.get(1)?,
+                    level: {
+                        let name: String = r.get(1)?;
+                        Level::from_name(&name).ok_or_else(|| {
+                            rusqlite::Error::FromSqlConversionFailure(
+                                1,
+                                rusqlite::types::Type::Text,
+                                format!("unknown error level {name:?}").into(),
+                            )
+                        })?
+                    },
                     connection: r.get(2)?,
                     subject: r.get(3)?,
                     message: r.get(4)?,

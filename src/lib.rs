@@ -16,6 +16,7 @@ pub mod disk;
 pub mod engine;
 pub mod exchange;
 pub mod failpoint;
+pub mod failure;
 pub mod files;
 pub mod git_runtime;
 pub mod identity;

@@ -36,6 +36,7 @@ use lettre::transport::smtp::response::Response;
 use lettre::{Message, SmtpTransport, Transport};
 use serde::{Deserialize, Serialize};
 
+use crate::failure::Level;
 use crate::files::ConfigError;
 use crate::ledger::{ErrorRecord, Ledger, LedgerError};
 
@@ -50,37 +51,6 @@ const SMTP_TIMEOUT: Duration = Duration::from_secs(30);
 
 const TEXT_TEMPLATE: &str = include_str!("../templates/notify.txt");
 const HTML_TEMPLATE: &str = include_str!("../templates/notify.html");
-
-/// Error levels a recipient can subscribe to (the ledger's `level` column).
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Level {
-    /// One issue failed to import or export.
-    Issue,
-    /// One connection failed (channel unreachable, rule that does not compile).
-    Connection,
-    /// The site failed (tracker down, ledger unwritable).
-    Site,
-    /// The machine ferry runs on (disk, clock).
-    Node,
-}
-
-impl Level {
-    /// Every level, most specific first: the order messages list them in.
-    pub const ALL: [Level; 4] = [Level::Issue, Level::Connection, Level::Site, Level::Node];
-
-    /// The name the ledger and `notify.yaml` use.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Level::Issue => "issue",
-            Level::Connection => "connection",
-            Level::Site => "site",
-            Level::Node => "node",
-        }
-    }
-}
 
 /// One recipient as written in `notify.yaml`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -306,11 +276,11 @@ impl NotifyConfig {
     }
 
     /// The recipients of a message listing errors of these levels, each once.
-    fn recipients_for(&self, levels: &BTreeSet<&str>) -> Vec<Mailbox> {
+    fn recipients_for(&self, levels: &BTreeSet<Level>) -> Vec<Mailbox> {
         let mut seen = BTreeSet::new();
         self.to
             .iter()
-            .filter(|r| r.levels.iter().any(|l| levels.contains(l.as_str())))
+            .filter(|r| !r.levels.is_disjoint(levels))
             .filter(|r| seen.insert(r.mailbox.email.to_string()))
             .map(|r| r.mailbox.clone())
             .collect()
@@ -318,8 +288,7 @@ impl NotifyConfig {
 
     /// Every recipient, each once (for `ferry notify test`).
     fn all_recipients(&self) -> Vec<Mailbox> {
-        let levels = Level::ALL.iter().map(|l| l.as_str()).collect();
-        self.recipients_for(&levels)
+        self.recipients_for(&Level::ALL.into_iter().collect())
     }
 }
 
@@ -406,7 +375,7 @@ pub fn send_pending(
     if pending.is_empty() {
         return Ok(NotifyOutcome::NothingNew);
     }
-    let levels: BTreeSet<&str> = pending.iter().map(|e| e.level.as_str()).collect();
+    let levels: BTreeSet<Level> = pending.iter().map(|e| e.level).collect();
     let recipients = config.recipients_for(&levels);
     if recipients.is_empty() {
         return Ok(NotifyOutcome::NoRecipient {
@@ -550,21 +519,14 @@ fn subject(site: &str, errors: usize) -> String {
 /// Renders the plain-text and HTML bodies: errors grouped by level (most specific
 /// first), then connection.
 fn render(config: &NotifyConfig, site: &str, errors: &[ErrorRecord]) -> (String, String) {
-    let mut groups: BTreeMap<(usize, &str, &str), Vec<&ErrorRecord>> = BTreeMap::new();
+    let mut groups: BTreeMap<(Level, &str), Vec<&ErrorRecord>> = BTreeMap::new();
     for e in errors {
-        let rank = Level::ALL
-            .iter()
-            .position(|l| l.as_str() == e.level)
-            .unwrap_or(Level::ALL.len());
         let connection = e.connection.as_deref().unwrap_or("");
-        groups
-            .entry((rank, e.level.as_str(), connection))
-            .or_default()
-            .push(e);
+        groups.entry((e.level, connection)).or_default().push(e);
     }
     let mut text = String::new();
     let mut html = String::new();
-    for ((_, level, connection), group) in &groups {
+    for ((level, connection), group) in &groups {
         let heading = if connection.is_empty() {
             format!("{level} errors")
         } else {
@@ -654,7 +616,7 @@ mod tests {
     fn record(id: i64, level: &str, connection: Option<&str>, subject: &str) -> ErrorRecord {
         ErrorRecord {
             id,
-            level: level.into(),
+            level: Level::from_name(level).unwrap(),
             connection: connection.map(Into::into),
             subject: Some(subject.into()),
             message: "bad <yaml> & more".into(),
@@ -729,7 +691,12 @@ mod tests {
         let config = NotifyConfig::check(Path::new("n"), &settings("smtp://h")).unwrap();
         let emails = |levels: &[&str]| -> Vec<String> {
             config
-                .recipients_for(&levels.iter().copied().collect())
+                .recipients_for(
+                    &levels
+                        .iter()
+                        .map(|l| Level::from_name(l).unwrap())
+                        .collect(),
+                )
                 .iter()
                 .map(|m| m.email.to_string())
                 .collect()
@@ -754,7 +721,7 @@ mod tests {
                      message: &str,
                      count| ErrorRecord {
             id,
-            level: level.into(),
+            level: Level::from_name(level).unwrap(),
             connection: connection.map(Into::into),
             subject: subject.map(Into::into),
             message: message.into(),

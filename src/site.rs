@@ -17,8 +17,8 @@ use anyhow::Context;
 
 use crate::config::{CONFIG_FILE, Config, TrackerConfig, write_atomic};
 use crate::exchange::Exchange;
+use crate::failure::Level;
 use crate::ledger::Ledger;
-use crate::notify::Level;
 use crate::signing::{KeyError, SiteKey};
 use crate::tracker::jira::JiraTracker;
 use crate::tracker::local::LocalTracker;
@@ -170,33 +170,37 @@ impl Site {
         let lock = take_lock(&state.join(LOCK_FILE))?;
         let ledger = open_ledger(&config, missing)?;
         // From here on the ledger can keep what goes wrong, for `ferry errors` and
-        // the notification.
-        let recorded = |e: anyhow::Error| {
-            record_run_failure(&ledger, &e);
-            e
+        // the notification: local state that cannot be opened is the node's
+        // failure, a tracker that cannot be opened the site's.
+        let recorded = |level| {
+            let ledger = &ledger;
+            move |e: anyhow::Error| {
+                record_run_failure(ledger, level, &e);
+                e
+            }
         };
         let mut exchange = Exchange::open_or_init(&state.join(EXCHANGE_DIR))
             .map_err(anyhow::Error::from)
-            .map_err(recorded)?;
+            .map_err(recorded(Level::Node))?;
         exchange.sign_with(SiteKey::load(&config.signing_key_path())?);
         // We hold the site lock, so nobody else writes the private clone: any lock
         // file or pack in the making in it was left by a run that was killed.
         for stale in exchange
             .remove_stale_files()
             .map_err(anyhow::Error::from)
-            .map_err(recorded)?
+            .map_err(recorded(Level::Node))?
         {
             tracing::warn!("removed {}, left by an interrupted run", stale.display());
         }
         for stale in crate::transport::bundle::remove_quarantines(&exchange)
             .map_err(anyhow::Error::from)
-            .map_err(recorded)?
+            .map_err(recorded(Level::Node))?
         {
             tracing::warn!("removed {}, left by an interrupted run", stale.display());
         }
         let tracker = open_tracker(&config)
             .map_err(anyhow::Error::from)
-            .map_err(recorded)?;
+            .map_err(recorded(Level::Site))?;
         Ok(Site {
             config,
             ledger,
@@ -212,29 +216,12 @@ impl Site {
     }
 }
 
-/// The level of an error that stopped a whole run: the machine's (node) when
-/// local state or the disk failed, else the site's.
-pub fn run_failure_level(e: &anyhow::Error) -> &'static str {
-    let node = e.chain().any(|cause| {
-        cause.is::<crate::ledger::LedgerError>()
-            || cause.is::<crate::exchange::ExchangeError>()
-            || cause.is::<std::io::Error>()
-    });
-    if node {
-        Level::Node.as_str()
-    } else {
-        Level::Site.as_str()
-    }
-}
-
-/// Records an error that stopped a whole run, when the ledger still can; returns
-/// its level.
-pub fn record_run_failure(ledger: &Ledger, e: &anyhow::Error) -> &'static str {
-    let level = run_failure_level(e);
+/// Records an error that stopped a whole run at `level`, when the ledger still
+/// can.
+pub fn record_run_failure(ledger: &Ledger, level: Level, e: &anyhow::Error) {
     if let Err(unrecorded) = ledger.record_error(level, None, None, &crate::words::error_chain(e)) {
         tracing::error!("{level}-level error not recorded: {unrecorded}");
     }
-    level
 }
 
 /// The site's clone, then every git channel of its connections that `pick`

@@ -373,7 +373,8 @@ impl<'a> Story<'a> {
 
     fn sync(&mut self, name: &str) -> anyhow::Result<()> {
         let mut site = Site::open(&self.site_dir(name))?;
-        let run = engine::sync(&mut site, &SyncOptions::default())?;
+        let run = engine::sync(&mut site, &SyncOptions::default())
+            .map_err(crate::failure::RunFailure::into_error)?;
         writeln!(self.out, "   $ ferry sync    (at {name})")?;
         let mut text = Vec::new();
         let status = report::sync(&mut text, &run, report::Listing::All)?;

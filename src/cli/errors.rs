@@ -9,7 +9,7 @@ use std::io::Write;
 
 use super::{Ctx, ExitStatus, UsageError};
 use crate::config::Config;
-use crate::engine::level;
+use crate::failure::Level;
 use crate::ledger::{ErrorRecord, Ledger};
 use crate::site::{Missing, StateError, open_ledger};
 
@@ -71,7 +71,7 @@ pub fn run(args: ErrorsArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
             writeln!(
                 ctx.out,
                 "#- {} (ledger unusable)\n    {}\n    {advice}",
-                level::NODE,
+                Level::Node,
                 crate::words::error_chain(&e)
             )?;
             return Ok(ExitStatus::Failed);
@@ -133,7 +133,7 @@ fn find(ledger: &Ledger, id: i64) -> anyhow::Result<ErrorRecord> {
 /// The retry queue entry an issue-level error stands for, if any.
 fn queued(e: &ErrorRecord) -> Option<(&str, &str)> {
     match (&e.connection, &e.subject, e.tries) {
-        (Some(peer), Some(path), Some(_)) if e.level == level::ISSUE => Some((peer, path)),
+        (Some(peer), Some(path), Some(_)) if e.level == Level::Issue => Some((peer, path)),
         _ => None,
     }
 }

@@ -9,7 +9,8 @@ use std::io::Write;
 
 use super::{Ctx, ExitStatus, UsageError};
 use crate::config::{CONFIG_FILE, Config, NOTIFY_FILE, write_atomic};
-use crate::notify::{self, Level, NotifyConfig, NotifySettings, RecipientSettings};
+use crate::failure::Level;
+use crate::notify::{self, NotifyConfig, NotifySettings, RecipientSettings};
 
 /// E-mail notifications of new errors (settings in notify.yaml).
 #[derive(Debug, clap::Subcommand)]

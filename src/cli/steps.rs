@@ -105,8 +105,8 @@ pub fn sync(args: SyncArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
     );
     let status = match &run {
         Ok(run) => report::sync(&mut ctx.out, run, ctx.listing),
-        Err(e) => {
-            engine::record_run_failure(&site.ledger, e);
+        Err(failure) => {
+            engine::record_run_failure(&site.ledger, failure.level, &failure.error);
             Ok(ExitStatus::Failed)
         }
     };
@@ -128,7 +128,7 @@ pub fn sync(args: SyncArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
             .collect();
         maintenance::after_run(&site, &mut ctx.out, clone, &pushed)?;
     }
-    run?;
+    run.map_err(crate::failure::RunFailure::into_error)?;
     Ok(status?)
 }
 

@@ -34,24 +34,36 @@ pub use sync::{ConnectionReport, SyncOptions, SyncReport, pull, push, selected, 
 use std::path::Path;
 
 use crate::config::{Config, Connection};
+use crate::failure::{Level, RunFailure};
 use crate::rules::{RuleError, RuleScript, load_tables};
 use crate::site::Site;
 
-/// Error levels, as the ledger and notifications name them.
-pub mod level {
-    use crate::notify::Level;
+pub use crate::site::record_run_failure;
 
-    /// One issue failed.
-    pub const ISSUE: &str = Level::Issue.as_str();
-    /// One connection failed.
-    pub const CONNECTION: &str = Level::Connection.as_str();
-    /// The site's tracker failed.
-    pub const SITE: &str = Level::Site.as_str();
-    /// The machine failed (local state, disk).
-    pub const NODE: &str = Level::Node.as_str();
+/// The widest level an error's causes declare of themselves (see
+/// [`crate::failure`]): the node's for the ledger's errors, the site's for an
+/// unavailable tracker; `None` when none does, and the step that met it decides.
+pub fn declared_level(e: &anyhow::Error) -> Option<Level> {
+    e.chain()
+        .filter_map(|cause| {
+            if cause.is::<crate::ledger::LedgerError>() {
+                Some(crate::ledger::LedgerError::LEVEL)
+            } else {
+                cause
+                    .downcast_ref::<crate::tracker::TrackerError>()
+                    .and_then(crate::tracker::TrackerError::level)
+            }
+        })
+        .max()
 }
 
-pub use crate::site::{record_run_failure, run_failure_level};
+/// Raises `error` as a run failure at `level`, or wider when the error says so.
+pub fn run_failure(level: Level) -> impl FnOnce(anyhow::Error) -> RunFailure {
+    move |error| RunFailure {
+        level: declared_level(&error).map_or(level, |declared| declared.max(level)),
+        error,
+    }
+}
 
 /// One issue that failed, with enough to find it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,7 +101,7 @@ fn issue_error(
 ) -> anyhow::Result<IssueError> {
     tracing::warn!(connection = %connection.peer, %subject, "{message}");
     site.ledger.record_error(
-        level::ISSUE,
+        Level::Issue,
         Some(&connection.peer),
         Some(subject),
         &message,

@@ -149,7 +149,7 @@ pub fn notice(site: &Site, connection: &Connection, waiting: usize) -> anyhow::R
         site.ledger.resolve_subject(peer, WAITING)?;
     } else if !site.ledger.has_open_subject(peer, WAITING)? {
         site.ledger.record_error(
-            crate::notify::Level::Connection.as_str(),
+            crate::failure::Level::Connection,
             Some(peer),
             Some(WAITING),
             &format!(

@@ -432,7 +432,7 @@ pub fn reject(
     site.ledger
         .record_verdict(peer, &commit.to_string(), "rejected", by, Some(reason))?;
     site.ledger.record_error(
-        super::level::CONNECTION,
+        crate::failure::Level::Connection,
         Some(peer),
         Some(&review_subject(commit)),
         &format!(

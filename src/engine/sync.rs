@@ -6,9 +6,10 @@
 
 use anyhow::Context;
 
-use super::{Changed, ExportReport, ImportReport, export, import, level};
+use super::{Changed, ExportReport, ImportReport, declared_level, export, import, run_failure};
 use crate::config::{Connection, SyncMethod};
 use crate::failpoint;
+use crate::failure::{Level, RunFailure};
 use crate::ledger::Pause;
 use crate::site::Site;
 use crate::transport::{FetchOutcome, PushOutcome, open_channel};
@@ -135,8 +136,14 @@ pub fn push(
 }
 
 /// One full run: pull, import, export, push.
-pub fn sync(site: &mut Site, options: &SyncOptions) -> anyhow::Result<SyncReport> {
-    let connections = selected(site, options)?;
+///
+/// A failure of one connection is recorded and stops that connection only; one
+/// that stops the run comes back as a [`RunFailure`] at the level decided where
+/// it was raised.
+pub fn sync(site: &mut Site, options: &SyncOptions) -> Result<SyncReport, RunFailure> {
+    // What the configuration or the tracker says failed is the site's; the
+    // ledger's errors are the node's (`?` on them says so).
+    let connections = selected(site, options).map_err(run_failure(Level::Site))?;
     let mut reports = Vec::with_capacity(connections.len());
     for c in &connections {
         reports.push(ConnectionReport {
@@ -177,7 +184,7 @@ pub fn sync(site: &mut Site, options: &SyncOptions) -> anyhow::Result<SyncReport
         .map(|(c, _)| c)
         .collect();
     if !exporters.is_empty() {
-        let changed = Changed::read(site, &exporters)?;
+        let changed = Changed::read(site, &exporters).map_err(run_failure(Level::Site))?;
         for (connection, report) in connections.iter().zip(&mut reports) {
             if exporting(connection, report) {
                 run_step(site, connection, report, |site, report| {
@@ -206,11 +213,12 @@ pub fn sync(site: &mut Site, options: &SyncOptions) -> anyhow::Result<SyncReport
     for report in &reports {
         if report.failure.is_none() && report.paused.is_none() {
             site.ledger
-                .resolve_level(level::CONNECTION, Some(&report.peer))?;
+                .resolve_level(Level::Connection, Some(&report.peer))?;
         }
     }
-    site.ledger.resolve_level(level::SITE, None)?;
-    site.ledger.resolve_level(level::NODE, None)?;
+    for level in [Level::Site, Level::Node] {
+        site.ledger.resolve_level(level, None)?;
+    }
     Ok(SyncReport {
         connections: reports,
     })
@@ -268,39 +276,71 @@ fn watch_silence(
         );
         tracing::warn!("{message}");
         site.ledger
-            .record_error(level::CONNECTION, Some(peer), Some(SILENCE), &message)?;
+            .record_error(Level::Connection, Some(peer), Some(SILENCE), &message)?;
     }
     Ok(())
 }
 
 /// Runs one step of one connection. A failure that belongs to the connection
-/// (channel, rules, replicas) is recorded and stops that connection only; a failure
-/// of the site itself (ledger, tracker down) stops the run.
+/// (channel, rules, replicas) is recorded and stops that connection only; one
+/// whose error declares the site's or the node's level (ledger, tracker down)
+/// stops the run.
 fn run_step(
     site: &mut Site,
     connection: &Connection,
     report: &mut ConnectionReport,
     step: impl FnOnce(&mut Site, &mut ConnectionReport) -> anyhow::Result<()>,
-) -> anyhow::Result<()> {
-    match step(site, report) {
-        Ok(()) => Ok(()),
-        Err(e) if is_site_level(&e) => Err(e),
-        Err(e) => {
-            let message = crate::words::error_chain(&e);
-            site.ledger
-                .record_error(level::CONNECTION, Some(&connection.peer), None, &message)?;
-            report.failure = Some(message);
-            Ok(())
-        }
+) -> Result<(), RunFailure> {
+    let error = match step(site, report) {
+        Ok(()) => return Ok(()),
+        Err(error) => error,
+    };
+    if let Some(level) = declared_level(&error) {
+        return Err(RunFailure { level, error });
     }
+    let message = crate::words::error_chain(&error);
+    site.ledger
+        .record_error(Level::Connection, Some(&connection.peer), None, &message)?;
+    report.failure = Some(message);
+    Ok(())
 }
 
-fn is_site_level(e: &anyhow::Error) -> bool {
-    e.chain().any(|cause| {
-        cause.is::<crate::ledger::LedgerError>()
-            || matches!(
-                cause.downcast_ref::<crate::tracker::TrackerError>(),
-                Some(crate::tracker::TrackerError::Unavailable(_))
-            )
-    })
+#[cfg(test)]
+mod tests {
+    use anyhow::Context;
+
+    use super::*;
+    use crate::tracker::TrackerError;
+
+    fn ledger_error() -> anyhow::Error {
+        let dir = tempfile::tempdir().unwrap();
+        let Err(e) = crate::ledger::Ledger::open(dir.path()) else {
+            panic!("a folder opened as a ledger");
+        };
+        anyhow::Error::from(e).context("import")
+    }
+
+    #[test]
+    fn errors_declare_their_own_level_through_any_context() {
+        assert_eq!(declared_level(&ledger_error()), Some(Level::Node));
+        let down: anyhow::Result<()> =
+            Err(TrackerError::Unavailable("connection refused".into())).context("export");
+        assert_eq!(declared_level(&down.unwrap_err()), Some(Level::Site));
+        let refused = anyhow::Error::from(TrackerError::Rejected {
+            issue: "ENG-1".into(),
+            message: "no such status".into(),
+        });
+        assert_eq!(declared_level(&refused), None);
+        assert_eq!(declared_level(&anyhow::anyhow!("bad channel")), None);
+    }
+
+    #[test]
+    fn a_run_failure_takes_the_wider_of_its_floor_and_the_declared_level() {
+        let plain = run_failure(Level::Site)(anyhow::anyhow!("no such connection"));
+        assert_eq!(plain.level, Level::Site);
+        assert_eq!(plain.error.to_string(), "no such connection");
+        assert_eq!(run_failure(Level::Site)(ledger_error()).level, Level::Node);
+        let down = anyhow::Error::from(TrackerError::Unavailable("timeout".into()));
+        assert_eq!(run_failure(Level::Node)(down).level, Level::Node);
+    }
 }

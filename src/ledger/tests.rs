@@ -165,7 +165,7 @@ fn same_error_twice_is_counted_not_duplicated() {
     let (_dir, ledger) = ledger();
     for _ in 0..2 {
         ledger
-            .record_error("issue", Some("eng"), Some("issues/ENG/1.yaml"), "bad")
+            .record_error(Level::Issue, Some("eng"), Some("issues/ENG/1.yaml"), "bad")
             .unwrap();
     }
     let errors = ledger.open_errors().unwrap();
@@ -179,7 +179,7 @@ fn same_error_twice_is_counted_not_duplicated() {
 fn notified_errors_are_not_listed_again_until_they_come_back() {
     let (_dir, mut ledger) = ledger();
     ledger
-        .record_error("issue", Some("eng"), Some("issues/ENG/1.yaml"), "bad")
+        .record_error(Level::Issue, Some("eng"), Some("issues/ENG/1.yaml"), "bad")
         .unwrap();
     let pending = ledger.unnotified_errors(HOUR).unwrap();
     assert_eq!(pending.len(), 1);
@@ -187,13 +187,13 @@ fn notified_errors_are_not_listed_again_until_they_come_back() {
     assert!(ledger.unnotified_errors(HOUR).unwrap().is_empty());
     // Seen again: counted, not notified again.
     ledger
-        .record_error("issue", Some("eng"), Some("issues/ENG/1.yaml"), "bad")
+        .record_error(Level::Issue, Some("eng"), Some("issues/ENG/1.yaml"), "bad")
         .unwrap();
     assert!(ledger.unnotified_errors(HOUR).unwrap().is_empty());
     // Resolved and back: a new error, notified again.
     ledger.resolve_subject("eng", "issues/ENG/1.yaml").unwrap();
     ledger
-        .record_error("issue", Some("eng"), Some("issues/ENG/1.yaml"), "bad")
+        .record_error(Level::Issue, Some("eng"), Some("issues/ENG/1.yaml"), "bad")
         .unwrap();
     assert_eq!(ledger.unnotified_errors(HOUR).unwrap().len(), 1);
 }
@@ -203,7 +203,9 @@ fn a_notice_that_may_have_gone_out_waits_for_the_window() {
     let (_dir, mut ledger) = ledger();
     let start = parse_timestamp("2026-11-20T10:00:00Z").unwrap();
     ledger.clock = Some(start);
-    ledger.record_error("site", None, None, "down").unwrap();
+    ledger
+        .record_error(Level::Site, None, None, "down")
+        .unwrap();
     let ids: Vec<i64> = ledger
         .unnotified_errors(HOUR)
         .unwrap()

@@ -53,6 +53,20 @@ pub enum TrackerError {
     Unavailable(String),
 }
 
+impl TrackerError {
+    /// How far this failure reaches wherever it surfaces: a tracker that cannot
+    /// be used at all is the site's. The others concern one issue; the step that
+    /// meets them decides their level.
+    pub fn level(&self) -> Option<crate::failure::Level> {
+        match self {
+            TrackerError::Unavailable(_) => Some(crate::failure::Level::Site),
+            TrackerError::NotFound(_)
+            | TrackerError::Rejected { .. }
+            | TrackerError::Transient { .. } => None,
+        }
+    }
+}
+
 /// Fields a create or an update sets. `None` leaves a field as it is; for the
 /// optional text fields `Some(None)` clears them.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -116,12 +116,12 @@ pub fn run(args: StatusArgs, ctx: &mut Ctx) -> anyhow::Result<ExitStatus> {
             .iter()
             .filter(|e| e.connection.as_deref() == Some(peer))
         {
-            if e.level == crate::engine::level::CONNECTION {
+            if e.level == crate::failure::Level::Connection {
                 failing.push(e.message.clone());
             }
-            match by_level.iter_mut().find(|(l, _)| *l == e.level) {
+            match by_level.iter_mut().find(|(l, _)| *l == e.level.as_str()) {
                 Some((_, n)) => *n += 1,
-                None => by_level.push((e.level.clone(), 1)),
+                None => by_level.push((e.level.to_string(), 1)),
             }
         }
         rows.push(ConnectionStatus {
