@@ -16,25 +16,26 @@ use git2::Oid;
 
 use self::batch::{Batch, Subject};
 use self::group::{Group, PendingCreate};
-use super::conflict::{self, Settled, Settlement};
-use super::{IssueError, attachments, issue_error, load_rule};
-use crate::attachment::safe_file_name;
+use self::one::{Imported, Range, import_one};
+use super::conflict::{self, Settled};
+use super::{IssueError, issue_error, load_rule};
 use crate::config::Connection;
 use crate::exchange::{applied_ref, approved_ref, peer_branch};
 use crate::failpoint;
-use crate::ledger::{KnownAttachment, NewStep, Step};
-use crate::model::{Attachment, Comment, Issue, Origin};
+use crate::ledger::{NewStep, Step};
+use crate::model::{Comment, Issue, Origin};
 use crate::replica::{MAX_REPLICA_BYTES, Replica, parse_stored_path};
-use crate::rules::{IncomingInput, RuleScript, TargetIssue};
+use crate::rules::{RuleScript, TargetIssue};
 use crate::site::Site;
-use crate::tracker::{
-    IssuePatch, NewAttachment, NewComment, NewIssue, NewIssueWithComments, TrackerError,
-};
+use crate::tracker::{IssuePatch, NewComment, NewIssueWithComments, TrackerError};
 use crate::words::short_id;
 
 mod batch;
 mod group;
+mod one;
 mod relations;
+#[cfg(test)]
+mod tests;
 
 pub use relations::RelationCounts;
 
@@ -155,8 +156,7 @@ pub fn import(site: &mut Site, connection: &Connection) -> anyhow::Result<Import
         site,
         connection,
         &rules,
-        ack,
-        head,
+        (ack, head),
         range.replicas,
         &mut batch,
         &mut report,
@@ -227,13 +227,11 @@ fn no_longer_shared(site: &mut Site, peer: &str, removed: &[String]) -> anyhow::
 
 /// Imports the replicas of a range, in batches (see [`batch`]); the last batch
 /// is left for the caller to commit.
-#[allow(clippy::too_many_arguments)]
 fn apply_range(
     site: &mut Site,
     connection: &Connection,
     rules: &RuleScript,
-    ack: Option<Oid>,
-    head: Oid,
+    (ack, head): (Option<Oid>, Oid),
     replicas: Vec<(String, Option<Oid>)>,
     batch: &mut Batch,
     report: &mut ImportReport,
@@ -249,7 +247,14 @@ fn apply_range(
     // A server tracker takes new issues in groups (see `group`); a tracker that
     // batches its writes gains nothing from it.
     let group_size = site.tracker.create_group();
-    let grouping = group_size > 1 && !batch.deferred();
+    let range = Range {
+        connection,
+        rules,
+        ack,
+        head,
+        grouping: group_size > 1 && !batch.deferred(),
+    };
+    let grouping = range.grouping;
     let mut group = Group::default();
     let mut origins: HashMap<String, Origin> = HashMap::new();
     for (n, (path, blob)) in replicas.iter().enumerate() {
@@ -277,18 +282,7 @@ fn apply_range(
         };
         tracing::debug!(%peer, %path, blob = %short_id(blob), "import replica");
         batch.enter();
-        match import_one(
-            site,
-            connection,
-            rules,
-            ack,
-            head,
-            &subject,
-            blob,
-            batch,
-            &mut interrupted,
-            grouping,
-        ) {
+        match import_one(site, &range, &subject, blob, batch, &mut interrupted) {
             Ok(Imported::Done(done)) => {
                 batch.applied(&subject);
                 report.issues.push(*done);
@@ -480,14 +474,6 @@ fn flush_group(
     }
 }
 
-/// What importing one replica came to.
-enum Imported {
-    /// Done (or skipped).
-    Done(Box<ImportedIssue>),
-    /// A new issue waiting for its group's writes.
-    Deferred(Box<PendingCreate>),
-}
-
 /// What a peer's new commits ask of this site.
 pub(super) struct PendingRange {
     /// Replica paths to apply, with their blob at the head (`None`: a retry whose
@@ -587,403 +573,6 @@ fn fatal<E: Into<anyhow::Error>>(e: E) -> ImportFailure {
     ImportFailure::Fatal(e.into())
 }
 
-#[allow(clippy::too_many_arguments)]
-fn import_one(
-    site: &mut Site,
-    connection: &Connection,
-    rules: &RuleScript,
-    ack: Option<Oid>,
-    head: Oid,
-    subject: &Subject,
-    blob: Oid,
-    batch: &mut Batch,
-    interrupted: &mut HashMap<String, Vec<Step>>,
-    grouping: bool,
-) -> Result<Imported, ImportFailure> {
-    let path = subject.path;
-    let me = site.name().to_string();
-    let peer = connection.peer.as_str();
-    let size = site.exchange.blob_size(blob).map_err(fatal)?;
-    if size > MAX_REPLICA_BYTES {
-        return Err(ImportFailure::Issue(format!(
-            "{path}: replica is {size} bytes, over the limit of {MAX_REPLICA_BYTES}"
-        )));
-    }
-    let bytes = site.exchange.read_blob(blob).map_err(fatal)?;
-    let replica = Replica::parse(path, &bytes).map_err(|e| ImportFailure::Issue(e.to_string()))?;
-    if replica.site != peer {
-        return Err(ImportFailure::Issue(format!(
-            "{path}: replica says it was written by {:?}, but it is on {peer}'s branch",
-            replica.site
-        )));
-    }
-    let interrupted = interrupted.remove(path).unwrap_or_default();
-    let create_interrupted = interrupted
-        .iter()
-        .any(|step| step.kind == StepKind::Create.name());
-    let upload_interrupted = interrupted
-        .iter()
-        .any(|step| step.kind == StepKind::Attach.name());
-    if let Some(first) = interrupted.first() {
-        // One line per replica: a batch killed before its bookkeeping leaves
-        // every write of hundreds of replicas open.
-        let kinds: Vec<&str> = interrupted.iter().map(|step| step.kind.as_str()).collect();
-        tracing::warn!(
-            "{path}: resuming after a run that died during its {} (started {}); \
-             each write is looked up by origin marker, not repeated",
-            kinds.join(", "),
-            first.started_at
-        );
-    }
-    let previous = previous_replica(site, peer, path).map_err(fatal)?;
-    let Some(local_project) = connection.local_project(&replica.project) else {
-        return Err(ImportFailure::Issue(format!(
-            "{path}: {peer}'s project {} is not mapped by this connection; add it with --project LOCAL={}",
-            replica.project, replica.project
-        )));
-    };
-
-    let origin = replica.effective_origin();
-    // What the ledger says of this issue must include the batch's bookkeeping.
-    if batch.touches(Some(&replica.id), None) {
-        batch.flush(site, true).map_err(fatal)?;
-    }
-    let found = locate(site, peer, &me, &replica, &origin)?;
-    if let Some(found) = &found
-        && batch.touches(None, Some(&found.issue().id))
-    {
-        batch.flush(site, true).map_err(fatal)?;
-    }
-    let local = match found {
-        None => None,
-        Some(Found::Linked(issue)) => Some(issue),
-        Some(Found::Claimed(issue)) => {
-            vet_claim(site, peer, &replica, &origin, &issue, create_interrupted)?;
-            Some(issue)
-        }
-    };
-    let mut done = ImportedIssue {
-        path: path.to_string(),
-        remote_key: replica.key.clone(),
-        local_key: local.as_ref().map(|i| i.key.clone()),
-        action: ImportAction::Unchanged,
-        comments_added: 0,
-        attachments_added: 0,
-        attachments_removed: 0,
-        conflicts: Vec::new(),
-        relations_removed: 0,
-    };
-    if let Some(local) = &local {
-        link(site, batch, peer, &replica, &local.id)?;
-        // Unshared here by hand (`ferry unshare`): the peer's changes to its copy
-        // are not taken, until it is shared again. Unshared by the peer: its
-        // replica is back, so the peer shares it again.
-        let pick = site.ledger.pick_for(peer, &local.id).map_err(fatal)?;
-        let unshared = pick.as_ref().is_some_and(|p| !p.shared && !p.by_peer);
-        if pick.is_some_and(|p| !p.shared && p.by_peer) {
-            site.ledger
-                .pick(peer, &local.id, true, true)
-                .map_err(fatal)?;
-        }
-        if local.deleted || unshared {
-            done.action = ImportAction::Skipped;
-            return Ok(Imported::Done(Box::new(done)));
-        }
-    } else if replica.deleted {
-        done.action = ImportAction::Skipped;
-        return Ok(Imported::Done(Box::new(done)));
-    }
-
-    let added_comments = new_comments(&me, &replica, local.as_ref());
-    let baseline = match &local {
-        Some(local) => conflict::baseline(site, peer, ack, &local.id).map_err(fatal)?,
-        None => conflict::Baseline::default(),
-    };
-    let changed_fields = peer_changes(
-        changed_fields(previous.as_ref(), &replica),
-        &replica,
-        baseline.told(),
-    );
-    let (added_attachments, removed_attachments) = attachments::changes(
-        site,
-        peer,
-        &replica,
-        previous.as_ref(),
-        local.as_ref(),
-        true,
-    )
-    .map_err(fatal)?;
-    if upload_interrupted && let Some(local) = &local {
-        // The upload went through but the run died before remembering the copy
-        // as the peer's; remember it now, or it would travel back.
-        let present: Vec<&Attachment> = replica
-            .attachments
-            .iter()
-            .filter(|a| !added_attachments.contains(a))
-            .collect();
-        attachments::adopt_copies(site, peer, local, &present).map_err(fatal)?;
-    }
-    let input = IncomingInput {
-        site: &me,
-        peer,
-        replica: &replica,
-        previous: previous.as_ref(),
-        local: local.as_ref(),
-        local_project,
-        added_comments: &added_comments,
-        added_attachments: &added_attachments,
-        removed_attachments: &removed_attachments,
-        changed_fields: &changed_fields,
-        conflicts: &[],
-    };
-    let mut result = match rules.run_incoming(&input) {
-        Ok(Some(result)) => result,
-        Ok(None) => {
-            done.action = ImportAction::Skipped;
-            return Ok(Imported::Done(Box::new(done)));
-        }
-        Err(e) => return Err(ImportFailure::Issue(format!("{}: {e}", replica.key))),
-    };
-
-    // Three-way against what both sites last shared (see `conflict`): fields only
-    // this site changed stay, conflicts go to the connection's policy.
-    let remote_target = result.issue.clone();
-    if let Some(local) = &local {
-        let settlement =
-            conflict::settle(connection, rules, &input, local, &baseline, &result.issue)
-                .map_err(|e| ImportFailure::Issue(format!("{}: {e}", replica.key)))?;
-        match settlement {
-            Settlement::Apply { target, settled } => {
-                result.issue = *target;
-                done.conflicts = settled;
-            }
-            Settlement::Parked(message) => return Err(ImportFailure::Issue(message)),
-            Settlement::Skip => {
-                done.action = ImportAction::Skipped;
-                return Ok(Imported::Done(Box::new(done)));
-            }
-        }
-    }
-
-    let comments = comments_to_add(peer, &replica, &result.new_comments, &added_comments, blob)?;
-    // The parent of an issue is its owner's to set: taken only from the
-    // replica the owner wrote (see `relations`).
-    let from_owner = replica.origin.is_none();
-    let parent = result.parent.as_ref().filter(|_| from_owner);
-    let wanted = match result.delete_issue {
-        // A deleted issue leaves its relations behind; the rows go with it.
-        true => Default::default(),
-        false => relations::wanted(&result.links, parent),
-    };
-    let wanted = match &local {
-        Some(local) => relations::not_removed_here(&me, local, &baseline, wanted),
-        None => wanted,
-    };
-    let author = site.config.site.sync_user.clone();
-    let local = match local {
-        Some(local) => {
-            let patch = patch_for(&result.issue, Some(&local));
-            if patch.is_empty() {
-                local
-            } else {
-                done.action = ImportAction::Updated;
-                let id = local.id.clone();
-                batch.write(site, subject, StepKind::Update, Some(&id), |t| {
-                    t.update(&id, &patch, &author)
-                })?
-            }
-        }
-        None => {
-            failpoint::hit("before-create");
-            let new = NewIssue {
-                project: result.issue.project.clone(),
-                patch: patch_for(&result.issue, None),
-                author: author.clone(),
-                origin: Some(origin.clone()),
-            };
-            let uploads = result
-                .new_attachments
-                .iter()
-                .any(|id| added_attachments.iter().any(|a| &a.id == id));
-            if grouping && !uploads && !result.delete_issue {
-                done.action = ImportAction::Created;
-                done.comments_added = 0;
-                return Ok(Imported::Deferred(Box::new(PendingCreate {
-                    path: path.to_string(),
-                    blob: subject.blob.to_string(),
-                    remote_id: replica.id.clone(),
-                    remote_key: replica.key.clone(),
-                    new: NewIssueWithComments {
-                        issue: new,
-                        comments,
-                    },
-                    remote_target,
-                    wanted,
-                    done,
-                })));
-            }
-            let created = batch.write(site, subject, StepKind::Create, None, |t| t.create(&new))?;
-            link(site, batch, peer, &replica, &created.id)?;
-            done.action = ImportAction::Created;
-            created
-        }
-    };
-    done.local_key = Some(local.key.clone());
-
-    done.relations_removed =
-        relations::apply(site, batch, subject, &local, wanted, from_owner, &author)?;
-
-    for new in comments {
-        batch.write(site, subject, StepKind::Comment, Some(&local.id), |t| {
-            t.add_comment(&local.id, &new)
-        })?;
-        done.comments_added += 1;
-    }
-    for id in &result.new_attachments {
-        let Some(wanted) = added_attachments.iter().find(|a| &a.id == id) else {
-            continue;
-        };
-        upload(site, batch, subject, head, &local, wanted, &author)?;
-        done.attachments_added += 1;
-    }
-    for id in &result.remove_attachments {
-        let Some(gone) = removed_attachments.iter().find(|a| &a.id == id) else {
-            continue;
-        };
-        let Some(copy) = attachments::find_local_copy(site, &local, gone, true).map_err(fatal)?
-        else {
-            continue;
-        };
-        batch.write(
-            site,
-            subject,
-            StepKind::RemoveAttachment,
-            Some(&local.id),
-            |t| t.delete_attachment(&local.id, &copy.id, &author),
-        )?;
-        done.attachments_removed += 1;
-    }
-    let added = done.comments_added + done.attachments_added + done.attachments_removed;
-    if done.action == ImportAction::Unchanged && added > 0 {
-        done.action = ImportAction::Updated;
-    }
-    if !result.delete_issue {
-        let (owner, issue) = (peer.to_string(), local.clone());
-        batch.later(site, None, &local.id, move |ledger| {
-            conflict::record_import(ledger, &owner, &issue, &remote_target, &baseline)
-        })?;
-    }
-    if result.delete_issue {
-        batch.write(site, subject, StepKind::Delete, Some(&local.id), |t| {
-            t.delete(&local.id, &author)
-        })?;
-        done.action = ImportAction::Deleted;
-    }
-    Ok(Imported::Done(Box::new(done)))
-}
-
-/// The comments the incoming rule adds, each with its origin: the peer's
-/// comment it copies, or (a note of the rule's own) this version of the
-/// replica, so that a retried import finds it instead of writing it twice.
-fn comments_to_add(
-    peer: &str,
-    replica: &Replica,
-    wanted: &[crate::rules::TargetComment],
-    added_comments: &[Comment],
-    blob: Oid,
-) -> Result<Vec<NewComment>, ImportFailure> {
-    let mut notes = 0;
-    let mut out = Vec::with_capacity(wanted.len());
-    for comment in wanted {
-        let origin = match &comment.source {
-            Some(id) => {
-                let Some(source) = added_comments.iter().find(|c| &c.id == id) else {
-                    return Err(ImportFailure::Issue(format!(
-                        "{}: the incoming rule added a comment from {id:?}, which is not one of the new comments",
-                        replica.key
-                    )));
-                };
-                comment_origin(replica, source)
-            }
-            None => {
-                notes += 1;
-                Origin {
-                    site: peer.to_string(),
-                    id: format!("note-{}-{notes}", &blob.to_string()[..12]),
-                }
-            }
-        };
-        out.push(NewComment {
-            author: comment.author.clone(),
-            body: comment.body.clone(),
-            internal: comment.internal,
-            origin: Some(origin),
-        });
-    }
-    Ok(out)
-}
-
-/// Uploads one of the peer's attachments to the local issue: the content is
-/// copied out of the peer's commit and verified first, and a failed upload is
-/// tried once more before the issue fails. The copy is remembered as the peer's,
-/// so it is never sent back.
-fn upload(
-    site: &mut Site,
-    batch: &mut Batch,
-    subject: &Subject,
-    head: Oid,
-    local: &Issue,
-    wanted: &Attachment,
-    author: &str,
-) -> Result<(), ImportFailure> {
-    let name = safe_file_name(&wanted.name);
-    let scratch = site.config.state_dir().join("tmp");
-    let file = match attachments::checked_copy(site, head, wanted, &scratch).map_err(fatal)? {
-        Ok(file) => file,
-        Err(problem) => return Err(ImportFailure::Issue(format!("{}: {problem}", local.key))),
-    };
-    let new = NewAttachment {
-        name: &name,
-        author,
-        path: file.path(),
-        size: wanted.size,
-        sha256: &wanted.sha256,
-    };
-    let mut attempt = 1;
-    let attached = loop {
-        match batch.write(site, subject, StepKind::Attach, Some(&local.id), |t| {
-            t.attach(&local.id, &new)
-        }) {
-            Ok(attached) => break attached,
-            Err(ImportFailure::Issue(message)) if attempt < 2 => {
-                tracing::warn!(
-                    "{}: uploading attachment {name} failed, trying once more: {message}",
-                    local.key
-                );
-                attempt += 1;
-            }
-            Err(ImportFailure::Issue(message)) => {
-                return Err(ImportFailure::Issue(format!(
-                    "{}: uploading attachment {name} failed twice: {message}",
-                    local.key
-                )));
-            }
-            Err(fatal) => return Err(fatal),
-        }
-    };
-    let (issue, known) = (
-        local.id.clone(),
-        KnownAttachment {
-            sha256: wanted.sha256.clone(),
-            size: wanted.size,
-            peer: Some(batch.peer().to_string()),
-        },
-    );
-    batch.later(site, None, &local.id, move |ledger| {
-        ledger.record_attachment(&issue, &attached.id, &known)
-    })
-}
-
 /// The tracker writes an import is made of.
 #[derive(Debug, Clone, Copy)]
 enum StepKind {
@@ -1022,26 +611,6 @@ impl StepKind {
             StepKind::Unlink => "after-unlink",
         }
     }
-}
-
-/// Links the peer's issue of `replica` to the local issue `local_id`, once the
-/// batch's writes are in the tracker.
-fn link(
-    site: &mut Site,
-    batch: &mut Batch,
-    peer: &str,
-    replica: &Replica,
-    local_id: &str,
-) -> Result<(), ImportFailure> {
-    let (owner, remote_id, remote_key, local) = (
-        peer.to_string(),
-        replica.id.clone(),
-        replica.key.clone(),
-        local_id.to_string(),
-    );
-    batch.later(site, Some(&replica.id), local_id, move |ledger| {
-        ledger.link(&owner, &remote_id, &remote_key, &local)
-    })
 }
 
 /// How a replica found its local issue.
