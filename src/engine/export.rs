@@ -6,7 +6,7 @@
 //! crash in between only means the next run re-evaluates the same issues, finds
 //! byte-identical replicas already committed, and makes no new commit.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use git2::{ObjectType, Oid};
@@ -27,6 +27,9 @@ use crate::rules::{MAX_STRING_SIZE, OutgoingContext, RuleScript};
 use crate::site::Site;
 use crate::tracker::Tracker;
 use crate::words::plural;
+
+#[cfg(test)]
+mod tests;
 
 /// What one export did.
 #[derive(Debug, Clone, Default)]
@@ -160,21 +163,10 @@ pub fn export(
         Some(head) => Some(upgrade_branch(site, (&me, peer, &branch), head, format)?),
         None => None,
     };
-
-    let mut report = ExportReport::default();
-    let mut writes = Vec::new();
-    let mut exported_ids = Vec::new();
-    // The field values of issues whose new replica goes into this export's
-    // commit, for the conflict baselines (see `conflict`), staged in the ledger
-    // page by page until the commit exists. Baselines only serve imports; a
-    // connection that never imports keeps none.
+    // Baselines only serve imports (see `conflict`); a connection that never
+    // imports keeps none.
     let keeps_baselines = connection.settings.direction.imports();
     site.ledger.drop_staged_exports(peer)?;
-    let mut newest: Option<DateTime<Utc>> = cursor;
-    let mut shipped = attachments::Shipped::default();
-    let mut oldest_failure: Option<DateTime<Utc>> = None;
-    let (mut comment_count, mut issue_count) = (0, 0);
-
     let shared_now = Shared::read(&site.exchange, head, format, changed.len())?;
     tracing::info!(
         %peer,
@@ -183,22 +175,15 @@ pub fn export(
         "export"
     );
     let progress = crate::progress::bar(changed.len(), format!("export {peer}"));
-    let mut blobs = NewBlobs::default();
-    // Issues whose replica this run writes or keeps: relations to them travel.
-    let mut exported_now: BTreeSet<String> = BTreeSet::new();
-    // Paths written in this run, so a second rendering replaces the first.
-    let mut written_paths: BTreeSet<String> = BTreeSet::new();
-    // The issues related to those this run shares for the first time: their
-    // replicas were rendered (or left alone) while the relation could not
-    // travel yet, so they are rendered once more at the end (see `Relations`).
-    let mut related_to_new: BTreeSet<String> = BTreeSet::new();
+    let mut run = Gathered {
+        newest: cursor,
+        // Issues shared or unshared by hand that no export acted on yet: looked
+        // at in this run even if unchanged (in the follow-up page, unless a
+        // page had them).
+        waiting_picks: site.ledger.unexported_picks(peer)?,
+        ..Gathered::default()
+    };
     let mut follow_up = false;
-    // Issues shared or unshared by hand that no export acted on yet: looked at
-    // in this run even if unchanged (in the follow-up page, unless a page had
-    // them); `picked` holds those a page had.
-    let waiting_picks = site.ledger.unexported_picks(peer)?;
-    let mut picked: BTreeSet<String> = BTreeSet::new();
-    let mut failed_ids: BTreeSet<String> = BTreeSet::new();
     let mut pages = changed.pages(&*site.tracker, cursor);
     let mut next = pages.next();
     while let Some(page) = next.take() {
@@ -210,59 +195,13 @@ pub fn export(
         if !again {
             progress.inc(page.len() as u64);
         }
-        // What the rule is asked about, in the tracker's order.
-        let mut candidates = Vec::new();
         let ids: Vec<&str> = page.iter().map(|issue| issue.id.as_str()).collect();
-        let connected = site.ledger.connected_among(peer, &ids)?;
-        let picks = site.ledger.picks_among(peer, &ids)?;
-        for issue in page {
-            if !again {
-                newest = newest.max(Some(issue.updated));
-            }
-            if connection.remote_project(&issue.project).is_none() {
-                continue;
-            }
-            let pick = picks.get(&issue.id).copied();
-            let path = stored_path(&issue.project, &issue.id, format);
-            if pick == Some(false) {
-                // Unshared by hand: its replica goes (the peer keeps its copy),
-                // and nothing of it is written again, whatever the query says.
-                if picked.insert(issue.id.clone()) {
-                    let mut gone = shared_now.elsewhere(&issue.id, &path)?;
-                    if shared_now.blob(&path)?.is_some() {
-                        gone.push(path);
-                    }
-                    if !gone.is_empty() {
-                        report.removed.push(issue.key.clone());
-                    }
-                    writes.extend(gone.into_iter().map(|path| FileWrite {
-                        path,
-                        content: None,
-                    }));
-                }
-                continue;
-            }
-            if pick.is_none()
-                && !connected.contains(&issue.id)
-                && (issue.deleted || !connection.query.matches(issue))
-            {
-                continue;
-            }
-            if pick == Some(true) {
-                picked.insert(issue.id.clone());
-            }
-            // An issue moved to another project: its replica moves with it (same
-            // id, new path), so the old path goes, or the peer would hold two
-            // replicas of one issue.
-            for old in shared_now.elsewhere(&issue.id, &path)? {
-                writes.push(FileWrite {
-                    path: old,
-                    content: None,
-                });
-            }
-            candidates.push((issue, path));
-        }
-        let shared = shared_relatives(site, peer, &candidates, &exported_now)?;
+        let known = Known {
+            connected: site.ledger.connected_among(peer, &ids)?,
+            picks: site.ledger.picks_among(peer, &ids)?,
+        };
+        let candidates = run.select(connection, &shared_now, format, page, &known, again)?;
+        let shared = shared_relatives(site, peer, &candidates, &run.exported_now)?;
 
         // The rule and the serialisation are pure: they run on every core while
         // this thread reads the next page. What reads or writes the site
@@ -289,129 +228,57 @@ pub fn export(
         });
         let mut new = Vec::new();
         let mut carried = Vec::new();
-        for ((issue, path), rendered) in candidates.into_iter().zip(rendered) {
-            let shared = match (rendered.replica, rendered.blob) {
-                (Ok(Some(replica)), Some(blob)) => Ok(Some((replica, blob))),
-                // Its attachments are looked up before it is serialised.
-                (Ok(Some(mut replica)), None) => attachments::export(
-                    site,
-                    connection,
-                    issue,
-                    head,
-                    &mut replica,
-                    &mut shipped,
-                    &mut writes,
-                )?
-                .map(|()| {
-                    let blob = serialise(&replica);
-                    Some((replica, blob))
-                }),
-                (Ok(None), _) => Ok(None),
-                (Err(e), _) => Err(e),
-            };
-            // The peer refuses a larger replica (and with it the whole commit), so
-            // it fails here, as this issue's error, and the others still go.
-            let shared = shared.and_then(|shared| match shared {
-                Some((_, (_, bytes))) if bytes.len() > MAX_REPLICA_BYTES => Err(format!(
-                    "its replica would be {} bytes, over the replica limit of {MAX_REPLICA_BYTES} \
-                     bytes that every peer enforces (fixed by the replica format; no setting \
-                     raises it): leave text or comments out of it in {}",
-                    bytes.len(),
-                    connection.settings.outgoing.display()
-                )),
-                shared => Ok(shared),
+        for (candidate, rendered) in candidates.into_iter().zip(rendered) {
+            let outcome =
+                finish_rendering(site, connection, head, candidate.0, rendered, &mut run)?;
+            run.take(
+                site,
+                connection,
+                &shared_now,
+                candidate,
+                outcome,
+                &known,
+                again,
+            )?
+            .into_iter()
+            .for_each(|(blob, kept)| {
+                new.push(blob);
+                carried.extend(kept);
             });
-            match shared {
-                Ok(Some((replica, (oid, bytes)))) => {
-                    if !again {
-                        comment_count += replica.comments.len();
-                        issue_count += 1;
-                    }
-                    if !connected.contains(&issue.id) && !exported_now.contains(&issue.id) {
-                        related_to_new.extend(relatives(issue));
-                    }
-                    // An unchanged replica is not written again: the commit's
-                    // cost follows the change, not the number of issues looked at.
-                    // One rendered again replaces this run's first rendering.
-                    let rewrite = written_paths.contains(&path);
-                    if rewrite || shared_now.blob(&path)? != Some(oid) {
-                        if !rewrite {
-                            report.written.push(issue.key.clone());
-                            carried.extend(rendered.carried);
-                        }
-                        written_paths.insert(path.clone());
-                        writes.push(FileWrite {
-                            path,
-                            content: Some(Content::Blob(oid)),
-                        });
-                        new.push((oid, bytes));
-                    }
-                    exported_now.insert(issue.id.clone());
-                    exported_ids.push(issue.id.clone());
-                }
-                Ok(None) => {
-                    if shared_now.blob(&path)?.is_some() {
-                        report.removed.push(issue.key.clone());
-                        writes.push(FileWrite {
-                            path,
-                            content: None,
-                        });
-                    }
-                }
-                Err(e) => {
-                    failed_ids.insert(issue.id.clone());
-                    oldest_failure =
-                        Some(oldest_failure.map_or(issue.updated, |t| t.min(issue.updated)));
-                    report
-                        .errors
-                        .push(issue_error(site, connection, &issue.key, e)?);
-                }
-            }
         }
-        blobs.add(&site.exchange, new)?;
+        run.blobs.add(&site.exchange, new)?;
         if keeps_baselines && !carried.is_empty() {
             site.ledger.stage_exports(peer, &carried)?;
         }
         if next.is_none() && !follow_up {
             follow_up = true;
-            let mut again = render_again(site, peer, &related_to_new, &exported_now)?;
-            again.extend(
-                waiting_picks
-                    .iter()
-                    .filter(|id| !picked.contains(*id) && !again.contains(id))
-                    .cloned()
-                    .collect::<Vec<_>>(),
-            );
+            let again = run.follow_up(site, peer)?;
             if !again.is_empty() {
                 next = Some(Ok(Page::Read(site.tracker.get_many(&again)?)));
             }
         }
     }
 
+    let acted = run.acted_picks();
+    let cursor = next_cursor(run.oldest_failure, run.newest, changed.read_at);
+    let Gathered {
+        mut report,
+        mut writes,
+        blobs,
+        exported_ids,
+        issue_count,
+        comment_count,
+        ..
+    } = run;
     if !report.written.is_empty() || !report.removed.is_empty() {
         writes.push(site_file(site, &me, peer)?);
-        let message = format!(
-            "{me} → {peer}: {} issue{} written, {} removed\n\nShared in this run: {} issue{}, {} comment{}\n",
-            report.written.len(),
-            plural(report.written.len()),
-            report.removed.len(),
-            issue_count,
-            plural(issue_count),
-            comment_count,
-            plural(comment_count),
-        );
+        let message = commit_message(&me, peer, &report, issue_count, comment_count);
         report.commit = site
             .exchange
             .commit_with(blobs, &branch, &writes, &message, &me)?;
         failpoint::hit("after-commit");
     }
     site.ledger.mark_shared(peer, &exported_ids)?;
-    // A choice is acted on once its issue was written or removed; one whose
-    // issue failed (or is gone from the tracker) is tried again next run.
-    let acted: Vec<String> = waiting_picks
-        .into_iter()
-        .filter(|id| picked.contains(id) && !failed_ids.contains(id))
-        .collect();
     site.ledger.mark_picks_exported(peer, &acted)?;
     match report.commit.filter(|_| keeps_baselines) {
         Some(commit) => site
@@ -419,25 +286,320 @@ pub fn export(
             .record_staged_exports(peer, &commit.to_string())?,
         None => site.ledger.drop_staged_exports(peer)?,
     }
-    // A failed issue must be looked at again next run, so the cursor stops at it.
-    // Otherwise the cursor is at-or-after the newest change seen, so the issues of
-    // that second are read again next run; unless the tracker's clock had already
-    // left that second when they were read: then no change can be stamped with it
-    // any more, and the cursor moves past it (a quiet run then reads nothing).
-    let next_cursor = match oldest_failure {
+    site.ledger.set_cursor(peer, cursor)?;
+    site.ledger.checkpoint()?;
+    failpoint::hit("after-cursor");
+    Ok(report)
+}
+
+/// What the ledger says of the issues of one page.
+struct Known {
+    /// Connected before this run: shared with the peer, or the peer's own.
+    connected: HashSet<String>,
+    /// Shared (`true`) or unshared (`false`) by hand.
+    picks: HashMap<String, bool>,
+}
+
+/// What one export gathers, page by page, until its commit.
+#[derive(Default)]
+struct Gathered {
+    report: ExportReport,
+    /// The tree changes of the commit.
+    writes: Vec<FileWrite>,
+    /// The blobs they need, packed as the pages go.
+    blobs: NewBlobs,
+    /// Attachments already in the commit.
+    shipped: attachments::Shipped,
+    /// Issues whose replica the commit holds: recorded as shared.
+    exported_ids: Vec<String>,
+    /// The newest change looked at, for the cursor.
+    newest: Option<DateTime<Utc>>,
+    /// The oldest change of an issue that failed: the cursor stops at it.
+    oldest_failure: Option<DateTime<Utc>>,
+    /// For the commit message.
+    issue_count: usize,
+    comment_count: usize,
+    /// Issues whose replica this run writes or keeps: relations to them travel.
+    exported_now: BTreeSet<String>,
+    /// Paths written in this run, so a second rendering replaces the first.
+    written_paths: BTreeSet<String>,
+    /// The issues related to those this run shares for the first time: their
+    /// replicas were rendered (or left alone) while the relation could not
+    /// travel yet, so they are rendered once more at the end (see
+    /// [`render_again`]).
+    related_to_new: BTreeSet<String>,
+    /// Choices made by hand that no export acted on yet.
+    waiting_picks: Vec<String>,
+    /// Those a page had.
+    picked: BTreeSet<String>,
+    /// Issues that failed.
+    failed_ids: BTreeSet<String>,
+}
+
+impl Gathered {
+    /// The issues of a page the rule is asked about, in the tracker's order,
+    /// each with its replica path; what an issue unshared by hand, or moved to
+    /// another project, leaves behind on the branch goes into the writes.
+    fn select<'i>(
+        &mut self,
+        connection: &Connection,
+        shared_now: &Shared,
+        format: Format,
+        page: Vec<&'i Issue>,
+        known: &Known,
+        again: bool,
+    ) -> anyhow::Result<Vec<(&'i Issue, String)>> {
+        let mut candidates = Vec::new();
+        for issue in page {
+            if !again {
+                self.newest = self.newest.max(Some(issue.updated));
+            }
+            if connection.remote_project(&issue.project).is_none() {
+                continue;
+            }
+            let pick = known.picks.get(&issue.id).copied();
+            let path = stored_path(&issue.project, &issue.id, format);
+            if pick == Some(false) {
+                // Unshared by hand: its replica goes (the peer keeps its copy),
+                // and nothing of it is written again, whatever the query says.
+                if self.picked.insert(issue.id.clone()) {
+                    let mut gone = shared_now.elsewhere(&issue.id, &path)?;
+                    if shared_now.blob(&path)?.is_some() {
+                        gone.push(path);
+                    }
+                    if !gone.is_empty() {
+                        self.report.removed.push(issue.key.clone());
+                    }
+                    self.writes.extend(gone.into_iter().map(|path| FileWrite {
+                        path,
+                        content: None,
+                    }));
+                }
+                continue;
+            }
+            if pick.is_none()
+                && !known.connected.contains(&issue.id)
+                && (issue.deleted || !connection.query.matches(issue))
+            {
+                continue;
+            }
+            if pick == Some(true) {
+                self.picked.insert(issue.id.clone());
+            }
+            // An issue moved to another project: its replica moves with it (same
+            // id, new path), so the old path goes, or the peer would hold two
+            // replicas of one issue.
+            for old in shared_now.elsewhere(&issue.id, &path)? {
+                self.writes.push(FileWrite {
+                    path: old,
+                    content: None,
+                });
+            }
+            candidates.push((issue, path));
+        }
+        Ok(candidates)
+    }
+
+    /// Takes what the rule made of one candidate: its replica written when it
+    /// changed (returned with its blob and its baseline values), removed when the
+    /// rule stopped sharing it, or its error recorded.
+    #[allow(clippy::too_many_arguments)]
+    fn take(
+        &mut self,
+        site: &Site,
+        connection: &Connection,
+        shared_now: &Shared,
+        (issue, path): (&Issue, String),
+        outcome: Result<Option<Outgoing>, String>,
+        known: &Known,
+        again: bool,
+    ) -> anyhow::Result<Option<NewReplica>> {
+        match outcome {
+            Ok(Some(Outgoing {
+                comments,
+                blob: (oid, bytes),
+                carried,
+            })) => {
+                if !again {
+                    self.comment_count += comments;
+                    self.issue_count += 1;
+                }
+                if !known.connected.contains(&issue.id) && !self.exported_now.contains(&issue.id) {
+                    self.related_to_new.extend(relatives(issue));
+                }
+                self.exported_now.insert(issue.id.clone());
+                self.exported_ids.push(issue.id.clone());
+                // An unchanged replica is not written again: the commit's
+                // cost follows the change, not the number of issues looked at.
+                // One rendered again replaces this run's first rendering.
+                let rewrite = self.written_paths.contains(&path);
+                if !rewrite && shared_now.blob(&path)? == Some(oid) {
+                    return Ok(None);
+                }
+                let carried = if rewrite {
+                    None
+                } else {
+                    self.report.written.push(issue.key.clone());
+                    carried
+                };
+                self.written_paths.insert(path.clone());
+                self.writes.push(FileWrite {
+                    path,
+                    content: Some(Content::Blob(oid)),
+                });
+                Ok(Some(((oid, bytes), carried)))
+            }
+            Ok(None) => {
+                if shared_now.blob(&path)?.is_some() {
+                    self.report.removed.push(issue.key.clone());
+                    self.writes.push(FileWrite {
+                        path,
+                        content: None,
+                    });
+                }
+                Ok(None)
+            }
+            Err(e) => {
+                self.failed_ids.insert(issue.id.clone());
+                self.oldest_failure = Some(
+                    self.oldest_failure
+                        .map_or(issue.updated, |t| t.min(issue.updated)),
+                );
+                self.report
+                    .errors
+                    .push(issue_error(site, connection, &issue.key, e)?);
+                Ok(None)
+            }
+        }
+    }
+
+    /// The issues to render once more after the last page: those related to an
+    /// issue shared for the first time, and the choices by hand no page had.
+    fn follow_up(&self, site: &Site, peer: &str) -> anyhow::Result<Vec<String>> {
+        let mut again = render_again(site, peer, &self.related_to_new, &self.exported_now)?;
+        let waiting: Vec<String> = self
+            .waiting_picks
+            .iter()
+            .filter(|id| !self.picked.contains(*id) && !again.contains(id))
+            .cloned()
+            .collect();
+        again.extend(waiting);
+        Ok(again)
+    }
+
+    /// The choices by hand this run acted on: written or removed. One whose
+    /// issue failed (or is gone from the tracker) is tried again next run.
+    fn acted_picks(&self) -> Vec<String> {
+        self.waiting_picks
+            .iter()
+            .filter(|id| self.picked.contains(*id) && !self.failed_ids.contains(*id))
+            .cloned()
+            .collect()
+    }
+}
+
+/// A replica to write: its blob (id and bytes), and the issue's field values
+/// for the conflict baselines when it is new in this run.
+type NewReplica = ((Oid, Vec<u8>), Option<NewExport>);
+
+/// A replica ready to write.
+struct Outgoing {
+    /// Its comments, for the commit message.
+    comments: usize,
+    /// Its bytes and blob id.
+    blob: (Oid, Vec<u8>),
+    /// The issue's field values, for the conflict baselines.
+    carried: Option<NewExport>,
+}
+
+/// Completes what the rule made of `issue` off the site's thread: looks its
+/// attachments up (on this thread: they read the site) before it is
+/// serialised, and fails it, as this issue's error, when its replica is over
+/// the limit every peer enforces (the peer would refuse the whole commit).
+fn finish_rendering(
+    site: &Site,
+    connection: &Connection,
+    head: Option<Oid>,
+    issue: &Issue,
+    rendered: Rendered,
+    run: &mut Gathered,
+) -> anyhow::Result<Result<Option<Outgoing>, String>> {
+    let shared = match (rendered.replica, rendered.blob) {
+        (Ok(Some(replica)), Some(blob)) => Ok(Some((replica, blob))),
+        (Ok(Some(mut replica)), None) => attachments::export(
+            site,
+            connection,
+            issue,
+            head,
+            &mut replica,
+            &mut run.shipped,
+            &mut run.writes,
+        )?
+        .map(|()| {
+            let blob = serialise(&replica);
+            Some((replica, blob))
+        }),
+        (Ok(None), _) => Ok(None),
+        (Err(e), _) => Err(e),
+    };
+    Ok(shared.and_then(|shared| match shared {
+        Some((_, (_, bytes))) if bytes.len() > MAX_REPLICA_BYTES => Err(format!(
+            "its replica would be {} bytes, over the replica limit of {MAX_REPLICA_BYTES} \
+             bytes that every peer enforces (fixed by the replica format; no setting \
+             raises it): leave text or comments out of it in {}",
+            bytes.len(),
+            connection.settings.outgoing.display()
+        )),
+        Some((replica, blob)) => Ok(Some(Outgoing {
+            comments: replica.comments.len(),
+            blob,
+            carried: rendered.carried,
+        })),
+        None => Ok(None),
+    }))
+}
+
+/// The message of an export's commit.
+fn commit_message(
+    me: &str,
+    peer: &str,
+    report: &ExportReport,
+    issues: usize,
+    comments: usize,
+) -> String {
+    format!(
+        "{me} → {peer}: {} issue{} written, {} removed\n\nShared in this run: {} issue{}, {} comment{}\n",
+        report.written.len(),
+        plural(report.written.len()),
+        report.removed.len(),
+        issues,
+        plural(issues),
+        comments,
+        plural(comments),
+    )
+}
+
+/// Where the next export starts. A failed issue must be looked at again, so
+/// the cursor stops at the oldest one. Otherwise it is at-or-after the newest
+/// change seen, so the issues of that second are read again next run; unless
+/// the tracker's clock (`read_at`) had already left that second when they were
+/// read: then no change can be stamped with it any more, and the cursor moves
+/// past it (a quiet run then reads nothing).
+fn next_cursor(
+    oldest_failure: Option<DateTime<Utc>>,
+    newest: Option<DateTime<Utc>>,
+    read_at: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    match oldest_failure {
         Some(failed) => Some(failed),
         None => newest.map(|newest| {
-            if newest < changed.read_at {
+            if newest < read_at {
                 newest + chrono::Duration::seconds(1)
             } else {
                 newest
             }
         }),
-    };
-    site.ledger.set_cursor(peer, next_cursor)?;
-    site.ledger.checkpoint()?;
-    failpoint::hit("after-cursor");
-    Ok(report)
+    }
 }
 
 /// The ids of the issues a link, the parent or a sub-task of `issue` names.

@@ -27,6 +27,9 @@ mod sync;
 pub use export::{Changed, ExportReport, export};
 pub use import::{ImportAction, ImportReport, ImportedIssue, RelationCounts, import};
 pub use relink::{RelinkReport, relink};
+#[cfg(test)]
+mod tests;
+
 pub use review::{FieldChange, PendingIssue, Review, Verdict, review};
 pub use rules_test::{OutgoingDifference, RulesTest, rules_test};
 pub use sync::{ConnectionReport, SyncOptions, SyncReport, pull, push, selected, sync};

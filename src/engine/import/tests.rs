@@ -8,58 +8,10 @@ use git2::Oid;
 use super::batch::{Batch, Subject};
 use super::one::{Imported, Range, Resumed, import_one, read_replica, taken_here};
 use super::{ImportAction, ImportFailure};
-use crate::config::Connection;
+use crate::engine::tests::{Fixture, PEER, fixture};
 use crate::ledger::Step;
 use crate::model::Issue;
 use crate::site::Site;
-use crate::tracker::{IssuePatch, NewIssue};
-
-const PEER: &str = "eng";
-
-/// A site `sup` on the embedded tracker with a connection to `eng`, which
-/// maps `eng`'s project ENG to the local SUP.
-struct Fixture {
-    _dir: tempfile::TempDir,
-    root: std::path::PathBuf,
-    site: Site,
-    connection: Connection,
-}
-
-fn fixture() -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("sup");
-    std::fs::create_dir(&root).unwrap();
-    let exchange = dir.path().join("exchange.git");
-    git2::Repository::init_bare(&exchange).unwrap();
-    let run = |args: &[&str]| {
-        let mut out = Vec::new();
-        let status = crate::cli::run_in(&root, args, &mut out).unwrap();
-        assert_eq!(
-            status,
-            crate::cli::ExitStatus::Success,
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out)
-        );
-    };
-    run(&["init", "--site", "sup"]);
-    run(&[
-        "connection",
-        "add",
-        PEER,
-        "--channel",
-        exchange.to_str().unwrap(),
-        "--project",
-        "SUP=ENG",
-    ]);
-    let site = Site::open(&root).unwrap();
-    let connection = site.config.connection(PEER).unwrap().clone();
-    Fixture {
-        _dir: dir,
-        root,
-        site,
-        connection,
-    }
-}
 
 /// `eng`'s replica of ENG-`id`, as its export writes it.
 fn replica(site: &str, id: &str, summary: &str) -> String {
@@ -81,7 +33,11 @@ fn issue_message(failure: ImportFailure) -> String {
     }
 }
 
-impl Fixture {
+trait Import {
+    fn import(&mut self, path: &str, bytes: &[u8], rule: Option<&str>) -> Imported;
+}
+
+impl Import for Fixture {
     /// Imports `bytes` at `path` with the connection's rule (or `rule`), in a
     /// batch of its own committed at once, as `apply_range` does.
     fn import(&mut self, path: &str, bytes: &[u8], rule: Option<&str>) -> Imported {
@@ -126,36 +82,6 @@ impl Fixture {
         }
         batch.flush(&mut self.site, false).unwrap();
         imported
-    }
-
-    fn local(&self, key: &str) -> Issue {
-        let id = self
-            .site
-            .tracker
-            .changed_since(None)
-            .unwrap()
-            .into_iter()
-            .find(|issue| issue.key == key)
-            .unwrap_or_else(|| panic!("no {key}"))
-            .id;
-        self.site.tracker.get(&id).unwrap().unwrap()
-    }
-
-    fn create_local(&mut self, summary: &str) -> Issue {
-        self.site
-            .tracker
-            .create(&NewIssue {
-                project: "SUP".into(),
-                patch: IssuePatch {
-                    issue_type: Some("Bug".into()),
-                    summary: Some(summary.into()),
-                    status: Some("Open".into()),
-                    ..Default::default()
-                },
-                author: "alice".into(),
-                origin: None,
-            })
-            .unwrap()
     }
 }
 
