@@ -805,6 +805,84 @@ mod tests {
         ");
     }
 
+    /// The canonical bytes of text that YAML could read as something else, or
+    /// that needs quoting or escapes: the wire format pinned against a change
+    /// of the YAML library or of its emitter, which the property tests (a
+    /// replica reads back, and gives the same bytes twice) would not notice.
+    #[test]
+    fn text_that_needs_quoting_keeps_its_bytes() {
+        let mut issue = sample().to_issue();
+        issue.summary = "yes: it's \"on\" # not a comment".into();
+        issue.description =
+            Some("  indented first line\nsecond\ttabbed\n\ntrailing newline\n".into());
+        issue.status = " Open ".into();
+        issue.labels = ["null", "0x1F", "2026-11-20", "~", "- dash", "日本語", "1e3"]
+            .map(String::from)
+            .into();
+        issue.fields = [
+            ("yes", FieldValue::from("no")),
+            ("CRLF", FieldValue::from("one\r\ntwo")),
+            (
+                "unicode",
+                FieldValue::from("e\u{301} 🚀 nbsp\u{a0} bom\u{feff} ls\u{2028}"),
+            ),
+            ("empty", FieldValue::from("")),
+            ("number as text", FieldValue::from("012")),
+            ("number", FieldValue::from(-12)),
+            ("flag", FieldValue::from(true)),
+            ("list", FieldValue::from(vec!["on", "off", "[x]", "{y}"])),
+            ("long", FieldValue::from("word ".repeat(24).trim_end())),
+            ("control", FieldValue::from("bell\u{7} nul\u{0} nel\u{85}")),
+        ]
+        .map(|(k, v)| (k.to_string(), v))
+        .into();
+        let replica = Replica::from_issue("support", &issue);
+        let yaml = replica.to_yaml();
+        let expected = concat!(
+            "ferry: 1\n",
+            "site: support\n",
+            "id: '10042'\n",
+            "key: SUP-42\n",
+            "project: SUP\n",
+            "type: Bug\n",
+            "summary: 'yes: it''s \"on\" # not a comment'\n",
+            "description: \"  indented first line\\nsecond\\ttabbed\\n\\ntrailing newline\\n\"\n",
+            "status: ' Open '\n",
+            "priority: High\n",
+            "reporter: ann\n",
+            "labels:\n",
+            "- '- dash'\n",
+            "- '0x1F'\n",
+            "- '1e3'\n",
+            "- 2026-11-20\n",
+            "- 'null'\n",
+            "- '~'\n",
+            "- 日本語\n",
+            "created: 2026-11-20T10:00:00Z\n",
+            "updated: 2026-11-22T08:30:00Z\n",
+            "fields:\n",
+            "  CRLF: \"one\\r\\ntwo\"\n",
+            "  control: \"bell\\a nul\\0 nel\\N\"\n",
+            "  empty: ''\n",
+            "  flag: true\n",
+            "  list:\n",
+            "  - on\n",
+            "  - off\n",
+            "  - '[x]'\n",
+            "  - '{y}'\n",
+            "  long: word word word word word word word word word word word word word word word word word word word word word word word word\n",
+            "  number: -12\n",
+            "  number as text: '012'\n",
+            "  unicode: \"e\u{301} 🚀 nbsp\u{a0} bom\\uFEFF ls\\L\"\n",
+            "  yes: no\n",
+        );
+        assert_eq!(yaml, expected);
+        // `yes`, `on` and a date go plain and still read back as text.
+        let parsed = Replica::parse("issues/SUP/10042.yaml", yaml.as_bytes()).unwrap();
+        assert_eq!(parsed, replica);
+        assert_eq!(parsed.to_issue().fields, issue.fields);
+    }
+
     /// A resolution is written after the priority when there is one, and a
     /// replica without one keeps the bytes of a replica from before the key
     /// existed (the snapshot above).
