@@ -238,6 +238,18 @@ pub fn run() -> ExitCode {
     ExitCode::from(status as u8)
 }
 
+/// [`run_in`] for a command that must succeed: panics naming the command and
+/// what it printed otherwise, and returns what it printed.
+#[cfg(test)]
+pub(crate) fn run_ok(dir: &std::path::Path, args: &[&str]) -> String {
+    let mut out = Vec::new();
+    let status = run_in(dir, args, &mut out)
+        .unwrap_or_else(|e| panic!("ferry {args:?} in {}: {e:#}", dir.display()));
+    let out = String::from_utf8(out).unwrap();
+    assert_eq!(status, ExitStatus::Success, "ferry {args:?}: {out}");
+    out
+}
+
 /// Runs one command as `ferry ARGS` in `dir` would, inside the calling process:
 /// for library tests that drive whole sites against an in-process fake server
 /// (the Jira connector's), which the integration tests' child processes cannot

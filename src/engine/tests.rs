@@ -26,16 +26,7 @@ pub fn fixture() -> Fixture {
     std::fs::create_dir(&root).unwrap();
     let exchange = dir.path().join("exchange.git");
     git2::Repository::init_bare(&exchange).unwrap();
-    let run = |args: &[&str]| {
-        let mut out = Vec::new();
-        let status = crate::cli::run_in(&root, args, &mut out).unwrap();
-        assert_eq!(
-            status,
-            crate::cli::ExitStatus::Success,
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out)
-        );
-    };
+    let run = |args: &[&str]| crate::cli::run_ok(&root, args);
     run(&["init", "--site", "sup"]);
     run(&[
         "connection",

@@ -715,16 +715,7 @@ fn a_first_export_of_a_large_redmine_project_pages() {
     )
     .unwrap();
     std::fs::write(site.join("redmine.key"), "key\n").unwrap();
-    let run = |args: &[&str]| {
-        let mut out = Vec::new();
-        let status = crate::cli::run_in(&site, args, &mut out).unwrap();
-        assert_eq!(
-            status,
-            crate::cli::ExitStatus::Success,
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out)
-        );
-    };
+    let run = |args: &[&str]| crate::cli::run_ok(&site, args);
     run(&["init", "--site", "sup"]);
     run(&[
         "connection",

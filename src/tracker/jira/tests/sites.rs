@@ -5,18 +5,7 @@
 use super::*;
 
 /// Runs ferry in `dir` inside this process and returns what it printed.
-pub(super) fn ferry(dir: &std::path::Path, args: &[&str]) -> String {
-    let mut out = Vec::new();
-    let status = crate::cli::run_in(dir, args, &mut out)
-        .unwrap_or_else(|e| panic!("ferry {args:?} in {}: {e:#}", dir.display()));
-    let out = String::from_utf8(out).unwrap();
-    assert_eq!(
-        status,
-        crate::cli::ExitStatus::Success,
-        "ferry {args:?}: {out}"
-    );
-    out
-}
+pub(super) use crate::cli::run_ok as ferry;
 
 /// The whole engine with a Jira on one side: an issue made on a local site
 /// arrives in Jira (created with its origin label, moved through the workflow),
