@@ -10,9 +10,10 @@
 
 use std::fmt::Write as _;
 
-use similar::{ChangeTag, TextDiff};
+use similar::ChangeTag;
 
 use crate::engine::release::{OutgoingIssue, Pending};
+use crate::engine::review::word_runs;
 use crate::engine::{FieldChange, PendingIssue, Review, Verdict};
 use crate::model::FieldValue;
 use crate::words::plural;
@@ -442,15 +443,15 @@ fn value(v: Option<&FieldValue>) -> String {
 /// Runs of removed and added words as `<del>` and `<ins>`, escaped.
 fn word_diff(old: &str, new: &str) -> String {
     let mut out = String::new();
-    for change in TextDiff::from_words(old, new).iter_all_changes() {
-        let text = escape(change.value());
-        let _ = match change.tag() {
+    for (tag, run) in word_runs(old, new) {
+        let text = escape(&run);
+        let _ = match tag {
             ChangeTag::Equal => write!(out, "{text}"),
             ChangeTag::Delete => write!(out, "<del>{text}</del>"),
             ChangeTag::Insert => write!(out, "<ins>{text}</ins>"),
         };
     }
-    out.replace("</del><del>", "").replace("</ins><ins>", "")
+    out
 }
 
 #[cfg(test)]

@@ -527,26 +527,15 @@ pub(super) fn word_diff(
     new: &str,
     paint: Paint,
 ) -> std::io::Result<()> {
-    use similar::{ChangeTag, TextDiff};
-    let flush = |out: &mut Human, tag: ChangeTag, run: &mut String| {
-        let written = match tag {
-            ChangeTag::Equal => out.write_all(run.as_bytes()),
-            ChangeTag::Delete => paint.removed(out, &format!("[-{run}-]")),
-            ChangeTag::Insert => paint.added(out, &format!("{{+{run}+}}")),
-        };
-        run.clear();
-        written
-    };
-    let diff = TextDiff::from_words(old, new);
-    let (mut run, mut tag) = (String::new(), ChangeTag::Equal);
-    for change in diff.iter_all_changes() {
-        if change.tag() != tag {
-            flush(out, tag, &mut run)?;
-            tag = change.tag();
+    use similar::ChangeTag;
+    for (tag, run) in crate::engine::review::word_runs(old, new) {
+        match tag {
+            ChangeTag::Equal => out.write_all(run.as_bytes())?,
+            ChangeTag::Delete => paint.removed(out, &format!("[-{run}-]"))?,
+            ChangeTag::Insert => paint.added(out, &format!("{{+{run}+}}"))?,
         }
-        run.push_str(change.value());
     }
-    flush(out, tag, &mut run)
+    Ok(())
 }
 
 #[cfg(test)]

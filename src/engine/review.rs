@@ -369,6 +369,20 @@ fn object_changes(old: &serde_json::Value, new: &serde_json::Value) -> Vec<Field
     changes
 }
 
+/// A word diff of two texts as runs of kept, removed and added words, each run
+/// whole, for the terminal and the browser report to mark in their own way
+/// (git's `--word-diff=plain` brackets, `<del>` and `<ins>`).
+pub fn word_runs(old: &str, new: &str) -> Vec<(similar::ChangeTag, String)> {
+    let mut runs: Vec<(similar::ChangeTag, String)> = Vec::new();
+    for change in similar::TextDiff::from_words(old, new).iter_all_changes() {
+        match runs.last_mut() {
+            Some((tag, run)) if *tag == change.tag() => run.push_str(change.value()),
+            _ => runs.push((change.tag(), change.value().to_string())),
+        }
+    }
+    runs
+}
+
 /// What an approval did.
 #[derive(Debug)]
 pub enum Approval {
