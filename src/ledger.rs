@@ -41,6 +41,22 @@ impl LedgerError {
     pub const LEVEL: Level = Level::Node;
 }
 
+/// The `level` column holds [`Level::as_str`].
+impl rusqlite::ToSql for Level {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        Ok(self.as_str().into())
+    }
+}
+
+impl rusqlite::types::FromSql for Level {
+    fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        let name = value.as_str()?;
+        Level::from_name(name).ok_or_else(|| {
+            rusqlite::types::FromSqlError::Other(format!("unknown error level {name:?}").into())
+        })
+    }
+}
+
 impl From<LedgerError> for crate::failure::RunFailure {
     fn from(e: LedgerError) -> Self {
         crate::failure::RunFailure {
@@ -1121,14 +1137,14 @@ impl Ledger {
             .execute(
                 "UPDATE errors SET count = count + 1, last_seen = ?5
                  WHERE resolved = 0 AND level = ?1 AND connection IS ?2 AND subject IS ?3 AND message = ?4",
-                params![level.as_str(), connection, subject, message, now],
+                params![level, connection, subject, message, now],
             )
             .map_err(|e| self.wrap(e))?;
         if updated == 0 {
             self.exec(
                 "INSERT INTO errors (level, connection, subject, message, first_seen, last_seen)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
-                params![level.as_str(), connection, subject, message, now],
+                params![level, connection, subject, message, now],
             )
             .map_err(|e| self.wrap(e))?;
         }
@@ -1184,7 +1200,7 @@ impl Ledger {
         self.exec(
             "UPDATE errors SET resolved = 1
                  WHERE resolved = 0 AND level = ?1 AND connection IS ?2 AND subject IS NULL",
-            params![level.as_str(), connection],
+            params![level, connection],
         )
         .map(drop)
         .map_err(|e| self.wrap(e))
@@ -1258,16 +1274,7 @@ impl Ledger {
             .query_map([], |r| {
                 Ok(ErrorRecord {
                     id: r.get(0)?,
-                    level: {
-                        let name: String = r.get(1)?;
-                        Level::from_name(&name).ok_or_else(|| {
-                            rusqlite::Error::FromSqlConversionFailure(
-                                1,
-                                rusqlite::types::Type::Text,
-                                format!("unknown error level {name:?}").into(),
-                            )
-                        })?
-                    },
+                    level: r.get(1)?,
                     connection: r.get(2)?,
                     subject: r.get(3)?,
                     message: r.get(4)?,
