@@ -25,7 +25,7 @@ use crate::failpoint;
 use crate::ledger::{NewStep, Step};
 use crate::model::{Comment, Issue, Origin};
 use crate::replica::{MAX_REPLICA_BYTES, Replica, parse_stored_path};
-use crate::rules::{RuleScript, TargetIssue};
+use crate::rules::TargetIssue;
 use crate::site::Site;
 use crate::tracker::{IssuePatch, NewComment, NewIssueWithComments, TrackerError};
 use crate::words::short_id;
@@ -152,16 +152,20 @@ pub fn import(site: &mut Site, connection: &Connection) -> anyhow::Result<Import
     }
 
     let mut batch = Batch::open(site, &peer)?;
-    let applied_all = apply_range(
-        site,
+    let applying = Range {
         connection,
-        &rules,
-        (ack, head),
-        range.replicas,
-        &mut batch,
-        &mut report,
-    )
-    .and_then(|()| batch.flush(site, false));
+        rules: &rules,
+        ack,
+        head,
+        // A server tracker takes new issues in groups (see `group`); a tracker
+        // that batches its writes gains nothing from it.
+        group_size: match batch.deferred() {
+            true => 1,
+            false => site.tracker.create_group(),
+        },
+    };
+    let applied_all = apply_range(site, &applying, range.replicas, &mut batch, &mut report)
+        .and_then(|()| batch.flush(site, false));
     if let Err(e) = applied_all {
         batch.abandon(site);
         return Err(e);
@@ -229,37 +233,26 @@ fn no_longer_shared(site: &mut Site, peer: &str, removed: &[String]) -> anyhow::
 /// is left for the caller to commit.
 fn apply_range(
     site: &mut Site,
-    connection: &Connection,
-    rules: &RuleScript,
-    (ack, head): (Option<Oid>, Oid),
+    range: &Range,
     replicas: Vec<(String, Option<Oid>)>,
     batch: &mut Batch,
     report: &mut ImportReport,
 ) -> anyhow::Result<()> {
+    let connection = range.connection;
     let peer = connection.peer.clone();
-    let short = short_id(head);
+    let short = short_id(range.head);
     // What a killed run left open, read once: each replica says what it resumes.
     let mut interrupted: HashMap<String, Vec<Step>> = HashMap::new();
     for step in site.ledger.interrupted_steps(&peer, None)? {
         interrupted.entry(step.path.clone()).or_default().push(step);
     }
     let progress = crate::progress::bar(replicas.len(), format!("import {peer}"));
-    // A server tracker takes new issues in groups (see `group`); a tracker that
-    // batches its writes gains nothing from it.
-    let group_size = site.tracker.create_group();
-    let range = Range {
-        connection,
-        rules,
-        ack,
-        head,
-        grouping: group_size > 1 && !batch.deferred(),
-    };
-    let grouping = range.grouping;
+    let group_size = range.group_size;
     let mut group = Group::default();
     let mut origins: HashMap<String, Origin> = HashMap::new();
     for (n, (path, blob)) in replicas.iter().enumerate() {
         progress.inc(1);
-        if grouping && n % group_size == 0 {
+        if range.grouping() && n % group_size == 0 {
             let ahead = &replicas[n..replicas.len().min(n + group_size)];
             origins = prefetch_origins(site, &peer, ahead)?;
         }
@@ -282,7 +275,7 @@ fn apply_range(
         };
         tracing::debug!(%peer, %path, blob = %short_id(blob), "import replica");
         batch.enter();
-        match import_one(site, &range, &subject, blob, batch, &mut interrupted) {
+        match import_one(site, range, &subject, blob, batch, &mut interrupted) {
             Ok(Imported::Done(done)) => {
                 batch.applied(&subject);
                 report.issues.push(*done);

@@ -36,8 +36,15 @@ pub(super) struct Range<'a> {
     pub ack: Option<Oid>,
     /// The peer commit being applied, where attachment content is read.
     pub head: Oid,
-    /// New issues wait for their group's writes (see `group`).
-    pub grouping: bool,
+    /// New issues are made this many at a time (see `group`); 1: each at once.
+    pub group_size: usize,
+}
+
+impl Range<'_> {
+    /// Whether new issues wait for their group's writes.
+    pub fn grouping(&self) -> bool {
+        self.group_size > 1
+    }
 }
 
 /// What importing one replica came to.
@@ -118,7 +125,7 @@ pub(super) fn import_one(
                 author: author.clone(),
                 origin: Some(origin),
             };
-            if range.grouping && !decision.uploads() && !decision.result.delete_issue {
+            if range.grouping() && !decision.uploads() && !decision.result.delete_issue {
                 done.action = ImportAction::Created;
                 done.comments_added = 0;
                 return Ok(Imported::Deferred(Box::new(PendingCreate {

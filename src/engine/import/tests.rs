@@ -55,7 +55,7 @@ impl Import for Fixture {
             rules: &rules,
             ack: None,
             head: Oid::ZERO_SHA1,
-            grouping: false,
+            group_size: 1,
         };
         let oid = blob(&self.site, bytes);
         let blob_id = oid.to_string();
