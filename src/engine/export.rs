@@ -231,7 +231,7 @@ pub fn export(
         for (candidate, rendered) in candidates.into_iter().zip(rendered) {
             let outcome =
                 finish_rendering(site, connection, head, candidate.0, rendered, &mut run)?;
-            run.take(
+            let taken = run.take(
                 site,
                 connection,
                 &shared_now,
@@ -239,14 +239,16 @@ pub fn export(
                 outcome,
                 &known,
                 again,
-            )?
-            .into_iter()
-            .for_each(|(blob, kept)| {
+            )?;
+            if let Some((blob, kept)) = taken {
                 new.push(blob);
                 carried.extend(kept);
-            });
+            }
         }
         run.blobs.add(&site.exchange, new)?;
+        // The field values of the issues whose new replica goes into this
+        // export's commit, staged in the ledger page by page until the commit
+        // exists.
         if keeps_baselines && !carried.is_empty() {
             site.ledger.stage_exports(peer, &carried)?;
         }
